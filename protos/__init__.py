@@ -1,0 +1,13 @@
+"""The voidlink gRPC contract: `pb` holds the messages, `rpc` the service stubs.
+
+Imports on Python 3.9+ with grpcio and protobuf only (no torch, no Qt), so every host can use it.
+"""
+
+from voidlink.protos.voidlink.v1 import voidlink_pb2 as pb
+from voidlink.protos.voidlink.v1 import voidlink_pb2_grpc as rpc
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VoidLink"].full_name
+PROTOCOL_VERSION = pb.PROTOCOL_VERSION_CURRENT
+PROTOCOL_METADATA_KEY = "voidlink-protocol"
+
+__all__ = ["pb", "rpc", "SERVICE_NAME", "PROTOCOL_VERSION", "PROTOCOL_METADATA_KEY"]

@@ -1,0 +1,425 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ProtocolVersion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROTOCOL_VERSION_UNSPECIFIED: _ClassVar[ProtocolVersion]
+    PROTOCOL_VERSION_CURRENT: _ClassVar[ProtocolVersion]
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_QUEUED: _ClassVar[JobState]
+    JOB_STATE_RUNNING: _ClassVar[JobState]
+    JOB_STATE_SUCCEEDED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_CANCELLED: _ClassVar[JobState]
+
+class PixelType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PIXEL_TYPE_UNSPECIFIED: _ClassVar[PixelType]
+    PIXEL_TYPE_HALF: _ClassVar[PixelType]
+    PIXEL_TYPE_FLOAT: _ClassVar[PixelType]
+
+class Compression(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COMPRESSION_UNSPECIFIED: _ClassVar[Compression]
+    COMPRESSION_ZIP: _ClassVar[Compression]
+    COMPRESSION_PIZ: _ClassVar[Compression]
+    COMPRESSION_DWAA: _ClassVar[Compression]
+    COMPRESSION_NONE: _ClassVar[Compression]
+
+class Quality(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUALITY_UNSPECIFIED: _ClassVar[Quality]
+    QUALITY_DRAFT: _ClassVar[Quality]
+    QUALITY_BALANCED: _ClassVar[Quality]
+    QUALITY_BEST: _ClassVar[Quality]
+
+class CropMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CROP_MODE_UNSPECIFIED: _ClassVar[CropMode]
+    CROP_MODE_AUTO: _ClassVar[CropMode]
+    CROP_MODE_FULL_FRAME: _ClassVar[CropMode]
+    CROP_MODE_SHOT: _ClassVar[CropMode]
+    CROP_MODE_WINDOW: _ClassVar[CropMode]
+PROTOCOL_VERSION_UNSPECIFIED: ProtocolVersion
+PROTOCOL_VERSION_CURRENT: ProtocolVersion
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_QUEUED: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_SUCCEEDED: JobState
+JOB_STATE_FAILED: JobState
+JOB_STATE_CANCELLED: JobState
+PIXEL_TYPE_UNSPECIFIED: PixelType
+PIXEL_TYPE_HALF: PixelType
+PIXEL_TYPE_FLOAT: PixelType
+COMPRESSION_UNSPECIFIED: Compression
+COMPRESSION_ZIP: Compression
+COMPRESSION_PIZ: Compression
+COMPRESSION_DWAA: Compression
+COMPRESSION_NONE: Compression
+QUALITY_UNSPECIFIED: Quality
+QUALITY_DRAFT: Quality
+QUALITY_BALANCED: Quality
+QUALITY_BEST: Quality
+CROP_MODE_UNSPECIFIED: CropMode
+CROP_MODE_AUTO: CropMode
+CROP_MODE_FULL_FRAME: CropMode
+CROP_MODE_SHOT: CropMode
+CROP_MODE_WINDOW: CropMode
+
+class MatteOptions(_message.Message):
+    __slots__ = ("is_quadmask", "threshold", "dilate", "feather", "invert")
+    IS_QUADMASK_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DILATE_FIELD_NUMBER: _ClassVar[int]
+    FEATHER_FIELD_NUMBER: _ClassVar[int]
+    INVERT_FIELD_NUMBER: _ClassVar[int]
+    is_quadmask: bool
+    threshold: float
+    dilate: int
+    feather: float
+    invert: bool
+    def __init__(self, is_quadmask: bool = ..., threshold: _Optional[float] = ..., dilate: _Optional[int] = ..., feather: _Optional[float] = ..., invert: bool = ...) -> None: ...
+
+class ClipSpec(_message.Message):
+    __slots__ = ("otio_json", "channels", "part", "colorspace", "matte")
+    OTIO_JSON_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    COLORSPACE_FIELD_NUMBER: _ClassVar[int]
+    MATTE_FIELD_NUMBER: _ClassVar[int]
+    otio_json: str
+    channels: str
+    part: str
+    colorspace: str
+    matte: MatteOptions
+    def __init__(self, otio_json: _Optional[str] = ..., channels: _Optional[str] = ..., part: _Optional[str] = ..., colorspace: _Optional[str] = ..., matte: _Optional[_Union[MatteOptions, _Mapping]] = ...) -> None: ...
+
+class FrameRange(_message.Message):
+    __slots__ = ("first", "last")
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    first: int
+    last: int
+    def __init__(self, first: _Optional[int] = ..., last: _Optional[int] = ...) -> None: ...
+
+class JobParams(_message.Message):
+    __slots__ = ("prompt", "negative_prompt", "backend", "passes", "steps", "guidance", "seed", "quality", "crop_mode", "priority", "resample_mattes")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    PASSES_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    CROP_MODE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    RESAMPLE_MATTES_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    negative_prompt: str
+    backend: str
+    passes: int
+    steps: int
+    guidance: float
+    seed: int
+    quality: Quality
+    crop_mode: CropMode
+    priority: int
+    resample_mattes: bool
+    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., backend: _Optional[str] = ..., passes: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., seed: _Optional[int] = ..., quality: _Optional[_Union[Quality, str]] = ..., crop_mode: _Optional[_Union[CropMode, str]] = ..., priority: _Optional[int] = ..., resample_mattes: bool = ...) -> None: ...
+
+class OutputSpec(_message.Message):
+    __slots__ = ("path_template", "pixel_type", "compression", "colorspace", "write_quadmask", "quadmask_template", "write_raw", "raw_template")
+    PATH_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    COLORSPACE_FIELD_NUMBER: _ClassVar[int]
+    WRITE_QUADMASK_FIELD_NUMBER: _ClassVar[int]
+    QUADMASK_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    WRITE_RAW_FIELD_NUMBER: _ClassVar[int]
+    RAW_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    path_template: str
+    pixel_type: PixelType
+    compression: Compression
+    colorspace: str
+    write_quadmask: bool
+    quadmask_template: str
+    write_raw: bool
+    raw_template: str
+    def __init__(self, path_template: _Optional[str] = ..., pixel_type: _Optional[_Union[PixelType, str]] = ..., compression: _Optional[_Union[Compression, str]] = ..., colorspace: _Optional[str] = ..., write_quadmask: bool = ..., quadmask_template: _Optional[str] = ..., write_raw: bool = ..., raw_template: _Optional[str] = ...) -> None: ...
+
+class JobSpec(_message.Message):
+    __slots__ = ("name", "source", "mask", "affected", "frames", "params", "output", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    AFFECTED_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    source: ClipSpec
+    mask: ClipSpec
+    affected: ClipSpec
+    frames: FrameRange
+    params: JobParams
+    output: OutputSpec
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[ClipSpec, _Mapping]] = ..., mask: _Optional[_Union[ClipSpec, _Mapping]] = ..., affected: _Optional[_Union[ClipSpec, _Mapping]] = ..., frames: _Optional[_Union[FrameRange, _Mapping]] = ..., params: _Optional[_Union[JobParams, _Mapping]] = ..., output: _Optional[_Union[OutputSpec, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ErrorDetail(_message.Message):
+    __slots__ = ("reason", "message", "field", "file", "frame", "frames")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    message: str
+    field: str
+    file: str
+    frame: int
+    frames: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., field: _Optional[str] = ..., file: _Optional[str] = ..., frame: _Optional[int] = ..., frames: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Preview(_message.Message):
+    __slots__ = ("width", "height", "png", "frame")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    png: bytes
+    frame: int
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., png: _Optional[bytes] = ..., frame: _Optional[int] = ...) -> None: ...
+
+class JobResult(_message.Message):
+    __slots__ = ("output_pattern", "frames", "otio_json", "quadmask_pattern", "raw_pattern", "backend", "notes", "metrics")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    OUTPUT_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    OTIO_JSON_FIELD_NUMBER: _ClassVar[int]
+    QUADMASK_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    RAW_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    output_pattern: str
+    frames: FrameRange
+    otio_json: str
+    quadmask_pattern: str
+    raw_pattern: str
+    backend: str
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, output_pattern: _Optional[str] = ..., frames: _Optional[_Union[FrameRange, _Mapping]] = ..., otio_json: _Optional[str] = ..., quadmask_pattern: _Optional[str] = ..., raw_pattern: _Optional[str] = ..., backend: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("id", "spec", "state", "stage", "frames_done", "frames_total", "created_at", "started_at", "finished_at", "error", "result", "message", "eta_seconds", "attempts")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_DONE_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    spec: JobSpec
+    state: JobState
+    stage: str
+    frames_done: int
+    frames_total: int
+    created_at: float
+    started_at: float
+    finished_at: float
+    error: ErrorDetail
+    result: JobResult
+    message: str
+    eta_seconds: float
+    attempts: int
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[str] = ..., frames_done: _Optional[int] = ..., frames_total: _Optional[int] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., message: _Optional[str] = ..., eta_seconds: _Optional[float] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("job_id", "state", "stage", "frames_done", "frames_total", "eta_seconds", "message", "preview", "error", "result", "time", "frame")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_DONE_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    state: JobState
+    stage: str
+    frames_done: int
+    frames_total: int
+    eta_seconds: float
+    message: str
+    preview: Preview
+    error: ErrorDetail
+    result: JobResult
+    time: float
+    frame: int
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[str] = ..., frames_done: _Optional[int] = ..., frames_total: _Optional[int] = ..., eta_seconds: _Optional[float] = ..., message: _Optional[str] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., time: _Optional[float] = ..., frame: _Optional[int] = ...) -> None: ...
+
+class SubmitJobRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: JobSpec
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+
+class SubmitJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class WatchJobRequest(_message.Message):
+    __slots__ = ("job_id", "previews")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIEWS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    previews: bool
+    def __init__(self, job_id: _Optional[str] = ..., previews: bool = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class CancelJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("states", "limit")
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedScalarFieldContainer[JobState]
+    limit: int
+    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class GetInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("name", "kind", "description", "memory_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    description: str
+    memory_bytes: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., description: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+
+class BackendInfo(_message.Message):
+    __slots__ = ("name", "available", "reason", "detail", "loaded")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    available: bool
+    reason: str
+    detail: str
+    loaded: bool
+    def __init__(self, name: _Optional[str] = ..., available: bool = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ..., loaded: bool = ...) -> None: ...
+
+class QueueInfo(_message.Message):
+    __slots__ = ("queued", "running")
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    queued: int
+    running: int
+    def __init__(self, queued: _Optional[int] = ..., running: _Optional[int] = ...) -> None: ...
+
+class GetInfoResponse(_message.Message):
+    __slots__ = ("version", "protocol_version", "devices", "backends", "queue", "data_dir", "default_backend", "libraries", "pid")
+    class LibrariesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    DATA_DIR_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    LIBRARIES_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    protocol_version: int
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    backends: _containers.RepeatedCompositeFieldContainer[BackendInfo]
+    queue: QueueInfo
+    data_dir: str
+    default_backend: str
+    libraries: _containers.ScalarMap[str, str]
+    pid: int
+    def __init__(self, version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., backends: _Optional[_Iterable[_Union[BackendInfo, _Mapping]]] = ..., queue: _Optional[_Union[QueueInfo, _Mapping]] = ..., data_dir: _Optional[str] = ..., default_backend: _Optional[str] = ..., libraries: _Optional[_Mapping[str, str]] = ..., pid: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,3 @@
+"""voidlink: object and interaction removal (Netflix VOID) for compositing and editorial hosts."""
+
+__version__ = "0.1.0"
