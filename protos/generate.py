@@ -21,9 +21,8 @@ _IMPORT_TO = "from voidlink.protos.voidlink.v1 import"
 
 
 def generate(out_dir: Path) -> list[Path]:
-    from grpc_tools import protoc
-
     import grpc_tools
+    from grpc_tools import protoc
 
     include = Path(grpc_tools.__file__).resolve().parent / "_proto"
     args = [

@@ -74,6 +74,7 @@ class Backend(ABC):
 
     def load(self) -> None:
         """Load weights or warm caches; called once, the backend then stays resident."""
+        return None
 
     @abstractmethod
     def run(self, frames: Iterator[BackendFrame], request: BackendRequest) -> Iterator[BackendResult]:
