@@ -1,1 +1,109 @@
-"""voidlink."""
+"""Backends and how the daemon chooses one.
+
+`void` needs torch, a CUDA device and the weights; `classical` needs nothing beyond the base
+install and is the embedded default. `auto` takes `void` when it is available, else `classical`.
+Availability is decided without importing torch when torch is not installed, so the daemon
+starts fast on machines without it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from pathlib import Path
+from typing import Optional
+
+from voidlink.inference.backends.base import Availability, Backend
+
+from voidlink.errors import InvalidInput, Unavailable
+
+BACKEND_NAMES = ("classical", "void")
+VOID_FILES = ("void_pass1.safetensors",)
+VOID_BASE = "CogVideoX-Fun-V1.5-5b-InP"
+
+
+def weights_dir(explicit: Optional[str] = None) -> Path:
+    """Where the VOID weights are looked for: --weights, $VOIDLINK_WEIGHTS, the platform data dir."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("VOIDLINK_WEIGHTS"):
+        return Path(os.environ["VOIDLINK_WEIGHTS"])
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("voidlink", appauthor=False)) / "weights"
+
+
+def void_availability(weights: Optional[str] = None) -> Availability:
+    if importlib.util.find_spec("torch") is None:
+        return Availability(False, "void: torch is not installed (pip install 'voidlink[void]')")
+    import torch
+
+    if not torch.cuda.is_available():
+        return Availability(False, "void: no CUDA device")
+    folder = weights_dir(weights)
+    missing = [name for name in (VOID_BASE, *VOID_FILES) if not (folder / name).exists()]
+    if missing:
+        return Availability(False, f"void: weights not found in {folder} (missing {', '.join(missing)})")
+    if importlib.util.find_spec("voidlink.inference.backends.void") is None:
+        return Availability(False, "void: the VOID backend is not part of this voidlink release yet")
+    return Availability(True, detail=f"weights in {folder}")
+
+
+def availability(name: str, weights: Optional[str] = None) -> Availability:
+    if name == "classical":
+        return Availability(True, detail="CPU: optical-flow propagation and spatial fill")
+    if name == "void":
+        return void_availability(weights)
+    raise InvalidInput(
+        f"unknown backend '{name}' (choose auto, {', '.join(BACKEND_NAMES)})",
+        reason="UNKNOWN_BACKEND",
+        field="spec.params.backend",
+    )
+
+
+class BackendRegistry:
+    """Creates each backend once and keeps it resident between jobs."""
+
+    def __init__(self, weights: Optional[str] = None) -> None:
+        self.weights = weights
+        self._loaded: dict[str, Backend] = {}
+        self._lock = threading.Lock()
+        self._availability: dict[str, Availability] = {}
+
+    def availability(self, name: str) -> Availability:
+        if name not in self._availability:
+            self._availability[name] = availability(name, self.weights)
+        return self._availability[name]
+
+    def resolve(self, requested: str) -> str:
+        """The backend a job asking for `requested` runs on; raises naming the field when it cannot."""
+        requested = (requested or "auto").strip().lower()
+        if requested == "auto":
+            return "void" if self.availability("void").available else "classical"
+        state = self.availability(requested)  # raises for unknown names
+        if not state.available:
+            raise Unavailable(state.reason, reason="BACKEND_UNAVAILABLE", field="spec.params.backend")
+        return requested
+
+    def get(self, name: str) -> Backend:
+        with self._lock:
+            if name not in self._loaded:
+                self._loaded[name] = _create(name, self.weights)
+                self._loaded[name].load()
+            return self._loaded[name]
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._loaded
+
+
+def _create(name: str, weights: Optional[str]) -> Backend:
+    if name == "classical":
+        from voidlink.inference.backends.classical import ClassicalBackend
+
+        return ClassicalBackend()
+    if name == "void":
+        from voidlink.inference.backends import void  # type: ignore[attr-defined]
+
+        return void.VoidBackend(weights_dir(weights))
+    raise InvalidInput(f"unknown backend '{name}'", reason="UNKNOWN_BACKEND", field="spec.params.backend")

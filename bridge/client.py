@@ -1,0 +1,437 @@
+"""Client: the one way hosts, scripts and the CLI talk to a voidlink daemon.
+
+    from voidlink.bridge import Client
+    result = Client().remove(plate="/shots/sh010/plate.####.exr", mask="/shots/sh010/roto.####.exr",
+                             frames=(1001, 1100), prompt="an empty street", output="/shots/sh010/void/clean.####.exr")
+
+Needs grpcio and protobuf only (no torch, no Qt), and runs on the Python 3.9 of older hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import grpc
+from voidlink.protos import (
+    ADDRESS_ENV,
+    DEFAULT_ADDRESS,
+    ERROR_METADATA_KEY,
+    PROTOCOL_METADATA_KEY,
+    PROTOCOL_VERSION,
+    pb,
+    rpc,
+)
+from voidlink.protos.clips import clip_json
+
+from voidlink import errors
+
+STATE_NAMES = {
+    pb.JOB_STATE_UNSPECIFIED: "unknown",
+    pb.JOB_STATE_QUEUED: "queued",
+    pb.JOB_STATE_RUNNING: "running",
+    pb.JOB_STATE_SUCCEEDED: "succeeded",
+    pb.JOB_STATE_FAILED: "failed",
+    pb.JOB_STATE_CANCELLED: "cancelled",
+}
+TERMINAL = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+_COMPRESSION = {
+    "zip": pb.COMPRESSION_ZIP,
+    "piz": pb.COMPRESSION_PIZ,
+    "dwaa": pb.COMPRESSION_DWAA,
+    "none": pb.COMPRESSION_NONE,
+}
+_PIXEL_TYPE = {"auto": pb.PIXEL_TYPE_UNSPECIFIED, "half": pb.PIXEL_TYPE_HALF, "float": pb.PIXEL_TYPE_FLOAT}
+_QUALITY = {"draft": pb.QUALITY_DRAFT, "balanced": pb.QUALITY_BALANCED, "best": pb.QUALITY_BEST}
+
+PathLike = Union[str, "os.PathLike[str]"]
+FrameRange = Optional[Sequence[int]]
+
+
+def state_name(state: int) -> str:
+    return STATE_NAMES.get(state, "unknown")
+
+
+def resolve_address(address: Optional[str] = None) -> str:
+    return address or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+
+
+@dataclass
+class RemoveResult:
+    """What a finished removal gives a host: where the clean plate is and which frames."""
+
+    job_id: str
+    state: str
+    output_pattern: str = ""
+    first: int = 0
+    last: int = 0
+    otio_json: str = ""
+    quadmask_pattern: str = ""
+    backend: str = ""
+    notes: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_job(cls, job: pb.Job) -> RemoveResult:
+        r = job.result
+        return cls(
+            job_id=job.id,
+            state=state_name(job.state),
+            output_pattern=r.output_pattern,
+            first=r.frames.first,
+            last=r.frames.last,
+            otio_json=r.otio_json,
+            quadmask_pattern=r.quadmask_pattern,
+            backend=r.backend,
+            notes=list(r.notes),
+            metrics=dict(r.metrics),
+        )
+
+    def otio_clip(self):
+        """The result as an `opentimelineio.schema.Clip` (imports OTIO on first use)."""
+        import opentimelineio as otio
+
+        return otio.adapters.read_from_string(self.otio_json, "otio_json")
+
+
+def _path(path: Optional[PathLike]) -> str:
+    return "" if path is None else os.path.abspath(os.fspath(path))
+
+
+def clip_spec(
+    path: PathLike,
+    frames: FrameRange = None,
+    channels: str = "",
+    colorspace: str = "",
+    matte: Optional[pb.MatteOptions] = None,
+) -> pb.ClipSpec:
+    first, last = (frames[0], frames[1]) if frames else (None, None)
+    spec = pb.ClipSpec(otio_json=clip_json(_path(path), first, last), channels=channels, colorspace=colorspace)
+    if matte is not None:
+        spec.matte.CopyFrom(matte)
+    return spec
+
+
+def default_output(plate: PathLike) -> str:
+    """`<plate folder>/void/<plate name>_void.####.exr`: next to the plate, never onto it."""
+    from voidlink.protos.clips import SequencePattern
+
+    plate = _path(plate)
+    folder, name = os.path.split(plate)
+    pattern = SequencePattern.parse(name)
+    stem = pattern.prefix.rstrip("._-") if pattern else os.path.splitext(name)[0]
+    return os.path.join(folder, "void", f"{stem}_void.####.exr")
+
+
+def build_spec(
+    plate: PathLike,
+    mask: PathLike,
+    affected: Optional[PathLike] = None,
+    frames: FrameRange = None,
+    prompt: str = "",
+    output: Optional[PathLike] = None,
+    backend: str = "auto",
+    *,
+    quadmask: bool = False,
+    steps: int = 0,
+    guidance: float = 0.0,
+    seed: Optional[int] = None,
+    passes: int = 0,
+    quality: str = "balanced",
+    priority: int = 0,
+    pixel_type: str = "auto",
+    compression: str = "zip",
+    write_quadmask: bool = True,
+    resample_mattes: bool = False,
+    name: str = "",
+    dilate: int = 0,
+    feather: float = 0.0,
+    threshold: float = 0.0,
+) -> pb.JobSpec:
+    """A JobSpec from paths and plain values; raises `errors.InvalidInput` naming a bad argument."""
+    if compression not in _COMPRESSION:
+        raise errors.InvalidInput(
+            f"unknown compression '{compression}' (choose {', '.join(_COMPRESSION)})",
+            reason="BAD_VALUE",
+            field="compression",
+        )
+    if pixel_type not in _PIXEL_TYPE:
+        raise errors.InvalidInput(
+            f"unknown pixel type '{pixel_type}' (choose {', '.join(_PIXEL_TYPE)})",
+            reason="BAD_VALUE",
+            field="pixel_type",
+        )
+    if quality not in _QUALITY:
+        raise errors.InvalidInput(
+            f"unknown quality '{quality}' (choose {', '.join(_QUALITY)})", reason="BAD_VALUE", field="quality"
+        )
+    if frames is not None and (len(frames) != 2 or frames[1] < frames[0]):
+        raise errors.InvalidInput(
+            f"frame range {tuple(frames)} is not (first, last) with first <= last", reason="EMPTY_RANGE", field="frames"
+        )
+    matte = pb.MatteOptions(is_quadmask=quadmask, dilate=dilate, feather=feather, threshold=threshold)
+    spec = pb.JobSpec(
+        name=name,
+        source=clip_spec(plate, frames),
+        mask=clip_spec(mask, frames, matte=matte),
+        params=pb.JobParams(
+            prompt=prompt,
+            backend=backend,
+            steps=steps,
+            guidance=guidance,
+            passes=passes,
+            quality=_QUALITY[quality],
+            priority=priority,
+            resample_mattes=resample_mattes,
+        ),
+        output=pb.OutputSpec(
+            path_template=_path(output) if output else default_output(plate),
+            pixel_type=_PIXEL_TYPE[pixel_type],
+            compression=_COMPRESSION[compression],
+            write_quadmask=write_quadmask,
+        ),
+    )
+    if affected is not None:
+        spec.affected.CopyFrom(clip_spec(affected, frames, matte=pb.MatteOptions(dilate=dilate, threshold=threshold)))
+    if seed is not None:
+        spec.params.seed = seed
+    if frames is not None:
+        spec.frames.first, spec.frames.last = int(frames[0]), int(frames[1])
+    return spec
+
+
+class Client:
+    """A connection to one daemon. Cheap to create; safe to share between threads."""
+
+    def __init__(self, address: Optional[str] = None, connect_timeout: float = 5.0) -> None:
+        self.address = resolve_address(address)
+        self.connect_timeout = connect_timeout
+        self._channel = grpc.insecure_channel(
+            self.address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        )
+        self._stub = rpc.VoidLinkStub(self._channel)
+        self._metadata = ((PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)),)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _ready(self, timeout: Optional[float] = None) -> None:
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout or self.connect_timeout)
+        except grpc.FutureTimeoutError:
+            raise errors.Unavailable(
+                f"no voidlink daemon answers at {self.address}: start one with `voidlink serve` "
+                f"(or set {ADDRESS_ENV} to the daemon's address)",
+                reason="DAEMON_UNREACHABLE",
+            ) from None
+
+    def _call(self, method: str, request, timeout: Optional[float] = 30.0):
+        self._ready()
+        try:
+            return getattr(self._stub, method)(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise _to_error(exc, self.address) from None
+
+    # -- the service ---------------------------------------------------------------------
+
+    def info(self) -> pb.GetInfoResponse:
+        info = self._call("GetInfo", pb.GetInfoRequest())
+        if info.protocol_version != PROTOCOL_VERSION:
+            raise errors.ProtocolMismatch(
+                f"the daemon at {self.address} speaks protocol {info.protocol_version} (voidlink {info.version}); "
+                f"this client speaks {PROTOCOL_VERSION}: install the same voidlink version on both sides"
+            )
+        return info
+
+    def submit(self, spec: pb.JobSpec) -> pb.Job:
+        return self._call("SubmitJob", pb.SubmitJobRequest(spec=spec)).job
+
+    def get(self, job_id: str) -> pb.Job:
+        return self._call("GetJob", pb.GetJobRequest(job_id=job_id)).job
+
+    def cancel(self, job_id: str) -> pb.Job:
+        return self._call("CancelJob", pb.CancelJobRequest(job_id=job_id)).job
+
+    def jobs(self, states: Sequence[int] = (), limit: int = 0) -> list:
+        return list(self._call("ListJobs", pb.ListJobsRequest(states=states, limit=limit)).jobs)
+
+    def watch(self, job_id: str, previews: bool = False) -> Iterator[pb.JobEvent]:
+        """Events of one job until it ends: the current state first, then each change."""
+        self._ready()
+        stream = self._stub.WatchJob(
+            pb.WatchJobRequest(job_id=job_id, previews=previews), metadata=self._metadata
+        )
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED and stream.cancelled():
+                return
+            raise _to_error(exc, self.address) from None
+        finally:
+            stream.cancel()
+
+    def wait(
+        self, job_id: str, on_progress: Optional[Callable[[pb.JobEvent], None]] = None, previews: bool = False
+    ) -> pb.Job:
+        """Follow a job to its end (re-attaching if the stream drops); returns the final Job."""
+        while True:
+            for event in self.watch(job_id, previews=previews):
+                if on_progress is not None:
+                    on_progress(event)
+                if event.state in TERMINAL:
+                    return self.get(job_id)
+            job = self.get(job_id)  # stream closed early (daemon restarting): poll, then watch again
+            if job.state in TERMINAL:
+                return job
+            time.sleep(0.5)
+
+    def remove(
+        self,
+        plate: PathLike,
+        mask: PathLike,
+        affected: Optional[PathLike] = None,
+        frames: FrameRange = None,
+        prompt: str = "",
+        output: Optional[PathLike] = None,
+        backend: str = "auto",
+        wait: bool = True,
+        on_progress: Optional[Callable[[pb.JobEvent], None]] = None,
+        **params,
+    ) -> RemoveResult:
+        """Remove the object in `mask` (and its effects in `affected`) from `plate`.
+
+        With `wait=True` (default) returns when the job ends and raises `errors.JobFailed` /
+        `errors.JobCancelled` if it did not succeed; with `wait=False` returns at once with the
+        job id and state "queued". `params` are `build_spec`'s keywords (steps, seed, quality, ...).
+        """
+        spec = build_spec(plate, mask, affected, frames, prompt, output, backend, **params)
+        job = self.submit(spec)
+        if not wait:
+            return RemoveResult(job_id=job.id, state=state_name(job.state))
+        job = self.wait(job.id, on_progress=on_progress)
+        return result_or_raise(job)
+
+    def ensure_daemon(self, data_dir: Optional[PathLike] = None, timeout: float = 30.0) -> None:
+        """Start a detached local daemon when none answers, and wait until it is SERVING."""
+        if self.is_serving(timeout=1.0):
+            return
+        if not _is_local(self.address):
+            raise errors.Unavailable(
+                f"no voidlink daemon answers at {self.address}, and it is not a local address to start one on",
+                reason="DAEMON_UNREACHABLE",
+            )
+        command = daemon_command() + ["serve", "--listen", self.address]
+        if data_dir is not None:
+            command += ["--data-dir", os.fspath(data_dir)]
+        log_dir = Path(os.fspath(data_dir)) if data_dir else Path.home() / ".voidlink"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_dir / "daemon.log", "ab") as log_file:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives the host application that started it
+                close_fds=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_serving(timeout=0.5):
+                return
+            if process.poll() is not None:
+                raise errors.Unavailable(
+                    f"the voidlink daemon exited at start (code {process.returncode}); see {log_dir / 'daemon.log'}",
+                    reason="DAEMON_START_FAILED",
+                    file=str(log_dir / "daemon.log"),
+                )
+            time.sleep(0.2)
+        raise errors.Unavailable(
+            f"the voidlink daemon did not become ready within {timeout:.0f} s; see {log_dir / 'daemon.log'}",
+            reason="DAEMON_START_FAILED",
+        )
+
+    def is_serving(self, timeout: float = 2.0) -> bool:
+        """True when the daemon's gRPC health service answers SERVING."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+            reply = health_pb2_grpc.HealthStub(self._channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
+        except (grpc.FutureTimeoutError, grpc.RpcError):
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def result_or_raise(job: pb.Job) -> RemoveResult:
+    if job.state == pb.JOB_STATE_SUCCEEDED:
+        return RemoveResult.from_job(job)
+    detail = job.error
+    frame = detail.frame if detail.HasField("frame") else None
+    if job.state == pb.JOB_STATE_CANCELLED:
+        raise errors.JobCancelled(f"job {job.id} was cancelled", reason="CANCELLED")
+    cls = errors.VoidlinkError if not detail.reason else errors.JobFailed
+    raise cls(
+        f"job {job.id} failed: {detail.message or job.message}",
+        reason=detail.reason or "JOB_FAILED",
+        field=detail.field,
+        file=detail.file,
+        frame=frame,
+        frames=list(detail.frames),
+    )
+
+
+def daemon_command() -> list:
+    """How to start the daemon from here: $VOIDLINK_DAEMON, the `voidlink` script, or this Python."""
+    explicit = os.environ.get("VOIDLINK_DAEMON")
+    if explicit:
+        return explicit.split()
+    script = shutil.which("voidlink")
+    # Inside Nuke or Resolve sys.executable is the host, not a Python: prefer the installed script.
+    if script:
+        return [script]
+    return [sys.executable, "-m", "voidlink"]
+
+
+def _is_local(address: str) -> bool:
+    if address.startswith("unix:"):
+        return True
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "")
+
+
+def _to_error(exc: grpc.RpcError, address: str) -> errors.VoidlinkError:
+    code = exc.code()
+    detail = pb.ErrorDetail()
+    for key, value in exc.trailing_metadata() or ():
+        if key == ERROR_METADATA_KEY:
+            detail.ParseFromString(value)
+    if code == grpc.StatusCode.UNAVAILABLE and not detail.reason:
+        return errors.Unavailable(
+            f"the voidlink daemon at {address} is unavailable ({exc.details()})", reason="DAEMON_UNREACHABLE"
+        )
+    cls = errors.error_class_for(code.name, detail.reason)
+    return cls(
+        detail.message or exc.details() or code.name,
+        reason=detail.reason,
+        field=detail.field,
+        file=detail.file,
+        frame=detail.frame if detail.HasField("frame") else None,
+        frames=list(detail.frames),
+    )

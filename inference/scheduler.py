@@ -1,0 +1,249 @@
+"""Scheduler: runs queued jobs one at a time per device, by priority then submission order.
+
+The job's own state lives in the JobStore; the scheduler only keeps what a running job needs in
+memory (its cancel flag). Backends stay resident in the BackendRegistry between jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from typing import Optional
+
+import numpy as np
+from voidlink.inference import pipeline
+from voidlink.inference.backends import BackendRegistry
+from voidlink.inference.backends.base import BackendRequest, Cancelled
+from voidlink.inference.events import EventBus
+from voidlink.inference.store import TERMINAL_STATES, JobStore
+from voidlink.protos import pb
+
+from voidlink.errors import JobCancelled, NotFound, VoidlinkError
+
+log = logging.getLogger("voidlink.scheduler")
+
+_QUALITY = {pb.QUALITY_DRAFT: "draft", pb.QUALITY_BEST: "best"}
+
+
+def error_detail(error: VoidlinkError) -> pb.ErrorDetail:
+    detail = pb.ErrorDetail(
+        reason=error.reason, message=error.message, field=error.field, file=error.file, frames=error.frames
+    )
+    if error.frame is not None:
+        detail.frame = error.frame
+    return detail
+
+
+def backend_request(spec: pb.JobSpec, first: int, last: int, cancelled, on_message) -> BackendRequest:
+    params = spec.params
+    return BackendRequest(
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        steps=params.steps,
+        guidance=params.guidance,
+        seed=params.seed if params.HasField("seed") else None,
+        passes=params.passes,
+        quality=_QUALITY.get(params.quality, "balanced"),
+        first=first,
+        last=last,
+        cancelled=cancelled,
+        on_message=on_message,
+    )
+
+
+class _Progress:
+    """The pipeline's ProgressSink: records to the store, publishes to watchers."""
+
+    def __init__(self, store: JobStore, bus: EventBus, job: pb.Job) -> None:
+        self.store, self.bus, self.job_id = store, bus, job.id
+        self.total = job.frames_total
+        self.done = job.frames_done
+        self.stage_name = "starting"
+        self._t0 = time.monotonic()
+        self._done_at_start: Optional[int] = None
+
+    def _event(self, **fields) -> pb.JobEvent:
+        return pb.JobEvent(
+            job_id=self.job_id,
+            state=pb.JOB_STATE_RUNNING,
+            stage=self.stage_name,
+            frames_done=self.done,
+            frames_total=self.total,
+            time=time.time(),
+            **fields,
+        )
+
+    def stage(self, name: str, message: str = "") -> None:
+        self.stage_name = name
+        self.store.update(self.job_id, stage=name, message=message)
+        self.bus.publish(self._event(message=message, eta_seconds=-1.0))
+
+    def frame_written(self, frame: int, done: int, total: int, preview: Optional[np.ndarray]) -> None:
+        if self._done_at_start is None:
+            self._done_at_start = done - 1
+            self._t0 = time.monotonic()
+        self.done, self.total = done, total
+        self.store.record_frame(self.job_id, frame, done)
+        if total and self.total != total:
+            self.store.update(self.job_id, frames_total=total)
+        event = self._event(frame=frame, eta_seconds=self._eta(), message=f"frame {frame} written")
+        if preview is not None:
+            event.preview.CopyFrom(_preview(preview, frame))
+        self.bus.publish(event)
+
+    def log(self, message: str) -> None:
+        self.store.append_log(self.job_id, message)
+        self.bus.publish(self._event(message=message, eta_seconds=-1.0))
+
+    def _eta(self) -> float:
+        since = self.done - (self._done_at_start or 0)
+        elapsed = time.monotonic() - self._t0
+        if since <= 0 or elapsed <= 0:
+            return -1.0
+        return max(0.0, (self.total - self.done) * elapsed / since)
+
+
+def _preview(image: np.ndarray, frame: int) -> pb.Preview:
+    import cv2
+
+    rgb = np.ascontiguousarray(image[..., :3])
+    if rgb.dtype != np.uint8:
+        rgb = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    ok, png = cv2.imencode(".png", rgb[..., ::-1])
+    return pb.Preview(width=rgb.shape[1], height=rgb.shape[0], png=png.tobytes() if ok else b"", frame=frame)
+
+
+class Scheduler:
+    def __init__(self, store: JobStore, bus: EventBus, registry: BackendRegistry, devices: int = 1) -> None:
+        self.store, self.bus, self.registry = store, bus, registry
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._cancel: dict[str, threading.Event] = {}
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"voidlink-worker-{i}", daemon=True) for i in range(devices)
+        ]
+
+    # -- control -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def wake(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Interrupt running jobs at their next frame; they go back to the queue, not cancelled."""
+        with self._wake:
+            self._stopping = True
+            for flag in self._cancel.values():
+                flag.set()
+            self._wake.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def running(self) -> int:
+        return len(self._cancel)
+
+    def cancel(self, job_id: str) -> pb.Job:
+        job = self.store.get(job_id)
+        if job is None:
+            raise NotFound(f"no job with id '{job_id}'", reason="JOB_NOT_FOUND", field="job_id")
+        if job.state in TERMINAL_STATES:
+            return job
+        with self._wake:
+            flag = self._cancel.get(job_id)
+            if flag is not None:
+                flag.set()  # the worker finishes the job as cancelled at its next frame
+                return job
+            job = self.store.finish(job_id, pb.JOB_STATE_CANCELLED, message="cancelled before it started")
+        self._publish_final(job)
+        return job
+
+    # -- work ----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                if self._stopping:
+                    return
+                job = self.store.claim_next()
+                if job is None:
+                    self._wake.wait(timeout=1.0)
+                    continue
+                flag = threading.Event()
+                self._cancel[job.id] = flag
+            try:
+                self._run(job, flag)
+            finally:
+                with self._wake:
+                    self._cancel.pop(job.id, None)
+
+    def _run(self, job: pb.Job, flag: threading.Event) -> None:
+        progress = _Progress(self.store, self.bus, job)
+        prepared = None
+        try:
+            progress.stage("validate")
+            prepared = pipeline.prepare_job(job.spec)
+            backend_name = self.registry.resolve(job.spec.params.backend)
+            progress.stage("load", f"loading the {backend_name} backend")
+            backend = self.registry.get(backend_name)
+            request = backend_request(job.spec, prepared.first, prepared.last, flag.is_set, progress.log)
+            result = pipeline.run_job(
+                prepared, backend, job_id=job.id, progress=progress, cancelled=flag.is_set, request=request
+            )
+        except (JobCancelled, Cancelled):
+            if self._stopping:
+                self.store.requeue(job.id, "interrupted by daemon shutdown; resumes at the next start")
+                log.info("job %s interrupted by shutdown, left queued", job.id)
+                return
+            self._discard(prepared, job.id)
+            self._publish_final(self.store.finish(job.id, pb.JOB_STATE_CANCELLED, message="cancelled"))
+        except VoidlinkError as error:
+            self._discard(prepared, job.id)
+            self.store.append_log(job.id, f"failed: {error}")
+            final = self.store.finish(job.id, pb.JOB_STATE_FAILED, message=str(error), error=error_detail(error))
+            self._publish_final(final)
+        except Exception as error:  # a bug or an unexpected library error: keep serving
+            log.exception("job %s failed", job.id)
+            self._discard(prepared, job.id)
+            self.store.append_log(job.id, traceback.format_exc())
+            detail = pb.ErrorDetail(reason="INTERNAL", message=f"{type(error).__name__}: {error}")
+            self._publish_final(
+                self.store.finish(job.id, pb.JOB_STATE_FAILED, message=detail.message, error=detail)
+            )
+        else:
+            message = f"{result.frames.last - result.frames.first + 1} frames written to {result.output_pattern}"
+            self._publish_final(
+                self.store.finish(job.id, pb.JOB_STATE_SUCCEEDED, message=message, result=result)
+            )
+
+    def _discard(self, prepared, job_id: str) -> None:
+        if prepared is None:
+            return
+        try:
+            pipeline.discard_staging(prepared, job_id)
+        except OSError:
+            log.warning("could not remove the staging folder of job %s", job_id, exc_info=True)
+
+    def _publish_final(self, job: pb.Job) -> None:
+        event = pb.JobEvent(
+            job_id=job.id,
+            state=job.state,
+            stage=job.stage,
+            frames_done=job.frames_done,
+            frames_total=job.frames_total,
+            message=job.message,
+            time=time.time(),
+            eta_seconds=0.0,
+        )
+        if job.HasField("error"):
+            event.error.CopyFrom(job.error)
+        if job.HasField("result"):
+            event.result.CopyFrom(job.result)
+        self.bus.publish(event)

@@ -1,0 +1,369 @@
+"""The daemon: the VoidLink gRPC service over the JobStore and the Scheduler.
+
+`Daemon` owns the data dir (locked against a second daemon), the store, the scheduler and the
+gRPC server with the standard health and reflection services.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import platform
+import queue
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Optional
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from voidlink.inference import pipeline
+from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
+from voidlink.inference.events import EventBus
+from voidlink.inference.scheduler import Scheduler, error_detail
+from voidlink.inference.store import TERMINAL_STATES, JobStore
+from voidlink.protos import (
+    DEFAULT_ADDRESS,
+    ERROR_METADATA_KEY,
+    PROTOCOL_METADATA_KEY,
+    PROTOCOL_VERSION,
+    SERVICE_NAME,
+    pb,
+    rpc,
+)
+
+import voidlink
+from voidlink.errors import Conflict, InvalidInput, NotFound, ProtocolMismatch, Unavailable, VoidlinkError
+
+log = logging.getLogger("voidlink.daemon")
+
+
+
+def default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("voidlink", appauthor=False))
+
+
+def _abort(context: grpc.ServicerContext, error: VoidlinkError) -> None:
+    context.set_trailing_metadata(((ERROR_METADATA_KEY, error_detail(error).SerializeToString()),))
+    context.abort(getattr(grpc.StatusCode, error.grpc_code), error.message)
+
+
+def _rpc(method):
+    """Protocol check and error mapping shared by every RPC."""
+
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            self._check_protocol(context)
+            return method(self, request, context)
+        except VoidlinkError as error:
+            _abort(context, error)
+
+    return wrapper
+
+
+def _stream_rpc(method):
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            self._check_protocol(context)
+            yield from method(self, request, context)
+        except VoidlinkError as error:
+            _abort(context, error)
+
+    return wrapper
+
+
+class VoidLinkService(rpc.VoidLinkServicer):
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.store = daemon.store
+
+    def _check_protocol(self, context: grpc.ServicerContext) -> None:
+        for key, value in context.invocation_metadata():
+            if key == PROTOCOL_METADATA_KEY and value != str(PROTOCOL_VERSION):
+                raise ProtocolMismatch(
+                    f"this daemon speaks voidlink protocol {PROTOCOL_VERSION} (voidlink {voidlink.__version__}); "
+                    f"the client speaks {value}: install the same voidlink version on both sides",
+                    field="metadata." + PROTOCOL_METADATA_KEY,
+                )
+
+    def _job(self, job_id: str) -> pb.Job:
+        if not job_id:
+            raise InvalidInput("no job id given", reason="MISSING_FIELD", field="job_id")
+        job = self.store.get(job_id)
+        if job is None:
+            raise NotFound(f"no job with id '{job_id}'", reason="JOB_NOT_FOUND", field="job_id")
+        return job
+
+    @_rpc
+    def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
+        spec = request.spec
+        self.daemon.registry.resolve(spec.params.backend)  # unknown or unavailable backend: refuse now
+        prepared = pipeline.prepare_job(spec)
+        job = self.store.add(spec, frames_total=prepared.last - prepared.first + 1)
+        log.info("job %s queued: %s", job.id, spec.name or spec.output.path_template)
+        self.daemon.scheduler.wake()
+        return pb.SubmitJobResponse(job=job)
+
+    @_stream_rpc
+    def WatchJob(self, request: pb.WatchJobRequest, context):
+        job = self._job(request.job_id)
+        events = self.daemon.bus.subscribe(job.id)
+        try:
+            job = self._job(request.job_id)  # re-read after subscribing: no event can slip between
+            yield _snapshot(job)
+            if job.state in TERMINAL_STATES:
+                return
+            while context.is_active() and not self.daemon.stopping.is_set():
+                try:
+                    event = events.get(timeout=0.25)
+                except queue.Empty:
+                    continue
+                if not request.previews and event.HasField("preview"):
+                    event = _without_preview(event)
+                yield event
+                if event.state in TERMINAL_STATES:
+                    return
+            if self.daemon.stopping.is_set():
+                yield _snapshot(self._job(job.id), message="the daemon is shutting down; watch again after it restarts")
+        finally:
+            self.daemon.bus.unsubscribe(job.id, events)
+
+    @_rpc
+    def CancelJob(self, request: pb.CancelJobRequest, context) -> pb.CancelJobResponse:
+        self._job(request.job_id)
+        return pb.CancelJobResponse(job=self.daemon.scheduler.cancel(request.job_id))
+
+    @_rpc
+    def GetJob(self, request: pb.GetJobRequest, context) -> pb.GetJobResponse:
+        return pb.GetJobResponse(job=self._job(request.job_id))
+
+    @_rpc
+    def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:
+        return pb.ListJobsResponse(jobs=self.store.list(request.states, request.limit))
+
+    @_rpc
+    def GetInfo(self, request: pb.GetInfoRequest, context) -> pb.GetInfoResponse:
+        return self.daemon.info()
+
+
+def _snapshot(job: pb.Job, message: str = "") -> pb.JobEvent:
+    event = pb.JobEvent(
+        job_id=job.id,
+        state=job.state,
+        stage=job.stage,
+        frames_done=job.frames_done,
+        frames_total=job.frames_total,
+        eta_seconds=-1.0,
+        message=message or job.message,
+        time=time.time(),
+    )
+    if job.HasField("error"):
+        event.error.CopyFrom(job.error)
+    if job.HasField("result"):
+        event.result.CopyFrom(job.result)
+    return event
+
+
+def _without_preview(event: pb.JobEvent) -> pb.JobEvent:
+    copy = pb.JobEvent()
+    copy.CopyFrom(event)
+    copy.ClearField("preview")
+    return copy
+
+
+class DataDirLock:
+    """An OS lock on `<data dir>/daemon.lock`: a second daemon on the same dir is refused."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "daemon.lock"
+        self._file = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            if os.name == "nt":
+                import msvcrt
+
+                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown pid"
+            handle.close()
+            raise Conflict(
+                f"another voidlink daemon ({owner}) is using the data dir {self.path.parent}; "
+                "stop it, or start this one with another --data-dir",
+                reason="DATA_DIR_LOCKED",
+                file=str(self.path),
+            ) from exc
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Daemon:
+    def __init__(
+        self,
+        listen: str = DEFAULT_ADDRESS,
+        data_dir: Optional[Path] = None,
+        weights: Optional[str] = None,
+        max_workers: int = 16,
+    ) -> None:
+        self.listen = listen
+        self.data_dir = Path(data_dir) if data_dir else default_data_dir()
+        self.registry = BackendRegistry(weights)
+        self.bus = EventBus()
+        self.stopping = threading.Event()
+        self._lock = DataDirLock(self.data_dir)
+        self._max_workers = max_workers
+        self.address = ""
+        self.store: JobStore
+        self.scheduler: Scheduler
+        self.server: grpc.Server
+
+    def start(self) -> str:
+        """Lock the data dir, open the store, bind and serve; returns the bound address."""
+        self._lock.acquire()
+        try:
+            self.store = JobStore(self.data_dir / "jobs.sqlite")
+            resumed = self.store.requeue_interrupted()
+            self.server = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="voidlink-rpc"),
+                # Without this Linux lets a second server share the port and steal half the calls.
+                options=[("grpc.so_reuseport", 0)],
+            )
+            rpc.add_VoidLinkServicer_to_server(VoidLinkService(self), self.server)
+            self.health = health.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+                self.server,
+            )
+            self.address = self._bind()
+            self.scheduler = Scheduler(self.store, self.bus, self.registry)
+            self.server.start()
+            self.scheduler.start()
+            for name in ("", SERVICE_NAME):
+                self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            self._write_state()
+            if resumed:
+                log.info("resuming %d interrupted job(s): %s", len(resumed), ", ".join(resumed))
+            return self.address
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _bind(self) -> str:
+        address = self.listen
+        try:
+            port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:
+            port = 0
+            cause = exc
+        else:
+            cause = None
+        if address.startswith("unix:"):
+            if port == 0 and cause is not None:
+                raise Unavailable(f"cannot listen on {address}: {cause}", reason="ADDRESS_IN_USE") from cause
+            return address
+        if not port:
+            raise Unavailable(
+                f"cannot listen on {address}: the port is already in use (is another voidlink daemon running? "
+                f"`voidlink doctor` checks) or the address is not on this machine; choose another with --listen",
+                reason="ADDRESS_IN_USE",
+            )
+        host = address.rsplit(":", 1)[0]
+        return f"{host}:{port}"
+
+    def _write_state(self) -> None:
+        state = {"pid": os.getpid(), "address": self.address, "version": voidlink.__version__}
+        tmp = self.data_dir / "daemon.json.tmp"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.data_dir / "daemon.json")
+
+    def info(self) -> pb.GetInfoResponse:
+        counts = self.store.counts()
+        info = pb.GetInfoResponse(
+            version=voidlink.__version__,
+            protocol_version=PROTOCOL_VERSION,
+            data_dir=str(self.data_dir),
+            pid=os.getpid(),
+            queue=pb.QueueInfo(
+                queued=counts.get(pb.JOB_STATE_QUEUED, 0), running=counts.get(pb.JOB_STATE_RUNNING, 0)
+            ),
+            devices=[pb.Device(name="cpu", kind="cpu", description=platform.processor() or platform.machine())],
+        )
+        for name in BACKEND_NAMES:
+            state = self.registry.availability(name)
+            info.backends.add(
+                name=name,
+                available=state.available,
+                reason=state.reason,
+                detail=state.detail,
+                loaded=self.registry.is_loaded(name),
+            )
+        info.default_backend = self.registry.resolve("auto")
+        info.libraries.update(library_versions())
+        return info
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        log.info("shutting down")
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.scheduler.stop(timeout=30.0)
+        self.server.stop(grace).wait()
+        self.store.close()
+        self._lock.release()
+
+    def serve_forever(self) -> None:
+        """Block until SIGTERM/SIGINT, then shut down gracefully (running jobs resume next start)."""
+        done = threading.Event()
+
+        def on_signal(signum, frame):
+            done.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+        while not done.wait(0.5):
+            pass
+        self.stop()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "grpcio": grpc.__version__}
+    for label, module in (
+        ("OpenImageIO", "OpenImageIO"),
+        ("OpenColorIO", "PyOpenColorIO"),
+        ("opentimelineio", "opentimelineio"),
+        ("opencv", "cv2"),
+        ("numpy", "numpy"),
+    ):
+        try:
+            versions[label] = str(__import__(module).__version__)
+        except Exception as exc:  # a broken optional library is reported, not fatal
+            versions[label] = f"unavailable ({exc})"
+    return versions
