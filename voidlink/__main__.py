@@ -1,0 +1,5 @@
+import sys
+
+from voidlink.cli import main
+
+sys.exit(main())

@@ -1,0 +1,20 @@
+"""`voidlink bench io|classical`: benchmarks that print ratios against a baseline run beside them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {
+    "io": "voidlink.bench.io",
+    "classical": "voidlink.bench.classical",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("which", choices=sorted(BENCHMARKS), help="which benchmark")
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options (--json, --quick, ...)")
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(importlib.import_module(BENCHMARKS[args.which]).main(args.rest) or 0)

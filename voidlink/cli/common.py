@@ -1,0 +1,79 @@
+"""Pieces the sub-commands share: the daemon address option, frame ranges, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional
+
+from voidlink.errors import InvalidInput
+from voidlink.protos import ADDRESS_ENV, pb
+
+
+def add_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address", help=f"daemon address HOST:PORT or unix:PATH (default: ${ADDRESS_ENV}, else 127.0.0.1:50151)"
+    )
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def parse_frames(text: Optional[str]) -> Optional[tuple[int, int]]:
+    """`1001-1100`, `1001:1100` or a single `1001` → (first, last)."""
+    if not text:
+        return None
+    cleaned = text.replace(":", "-").strip()
+    # A leading minus is a negative frame, not a separator.
+    head, sep, tail = cleaned[1:].partition("-")
+    try:
+        if sep:
+            first, last = int(cleaned[0] + head), int(tail)
+        else:
+            first = last = int(cleaned)
+    except ValueError:
+        raise InvalidInput(
+            f"--frames '{text}' is not FIRST-LAST (e.g. 1001-1100)", reason="BAD_VALUE", field="frames"
+        ) from None
+    if last < first:
+        message = f"--frames '{text}' is empty: {last} is before {first}"
+        raise InvalidInput(message, reason="EMPTY_RANGE", field="frames")
+    return first, last
+
+
+def job_to_dict(job: pb.Job) -> dict:
+    """A job as plain JSON-able values; `state` is one of queued, running, succeeded, failed, cancelled."""
+    from google.protobuf.json_format import MessageToDict
+
+    from voidlink.bridge.client import state_name
+
+    out = {
+        "id": job.id,
+        "name": job.spec.name,
+        "state": state_name(job.state),
+        "stage": job.stage,
+        "frames_done": job.frames_done,
+        "frames_total": job.frames_total,
+        "message": job.message,
+        "attempts": job.attempts,
+        "created_at": job.created_at,
+        "started_at": job.started_at or None,
+        "finished_at": job.finished_at or None,
+        "backend": job.spec.params.backend or "auto",
+        "output_template": job.spec.output.path_template,
+    }
+    if job.HasField("error"):
+        out["error"] = MessageToDict(job.error, preserving_proto_field_name=True)
+    if job.HasField("result"):
+        result = MessageToDict(job.result, preserving_proto_field_name=True)
+        result.pop("otio_json", None)
+        out["result"] = result
+    return out
+
+
+def print_json(value: object) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+    sys.stdout.flush()

@@ -1,0 +1,78 @@
+"""`voidlink jobs list|show|watch|cancel`."""
+
+from __future__ import annotations
+
+import argparse
+
+from voidlink.cli.common import add_address, add_json, job_to_dict, print_json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    sub.required = True
+    listing = sub.add_parser("list", help="jobs, newest first")
+    listing.add_argument("--state", action="append", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    listing.add_argument("--limit", type=int, default=50)
+    for name, help_text in (("show", "one job"), ("watch", "follow a job until it ends"), ("cancel", "cancel a job")):
+        action = sub.add_parser(name, help=help_text)
+        action.add_argument("job_id")
+    for action in sub.choices.values():
+        add_address(action)
+        add_json(action)
+
+
+def run(args: argparse.Namespace) -> int:
+    from voidlink.bridge.client import Client, state_name
+    from voidlink.protos import pb
+
+    client = Client(args.address)
+    if args.action == "list":
+        states = [getattr(pb, f"JOB_STATE_{s.upper()}") for s in (args.state or [])]
+        jobs = client.jobs(states, args.limit)
+        if args.json:
+            print_json({"jobs": [job_to_dict(j) for j in jobs]})
+        else:
+            for job in jobs:
+                print(
+                    f"{job.id}  {state_name(job.state):9}  {job.frames_done:>5}/{job.frames_total:<5}  "
+                    f"{job.spec.name or job.spec.output.path_template}"
+                )
+        return 0
+    if args.action == "show":
+        job = client.get(args.job_id)
+        if args.json:
+            print_json(job_to_dict(job))
+        else:
+            for key, value in job_to_dict(job).items():
+                print(f"{key:14} {value}")
+        return 0
+    if args.action == "cancel":
+        job = client.cancel(args.job_id)
+        if args.json:
+            print_json(job_to_dict(job))
+        else:
+            print(f"{job.id} {state_name(job.state)} (cancel requested)")
+        return 0
+    # watch
+    for event in client.watch(args.job_id):
+        line = {
+            "id": event.job_id,
+            "state": state_name(event.state),
+            "stage": event.stage,
+            "frames_done": event.frames_done,
+            "frames_total": event.frames_total,
+            "eta_seconds": round(event.eta_seconds, 1),
+            "message": event.message,
+        }
+        if args.json:
+            import json
+
+            print(json.dumps(line), flush=True)
+        else:
+            print(
+                f"{line['id']} {line['state']:9} {line['stage']:9} {line['frames_done']}/{line['frames_total']} "
+                f"{line['message']}",
+                flush=True,
+            )
+    job = client.get(args.job_id)
+    return 1 if job.state == pb.JOB_STATE_FAILED else 0

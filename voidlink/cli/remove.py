@@ -1,0 +1,126 @@
+"""`voidlink remove`: submit a removal and follow it to the end with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from voidlink.cli.common import add_address, add_json, job_to_dict, parse_frames, print_json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("plate", help="plate: name.####.exr, name.%%04d.exr, name.@.exr, a movie or an image")
+    parser.add_argument("--mask", required=True, help="object matte (or a quadmask with --quadmask)")
+    parser.add_argument("--affected", help="matte of the regions the object affects (shadows, reflections, ...)")
+    parser.add_argument("--quadmask", action="store_true", help="--mask already holds quadmask values 0/63/127/255")
+    parser.add_argument("--frames", help="FIRST-LAST in the plate's own numbering (default: the whole plate)")
+    parser.add_argument("--prompt", default="", help="the scene AFTER removal, e.g. 'an empty road'")
+    parser.add_argument("--backend", default="auto", help="auto (default), classical or void")
+    parser.add_argument("-o", "--output", help="output pattern (default: <plate folder>/void/<name>_void.####.exr)")
+    parser.add_argument("--quality", default="balanced", choices=["draft", "balanced", "best"])
+    parser.add_argument("--steps", type=int, default=0, help="denoising steps (VOID; 0: backend default)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--priority", type=int, default=0, help="higher runs first")
+    parser.add_argument("--dilate", type=int, default=0, help="grow the mattes by N pixels")
+    parser.add_argument("--feather", type=float, default=0.0, help="soft edge of the composite, pixels")
+    parser.add_argument("--pixel-type", default="auto", choices=["auto", "half", "float"])
+    parser.add_argument("--compression", default="zip", choices=["zip", "piz", "dwaa", "none"])
+    parser.add_argument("--resample-mattes", action="store_true", help="resample mattes of another size to the plate")
+    parser.add_argument("--name", default="", help="a name shown in the queue")
+    parser.add_argument("--detach", action="store_true", help="submit and return at once with the job id")
+    parser.add_argument("--no-start", action="store_true", help="do not start a local daemon when none answers")
+    add_address(parser)
+    add_json(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from voidlink.bridge.client import Client, build_spec, result_or_raise, state_name
+    from voidlink.errors import JobCancelled, JobFailed
+
+    spec = build_spec(
+        args.plate,
+        args.mask,
+        args.affected,
+        parse_frames(args.frames),
+        args.prompt,
+        args.output,
+        args.backend,
+        quadmask=args.quadmask,
+        steps=args.steps,
+        seed=args.seed,
+        quality=args.quality,
+        priority=args.priority,
+        pixel_type=args.pixel_type,
+        compression=args.compression,
+        resample_mattes=args.resample_mattes,
+        name=args.name,
+        dilate=args.dilate,
+        feather=args.feather,
+    )
+    client = Client(args.address)
+    if not args.no_start:
+        client.ensure_daemon()
+    job = client.submit(spec)
+    if args.detach:
+        if args.json:
+            print_json({"id": job.id, "state": state_name(job.state)})
+        else:
+            print(f"{job.id} {state_name(job.state)}")
+        return 0
+    try:
+        job = _follow(client, job.id, quiet=args.json)
+    except KeyboardInterrupt:
+        # Ctrl-C means "stop this job", not "leave it running unattended".
+        client.cancel(job.id)
+        job = client.wait(job.id)
+        print(f"voidlink: job {job.id} cancelled", file=sys.stderr)
+        if args.json:
+            print_json(job_to_dict(job))
+        return 130
+    if args.json:
+        print_json(job_to_dict(job))
+    try:
+        result = result_or_raise(job)
+    except (JobFailed, JobCancelled) as error:
+        if not args.json:
+            print(f"voidlink: {error}", file=sys.stderr)
+        return 1
+    if not args.json:
+        print(f"{job.id} succeeded: frames {result.first}-{result.last} in {result.output_pattern}")
+        for note in result.notes:
+            print(f"  note: {note}")
+    return 0
+
+
+def _follow(client, job_id: str, quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return client.wait(job_id, on_progress=None if quiet else _plain_progress)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("[bold]{task.fields[job]}"),
+        TextColumn("{task.fields[stage]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} frames"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task("remove", total=None, job=job_id, stage="queued")
+
+        def update(event):
+            bar.update(
+                task, completed=event.frames_done, total=event.frames_total or None, stage=event.stage or "queued"
+            )
+
+        return client.wait(job_id, on_progress=update)
+
+
+def _plain_progress(event) -> None:
+    from voidlink.bridge.client import state_name
+
+    if event.frame or event.state != 2:
+        print(
+            f"{event.job_id} {state_name(event.state)} {event.stage} {event.frames_done}/{event.frames_total}",
+            file=sys.stderr,
+            flush=True,
+        )
