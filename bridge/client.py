@@ -338,7 +338,7 @@ class Client:
         command = daemon_command() + ["serve", "--listen", self.address]
         if data_dir is not None:
             command += ["--data-dir", os.fspath(data_dir)]
-        log_dir = Path(os.fspath(data_dir)) if data_dir else Path.home() / ".voidlink"
+        log_dir = Path(os.fspath(data_dir)) if data_dir else _log_dir()
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(log_dir / "daemon.log", "ab") as log_file:
             process = subprocess.Popen(
@@ -398,15 +398,29 @@ def result_or_raise(job: pb.Job) -> RemoveResult:
 
 
 def daemon_command() -> list:
-    """How to start the daemon from here: $VOIDLINK_DAEMON, the `voidlink` script, or this Python."""
+    """How to start the daemon from here: $VOIDLINK_DAEMON, this Python, or the `voidlink` script."""
     explicit = os.environ.get("VOIDLINK_DAEMON")
     if explicit:
         return explicit.split()
+    # Inside Nuke or Resolve sys.executable is the host application, not a Python.
+    if os.path.basename(sys.executable).lower().startswith("python"):
+        return [sys.executable, "-m", "voidlink"]
     script = shutil.which("voidlink")
-    # Inside Nuke or Resolve sys.executable is the host, not a Python: prefer the installed script.
     if script:
         return [script]
-    return [sys.executable, "-m", "voidlink"]
+    raise errors.Unavailable(
+        "cannot start a voidlink daemon from this application: set VOIDLINK_DAEMON to the command that runs "
+        "`voidlink` (e.g. /opt/voidlink/bin/voidlink), or start `voidlink serve` yourself",
+        reason="DAEMON_START_FAILED",
+    )
+
+
+def _log_dir() -> Path:
+    try:
+        import platformdirs
+    except ImportError:  # a host Python with only grpcio and protobuf
+        return Path.home() / ".voidlink"
+    return Path(platformdirs.user_log_dir("voidlink", appauthor=False))
 
 
 def _is_local(address: str) -> bool:
