@@ -45,8 +45,6 @@ def parse_frames(text: Optional[str]) -> Optional[tuple[int, int]]:
 
 def job_to_dict(job: pb.Job) -> dict:
     """A job as plain JSON-able values; `state` is one of queued, running, succeeded, failed, cancelled."""
-    from google.protobuf.json_format import MessageToDict
-
     from voidlink.bridge.client import state_name
 
     out = {
@@ -65,11 +63,22 @@ def job_to_dict(job: pb.Job) -> dict:
         "output_template": job.spec.output.path_template,
     }
     if job.HasField("error"):
-        out["error"] = MessageToDict(job.error, preserving_proto_field_name=True)
+        error = job.error
+        out["error"] = {"reason": error.reason, "message": error.message, "field": error.field, "file": error.file}
+        if error.HasField("frame"):
+            out["error"]["frame"] = error.frame
+        if error.frames:
+            out["error"]["frames"] = list(error.frames)
     if job.HasField("result"):
-        result = MessageToDict(job.result, preserving_proto_field_name=True)
-        result.pop("otio_json", None)
-        out["result"] = result
+        result = job.result
+        out["result"] = {
+            "output_pattern": result.output_pattern,
+            "frames": {"first": result.frames.first, "last": result.frames.last},
+            "quadmask_pattern": result.quadmask_pattern,
+            "backend": result.backend,
+            "notes": list(result.notes),
+            "metrics": dict(result.metrics),
+        }
     return out
 
 

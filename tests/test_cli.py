@@ -1,0 +1,128 @@
+"""The `voidlink` command as a user (or a pipeline script) runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+from shots import write_shot
+
+
+def voidlink(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "VOIDLINK_ADDRESS"}
+    result = subprocess.run(
+        [sys.executable, "-m", "voidlink", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"voidlink {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def shot(tmp_path, source_guard):
+    files = write_shot(tmp_path / "src")
+    source_guard(files.folder)
+    return files
+
+
+def test_version():
+    out = json.loads(voidlink("version", "--json").stdout)
+    assert out["protocol_version"] == 1 and out["version"]
+
+
+def test_remove_detach_then_jobs_show_and_list(daemon, shot, tmp_path):
+    out = tmp_path / "out" / "clean.%04d.exr"
+    submitted = json.loads(
+        voidlink(
+            "remove", shot.plate, "--mask", shot.mask, "--affected", shot.affected, "--frames", "1002-1006",
+            "-o", str(out), "--detach", "--json", "--address", daemon.address, "--no-start",
+        ).stdout
+    )
+    assert set(submitted) >= {"id", "state"} and submitted["state"] in ("queued", "running")
+
+    def state():
+        shown = json.loads(voidlink("jobs", "show", submitted["id"], "--json", "--address", daemon.address).stdout)
+        assert shown["state"] in ("queued", "running", "succeeded", "failed", "cancelled")
+        return shown if shown["state"] in ("succeeded", "failed", "cancelled") else None
+
+    shown = wait_for(state, timeout=60, interval=0.3)
+    assert shown["state"] == "succeeded", shown
+    assert shown["result"]["frames"] == {"first": 1002, "last": 1006}
+    assert sorted(p.name for p in out.parent.glob("clean.*.exr")) == [f"clean.{f:04d}.exr" for f in range(1002, 1007)]
+    listed = json.loads(voidlink("jobs", "list", "--json", "--address", daemon.address).stdout)
+    assert [j["id"] for j in listed["jobs"]] == [submitted["id"]]
+
+
+def test_remove_waits_and_prints_one_json_object(daemon, shot, tmp_path):
+    out = tmp_path / "out" / "clean.####.exr"
+    result = voidlink(
+        "remove", shot.plate.replace("####", "@"), "--mask", shot.mask, "-o", str(out), "--json",
+        "--address", daemon.address, "--no-start",
+    )
+    report = json.loads(result.stdout)
+    assert report["state"] == "succeeded"
+    assert report["result"]["backend"] == "classical"
+    assert any("physical" in note for note in report["result"]["notes"])
+
+
+def test_bad_frames_and_missing_daemon_are_clear_errors(shot, tmp_path):
+    bad = voidlink("remove", shot.plate, "--mask", shot.mask, "--frames", "1005-1001", "--no-start", check=False)
+    assert bad.returncode == 2 and "--frames '1005-1001' is empty" in bad.stderr
+    started = time.monotonic()
+    gone = voidlink(
+        "remove", shot.plate, "--mask", shot.mask, "--address", "127.0.0.1:9", "--no-start", check=False
+    )
+    assert gone.returncode == 2 and "no voidlink daemon answers at 127.0.0.1:9" in gone.stderr
+    assert time.monotonic() - started < 15
+
+
+def test_doctor_reports_daemon_and_backends(daemon):
+    report = json.loads(voidlink("doctor", "--json", "--address", daemon.address).stdout)
+    assert report["daemon"]["running"] is True
+    assert report["backends"]["classical"]["available"] is True
+    assert report["backends"]["void"]["reason"]
+
+
+def test_ensure_daemon_starts_a_detached_daemon(tmp_path):
+    import socket
+
+    from voidlink.bridge import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = Client(f"127.0.0.1:{port}")
+    assert not client.is_serving(timeout=0.5)
+    client.ensure_daemon(data_dir=tmp_path / "data", timeout=30)
+    try:
+        info = client.info()
+        assert info.data_dir == str(tmp_path / "data")
+    finally:
+        os.kill(info.pid, signal.SIGTERM)
+        wait_for(lambda: not client.is_serving(timeout=0.2), timeout=30)
+
+
+def test_unix_socket_listen(daemon_factory, tmp_path, shot):
+    sock = tmp_path / "voidlink.sock"
+    daemon = daemon_factory(listen=f"unix:{sock}").start()
+    assert daemon.address == f"unix:{sock}"
+    result = daemon.client().remove(shot.plate, shot.mask, output=tmp_path / "o" / "c.####.exr")
+    assert result.state == "succeeded"
+
+
+def test_demo_writes_exrs_a_contact_sheet_and_prints_psnr(tmp_path):
+    out = tmp_path / "demo"
+    result = voidlink("demo", "--out", str(out), "--frames", "8", "--size", "160x96", "--address", "127.0.0.1:9")
+    assert "PSNR in mask against the ground truth:" in result.stdout
+    psnr = float(result.stdout.split("PSNR in mask against the ground truth:")[1].split("dB")[0])
+    assert psnr > 20.0
+    assert len(list((out / "result").glob("clean.*.exr"))) == 8
+    sheet = Path(out / "contact_sheet.png")
+    assert sheet.stat().st_size > 1000
