@@ -23,7 +23,9 @@ class ShotFiles:
 
 def write_exr(path: Path, pixels: np.ndarray, pixel_type: str = "half") -> None:
     pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    if pixels.ndim == 2:  # OpenImageIO reads a 2-D array's memory wrongly: give it a channel axis
+        pixels = pixels[..., None]
+    channels = pixels.shape[2]
     spec = oiio.ImageSpec(pixels.shape[1], pixels.shape[0], channels, pixel_type)
     if channels == 1:
         spec.channelnames = ("A",)

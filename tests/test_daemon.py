@@ -204,15 +204,12 @@ def test_bad_input_is_refused_naming_the_field_and_daemon_keeps_serving(daemon, 
         client.submit(spec)
     assert info.value.field.startswith("spec.source")
 
-    readonly = tmp_path / "readonly"
-    readonly.mkdir()
-    readonly.chmod(0o500)
-    try:
-        with pytest.raises(errors.VoidlinkError) as info:
-            client.submit(build_spec(shot.plate, shot.mask, output=readonly / "x.####.exr"))
-        assert info.value.reason == "OUTPUT_NOT_WRITABLE"
-    finally:
-        readonly.chmod(0o700)
+    # A plain file where the output folder would go: no user, root included, can write there.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    with pytest.raises(errors.VoidlinkError) as info:
+        client.submit(build_spec(shot.plate, shot.mask, output=blocker / "out" / "x.####.exr"))
+    assert info.value.reason == "OUTPUT_NOT_WRITABLE" and "blocker" in str(info.value)
     assert client.info().queue.queued == 0
     assert client.is_serving()
 

@@ -1,0 +1,730 @@
+"""One job, end to end: validate, analyse the mattes, plan, run the backend, composite, write.
+
+    read (OpenImageIO) → colour to model space (OCIO) → quadmask → crop/scale plan → backend →
+    scale/paste back → colour back → composite over the original → write (temp file, rename)
+
+`prepare_job` is cheap (headers and directory listings, no pixels) and runs when a job is
+submitted, so bad input is refused before it is queued. `run_job` streams frames: a bounded
+read-ahead feeds the backend, which holds its own sliding window, and each result is composited
+and written as it comes.
+
+Nothing is lost: frames are written into a staging folder beside the output
+(`.voidlink-<job id>/`) and renamed into place only when every frame is done, so a cancelled or
+failed job leaves an earlier result untouched. A job interrupted by a daemon restart finds its
+staged frames and computes only the missing ones; a restart during the final renames finishes them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Protocol
+
+import numpy as np
+import OpenImageIO as oiio
+from voidlink.inference.backends.base import Backend, BackendFrame, BackendRequest, BackendResult
+from voidlink.inference.media import colour, composite, image, plan, quadmask, sequence
+from voidlink.inference.media.plan import ProcessingPlan
+from voidlink.inference.media.quadmask import MatteSettings
+from voidlink.inference.media.sequence import MediaSource
+from voidlink.protos import pb
+from voidlink.protos.clips import SequencePattern, clip_json, clip_media
+
+from voidlink.errors import InvalidInput, JobCancelled, NotFound, PermissionDenied, VoidlinkError
+
+STAGING_PREFIX = ".voidlink-"
+COMMIT_MARKER = "commit.json"
+READ_AHEAD = 3
+_COMPRESSION = {
+    pb.COMPRESSION_UNSPECIFIED: "zip",
+    pb.COMPRESSION_ZIP: "zip",
+    pb.COMPRESSION_PIZ: "piz",
+    pb.COMPRESSION_DWAA: "dwaa",
+    pb.COMPRESSION_NONE: "none",
+}
+_CROP_MODE = {
+    pb.CROP_MODE_UNSPECIFIED: "auto",
+    pb.CROP_MODE_AUTO: "auto",
+    pb.CROP_MODE_FULL_FRAME: "full",
+    pb.CROP_MODE_SHOT: "shot",
+    # One box per temporal window needs the backend's window plan; until a windowed backend asks for
+    # it, the shot-wide box is used (it contains every window's box).
+    pb.CROP_MODE_WINDOW: "shot",
+}
+
+
+class ProgressSink(Protocol):
+    def stage(self, name: str, message: str = "") -> None: ...
+
+    def frame_written(self, frame: int, done: int, total: int, preview: Optional[np.ndarray]) -> None: ...
+
+    def log(self, message: str) -> None: ...
+
+
+class NullProgress:
+    def stage(self, name: str, message: str = "") -> None:
+        pass
+
+    def frame_written(self, frame: int, done: int, total: int, preview: Optional[np.ndarray]) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+
+# -- clips -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Clip:
+    """A clip of the job resolved against the disk."""
+
+    field: str  # "spec.source", "spec.mask", "spec.affected"
+    media: MediaSource
+    channels: str
+    part: str
+    matte: bool
+    settings: MatteSettings = field(default_factory=MatteSettings)
+    header: Optional[oiio.ImageSpec] = None  # of the first frame of the job
+    clip_range: tuple[Optional[int], Optional[int]] = (None, None)  # the OTIO clip's own range
+    rgb: list[int] = field(default_factory=lambda: [0, 1, 2])  # colour channels among all of a frame's
+    _capture: object = None
+
+    def read(self, frame: int, all_channels: bool = False) -> image.ImageFrame:
+        if self.media.kind == "movie":
+            return self._read_movie(frame)
+        path = self.media.file_for(frame)
+        channels = "all" if all_channels else self.channels
+        return image.read_image(path, channels, matte=self.matte, part=self.part, field=self.field, frame=frame)
+
+    def _read_movie(self, frame: int) -> image.ImageFrame:
+        import cv2
+
+        if self._capture is None:
+            self._capture = cv2.VideoCapture(self.media.path)
+        rgb = image.read_movie_frame(self._capture, self.media.path, self.media.movie_index(frame), self.field, frame)
+        spec = image.movie_spec(rgb.shape[1], rgb.shape[0], self.media.rate)
+        if self.matte:
+            how = (self.channels or "luminance").lower()
+            pick = {"r": 0, "g": 1, "b": 2}.get(how)
+            rgb = (
+                rgb[..., pick : pick + 1]
+                if pick is not None
+                else (rgb @ np.float32([0.2126, 0.7152, 0.0722]))[..., None]
+            )
+            return image.ImageFrame(np.ascontiguousarray(rgb), spec, ["Y"], self.media.path)
+        return image.ImageFrame(rgb, spec, ["R", "G", "B"], self.media.path)
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+
+def _clip(spec: pb.ClipSpec, field_name: str, matte: bool) -> Clip:
+    try:
+        media = clip_media(spec.otio_json, field_name + ".otio_json")
+    except ValueError as error:
+        raise InvalidInput(str(error), reason="BAD_CLIP", field=field_name + ".otio_json") from error
+    source = sequence.discover(media, field_name)
+    settings = MatteSettings.from_options(spec.matte) if matte else MatteSettings()
+    return Clip(field_name, source, spec.channels, spec.part, matte, settings, clip_range=(media.first, media.last))
+
+
+# -- the prepared job ------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedJob:
+    spec: pb.JobSpec
+    first: int
+    last: int
+    source: Clip
+    mask: Clip
+    affected: Optional[Clip]
+    output: SequencePattern
+    output_template: str
+    pixel_type: str  # "half" | "float" | "uint8" | "uint16"
+    compression: str
+    source_colorspace: str
+    output_colorspace: str
+    feather: float
+    crop_mode: str
+    quadmask_output: Optional[SequencePattern] = None
+    raw_output: Optional[SequencePattern] = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def frames(self) -> range:
+        return range(self.first, self.last + 1)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output.directory)
+
+    def staging(self, job_id: str) -> Path:
+        return self.output_dir / f"{STAGING_PREFIX}{job_id}"
+
+    def close(self) -> None:
+        for clip in (self.source, self.mask, self.affected):
+            if clip is not None:
+                clip.close()
+
+
+def _header(clip: Clip, frame: int) -> oiio.ImageSpec:
+    if clip.media.kind == "movie":
+        return clip.read(frame).spec
+    path = clip.media.file_for(frame)
+    spec = image.read_spec(path, clip.part, clip.field, frame)
+    image.select_channels(spec, clip.channels, matte=clip.matte, field=clip.field, path=path, frame=frame)
+    return spec
+
+
+def _check_frames(clip: Clip, first: int, last: int) -> None:
+    media = clip.media
+    if media.kind == "image":
+        return
+    if first < media.first or last > media.last:
+        raise InvalidInput(
+            f"{clip.field}: frames {first}-{last} are outside {media.path} "
+            f"(frames {media.first}-{media.last})",
+            reason="FRAME_RANGE_OUTSIDE_SOURCE",
+            field="spec.frames",
+            file=media.path,
+            frames=[f for f in (first, last) if f < media.first or f > media.last],
+        )
+    missing = media.missing(first, last)
+    if missing:
+        raise NotFound(
+            f"{clip.field}: {len(missing)} frame(s) missing from {media.path}: {sequence.format_frames(missing)}",
+            reason="MISSING_FRAMES",
+            field=clip.field,
+            file=media.path,
+            frames=missing,
+        )
+
+
+def _default_pixel_type(spec: oiio.ImageSpec, output_path: str) -> str:
+    fmt = str(spec.format)
+    if not output_path.lower().endswith(".exr"):
+        return fmt if fmt in ("uint8", "uint16", "half", "float") else "float"
+    if fmt in ("half", "float"):
+        return fmt
+    return "half" if fmt == "uint8" else "float"
+
+
+def _side_pattern(output: SequencePattern, template: str, kind: str, suffix: str) -> SequencePattern:
+    """Where the quadmask or raw sequence goes: the job's template, else `<out>/<kind>/<stem>_<kind>.####.png`."""
+    if template:
+        pattern = SequencePattern.parse(template)
+        if pattern is None:
+            raise InvalidInput(
+                f"spec.output.{kind}_template: '{template}' has no frame number (use ####, %04d or @)",
+                reason="BAD_PATTERN",
+                field=f"spec.output.{kind}_template",
+            )
+        return pattern if pattern.padding else pattern.with_padding(4)
+    folder, stem = os.path.split(output.prefix)
+    stem = stem.rstrip("._-") or "frame"
+    return SequencePattern(os.path.join(folder, kind, f"{stem}_{kind}."), suffix, max(output.padding, 4))
+
+
+def _check_output(prepared_out: SequencePattern, clips: list[Clip], first: int, last: int, label: str) -> None:
+    sources = set()
+    for clip in clips:
+        for frame in range(first, last + 1):
+            sources.add(os.path.realpath(clip.media.file_for(frame)))
+    for frame in range(first, last + 1):
+        path = os.path.realpath(prepared_out.path(frame))
+        if path in sources:
+            raise PermissionDenied(
+                f"{label}: {prepared_out.path(frame)} is a source file of this job; sources are never written",
+                reason="OUTPUT_OVERWRITES_SOURCE",
+                field=label,
+                file=prepared_out.path(frame),
+                frame=frame,
+            )
+
+
+def _check_writable(folder: Path, label: str) -> None:
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionDenied(
+            f"{label}: cannot write into {folder} ({probe} is {'not a folder' if not probe.is_dir() else 'read-only'})",
+            reason="OUTPUT_NOT_WRITABLE",
+            field=label,
+            file=str(folder),
+        )
+
+
+def prepare_job(spec: pb.JobSpec) -> PreparedJob:
+    """Validate a job against the disk without reading pixels; raises a VoidlinkError naming the problem."""
+    source = _clip(spec.source, "spec.source", matte=False)
+    if not spec.mask.otio_json.strip():
+        raise InvalidInput(
+            "spec.mask: a mask clip is required (object matte or quadmask)", reason="NO_MASK", field="spec.mask"
+        )
+    mask = _clip(spec.mask, "spec.mask", matte=True)
+    affected = _clip(spec.affected, "spec.affected", matte=True) if spec.affected.otio_json.strip() else None
+
+    if spec.HasField("frames"):
+        first, last = int(spec.frames.first), int(spec.frames.last)
+    else:
+        lo, hi = source.clip_range
+        if source.media.kind == "image" and (lo is None or hi is None):
+            lo = hi = 1
+        first = lo if lo is not None else source.media.first
+        last = hi if hi is not None else source.media.last
+    if last < first:
+        raise InvalidInput(f"spec.frames: the range {first}-{last} is empty", reason="EMPTY_RANGE", field="spec.frames")
+    for clip in (source, mask, affected):
+        if clip is not None:
+            _check_frames(clip, first, last)
+
+    source.header = _header(source, first)
+    if source.media.kind != "movie":
+        source.rgb, _ = image.select_channels(
+            source.header,
+            source.channels or "rgb",
+            matte=False,
+            field="spec.source",
+            path=source.media.file_for(first),
+            frame=first,
+        )
+        source.rgb = source.rgb[:3]
+    mask.header = _header(mask, first)
+    resample = spec.params.resample_mattes
+    for clip in (mask, affected):
+        if clip is None:
+            continue
+        if clip is affected:
+            clip.header = _header(clip, first)
+        src, other = source.header, clip.header
+        if (src.full_width, src.full_height) != (other.full_width, other.full_height) and not resample:
+            raise InvalidInput(
+                f"{clip.field}: {clip.media.file_for(first)} is {other.full_width}x{other.full_height} but the plate "
+                f"{source.media.file_for(first)} is {src.full_width}x{src.full_height} (frame {first}); "
+                "render the matte at plate size or let the job resample mattes",
+                reason="SIZE_MISMATCH",
+                field=clip.field,
+                file=clip.media.file_for(first),
+                frame=first,
+            )
+
+    source_colorspace = colour.resolve_colorspace(
+        spec.source.colorspace, source.header.getattribute("oiio:ColorSpace") or "", "spec.source.colorspace"
+    )
+    output_colorspace = (
+        colour.resolve_colorspace(spec.output.colorspace, "", "spec.output.colorspace")
+        if spec.output.colorspace
+        else source_colorspace
+    )
+
+    template = spec.output.path_template
+    output = SequencePattern.parse(template) if template else None
+    if output is None:
+        raise InvalidInput(
+            f"spec.output.path_template: '{template}' has no frame number (use ####, %04d or @)",
+            reason="BAD_PATTERN",
+            field="spec.output.path_template",
+        )
+    if not os.path.isabs(template):
+        raise InvalidInput(
+            f"spec.output.path_template: '{template}' is relative; the daemon needs an absolute path",
+            reason="BAD_PATTERN",
+            field="spec.output.path_template",
+        )
+    if not output.padding:
+        output = output.with_padding(4)
+    if oiio.ImageOutput.create(output.path(first)) is None:
+        raise InvalidInput(
+            f"spec.output.path_template: no image writer for '{os.path.splitext(template)[1]}' files",
+            reason="BAD_OUTPUT_FORMAT",
+            field="spec.output.path_template",
+        )
+    clips = [c for c in (source, mask, affected) if c is not None]
+    _check_output(output, clips, first, last, "spec.output.path_template")
+    _check_writable(Path(output.directory), "spec.output.path_template")
+
+    quadmask_out = raw_out = None
+    if spec.output.write_quadmask:
+        quadmask_out = _side_pattern(output, spec.output.quadmask_template, "quadmask", ".png")
+        _check_output(quadmask_out, clips, first, last, "spec.output.quadmask_template")
+    if spec.output.write_raw:
+        raw_out = _side_pattern(output, spec.output.raw_template, "raw", ".png")
+        _check_output(raw_out, clips, first, last, "spec.output.raw_template")
+
+    pixel_type = {pb.PIXEL_TYPE_HALF: "half", pb.PIXEL_TYPE_FLOAT: "float"}.get(spec.output.pixel_type) or (
+        _default_pixel_type(source.header, template)
+    )
+    return PreparedJob(
+        spec=spec,
+        first=first,
+        last=last,
+        source=source,
+        mask=mask,
+        affected=affected,
+        output=output,
+        output_template=template,
+        pixel_type=pixel_type,
+        compression=_COMPRESSION.get(spec.output.compression, "zip"),
+        source_colorspace=source_colorspace,
+        output_colorspace=output_colorspace,
+        feather=mask.settings.feather,
+        crop_mode=_CROP_MODE.get(spec.params.crop_mode, "auto"),
+        quadmask_output=quadmask_out,
+        raw_output=raw_out,
+    )
+
+
+# -- mattes onto the plate -------------------------------------------------------------------
+
+
+def _onto_plate(matte: image.ImageFrame, plate: oiio.ImageSpec, fill: float, nearest: bool) -> np.ndarray:
+    """A matte's pixels in the plate's data window: other data windows are placed by their display
+    coordinates; another display size is resampled (only when the job allowed it)."""
+    import cv2
+
+    m = matte.pixels[..., 0]
+    ms = matte.spec
+    if (ms.full_width, ms.full_height) != (plate.full_width, plate.full_height):
+        canvas = np.full((ms.full_height, ms.full_width), fill, np.float32)
+        _blit(canvas, m, ms.x - ms.full_x, ms.y - ms.full_y)
+        interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+        m = cv2.resize(canvas, (plate.full_width, plate.full_height), interpolation=interp)
+        mx, my = plate.full_x, plate.full_y
+    else:
+        mx, my = ms.x - ms.full_x + plate.full_x, ms.y - ms.full_y + plate.full_y
+    if (mx, my, m.shape[1], m.shape[0]) == (plate.x, plate.y, plate.width, plate.height):
+        return m
+    out = np.full((plate.height, plate.width), fill, np.float32)
+    _blit(out, m, mx - plate.x, my - plate.y)
+    return out
+
+
+def _blit(dst: np.ndarray, src: np.ndarray, x: int, y: int) -> None:
+    h, w = dst.shape[:2]
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + src.shape[1], w), min(y + src.shape[0], h)
+    if x1 > x0 and y1 > y0:
+        dst[y0:y1, x0:x1] = src[y0 - y : y1 - y, x0 - x : x1 - x]
+
+
+def frame_quadmask(prepared: PreparedJob, frame: int, plate: oiio.ImageSpec) -> tuple[np.ndarray, int]:
+    """The quadmask of one frame at the plate's data window, before feathering; and pixels snapped."""
+    mask = prepared.mask
+    settings = mask.settings
+    if settings.is_quadmask:
+        values = _onto_plate(mask.read(frame), plate, fill=1.0, nearest=True)
+        return quadmask.snap(values)
+    obj = _onto_plate(mask.read(frame), plate, fill=0.0, nearest=False)
+    aff = None
+    if prepared.affected is not None:
+        aff = _onto_plate(prepared.affected.read(frame), plate, fill=0.0, nearest=False)
+    affected_settings = prepared.affected.settings if prepared.affected is not None else None
+    return quadmask.from_mattes(obj, aff, settings, affected_settings), 0
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Analysis:
+    plan: ProcessingPlan
+    empty: list[int]
+    snapped: int
+    coverage: float
+
+
+def _analyse(
+    prepared: PreparedJob, backend: Backend, cancelled: Callable[[], bool], progress: ProgressSink, staging: Path
+) -> _Analysis:
+    """One pass over the mattes: boxes for the plan, empty frames, and the quadmask files."""
+    boxes, empty, snapped, coverage = [], [], 0, 0.0
+    plate = prepared.source.header
+    assert plate is not None
+    for frame in prepared.frames:
+        if cancelled():
+            raise JobCancelled("cancelled")
+        qm, snapped_here = frame_quadmask(prepared, frame, plate)
+        snapped += snapped_here
+        grown = quadmask.grow_for_feather(qm, prepared.feather)
+        box = quadmask.bbox(grown)
+        if box is None:
+            empty.append(frame)
+        boxes.append(box)
+        coverage += quadmask.coverage(qm)
+        if prepared.quadmask_output is not None:
+            target = _staged(staging, "quadmask", prepared.quadmask_output, frame)
+            if not target.exists():
+                image.write_image(str(target), qm.astype(np.float32) / 255.0, pixel_type="uint8", channel_names=["Y"])
+    count = len(prepared.frames)
+    if len(empty) == count:
+        raise InvalidInput(
+            f"spec.mask: the mask is empty on every frame ({prepared.first}-{prepared.last}) of "
+            f"{prepared.mask.media.path}; check the matte's channel, threshold and invert options",
+            reason="EMPTY_MASK",
+            field="spec.mask",
+            file=prepared.mask.media.path,
+        )
+    if snapped:
+        progress.log(f"quadmask: {snapped} pixels were not 0, 63, 127 or 255 and were snapped to the nearest")
+    work_plan = plan.plan((plate.width, plate.height), plan.union(boxes), backend.working_size, prepared.crop_mode)
+    return _Analysis(work_plan, empty, snapped, coverage / max(count, 1))
+
+
+def _staged(staging: Path, kind: str, pattern: SequencePattern, frame: int) -> Path:
+    """A file's place in the staging folder: its final name, under a folder per kind of output."""
+    return staging / kind / os.path.basename(pattern.path(frame))
+
+
+def _finals(prepared: PreparedJob) -> list[tuple[str, SequencePattern]]:
+    kinds = (("output", prepared.output), ("quadmask", prepared.quadmask_output), ("raw", prepared.raw_output))
+    return [(kind, pattern) for kind, pattern in kinds if pattern is not None]
+
+
+def _commit(prepared: PreparedJob, staging: Path) -> None:
+    """Move every staged frame onto its final name, then drop the staging folder.
+
+    The marker makes a restart in the middle of this finish the moves instead of recomputing.
+    """
+    marker = staging / COMMIT_MARKER
+    if not marker.exists():
+        temp = marker.with_suffix(".tmp")
+        temp.write_text(json.dumps({"frames": [prepared.first, prepared.last]}))
+        os.replace(temp, marker)
+    for kind, pattern in _finals(prepared):
+        for frame in prepared.frames:
+            staged = _staged(staging, kind, pattern, frame)
+            if staged.exists():
+                final = Path(pattern.path(frame))
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, final)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def discard_staging(prepared: PreparedJob, job_id: str) -> None:
+    """Forget a cancelled or failed job's frames; earlier results in the output folder stay as they were."""
+    prepared.close()
+    staging = prepared.staging(job_id)
+    if staging.exists() and not (staging / COMMIT_MARKER).exists():
+        shutil.rmtree(staging)
+
+
+@dataclass
+class _Pending:
+    source: image.ImageFrame
+    quadmask: np.ndarray  # full frame, before feathering
+    nonfinite: bool
+
+
+def run_job(
+    prepared: PreparedJob,
+    backend: Backend,
+    *,
+    job_id: str,
+    progress: Optional[ProgressSink] = None,
+    cancelled: Callable[[], bool] = lambda: False,
+    request: Optional[BackendRequest] = None,
+) -> pb.JobResult:
+    progress = progress or NullProgress()
+    request = request or BackendRequest(first=prepared.first, last=prepared.last, cancelled=cancelled)
+    staging = prepared.staging(job_id)
+    started = time.monotonic()
+    try:
+        if (staging / COMMIT_MARKER).exists():
+            progress.stage("commit", "finishing the renames of an interrupted commit")
+            _commit(prepared, staging)
+            return _result(prepared, backend, request, {}, [])
+        staging.mkdir(parents=True, exist_ok=True)
+        progress.stage("analyse", "reading the mattes")
+        analysis = _analyse(prepared, backend, cancelled, progress, staging)
+        metrics, notes = _render(prepared, backend, request, analysis, staging, progress, cancelled)
+        progress.stage("commit", "moving the frames into place")
+        _commit(prepared, staging)
+    finally:
+        prepared.close()
+    metrics["seconds"] = time.monotonic() - started
+    return _result(prepared, backend, request, metrics, notes)
+
+
+def _render(
+    prepared: PreparedJob,
+    backend: Backend,
+    request: BackendRequest,
+    analysis: _Analysis,
+    staging: Path,
+    progress: ProgressSink,
+    cancelled: Callable[[], bool],
+) -> tuple[dict[str, float], list[str]]:
+    work = analysis.plan
+    transform = colour.ModelTransform(prepared.source_colorspace)
+    to_output = None
+    if prepared.output_colorspace != prepared.source_colorspace:
+        cfg = colour.config()
+        to_output = cfg.getProcessor(prepared.source_colorspace, prepared.output_colorspace).getDefaultCPUProcessor()
+    total = len(prepared.frames)
+    todo = [f for f in prepared.frames if not _staged(staging, "output", prepared.output, f).exists()]
+    done = total - len(todo)
+    if done:
+        progress.log(f"resuming: {done} of {total} frames were already rendered")
+    metrics = {
+        "frames": float(total),
+        "mask_coverage": analysis.coverage,
+        "snapped_pixels": float(analysis.snapped),
+        "scale": float(work.scale),
+        "crop_width": float(work.crop_size[0]),
+        "crop_height": float(work.crop_size[1]),
+    }
+    if not todo:
+        return metrics, []
+    todo_set = set(todo)
+    start = max(prepared.first, todo[0] - backend.temporal_context)
+    region = "the whole frame" if work.full_frame else f"a {work.crop_size[0]}x{work.crop_size[1]} region"
+    progress.stage("render", f"{backend.name}: {len(todo)} frames, {region} at {work.size[0]}x{work.size[1]}")
+    pending: dict[int, _Pending] = {}
+    nonfinite: list[int] = []
+    plate = prepared.source.header
+    assert plate is not None
+
+    def load(frame: int) -> tuple[int, image.ImageFrame, np.ndarray]:
+        source = prepared.source.read(frame, all_channels=True)
+        if (source.spec.width, source.spec.height) != (plate.width, plate.height):
+            raise InvalidInput(
+                f"spec.source: frame {frame} ({source.path}) is {source.spec.width}x{source.spec.height}, "
+                f"frame {prepared.first} is {plate.width}x{plate.height}; a shot must keep one size",
+                reason="SIZE_MISMATCH",
+                field="spec.source",
+                file=source.path,
+                frame=frame,
+            )
+        qm, _ = frame_quadmask(prepared, frame, source.spec)
+        return frame, source, qm
+
+    def feed() -> Iterator[BackendFrame]:
+        for frame, source, qm in image.read_ahead(range(start, prepared.last + 1), load, READ_AHEAD):
+            if cancelled():
+                raise JobCancelled("cancelled")
+            rgb = source.pixels[..., prepared.source.rgb]
+            bad = not np.isfinite(rgb).all()
+            if bad:
+                rgb = np.nan_to_num(rgb, nan=0.0, posinf=0.0, neginf=0.0)
+            pending[frame] = _Pending(source, qm, bad)
+            model = transform.to_model(work.to_backend(rgb))
+            grown = quadmask.grow_for_feather(qm, prepared.feather)
+            yield BackendFrame(frame, np.ascontiguousarray(model, dtype=np.float32), work.quadmask_to_backend(grown))
+
+    results: Iterator[BackendResult] = backend.run(feed(), request)
+    for result in results:
+        item = pending.pop(result.index, None)
+        if item is None:
+            raise RuntimeError(f"backend {backend.name} returned frame {result.index}, which was not fed")
+        for old in [f for f in pending if f < result.index]:
+            pending.pop(old)
+        if result.index not in todo_set:
+            continue
+        if cancelled():
+            raise JobCancelled("cancelled")
+        if item.nonfinite:
+            nonfinite.append(result.index)
+        out = _composite_frame(prepared, work, transform, item, result)
+        if to_output is not None:
+            rgb_index = prepared.source.rgb
+            converted = np.ascontiguousarray(out[..., rgb_index])
+            to_output.applyRGB(converted)
+            out[..., rgb_index] = converted
+        target = _staged(staging, "output", prepared.output, result.index)
+        spec = image.output_spec(
+            item.source.spec, out.shape[2], item.source.channels, prepared.pixel_type, prepared.compression, str(target)
+        )
+        image.write_image(str(target), out, spec)
+        if prepared.raw_output is not None:
+            raw = np.clip(result.image, 0.0, 1.0)
+            image.write_image(str(_staged(staging, "raw", prepared.raw_output, result.index)), raw, pixel_type="uint8")
+        done += 1
+        progress.frame_written(result.index, done, total, _preview(result.image))
+    missing = [f for f in prepared.frames if not _staged(staging, "output", prepared.output, f).exists()]
+    if missing:
+        raise VoidlinkError(
+            f"backend {backend.name} stopped before frames {sequence.format_frames(missing)}",
+            reason="INCOMPLETE",
+            frames=missing,
+        )
+    notes = []
+    if nonfinite:
+        notes.append(
+            f"Frames {sequence.format_frames(nonfinite)} have NaN or infinite pixels; inside the mask they were "
+            "treated as black for the fill, outside it they are left exactly as they were."
+        )
+        progress.log(notes[-1])
+    if analysis.empty:
+        notes.append(
+            f"The mask is empty on frames {sequence.format_frames(analysis.empty)}; they pass through unchanged."
+        )
+    metrics["nonfinite_frames"] = float(len(nonfinite))
+    return metrics, notes
+
+
+def _composite_frame(
+    prepared: PreparedJob, work: ProcessingPlan, transform: colour.ModelTransform, item: _Pending, result: BackendResult
+) -> np.ndarray:
+    source = item.source
+    frame_shape = source.pixels.shape[:2]
+    filled = transform.from_model(work.from_backend(np.asarray(result.image, np.float32)))
+    filled = composite.paste(work, filled, frame_shape)
+    alpha = quadmask.composite_alpha(item.quadmask, prepared.feather)
+    changed = None
+    if result.changed is not None:
+        changed = composite.paste(
+            work, work.from_backend(np.asarray(result.changed, np.float32))[..., None], frame_shape
+        )[..., 0]
+    rgb = prepared.source.rgb
+    if len(set(rgb)) == 1:  # a grey plate read as R=G=B: write back one channel
+        rgb, filled = rgb[:1], filled.mean(axis=2, keepdims=True)
+    return composite.composite(source.pixels, rgb, filled, alpha, changed)
+
+
+def _preview(model: np.ndarray, width: int = 256) -> np.ndarray:
+    import cv2
+
+    h, w = model.shape[:2]
+    if w > width:
+        model = cv2.resize(model, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+    return np.clip(model, 0.0, 1.0)
+
+
+def _result(
+    prepared: PreparedJob, backend: Backend, request: BackendRequest, metrics: dict[str, float], notes: list[str]
+) -> pb.JobResult:
+    rate = prepared.source.media.rate
+    result = pb.JobResult(
+        output_pattern=prepared.output.hashes(),
+        frames=pb.FrameRange(first=prepared.first, last=prepared.last),
+        otio_json=clip_json(
+            prepared.output.hashes(),
+            prepared.first,
+            prepared.last,
+            rate,
+            name=os.path.basename(prepared.output.prefix).rstrip("._-"),
+        ),
+        backend=backend.name,
+        notes=[*backend.notes(), *request.notes, *notes],
+    )
+    if prepared.quadmask_output is not None:
+        result.quadmask_pattern = prepared.quadmask_output.hashes()
+    if prepared.raw_output is not None:
+        result.raw_pattern = prepared.raw_output.hashes()
+    for key, value in metrics.items():
+        result.metrics[key] = float(value)
+    if "seconds" in metrics and metrics["seconds"] > 0:
+        result.metrics["frames_per_second"] = metrics.get("frames", 0.0) / metrics["seconds"]
+    return result
