@@ -5,11 +5,12 @@ in 0–1 by an invertible highlight roll-off:
 
     encoded e = sRGB OETF(linear), extended linearly below zero (out-of-gamut negatives survive)
     model   m = e                                    for e <= KNEE
-            m = KNEE + (1 - KNEE)(1 - exp(-(e - KNEE) / (1 - KNEE)))   above it
+            m = KNEE + (1 - KNEE) t / (1 + t),  t = (e - KNEE) / (1 - KNEE)   above it
 
-The roll-off is smooth (same slope at the knee), maps [KNEE, ∞) onto [KNEE, 1), and its inverse is
-closed-form, so scene-linear highlights above 1.0 inside the mask are compressed, not clipped, and
-come back out as the values the backend left them at. The conversion from the clip's space to
+The roll-off is smooth (same slope at the knee), slow (linear 16.0 still lands below 0.996), maps
+[KNEE, ∞) onto [KNEE, 1), and its inverse is closed-form, so scene-linear highlights above 1.0
+inside the mask are compressed, not clipped, and come back out as the values the backend left them
+at. The conversion from the clip's space to
 Linear Rec.709 is OpenColorIO's; the config is `$OCIO` when set, else OCIO's built-in CG config.
 Pixels outside the mask are never converted at all: the composite takes them from the source.
 """
@@ -30,7 +31,7 @@ KNEE = 0.9
 MODEL_LINEAR = ("lin_rec709", "Linear Rec.709 (sRGB)", "lin_rec709_scene")
 BUILTIN_CONFIG = "ocio://default"
 # Largest model value handed back to the inverse; 1.0 itself would map to infinity.
-_MODEL_MAX = 1.0 - 1e-4
+_MODEL_MAX = 1.0 - 1e-6
 
 _lock = threading.Lock()
 _configs: dict[str, ocio.Config] = {}
@@ -108,14 +109,16 @@ def srgb_decode(encoded: np.ndarray) -> np.ndarray:
 def roll_off(encoded: np.ndarray) -> np.ndarray:
     e = np.asarray(encoded, dtype=np.float32)
     width = 1.0 - KNEE
-    above = KNEE + width * (1.0 - np.exp(-(np.maximum(e, KNEE) - KNEE) / width))
+    t = (np.maximum(e, KNEE) - KNEE) / width
+    above = KNEE + width * t / (1.0 + t)
     return np.where(e <= KNEE, e, above).astype(np.float32)
 
 
 def roll_on(model: np.ndarray) -> np.ndarray:
     m = np.minimum(np.asarray(model, dtype=np.float32), _MODEL_MAX)
     width = 1.0 - KNEE
-    above = KNEE - width * np.log(1.0 - (np.maximum(m, KNEE) - KNEE) / width)
+    u = (np.maximum(m, KNEE) - KNEE) / width
+    above = KNEE + width * u / (1.0 - u)
     return np.where(m <= KNEE, m, above).astype(np.float32)
 
 

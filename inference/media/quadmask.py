@@ -122,7 +122,10 @@ def composite_alpha(quadmask: np.ndarray, feather: float) -> np.ndarray:
     if feather <= 0 or not inside.any():
         return inside.astype(np.float32)
     distance = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 5)
-    return np.clip(1.0 - distance / np.float32(feather + 1.0), 0.0, 1.0).astype(np.float32)
+    alpha = np.clip(1.0 - distance / np.float32(feather + 1.0), 0.0, 1.0).astype(np.float32)
+    # Only where the backend was asked to fill (its region is grown by the same feather).
+    alpha[grow_for_feather(quadmask, feather) == KEEP] = 0.0
+    return alpha
 
 
 def bbox(quadmask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
