@@ -27,7 +27,7 @@ COMPRESSIONS = ("zip", "piz", "dwaa", "none")
 PIXEL_TYPES = ("half", "float")
 # Attributes that describe the file we read, not the picture: never copied to an output.
 _FILE_ATTRIBUTES = re.compile(
-    r"^(oiio:(subimages|RowsPerChunk|BitsPerSample|UnassociatedAlpha)|compression$|tiff:|png:|jpeg:|dpx:Image|openexr:(chunkCount|lineOrder|dwaCompressionLevel)|ImageDescription$|planarconfig$|Orientation$)"
+    r"^(oiio:(subimages|RowsPerChunk|BitsPerSample|UnassociatedAlpha)|compression$|tiff:|png:|jpeg:|dpx:Image|openexr:(chunkCount|lineOrder|dwaCompressionLevel)|planarconfig$|Orientation$)"
 )
 
 T = TypeVar("T")
