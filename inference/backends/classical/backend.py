@@ -1,0 +1,329 @@
+"""The classical backend: fill the object from what neighbouring frames reveal, then spatially.
+
+For every output frame t, each pixel of the hole follows the completed flow chain frame by frame
+forward (t+1, t+2, ...) and backward (t-1, ...) inside a window of `radius` frames until it lands
+on a pixel some frame shows free of the object; the nearest hit of each direction is taken and
+the two are blended by distance. Chains go through the neighbours' holes on the completed flow
+(homography + smooth residual), so background hidden in t+1 but visible in t+5 is still reached.
+What no frame reveals gets a spatial fill (Telea). A thin ring around the hole is tracked too: the
+difference between the frame and its propagated version there is diffused into the hole, which
+hides seams from exposure changes or small misalignment (a cheap gradient-domain blend).
+
+Each output depends only on the raw frames inside its window (no state carried from earlier
+results), so a run started `temporal_context` frames early gives the same results as an
+uninterrupted one, and memory is bounded by the window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import cv2
+import numpy as np
+from voidlink.inference.backends import base
+from voidlink.inference.backends.classical.flow import (
+    FLOW_MAX_SIDE,
+    MotionEstimator,
+    PairMotion,
+    push_pull_fill,
+    resize_mask,
+    to_grey,
+)
+
+from voidlink.errors import InvalidInput
+
+# quality → (window radius in frames, DIS preset)
+QUALITY = {
+    "draft": (4, cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST),
+    "balanced": (8, cv2.DISOPTICAL_FLOW_PRESET_FAST),
+    "best": (12, cv2.DISOPTICAL_FLOW_PRESET_MEDIUM),
+}
+MAX_RADIUS = max(radius for radius, _ in QUALITY.values())
+# A frame whose mask covers more than this leaves too little to estimate motion or fill from.
+MASK_LIMIT = 0.9
+# Pixels around the hole tracked for the seam blend.
+SEAM_RING = 4
+# Flow-resolution pixels of flow distrusted around each hole (DIS drags the object's motion across edges).
+FLOW_MARGIN = 6
+
+PHYSICAL_NOTE = (
+    "The classical backend fills the object from what other frames reveal; it cannot re-simulate "
+    "physical interactions (falling, collisions, stopped motion)."
+)
+
+
+@dataclass
+class _Frame:
+    index: int
+    image: np.ndarray  # as given: returned untouched outside the filled region
+    pixels: np.ndarray  # image with NaNs replaced by 0, used as a source
+    quadmask: np.ndarray
+    must_fill: np.ndarray  # (H, W) bool: object, overlap and NaN pixels
+    may_fill: np.ndarray  # (H, W) bool: affected pixels, filled only where another frame shows them clean
+    source: np.ndarray  # (H, W) uint8 1 where this frame may lend pixels to others
+    grey: np.ndarray  # flow-resolution luma
+    hole_small: np.ndarray  # flow-resolution hole
+    had_nan: bool
+
+
+def _settings(quality: str) -> tuple[int, int]:
+    return QUALITY.get((quality or "balanced").strip().lower(), QUALITY["balanced"])
+
+
+class ClassicalBackend(base.Backend):
+    """Optical-flow propagation with camera compensation and spatial fill; CPU only, no weights."""
+
+    name = "classical"
+    temporal_context = MAX_RADIUS
+    working_size = None
+
+    def notes(self) -> list[str]:
+        return [PHYSICAL_NOTE]
+
+    def run(self, frames: Iterator[base.BackendFrame], request: base.BackendRequest) -> Iterator[base.BackendResult]:
+        radius, preset = _settings(request.quality)
+        return _Stream(radius, preset, request).run(frames)
+
+
+class _Stream:
+    """One run: the sliding window of frames and the motion between neighbours."""
+
+    def __init__(self, radius: int, preset: int, request: base.BackendRequest) -> None:
+        self.radius = radius
+        self.request = request
+        self.estimator = MotionEstimator(preset, FLOW_MARGIN)
+        self.frames: dict[int, _Frame] = {}  # stream position → frame
+        self.motions: dict[int, PairMotion] = {}  # position a → motion between a and a+1
+        self.shape: Optional[tuple[int, int]] = None
+        self.scale = 1.0
+        self.noted_nan = False
+        self.unrevealed = 0
+        self.filled = 0
+
+    def _check_cancel(self) -> None:
+        if self.request.cancelled():
+            raise base.Cancelled()
+
+    def run(self, frames: Iterator[base.BackendFrame]) -> Iterator[base.BackendResult]:
+        position = 0
+        emitted = 0
+        for frame in frames:
+            self._check_cancel()
+            self._ingest(position, frame)
+            position += 1
+            while emitted <= position - 1 - self.radius:
+                yield self._emit(emitted)
+                emitted += 1
+        while emitted < position:
+            yield self._emit(emitted)
+            emitted += 1
+        if self.filled and self.unrevealed / self.filled > 0.02:
+            share = 100.0 * self.unrevealed / self.filled
+            self.request.notes.append(
+                f"{share:.0f}% of the removed area was never revealed by nearby frames and was filled spatially."
+            )
+
+    # -- input -------------------------------------------------------------------------------------
+
+    def _ingest(self, position: int, frame: base.BackendFrame) -> None:
+        image = np.asarray(frame.image)
+        quadmask = np.asarray(frame.quadmask)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise InvalidInput(f"frame {frame.index}: expected an (H, W, 3) image, got shape {image.shape}",
+                               reason="BAD_FRAME", frame=frame.index)
+        if quadmask.shape != image.shape[:2]:
+            raise InvalidInput(
+                f"frame {frame.index}: quadmask {quadmask.shape} does not match the image {image.shape[:2]}",
+                reason="SIZE_MISMATCH", frame=frame.index)
+        if self.shape is None:
+            self.shape = image.shape[:2]
+            self.scale = min(1.0, FLOW_MAX_SIDE / max(self.shape))
+        elif image.shape[:2] != self.shape:
+            raise InvalidInput(f"frame {frame.index}: size {image.shape[:2]} differs from the shot's {self.shape}",
+                               reason="SIZE_MISMATCH", frame=frame.index)
+        covered = float(np.count_nonzero(quadmask != base.KEEP)) / quadmask.size
+        if covered > MASK_LIMIT:
+            raise InvalidInput(
+                f"frame {frame.index}: the mask covers {covered:.0%} of the frame (the limit is {MASK_LIMIT:.0%}); "
+                "too little of the frame is left to fill it from",
+                reason="MASK_TOO_LARGE", frame=frame.index)
+        image = image.astype(np.float32, copy=False)
+        finite = np.isfinite(image).all(axis=2)
+        had_nan = not finite.all()
+        pixels = np.where(finite[..., None], image, 0.0).astype(np.float32) if had_nan else image
+        if had_nan and not self.noted_nan:
+            self.noted_nan = True
+            self.request.notes.append(
+                f"frame {frame.index} has NaN pixels; they were treated as part of the hole and filled."
+            )
+        must = (quadmask == base.OBJECT) | (quadmask == base.OVERLAP) | ~finite
+        may = (quadmask == base.AFFECTED) & finite
+        hole = must | may | (quadmask != base.KEEP)
+        # Sources stay a pixel clear of the hole so bilinear sampling never mixes in object colour.
+        source = (cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0).astype(np.uint8)
+        grey = to_grey(pixels, self.scale)
+        record = _Frame(frame.index, image, pixels, quadmask, must, may, source, grey,
+                        resize_mask(hole, grey.shape), had_nan)
+        self.frames[position] = record
+        previous = self.frames.get(position - 1)
+        if previous is not None:
+            self.motions[position - 1] = self.estimator.pair(previous.grey, grey, previous.hole_small,
+                                                             record.hole_small)
+
+    # -- output ------------------------------------------------------------------------------------
+
+    def _emit(self, position: int) -> base.BackendResult:
+        self._check_cancel()
+        frame = self.frames[position]
+        image, changed = self._fill(position)
+        # Frames no window needs any more are dropped: memory stays at 2 × radius + 1 frames.
+        for old in [p for p in self.frames if p < position + 1 - self.radius]:
+            del self.frames[old]
+        for old in [p for p in self.motions if p < position + 1 - self.radius]:
+            del self.motions[old]
+        if position and position % 25 == 0:
+            self.request.on_message(f"classical: propagated {position} frames")
+        return base.BackendResult(index=frame.index, image=image, changed=changed)
+
+    def _fill(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        frame = self.frames[position]
+        height, width = frame.image.shape[:2]
+        hole = frame.must_fill | frame.may_fill
+        changed = np.zeros((height, width), np.float32)
+        if not hole.any():
+            return frame.image.copy(), changed
+        ys, xs = np.nonzero(hole)
+        pad = SEAM_RING + 2
+        x0, x1 = max(0, xs.min() - pad), min(width, xs.max() + pad + 1)
+        y0, y1 = max(0, ys.min() - pad), min(height, ys.max() + pad + 1)
+        box_hole = hole[y0:y1, x0:x1]
+        ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * SEAM_RING + 1, 2 * SEAM_RING + 1))
+        tracked = cv2.dilate(box_hole.astype(np.uint8), ring_kernel) > 0
+        ring = tracked & ~box_hole & (frame.source[y0:y1, x0:x1] > 0)
+
+        colour, have = self._propagate(position, (x0, y0, x1, y1), tracked)
+        box_pixels = frame.pixels[y0:y1, x0:x1]
+        if have.any():
+            # Seam blend: the frame-vs-propagated difference on the ring, diffused over the hole.
+            seam = ring & have
+            if seam.sum() >= 8:
+                offset = push_pull_fill(np.where(seam[..., None], box_pixels - colour, 0.0), seam.astype(np.float32))
+                colour = colour + np.clip(offset, -0.15, 0.15)
+        must = frame.must_fill[y0:y1, x0:x1]
+        may = frame.may_fill[y0:y1, x0:x1]
+        take = box_hole & have & (must | may)
+        result = box_pixels.copy()
+        result[take] = np.clip(colour[take], 0.0, 1.0)
+        missing = must & ~have
+        self.filled += int(must.sum())
+        if missing.any():
+            self.unrevealed += int(missing.sum())
+            result = _spatial_fill(result, missing)
+        done = take | missing
+        image = frame.image.copy()
+        region = image[y0:y1, x0:x1]
+        region[done] = result[done]
+        changed[y0:y1, x0:x1] = done.astype(np.float32)
+        return image, changed
+
+    def _propagate(self, position: int, box: tuple[int, int, int, int], tracked: np.ndarray):
+        """Colour each tracked pixel from the nearest frame, each way, that shows it free of the object."""
+        x0, y0, x1, y1 = box
+        height, width = self.shape
+        gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        total = np.zeros(gx.shape + (3,), np.float32)
+        weight = np.zeros(gx.shape, np.float32)
+        for direction in (1, -1):
+            self._check_cancel()
+            px, py = gx.copy(), gy.copy()
+            alive = tracked.copy()
+            found = np.zeros_like(alive)
+            for step in range(1, self.radius + 1):
+                target = position + direction * step
+                if target not in self.frames:
+                    break
+                if direction > 0:
+                    flow = self.motions[target - 1].forward
+                else:
+                    flow = self.motions[target].backward
+                fx, fy = self._sample_flow(flow, px, py)
+                px += fx
+                py += fy
+                alive &= (px >= 0) & (px <= width - 1) & (py >= 0) & (py <= height - 1)
+                source = self.frames[target]
+                usable = cv2.remap(source.source, px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                                   borderValue=0) > 0
+                hit = alive & ~found & usable
+                if hit.any():
+                    sample = cv2.remap(source.pixels, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                    w = 1.0 / float(step * step)
+                    total[hit] += w * sample[hit]
+                    weight[hit] += w
+                    found |= hit
+                if not (alive & ~found).any():
+                    break
+        have = weight > 0
+        colour = np.zeros_like(total)
+        colour[have] = total[have] / weight[have][:, None]
+        return colour, have
+
+    def _sample_flow(self, flow: np.ndarray, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flow (full-resolution pixels) at full-resolution positions, from the flow-resolution field."""
+        s = self.scale
+        if s == 1.0:
+            value = cv2.remap(flow, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            return value[..., 0], value[..., 1]
+        value = cv2.remap(flow, (px + 0.5) * s - 0.5, (py + 0.5) * s - 0.5, cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+        return value[..., 0] / s, value[..., 1] / s
+
+
+def _spatial_fill(pixels: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """Telea inpainting of the pixels no frame revealed.
+
+    Per channel in 16 bits: OpenCV's 8-bit path loses precision and its float path is not usable
+    (it returns values far outside the input range).
+    """
+    return telea(pixels, missing)
+
+
+def telea(pixels: np.ndarray, missing: np.ndarray, radius: int = 5) -> np.ndarray:
+    """cv2.inpaint (Telea) of an RGB float image over `missing`, keeping 16-bit precision."""
+    mask = missing.astype(np.uint8)
+    out = pixels.copy()
+    for c in range(3):
+        channel = (np.clip(pixels[..., c], 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+        filled = cv2.inpaint(channel, mask, radius, cv2.INPAINT_TELEA).astype(np.float32) / 65535.0
+        out[..., c] = np.where(missing, filled, pixels[..., c])
+    return out
+
+
+# -- library calls ------------------------------------------------------------------------------
+
+ArrayFrames = Union[Sequence[np.ndarray], Iterable[np.ndarray]]
+
+
+def remove_stream(frames: ArrayFrames, quadmasks: ArrayFrames, quality: str = "balanced",
+                  request: Optional[base.BackendRequest] = None) -> Iterator[np.ndarray]:
+    """Remove the masked object from in-memory frames, yielding results one by one (bounded memory).
+
+    frames: (H, W, 3) float 0–1 RGB; quadmasks: (H, W) uint8 with 0 object, 63 overlap, 127
+    affected, 255 keep. Both may be generators; they are consumed in step.
+    """
+    request = request or base.BackendRequest(quality=quality)
+    request.quality = quality
+
+    def paired() -> Iterator[base.BackendFrame]:
+        for index, (image, quadmask) in enumerate(zip(frames, quadmasks)):
+            yield base.BackendFrame(index=index, image=np.asarray(image, np.float32),
+                                    quadmask=np.asarray(quadmask, np.uint8))
+
+    for result in ClassicalBackend().run(paired(), request):
+        yield result.image
+
+
+def remove(frames: ArrayFrames, quadmasks: ArrayFrames, quality: str = "balanced") -> list[np.ndarray]:
+    """Remove the masked object from in-memory frames; returns the filled frames in order."""
+    return list(remove_stream(frames, quadmasks, quality))

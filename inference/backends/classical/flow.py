@@ -1,0 +1,178 @@
+"""Motion between neighbouring frames: camera homography, dense flow, and flow completed inside holes.
+
+Everything here works on the "flow resolution" grey images (large frames are analysed at a reduced
+size; the chains in `fill.py` scale positions back to full resolution). Flow inside the object's
+hole is meaningless (it tracks the object, or nothing), so it is replaced by the camera homography
+plus a smooth residual diffused from the valid flow around the hole: the background behind the
+object moves like the background around it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Flow is analysed with the longest side at most this many pixels (large frames are downscaled).
+FLOW_MAX_SIDE = 960
+
+_IDENTITY = np.eye(3, dtype=np.float64)
+
+
+def push_pull_fill(values: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Fill where `weight` is 0 by normalized convolution over a pyramid (a fast membrane-like fill).
+
+    values: (H, W, C) float32; weight: (H, W) float32 in 0..1, 1 = known. Known pixels come back
+    unchanged; unknown ones get a smooth blend of the nearest known ones at the coarsest scale that
+    reaches them. With no known pixel at all the result is zeros.
+    """
+    values = values.astype(np.float32, copy=False)
+    weight = np.clip(weight.astype(np.float32, copy=False), 0.0, 1.0)
+    if values.ndim == 2:
+        values = values[..., None]
+    channels = values.shape[2]
+    premult = [values * weight[..., None]]
+    weights = [weight]
+    while min(weights[-1].shape[:2]) > 4:
+        p = cv2.pyrDown(premult[-1])
+        if p.ndim == 2:
+            p = p[..., None]
+        w = cv2.pyrDown(weights[-1])
+        premult.append(p)
+        weights.append(w)
+    w = weights[-1]
+    filled = np.where(w[..., None] > 1e-6, premult[-1] / np.maximum(w, 1e-6)[..., None], 0.0).astype(np.float32)
+    if not np.any(w > 1e-6):
+        # Nothing known at the coarsest level: either nothing is known at all, or too little.
+        known = weight > 0
+        if not np.any(known):
+            return np.zeros_like(values) if channels > 1 else np.zeros(values.shape[:2], np.float32)
+        filled[:] = values[known].mean(axis=0)
+    for level in range(len(weights) - 2, -1, -1):
+        h, wd = weights[level].shape[:2]
+        up = cv2.pyrUp(filled, dstsize=(wd, h))
+        if up.ndim == 2:
+            up = up[..., None]
+        w = weights[level]
+        # Normalise the weights so that a half-known pixel trusts itself only half.
+        alpha = np.clip(w * 2.0, 0.0, 1.0)[..., None]
+        own = premult[level] / np.maximum(w, 1e-6)[..., None]
+        filled = (alpha * own + (1.0 - alpha) * up).astype(np.float32)
+    out = np.where(weight[..., None] >= 1.0, values, filled)
+    return out if channels > 1 else out[..., 0]
+
+
+def to_grey(image: np.ndarray, scale: float) -> np.ndarray:
+    """uint8 luma at flow resolution; NaNs already replaced by the caller."""
+    grey = cv2.cvtColor(np.clip(image, 0.0, 1.0), cv2.COLOR_RGB2GRAY)
+    if scale != 1.0:
+        h, w = grey.shape
+        grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return (grey * 255.0 + 0.5).astype(np.uint8)
+
+
+def resize_mask(hole: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A boolean hole at another resolution, conservative (any covered pixel counts)."""
+    if hole.shape == shape:
+        return hole
+    small = cv2.resize(hole.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    return small > 0.0
+
+
+def homography(grey_a: np.ndarray, grey_b: np.ndarray, keep_a: np.ndarray, keep_b: np.ndarray) -> np.ndarray:
+    """Robust homography mapping points of frame a onto frame b, from features outside the holes.
+
+    Corners are found outside a's hole, tracked into b with pyramidal LK, and only tracks that land
+    outside b's hole are used. Returns the identity when the frame has no features (flat frames) or
+    RANSAC finds no consistent model: flow alone then carries the motion.
+    """
+    corners = cv2.goodFeaturesToTrack(grey_a, maxCorners=500, qualityLevel=0.01, minDistance=7,
+                                      mask=keep_a.astype(np.uint8))
+    if corners is None or len(corners) < 12:
+        return _IDENTITY.copy()
+    tracked, status, _ = cv2.calcOpticalFlowPyrLK(grey_a, grey_b, corners, None, winSize=(21, 21), maxLevel=3)
+    if tracked is None:
+        return _IDENTITY.copy()
+    ok = status.ravel() == 1
+    pts_a, pts_b = corners.reshape(-1, 2)[ok], tracked.reshape(-1, 2)[ok]
+    h, w = grey_b.shape
+    inside = (pts_b[:, 0] >= 0) & (pts_b[:, 0] <= w - 1) & (pts_b[:, 1] >= 0) & (pts_b[:, 1] <= h - 1)
+    pts_a, pts_b = pts_a[inside], pts_b[inside]
+    if len(pts_b):
+        landed = keep_b[pts_b[:, 1].round().astype(int), pts_b[:, 0].round().astype(int)]
+        pts_a, pts_b = pts_a[landed], pts_b[landed]
+    if len(pts_a) < 12:
+        return _IDENTITY.copy()
+    model, inliers = cv2.findHomography(pts_a, pts_b, cv2.RANSAC, 2.0, maxIters=1000, confidence=0.995)
+    if model is None or inliers is None or inliers.sum() < 10 or not np.all(np.isfinite(model)):
+        return _IDENTITY.copy()
+    model = model / model[2, 2]
+    # A wildly distorting model is a RANSAC accident on a degenerate set, not camera motion.
+    if abs(np.linalg.det(model[:2, :2]) - 1.0) > 0.5 or np.abs(model[2, :2]).max() > 1e-2:
+        return _IDENTITY.copy()
+    return model
+
+
+def homography_flow(model: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Displacement field (H, W, 2) that `model` gives each pixel."""
+    h, w = shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    pts = np.stack([xs, ys], axis=-1).reshape(-1, 1, 2)
+    moved = cv2.perspectiveTransform(pts, model).reshape(h, w, 2)
+    return (moved - np.stack([xs, ys], axis=-1)).astype(np.float32)
+
+
+@dataclass
+class PairMotion:
+    """Motion from frame a to frame a+1 and back, at flow resolution, completed inside holes."""
+
+    forward: np.ndarray  # (h, w, 2): where each pixel of a is in a+1
+    backward: np.ndarray  # (h, w, 2): where each pixel of a+1 is in a
+    model: np.ndarray  # 3×3 homography a → a+1 (flow resolution)
+
+
+def _consistency(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
+    """True where following forward then backward comes back within a pixel (or a few % of the motion)."""
+    h, w = forward.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    back = cv2.remap(backward, xs + forward[..., 0], ys + forward[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+    error = np.linalg.norm(forward + back, axis=-1)
+    magnitude = np.linalg.norm(forward, axis=-1)
+    return error <= 1.0 + 0.05 * magnitude
+
+
+def complete_flow(flow: np.ndarray, valid: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """Flow with invalid pixels replaced by the homography plus a residual diffused from valid flow."""
+    if valid.all():
+        return flow
+    base = homography_flow(model, flow.shape[:2])
+    residual = push_pull_fill(flow - base, valid.astype(np.float32))
+    return np.where(valid[..., None], flow, base + residual).astype(np.float32)
+
+
+class MotionEstimator:
+    """Computes `PairMotion` for neighbouring frames with one DIS instance per quality setting."""
+
+    def __init__(self, preset: int, margin: int) -> None:
+        self._dis = cv2.DISOpticalFlow_create(preset)
+        self._margin = margin
+
+    def pair(self, grey_a: np.ndarray, grey_b: np.ndarray, hole_a: np.ndarray, hole_b: np.ndarray) -> PairMotion:
+        """hole_a / hole_b: boolean holes at flow resolution (object, affected, NaN pixels)."""
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * self._margin + 1, 2 * self._margin + 1))
+        # Flow right around the object is dragged by it (DIS regularises across edges): widen the holes.
+        wide_a = cv2.dilate(hole_a.astype(np.uint8), kernel) > 0
+        wide_b = cv2.dilate(hole_b.astype(np.uint8), kernel) > 0
+        model = homography(grey_a, grey_b, ~wide_a, ~wide_b)
+        forward = self._dis.calc(grey_a, grey_b, None)
+        backward = self._dis.calc(grey_b, grey_a, None)
+        ok_f = _consistency(forward, backward) & ~wide_a
+        ok_b = _consistency(backward, forward) & ~wide_b
+        inverse = np.linalg.inv(model)
+        return PairMotion(
+            forward=complete_flow(forward, ok_f, model),
+            backward=complete_flow(backward, ok_b, inverse / inverse[2, 2]),
+            model=model,
+        )
