@@ -36,10 +36,14 @@ def composite(
         return out
     a = weight[inside][:, None]
     channels = out[..., rgb]
-    blended = channels[inside] * (1.0 - a) + filled[inside] * a
-    # Full weight takes the fill as is: no 0 * NaN from a plate pixel the fill replaced.
-    full = a[:, 0] >= 1.0
-    blended[full] = filled[inside][full]
+    plate = channels[inside]
+    fill = filled[inside]
+    with np.errstate(invalid="ignore", over="ignore"):
+        blended = plate * (1.0 - a) + fill * a
+    # Full weight, or a NaN/Inf plate pixel under any weight, takes the fill as is: a broken pixel
+    # inside the mask is what the user asked us to replace.
+    full = (a[:, 0] >= 1.0) | ~np.isfinite(plate).all(axis=1)
+    blended[full] = fill[full]
     channels[inside] = blended
     out[..., rgb] = channels
     return out
