@@ -144,16 +144,16 @@ def _write_shot(folder: Path, kind: str, width: int, height: int, frames: int) -
     """Plate (scene-linear half EXR), object and shadow mattes, and the clean plate, frame by frame."""
     from voidlink.inference import synthetic
     from voidlink.inference.media.colour import srgb_to_linear
-    from voidlink.inference.media.image import write_exr
+    from voidlink.inference.media.image import write_image
 
     folder.mkdir(parents=True, exist_ok=True)
     for t in range(frames):
         frame = synthetic.make_frame(kind, width, height, t, frames=frames)
         number = FIRST_FRAME + t
-        write_exr(folder / f"plate.{number:04d}.exr", srgb_to_linear(frame.plate), pixel_type="half")
-        write_exr(folder / f"clean.{number:04d}.exr", srgb_to_linear(frame.clean), pixel_type="half")
-        write_exr(folder / f"object.{number:04d}.exr", frame.object_matte, pixel_type="half")
-        write_exr(folder / f"shadow.{number:04d}.exr", frame.affected_matte, pixel_type="half")
+        write_image(str(folder / f"plate.{number:04d}.exr"), srgb_to_linear(frame.plate), pixel_type="half")
+        write_image(str(folder / f"clean.{number:04d}.exr"), srgb_to_linear(frame.clean), pixel_type="half")
+        write_image(str(folder / f"object.{number:04d}.exr"), frame.object_matte, pixel_type="half")
+        write_image(str(folder / f"shadow.{number:04d}.exr"), frame.affected_matte, pixel_type="half")
     return {
         "plate": str(folder / "plate.####.exr"),
         "clean": str(folder / "clean.####.exr"),
