@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="voidlink-demo", help="folder for the shot, the result and the contact sheet")
     parser.add_argument("--frames", type=int, default=24, help="shot length")
     parser.add_argument("--size", default="480x270", help="WIDTHxHEIGHT")
-    parser.add_argument("--kind", default="pan_textured", help="synthetic shot kind")
+    parser.add_argument(
+        "--kind", default="shadow", help="synthetic shot kind (see voidlink.inference.synthetic.SHOT_KINDS)"
+    )
     parser.add_argument("--backend", default="auto")
     add_address(parser)
     add_json(parser)
