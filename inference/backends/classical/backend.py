@@ -45,8 +45,13 @@ MAX_RADIUS = max(radius for radius, _ in QUALITY.values())
 MASK_LIMIT = 0.9
 # Pixels around the hole tracked for the seam blend.
 SEAM_RING = 4
+# Colour sampling of the source frames (cubic was tried: sharper on zooms, ringing at hard edges).
+SAMPLING = cv2.INTER_LINEAR
+# Where the flow chain lands within this many pixels of the camera (homography) chain, the camera
+# chain is taken: it is exact for background moving with the camera and does not drift over steps.
+SNAP_TOLERANCE = 1.0
 # Flow-resolution pixels of flow distrusted around each hole (DIS drags the object's motion across edges).
-FLOW_MARGIN = 6
+FLOW_MARGIN = 14
 
 PHYSICAL_NOTE = (
     "The classical backend fills the object from what other frames reveal; it cannot re-simulate "
@@ -240,6 +245,7 @@ class _Stream:
             px, py = gx.copy(), gy.copy()
             alive = tracked.copy()
             found = np.zeros_like(alive)
+            chain = np.eye(3)
             for step in range(1, self.radius + 1):
                 target = position + direction * step
                 if target not in self.frames:
@@ -251,13 +257,21 @@ class _Stream:
                 fx, fy = self._sample_flow(flow, px, py)
                 px += fx
                 py += fy
+                # The camera chain: exact for background that moves with the camera, no drift.
+                step_model = self._full_model(self.motions[target - 1].model if direction > 0
+                                              else self.motions[target].inverse)
+                chain = step_model @ chain
+                hx, hy = _apply(chain, gx, gy)
+                agree = np.hypot(px - hx, py - hy) <= SNAP_TOLERANCE
+                px[agree] = hx[agree]
+                py[agree] = hy[agree]
                 alive &= (px >= 0) & (px <= width - 1) & (py >= 0) & (py <= height - 1)
                 source = self.frames[target]
                 usable = cv2.remap(source.source, px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
                                    borderValue=0) > 0
                 hit = alive & ~found & usable
                 if hit.any():
-                    sample = cv2.remap(source.pixels, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                    sample = cv2.remap(source.pixels, px, py, SAMPLING, borderMode=cv2.BORDER_REPLICATE)
                     w = 1.0 / float(step * step)
                     total[hit] += w * sample[hit]
                     weight[hit] += w
@@ -269,6 +283,15 @@ class _Stream:
         colour[have] = total[have] / weight[have][:, None]
         return colour, have
 
+    def _full_model(self, model: np.ndarray) -> np.ndarray:
+        """A flow-resolution homography expressed in full-resolution pixels (pixel centres aligned)."""
+        s = self.scale
+        if s == 1.0:
+            return model
+        shift = 0.5 * s - 0.5
+        to_small = np.array([[s, 0, shift], [0, s, shift], [0, 0, 1]], np.float64)
+        return np.linalg.inv(to_small) @ model @ to_small
+
     def _sample_flow(self, flow: np.ndarray, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Flow (full-resolution pixels) at full-resolution positions, from the flow-resolution field."""
         s = self.scale
@@ -278,6 +301,14 @@ class _Stream:
         value = cv2.remap(flow, (px + 0.5) * s - 0.5, (py + 0.5) * s - 0.5, cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
         return value[..., 0] / s, value[..., 1] / s
+
+
+def _apply(model: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the grid (gx, gy) under a homography."""
+    denominator = model[2, 0] * gx + model[2, 1] * gy + model[2, 2]
+    hx = (model[0, 0] * gx + model[0, 1] * gy + model[0, 2]) / denominator
+    hy = (model[1, 0] * gx + model[1, 1] * gy + model[1, 2]) / denominator
+    return hx.astype(np.float32), hy.astype(np.float32)
 
 
 def _spatial_fill(pixels: np.ndarray, missing: np.ndarray) -> np.ndarray:

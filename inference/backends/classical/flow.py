@@ -17,6 +17,9 @@ import numpy as np
 # Flow is analysed with the longest side at most this many pixels (large frames are downscaled).
 FLOW_MAX_SIDE = 960
 
+# Pixels of non-camera motion ignored when completing flow inside a hole (see `complete_flow`).
+RESIDUAL_SHRINK = 1.0
+
 _IDENTITY = np.eye(3, dtype=np.float64)
 
 
@@ -130,6 +133,7 @@ class PairMotion:
     forward: np.ndarray  # (h, w, 2): where each pixel of a is in a+1
     backward: np.ndarray  # (h, w, 2): where each pixel of a+1 is in a
     model: np.ndarray  # 3×3 homography a → a+1 (flow resolution)
+    inverse: np.ndarray  # 3×3 homography a+1 → a
 
 
 def _consistency(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
@@ -148,7 +152,12 @@ def complete_flow(flow: np.ndarray, valid: np.ndarray, model: np.ndarray) -> np.
     if valid.all():
         return flow
     base = homography_flow(model, flow.shape[:2])
-    residual = push_pull_fill(flow - base, valid.astype(np.float32))
+    residual = flow - base
+    # Shrink small residuals to zero: around a hole they are mostly flow noise or the object's drag,
+    # and a hole should move exactly with the camera unless its surroundings clearly do not.
+    size = np.linalg.norm(residual, axis=-1, keepdims=True)
+    residual = residual * np.clip(1.0 - RESIDUAL_SHRINK / np.maximum(size, 1e-6), 0.0, None)
+    residual = push_pull_fill(residual, valid.astype(np.float32))
     return np.where(valid[..., None], flow, base + residual).astype(np.float32)
 
 
@@ -171,8 +180,10 @@ class MotionEstimator:
         ok_f = _consistency(forward, backward) & ~wide_a
         ok_b = _consistency(backward, forward) & ~wide_b
         inverse = np.linalg.inv(model)
+        inverse = inverse / inverse[2, 2]
         return PairMotion(
             forward=complete_flow(forward, ok_f, model),
-            backward=complete_flow(backward, ok_b, inverse / inverse[2, 2]),
+            backward=complete_flow(backward, ok_b, inverse),
             model=model,
+            inverse=inverse,
         )
