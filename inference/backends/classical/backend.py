@@ -5,9 +5,12 @@ forward (t+1, t+2, ...) and backward (t-1, ...) inside a window of `radius` fram
 on a pixel some frame shows free of the object; the nearest hit of each direction is taken and
 the two are blended by distance. Chains go through the neighbours' holes on the completed flow
 (homography + smooth residual), so background hidden in t+1 but visible in t+5 is still reached.
-What no frame reveals gets a spatial fill (Telea). A thin ring around the hole is tracked too: the
-difference between the frame and its propagated version there is diffused into the hole, which
-hides seams from exposure changes or small misalignment (a cheap gradient-domain blend).
+Where the flow chain agrees with the chained camera homography within a pixel, the homography
+position is taken: it is exact for background moving with the camera and does not drift, while
+flow still carries what the camera model does not explain (parallax). What no frame reveals gets
+a spatial fill (Telea). A thin ring around the hole is tracked too: the median difference between
+the frame and its propagated version there is removed from the fill, which hides seams from
+exposure or colour drift between frames.
 
 Each output depends only on the raw frames inside its window (no state carried from earlier
 results), so a run started `temporal_context` frames early gives the same results as an
@@ -27,7 +30,6 @@ from voidlink.inference.backends.classical.flow import (
     FLOW_MAX_SIDE,
     MotionEstimator,
     PairMotion,
-    push_pull_fill,
     resize_mask,
     to_grey,
 )
@@ -45,6 +47,10 @@ MAX_RADIUS = max(radius for radius, _ in QUALITY.values())
 MASK_LIMIT = 0.9
 # Pixels around the hole tracked for the seam blend.
 SEAM_RING = 4
+# Largest correction the seam blend may apply (a bigger mismatch is misalignment, not exposure).
+SEAM_CLIP = 0.15
+# Weight of a hit at d frames: 1 / d ** DISTANCE_POWER (nearer frames have moved less since t).
+DISTANCE_POWER = 1.0
 # Colour sampling of the source frames (cubic was tried: sharper on zooms, ringing at hard edges).
 SAMPLING = cv2.INTER_LINEAR
 # Where the flow chain lands within this many pixels of the camera (homography) chain, the camera
@@ -211,11 +217,13 @@ class _Stream:
         colour, have = self._propagate(position, (x0, y0, x1, y1), tracked)
         box_pixels = frame.pixels[y0:y1, x0:x1]
         if have.any():
-            # Seam blend: the frame-vs-propagated difference on the ring, diffused over the hole.
+            # Seam blend: the median frame-vs-propagated difference on the ring (an exposure or
+            # colour drift between frames) is removed from the fill. A per-pixel diffused offset was
+            # tried and flickered from frame to frame; one offset per channel stays stable.
             seam = ring & have
-            if seam.sum() >= 8:
-                offset = push_pull_fill(np.where(seam[..., None], box_pixels - colour, 0.0), seam.astype(np.float32))
-                colour = colour + np.clip(offset, -0.15, 0.15)
+            if seam.sum() >= 16:
+                offset = np.median(box_pixels[seam] - colour[seam], axis=0)
+                colour = colour + np.clip(offset, -SEAM_CLIP, SEAM_CLIP).astype(np.float32)
         must = frame.must_fill[y0:y1, x0:x1]
         may = frame.may_fill[y0:y1, x0:x1]
         take = box_hole & have & (must | may)
@@ -234,7 +242,7 @@ class _Stream:
         return image, changed
 
     def _propagate(self, position: int, box: tuple[int, int, int, int], tracked: np.ndarray):
-        """Colour each tracked pixel from the nearest frame, each way, that shows it free of the object."""
+        """Colour each tracked pixel from the nearest frame each way that shows it free of the object (weighted)."""
         x0, y0, x1, y1 = box
         height, width = self.shape
         gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
@@ -272,7 +280,7 @@ class _Stream:
                 hit = alive & ~found & usable
                 if hit.any():
                     sample = cv2.remap(source.pixels, px, py, SAMPLING, borderMode=cv2.BORDER_REPLICATE)
-                    w = 1.0 / float(step * step)
+                    w = 1.0 / float(step) ** DISTANCE_POWER
                     total[hit] += w * sample[hit]
                     weight[hit] += w
                     found |= hit
