@@ -56,7 +56,7 @@ class Config:
     distinct: int  # distinct frames generated; the rest of a shot links to them
 
 
-DEFAULT = Config(throughput=((1920, 1080, 24), (3840, 2160, 8)), repeats=3, rss_size=(1920, 1080),
+DEFAULT = Config(throughput=((1920, 1080, 24), (3840, 2160, 6)), repeats=3, rss_size=(1920, 1080),
                  rss_frames=(50, 200), distinct=10)
 QUICK = Config(throughput=((1920, 1080, 4), (3840, 2160, 1)), repeats=3, rss_size=(512, 288),
                rss_frames=(20, 80), distinct=4)
@@ -369,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--quick", action="store_true", help="fewer and smaller frames (under 30 seconds)")
     parser.add_argument("--dir", default="", help="folder for the generated sequences (default: a temporary one)")
+    parser.add_argument("--output", default="", help="also write the JSON report to this file")
     args = parser.parse_args(argv)
     config = QUICK if args.quick else DEFAULT
     progress = None if args.json else (lambda text: print(f"  measuring {text}", flush=True))
@@ -382,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="voidlink-bench-io-") as root:
             report = run(config, root, progress)
+    if args.output:
+        with open(args.output, "w") as out:
+            json.dump(report, out, indent=1)
     if args.json:
         print(json.dumps(report))
     else:
