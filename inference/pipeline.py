@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -93,7 +94,7 @@ class Clip:
     header: Optional[oiio.ImageSpec] = None  # of the first frame of the job
     clip_range: tuple[Optional[int], Optional[int]] = (None, None)  # the OTIO clip's own range
     rgb: list[int] = field(default_factory=lambda: [0, 1, 2])  # colour channels among all of a frame's
-    _capture: object = None
+    _captures: dict = field(default_factory=dict)
 
     def read(self, frame: int, all_channels: bool = False) -> image.ImageFrame:
         if self.media.kind == "movie":
@@ -105,9 +106,12 @@ class Clip:
     def _read_movie(self, frame: int) -> image.ImageFrame:
         import cv2
 
-        if self._capture is None:
-            self._capture = cv2.VideoCapture(self.media.path)
-        rgb = image.read_movie_frame(self._capture, self.media.path, self.media.movie_index(frame), self.field, frame)
+        # One decoder per thread: the read-ahead thread and the composite both read frames.
+        key = threading.get_ident()
+        if key not in self._captures:
+            self._captures[key] = cv2.VideoCapture(self.media.path)
+        capture = self._captures[key]
+        rgb = image.read_movie_frame(capture, self.media.path, self.media.movie_index(frame), self.field, frame)
         spec = image.movie_spec(rgb.shape[1], rgb.shape[0], self.media.rate)
         if self.matte:
             how = (self.channels or "luminance").lower()
@@ -121,9 +125,9 @@ class Clip:
         return image.ImageFrame(rgb, spec, ["R", "G", "B"], self.media.path)
 
     def close(self) -> None:
-        if self._capture is not None:
-            self._capture.release()
-            self._capture = None
+        for capture in self._captures.values():
+            capture.release()
+        self._captures.clear()
 
 
 def _clip(spec: pb.ClipSpec, field_name: str, matte: bool) -> Clip:
@@ -524,7 +528,6 @@ def discard_staging(prepared: PreparedJob, job_id: str) -> None:
 class _Pending:
     source: image.ImageFrame
     quadmask: np.ndarray  # full frame, before feathering
-    nonfinite: bool
 
 
 def run_job(
@@ -591,7 +594,10 @@ def _render(
     start = max(prepared.first, todo[0] - backend.temporal_context)
     region = "the whole frame" if work.full_frame else f"a {work.crop_size[0]}x{work.crop_size[1]} region"
     progress.stage("render", f"{backend.name}: {len(todo)} frames, {region} at {work.size[0]}x{work.size[1]}")
-    pending: dict[int, _Pending] = {}
+    # Frames fed and not yet returned, with whether their plate had NaN/Inf pixels. Their pixels are
+    # read again for the composite rather than kept: a backend's window (85 frames for VOID) of
+    # full-resolution plates would not fit in memory at 4K.
+    pending: dict[int, bool] = {}
     nonfinite: list[int] = []
     plate = prepared.source.header
     assert plate is not None
@@ -618,15 +624,15 @@ def _render(
             bad = not np.isfinite(rgb).all()
             if bad:
                 rgb = np.nan_to_num(rgb, nan=0.0, posinf=0.0, neginf=0.0)
-            pending[frame] = _Pending(source, qm, bad)
+            pending[frame] = bad
             model = transform.to_model(work.to_backend(rgb))
             grown = quadmask.grow_for_feather(qm, prepared.feather)
             yield BackendFrame(frame, np.ascontiguousarray(model, dtype=np.float32), work.quadmask_to_backend(grown))
 
     results: Iterator[BackendResult] = backend.run(feed(), request)
     for result in results:
-        item = pending.pop(result.index, None)
-        if item is None:
+        bad = pending.pop(result.index, None)
+        if bad is None:
             raise RuntimeError(f"backend {backend.name} returned frame {result.index}, which was not fed")
         for old in [f for f in pending if f < result.index]:
             pending.pop(old)
@@ -634,8 +640,10 @@ def _render(
             continue
         if cancelled():
             raise JobCancelled("cancelled")
-        if item.nonfinite:
+        if bad:
             nonfinite.append(result.index)
+        _, source, qm = load(result.index)
+        item = _Pending(source, qm)
         out = _composite_frame(prepared, work, transform, item, result)
         if to_output is not None:
             rgb_index = prepared.source.rgb

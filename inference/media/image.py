@@ -194,7 +194,9 @@ def read_image(
     finally:
         image.close()
     pixels = np.asarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, hi - lo)
-    pixels = pixels[..., [i - lo for i in idx]]
+    picks = [i - lo for i in idx]
+    if picks != list(range(hi - lo)):  # reorder or drop channels only when asked: a copy per frame costs
+        pixels = np.take(pixels, picks, axis=2)  # contiguous, unlike fancy indexing on the last axis
     names = [spec.channelnames[i] for i in idx]
     if how == "luminance":  # Rec.709 weights: mattes drawn in RGB
         pixels = (pixels @ np.array([0.2126, 0.7152, 0.0722], np.float32))[..., None]
