@@ -375,3 +375,20 @@ def test_nan_frames_are_reported(tmp_path, source_guard):
     outside = quadmask.composite_alpha(qm, 3.0) == 0
     assert np.array_equal(out[outside], pixels[outside])
     assert np.isfinite(out[~outside]).all()
+
+
+def test_output_colorspace_converts_the_whole_frame(shot, tmp_path):
+    spec = build_spec(shot.plate, shot.mask, output=tmp_path / "o" / "o.####.exr", pixel_type="float")
+    spec.source.colorspace = "lin_rec709"
+    spec.output.colorspace = "ACEScg"
+    result = _run(spec)
+    from voidlink.inference.media import colour
+
+    processor = colour.config().getProcessor("lin_rec709", "ACEScg").getDefaultCPUProcessor()
+    plate = read_pixels(shot.plate.replace("####", "1001"))
+    expected = np.ascontiguousarray(plate.copy())
+    processor.applyRGB(expected)
+    out = read_pixels(result.output_pattern.replace("####", "1001"))
+    outside = quadmask.composite_alpha(_quadmasks(result)[0], 3.0) == 0
+    assert np.allclose(out[outside], expected[outside], atol=1e-6)
+    assert not np.allclose(out[outside], plate[outside], atol=1e-3)  # really converted
