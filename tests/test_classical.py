@@ -175,7 +175,7 @@ def test_streaming_holds_a_bounded_window(quality):
 
 def test_resume_with_temporal_context_matches_an_uninterrupted_run():
     backend = ClassicalBackend()
-    count, k = 30, 16
+    count, k = 40, 28
     start = k - backend.temporal_context
     assert start > 0
     shot = list(make_shot("parallax", W, H, count))

@@ -87,7 +87,8 @@ class ClassicalBackend(base.Backend):
     """Optical-flow propagation with camera compensation and spatial fill; CPU only, no weights."""
 
     name = "classical"
-    temporal_context = MAX_RADIUS
+    # The last frames of a shot look up to 2 × radius frames back (see `_Stream._reach`).
+    temporal_context = 2 * MAX_RADIUS
     working_size = None
 
     def notes(self) -> list[str]:
@@ -124,7 +125,9 @@ class _Stream:
             self._check_cancel()
             self._ingest(position, frame)
             position += 1
-            while emitted <= position - 1 - self.radius:
+            # A frame is emitted once `radius` frames follow it, and the first ones once 2 × radius
+            # do: at the shot's start the window slides forward instead of shrinking (see `_reach`).
+            while emitted <= position - 1 - self.radius and position - 1 >= 2 * self.radius:
                 yield self._emit(emitted)
                 emitted += 1
         while emitted < position:
@@ -177,6 +180,12 @@ class _Stream:
         grey = to_grey(pixels, self.scale)
         record = _Frame(frame.index, image, pixels, quadmask, must, may, source, grey,
                         resize_mask(hole, grey.shape), had_nan)
+        # The window ends 2 × radius frames back: a frame `radius` back is emitted next and looks
+        # `radius` further back, and if the shot ends here the last frame looks 2 × radius back.
+        for old in [p for p in self.frames if p < position - 2 * self.radius]:
+            del self.frames[old]
+        for old in [p for p in self.motions if p < position - 2 * self.radius]:
+            del self.motions[old]
         self.frames[position] = record
         previous = self.frames.get(position - 1)
         if previous is not None:
@@ -189,11 +198,6 @@ class _Stream:
         self._check_cancel()
         frame = self.frames[position]
         image, changed = self._fill(position)
-        # Frames no window needs any more are dropped: memory stays at 2 × radius + 1 frames.
-        for old in [p for p in self.frames if p < position + 1 - self.radius]:
-            del self.frames[old]
-        for old in [p for p in self.motions if p < position + 1 - self.radius]:
-            del self.motions[old]
         if position and position % 25 == 0:
             self.request.on_message(f"classical: propagated {position} frames")
         return base.BackendResult(index=frame.index, image=image, changed=changed)
@@ -228,7 +232,10 @@ class _Stream:
         may = frame.may_fill[y0:y1, x0:x1]
         take = box_hole & have & (must | may)
         result = box_pixels.copy()
-        result[take] = np.clip(colour[take], 0.0, 1.0)
+        # Clipped to the frame's own range, not to 0–1: model space may hold values outside it
+        # (out-of-gamut colours come in negative), and clipping those would leave dark or tinted marks.
+        low, high = min(0.0, float(frame.pixels.min())), max(1.0, float(frame.pixels.max()))
+        result[take] = np.clip(colour[take], low, high)
         missing = must & ~have
         self.filled += int(must.sum())
         if missing.any():
@@ -254,7 +261,7 @@ class _Stream:
             alive = tracked.copy()
             found = np.zeros_like(alive)
             chain = np.eye(3)
-            for step in range(1, self.radius + 1):
+            for step in range(1, self._reach(position, direction) + 1):
                 target = position + direction * step
                 if target not in self.frames:
                     break
@@ -290,6 +297,18 @@ class _Stream:
         colour = np.zeros_like(total)
         colour[have] = total[have] / weight[have][:, None]
         return colour, have
+
+    def _reach(self, position: int, direction: int) -> int:
+        """How many frames the chains go in `direction`: radius, plus what the other side lacks.
+
+        Frames near the shot's ends have neighbours on one side only. With a window of radius frames
+        each way they would see half as many frames as the others, and a region the object or its
+        shadow covers for longer than that (the far edge of a shadow trailing the object) would stay
+        unrevealed: kept as it is (affected) or spatially filled (object). The window keeps its size
+        instead and slides inward, so these frames look up to 2 × radius frames to the one side.
+        """
+        other = position - min(self.frames) if direction > 0 else max(self.frames) - position
+        return 2 * self.radius - min(other, self.radius)
 
     def _full_model(self, model: np.ndarray) -> np.ndarray:
         """A flow-resolution homography expressed in full-resolution pixels (pixel centres aligned)."""
@@ -329,12 +348,20 @@ def _spatial_fill(pixels: np.ndarray, missing: np.ndarray) -> np.ndarray:
 
 
 def telea(pixels: np.ndarray, missing: np.ndarray, radius: int = 5) -> np.ndarray:
-    """cv2.inpaint (Telea) of an RGB float image over `missing`, keeping 16-bit precision."""
+    """cv2.inpaint (Telea) of an RGB float image over `missing`, keeping 16-bit precision.
+
+    The 16 bits span 0–1, widened to the known pixels' range where they leave it (values outside
+    0–1 are legitimate in model space and must not be clipped).
+    """
     mask = missing.astype(np.uint8)
     out = pixels.copy()
+    known = pixels[~missing]
+    low = min(0.0, float(known.min())) if known.size else 0.0
+    high = max(1.0, float(known.max())) if known.size else 1.0
+    span = high - low
     for c in range(3):
-        channel = (np.clip(pixels[..., c], 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
-        filled = cv2.inpaint(channel, mask, radius, cv2.INPAINT_TELEA).astype(np.float32) / 65535.0
+        channel = ((np.clip(pixels[..., c], low, high) - low) * (65535.0 / span) + 0.5).astype(np.uint16)
+        filled = cv2.inpaint(channel, mask, radius, cv2.INPAINT_TELEA).astype(np.float32) * (span / 65535.0) + low
         out[..., c] = np.where(missing, filled, pixels[..., c])
     return out
 
