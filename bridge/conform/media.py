@@ -1,0 +1,409 @@
+"""Where a marked event's pictures and mattes are on disk, and which frame numbers it needs.
+
+Source media, in order:
+
+1. `pins` (`--media NAME=PATH`): a reel or clip name the user tied to a file or sequence;
+2. the clip's OTIO media reference, when its files exist (relative paths are taken from the
+   timeline's folder);
+3. a search of the media roots by reel name, then clip name: an image sequence whose name stem
+   is that name (`A001C003.####.exr`, `A001C003_####.dpx`), an image sequence inside a folder of
+   that name, or a movie of that stem (`A001C003.mov`). Names compare case-insensitively, since
+   EDLs upper-case reels. Several different matches are an error asking for a pin.
+
+Frame numbers. An event's source range is timecode at the timeline's rate; it becomes frame numbers
+of the media as follows:
+
+* an OTIO `ImageSequenceReference` with an available range maps time to frames itself;
+* a sequence that carries timecode (`smpte:TimeCode` in the EXR header of its first frame) is
+  numbered from that timecode: frame = first frame + (source timecode - first frame's timecode);
+* any other sequence is numbered by timecode: frame number = the source timecode counted in frames
+  at the timeline's rate (00:00:41:17 at 24 fps is frame 1001);
+* a movie's first picture is frame 1, at the reference's available-range start (else 00:00:00:00).
+
+The frames processed are the event's visible source range (including the frames a dissolve uses)
+plus `handles` on each side, cut to the frames that exist (with a warning).
+
+Mattes: `--mattes PATTERN` (and `--affected PATTERN`) with `{dir}` (the plate's folder), `{stem}`
+(the plate's name without frame number and extension), `{reel}`, `{clip}` and `{event}`, and a
+frame token (`####`, `%04d`). Without it the first existing of `{dir}/{stem}_mask.####.exr`,
+`{dir}/{stem}_matte.####.exr`, `{dir}/mattes/{stem}.####.exr` is the object matte, and
+`{dir}/{stem}_affected.####.exr`, when it exists, the matte of the object's effects (shadows...).
+Mattes are numbered like the plate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+from voidlink.protos.clips import MOVIE_SUFFIXES, SequencePattern, is_movie, url_to_path
+
+from voidlink.errors import InvalidInput, NotFound
+
+IMAGE_SUFFIXES = (".exr", ".dpx", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
+DEFAULT_MATTES = ("{dir}/{stem}_mask.####.exr", "{dir}/{stem}_matte.####.exr", "{dir}/mattes/{stem}.####.exr")
+DEFAULT_AFFECTED = ("{dir}/{stem}_affected.####.exr",)
+# Sequences with these name endings are mattes or outputs, never a plate.
+_NOT_PLATES = ("_mask", "_matte", "_affected", "_void", "_quadmask")
+_NUMBERED = re.compile(r"^(.*?)(\d+)(\.[A-Za-z0-9]+)$")
+
+
+class MediaError(InvalidInput):
+    """An event's media cannot be used; `status` is what the report shows for the event."""
+
+    def __init__(self, message: str, status: str, candidates: Optional[list] = None, file: str = "") -> None:
+        super().__init__(message, reason=status.upper(), file=file)
+        self.status = status
+        self.candidates = list(candidates or [])
+
+
+@dataclass
+class EventMedia:
+    """What a job for one event reads: the plate, its mattes and the frame numbers."""
+
+    plate: str  # a sequence pattern with #### or a movie path
+    first: int  # frames to process, handles included
+    last: int
+    event_first: int  # the event's own first and last source frames (no handles)
+    event_last: int
+    mask: str
+    affected: Optional[str] = None
+    origin: str = ""  # "pin", "timeline reference" or "media root"
+    warnings: list = field(default_factory=list)
+
+    @property
+    def frame_count(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def handles(self) -> tuple:
+        return self.event_first - self.first, self.last - self.event_last
+
+
+@dataclass(frozen=True)
+class FoundMedia:
+    """A plate on disk: a sequence (pattern with ####) or a movie."""
+
+    path: str
+    kind: str  # "sequence" or "movie"
+
+    @property
+    def stem(self) -> str:
+        if self.kind == "movie":
+            return os.path.splitext(os.path.basename(self.path))[0]
+        pattern = SequencePattern.parse(self.path)
+        return os.path.basename(pattern.prefix).rstrip("._-") if pattern else ""
+
+
+class MediaIndex:
+    """The plates under the media roots, by lower-case name (sequence stem, folder or movie stem)."""
+
+    def __init__(self, roots: list) -> None:
+        self.roots = [os.path.abspath(os.fspath(root)) for root in roots]
+        self.by_name: dict = {}
+        for root in self.roots:
+            if not os.path.isdir(root):
+                raise NotFound(f"media root not found: {root}", reason="FILE_NOT_FOUND", file=root)
+            for folder, dirs, files in os.walk(root):
+                dirs.sort()
+                self._add_folder(folder, files)
+
+    def _add_folder(self, folder: str, files: list) -> None:
+        sequences: dict = {}
+        for name in sorted(files):
+            lower = name.lower()
+            if lower.endswith(MOVIE_SUFFIXES):
+                self._add(os.path.splitext(name)[0], FoundMedia(os.path.join(folder, name), "movie"))
+                continue
+            match = _NUMBERED.match(name)
+            if match and match.group(3).lower() in IMAGE_SUFFIXES:
+                prefix, digits, suffix = match.groups()
+                sequences.setdefault((prefix, len(digits), suffix), 0)
+                sequences[(prefix, len(digits), suffix)] += 1
+        plates = []
+        for (prefix, padding, suffix), _count in sorted(sequences.items()):
+            stem = prefix.rstrip("._-")
+            if stem.lower().endswith(_NOT_PLATES):
+                continue
+            found = FoundMedia(os.path.join(folder, f"{prefix}{'#' * padding}{suffix}"), "sequence")
+            plates.append(found)
+            if stem:
+                self._add(stem, found)
+        if len(plates) == 1:  # a folder named after the reel holding one plate: A001C003/plate.####.exr
+            self._add(os.path.basename(folder), plates[0])
+
+    def _add(self, name: str, found: FoundMedia) -> None:
+        entries = self.by_name.setdefault(name.lower(), [])
+        if found not in entries:
+            entries.append(found)
+
+    def lookup(self, names: list) -> list:
+        """Candidates for the first of `names` that matches anything."""
+        for name in names:
+            if name and name.lower() in self.by_name:
+                return list(self.by_name[name.lower()])
+        return []
+
+
+def event_names(clip) -> list:
+    """Names to look a clip's media up by: its reel, its name, its name without extension."""
+    reel = (clip.metadata.get("cmx_3600") or {}).get("reel") or ""
+    names = [reel.strip(), clip.name or ""]
+    names.append(os.path.splitext(clip.name or "")[0])
+    ref = clip.media_reference
+    url = getattr(ref, "target_url", "") or ""
+    if url:
+        names.append(os.path.splitext(os.path.basename(url_to_path(url)))[0])
+    return [name for name in dict.fromkeys(names) if name and name not in ("AX", "BL")]
+
+
+def frames_of(time_range, rate: float) -> tuple:
+    """(first, last) frame counts of a range at `rate`: timecode in frames."""
+    start = int(round(time_range.start_time.rescaled_to(rate).value))
+    duration = int(round(time_range.duration.rescaled_to(rate).value))
+    return start, start + duration - 1
+
+
+def source_range_of(clip):
+    """The clip's media that the edit shows, including what a neighbouring dissolve uses."""
+    try:
+        return clip.visible_range()
+    except Exception:  # visible_range refuses transitions longer than the clip; the trim is still right
+        return clip.trimmed_range()
+
+
+def resolve_event_media(
+    clip,
+    rate: float,
+    index: Optional[MediaIndex],
+    handles: int = 0,
+    timeline_dir: str = ".",
+    pins: Optional[dict] = None,
+    mattes: Optional[str] = None,
+    affected: Optional[str] = None,
+    label: str = "",
+) -> EventMedia:
+    """The plate, frames and mattes for one marked clip; raises `MediaError` when they cannot be used."""
+    from voidlink.inference.media.sequence import discover
+    from voidlink.protos.clips import ClipMedia
+
+    names = event_names(clip)
+    found, origin, mapping = _find_plate(clip, rate, index, timeline_dir, pins or {}, names)
+    want_first, want_last = frames_of(source_range_of(clip), rate)
+    event_first, event_last = mapping(want_first), mapping(want_last)
+    try:
+        source = discover(ClipMedia(found.path, rate=rate), "plate")
+    except (InvalidInput, NotFound) as exc:
+        raise MediaError(f"{found.path}: {exc}", "missing_media", file=found.path) from None
+    warnings = []
+    missing = source.missing(event_first, event_last)
+    if missing:
+        raise MediaError(
+            f"{found.path} lacks {len(missing)} of the event's frames {event_first}-{event_last} "
+            f"(first missing: {missing[0]})",
+            "missing_media",
+            file=found.path,
+        )
+    first, last = event_first, event_last
+    while first > event_first - handles and not source.missing(first - 1, first - 1):
+        first -= 1
+    while last < event_last + handles and not source.missing(last + 1, last + 1):
+        last += 1
+    if (event_first - first, last - event_last) != (handles, handles):
+        warnings.append(
+            f"only {event_first - first}+{last - event_last} of {handles}+{handles} handle frames exist in {found.path}"
+        )
+    reel = (clip.metadata.get("cmx_3600") or {}).get("reel") or ""
+    tokens = {
+        "dir": os.path.dirname(found.path),
+        "stem": found.stem,
+        "reel": reel.strip(),
+        "clip": clip.name or "",
+        "event": label,
+    }
+    mask = _find_matte(mattes, DEFAULT_MATTES, tokens, first, last, "matte", required=True)
+    affected_path = _find_matte(affected, DEFAULT_AFFECTED, tokens, first, last, "affected matte", required=False)
+    return EventMedia(
+        plate=found.path,
+        first=first,
+        last=last,
+        event_first=event_first,
+        event_last=event_last,
+        mask=mask,
+        affected=affected_path,
+        origin=origin,
+        warnings=warnings,
+    )
+
+
+def _find_plate(clip, rate: float, index, timeline_dir: str, pins: dict, names: list):
+    """(FoundMedia, origin, source frame count → frame number)."""
+    import opentimelineio as otio
+
+    for name in names:
+        for key, path in pins.items():
+            if key.lower() == name.lower():
+                found = _as_found(os.path.abspath(path))
+                return found, "pin", _mapping_for_disk(found, rate)
+    ref = clip.media_reference
+    if isinstance(ref, otio.schema.ImageSequenceReference):
+        base = url_to_path(ref.target_url_base)
+        if not os.path.isabs(base):
+            base = os.path.join(timeline_dir, base)
+        padding = ref.frame_zero_padding
+        pattern = os.path.join(base, f"{ref.name_prefix}{'#' * max(padding, 1)}{ref.name_suffix}")
+        found = FoundMedia(os.path.normpath(pattern), "sequence")
+        if _exists(found):
+            available = ref.available_range
+            if available is not None:
+                start = int(round(available.start_time.rescaled_to(rate).value))
+                step = ref.frame_step or 1
+                return found, "timeline reference", lambda frame: ref.start_frame + (frame - start) * step
+            return found, "timeline reference", _mapping_for_disk(found, rate)
+    elif isinstance(ref, otio.schema.ExternalReference) and ref.target_url:
+        path = url_to_path(ref.target_url)
+        if not os.path.isabs(path):
+            path = os.path.join(timeline_dir, path)
+        found = _as_found(os.path.normpath(path))
+        if _exists(found):
+            if found.kind == "movie" and ref.available_range is not None:
+                start = int(round(ref.available_range.start_time.rescaled_to(rate).value))
+                return found, "timeline reference", lambda frame: 1 + frame - start
+            return found, "timeline reference", _mapping_for_disk(found, rate)
+    if index is None:
+        raise MediaError(f"no media for '{clip.name}' (no media reference and no --media-root)", "missing_media")
+    candidates = index.lookup(names)
+    if not candidates:
+        raise MediaError(
+            f"no media named {' or '.join(repr(n) for n in names) or 'after the event'} under "
+            + ", ".join(index.roots),
+            "missing_media",
+        )
+    if len(candidates) > 1:
+        listed = "; ".join(c.path for c in candidates)
+        raise MediaError(
+            f"'{names[0]}' matches {len(candidates)} media: {listed} (pick one with --media {names[0]}=PATH)",
+            "ambiguous_media",
+            candidates=[c.path for c in candidates],
+        )
+    return candidates[0], "media root", _mapping_for_disk(candidates[0], rate)
+
+
+def _as_found(path: str) -> FoundMedia:
+    if is_movie(path):
+        return FoundMedia(path, "movie")
+    pattern = SequencePattern.parse(path)
+    if pattern is not None:
+        return FoundMedia(path, "sequence")
+    bracketed = re.match(r"^(.*?)\[(\d+)-(\d+)\](.*)$", path)  # EDL style: plate.[1001-1020].exr
+    if bracketed:
+        return FoundMedia(f"{bracketed.group(1)}{'#' * len(bracketed.group(2))}{bracketed.group(4)}", "sequence")
+    match = _NUMBERED.match(os.path.basename(path))  # one frame of a sequence named
+    if match:
+        prefix, digits, suffix = match.groups()
+        return FoundMedia(os.path.join(os.path.dirname(path), f"{prefix}{'#' * len(digits)}{suffix}"), "sequence")
+    return FoundMedia(path, "movie")
+
+
+def _exists(found: FoundMedia) -> bool:
+    if found.kind == "movie":
+        return os.path.isfile(found.path)
+    pattern = SequencePattern.parse(found.path)
+    if pattern is None or not os.path.isdir(pattern.directory):
+        return False
+    regex = pattern.regex()
+    return any(regex.match(name) for name in os.listdir(pattern.directory))
+
+
+def _mapping_for_disk(found: FoundMedia, rate: float):
+    if found.kind == "movie":
+        return lambda frame: 1 + frame
+    first_frame, timecode = _sequence_timecode(found, rate)
+    if timecode is None:
+        return lambda frame: frame
+    return lambda frame: first_frame + (frame - timecode)
+
+
+def _sequence_timecode(found: FoundMedia, rate: float) -> tuple:
+    """(first frame number, its timecode in frames) from the EXR header, or (0, None) without one."""
+    pattern = SequencePattern.parse(found.path)
+    if pattern is None:
+        return 0, None
+    regex = pattern.regex()
+    numbers = sorted(int(m.group(1)) for m in map(regex.match, os.listdir(pattern.directory)) if m)
+    if not numbers:
+        return 0, None
+    try:
+        import OpenImageIO as oiio
+    except ImportError:  # a host Python without OpenImageIO: number by timecode
+        return numbers[0], None
+    files = [name for name in os.listdir(pattern.directory) if regex.match(name)]
+    first_file = next(name for name in files if int(regex.match(name).group(1)) == numbers[0])
+    image = oiio.ImageInput.open(os.path.join(pattern.directory, first_file))
+    if image is None:
+        return numbers[0], None
+    try:
+        value = image.spec().getattribute("smpte:TimeCode")
+    finally:
+        image.close()
+    if not value:
+        return numbers[0], None
+    from opentimelineio import opentime
+
+    try:
+        words = list(value) if not isinstance(value, int) else [value]
+        text = _bcd_timecode(int(words[0]))
+        return numbers[0], int(round(opentime.from_timecode(text, rate).value))
+    except (ValueError, TypeError, IndexError):
+        return numbers[0], None
+
+
+def _bcd_timecode(word: int) -> str:
+    """SMPTE 12M time-and-flags word (BCD hh:mm:ss:ff, as OpenEXR stores it) → `HH:MM:SS:FF`."""
+
+    def bcd(value: int) -> int:
+        return (value >> 4) * 10 + (value & 0xF)
+
+    frames = bcd(word & 0x3F)
+    seconds = bcd((word >> 8) & 0x7F)
+    minutes = bcd((word >> 16) & 0x7F)
+    hours = bcd((word >> 24) & 0x3F)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}:{frames:02d}"
+
+
+def _find_matte(
+    pattern: Optional[str], defaults: tuple, tokens: dict, first: int, last: int, what: str, required: bool
+) -> Optional[str]:
+    from voidlink.inference.media.sequence import discover
+    from voidlink.protos.clips import ClipMedia
+
+    templates = (pattern,) if pattern else defaults
+    tried = []
+    for template in templates:
+        try:
+            path = os.path.normpath(template.format(**tokens))
+        except (KeyError, IndexError) as exc:
+            raise InvalidInput(
+                f"--mattes pattern '{template}' uses an unknown token {exc} (use {{dir}} {{stem}} {{reel}} "
+                "{clip} {event})",
+                reason="BAD_VALUE",
+                field="mattes",
+            ) from None
+        tried.append(path)
+        try:
+            source = discover(ClipMedia(path), what)
+        except (InvalidInput, NotFound):
+            continue
+        missing = source.missing(first, last)
+        if missing:
+            raise MediaError(
+                f"{what} {path} lacks {len(missing)} of frames {first}-{last} (first missing: {missing[0]})",
+                "missing_mattes",
+                file=path,
+            )
+        return path
+    if required:
+        raise MediaError(f"no {what}: tried {', '.join(tried)}", "missing_mattes", file=tried[0] if tried else "")
+    return None

@@ -1,0 +1,190 @@
+"""`voidlink conform`: run the removals editorial marked in an EDL or OTIO timeline, and write it back.
+
+    voidlink conform cut.edl --media-root /shows/abc/plates --handles 8 -o cut_void.otio --edl cut_void.edl
+
+Events marked with a `VOID: <prompt>` marker (OTIO marker, Avid locator, Resolve marker) get one
+removal job each; the written timeline points those events at the clean EXRs and leaves the rest as
+it was. Exit status: 0 when every marked event is done (or reused, or planned with --dry-run), 1
+when some could not be (listed in the report), 2 for errors that stop the whole conform.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional
+
+from voidlink.cli.common import add_address, add_json, print_json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("timeline", help="the cut: an EDL (.edl), an OTIO file, or anything OpenTimelineIO reads")
+    parser.add_argument(
+        "--media-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder searched (recursively) for plates by reel or clip name; repeatable",
+    )
+    parser.add_argument(
+        "--media",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="use PATH (sequence pattern or movie) for reel or clip NAME; settles ambiguous names; repeatable",
+    )
+    parser.add_argument("--handles", type=int, default=0, help="extra frames processed on each side (default 0)")
+    parser.add_argument(
+        "--mattes",
+        metavar="PATTERN",
+        help="object matte per event, e.g. '{dir}/{stem}_roto.####.exr' ({dir} {stem} {reel} {clip} {event}); "
+        "default: {dir}/{stem}_mask.####.exr, {dir}/{stem}_matte.####.exr, {dir}/mattes/{stem}.####.exr",
+    )
+    parser.add_argument(
+        "--affected",
+        metavar="PATTERN",
+        help="matte of the object's effects (shadows, reflections); default {dir}/{stem}_affected.####.exr if present",
+    )
+    parser.add_argument(
+        "--rate",
+        help="timeline rate (23.976 24 25 29.97 30 48 50 59.94 60); EDLs: default 24, "
+        "29.97 with FCM: DROP FRAME; OTIO: read from the file",
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.otio", help="conformed timeline to write")
+    parser.add_argument("--edl", metavar="OUT.edl", help="also write a CMX3600 EDL (one per video track)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan; submit and write nothing")
+    parser.add_argument("--parallel", type=int, default=2, help="jobs kept in the daemon's queue at once (default 2)")
+    parser.add_argument("--backend", default="auto", help="auto (default), classical or void")
+    parser.add_argument("--no-start", action="store_true", help="do not start a local daemon when none answers")
+    add_address(parser)
+    add_json(parser)
+
+
+def parse_pins(values: list) -> dict:
+    from voidlink.errors import InvalidInput
+
+    pins = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise InvalidInput(f"--media '{value}' is not NAME=PATH", reason="BAD_VALUE", field="media")
+        pins[name.strip()] = path.strip()
+    return pins
+
+
+def run(args: argparse.Namespace) -> int:
+    from voidlink.bridge.conform import build_plan, parse_rate, read_timeline, run_plan, write_edl, write_otio
+    from voidlink.bridge.conform.writer import report_rows
+
+    if args.handles < 0:
+        from voidlink.errors import InvalidInput
+
+        raise InvalidInput(f"--handles {args.handles} is negative", reason="BAD_VALUE", field="handles")
+    rate = parse_rate(args.rate) if args.rate else None
+    timeline_file = read_timeline(args.timeline, rate)
+    plan = build_plan(
+        timeline_file,
+        output_dir=os.path.dirname(os.path.abspath(args.output)),
+        media_roots=tuple(args.media_root),
+        handles=args.handles,
+        mattes=args.mattes,
+        affected=args.affected,
+        pins=parse_pins(args.media),
+    )
+    if not args.json:
+        for entry in plan.events:
+            for warning in entry.warnings:
+                print(f"voidlink: warning: {entry.event.label}: {warning}", file=sys.stderr)
+    if args.dry_run:
+        if args.json:
+            print_json({**plan.to_dict(), "dry_run": True})
+        else:
+            _print_plan(plan)
+        return 0 if all(entry.status == "planned" for entry in plan.events) else 1
+
+    if any(entry.runnable for entry in plan.events):
+        from voidlink.bridge.client import Client
+
+        client = Client(args.address)
+        if not args.no_start:
+            client.ensure_daemon()
+            run_plan(
+                plan,
+                client,
+                parallel=args.parallel,
+                backend=args.backend,
+                on_progress=None if args.json else _Progress(plan),
+            )
+    timeline = write_otio(plan, args.output)
+    edls = write_edl(plan, args.edl, timeline) if args.edl else []
+    if args.json:
+        print_json({**plan.to_dict(), "output": os.path.abspath(args.output), "edl": edls})
+    else:
+        _print_table(report_rows(plan))
+        print(f"wrote {args.output}" + "".join(f", {path}" for path in edls))
+    return 0 if all(entry.status in ("done", "reused") for entry in plan.events) else 1
+
+
+class _Progress:
+    """One stderr line per change of an event's state or frame count: `[2/5] V_003_A001 running 4/10`."""
+
+    def __init__(self, plan) -> None:
+        self.order = {id(entry): n for n, entry in enumerate(plan.events, start=1)}
+        self.total = len(plan.events)
+        self.last: dict = {}
+
+    def __call__(self, entry) -> None:
+        state = (entry.status, entry.frames_done)
+        if self.last.get(id(entry)) == state:
+            return
+        self.last[id(entry)] = state
+        frames = f" {entry.frames_done}/{entry.media.frame_count}" if entry.status == "running" else ""
+        print(
+            f"[{self.order[id(entry)]}/{self.total}] {entry.event.label} {entry.status}{frames}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _print_plan(plan) -> None:
+    if not plan.events:
+        print("no marked events (markers starting with 'VOID:')")
+    for entry in plan.events:
+        data = entry.to_dict()
+        print(f"{data['event']}  [{data['status']}]")
+        print(f"  record  {data['record_range']['in']} - {data['record_range']['out']}")
+        print(f"  source  {data['source_range']['in']} - {data['source_range']['out']}")
+        print(f"  prompt  {data['prompt']!r}")
+        if data["media"]:
+            frames = data["frames"]
+            print(f"  media   {data['media']} frames {frames['first']}-{frames['last']} ({frames['count']})")
+            print(
+                f"  mattes  {data['mattes']['mask']}"
+                + (f" + {data['mattes']['affected']}" if data["mattes"]["affected"] else "")
+            )
+            print(f"  output  {data['output']}")
+        if data["message"]:
+            print(f"  reason  {data['message']}")
+
+
+def _print_table(rows: list) -> None:
+    header = ("event", "status", "output")
+    widths = [max([len(header[i])] + [len(str(row[i])) for row in rows]) for i in range(2)]
+    print(f"{header[0]:<{widths[0]}}  {header[1]:<{widths[1]}}  {header[2]}")
+    for event, status, detail in rows:
+        print(f"{event:<{widths[0]}}  {status:<{widths[1]}}  {detail}")
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Run `conform` on its own (as `voidlink conform` does), returning the exit status."""
+    from voidlink.errors import VoidlinkError
+
+    parser = argparse.ArgumentParser(prog="voidlink conform", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except VoidlinkError as error:
+        print(f"voidlink: error: {error}", file=sys.stderr)
+        return 2
