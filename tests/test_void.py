@@ -87,3 +87,149 @@ def test_segments_cover_long_shots(length):
         weights = helpers.segment_weights(segment.blend_in)
         assert np.all(np.diff(weights) > 0) and 0 < weights[0] and weights[-1] < 1
         np.testing.assert_allclose(weights + weights[::-1], 1.0, atol=1e-6)
+
+
+# -- the pipeline on tiny random models ------------------------------------------------------------
+
+import torch  # noqa: E402  (the model stack is a test dependency)
+
+
+def tiny_components(seed: int = 0):
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel, DDIMScheduler
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKLCogVideoX(block_out_channels=(4, 4, 4, 4), layers_per_block=1, norm_num_groups=2,
+                                 latent_channels=16, temporal_compression_ratio=4).eval()
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=48, out_channels=16, time_embed_dim=8,
+        text_embed_dim=16, num_layers=1, sample_width=4, sample_height=4, sample_frames=9, patch_size=2,
+        patch_size_t=2, max_text_seq_length=8, use_rotary_positional_embeddings=True,
+    ).eval()
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                              prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                              timestep_spacing="trailing")
+    return vae, transformer, scheduler
+
+
+class StubTokenizer:
+    """Same call signature as the T5 tokenizer: one token per word, id = word length (+1), eos = 1."""
+
+    def __call__(self, texts, padding="longest", max_length=None, truncation=False, add_special_tokens=True,
+                 return_tensors="pt"):
+        from types import SimpleNamespace
+
+        rows = [[len(word) + 1 for word in text.split()] + [1] for text in texts]
+        if truncation and max_length:
+            rows = [row[: max_length - 1] + [1] if len(row) > max_length else row for row in rows]
+        width = max_length if padding == "max_length" else max(len(row) for row in rows)
+        return SimpleNamespace(input_ids=torch.tensor([row + [0] * (width - len(row)) for row in rows]))
+
+
+def tiny_text_encoder():
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=16, num_layers=1, num_heads=2)
+    return T5EncoderModel(config).eval()
+
+
+def tiny_pipeline(with_text: bool = False):
+    from voidlink.inference.backends.void.pipeline import VoidPipeline
+
+    vae, transformer, scheduler = tiny_components()
+    if with_text:
+        return VoidPipeline(StubTokenizer(), tiny_text_encoder(), vae, transformer, scheduler)
+    return VoidPipeline(None, None, vae, transformer, scheduler)
+
+
+TINY = dict(temporal_window_size=5, temporal_multidiffusion_stride=4, max_frames=13, max_sequence_length=8)
+
+
+def tiny_clip(frames: int = 9, size: int = 32):
+    rng = np.random.default_rng(3)
+    video = rng.random((frames, size, size, 3), dtype=np.float32)
+    quadmask = np.full((frames, size, size), 255, np.uint8)
+    quadmask[:, 8:16, 8:16] = 0
+    quadmask[:, 16:24, 8:24] = 127
+    return video, quadmask
+
+
+def test_conditioning_shapes_and_noise():
+    from voidlink.inference.backends.void.pipeline import condition_from_quadmask, prepare_inpaint_latents
+
+    vae, _, _ = tiny_components()
+    video, quadmask = tiny_clip(frames=5)
+    video_t = torch.from_numpy(video).permute(3, 0, 1, 2)[None]
+    mask_t = torch.from_numpy(condition_from_quadmask(quadmask))[None, None]
+    plain = prepare_inpaint_latents(vae, video_t, mask_t)
+    assert plain.mask_latents.shape == (1, 2, 16, 4, 4)
+    assert plain.inpaint_latents.shape == (1, 2, 32, 4, 4)
+    torch.testing.assert_close(plain.inpaint_latents[:, :, :16], plain.mask_latents)
+    torch.testing.assert_close(plain.inpaint_latents[:, :, 16:], plain.video_latents)
+    # The mask latents are the VAE's encoding of 1 − mask in 0–1, tiled to RGB.
+    expected = vae.encode(1 - torch.tile(mask_t, (1, 3, 1, 1, 1))).latent_dist.mode() * vae.config.scaling_factor
+    torch.testing.assert_close(plain.mask_latents, expected.permute(0, 2, 1, 3, 4))
+    # Noise augmentation changes only the video latents, and an explicit draw reproduces a seeded one.
+    noise = torch.randn(video_t.shape, generator=torch.Generator().manual_seed(5))
+    noisy = prepare_inpaint_latents(vae, video_t, mask_t, add_noise=True, video_noise=noise)
+    seeded = prepare_inpaint_latents(vae, video_t, mask_t, add_noise=True, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(noisy.mask_latents, plain.mask_latents)
+    assert not torch.allclose(noisy.video_latents, plain.video_latents)
+    torch.testing.assert_close(noisy.video_latents, seeded.video_latents)
+
+
+def test_pipeline_shapes_windows_and_explicit_latents():
+    pipe = tiny_pipeline()
+    video, quadmask = tiny_clip(frames=9)
+    embeds = torch.randn(1, 8, 16, generator=torch.Generator().manual_seed(0))
+    shape = pipe.latent_shape(9, 32, 32, 5, 13)
+    assert shape == (1, 4, 16, 4, 4)  # 9 frames pad to 13 (4k+1, k odd) → 4 latent frames
+    calls = []
+    latents = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    out = pipe(video, quadmask, prompt_embeds=embeds, num_inference_steps=2, latents=latents,
+               callback=lambda *a: calls.append(a), **TINY)
+    assert out.frames.shape == (9, 32, 32, 3) and out.frames.dtype == np.float32
+    assert 0.0 <= out.frames.min() and out.frames.max() <= 1.0
+    assert out.latents.shape == shape
+    # 4 latent frames, windows of 2 with an overlap of 1: three windows at each of the two steps.
+    assert calls == [(s, 2, k, 3) for s in range(2) for k in range(3)]
+    again = pipe(video, quadmask, prompt_embeds=embeds, num_inference_steps=2, latents=latents.clone(),
+                 output_type="latent", **TINY)
+    torch.testing.assert_close(again.latents, out.latents)
+    with pytest.raises(ValueError, match="latents must have shape"):
+        pipe(video, quadmask, prompt_embeds=embeds, num_inference_steps=1, latents=latents[:, :2], **TINY)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        pipe(video[:, :24], quadmask[:, :24], prompt_embeds=embeds, **TINY)
+
+
+def test_pipeline_seed_determinism_and_guidance_with_text_encoder():
+    pipe = tiny_pipeline(with_text=True)
+    video, quadmask = tiny_clip(frames=5)
+    run = dict(prompt="an empty street", num_inference_steps=2, output_type="latent", **TINY)
+    first = pipe(video, quadmask, generator=torch.Generator().manual_seed(7), **run).latents
+    second = pipe(video, quadmask, generator=torch.Generator().manual_seed(7), **run).latents
+    other = pipe(video, quadmask, generator=torch.Generator().manual_seed(8), **run).latents
+    torch.testing.assert_close(first, second)
+    assert not torch.allclose(first, other)
+    guided = pipe(video, quadmask, generator=torch.Generator().manual_seed(7), guidance_scale=6.0, **run).latents
+    assert guided.shape == first.shape and not torch.allclose(guided, first)
+    # A prompt longer than T5 reads is truncated, with a note saying so.
+    long = pipe(video, quadmask, generator=torch.Generator().manual_seed(7),
+                **{**run, "prompt": "word " * 40})
+    assert any("dropped" in note for note in long.notes)
+
+
+def test_pipeline_cancel_between_steps():
+    from voidlink.inference.backends import base
+
+    pipe = tiny_pipeline()
+    video, quadmask = tiny_clip(frames=9)
+    steps = []
+
+    def cancelled():
+        return len(steps) >= 2
+
+    with pytest.raises(base.Cancelled):
+        pipe(video, quadmask, prompt_embeds=torch.zeros(1, 8, 16), num_inference_steps=5, cancelled=cancelled,
+             callback=lambda *a: steps.append(a), **TINY)
+    assert len(steps) == 2  # stopped after the second window of the first step, not at the end
