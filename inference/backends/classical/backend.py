@@ -1,9 +1,10 @@
 """The classical backend: fill the object from what neighbouring frames reveal, then spatially.
 
 For every output frame t, each pixel of the hole follows the completed flow chain frame by frame
-forward (t+1, t+2, ...) and backward (t-1, ...) inside a window of `radius` frames until it lands
-on a pixel some frame shows free of the object; the nearest hit of each direction is taken and
-the two are blended by distance. Chains go through the neighbours' holes on the completed flow
+forward (t+1, t+2, ...) and backward (t-1, ...) inside a window of `radius` frames (near the
+shot's ends the window slides inward: up to 2 × radius frames to the one side there is) until it
+lands on a pixel some frame shows free of the object; the nearest hit of each direction is taken
+and the two are blended by distance. Chains go through the neighbours' holes on the completed flow
 (homography + smooth residual), so background hidden in t+1 but visible in t+5 is still reached.
 Where the flow chain agrees with the chained camera homography within a pixel, the homography
 position is taken: it is exact for background moving with the camera and does not drift, while
