@@ -109,13 +109,8 @@ def run(args: argparse.Namespace) -> int:
         client = Client(args.address)
         if not args.no_start:
             client.ensure_daemon()
-            run_plan(
-                plan,
-                client,
-                parallel=args.parallel,
-                backend=args.backend,
-                on_progress=None if args.json else _Progress(plan),
-            )
+        on_progress = None if args.json else _Progress(plan)
+        run_plan(plan, client, parallel=args.parallel, backend=args.backend, on_progress=on_progress)
     timeline = write_otio(plan, args.output)
     edls = write_edl(plan, args.edl, timeline) if args.edl else []
     if args.json:
