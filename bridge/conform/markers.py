@@ -13,7 +13,7 @@ looked for in:
 * Resolve EDL marker comments (` |C:ResolveColorBlue |M:VOID: ... |D:1`), which the adapter keeps
   as the clip's unparsed comments.
 
-An event with several VOID markers uses the first one's prompt and warns when the others differ.
+An event with several VOID markers uses the first non-empty prompt and warns when others differ.
 A marker on a gap cannot be honoured (there is nothing to remove from) and is reported; so is a
 marked clip with a speed change or a freeze frame, since a removal on retimed frames would not
 line up with the frames the edit shows.
@@ -170,11 +170,12 @@ def find_marked_events(timeline) -> list:
     events = []
     for key in sorted(found):
         event, prompts = found[key]
-        event.prompt, event.marker_source = prompts[0]
-        others = {prompt for prompt, _ in prompts[1:] if prompt != event.prompt}
+        # The first marker with a prompt wins: an empty VOID marker beside a described one is a leftover.
+        event.prompt, event.marker_source = next(((p, s) for p, s in prompts if p), prompts[0])
+        others = {prompt for prompt, _ in prompts if prompt and prompt != event.prompt}
         if others:
             event.warnings.append(
-                f"{len(prompts)} VOID markers; using the first ('{event.prompt}'), ignoring "
+                f"{len(prompts)} VOID markers; using '{event.prompt}', ignoring "
                 + ", ".join(f"'{p}'" for p in sorted(others))
             )
         if not event.prompt:
