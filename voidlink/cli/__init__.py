@@ -19,6 +19,7 @@ COMMANDS = {
     "remove": ("voidlink.cli.remove", "remove an object (and its effects) from a shot"),
     "jobs": ("voidlink.cli.jobs", "list, show, watch or cancel jobs"),
     "doctor": ("voidlink.cli.doctor", "check libraries, daemon, GPU, weights and data dir"),
+    "conform": ("voidlink.cli.conform", "run the removals marked in an EDL or OTIO timeline and write it back"),
     "demo": ("voidlink.cli.demo", "generate a synthetic shot and remove its object end to end"),
     "bench": ("voidlink.cli.bench", "benchmarks (io, classical)"),
     "version": ("voidlink.cli.version", "print the version"),
