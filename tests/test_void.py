@@ -64,8 +64,8 @@ def test_window_weights_partition_of_unity(latent_frames):
         weights = helpers.window_weights(span, latent_frames, 4)
         assert weights.shape == (span[1] - span[0],)
         assert (weights > 0).all() and (weights <= 1).all()
-        total[span[0]:span[1]] += weights
-        covered[span[0]:span[1]] += 1
+        total[span[0] : span[1]] += weights
+        covered[span[0] : span[1]] += 1
     assert spans[0][0] == 0 and spans[-1][1] == latent_frames
     assert (covered >= 1).all()
     # Ramps of adjacent windows are mirror images: the summed weight is 1 on every frame.
@@ -98,24 +98,47 @@ def tiny_components(seed: int = 0):
     from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel, DDIMScheduler
 
     torch.manual_seed(seed)
-    vae = AutoencoderKLCogVideoX(block_out_channels=(4, 4, 4, 4), layers_per_block=1, norm_num_groups=2,
-                                 latent_channels=16, temporal_compression_ratio=4).eval()
-    transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=2, attention_head_dim=16, in_channels=48, out_channels=16, time_embed_dim=8,
-        text_embed_dim=16, num_layers=1, sample_width=4, sample_height=4, sample_frames=9, patch_size=2,
-        patch_size_t=2, max_text_seq_length=8, use_rotary_positional_embeddings=True,
+    vae = AutoencoderKLCogVideoX(
+        block_out_channels=(4, 4, 4, 4),
+        layers_per_block=1,
+        norm_num_groups=2,
+        latent_channels=16,
+        temporal_compression_ratio=4,
     ).eval()
-    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                              prediction_type="v_prediction", rescale_betas_zero_snr=True,
-                              timestep_spacing="trailing")
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=48,
+        out_channels=16,
+        time_embed_dim=8,
+        text_embed_dim=16,
+        num_layers=1,
+        sample_width=4,
+        sample_height=4,
+        sample_frames=9,
+        patch_size=2,
+        patch_size_t=2,
+        max_text_seq_length=8,
+        use_rotary_positional_embeddings=True,
+    ).eval()
+    scheduler = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+    )
     return vae, transformer, scheduler
 
 
 class StubTokenizer:
     """Same call signature as the T5 tokenizer: one token per word, id = word length (+1), eos = 1."""
 
-    def __call__(self, texts, padding="longest", max_length=None, truncation=False, add_special_tokens=True,
-                 return_tensors="pt"):
+    def __call__(
+        self, texts, padding="longest", max_length=None, truncation=False, add_special_tokens=True, return_tensors="pt"
+    ):
         from types import SimpleNamespace
 
         rows = [[len(word) + 1 for word in text.split()] + [1] for text in texts]
@@ -186,15 +209,29 @@ def test_pipeline_shapes_windows_and_explicit_latents():
     assert shape == (1, 4, 16, 4, 4)  # 9 frames pad to 13 (4k+1, k odd) → 4 latent frames
     calls = []
     latents = torch.randn(shape, generator=torch.Generator().manual_seed(1))
-    out = pipe(video, quadmask, prompt_embeds=embeds, num_inference_steps=2, latents=latents,
-               callback=lambda *a: calls.append(a), **TINY)
+    out = pipe(
+        video,
+        quadmask,
+        prompt_embeds=embeds,
+        num_inference_steps=2,
+        latents=latents,
+        callback=lambda *a: calls.append(a),
+        **TINY,
+    )
     assert out.frames.shape == (9, 32, 32, 3) and out.frames.dtype == np.float32
     assert 0.0 <= out.frames.min() and out.frames.max() <= 1.0
     assert out.latents.shape == shape
     # 4 latent frames, windows of 2 with an overlap of 1: three windows at each of the two steps.
     assert calls == [(s, 2, k, 3) for s in range(2) for k in range(3)]
-    again = pipe(video, quadmask, prompt_embeds=embeds, num_inference_steps=2, latents=latents.clone(),
-                 output_type="latent", **TINY)
+    again = pipe(
+        video,
+        quadmask,
+        prompt_embeds=embeds,
+        num_inference_steps=2,
+        latents=latents.clone(),
+        output_type="latent",
+        **TINY,
+    )
     torch.testing.assert_close(again.latents, out.latents)
     with pytest.raises(ValueError, match="latents must have shape"):
         pipe(video, quadmask, prompt_embeds=embeds, num_inference_steps=1, latents=latents[:, :2], **TINY)
@@ -214,8 +251,7 @@ def test_pipeline_seed_determinism_and_guidance_with_text_encoder():
     guided = pipe(video, quadmask, generator=torch.Generator().manual_seed(7), guidance_scale=6.0, **run).latents
     assert guided.shape == first.shape and not torch.allclose(guided, first)
     # A prompt longer than T5 reads is truncated, with a note saying so.
-    long = pipe(video, quadmask, generator=torch.Generator().manual_seed(7),
-                **{**run, "prompt": "word " * 40})
+    long = pipe(video, quadmask, generator=torch.Generator().manual_seed(7), **{**run, "prompt": "word " * 40})
     assert any("dropped" in note for note in long.notes)
 
 
@@ -230,6 +266,13 @@ def test_pipeline_cancel_between_steps():
         return len(steps) >= 2
 
     with pytest.raises(base.Cancelled):
-        pipe(video, quadmask, prompt_embeds=torch.zeros(1, 8, 16), num_inference_steps=5, cancelled=cancelled,
-             callback=lambda *a: steps.append(a), **TINY)
+        pipe(
+            video,
+            quadmask,
+            prompt_embeds=torch.zeros(1, 8, 16),
+            num_inference_steps=5,
+            cancelled=cancelled,
+            callback=lambda *a: steps.append(a),
+            **TINY,
+        )
     assert len(steps) == 2  # stopped after the second window of the first step, not at the end

@@ -99,8 +99,12 @@ def prepare_inpaint_latents(
     pixels = video.to(device=device, dtype=torch.float32) * 2.0 - 1.0
     if add_noise:
         if video_noise is None:
-            video_noise = torch.randn(pixels.shape, generator=generator, device=generator.device
-                                      if generator is not None else device, dtype=torch.float32)
+            video_noise = torch.randn(
+                pixels.shape,
+                generator=generator,
+                device=generator.device if generator is not None else device,
+                dtype=torch.float32,
+            )
         noise = video_noise.to(device=device, dtype=torch.float32) * noise_aug_strength
         pixels = pixels + torch.where(pixels == -1, torch.zeros_like(noise), noise)
     video_latents = _encode(vae, pixels.to(dtype))
@@ -128,12 +132,19 @@ class VoidPipeline(DiffusionPipeline):
 
     # -- text ------------------------------------------------------------------------------------------
 
-    def _t5_embeds(self, prompts: list[str], max_sequence_length: int, device: torch.device,
-                   notes: list[str]) -> torch.Tensor:
+    def _t5_embeds(
+        self, prompts: list[str], max_sequence_length: int, device: torch.device, notes: list[str]
+    ) -> torch.Tensor:
         if self.tokenizer is None or self.text_encoder is None:
             raise ValueError("this pipeline has no text encoder: pass prompt_embeds and negative_prompt_embeds")
-        inputs = self.tokenizer(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
-                                add_special_tokens=True, return_tensors="pt")
+        inputs = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=max_sequence_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
+        )
         ids = inputs.input_ids
         full = self.tokenizer(prompts, padding="longest", return_tensors="pt").input_ids
         if full.shape[-1] > ids.shape[-1] and not torch.equal(ids, full[:, : ids.shape[-1]]):
@@ -146,9 +157,15 @@ class VoidPipeline(DiffusionPipeline):
         embeds = self.text_encoder(ids.to(device))[0]
         return embeds.to(device=device, dtype=self.transformer.dtype)
 
-    def encode_prompt(self, prompt: str, negative_prompt: str, do_classifier_free_guidance: bool,
-                      max_sequence_length: int = MAX_SEQUENCE_LENGTH, device: Optional[torch.device] = None,
-                      notes: Optional[list[str]] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def encode_prompt(
+        self,
+        prompt: str,
+        negative_prompt: str,
+        do_classifier_free_guidance: bool,
+        max_sequence_length: int = MAX_SEQUENCE_LENGTH,
+        device: Optional[torch.device] = None,
+        notes: Optional[list[str]] = None,
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         device = device or self._execution_device
         notes = notes if notes is not None else []
         embeds = self._t5_embeds([prompt], max_sequence_length, device, notes)
@@ -168,9 +185,13 @@ class VoidPipeline(DiffusionPipeline):
         # CogVideoX 1.5 (patch_size_t set): "slice" grids over the base sample size, as the reference.
         p_t = config.patch_size_t or 1
         return get_3d_rotary_pos_embed(
-            embed_dim=config.attention_head_dim, crops_coords=None, grid_size=grid,
-            temporal_size=(latent_frames + p_t - 1) // p_t, grid_type="slice",
-            max_size=(config.sample_height // p, config.sample_width // p), device=device,
+            embed_dim=config.attention_head_dim,
+            crops_coords=None,
+            grid_size=grid,
+            temporal_size=(latent_frames + p_t - 1) // p_t,
+            grid_type="slice",
+            max_size=(config.sample_height // p, config.sample_width // p),
+            device=device,
         )
 
     def _step_kwargs(self, generator: Optional[torch.Generator], eta: float) -> dict:
@@ -240,7 +261,8 @@ class VoidPipeline(DiffusionPipeline):
         # 1. Text.
         if prompt_embeds is None:
             prompt_embeds, negative_prompt_embeds = self.encode_prompt(
-                prompt, negative_prompt or "", do_cfg, max_sequence_length, device, notes)
+                prompt, negative_prompt or "", do_cfg, max_sequence_length, device, notes
+            )
         elif do_cfg and negative_prompt_embeds is None:
             raise ValueError("guidance_scale > 1 needs negative_prompt_embeds beside prompt_embeds")
         dtype = self.transformer.dtype
@@ -256,8 +278,14 @@ class VoidPipeline(DiffusionPipeline):
         mask_t = torch.from_numpy(condition)[None, None]
 
         # 3. Conditioning.
-        cond = prepare_inpaint_latents(self.vae, video_t, mask_t, add_noise=self.add_noise_in_inpaint_model,
-                                       noise_aug_strength=noise_aug_strength, generator=generator)
+        cond = prepare_inpaint_latents(
+            self.vae,
+            video_t,
+            mask_t,
+            add_noise=self.add_noise_in_inpaint_model,
+            noise_aug_strength=noise_aug_strength,
+            generator=generator,
+        )
         inpaint = cond.inpaint_latents.to(device=device, dtype=dtype)
         if do_cfg:
             inpaint = torch.cat([inpaint] * 2)
@@ -290,8 +318,11 @@ class VoidPipeline(DiffusionPipeline):
             # The reference transformer's first step: noisy latents, then the 32 inpaint channels.
             model_input = torch.cat([model_input, inpaint_x], dim=2)
             noise_pred = self.transformer(
-                hidden_states=model_input, encoder_hidden_states=prompt_embeds,
-                timestep=t.expand(model_input.shape[0]), image_rotary_emb=rotary_cache[frames], return_dict=False,
+                hidden_states=model_input,
+                encoder_hidden_states=prompt_embeds,
+                timestep=t.expand(model_input.shape[0]),
+                image_rotary_emb=rotary_cache[frames],
+                return_dict=False,
             )[0].float()
             if do_cfg:
                 uncond, text = noise_pred.chunk(2)
@@ -331,12 +362,23 @@ class VoidPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         return VoidPipelineOutput(frames=frames, latents=latents, notes=notes)
 
-    def latent_shape(self, length: int, height: int, width: int, temporal_window_size: int = helpers.TEMPORAL_WINDOW,
-                     max_frames: int = helpers.MAX_FRAMES) -> tuple[int, int, int, int, int]:
+    def latent_shape(
+        self,
+        length: int,
+        height: int,
+        width: int,
+        temporal_window_size: int = helpers.TEMPORAL_WINDOW,
+        max_frames: int = helpers.MAX_FRAMES,
+    ) -> tuple[int, int, int, int, int]:
         """Shape of the initial noise for a clip of `length` frames (after temporal padding)."""
         target = helpers.padded_length(length, min_length=temporal_window_size, max_length=max_frames)
-        return (1, helpers.latent_length(target), self.vae.config.latent_channels,
-                height // self.vae_scale_factor_spatial, width // self.vae_scale_factor_spatial)
+        return (
+            1,
+            helpers.latent_length(target),
+            self.vae.config.latent_channels,
+            height // self.vae_scale_factor_spatial,
+            width // self.vae_scale_factor_spatial,
+        )
 
     def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
         latents = latents.permute(0, 2, 1, 3, 4).to(self.vae.dtype) / self.vae.config.scaling_factor

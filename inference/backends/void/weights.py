@@ -1,0 +1,358 @@
+"""Finding, checking and loading the VOID weights.
+
+Layout of the weights folder (`--weights DIR`, `$VOIDLINK_WEIGHTS`, or the platform data dir):
+
+    CogVideoX-Fun-V1.5-5b-InP/   transformer/ vae/ text_encoder/ tokenizer/ scheduler/ (diffusers layout)
+    void_pass1.safetensors       full transformer state dict (required)
+    void_pass2.safetensors       full transformer state dict for the refinement pass (optional)
+
+Loading follows the reference: the base transformer is built with 48 input channels, the VOID
+checkpoint (a full state dict, optionally under a "state_dict" key) is loaded with strict=False,
+and when its patch-embedding input width differs from the model's, the checkpoint's first and last
+128 columns (16 latent channels × the 2×2×2 patch) are kept with the model's columns in between.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from voidlink.errors import InvalidInput, NotFound
+
+BASE = "CogVideoX-Fun-V1.5-5b-InP"
+PASS1 = "void_pass1.safetensors"
+PASS2 = "void_pass2.safetensors"
+BASE_REPO = "alibaba-pai/CogVideoX-Fun-V1.5-5b-InP"
+VOID_REPO = "netflix/void-model"
+PATCH_EMBED = "patch_embed.proj.weight"
+LATENT_CHANNELS = 16
+PATCH_VOLUME = 8  # 2 × 2 spatial × 2 temporal
+# Published sizes, for the messages about files that are not there at all (a present file's
+# expected size comes from its own header).
+APPROXIMATE_SIZE = {PASS1: "about 11 GB", PASS2: "about 11 GB"}
+
+# Each component of the base folder: a config file and at least one of the weight file patterns.
+COMPONENTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "transformer": ("config.json", ("diffusion_pytorch_model*.safetensors", "diffusion_pytorch_model*.bin")),
+    "vae": ("config.json", ("diffusion_pytorch_model*.safetensors", "diffusion_pytorch_model*.bin")),
+    "text_encoder": ("config.json", ("model*.safetensors", "pytorch_model*.bin")),
+    "tokenizer": ("tokenizer_config.json", ("spiece.model", "tokenizer.json")),
+    "scheduler": ("scheduler_config.json", ()),
+}
+
+
+@dataclass
+class WeightsReport:
+    folder: Path
+    problems: list[str] = field(default_factory=list)  # each names a file or folder and what is wrong
+    pass2: bool = False  # void_pass2.safetensors present and whole
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def safetensors_expected_size(path: Path) -> int:
+    """The size a safetensors file must have, from its own header (8-byte length, JSON, data)."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise InvalidInput(
+                f"{path}: not a safetensors file ({len(head)} bytes)", reason="BAD_WEIGHTS", file=str(path)
+            )
+        (length,) = struct.unpack("<Q", head)
+        raw = handle.read(length)
+    if len(raw) < length:
+        raise InvalidInput(
+            f"{path}: truncated inside its header (expected at least {8 + length} bytes)",
+            reason="TRUNCATED_WEIGHTS",
+            file=str(path),
+        )
+    try:
+        header = json.loads(raw)
+    except ValueError as error:
+        raise InvalidInput(f"{path}: not a safetensors file ({error})", reason="BAD_WEIGHTS", file=str(path)) from error
+    end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    return 8 + length + end
+
+
+def check_safetensors(path: Path) -> Optional[str]:
+    """None when the file is whole, else what is wrong with it, in words naming the file."""
+    if not path.is_file():
+        size = APPROXIMATE_SIZE.get(path.name)
+        return f"{path} is missing" + (f" ({size})" if size else "")
+    try:
+        expected = safetensors_expected_size(path)
+    except InvalidInput as error:
+        return error.message
+    actual = path.stat().st_size
+    if actual < expected:
+        return (
+            f"{path} is truncated: {actual:,} bytes, expected {expected:,} ({expected / 1e9:.2f} GB); download it again"
+        )
+    return None
+
+
+def check_weights(folder: Path, need_pass2: bool = False) -> WeightsReport:
+    """Everything missing or broken in a weights folder, without loading anything."""
+    folder = Path(folder)
+    report = WeightsReport(folder)
+    base = folder / BASE
+    if not base.is_dir():
+        report.problems.append(f"{base} is missing (the CogVideoX-Fun base model folder)")
+    else:
+        for name, (config, patterns) in COMPONENTS.items():
+            sub = base / name
+            if not sub.is_dir():
+                report.problems.append(f"{sub} is missing (base model component '{name}')")
+                continue
+            if not (sub / config).is_file() and not (name == "tokenizer" and (sub / "spiece.model").is_file()):
+                report.problems.append(f"{sub / config} is missing")
+            if patterns and not any(any(sub.glob(pattern)) for pattern in patterns):
+                report.problems.append(f"{sub} holds no weights (expected {' or '.join(patterns)})")
+            for weights in sorted(sub.glob("*.safetensors")):
+                problem = check_safetensors(weights)
+                if problem:
+                    report.problems.append(problem)
+    problem = check_safetensors(folder / PASS1)
+    if problem:
+        report.problems.append(problem)
+    pass2_problem = check_safetensors(folder / PASS2)
+    report.pass2 = pass2_problem is None
+    if need_pass2 and pass2_problem:
+        report.problems.append(pass2_problem)
+    return report
+
+
+def download_commands(folder: Path, pass2: bool = True) -> list[str]:
+    """What a user runs on a machine with internet to fetch the weights into `folder`."""
+    commands = [
+        "pip install -U 'huggingface_hub[cli]'",
+        f"hf download {BASE_REPO} --local-dir '{Path(folder) / BASE}'",
+        f"hf download {VOID_REPO} {PASS1} --local-dir '{folder}'",
+    ]
+    if pass2:
+        commands.append(f"hf download {VOID_REPO} {PASS2} --local-dir '{folder}'")
+    return commands
+
+
+def require_weights(folder: Path, need_pass2: bool = False) -> WeightsReport:
+    report = check_weights(folder, need_pass2)
+    if not report.ok:
+        raise NotFound(
+            "VOID weights are incomplete:\n  "
+            + "\n  ".join(report.problems)
+            + "\nOn a machine with internet, run:\n  "
+            + "\n  ".join(download_commands(folder)),
+            reason="WEIGHTS_MISSING",
+            file=str(folder),
+        )
+    return report
+
+
+# -- loading ---------------------------------------------------------------------------------------------
+
+
+def load_state_dict(path: Path) -> dict:
+    """A checkpoint's tensors (on CPU), unwrapped from a "state_dict" key when there is one."""
+    path = Path(path)
+    problem = check_safetensors(path) if path.suffix == ".safetensors" else None
+    if problem:
+        raise InvalidInput(problem, reason="BAD_WEIGHTS", file=str(path))
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
+    else:
+        import torch
+
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    return state
+
+
+@dataclass
+class LoadReport:
+    missing: list[str]
+    unexpected: list[str]
+    adapted_patch_embed: bool
+
+    def summary(self) -> str:
+        text = f"missing keys: {len(self.missing)}, unexpected keys: {len(self.unexpected)}"
+        if self.missing:
+            text += f" (first missing: {', '.join(self.missing[:3])})"
+        if self.unexpected:
+            text += f" (first unexpected: {', '.join(self.unexpected[:3])})"
+        if self.adapted_patch_embed:
+            text += "; patch embedding adapted (checkpoint's first and last 128 input columns)"
+        return text
+
+
+def apply_checkpoint(transformer: Any, state: dict, source: str = "checkpoint") -> LoadReport:
+    """Load a VOID state dict over the transformer as the reference does (strict=False)."""
+    own = transformer.state_dict()
+    state = dict(state)
+    adapted = False
+    if PATCH_EMBED in state and PATCH_EMBED in own and state[PATCH_EMBED].shape[1] != own[PATCH_EMBED].shape[1]:
+        width = LATENT_CHANNELS * PATCH_VOLUME
+        theirs, mine = state[PATCH_EMBED], own[PATCH_EMBED]
+        if theirs.shape[0] != mine.shape[0] or min(theirs.shape[1], mine.shape[1]) < 2 * width:
+            raise InvalidInput(
+                f"{source}: {PATCH_EMBED} has shape {tuple(theirs.shape)}, the model needs {tuple(mine.shape)}; "
+                "this is not a checkpoint for this base model",
+                reason="BAD_WEIGHTS",
+                file=source,
+            )
+        merged = mine.clone()
+        merged[:, :width] = theirs[:, :width].to(merged.dtype)
+        merged[:, -width:] = theirs[:, -width:].to(merged.dtype)
+        state[PATCH_EMBED] = merged
+        adapted = True
+    wrong = [
+        f"{key} {tuple(value.shape)} (model {tuple(own[key].shape)})"
+        for key, value in state.items()
+        if key in own and tuple(value.shape) != tuple(own[key].shape)
+    ]
+    if wrong:
+        raise InvalidInput(
+            f"{source}: {len(wrong)} tensors have the wrong shape for this model, e.g. {'; '.join(wrong[:3])}; "
+            "the file is not a VOID transformer checkpoint for CogVideoX-Fun-V1.5-5b-InP",
+            reason="BAD_WEIGHTS",
+            file=source,
+        )
+    missing, unexpected = transformer.load_state_dict(state, strict=False)
+    return LoadReport(list(missing), list(unexpected), adapted)
+
+
+def read_config(folder: Path, name: str, filename: str = "config.json") -> dict:
+    path = Path(folder) / name / filename
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise NotFound(f"{path} is missing", reason="WEIGHTS_MISSING", file=str(path)) from error
+    except ValueError as error:
+        raise InvalidInput(f"{path}: not valid JSON ({error})", reason="BAD_WEIGHTS", file=str(path)) from error
+
+
+def build_transformer(base: Path, dtype: Any) -> tuple[Any, dict]:
+    """The base transformer with 48 input channels (the reference's `use_vae_mask=True`).
+
+    When the base folder's config already has 48 input channels it loads as is; otherwise the patch
+    embedding is widened (its columns come from the VOID checkpoint, by the column rule).
+    Returns the model and the raw config (for keys diffusers' model does not keep).
+    """
+    from diffusers import CogVideoXTransformer3DModel
+
+    config = read_config(base, "transformer")
+    wanted = 3 * LATENT_CHANNELS
+    if config.get("in_channels") == wanted:
+        model = CogVideoXTransformer3DModel.from_pretrained(str(base), subfolder="transformer", torch_dtype=dtype)
+    else:
+        model = CogVideoXTransformer3DModel.from_pretrained(
+            str(base),
+            subfolder="transformer",
+            torch_dtype=dtype,
+            in_channels=wanted,
+            low_cpu_mem_usage=False,
+            ignore_mismatched_sizes=True,
+        )
+    return model.eval().requires_grad_(False), config
+
+
+class SentencePieceT5Tokenizer:
+    """T5's tokenizer straight on `spiece.model`: the pieces, then `</s>`; pads with 0.
+
+    transformers converts `spiece.model` through a protobuf module that needs protobuf 7, while the
+    daemon's gRPC stubs pin protobuf 6; when that conversion fails this reads the same model with
+    the sentencepiece library itself. For prompts (no `<extra_id_N>` markers) the ids are the ones
+    T5's own tokenizer gives.
+    """
+
+    pad_token_id = 0
+    eos_token_id = 1
+
+    def __init__(self, model_file: Path) -> None:
+        import sentencepiece
+
+        self.model_file = Path(model_file)
+        self.processor = sentencepiece.SentencePieceProcessor(model_file=str(model_file))
+
+    def __call__(
+        self,
+        texts: Any,
+        padding: Any = "longest",
+        max_length: Optional[int] = None,
+        truncation: bool = False,
+        add_special_tokens: bool = True,
+        return_tensors: str = "pt",
+    ) -> Any:
+        from types import SimpleNamespace
+
+        import torch
+
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        rows = []
+        for text in texts:
+            ids = list(self.processor.encode(text))
+            if add_special_tokens:
+                ids.append(self.eos_token_id)
+            if truncation and max_length and len(ids) > max_length:
+                ids = ids[: max_length - 1] + ([self.eos_token_id] if add_special_tokens else [ids[max_length - 1]])
+            rows.append(ids)
+        width = max_length if padding == "max_length" and max_length else max(len(row) for row in rows)
+        padded = [row + [self.pad_token_id] * (width - len(row)) for row in rows]
+        return SimpleNamespace(input_ids=torch.tensor(padded, dtype=torch.long))
+
+    def batch_decode(self, ids: Any) -> list[str]:
+        return [self.processor.decode([int(i) for i in row if int(i) > self.eos_token_id]) for row in ids]
+
+
+def load_tokenizer(base: Path) -> Any:
+    """T5Tokenizer from the base folder, or the same vocabulary read with sentencepiece directly."""
+    from transformers import T5Tokenizer
+
+    try:
+        return T5Tokenizer.from_pretrained(str(base), subfolder="tokenizer")
+    except Exception:  # noqa: BLE001 - any conversion failure: read spiece.model ourselves
+        model = Path(base) / "tokenizer" / "spiece.model"
+        if not model.is_file():
+            raise
+        return SentencePieceT5Tokenizer(model)
+
+
+def build_components(base: Path, dtype: Any) -> dict:
+    """Every base component from the base folder; names the component that fails."""
+    from diffusers import AutoencoderKLCogVideoX, DDIMScheduler
+    from transformers import T5EncoderModel
+
+    loaders = {
+        "tokenizer": lambda: load_tokenizer(base),
+        "text_encoder": lambda: (
+            T5EncoderModel.from_pretrained(str(base), subfolder="text_encoder", torch_dtype=dtype)
+            .eval()
+            .requires_grad_(False)
+        ),
+        "vae": lambda: (
+            AutoencoderKLCogVideoX.from_pretrained(str(base), subfolder="vae", torch_dtype=dtype)
+            .eval()
+            .requires_grad_(False)
+        ),
+        # `DDIM_Origin` of the reference: diffusers' DDIMScheduler from the base scheduler config.
+        "scheduler": lambda: DDIMScheduler.from_pretrained(str(base), subfolder="scheduler"),
+    }
+    out: dict = {}
+    for name, load in loaders.items():
+        try:
+            out[name] = load()
+        except Exception as error:  # noqa: BLE001 - re-raised naming the component
+            raise InvalidInput(
+                f"{Path(base) / name}: cannot load the base model's {name} ({error})",
+                reason="BAD_WEIGHTS",
+                file=str(Path(base) / name),
+            ) from error
+    out["transformer"], out["transformer_config"] = build_transformer(base, dtype)
+    return out

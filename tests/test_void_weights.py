@@ -1,0 +1,277 @@
+"""VOID weights: discovery, the folder check (missing, truncated), and loading as the reference does.
+
+Every file here is generated in the test: tiny safetensors checkpoints and a tiny base folder saved
+with the real diffusers / transformers writers, so the loader reads what `from_pretrained` reads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from voidlink.inference.backends import weights_dir
+from voidlink.inference.backends.void import weights
+
+from voidlink.errors import InvalidInput, NotFound
+
+
+def tiny_transformer(in_channels: int = 48, seed: int = 0):
+    from diffusers import CogVideoXTransformer3DModel
+
+    torch.manual_seed(seed)
+    return CogVideoXTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=in_channels,
+        out_channels=16,
+        time_embed_dim=8,
+        text_embed_dim=16,
+        num_layers=1,
+        sample_width=4,
+        sample_height=4,
+        sample_frames=9,
+        patch_size=2,
+        patch_size_t=2,
+        max_text_seq_length=8,
+        use_rotary_positional_embeddings=True,
+    ).eval()
+
+
+def train_tiny_spiece(folder: Path) -> Path:
+    """A real SentencePiece model (what T5Tokenizer reads), trained on a few lines in a moment."""
+    import sentencepiece as spm
+
+    lines = ["an empty street at night", "a kitchen table with a glass", "the wall behind the man"] * 20
+    model = folder / "spiece.model"
+    with open(model, "wb") as handle:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines),
+            model_writer=handle,
+            vocab_size=24,
+            minloglevel=2,
+            model_type="unigram",
+            pad_id=0,
+            eos_id=1,
+            unk_id=2,
+            bos_id=-1,
+        )
+    return model
+
+
+def write_base(folder: Path, base_in_channels: int = 33) -> Path:
+    """A CogVideoX-Fun-style base folder with every component, written by the libraries' own savers."""
+    from diffusers import AutoencoderKLCogVideoX, DDIMScheduler
+    from transformers import T5Config, T5EncoderModel
+
+    base = folder / weights.BASE
+    transformer = tiny_transformer(base_in_channels)
+    transformer.save_pretrained(base / "transformer")
+    config = json.loads((base / "transformer" / "config.json").read_text())
+    config["add_noise_in_inpaint_model"] = True  # a CogVideoX-Fun key diffusers' model does not keep
+    (base / "transformer" / "config.json").write_text(json.dumps(config))
+    AutoencoderKLCogVideoX(
+        block_out_channels=(4, 4, 4, 4),
+        layers_per_block=1,
+        norm_num_groups=2,
+        latent_channels=16,
+        temporal_compression_ratio=4,
+    ).save_pretrained(base / "vae")
+    T5EncoderModel(T5Config(vocab_size=40, d_model=16, d_kv=4, d_ff=16, num_layers=1, num_heads=2)).save_pretrained(
+        base / "text_encoder"
+    )
+    # The base model's tokenizer folder: spiece.model and its config, nothing else.
+    (base / "tokenizer").mkdir()
+    train_tiny_spiece(base / "tokenizer")
+    (base / "tokenizer" / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "T5Tokenizer",
+                "model_max_length": 226,
+                "extra_ids": 0,
+                "eos_token": "</s>",
+                "pad_token": "<pad>",
+                "unk_token": "<unk>",
+            }
+        )
+    )
+    DDIMScheduler(
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+        clip_sample=False,
+    ).save_pretrained(base / "scheduler")
+    return base
+
+
+@pytest.fixture(scope="module")
+def weights_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("weights")
+    write_base(folder)
+    save_file(tiny_transformer(48, seed=1).state_dict(), str(folder / weights.PASS1))
+    return folder
+
+
+# -- discovery -------------------------------------------------------------------------------------
+
+
+def test_weights_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("VOIDLINK_WEIGHTS", str(tmp_path / "env"))
+    assert weights_dir(str(tmp_path / "flag")) == tmp_path / "flag"
+    assert weights_dir() == tmp_path / "env"
+    monkeypatch.delenv("VOIDLINK_WEIGHTS")
+    default = weights_dir()
+    assert default.name == "weights" and "voidlink" in str(default)
+
+
+# -- the folder check ------------------------------------------------------------------------------
+
+
+def test_complete_folder_passes(weights_folder):
+    report = weights.check_weights(weights_folder)
+    assert report.ok, report.problems
+    assert not report.pass2
+    need = weights.check_weights(weights_folder, need_pass2=True)
+    assert need.problems == [f"{weights_folder / weights.PASS2} is missing (about 11 GB)"]
+
+
+def test_empty_folder_names_everything_and_prints_download_commands(tmp_path):
+    report = weights.check_weights(tmp_path)
+    assert any(weights.BASE in p and "missing" in p for p in report.problems)
+    assert any(p.startswith(str(tmp_path / weights.PASS1)) and "about 11 GB" in p for p in report.problems)
+    with pytest.raises(NotFound) as caught:
+        weights.require_weights(tmp_path)
+    message = str(caught.value)
+    assert "hf download alibaba-pai/CogVideoX-Fun-V1.5-5b-InP" in message
+    assert f"hf download netflix/void-model {weights.PASS1} --local-dir '{tmp_path}'" in message
+    assert caught.value.reason == "WEIGHTS_MISSING"
+
+
+def test_missing_component_is_named(weights_folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "w"
+    shutil.copytree(weights_folder, copy)
+    shutil.rmtree(copy / weights.BASE / "vae")
+    (copy / weights.BASE / "scheduler" / "scheduler_config.json").unlink()
+    problems = weights.check_weights(copy).problems
+    assert f"{copy / weights.BASE / 'vae'} is missing (base model component 'vae')" in problems
+    assert f"{copy / weights.BASE / 'scheduler' / 'scheduler_config.json'} is missing" in problems
+    assert len(problems) == 2
+
+
+def test_truncated_checkpoint_names_file_and_expected_size(tmp_path):
+    path = tmp_path / weights.PASS1
+    save_file({"a": torch.zeros(1000), "b": torch.ones(10, 10)}, str(path))
+    whole = path.stat().st_size
+    assert weights.safetensors_expected_size(path) == whole
+    assert weights.check_safetensors(path) is None
+    path.write_bytes(path.read_bytes()[: whole - 100])
+    problem = weights.check_safetensors(path)
+    assert problem == (
+        f"{path} is truncated: {whole - 100:,} bytes, expected {whole:,} ({whole / 1e9:.2f} GB); download it again"
+    )
+    with pytest.raises(InvalidInput, match="truncated") as caught:
+        weights.load_state_dict(path)
+    assert caught.value.file == str(path)
+    # Cut inside the header, and not a safetensors file at all.
+    path.write_bytes(path.read_bytes()[:20])
+    assert "truncated inside its header" in weights.check_safetensors(path)
+    path.write_bytes(b"abc")
+    assert "not a safetensors file" in weights.check_safetensors(path)
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+def test_full_state_dict_loads_and_reports_keys(tmp_path):
+    model = tiny_transformer(48, seed=0)
+    source = tiny_transformer(48, seed=1).state_dict()
+    dropped = "norm_final.weight"
+    state = {key: value for key, value in source.items() if key != dropped}
+    state["extra.head.weight"] = torch.zeros(3)
+    path = tmp_path / "ckpt.safetensors"
+    # Wrapped in a "state_dict" key, as some exports are: saved with torch, read by load_state_dict.
+    torch.save({"state_dict": state}, str(tmp_path / "ckpt.pt"))
+    save_file(state, str(path))
+    for file in (path, tmp_path / "ckpt.pt"):
+        loaded = weights.load_state_dict(file)
+        report = weights.apply_checkpoint(model, loaded, str(file))
+        assert report.missing == [dropped] and report.unexpected == ["extra.head.weight"]
+        assert not report.adapted_patch_embed
+        assert "missing keys: 1" in report.summary() and "extra.head.weight" in report.summary()
+        torch.testing.assert_close(model.state_dict()["proj_out.weight"], source["proj_out.weight"])
+
+
+def test_patch_embed_column_rule():
+    """A narrower checkpoint keeps its first and last 128 columns; the model's own fill the middle."""
+    model = tiny_transformer(48, seed=0)
+    own = model.state_dict()[weights.PATCH_EMBED].clone()
+    assert own.shape[1] == 48 * 8
+    theirs = tiny_transformer(33, seed=1).state_dict()
+    assert theirs[weights.PATCH_EMBED].shape[1] == 33 * 8
+    report = weights.apply_checkpoint(model, theirs, "void_pass1.safetensors")
+    assert report.adapted_patch_embed and "patch embedding adapted" in report.summary()
+    merged = model.state_dict()[weights.PATCH_EMBED]
+    torch.testing.assert_close(merged[:, :128], theirs[weights.PATCH_EMBED][:, :128])
+    torch.testing.assert_close(merged[:, -128:], theirs[weights.PATCH_EMBED][:, -128:])
+    torch.testing.assert_close(merged[:, 128:-128], own[:, 128:-128])
+    # Everything else came from the checkpoint as it is.
+    torch.testing.assert_close(model.state_dict()["proj_out.weight"], theirs["proj_out.weight"])
+
+
+def test_wrong_shape_file_is_a_clear_error(tmp_path):
+    model = tiny_transformer(48)
+    state = dict(model.state_dict())
+    state["proj_out.weight"] = torch.zeros(5, 7)
+    path = tmp_path / "other_model.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(InvalidInput) as caught:
+        weights.apply_checkpoint(model, weights.load_state_dict(path), str(path))
+    message = str(caught.value)
+    assert str(path) in message and "proj_out.weight (5, 7)" in message and "wrong shape" in message
+    assert caught.value.reason == "BAD_WEIGHTS"
+    # A patch embedding of another model width cannot be adapted by the column rule either.
+    bad = dict(model.state_dict())
+    bad[weights.PATCH_EMBED] = torch.zeros(10, 48 * 8 - 8)
+    with pytest.raises(InvalidInput, match="not a checkpoint for this base model"):
+        weights.apply_checkpoint(model, bad, "x.safetensors")
+
+
+def test_base_folder_loads_with_the_reference_rules(weights_folder):
+    """The whole base folder through the libraries' loaders, widened to 48 input channels."""
+    parts = weights.build_components(weights_folder / weights.BASE, torch.float32)
+    transformer = parts["transformer"]
+    assert transformer.config.in_channels == 48
+    assert parts["transformer_config"]["add_noise_in_inpaint_model"] is True
+    assert parts["scheduler"].config.prediction_type == "v_prediction"
+    import sentencepiece
+
+    spiece = sentencepiece.SentencePieceProcessor(
+        model_file=str(weights_folder / weights.BASE / "tokenizer" / "spiece.model")
+    )
+    tokenizer = parts["tokenizer"]
+    ids = tokenizer(["an empty street"], padding="max_length", max_length=40, truncation=True).input_ids
+    expected = spiece.encode("an empty street") + [1]  # T5: the pieces, then </s>, padded with 0
+    assert len(expected) < 40 and ids[0].tolist() == expected + [0] * (40 - len(expected))
+    cut = tokenizer(["an empty street " * 10], padding="max_length", max_length=6, truncation=True).input_ids
+    assert cut.shape == (1, 6) and cut[0, -1].item() == 1
+    pass1 = weights.load_state_dict(weights_folder / weights.PASS1)
+    report = weights.apply_checkpoint(transformer, pass1, weights.PASS1)
+    assert report.missing == [] and report.unexpected == [] and not report.adapted_patch_embed
+    torch.testing.assert_close(transformer.state_dict()[weights.PATCH_EMBED], pass1[weights.PATCH_EMBED])
+
+
+def test_broken_component_is_named(weights_folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "w"
+    shutil.copytree(weights_folder, copy)
+    (copy / weights.BASE / "vae" / "config.json").write_text("{not json")
+    with pytest.raises(InvalidInput) as caught:
+        weights.build_components(copy / weights.BASE, torch.float32)
+    assert caught.value.file == str(copy / weights.BASE / "vae")
+    assert "cannot load the base model's vae" in str(caught.value)
