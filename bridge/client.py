@@ -54,6 +54,74 @@ _QUALITY = {"draft": pb.QUALITY_DRAFT, "balanced": pb.QUALITY_BALANCED, "best": 
 PathLike = Union[str, "os.PathLike[str]"]
 FrameRange = Optional[Sequence[int]]
 
+TOKEN_ENV = "VOIDLINK_TOKEN"
+TOKEN_FILE_ENV = "VOIDLINK_TOKEN_FILE"
+TLS_CA_ENV = "VOIDLINK_TLS_CA"
+MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+
+
+class Unauthenticated(errors.PermissionDenied):
+    """The daemon wants a valid token: missing, wrong or expired."""
+
+    grpc_code = "UNAUTHENTICATED"
+    default_reason = "UNAUTHENTICATED"
+
+
+def resolve_token(token: Optional[str] = None) -> Optional[str]:
+    """The token to send: the argument, else $VOIDLINK_TOKEN, else the first line of $VOIDLINK_TOKEN_FILE."""
+    if token:
+        return token.strip()
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV].strip()
+    path = os.environ.get(TOKEN_FILE_ENV)
+    if path:
+        return read_token_file(path)
+    return None
+
+
+def read_token_file(path: PathLike) -> str:
+    try:
+        with open(os.fspath(path), encoding="utf-8") as handle:
+            lines = [line.split("#", 1)[0].strip() for line in handle]
+    except OSError as exc:
+        raise errors.InvalidInput(
+            f"cannot read the token file {os.fspath(path)}: {exc.strerror}", reason="BAD_TOKEN_FILE", file=str(path)
+        ) from None
+    token = next((line for line in lines if line), "")
+    if not token:
+        raise errors.InvalidInput(
+            f"the token file {os.fspath(path)} is empty", reason="BAD_TOKEN_FILE", file=os.fspath(path)
+        )
+    return token
+
+
+def resolve_tls(tls: Union[bool, PathLike, None] = None) -> Union[bool, str]:
+    """False (plain), True (the system's CA roots) or a CA certificate file; $VOIDLINK_TLS_CA when not given."""
+    if tls is None:
+        env = os.environ.get(TLS_CA_ENV, "")
+        if not env:
+            return False
+        return True if env.lower() in ("1", "true", "system") else env
+    if isinstance(tls, bool):
+        return tls
+    return os.fspath(tls)
+
+
+def _channel(address: str, tls: Union[bool, str]) -> grpc.Channel:
+    options = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+    if not tls:
+        return grpc.insecure_channel(address, options=options)
+    root = None
+    if isinstance(tls, str):
+        try:
+            with open(tls, "rb") as handle:
+                root = handle.read()
+        except OSError as exc:
+            raise errors.InvalidInput(
+                f"cannot read the CA certificate {tls}: {exc.strerror}", reason="BAD_TLS_CA", file=tls
+            ) from None
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root), options=options)
+
 
 def state_name(state: int) -> str:
     return STATE_NAMES.get(state, "unknown")
@@ -210,14 +278,26 @@ def build_spec(
 class Client:
     """A connection to one daemon. Cheap to create; safe to share between threads."""
 
-    def __init__(self, address: Optional[str] = None, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        address: Optional[str] = None,
+        connect_timeout: float = 5.0,
+        *,
+        token: Optional[str] = None,
+        tls: Union[bool, PathLike, None] = None,
+    ) -> None:
+        """`token`: sent as `authorization: Bearer` (default $VOIDLINK_TOKEN / $VOIDLINK_TOKEN_FILE);
+        `tls`: True for the system's CA roots, or a CA certificate file (default $VOIDLINK_TLS_CA)."""
         self.address = resolve_address(address)
         self.connect_timeout = connect_timeout
-        self._channel = grpc.insecure_channel(
-            self.address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        )
+        self.tls = resolve_tls(tls)
+        self._channel = _channel(self.address, self.tls)
         self._stub = rpc.VoidLinkStub(self._channel)
-        self._metadata = ((PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)),)
+        metadata = [(PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION))]
+        token = resolve_token(token)
+        if token:
+            metadata.append(("authorization", f"Bearer {token}"))
+        self._metadata = tuple(metadata)
 
     def close(self) -> None:
         self._channel.close()
@@ -273,9 +353,7 @@ class Client:
     def watch(self, job_id: str, previews: bool = False) -> Iterator[pb.JobEvent]:
         """Events of one job until it ends: the current state first, then each change."""
         self._ready()
-        stream = self._stub.WatchJob(
-            pb.WatchJobRequest(job_id=job_id, previews=previews), metadata=self._metadata
-        )
+        stream = self._stub.WatchJob(pb.WatchJobRequest(job_id=job_id, previews=previews), metadata=self._metadata)
         try:
             yield from stream
         except grpc.RpcError as exc:
@@ -439,6 +517,18 @@ def _to_error(exc: grpc.RpcError, address: str) -> errors.VoidlinkError:
     if code == grpc.StatusCode.UNAVAILABLE and not detail.reason:
         return errors.Unavailable(
             f"the voidlink daemon at {address} is unavailable ({exc.details()})", reason="DAEMON_UNREACHABLE"
+        )
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(
+            f"the voidlink daemon at {address} refused this client: {exc.details()} (give a token with "
+            f"--token-file, ${TOKEN_ENV} or ${TOKEN_FILE_ENV})",
+            reason="UNAUTHENTICATED",
+        )
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and not detail.reason:
+        return errors.VoidlinkError(
+            f"the voidlink daemon at {address} refused a message as too large ({exc.details()}); "
+            "send less per request or raise the daemon's --max-message",
+            reason="MESSAGE_TOO_LARGE",
         )
     cls = errors.error_class_for(code.name, detail.reason)
     return cls(

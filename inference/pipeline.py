@@ -59,6 +59,11 @@ _CROP_MODE = {
 }
 
 
+# A daemon confined to roots sets this: it sees every prepared job (every frame file, every output
+# folder) at submission and again when the job runs, and raises PermissionDenied for a path outside.
+PATH_GUARD: Optional[Callable[[PreparedJob], None]] = None
+
+
 class ProgressSink(Protocol):
     def stage(self, name: str, message: str = "") -> None: ...
 
@@ -370,7 +375,7 @@ def prepare_job(spec: pb.JobSpec) -> PreparedJob:
     pixel_type = {pb.PIXEL_TYPE_HALF: "half", pb.PIXEL_TYPE_FLOAT: "float"}.get(spec.output.pixel_type) or (
         _default_pixel_type(source.header, template)
     )
-    return PreparedJob(
+    prepared = PreparedJob(
         spec=spec,
         first=first,
         last=last,
@@ -388,6 +393,9 @@ def prepare_job(spec: pb.JobSpec) -> PreparedJob:
         quadmask_output=quadmask_out,
         raw_output=raw_out,
     )
+    if PATH_GUARD is not None:
+        PATH_GUARD(prepared)
+    return prepared
 
 
 # -- mattes onto the plate -------------------------------------------------------------------

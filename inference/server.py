@@ -1,17 +1,21 @@
 """The daemon: the VoidLink gRPC service over the JobStore and the Scheduler.
 
-`Daemon` owns the data dir (locked against a second daemon), the store, the scheduler and the
-gRPC server with the standard health and reflection services.
+`Daemon` owns the data dir (locked against a second daemon), the store, the scheduler, the frame
+cache and the gRPC server with the standard health and reflection services. Its `SecurityConfig`
+says how far it trusts the network: on loopback with no options it behaves as it always has;
+beyond loopback it wants TLS, tokens and roots (see `voidlink.inference.security`).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
 import platform
 import queue
+import re
 import signal
 import sys
 import threading
@@ -27,7 +31,17 @@ from voidlink.inference import pipeline
 from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
 from voidlink.inference.events import EventBus
 from voidlink.inference.scheduler import Scheduler, error_detail
+from voidlink.inference.security import (
+    AuthInterceptor,
+    LimitExceeded,
+    Roots,
+    SecurityConfig,
+    TokenFile,
+    format_size,
+    is_loopback,
+)
 from voidlink.inference.store import TERMINAL_STATES, JobStore
+from voidlink.inference.transfer import CLIP_FIELDS, FrameCache, Transfers
 from voidlink.protos import (
     DEFAULT_ADDRESS,
     ERROR_METADATA_KEY,
@@ -37,12 +51,12 @@ from voidlink.protos import (
     pb,
     rpc,
 )
+from voidlink.protos.clips import SequencePattern, clip_media
 
 import voidlink
 from voidlink.errors import Conflict, InvalidInput, NotFound, ProtocolMismatch, Unavailable, VoidlinkError
 
 log = logging.getLogger("voidlink.daemon")
-
 
 
 def default_data_dir() -> Path:
@@ -108,7 +122,15 @@ class VoidLinkService(rpc.VoidLinkServicer):
     def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
         spec = request.spec
         self.daemon.registry.resolve(spec.params.backend)  # unknown or unavailable backend: refuse now
-        prepared = pipeline.prepare_job(spec)
+        self.daemon.check_client_paths(spec)
+        transfers = self.daemon.transfers
+        if transfers.streamed(spec):
+            spec = transfers.materialise(spec)
+        try:
+            prepared = pipeline.prepare_job(spec)
+        except BaseException:
+            transfers.discard_inputs(spec)
+            raise
         job = self.store.add(spec, frames_total=prepared.last - prepared.first + 1)
         log.info("job %s queued: %s", job.id, spec.name or spec.output.path_template)
         self.daemon.scheduler.wake()
@@ -154,6 +176,120 @@ class VoidLinkService(rpc.VoidLinkServicer):
     @_rpc
     def GetInfo(self, request: pb.GetInfoRequest, context) -> pb.GetInfoResponse:
         return self.daemon.info()
+
+    @_rpc
+    def ProbePaths(self, request: pb.ProbePathsRequest, context) -> pb.ProbePathsResponse:
+        return pb.ProbePathsResponse(paths=[self.daemon.probe(path, request.write) for path in request.paths])
+
+    @_rpc
+    def HasFrames(self, request: pb.HasFramesRequest, context) -> pb.HasFramesResponse:
+        reply = pb.HasFramesResponse()
+        for ref in request.frames:
+            present, offset = self.daemon.cache.status(ref.sha256)
+            reply.frames.add(sha256=ref.sha256, present=present, offset=offset)
+        return reply
+
+    @_stream_rpc
+    def UploadFrames(self, request_iterator, context):
+        limit = self.daemon.security.max_upload_bytes
+        received = 0
+        pinned: list[str] = []
+        try:
+            for chunk in request_iterator:
+                received += len(chunk.data)
+                if received > limit:
+                    raise LimitExceeded(
+                        f"this upload passed {format_size(limit)}, the most this daemon takes per job (--max-upload); "
+                        "split the shot into shorter jobs",
+                        reason="UPLOAD_TOO_LARGE",
+                    )
+                stored, complete = self.daemon.cache.write(chunk)
+                if complete and chunk.sha256 not in pinned:
+                    # Keep this stream's frames from being evicted by its own later frames.
+                    self.daemon.cache.pin([chunk.sha256])
+                    pinned.append(chunk.sha256)
+                yield pb.FrameAck(sha256=chunk.sha256, offset=stored, complete=complete)
+        finally:
+            self.daemon.cache.unpin(pinned)
+
+    @_stream_rpc
+    def DownloadResult(self, request: pb.DownloadResultRequest, context):
+        job = self._job(request.job_id)
+        if job.state != pb.JOB_STATE_SUCCEEDED:
+            raise Conflict(
+                f"job {job.id} has not succeeded (state {pb.JobState.Name(job.state)}); its result can be "
+                "downloaded once it has",
+                reason="JOB_NOT_DONE",
+                field="job_id",
+            )
+        folder = self.daemon.transfers.result_folder(job.spec)
+        if folder is None:
+            raise InvalidInput(
+                f"job {job.id} wrote its frames to {job.result.output_pattern} on shared storage; there is "
+                "nothing to download (only jobs submitted with a streamed-back output have)",
+                reason="NOT_STREAMED",
+                field="job_id",
+            )
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not _staged(p, folder))
+        total = sum(p.stat().st_size for p in files)
+        output = SequencePattern.parse(os.path.basename(job.spec.output.path_template))
+        sent = 0
+        for index, path in enumerate(files):
+            relative = path.relative_to(folder).as_posix()
+            kind = "output" if "/" not in relative else relative.split("/", 1)[0]
+            match = output.regex().match(path.name) if output is not None and kind == "output" else None
+            frame = int(match.group(1)) if match else _trailing_number(path.name)
+            size = path.stat().st_size
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                offset = 0
+                while True:
+                    data = handle.read(CHUNK_BYTES)
+                    digest.update(data)
+                    last = offset + len(data) >= size
+                    yield pb.FileChunk(
+                        relative_path=relative,
+                        kind=kind,
+                        frame=frame,
+                        size=size,
+                        offset=offset,
+                        data=data,
+                        sha256=digest.hexdigest() if last else "",
+                    )
+                    offset += len(data)
+                    if last:
+                        break
+            sent += size
+            self.daemon.bus.publish(
+                pb.JobEvent(
+                    job_id=job.id,
+                    state=job.state,
+                    stage="download",
+                    frames_done=job.frames_done,
+                    frames_total=job.frames_total,
+                    time=time.time(),
+                    transfer=pb.TransferProgress(
+                        direction="download",
+                        files_done=index + 1,
+                        files_total=len(files),
+                        bytes_done=sent,
+                        bytes_total=total,
+                    ),
+                )
+            )
+        self.daemon.transfers.discard_inputs(job.spec)
+
+
+CHUNK_BYTES = 1024 * 1024
+
+
+def _staged(path: Path, folder: Path) -> bool:
+    return any(part.startswith(pipeline.STAGING_PREFIX) for part in path.relative_to(folder).parts)
+
+
+def _trailing_number(name: str) -> int:
+    digits = re.findall(r"(\d+)", name)
+    return int(digits[-1]) if digits else 0
 
 
 def _snapshot(job: pb.Job, message: str = "") -> pb.JobEvent:
@@ -229,9 +365,12 @@ class Daemon:
         data_dir: Optional[Path] = None,
         weights: Optional[str] = None,
         max_workers: int = 16,
+        security: Optional[SecurityConfig] = None,
     ) -> None:
         self.listen = listen
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
+        self.security = security or SecurityConfig()
+        self.warnings: list[str] = []
         self.registry = BackendRegistry(weights)
         self.bus = EventBus()
         self.stopping = threading.Event()
@@ -244,22 +383,44 @@ class Daemon:
 
     def start(self) -> str:
         """Lock the data dir, open the store, bind and serve; returns the bound address."""
+        security = self.security
+        self.warnings = security.check_listen_policy(self.listen)
+        loopback = is_loopback(self.listen)
+        tokens = TokenFile(security.tokens_file) if security.tokens_file else None
         self._lock.acquire()
         try:
             self.store = JobStore(self.data_dir / "jobs.sqlite")
             resumed = self.store.requeue_interrupted()
+            self.cache = FrameCache(self.data_dir / "cache", security.cache_max_bytes)
+            self.transfers = Transfers(self.data_dir, self.cache, security.max_upload_bytes)
+            # With no roots a loopback daemon reads and writes where its user may (as a local tool does);
+            # beyond loopback it takes only the roots it was given, none meaning streamed frames only.
+            self.roots = Roots(
+                list(security.roots),
+                confined=bool(security.roots) or not loopback,
+                internal=[str(self.transfers.inputs), str(self.transfers.results)],
+            )
+            pipeline.PATH_GUARD = self.roots.prepared_guard() if self.roots.confined else None
+            self._discard_finished_inputs()
             self.server = grpc.server(
                 futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="voidlink-rpc"),
-                # Without this Linux lets a second server share the port and steal half the calls.
-                options=[("grpc.so_reuseport", 0)],
+                interceptors=[AuthInterceptor(tokens, open_reflection=loopback)] if tokens else [],
+                options=[
+                    # Without this Linux lets a second server share the port and steal half the calls.
+                    ("grpc.so_reuseport", 0),
+                    ("grpc.max_receive_message_length", security.max_message_bytes),
+                    ("grpc.max_send_message_length", security.max_message_bytes),
+                ],
             )
             rpc.add_VoidLinkServicer_to_server(VoidLinkService(self), self.server)
             self.health = health.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-            reflection.enable_server_reflection(
-                (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-                self.server,
-            )
+            if loopback or tokens is not None:
+                # Beyond loopback the service list is for authenticated clients only (the interceptor checks).
+                reflection.enable_server_reflection(
+                    (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+                    self.server,
+                )
             self.address = self._bind()
             self.scheduler = Scheduler(self.store, self.bus, self.registry)
             self.server.start()
@@ -269,15 +430,80 @@ class Daemon:
             self._write_state()
             if resumed:
                 log.info("resuming %d interrupted job(s): %s", len(resumed), ", ".join(resumed))
+            for warning in self.warnings:
+                log.warning(warning)
             return self.address
         except BaseException:
+            pipeline.PATH_GUARD = None
             self._lock.release()
             raise
 
+    def _discard_finished_inputs(self) -> None:
+        """Uploaded inputs of jobs that ended are links into the cache: drop them at each start."""
+        for job in self.store.list([pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED], 0):
+            self.transfers.discard_inputs(job.spec)
+
+    def check_client_paths(self, spec: pb.JobSpec) -> None:
+        """Refuse a path outside the roots before anything looks at the disk there."""
+        if not self.roots.confined:
+            return
+        for name in CLIP_FIELDS:
+            clip = getattr(spec, name)
+            if clip.uploaded_frames or not clip.otio_json.strip():
+                continue
+            try:
+                media = clip_media(clip.otio_json, f"spec.{name}.otio_json")
+            except ValueError:
+                continue  # prepare_job names the problem
+            self.roots.check(media.path, f"spec.{name}")
+        if spec.output.stream_back:
+            return
+        output = spec.output
+        for path, label in (
+            (output.path_template, "spec.output.path_template"),
+            (output.quadmask_template, "spec.output.quadmask_template"),
+            (output.raw_template, "spec.output.raw_template"),
+        ):
+            if path:
+                self.roots.check(path, label)
+
+    def probe(self, path: str, write: bool) -> pb.PathProbe:
+        probe = pb.PathProbe(path=path)
+        if not self.roots.allows(path):
+            probe.reason = "outside the folders this daemon may use"
+            return probe
+        probe.allowed = True
+        pattern = SequencePattern.parse(os.path.basename(path))
+        target = Path(path)
+        if write or pattern is not None:
+            target = target.parent
+        if write:
+            while not target.exists() and target.parent != target:
+                target = target.parent
+            probe.exists = Path(path).parent.exists()
+            probe.usable = target.is_dir() and os.access(target, os.W_OK | os.X_OK)
+            probe.reason = "" if probe.usable else f"{target} is not writable by the daemon"
+            return probe
+        probe.exists = target.exists()
+        if not probe.exists:
+            probe.reason = f"the daemon sees no {target}"
+        elif pattern is not None:
+            regex = pattern.regex()
+            probe.usable = os.access(target, os.R_OK | os.X_OK) and any(regex.match(n) for n in os.listdir(target))
+            probe.reason = "" if probe.usable else f"the daemon sees no frame of {os.path.basename(path)} in {target}"
+        else:
+            probe.usable = os.access(target, os.R_OK)
+            probe.reason = "" if probe.usable else f"the daemon may not read {target}"
+        return probe
+
     def _bind(self) -> str:
         address = self.listen
+        credentials = self.security.server_credentials()
         try:
-            port = self.server.add_insecure_port(address)
+            if credentials is not None:
+                port = self.server.add_secure_port(address, credentials)
+            else:
+                port = self.server.add_insecure_port(address)
         except RuntimeError as exc:
             port = 0
             cause = exc
@@ -309,9 +535,7 @@ class Daemon:
             protocol_version=PROTOCOL_VERSION,
             data_dir=str(self.data_dir),
             pid=os.getpid(),
-            queue=pb.QueueInfo(
-                queued=counts.get(pb.JOB_STATE_QUEUED, 0), running=counts.get(pb.JOB_STATE_RUNNING, 0)
-            ),
+            queue=pb.QueueInfo(queued=counts.get(pb.JOB_STATE_QUEUED, 0), running=counts.get(pb.JOB_STATE_RUNNING, 0)),
             devices=[pb.Device(name="cpu", kind="cpu", description=platform.processor() or platform.machine())],
         )
         for name in BACKEND_NAMES:
@@ -325,6 +549,14 @@ class Daemon:
             )
         info.default_backend = self.registry.resolve("auto")
         info.libraries.update(library_versions())
+        info.roots.extend(self.roots.folders)
+        info.confined = self.roots.confined
+        info.tls = self.security.tls
+        info.tokens_required = self.security.tokens_file is not None
+        info.max_message_bytes = self.security.max_message_bytes
+        info.max_upload_bytes = self.security.max_upload_bytes
+        info.cache_max_bytes = self.cache.max_bytes
+        info.cache_bytes = self.cache.used_bytes
         return info
 
     def stop(self, grace: float = 5.0) -> None:
@@ -337,6 +569,7 @@ class Daemon:
         self.scheduler.stop(timeout=30.0)
         self.server.stop(grace).wait()
         self.store.close()
+        pipeline.PATH_GUARD = None
         self._lock.release()
 
     def serve_forever(self) -> None:

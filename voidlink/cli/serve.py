@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from voidlink.protos import DEFAULT_ADDRESS
 
@@ -17,6 +18,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="where the job store lives (default: the platform's user data dir)")
     parser.add_argument("--weights", help="folder with the VOID weights (default: $VOIDLINK_WEIGHTS, else data dir)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    security = parser.add_argument_group("network and security (required beyond loopback)")
+    security.add_argument("--tls-cert", help="PEM certificate chain the daemon presents")
+    security.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    security.add_argument(
+        "--tokens-file", help="file of 'NAME TOKEN [EXPIRES]' lines; clients send 'authorization: Bearer TOKEN'"
+    )
+    security.add_argument(
+        "--insecure",
+        action="store_true",
+        help="listen beyond loopback without TLS or tokens (a warning is printed at every start)",
+    )
+    security.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder the daemon may read and write under (repeatable); paths outside are refused",
+    )
+    security.add_argument(
+        "--config", help="studio config (JSON with roots, tokens_file, path_map; default: $VOIDLINK_CONFIG)"
+    )
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-message", default="16M", help="largest gRPC message accepted (default 16M)")
+    limits.add_argument("--max-upload", default="64G", help="most frame bytes uploaded per job (default 64G)")
+    limits.add_argument("--cache-size", default="100G", help="disk the uploaded-frame cache may use (default 100G)")
+
+
+def security_config(args: argparse.Namespace):
+    from pathlib import Path
+
+    from voidlink.inference.security import SecurityConfig, parse_size, read_studio_config
+
+    config = read_studio_config(args.config)
+    tokens = args.tokens_file or config.get("tokens_file")
+    return SecurityConfig(
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+        tokens_file=Path(tokens) if tokens else None,
+        insecure=args.insecure,
+        roots=[*config.get("roots", []), *args.root],
+        max_message_bytes=parse_size(args.max_message, "max_message"),
+        max_upload_bytes=parse_size(args.max_upload, "max_upload"),
+        cache_max_bytes=parse_size(args.cache_size, "cache_size"),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     listen = args.listen or os.environ.get("VOIDLINK_LISTEN") or DEFAULT_ADDRESS
-    daemon = Daemon(listen=listen, data_dir=args.data_dir, weights=args.weights)
+    daemon = Daemon(listen=listen, data_dir=args.data_dir, weights=args.weights, security=security_config(args))
     address = daemon.start()
+    for warning in daemon.warnings:
+        print(f"voidlink: WARNING: {warning}", file=sys.stderr, flush=True)
     # Tests and ensure_daemon() read this line to learn the bound port.
     print(f"voidlink daemon listening on {address} (data dir {daemon.data_dir}, pid {os.getpid()})", flush=True)
     daemon.serve_forever()

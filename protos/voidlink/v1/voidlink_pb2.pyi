@@ -90,18 +90,30 @@ class MatteOptions(_message.Message):
     def __init__(self, is_quadmask: bool = ..., threshold: _Optional[float] = ..., dilate: _Optional[int] = ..., feather: _Optional[float] = ..., invert: bool = ...) -> None: ...
 
 class ClipSpec(_message.Message):
-    __slots__ = ("otio_json", "channels", "part", "colorspace", "matte")
+    __slots__ = ("otio_json", "channels", "part", "colorspace", "matte", "uploaded_frames")
     OTIO_JSON_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     PART_FIELD_NUMBER: _ClassVar[int]
     COLORSPACE_FIELD_NUMBER: _ClassVar[int]
     MATTE_FIELD_NUMBER: _ClassVar[int]
+    UPLOADED_FRAMES_FIELD_NUMBER: _ClassVar[int]
     otio_json: str
     channels: str
     part: str
     colorspace: str
     matte: MatteOptions
-    def __init__(self, otio_json: _Optional[str] = ..., channels: _Optional[str] = ..., part: _Optional[str] = ..., colorspace: _Optional[str] = ..., matte: _Optional[_Union[MatteOptions, _Mapping]] = ...) -> None: ...
+    uploaded_frames: _containers.RepeatedCompositeFieldContainer[FrameRef]
+    def __init__(self, otio_json: _Optional[str] = ..., channels: _Optional[str] = ..., part: _Optional[str] = ..., colorspace: _Optional[str] = ..., matte: _Optional[_Union[MatteOptions, _Mapping]] = ..., uploaded_frames: _Optional[_Iterable[_Union[FrameRef, _Mapping]]] = ...) -> None: ...
+
+class FrameRef(_message.Message):
+    __slots__ = ("sha256", "size", "frame")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    size: int
+    frame: int
+    def __init__(self, sha256: _Optional[str] = ..., size: _Optional[int] = ..., frame: _Optional[int] = ...) -> None: ...
 
 class FrameRange(_message.Message):
     __slots__ = ("first", "last")
@@ -138,7 +150,7 @@ class JobParams(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., backend: _Optional[str] = ..., passes: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., seed: _Optional[int] = ..., quality: _Optional[_Union[Quality, str]] = ..., crop_mode: _Optional[_Union[CropMode, str]] = ..., priority: _Optional[int] = ..., resample_mattes: bool = ...) -> None: ...
 
 class OutputSpec(_message.Message):
-    __slots__ = ("path_template", "pixel_type", "compression", "colorspace", "write_quadmask", "quadmask_template", "write_raw", "raw_template")
+    __slots__ = ("path_template", "pixel_type", "compression", "colorspace", "write_quadmask", "quadmask_template", "write_raw", "raw_template", "stream_back")
     PATH_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     PIXEL_TYPE_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +159,7 @@ class OutputSpec(_message.Message):
     QUADMASK_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     WRITE_RAW_FIELD_NUMBER: _ClassVar[int]
     RAW_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    STREAM_BACK_FIELD_NUMBER: _ClassVar[int]
     path_template: str
     pixel_type: PixelType
     compression: Compression
@@ -155,7 +168,8 @@ class OutputSpec(_message.Message):
     quadmask_template: str
     write_raw: bool
     raw_template: str
-    def __init__(self, path_template: _Optional[str] = ..., pixel_type: _Optional[_Union[PixelType, str]] = ..., compression: _Optional[_Union[Compression, str]] = ..., colorspace: _Optional[str] = ..., write_quadmask: bool = ..., quadmask_template: _Optional[str] = ..., write_raw: bool = ..., raw_template: _Optional[str] = ...) -> None: ...
+    stream_back: bool
+    def __init__(self, path_template: _Optional[str] = ..., pixel_type: _Optional[_Union[PixelType, str]] = ..., compression: _Optional[_Union[Compression, str]] = ..., colorspace: _Optional[str] = ..., write_quadmask: bool = ..., quadmask_template: _Optional[str] = ..., write_raw: bool = ..., raw_template: _Optional[str] = ..., stream_back: bool = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("name", "source", "mask", "affected", "frames", "params", "output", "labels")
@@ -272,7 +286,7 @@ class Job(_message.Message):
     def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[str] = ..., frames_done: _Optional[int] = ..., frames_total: _Optional[int] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., message: _Optional[str] = ..., eta_seconds: _Optional[float] = ..., attempts: _Optional[int] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "state", "stage", "frames_done", "frames_total", "eta_seconds", "message", "preview", "error", "result", "time", "frame")
+    __slots__ = ("job_id", "state", "stage", "frames_done", "frames_total", "eta_seconds", "message", "preview", "error", "result", "time", "frame", "transfer")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -285,6 +299,7 @@ class JobEvent(_message.Message):
     RESULT_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     stage: str
@@ -297,7 +312,24 @@ class JobEvent(_message.Message):
     result: JobResult
     time: float
     frame: int
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[str] = ..., frames_done: _Optional[int] = ..., frames_total: _Optional[int] = ..., eta_seconds: _Optional[float] = ..., message: _Optional[str] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., time: _Optional[float] = ..., frame: _Optional[int] = ...) -> None: ...
+    transfer: TransferProgress
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[str] = ..., frames_done: _Optional[int] = ..., frames_total: _Optional[int] = ..., eta_seconds: _Optional[float] = ..., message: _Optional[str] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., time: _Optional[float] = ..., frame: _Optional[int] = ..., transfer: _Optional[_Union[TransferProgress, _Mapping]] = ...) -> None: ...
+
+class TransferProgress(_message.Message):
+    __slots__ = ("direction", "files_done", "files_total", "bytes_done", "bytes_total", "bytes_reused")
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    FILES_DONE_FIELD_NUMBER: _ClassVar[int]
+    FILES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_REUSED_FIELD_NUMBER: _ClassVar[int]
+    direction: str
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    bytes_reused: int
+    def __init__(self, direction: _Optional[str] = ..., files_done: _Optional[int] = ..., files_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., bytes_reused: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec",)
@@ -396,7 +428,7 @@ class QueueInfo(_message.Message):
     def __init__(self, queued: _Optional[int] = ..., running: _Optional[int] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("version", "protocol_version", "devices", "backends", "queue", "data_dir", "default_backend", "libraries", "pid")
+    __slots__ = ("version", "protocol_version", "devices", "backends", "queue", "data_dir", "default_backend", "libraries", "pid", "roots", "confined", "tls", "tokens_required", "max_message_bytes", "max_upload_bytes", "cache_max_bytes", "cache_bytes")
     class LibrariesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -413,6 +445,14 @@ class GetInfoResponse(_message.Message):
     DEFAULT_BACKEND_FIELD_NUMBER: _ClassVar[int]
     LIBRARIES_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    ROOTS_FIELD_NUMBER: _ClassVar[int]
+    CONFINED_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CACHE_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
     version: str
     protocol_version: int
     devices: _containers.RepeatedCompositeFieldContainer[Device]
@@ -422,4 +462,108 @@ class GetInfoResponse(_message.Message):
     default_backend: str
     libraries: _containers.ScalarMap[str, str]
     pid: int
-    def __init__(self, version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., backends: _Optional[_Iterable[_Union[BackendInfo, _Mapping]]] = ..., queue: _Optional[_Union[QueueInfo, _Mapping]] = ..., data_dir: _Optional[str] = ..., default_backend: _Optional[str] = ..., libraries: _Optional[_Mapping[str, str]] = ..., pid: _Optional[int] = ...) -> None: ...
+    roots: _containers.RepeatedScalarFieldContainer[str]
+    confined: bool
+    tls: bool
+    tokens_required: bool
+    max_message_bytes: int
+    max_upload_bytes: int
+    cache_max_bytes: int
+    cache_bytes: int
+    def __init__(self, version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., backends: _Optional[_Iterable[_Union[BackendInfo, _Mapping]]] = ..., queue: _Optional[_Union[QueueInfo, _Mapping]] = ..., data_dir: _Optional[str] = ..., default_backend: _Optional[str] = ..., libraries: _Optional[_Mapping[str, str]] = ..., pid: _Optional[int] = ..., roots: _Optional[_Iterable[str]] = ..., confined: bool = ..., tls: bool = ..., tokens_required: bool = ..., max_message_bytes: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., cache_max_bytes: _Optional[int] = ..., cache_bytes: _Optional[int] = ...) -> None: ...
+
+class ProbePathsRequest(_message.Message):
+    __slots__ = ("paths", "write")
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    write: bool
+    def __init__(self, paths: _Optional[_Iterable[str]] = ..., write: bool = ...) -> None: ...
+
+class PathProbe(_message.Message):
+    __slots__ = ("path", "allowed", "exists", "usable", "reason")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    USABLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    allowed: bool
+    exists: bool
+    usable: bool
+    reason: str
+    def __init__(self, path: _Optional[str] = ..., allowed: bool = ..., exists: bool = ..., usable: bool = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ProbePathsResponse(_message.Message):
+    __slots__ = ("paths",)
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.RepeatedCompositeFieldContainer[PathProbe]
+    def __init__(self, paths: _Optional[_Iterable[_Union[PathProbe, _Mapping]]] = ...) -> None: ...
+
+class HasFramesRequest(_message.Message):
+    __slots__ = ("frames",)
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedCompositeFieldContainer[FrameRef]
+    def __init__(self, frames: _Optional[_Iterable[_Union[FrameRef, _Mapping]]] = ...) -> None: ...
+
+class FrameStatus(_message.Message):
+    __slots__ = ("sha256", "present", "offset")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    present: bool
+    offset: int
+    def __init__(self, sha256: _Optional[str] = ..., present: bool = ..., offset: _Optional[int] = ...) -> None: ...
+
+class HasFramesResponse(_message.Message):
+    __slots__ = ("frames",)
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedCompositeFieldContainer[FrameStatus]
+    def __init__(self, frames: _Optional[_Iterable[_Union[FrameStatus, _Mapping]]] = ...) -> None: ...
+
+class FrameChunk(_message.Message):
+    __slots__ = ("sha256", "size", "offset", "data")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    size: int
+    offset: int
+    data: bytes
+    def __init__(self, sha256: _Optional[str] = ..., size: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class FrameAck(_message.Message):
+    __slots__ = ("sha256", "offset", "complete")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    offset: int
+    complete: bool
+    def __init__(self, sha256: _Optional[str] = ..., offset: _Optional[int] = ..., complete: bool = ...) -> None: ...
+
+class DownloadResultRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class FileChunk(_message.Message):
+    __slots__ = ("relative_path", "kind", "frame", "size", "offset", "data", "sha256")
+    RELATIVE_PATH_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    relative_path: str
+    kind: str
+    frame: int
+    size: int
+    offset: int
+    data: bytes
+    sha256: str
+    def __init__(self, relative_path: _Optional[str] = ..., kind: _Optional[str] = ..., frame: _Optional[int] = ..., size: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...

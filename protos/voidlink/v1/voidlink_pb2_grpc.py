@@ -64,6 +64,26 @@ class VoidLinkStub(object):
                 request_serializer=voidlink_dot_v1_dot_voidlink__pb2.GetInfoRequest.SerializeToString,
                 response_deserializer=voidlink_dot_v1_dot_voidlink__pb2.GetInfoResponse.FromString,
                 _registered_method=True)
+        self.ProbePaths = channel.unary_unary(
+                '/voidlink.v1.VoidLink/ProbePaths',
+                request_serializer=voidlink_dot_v1_dot_voidlink__pb2.ProbePathsRequest.SerializeToString,
+                response_deserializer=voidlink_dot_v1_dot_voidlink__pb2.ProbePathsResponse.FromString,
+                _registered_method=True)
+        self.HasFrames = channel.unary_unary(
+                '/voidlink.v1.VoidLink/HasFrames',
+                request_serializer=voidlink_dot_v1_dot_voidlink__pb2.HasFramesRequest.SerializeToString,
+                response_deserializer=voidlink_dot_v1_dot_voidlink__pb2.HasFramesResponse.FromString,
+                _registered_method=True)
+        self.UploadFrames = channel.stream_stream(
+                '/voidlink.v1.VoidLink/UploadFrames',
+                request_serializer=voidlink_dot_v1_dot_voidlink__pb2.FrameChunk.SerializeToString,
+                response_deserializer=voidlink_dot_v1_dot_voidlink__pb2.FrameAck.FromString,
+                _registered_method=True)
+        self.DownloadResult = channel.unary_stream(
+                '/voidlink.v1.VoidLink/DownloadResult',
+                request_serializer=voidlink_dot_v1_dot_voidlink__pb2.DownloadResultRequest.SerializeToString,
+                response_deserializer=voidlink_dot_v1_dot_voidlink__pb2.FileChunk.FromString,
+                _registered_method=True)
 
 
 class VoidLinkServicer(object):
@@ -108,6 +128,37 @@ class VoidLinkServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProbePaths(self, request, context):
+        """Whether this daemon may and can read (or write) these paths: lets a client choose between
+        shared storage and streaming frames. Paths outside the daemon's roots are refused, not probed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HasFrames(self, request, context):
+        """Which frames the daemon's frame cache holds already, and how much of each partial upload it kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadFrames(self, request_iterator, context):
+        """Frames as file bytes (EXR) in chunks, each acknowledged once stored. A broken stream resumes at
+        the offset HasFrames reports.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadResult(self, request, context):
+        """The files a finished job wrote on the daemon when its output is streamed back
+        (OutputSpec.stream_back), as chunks; the client writes them on its side.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VoidLinkServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +191,26 @@ def add_VoidLinkServicer_to_server(servicer, server):
                     servicer.GetInfo,
                     request_deserializer=voidlink_dot_v1_dot_voidlink__pb2.GetInfoRequest.FromString,
                     response_serializer=voidlink_dot_v1_dot_voidlink__pb2.GetInfoResponse.SerializeToString,
+            ),
+            'ProbePaths': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProbePaths,
+                    request_deserializer=voidlink_dot_v1_dot_voidlink__pb2.ProbePathsRequest.FromString,
+                    response_serializer=voidlink_dot_v1_dot_voidlink__pb2.ProbePathsResponse.SerializeToString,
+            ),
+            'HasFrames': grpc.unary_unary_rpc_method_handler(
+                    servicer.HasFrames,
+                    request_deserializer=voidlink_dot_v1_dot_voidlink__pb2.HasFramesRequest.FromString,
+                    response_serializer=voidlink_dot_v1_dot_voidlink__pb2.HasFramesResponse.SerializeToString,
+            ),
+            'UploadFrames': grpc.stream_stream_rpc_method_handler(
+                    servicer.UploadFrames,
+                    request_deserializer=voidlink_dot_v1_dot_voidlink__pb2.FrameChunk.FromString,
+                    response_serializer=voidlink_dot_v1_dot_voidlink__pb2.FrameAck.SerializeToString,
+            ),
+            'DownloadResult': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadResult,
+                    request_deserializer=voidlink_dot_v1_dot_voidlink__pb2.DownloadResultRequest.FromString,
+                    response_serializer=voidlink_dot_v1_dot_voidlink__pb2.FileChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -304,6 +375,114 @@ class VoidLink(object):
             '/voidlink.v1.VoidLink/GetInfo',
             voidlink_dot_v1_dot_voidlink__pb2.GetInfoRequest.SerializeToString,
             voidlink_dot_v1_dot_voidlink__pb2.GetInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProbePaths(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voidlink.v1.VoidLink/ProbePaths',
+            voidlink_dot_v1_dot_voidlink__pb2.ProbePathsRequest.SerializeToString,
+            voidlink_dot_v1_dot_voidlink__pb2.ProbePathsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HasFrames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voidlink.v1.VoidLink/HasFrames',
+            voidlink_dot_v1_dot_voidlink__pb2.HasFramesRequest.SerializeToString,
+            voidlink_dot_v1_dot_voidlink__pb2.HasFramesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadFrames(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/voidlink.v1.VoidLink/UploadFrames',
+            voidlink_dot_v1_dot_voidlink__pb2.FrameChunk.SerializeToString,
+            voidlink_dot_v1_dot_voidlink__pb2.FrameAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/voidlink.v1.VoidLink/DownloadResult',
+            voidlink_dot_v1_dot_voidlink__pb2.DownloadResultRequest.SerializeToString,
+            voidlink_dot_v1_dot_voidlink__pb2.FileChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,295 @@
+"""Frames that travel over gRPC: the daemon's content-addressed frame cache and per-job folders.
+
+A client that shares no storage with the daemon uploads each source and matte frame once, named by
+the SHA-256 of its bytes. The cache keeps whole frames under `objects/` and unfinished uploads under
+`partial/` (so a broken stream resumes where the daemon's copy ends), evicts the least recently
+used frames past its size cap, and hard-links a job's frames into `transfers/<key>/` where the
+pipeline reads them like any sequence. Streamed-back results are written under `results/<key>/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Optional
+
+from voidlink.inference.security import LimitExceeded, format_size
+from voidlink.protos import pb
+from voidlink.protos.clips import SequencePattern, clip_json, clip_media
+
+from voidlink.errors import InvalidInput, NotFound
+
+log = logging.getLogger("voidlink.transfer")
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+CLIP_FIELDS = ("source", "mask", "affected")
+
+
+def check_sha(sha: str, field: str) -> str:
+    if not _SHA256.match(sha or ""):
+        raise InvalidInput(f"{field}: '{sha}' is not a SHA-256 in lower-case hex", reason="BAD_HASH", field=field)
+    return sha
+
+
+class FrameCache:
+    """Frames by content hash, capped at `max_bytes`, least recently used evicted first."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.objects = self.root / "objects"
+        self.partial = self.root / "partial"
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.partial.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._sizes: OrderedDict[str, int] = OrderedDict()  # oldest use first
+        self._hashers: dict[str, tuple[int, object]] = {}  # sha -> (bytes hashed, running hash)
+        self._writing: dict[str, threading.Lock] = {}
+        self._pins: dict[str, int] = {}
+        found = [(p.stat().st_mtime, p.name, p.stat().st_size) for p in self.objects.glob("*/*") if p.is_file()]
+        for _, name, size in sorted(found):
+            self._sizes[name] = size
+
+    def _object(self, sha: str) -> Path:
+        return self.objects / sha[:2] / sha
+
+    def _partial(self, sha: str) -> Path:
+        return self.partial / sha
+
+    @property
+    def used_bytes(self) -> int:
+        with self._lock:
+            return sum(self._sizes.values())
+
+    def status(self, sha: str) -> tuple[bool, int]:
+        """(present, bytes of a partial upload kept); a present frame counts as just used."""
+        with self._lock:
+            if sha in self._sizes and self._object(sha).is_file():
+                self._touch(sha)
+                return True, self._sizes[sha]
+            self._sizes.pop(sha, None)
+        partial = self._partial(sha)
+        return False, partial.stat().st_size if partial.is_file() else 0
+
+    def _touch(self, sha: str) -> None:
+        self._sizes.move_to_end(sha)
+        try:
+            os.utime(self._object(sha))
+        except OSError:
+            pass
+
+    def pin(self, shas: Iterable[str]) -> None:
+        with self._lock:
+            for sha in shas:
+                self._pins[sha] = self._pins.get(sha, 0) + 1
+
+    def unpin(self, shas: Iterable[str]) -> None:
+        with self._lock:
+            for sha in shas:
+                left = self._pins.get(sha, 0) - 1
+                if left > 0:
+                    self._pins[sha] = left
+                else:
+                    self._pins.pop(sha, None)
+
+    def write(self, chunk: pb.FrameChunk) -> tuple[int, bool]:
+        """Store one chunk at its offset; returns (bytes stored, complete). Verifies the hash at the end."""
+        sha = check_sha(chunk.sha256, "chunk.sha256")
+        if chunk.size <= 0:
+            raise InvalidInput(f"frame {sha[:12]}: size {chunk.size} is not positive", reason="BAD_SIZE", field="size")
+        if chunk.size > self.max_bytes:
+            raise LimitExceeded(
+                f"frame {sha[:12]} is {format_size(chunk.size)}, more than this daemon's whole frame cache "
+                f"({format_size(self.max_bytes)}); start the daemon with a larger --cache-size",
+                reason="CACHE_TOO_SMALL",
+            )
+        with self._lock:
+            writing = self._writing.setdefault(sha, threading.Lock())
+        with writing:
+            present, stored = self.status(sha)
+            if present:
+                return chunk.size, True
+            if chunk.offset != stored:
+                raise InvalidInput(
+                    f"frame {sha[:12]}: a chunk at byte {chunk.offset} but the daemon holds {stored} bytes; "
+                    f"resume from {stored}",
+                    reason="OFFSET_MISMATCH",
+                    field="offset",
+                )
+            end = chunk.offset + len(chunk.data)
+            if end > chunk.size:
+                raise InvalidInput(
+                    f"frame {sha[:12]}: chunk ends at byte {end}, past the frame's size {chunk.size}",
+                    reason="BAD_SIZE",
+                    field="data",
+                )
+            partial = self._partial(sha)
+            hashed, hasher = self._hashers.get(sha, (-1, None))
+            if hasher is None or hashed != stored:
+                hasher = hashlib.sha256()
+                if stored:
+                    with open(partial, "rb") as existing:
+                        for block in iter(lambda: existing.read(1 << 20), b""):
+                            hasher.update(block)
+            with open(partial, "ab") as out:
+                out.write(chunk.data)
+            hasher.update(chunk.data)
+            if end < chunk.size:
+                self._hashers[sha] = (end, hasher)
+                return end, False
+            self._hashers.pop(sha, None)
+            if hasher.hexdigest() != sha:
+                partial.unlink(missing_ok=True)
+                raise InvalidInput(
+                    f"frame {sha[:12]}: the {chunk.size} bytes received hash to {hasher.hexdigest()[:12]}; "
+                    "the upload was corrupted and is discarded, send it again",
+                    reason="HASH_MISMATCH",
+                    field="sha256",
+                )
+            target = self._object(sha)
+            target.parent.mkdir(exist_ok=True)
+            os.replace(partial, target)
+            with self._lock:
+                self._sizes[sha] = chunk.size
+                self._sizes.move_to_end(sha)
+                self._evict()
+            return chunk.size, True
+
+    def _evict(self) -> None:
+        total = sum(self._sizes.values())
+        for sha in list(self._sizes):
+            if total <= self.max_bytes:
+                break
+            if self._pins.get(sha):
+                continue
+            total -= self._sizes.pop(sha)
+            self._object(sha).unlink(missing_ok=True)
+            log.info("frame cache: evicted %s (least recently used)", sha[:12])
+
+    def link(self, sha: str, target: Path) -> None:
+        """Give `target` the frame's bytes (a hard link when it can): evicting the frame later keeps them."""
+        with self._lock:
+            source = self._object(sha)
+            if sha not in self._sizes or not source.is_file():
+                raise NotFound(f"frame {sha[:12]} is not in the daemon's frame cache", reason="FRAMES_NOT_UPLOADED")
+            self._touch(sha)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+
+
+class Transfers:
+    """Per-job folders of uploaded inputs and streamed-back outputs, under the daemon's data dir."""
+
+    def __init__(self, data_dir: Path, cache: FrameCache, max_upload_bytes: int) -> None:
+        self.inputs = Path(data_dir) / "transfers"
+        self.results = Path(data_dir) / "results"
+        self.inputs.mkdir(parents=True, exist_ok=True)
+        self.results.mkdir(parents=True, exist_ok=True)
+        self.cache = cache
+        self.max_upload_bytes = max_upload_bytes
+
+    def streamed(self, spec: pb.JobSpec) -> bool:
+        return spec.output.stream_back or any(getattr(spec, name).uploaded_frames for name in CLIP_FIELDS)
+
+    def materialise(self, spec: pb.JobSpec) -> pb.JobSpec:
+        """A copy of `spec` that reads uploaded frames from a job folder and writes into a result folder."""
+        out = pb.JobSpec()
+        out.CopyFrom(spec)
+        key = uuid.uuid4().hex
+        total = sum(ref.size for name in CLIP_FIELDS for ref in getattr(spec, name).uploaded_frames)
+        if total > self.max_upload_bytes:
+            raise LimitExceeded(
+                f"this job uploads {format_size(total)} of frames; the daemon takes at most "
+                f"{format_size(self.max_upload_bytes)} per job (--max-upload): split the shot into shorter jobs",
+                reason="UPLOAD_TOO_LARGE",
+                field="spec.source.uploaded_frames",
+            )
+        for name in CLIP_FIELDS:
+            clip = getattr(out, name)
+            if clip.uploaded_frames:
+                self._link_clip(clip, f"spec.{name}", self.inputs / key / name)
+        if spec.output.stream_back:
+            template = spec.output.path_template
+            base = re.split(r"[\\/]", template)[-1]
+            if not template or SequencePattern.parse(base) is None:
+                raise InvalidInput(
+                    f"spec.output.path_template: '{template}' has no frame number (use ####, %04d or @)",
+                    reason="BAD_PATTERN",
+                    field="spec.output.path_template",
+                )
+            out.output.path_template = str(self.results / key / base)
+            out.output.quadmask_template = ""
+            out.output.raw_template = ""
+        return out
+
+    def _link_clip(self, clip: pb.ClipSpec, field: str, folder: Path) -> None:
+        try:
+            media = clip_media(clip.otio_json, field + ".otio_json")
+        except ValueError as error:
+            raise InvalidInput(str(error), reason="BAD_CLIP", field=field + ".otio_json") from error
+        base = re.split(r"[\\/]", media.path)[-1]
+        pattern = SequencePattern.parse(base)
+        if pattern is None:
+            raise InvalidInput(
+                f"{field}: only image sequences can be uploaded ({media.path} is not one); "
+                "render the clip to an EXR sequence or put it where the daemon can read it",
+                reason="NOT_A_SEQUENCE",
+                field=field,
+            )
+        if not pattern.padding:
+            pattern = pattern.with_padding(4)
+        missing = []
+        for ref in clip.uploaded_frames:
+            check_sha(ref.sha256, field + ".uploaded_frames.sha256")
+            present, _ = self.cache.status(ref.sha256)
+            if not present:
+                missing.append(ref.frame)
+        if missing:
+            raise NotFound(
+                f"{field}: {len(missing)} uploaded frame(s) are not in the daemon's frame cache "
+                f"(evicted or never sent): {', '.join(str(f) for f in missing[:10])}; upload them again",
+                reason="FRAMES_NOT_UPLOADED",
+                field=field,
+                frames=missing,
+            )
+        local = SequencePattern(str(folder / pattern.prefix), pattern.suffix, pattern.padding)
+        for ref in clip.uploaded_frames:
+            self.cache.link(ref.sha256, Path(local.path(ref.frame)))
+        frames = [ref.frame for ref in clip.uploaded_frames]
+        # The clip spans what was uploaded: the job's range is checked against it like any sequence.
+        clip.otio_json = clip_json(local.hashes(), min(frames), max(frames), media.rate, media.name)
+
+    def job_key(self, spec: pb.JobSpec) -> Optional[str]:
+        """The key of a job's result folder, when its output is streamed back."""
+        template = Path(spec.output.path_template)
+        if template.parent.parent == self.results:
+            return template.parent.name
+        return None
+
+    def result_folder(self, spec: pb.JobSpec) -> Optional[Path]:
+        key = self.job_key(spec)
+        return self.results / key if key else None
+
+    def discard_inputs(self, spec: pb.JobSpec) -> None:
+        for name in CLIP_FIELDS:
+            clip = getattr(spec, name)
+            if not clip.uploaded_frames:
+                continue
+            try:
+                path = Path(clip_media(clip.otio_json).path)
+            except ValueError:
+                continue
+            folder = path.parent.parent
+            if folder.parent == self.inputs:
+                shutil.rmtree(folder, ignore_errors=True)
