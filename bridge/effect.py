@@ -76,34 +76,80 @@ COMPRESSIONS = ("zip", "piz", "dwaa", "none")
 
 PARAMS = (
     ParamDescriptor("prompt", "prompt", "string", "", "the scene AFTER removal, e.g. 'an empty road'"),
-    ParamDescriptor("backend", "backend", "choice", "auto", "auto: VOID with a GPU and weights, else classical",
-                    choices=BACKENDS),
-    ParamDescriptor("passes", "passes", "int", 0, "VOID: 1, or 2 for the refinement pass; 0: backend default",
-                    minimum=0, maximum=2),
+    ParamDescriptor(
+        "backend", "backend", "choice", "auto", "auto: VOID with a GPU and weights, else classical", choices=BACKENDS
+    ),
+    ParamDescriptor(
+        "passes", "passes", "int", 0, "VOID: 1, or 2 for the refinement pass; 0: backend default", minimum=0, maximum=2
+    ),
     ParamDescriptor("steps", "steps", "int", 0, "denoising steps; 0: backend default", minimum=0, maximum=500),
-    ParamDescriptor("guidance", "guidance", "double", 0.0, "prompt guidance; 0: backend default",
-                    minimum=0.0, maximum=50.0),
+    ParamDescriptor(
+        "guidance", "guidance", "double", 0.0, "prompt guidance; 0: backend default", minimum=0.0, maximum=50.0
+    ),
     ParamDescriptor("seed", "seed", "int", -1, "-1: backend default", minimum=-1),
-    ParamDescriptor("quality", "quality", "choice", "balanced", "draft is fastest, best crops to the mask",
-                    choices=QUALITIES),
-    ParamDescriptor("crop_mode", "crop mode", "choice", "auto", "how the frame is cropped for the model",
-                    choices=CROP_MODES),
-    ParamDescriptor("quadmask", "mask is a quadmask", "bool", False, "the Mask clip already holds 0/63/127/255",
-                    group="matte"),
-    ParamDescriptor("mask_threshold", "matte threshold", "double", 0.5, "matte value at which a pixel counts",
-                    minimum=0.0, maximum=1.0, group="matte"),
-    ParamDescriptor("mask_dilate", "matte dilate", "int", 0, "grow (+) or shrink (-) the mattes, pixels",
-                    minimum=-256, maximum=256, group="matte"),
-    ParamDescriptor("mask_feather", "matte feather", "double", 0.0, "soft edge of the composite, pixels",
-                    minimum=0.0, maximum=256.0, group="matte"),
-    ParamDescriptor("resample_mattes", "resample mattes", "bool", False,
-                    "let mattes of another size than the plate be resampled instead of refusing", group="matte"),
-    ParamDescriptor("handles", "handles", "int", 0, "extra frames rendered before and after the range",
-                    minimum=0, maximum=1000, group="frames"),
-    ParamDescriptor("pixel_type", "pixel type", "choice", "auto", "auto: as the plate", choices=PIXEL_TYPES,
-                    group="output"),
-    ParamDescriptor("compression", "compression", "choice", "zip", "EXR compression", choices=COMPRESSIONS,
-                    group="output"),
+    ParamDescriptor(
+        "quality", "quality", "choice", "balanced", "draft is fastest, best crops to the mask", choices=QUALITIES
+    ),
+    ParamDescriptor(
+        "crop_mode", "crop mode", "choice", "auto", "how the frame is cropped for the model", choices=CROP_MODES
+    ),
+    ParamDescriptor(
+        "quadmask", "mask is a quadmask", "bool", False, "the Mask clip already holds 0/63/127/255", group="matte"
+    ),
+    ParamDescriptor(
+        "mask_threshold",
+        "matte threshold",
+        "double",
+        0.5,
+        "matte value at which a pixel counts",
+        minimum=0.0,
+        maximum=1.0,
+        group="matte",
+    ),
+    ParamDescriptor(
+        "mask_dilate",
+        "matte dilate",
+        "int",
+        0,
+        "grow (+) or shrink (-) the mattes, pixels",
+        minimum=-256,
+        maximum=256,
+        group="matte",
+    ),
+    ParamDescriptor(
+        "mask_feather",
+        "matte feather",
+        "double",
+        0.0,
+        "soft edge of the composite, pixels",
+        minimum=0.0,
+        maximum=256.0,
+        group="matte",
+    ),
+    ParamDescriptor(
+        "resample_mattes",
+        "resample mattes",
+        "bool",
+        False,
+        "let mattes of another size than the plate be resampled instead of refusing",
+        group="matte",
+    ),
+    ParamDescriptor(
+        "handles",
+        "handles",
+        "int",
+        0,
+        "extra frames rendered before and after the range",
+        minimum=0,
+        maximum=1000,
+        group="frames",
+    ),
+    ParamDescriptor(
+        "pixel_type", "pixel type", "choice", "auto", "auto: as the plate", choices=PIXEL_TYPES, group="output"
+    ),
+    ParamDescriptor(
+        "compression", "compression", "choice", "zip", "EXR compression", choices=COMPRESSIONS, group="output"
+    ),
     ParamDescriptor("priority", "priority", "int", 0, "higher runs first", group="output"),
 )
 PARAMS_BY_NAME = {param.name: param for param in PARAMS}
@@ -279,6 +325,9 @@ class RemoveEffect:
     name: str = ""
     labels: dict = field(default_factory=dict)
     where: str = ""  # how the host names this instance in messages ("VoidRemove1")
+    # Media the job does not read directly but must never write either: the files behind an input
+    # the host renders to a temporary sequence first (a graded plate's Read, say).
+    protected: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         merged = default_params()
@@ -319,9 +368,7 @@ class RemoveEffect:
             raise errors.InvalidInput(f"{prefix}no plate: connect the {SOURCE} clip", reason="NO_SOURCE", field=SOURCE)
         params = self.checked_params()
         if self.mask is None or not self.mask.path:
-            raise errors.InvalidInput(
-                f"{prefix}no object matte: connect the {MASK} clip", reason="NO_MASK", field=MASK
-            )
+            raise errors.InvalidInput(f"{prefix}no object matte: connect the {MASK} clip", reason="NO_MASK", field=MASK)
         first, last = self.render_range()
         clips = [(SOURCE, self.source), (MASK, self.mask)]
         if self.affected is not None:
@@ -367,14 +414,16 @@ class RemoveEffect:
         if not pattern.padding:
             pattern = pattern.with_padding(4)
         sources = {}
-        for clip_name, clip in clips:
+        for clip_name, clip in [*clips, *(("upstream", clip) for clip in self.protected)]:
             for frame in range(first, last + 1):
-                sources[os.path.realpath(clip.frame_path(frame))] = clip_name
+                sources[os.path.realpath(clip.frame_path(frame))] = (
+                    f"{clip_name} clip" if clip_name != "upstream" else f"input {clip.label or clip.path}"
+                )
         for frame in range(first, last + 1):
             target = os.path.realpath(pattern.path(frame))
             if target in sources:
                 raise errors.PermissionDenied(
-                    f"{prefix}output {self.output} would overwrite frame {frame} of the {sources[target]} clip "
+                    f"{prefix}output {self.output} would overwrite frame {frame} of the {sources[target]} "
                     f"({pattern.path(frame)}); sources are never written: choose another output file name or folder",
                     reason="OUTPUT_OVERWRITES_SOURCE",
                     field="output",

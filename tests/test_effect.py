@@ -33,8 +33,20 @@ def test_descriptor_declares_general_context_clips_and_params():
     assert clips["Affected"].optional and not clips["Mask"].optional
     assert clips["Mask"].is_mask and clips["Output"].is_output
     names = {param.name for param in effect.DESCRIPTOR.params}
-    for expected in ("prompt", "backend", "passes", "steps", "guidance", "seed", "quality", "crop_mode",
-                     "mask_threshold", "mask_dilate", "mask_feather", "handles"):
+    for expected in (
+        "prompt",
+        "backend",
+        "passes",
+        "steps",
+        "guidance",
+        "seed",
+        "quality",
+        "crop_mode",
+        "mask_threshold",
+        "mask_dilate",
+        "mask_feather",
+        "handles",
+    ):
         assert expected in names
     for param in effect.PARAMS:  # every default passes its own check
         assert effect.check_param(param.name, param.default) == param.default
@@ -44,8 +56,17 @@ def test_job_spec_carries_clips_as_otio_params_and_output():
     spec = _effect(
         affected=ClipInput("/shots/sh010/shadow.####.exr", 1001, 1100, 1920, 1080),
         frames=(1010, 1020),
-        params={"prompt": "an empty road", "backend": "classical", "seed": 42, "quality": "best",
-                "crop_mode": "shot", "mask_dilate": 3, "mask_feather": 2.5, "mask_threshold": 0.25, "steps": 30},
+        params={
+            "prompt": "an empty road",
+            "backend": "classical",
+            "seed": 42,
+            "quality": "best",
+            "crop_mode": "shot",
+            "mask_dilate": 3,
+            "mask_feather": 2.5,
+            "mask_threshold": 0.25,
+            "steps": 30,
+        },
         labels={"node": "VoidRemove1"},
     ).to_job_spec()
     assert (spec.frames.first, spec.frames.last) == (1010, 1020)
@@ -135,6 +156,18 @@ def test_output_onto_the_plates_is_refused(tmp_path):
     assert RemoveEffect(plate, mask, str(shot.folder / "clean.####.exr")).validate() == (shot.first, shot.last)
     with pytest.raises(errors.InvalidInput, match="no frame number"):
         RemoveEffect(plate, mask, str(tmp_path / "clean.exr")).validate()
+
+
+def test_output_onto_files_behind_a_rendered_input_is_refused(tmp_path):
+    # A host renders a graded plate to its own sequence; the Read behind it is still a source.
+    shot = write_shot(tmp_path / "plates", frames=3)
+    rendered = ClipInput(str(tmp_path / "render" / "plate.####.exr"), shot.first, shot.last)
+    mask = ClipInput(shot.mask, shot.first, shot.last)
+    upstream = ClipInput(shot.plate, shot.first, shot.last, label="Read1")
+    with pytest.raises(errors.PermissionDenied) as caught:
+        RemoveEffect(rendered, mask, shot.plate, protected=[upstream]).validate()
+    assert "input Read1" in str(caught.value) and caught.value.file.endswith(f"plate.{shot.first:04d}.exr")
+    assert RemoveEffect(rendered, mask, shot.plate).validate() == (shot.first, shot.last)
 
 
 def test_result_from_a_job_gives_patterns_frames_and_otio():

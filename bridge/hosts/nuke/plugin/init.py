@@ -1,0 +1,21 @@
+# voidlink for Nuke: runs in every mode (GUI, `nuke -t`, render farm).
+# The installer may put the client's libraries for this Nuke's Python in python<major><minor>/ beside
+# this file; a site that installs voidlink into Nuke's Python itself needs no such folder.
+import os
+import sys
+
+_here = os.path.dirname(os.path.abspath(__file__))
+_libraries = os.path.join(_here, "python{}{}".format(*sys.version_info[:2]))
+if os.path.isdir(_libraries) and _libraries not in sys.path:
+    sys.path.insert(0, _libraries)
+_settings = os.path.join(_here, "voidlink_settings.py")
+if os.path.isfile(_settings):
+    with open(_settings) as _stream:
+        exec(compile(_stream.read(), _settings, "exec"))
+
+try:
+    from voidlink.bridge.hosts.nuke import startup as _voidlink_startup
+except ImportError as _error:
+    print(f"voidlink: not loaded ({_error}); run `voidlink install nuke` again", file=sys.stderr)
+else:
+    _voidlink_startup.install_callbacks()
