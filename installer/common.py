@@ -36,7 +36,8 @@ API
 
 `uninstall(manifest) -> list[str]`
     Undo a manifest: take out its blocks, delete its files (a file changed since the install is
-    kept and reported), then its folders when empty, and the manifest itself.
+    kept and reported), the manifest itself, then its folders when empty (bytecode caches that
+    Python wrote beside installed modules go with them).
 
 `pip_target_command(target, requirements, python_version, platform=None, python=None) -> list[str]`
     The pip command line that installs `requirements` as binary wheels for another Python
@@ -311,6 +312,7 @@ def uninstall(manifest: Manifest) -> list:
         folder = Path(name)
         if not folder.is_dir():
             continue
+        _remove_bytecode(folder)
         try:
             folder.rmdir()
         except OSError:
@@ -320,6 +322,20 @@ def uninstall(manifest: Manifest) -> list:
     if removed_dirs:
         actions.append(f"deleted {removed_dirs} folders voidlink had created (under {manifest.root.parent})")
     return actions
+
+
+def _remove_bytecode(folder: Path) -> None:
+    # Python writes __pycache__ beside the modules we installed when the host imports them: ours too.
+    cache = folder / "__pycache__"
+    if not cache.is_dir():
+        return
+    for item in cache.iterdir():
+        if item.is_file() and item.suffix == ".pyc":
+            item.unlink()
+    try:
+        cache.rmdir()
+    except OSError:
+        pass
 
 
 def pip_target_command(

@@ -1,13 +1,14 @@
 # voidlink for Nuke: runs in every mode (GUI, `nuke -t`, render farm).
-# The installer may put the client's libraries for this Nuke's Python in python<major><minor>/ beside
-# this file; a site that installs voidlink into Nuke's Python itself needs no such folder.
+# `voidlink install nuke` puts the client in lib/ and its compiled dependencies for each Nuke Python in
+# python<major><minor>/ beside this file; a site that installs voidlink into Nuke's Python needs neither.
 import os
 import sys
 
 _here = os.path.dirname(os.path.abspath(__file__))
-_libraries = os.path.join(_here, "python{}{}".format(*sys.version_info[:2]))
-if os.path.isdir(_libraries) and _libraries not in sys.path:
-    sys.path.insert(0, _libraries)
+for _folder in ("python{}{}".format(*sys.version_info[:2]), "lib"):
+    _folder = os.path.join(_here, _folder)
+    if os.path.isdir(_folder) and _folder not in sys.path:
+        sys.path.insert(0, _folder)
 _settings = os.path.join(_here, "voidlink_settings.py")
 if os.path.isfile(_settings):
     with open(_settings) as _stream:

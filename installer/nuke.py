@@ -1,0 +1,169 @@
+"""`voidlink install nuke`: a plugin folder on Nuke's plugin path, with the client built for Nuke's Python.
+
+The plugin folder (default `~/.nuke/voidlink`) holds:
+
+    init.py, menu.py            what Nuke runs at start-up (from voidlink/bridge/hosts/nuke/plugin)
+    voidlink_settings.py        how Nuke starts a daemon: this environment's `python -m voidlink`
+    lib/voidlink/               the client: voidlink.errors, voidlink.protos, voidlink.bridge (pure Python)
+    python39/, python310/, ...  grpcio and protobuf wheels for each Nuke's Python (pip --target)
+
+With `--user` a marked block in `~/.nuke/init.py` adds the folder with `nuke.pluginAddPath`; with
+`--path DIR` nothing outside DIR is touched and the command says how to put DIR on `NUKE_PATH`.
+Everything written is recorded in the folder's manifest, so `uninstall` removes exactly that.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from pathlib import Path
+from typing import Optional
+
+from voidlink.installer import common
+
+# Nuke major version -> its Python (Foundry's VFX-reference-platform builds).
+NUKE_PYTHONS = {"14": "3.9", "15": "3.10", "16": "3.11"}
+CLIENT_DEPENDENCIES = ("grpcio", "grpcio-health-checking", "protobuf")
+BLOCK_NAME = "nuke plugin"
+
+
+def default_path() -> Path:
+    return Path.home() / ".nuke" / "voidlink"
+
+
+def nuke_init_file() -> Path:
+    return Path.home() / ".nuke" / "init.py"
+
+
+def requirements() -> list:
+    """The client's dependencies with the version bounds this voidlink was built against."""
+    try:
+        declared = importlib.metadata.requires("voidlink") or []
+    except importlib.metadata.PackageNotFoundError:
+        declared = []
+    found = []
+    for name in CLIENT_DEPENDENCIES:
+        spec = next((r for r in declared if r.split(">")[0].split("=")[0].split(";")[0].strip() == name), name)
+        found.append(spec.split(";")[0].strip())
+    return found
+
+
+def python_versions(nuke_versions: Optional[list] = None) -> list:
+    """The Python versions (\"3.10\") of the given Nuke majors (all supported ones when None)."""
+    versions = []
+    for version in nuke_versions or sorted(NUKE_PYTHONS, key=int):
+        major = str(version).split(".")[0]
+        if major not in NUKE_PYTHONS:
+            raise common.InstallError(
+                f"Nuke {version} is not supported: choose {', '.join(sorted(NUKE_PYTHONS, key=int))}"
+            )
+        if NUKE_PYTHONS[major] not in versions:
+            versions.append(NUKE_PYTHONS[major])
+    return versions
+
+
+def libraries_folder(path: Path, python_version: str) -> Path:
+    """Where the plugin's init.py looks for this Python's wheels (python310 for 3.10)."""
+    return Path(path) / ("python" + python_version.replace(".", ""))
+
+
+def dependency_commands(path: Path, python_versions_: list, python: Optional[str] = None) -> list:
+    """The pip command lines that install the client's dependencies for each Nuke Python."""
+    reqs = requirements()
+    return [
+        common.pip_target_command(libraries_folder(path, version), reqs, version, python=python)
+        for version in python_versions_
+    ]
+
+
+def _client_sources() -> list:
+    """(source folder or file, destination relative to lib/voidlink) for the pure-Python client."""
+    import voidlink.bridge
+    import voidlink.protos
+
+    import voidlink
+
+    package = Path(voidlink.__file__).parent
+    return [
+        (package / "__init__.py", Path("__init__.py")),
+        (package / "errors.py", Path("errors.py")),
+        (Path(voidlink.protos.__file__).parent, Path("protos")),
+        (Path(voidlink.bridge.__file__).parent, Path("bridge")),
+    ]
+
+
+def _settings_text() -> str:
+    command = f"{sys.executable} -m voidlink"
+    return (
+        "# Written by `voidlink install nuke`: how Nuke starts a local voidlink daemon when none answers.\n"
+        "import os\n\n"
+        f"os.environ.setdefault('VOIDLINK_DAEMON', {command!r})\n"
+    )
+
+
+def _init_block(path: Path) -> str:
+    return f"import nuke\n\nnuke.pluginAddPath({str(path)!r})\n"
+
+
+def install(
+    path: Path,
+    user: bool = False,
+    nuke_versions: Optional[list] = None,
+    skip_dependencies: bool = False,
+    python: Optional[str] = None,
+    **_other,
+) -> list:
+    """Install the plugin folder at `path`; with `user`, also register it in ~/.nuke/init.py."""
+    from voidlink.bridge.hosts.nuke import PLUGIN_DIR
+
+    path = Path(path).expanduser().absolute()
+    versions = python_versions(nuke_versions)
+    manifest = common.Manifest.load(path)
+    actions = common.make_dirs(path, manifest)
+    for name in ("init.py", "menu.py"):
+        actions.append(common.write_file(path / name, (PLUGIN_DIR / name).read_bytes(), manifest))
+    actions.append(common.write_file(path / "voidlink_settings.py", _settings_text(), manifest))
+    library = path / "lib" / "voidlink"
+    for source, target in _client_sources():
+        if source.is_dir():
+            actions += common.copy_tree(source, library / target, manifest)
+        else:
+            actions.append(common.write_file(library / target, source.read_bytes(), manifest))
+    installed = manifest.extra.setdefault("dependencies", {})
+    reqs = requirements()
+    for version, command in zip(versions, dependency_commands(path, versions, python)):
+        folder = libraries_folder(path, version)
+        if skip_dependencies:
+            actions.append(
+                f"skipped the client's dependencies for Python {version}; they would be: {' '.join(command)}"
+            )
+            continue
+        if installed.get(version) == reqs and folder.is_dir():
+            actions.append(f"{folder}: {', '.join(reqs)} for Python {version} already installed")
+            continue
+        actions += common.make_dirs(folder, manifest)
+        common.run_command(command)
+        common.record_tree(folder, manifest)
+        installed[version] = reqs
+        actions.append(f"installed {', '.join(reqs)} for Python {version} (Nuke {_nukes(version)}) into {folder}")
+    if user:
+        actions.append(common.write_block(nuke_init_file(), BLOCK_NAME, _init_block(path), manifest))
+    else:
+        actions.append(
+            f"to load it, put {path} on Nuke's plugin path: export NUKE_PATH={path}${{NUKE_PATH:+:$NUKE_PATH}} "
+            f"(Windows: set NUKE_PATH={path};%NUKE_PATH%), or add nuke.pluginAddPath({str(path)!r}) to an init.py"
+        )
+    manifest.save()
+    return actions
+
+
+def _nukes(python_version: str) -> str:
+    return "/".join(major for major, version in NUKE_PYTHONS.items() if version == python_version)
+
+
+def uninstall(path: Path) -> list:
+    path = Path(path).expanduser().absolute()
+    manifest = common.Manifest.load(path)
+    if not manifest.installed:
+        return [f"nothing to remove: no voidlink install recorded at {path}"]
+    return common.uninstall(manifest)

@@ -1,0 +1,158 @@
+"""`voidlink install/uninstall`: into a temporary home, twice each, leaving no trace; shared helpers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import tree_digest
+from voidlink.installer import common
+from voidlink.installer import nuke as nuke_installer
+
+from voidlink import installer
+from voidlink.cli import main
+
+FAKES = Path(__file__).resolve().parent / "fakes"
+USER_INIT = "# my studio setup\nimport nuke\nnuke.pluginAddPath('/studio/tools')\n"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    folder = tmp_path / "home"
+    (folder / ".nuke").mkdir(parents=True)
+    (folder / ".nuke" / "init.py").write_text(USER_INIT)
+    (folder / ".nuke" / "menu.py").write_text("# the user's menu\n")
+    monkeypatch.setenv("HOME", str(folder))
+    return folder
+
+
+def _run(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+def test_install_twice_then_uninstall_twice_leaves_no_trace(home, capsys):
+    before = tree_digest(home)
+    plugin = home / ".nuke" / "voidlink"
+
+    first = _run(capsys, "install", "nuke", "--user", "--skip-dependencies")
+    assert f"voidlink install nuke ({plugin})" in first
+    assert "added the voidlink block 'nuke plugin'" in first
+    for name in (
+        "init.py",
+        "menu.py",
+        "voidlink_settings.py",
+        "lib/voidlink/bridge/client.py",
+        "lib/voidlink/bridge/hosts/nuke/jobs.py",
+        "lib/voidlink/protos/voidlink/v1/voidlink_pb2.py",
+    ):
+        assert (plugin / name).is_file(), name
+    init_text = (home / ".nuke" / "init.py").read_text()
+    assert init_text.startswith(USER_INIT)  # the user's own lines are kept byte for byte
+    assert f"nuke.pluginAddPath({str(plugin)!r})" in init_text
+    after_first = tree_digest(home)
+
+    second = _run(capsys, "install", "nuke", "--skip-dependencies")
+    assert "voidlink block 'nuke plugin' unchanged" in second and "wrote" not in second
+    assert tree_digest(home) == after_first
+    assert init_text.count(">>> voidlink nuke plugin >>>") == 1
+
+    # Nuke starts: ~/.nuke/init.py adds the plugin folder, whose init.py loads the installed client.
+    started = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import runpy, sys\n"
+                f"sys.path.insert(0, {str(FAKES)!r})\n"
+                "import nuke\n"
+                f"runpy.run_path({str(home / '.nuke' / 'init.py')!r})\n"
+                "import os\n"
+                "for folder in nuke.pluginPath():  # Nuke runs each plugin folder's init.py\n"
+                "    if os.path.isfile(folder + '/init.py'):\n"
+                "        runpy.run_path(folder + '/init.py')\n"
+                "import voidlink.bridge.hosts.nuke.startup as startup\n"
+                "print(startup.__file__)\n"
+                "print(os.environ['VOIDLINK_DAEMON'])\n"
+                "print(len(nuke._session.on_script_load))\n"
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=str(home),
+        timeout=60,
+    )
+    assert started.returncode == 0, started.stderr
+    module_file, daemon_command, callbacks = started.stdout.split("\n")[:3]
+    assert module_file.startswith(str(plugin / "lib" / "voidlink"))  # Python wrote __pycache__ in there
+    assert daemon_command == f"{sys.executable} -m voidlink" and callbacks == "1"
+
+    removed = _run(capsys, "uninstall", "nuke")
+    assert "removed the voidlink block 'nuke plugin'" in removed
+    assert tree_digest(home) == before and not plugin.exists()
+    assert sorted(p.name for p in (home / ".nuke").iterdir()) == ["init.py", "menu.py"]
+    again = _run(capsys, "uninstall", "nuke", "--user")
+    assert "nothing to remove" in again and tree_digest(home) == before
+
+
+def test_install_into_a_folder_touches_nothing_else_and_says_how_to_load_it(home, tmp_path, capsys):
+    before = tree_digest(home)
+    (tmp_path / "studio" / "nuke_plugins").mkdir(parents=True)
+    studio = tmp_path / "studio" / "nuke_plugins" / "voidlink"
+    out = _run(capsys, "install", "nuke", "--path", str(studio), "--skip-dependencies", "--nuke-version", "15")
+    assert f"export NUKE_PATH={studio}" in out
+    assert "--python-version 3.10" in out and "--python-version 3.9" not in out
+    assert tree_digest(home) == before and (studio / "init.py").is_file()
+    out = _run(capsys, "uninstall", "nuke", "--path", str(studio))
+    assert not studio.exists() and (tmp_path / "studio" / "nuke_plugins").is_dir()  # only what it created goes
+
+
+def test_dependency_command_targets_each_nuke_python(tmp_path):
+    commands = nuke_installer.dependency_commands(tmp_path, nuke_installer.python_versions(["14", "16"]))
+    assert len(commands) == 2
+    for command, version, folder in ((commands[0], "3.9", "python39"), (commands[1], "3.11", "python311")):
+        assert command[:4] == [sys.executable, "-m", "pip", "install"]
+        assert command[command.index("--target") + 1] == str(tmp_path / folder)
+        assert command[command.index("--python-version") + 1] == version
+        assert "--only-binary=:all:" in command and command[command.index("--implementation") + 1] == "cp"
+        names = [arg for arg in command if arg.startswith(("grpcio", "protobuf"))]
+        assert names == ["grpcio>=1.78", "grpcio-health-checking>=1.78", "protobuf>=6.31.1"]
+    with pytest.raises(common.InstallError, match="Nuke 12 is not supported"):
+        nuke_installer.python_versions(["12"])
+
+
+def test_a_target_that_does_not_import_is_reported(monkeypatch, capsys):
+    monkeypatch.setitem(installer.TARGETS, "resolve", "voidlink.installer.not_there")
+    assert main(["install", "resolve"]) == 2
+    err = capsys.readouterr().err
+    assert "the resolve installer is not available" in err and "not_there" in err
+
+
+def test_blocks_keep_the_rest_of_the_file_and_uninstall_keeps_changed_files(tmp_path):
+    root = tmp_path / "plugin"
+    init = tmp_path / "init.py"
+    init.write_text("a = 1\nb = 2")  # no final newline
+    manifest = common.Manifest.load(root)
+    common.make_dirs(root, manifest)
+    assert "added" in common.write_block(init, "demo", "x = 1", manifest)
+    assert "updated" in common.write_block(init, "demo", "x = 2\n", manifest)
+    assert common.read_block(init, "demo") == "x = 2\n"
+    common.write_file(root / "kept.txt", "ours", manifest)
+    common.write_file(root / "gone.txt", "ours", manifest)
+    pip_tree = root / "python310" / "grpc"  # what pip --target writes is recorded after the fact
+    pip_tree.mkdir(parents=True)
+    (pip_tree / "__init__.py").write_text("")
+    common.record_tree(root / "python310", manifest)
+    manifest.save()
+    (root / "kept.txt").write_text("edited by the user")
+
+    actions = common.uninstall(common.Manifest.load(root))
+    assert init.read_text() == "a = 1\nb = 2\n"
+    assert any("kept" in a and "kept.txt" in a for a in actions)
+    assert sorted(p.name for p in root.iterdir()) == ["kept.txt"]
+
+    init.write_text("# >>> voidlink demo >>>\nx = 1\n")
+    with pytest.raises(common.InstallError, match="no end line"):
+        common.write_block(init, "demo", "x = 3")
