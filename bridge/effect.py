@@ -186,6 +186,22 @@ def default_params() -> dict:
     return {param.name: param.default for param in PARAMS}
 
 
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off", "")
+
+
+def _boolean(value: Any) -> bool:
+    # bool("false") is True: hosts and command lines hand strings, so words are read, not their truth.
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE_WORDS or word in _FALSE_WORDS:
+            return word in _TRUE_WORDS
+        raise ValueError("use true or false")
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
+    raise ValueError("use true or false")
+
+
 def check_param(name: str, value: Any, where: str = "") -> Any:
     """`value` converted to the parameter's type; raises InvalidInput naming the parameter (and `where`)."""
     label = f"{where}: " if where else ""
@@ -207,7 +223,7 @@ def check_param(name: str, value: Any, where: str = "") -> Any:
         elif param.kind == "double":
             converted = float(value)
         else:
-            converted = bool(value)
+            converted = _boolean(value)
     except (TypeError, ValueError) as exc:
         raise errors.InvalidInput(
             f"{label}parameter '{name}' = {value!r} is not a valid {param.kind} ({exc})", reason="BAD_VALUE", field=name
@@ -341,7 +357,11 @@ class RemoveEffect:
         return {name: check_param(name, value, self.where) for name, value in self.params.items()}
 
     def render_range(self) -> tuple:
-        """Inclusive (first, last) the job renders, handles included."""
+        """Inclusive (first, last) the job renders, handles included.
+
+        Without `frames` the job renders the Source clip's whole range: there is nothing beyond it
+        for handles to take, so they widen only an explicit range.
+        """
         handles = check_param("handles", self.params["handles"], self.where)
         if self.frames is not None:
             first, last = int(self.frames[0]), int(self.frames[1])

@@ -120,9 +120,18 @@ def test_bad_params_are_refused_by_name():
         ({"steps": 2.5}, "steps"),
         ({"guidance": "lots"}, "guidance"),
         ({"typo_param": 1}, "unknown parameter 'typo_param'"),
+        ({"resample_mattes": "maybe"}, "resample_mattes"),
     ):
         with pytest.raises(errors.InvalidInput, match=fragment):
             _effect(params=params).to_job_spec()
+
+
+def test_boolean_params_read_words_not_truthiness():
+    assert effect.check_param("quadmask", "false") is False
+    assert effect.check_param("quadmask", "Yes") is True
+    assert effect.check_param("resample_mattes", 1) is True
+    with pytest.raises(errors.InvalidInput, match="quadmask"):
+        effect.check_param("quadmask", 2)
 
 
 def test_missing_clips_are_refused():
