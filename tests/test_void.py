@@ -113,8 +113,8 @@ def tiny_components(seed: int = 0):
         time_embed_dim=8,
         text_embed_dim=16,
         num_layers=1,
-        sample_width=4,
-        sample_height=4,
+        sample_width=16,
+        sample_height=16,
         sample_frames=9,
         patch_size=2,
         patch_size_t=2,
@@ -235,6 +235,9 @@ def test_pipeline_shapes_windows_and_explicit_latents():
     torch.testing.assert_close(again.latents, out.latents)
     with pytest.raises(ValueError, match="latents must have shape"):
         pipe(video, quadmask, prompt_embeds=embeds, num_inference_steps=1, latents=latents[:, :2], **TINY)
+    with pytest.raises(ValueError, match="larger than the transformer's positional grid allows"):
+        big = np.zeros((9, 144, 144, 3), np.float32)
+        pipe(big, np.zeros((9, 144, 144), np.uint8), prompt_embeds=embeds, num_inference_steps=1, **TINY)
     with pytest.raises(ValueError, match="multiples of 16"):
         pipe(video[:, :24], quadmask[:, :24], prompt_embeds=embeds, **TINY)
 

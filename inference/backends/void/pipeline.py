@@ -184,13 +184,20 @@ class VoidPipeline(DiffusionPipeline):
         grid = (height // (self.vae_scale_factor_spatial * p), width // (self.vae_scale_factor_spatial * p))
         # CogVideoX 1.5 (patch_size_t set): "slice" grids over the base sample size, as the reference.
         p_t = config.patch_size_t or 1
+        most = (config.sample_height // p, config.sample_width // p)
+        if grid[0] > most[0] or grid[1] > most[1]:
+            limit = (most[1] * p * self.vae_scale_factor_spatial, most[0] * p * self.vae_scale_factor_spatial)
+            raise ValueError(
+                f"{width}x{height} is larger than the transformer's positional grid allows "
+                f"({limit[0]}x{limit[1]}, from sample_width/sample_height in its config)"
+            )
         return get_3d_rotary_pos_embed(
             embed_dim=config.attention_head_dim,
             crops_coords=None,
             grid_size=grid,
             temporal_size=(latent_frames + p_t - 1) // p_t,
             grid_type="slice",
-            max_size=(config.sample_height // p, config.sample_width // p),
+            max_size=most,
             device=device,
         )
 
