@@ -114,12 +114,34 @@ def install(
     **_other,
 ) -> list:
     """Install the plugin folder at `path`; with `user`, also register it in ~/.nuke/init.py."""
-    from voidlink.bridge.hosts.nuke import PLUGIN_DIR
-
     path = Path(path).expanduser().absolute()
     versions = python_versions(nuke_versions)
     manifest = common.Manifest.load(path)
-    actions = common.make_dirs(path, manifest)
+    actions: list = []
+    try:
+        _install_files(path, manifest, actions)
+        _install_dependencies(path, versions, skip_dependencies, python, manifest, actions)
+        if user:
+            actions.append(common.write_block(nuke_init_file(), BLOCK_NAME, _init_block(path), manifest))
+        else:
+            actions.append(
+                f"to load it, put {path} on Nuke's plugin path: export NUKE_PATH={path}${{NUKE_PATH:+:$NUKE_PATH}} "
+                f"(Windows: set NUKE_PATH={path};%NUKE_PATH%), or add nuke.pluginAddPath({str(path)!r}) to an init.py"
+            )
+    except common.InstallError as error:
+        raise common.InstallError(
+            f"{error}\nNuke was not set up to load {path}; `voidlink uninstall nuke` removes what was written so far"
+        ) from None
+    finally:
+        if path.is_dir():  # even a half-done install is recorded, so uninstall can take it out
+            manifest.save()
+    return actions
+
+
+def _install_files(path: Path, manifest: common.Manifest, actions: list) -> None:
+    from voidlink.bridge.hosts.nuke import PLUGIN_DIR
+
+    actions += common.make_dirs(path, manifest)
     for name in ("init.py", "menu.py"):
         actions.append(common.write_file(path / name, (PLUGIN_DIR / name).read_bytes(), manifest))
     actions.append(common.write_file(path / "voidlink_settings.py", _settings_text(), manifest))
@@ -129,32 +151,28 @@ def install(
             actions += common.copy_tree(source, library / target, manifest)
         else:
             actions.append(common.write_file(library / target, source.read_bytes(), manifest))
+
+
+def _install_dependencies(
+    path: Path, versions: list, skip: bool, python: Optional[str], manifest: common.Manifest, actions: list
+) -> None:
     installed = manifest.extra.setdefault("dependencies", {})
     reqs = requirements()
     for version, command in zip(versions, dependency_commands(path, versions, python)):
         folder = libraries_folder(path, version)
-        if skip_dependencies:
-            actions.append(
-                f"skipped the client's dependencies for Python {version}; they would be: {' '.join(command)}"
-            )
+        if skip:
+            actions.append(f"skipped the client's libraries for Python {version}; to add them: {' '.join(command)}")
             continue
         if installed.get(version) == reqs and folder.is_dir():
             actions.append(f"{folder}: {', '.join(reqs)} for Python {version} already installed")
             continue
         actions += common.make_dirs(folder, manifest)
-        common.run_command(command)
-        common.record_tree(folder, manifest)
+        try:
+            common.run_command(command)
+        finally:
+            common.record_tree(folder, manifest)  # whatever pip wrote, even when it failed half way
         installed[version] = reqs
         actions.append(f"installed {', '.join(reqs)} for Python {version} (Nuke {_nukes(version)}) into {folder}")
-    if user:
-        actions.append(common.write_block(nuke_init_file(), BLOCK_NAME, _init_block(path), manifest))
-    else:
-        actions.append(
-            f"to load it, put {path} on Nuke's plugin path: export NUKE_PATH={path}${{NUKE_PATH:+:$NUKE_PATH}} "
-            f"(Windows: set NUKE_PATH={path};%NUKE_PATH%), or add nuke.pluginAddPath({str(path)!r}) to an init.py"
-        )
-    manifest.save()
-    return actions
 
 
 def _nukes(python_version: str) -> str:

@@ -156,3 +156,15 @@ def test_blocks_keep_the_rest_of_the_file_and_uninstall_keeps_changed_files(tmp_
     init.write_text("# >>> voidlink demo >>>\nx = 1\n")
     with pytest.raises(common.InstallError, match="no end line"):
         common.write_block(init, "demo", "x = 3")
+
+
+def test_a_failed_dependency_install_is_reported_and_still_uninstalls(home):
+    before = tree_digest(home)
+    plugin = home / ".nuke" / "voidlink"
+    with pytest.raises(common.InstallError) as caught:
+        nuke_installer.install(plugin, user=True, nuke_versions=["15"], python=str(home / "no-such-python"))
+    assert "cannot run" in str(caught.value) and "voidlink uninstall nuke" in str(caught.value)
+    assert (plugin / "init.py").is_file()
+    assert "voidlink" not in (home / ".nuke" / "init.py").read_text()  # Nuke was not pointed at it
+    nuke_installer.uninstall(plugin)
+    assert tree_digest(home) == before and not plugin.exists()
