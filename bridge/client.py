@@ -426,6 +426,8 @@ class Client:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # outlives the host application that started it
                 close_fds=True,
+                # Not the caller's folder: `-m voidlink` from a checkout would import the unmapped source tree.
+                cwd=os.fspath(log_dir),
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -104,6 +104,7 @@ def _daemon(client, data_dir: Path, log):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        cwd=str(data_dir),  # `-m voidlink` from a checkout would import the source tree, not the install
     )
     address = _wait_for_address(process)
     log(f"started a voidlink daemon for the demo at {address} (pid {process.pid})")
