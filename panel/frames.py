@@ -1,0 +1,127 @@
+"""Frames for the viewer: read through the media layer, shown through a display transform.
+
+Plates are scene-linear EXRs more often than not; drawn as they are they look dark and clip. The
+display transform is the model space's own sRGB encoding with its highlight roll-off, so what the
+viewer shows is what the backends see. Movies are already display-referred and pass through.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from voidlink.protos.clips import SequencePattern, is_movie
+
+# Quadmask values and the colours the preview paints them in (RGB 0–1): red what goes, amber where
+# the object meets its effect, blue what the effect touches; keep (255) shows the plate untouched.
+QUADMASK_COLOURS = {
+    0: (0.95, 0.15, 0.15),
+    63: (1.0, 0.65, 0.0),
+    127: (0.2, 0.45, 1.0),
+}
+
+
+@dataclass
+class Picture:
+    """One frame ready to draw: display-referred RGB uint8 (H, W, 3)."""
+
+    rgb: np.ndarray
+    frame: int
+    path: str
+
+
+def to_display(pixels: np.ndarray, linear: bool = True, exposure: float = 0.0) -> np.ndarray:
+    """Float RGB (scene-linear unless `linear` is False) → display sRGB uint8, highlights rolled off."""
+    from voidlink.inference.media.colour import roll_off, srgb_encode
+
+    rgb = np.asarray(pixels, np.float32)
+    if rgb.ndim == 2:
+        rgb = rgb[..., None]
+    if rgb.shape[2] == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+    rgb = rgb[..., :3]
+    if linear:
+        rgb = roll_off(srgb_encode(rgb * np.float32(2.0**exposure)))
+    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+class ClipReader:
+    """Frames of one sequence pattern, single image or movie, by frame number."""
+
+    def __init__(self, path: str, movie_first_frame: int = 1) -> None:
+        self.path = path
+        self.movie = is_movie(path)
+        self.pattern = None if self.movie else SequencePattern.parse(path)
+        self.movie_first_frame = movie_first_frame
+        self._capture = None
+
+    def file_for(self, frame: int) -> str:
+        if self.pattern is None:
+            return self.path
+        if self.pattern.discover_padding or not self.pattern.padding:
+            from voidlink.inference.media.sequence import discover
+            from voidlink.protos.clips import ClipMedia
+
+            self.pattern = discover(ClipMedia(self.path)).pattern or self.pattern
+        return self.pattern.path(frame)
+
+    def exists(self, frame: int) -> bool:
+        try:
+            return os.path.isfile(self.file_for(frame))
+        except Exception:  # a pattern whose folder is gone
+            return False
+
+    def read(self, frame: int, matte: bool = False) -> tuple[np.ndarray, bool]:
+        """(pixels float32 (H, W, C), scene_linear) for `frame`; raises the media layer's errors."""
+        if self.movie:
+            import cv2
+            from voidlink.inference.media.image import read_movie_frame
+
+            if self._capture is None:
+                self._capture = cv2.VideoCapture(self.path)
+            pixels = read_movie_frame(self._capture, self.path, frame - self.movie_first_frame, "viewer", frame)
+            return (pixels.mean(axis=2, keepdims=True) if matte else pixels), False
+        from voidlink.inference.media.image import read_image
+
+        path = self.file_for(frame)
+        image = read_image(path, "alpha" if matte else "rgb", matte=matte, field="viewer", frame=frame)
+        linear = not path.lower().endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dpx"))
+        return image.pixels, linear
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+
+def quadmask_overlay(plate_rgb: np.ndarray, quadmask: np.ndarray, opacity: float = 0.55) -> np.ndarray:
+    """The plate (display uint8) with each non-keep quadmask value tinted in its colour."""
+    out = plate_rgb.astype(np.float32) / 255.0
+    for value, colour in QUADMASK_COLOURS.items():
+        where = quadmask == value
+        out[where] = out[where] * (1 - opacity) + np.array(colour, np.float32) * opacity
+    return (out * 255.0 + 0.5).astype(np.uint8)
+
+
+def build_quadmask(
+    mask: np.ndarray,
+    affected: Optional[np.ndarray],
+    is_quadmask: bool = False,
+    threshold: float = 0.0,
+    dilate: int = 0,
+) -> np.ndarray:
+    """The quadmask the daemon would build from these mattes (its own code: the media layer's)."""
+    from voidlink.inference.media import quadmask
+    from voidlink.inference.media.quadmask import MatteSettings
+    from voidlink.protos import pb
+
+    m = mask[..., 0] if mask.ndim == 3 else mask
+    if is_quadmask:
+        return quadmask.snap(m)[0]
+    settings = MatteSettings.from_options(pb.MatteOptions(threshold=threshold, dilate=dilate))
+    a = None
+    if affected is not None:
+        a = affected[..., 0] if affected.ndim == 3 else affected
+    return quadmask.from_mattes(m, a, settings)

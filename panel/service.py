@@ -1,0 +1,169 @@
+"""The panel's only road to the daemon: every gRPC call runs on a worker thread, results come back as signals.
+
+Qt delivers a signal emitted on a worker thread to receivers on the GUI thread as a queued call,
+so the event loop never waits on the network: a slow or absent daemon shows up as a late or an
+error signal, never as a frozen host.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Optional, Union
+
+from voidlink.bridge.client import TERMINAL, Client, state_name
+from voidlink.protos import pb
+
+from voidlink import errors
+
+from .qt import QtCore, Signal
+
+
+class JobService(QtCore.QObject):
+    """Submit, watch, cancel and list jobs of one daemon without blocking the caller."""
+
+    submitted = Signal(object)  # pb.Job
+    submit_failed = Signal(object)  # errors.VoidlinkError
+    progress = Signal(object)  # pb.JobEvent
+    finished = Signal(object)  # pb.Job, in a terminal state
+    jobs_listed = Signal(list)  # [pb.Job]
+    failed = Signal(str)  # a call other than submit went wrong: the message to show
+    info_ready = Signal(object)  # pb.GetInfoResponse
+    job_ready = Signal(object)  # pb.Job asked for with `fetch`
+
+    def __init__(self, address: Optional[str] = None, parent: Optional[QtCore.QObject] = None) -> None:
+        super().__init__(parent)
+        self.client = Client(address, connect_timeout=3.0)
+        self._watched: set[str] = set()
+        self._lock = threading.Lock()
+        self._listing = False
+        self._closed = threading.Event()
+
+    @property
+    def address(self) -> str:
+        return self.client.address
+
+    def _run(self, work: Callable[[], None], name: str) -> threading.Thread:
+        def guarded() -> None:
+            try:
+                work()
+            except (ValueError, RuntimeError):
+                # grpc refuses calls on a channel closed under a running worker, and Qt on a deleted
+                # receiver: both only once the panel is closing, when nobody waits for the answer.
+                if not self._closed.is_set():
+                    raise
+
+        thread = threading.Thread(target=guarded, name=f"voidlink-panel-{name}", daemon=True)
+        thread.start()
+        return thread
+
+    def submit(self, spec: Union[pb.JobSpec, Callable[[], pb.JobSpec]]) -> threading.Thread:
+        """Submit a spec; or a callable, run first on the worker (it writes roto mattes), whose spec is submitted."""
+
+        def work() -> None:
+            try:
+                job = self.client.submit(spec() if callable(spec) else spec)
+            except errors.VoidlinkError as error:
+                self.submit_failed.emit(error)
+                return
+            except OSError as error:  # writing roto mattes: a full disk, a read-only folder
+                self.submit_failed.emit(
+                    errors.PermissionDenied(f"cannot write {error.filename or 'the mattes'}: {error.strerror or error}")
+                )
+                return
+            self.submitted.emit(job)
+            self.watch(job.id)
+
+        return self._run(work, "submit")
+
+    def watch(self, job_id: str) -> Optional[threading.Thread]:
+        """Follow one job's events until it ends (once per job, however often it is asked)."""
+        with self._lock:
+            if job_id in self._watched:
+                return None
+            self._watched.add(job_id)
+
+        def work() -> None:
+            try:
+                while not self._closed.is_set():
+                    for event in self.client.watch(job_id):
+                        if self._closed.is_set():
+                            return
+                        self.progress.emit(event)
+                        if event.state in TERMINAL:
+                            self.finished.emit(self.client.get(job_id))
+                            return
+                    # The stream ended before the job did (daemon restarting): look, then watch again.
+                    job = self.client.get(job_id)
+                    if job.state in TERMINAL:
+                        self.finished.emit(job)
+                        return
+                    time.sleep(0.5)
+            except errors.VoidlinkError as error:
+                self.failed.emit(f"watching job {job_id}: {error}")
+            finally:
+                with self._lock:
+                    self._watched.discard(job_id)
+
+        return self._run(work, f"watch-{job_id}")
+
+    def cancel(self, job_id: str) -> threading.Thread:
+        def work() -> None:
+            try:
+                self.client.cancel(job_id)
+            except errors.VoidlinkError as error:
+                self.failed.emit(f"cancelling job {job_id}: {error}")
+
+        return self._run(work, "cancel")
+
+    def resubmit(self, job: pb.Job) -> threading.Thread:
+        """The same spec again, as a new job (the old one and its result stay as they are)."""
+        spec = pb.JobSpec()
+        spec.CopyFrom(job.spec)
+        return self.submit(spec)
+
+    def refresh(self, limit: int = 200) -> Optional[threading.Thread]:
+        """List jobs; a refresh asked for while one is under way is dropped, not queued."""
+        with self._lock:
+            if self._listing:
+                return None
+            self._listing = True
+
+        def work() -> None:
+            try:
+                self.jobs_listed.emit(self.client.jobs(limit=limit))
+            except errors.VoidlinkError as error:
+                self.failed.emit(str(error))
+            finally:
+                with self._lock:
+                    self._listing = False
+
+        return self._run(work, "list")
+
+    def fetch(self, job_id: str) -> threading.Thread:
+        def work() -> None:
+            try:
+                self.job_ready.emit(self.client.get(job_id))
+            except errors.VoidlinkError as error:
+                self.failed.emit(str(error))
+
+        return self._run(work, "get")
+
+    def fetch_info(self) -> threading.Thread:
+        def work() -> None:
+            try:
+                self.info_ready.emit(self.client.info())
+            except errors.VoidlinkError as error:
+                self.failed.emit(str(error))
+
+        return self._run(work, "info")
+
+    def close(self) -> None:
+        """Stop following jobs. The channel is left to the garbage collector: closing it under grpc's own
+        connectivity poller (still waiting on an absent daemon) makes that thread fail."""
+        self._closed.set()
+
+
+def describe_state(job: pb.Job) -> str:
+    return state_name(job.state)

@@ -1,0 +1,121 @@
+"""Checks a job form runs before it submits, worded as the daemon words them.
+
+The daemon is the authority (it may see other disks than the panel does, and it checks more, such
+as image sizes and colour spaces); these checks catch on the spot what a user most often gets
+wrong, with the same field names and the same messages the daemon would send back a moment later.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from voidlink.protos import pb
+from voidlink.protos.clips import SequencePattern, clip_media
+
+from voidlink.errors import InvalidInput, NotFound, PermissionDenied, VoidlinkError
+
+# Which form field each part of a spec comes from, for pointing at the widget to fix.
+FORM_FIELDS = {
+    "spec.source": "plate",
+    "spec.mask": "mask",
+    "spec.affected": "affected",
+    "spec.frames": "frames",
+    "spec.output": "output",
+    "spec.params.backend": "backend",
+    "spec.params.prompt": "prompt",
+}
+
+
+def form_field(spec_field: str) -> str:
+    """The form field a daemon error's `field` points at ("spec.mask.otio_json" → "mask")."""
+    for prefix, name in FORM_FIELDS.items():
+        if spec_field.startswith(prefix):
+            return name
+    return ""
+
+
+def _frames_of(clip: pb.ClipSpec, field_name: str):
+    from voidlink.inference.media import sequence
+
+    try:
+        media = clip_media(clip.otio_json, field_name + ".otio_json")
+    except ValueError as error:
+        raise InvalidInput(str(error), reason="BAD_CLIP", field=field_name + ".otio_json") from error
+    return sequence.discover(media, field_name)
+
+
+def _check_range(source, field_name: str, first: int, last: int) -> None:
+    from voidlink.inference.media import sequence
+
+    if source.kind == "image":
+        return
+    if first < source.first or last > source.last:
+        raise InvalidInput(
+            f"{field_name}: frames {first}-{last} are outside {source.path} (frames {source.first}-{source.last})",
+            reason="FRAME_RANGE_OUTSIDE_SOURCE",
+            field="spec.frames",
+            file=source.path,
+            frames=[f for f in (first, last) if f < source.first or f > source.last],
+        )
+    missing = source.missing(first, last)
+    if missing:
+        raise NotFound(
+            f"{field_name}: {len(missing)} frame(s) missing from {source.path}: {sequence.format_frames(missing)}",
+            reason="MISSING_FRAMES",
+            field=field_name,
+            file=source.path,
+            frames=missing,
+        )
+
+
+def validate_spec(spec: pb.JobSpec) -> Optional[VoidlinkError]:
+    """The first problem the daemon would refuse this spec for, as the daemon's error; None when none is seen."""
+    try:
+        _validate(spec)
+    except VoidlinkError as error:
+        return error
+    return None
+
+
+def _validate(spec: pb.JobSpec) -> None:
+    source = _frames_of(spec.source, "spec.source")
+    if not spec.mask.otio_json.strip():
+        raise InvalidInput(
+            "spec.mask: a mask clip is required (object matte or quadmask)", reason="NO_MASK", field="spec.mask"
+        )
+    clips = [("spec.source", source), ("spec.mask", _frames_of(spec.mask, "spec.mask"))]
+    if spec.affected.otio_json.strip():
+        clips.append(("spec.affected", _frames_of(spec.affected, "spec.affected")))
+    first, last = int(spec.frames.first), int(spec.frames.last)
+    if last < first:
+        raise InvalidInput(f"spec.frames: the range {first}-{last} is empty", reason="EMPTY_RANGE", field="spec.frames")
+    for name, clip in clips:
+        _check_range(clip, name, first, last)
+
+    template = spec.output.path_template
+    output = SequencePattern.parse(template) if template else None
+    if output is None:
+        raise InvalidInput(
+            f"spec.output.path_template: '{template}' has no frame number (use ####, %04d or @)",
+            reason="BAD_PATTERN",
+            field="spec.output.path_template",
+        )
+    if not os.path.isabs(template):
+        raise InvalidInput(
+            f"spec.output.path_template: '{template}' is relative; the daemon needs an absolute path",
+            reason="BAD_PATTERN",
+            field="spec.output.path_template",
+        )
+    output = output if output.padding else output.with_padding(4)
+    sources = {os.path.realpath(clip.file_for(f)) for _, clip in clips for f in range(first, last + 1)}
+    for frame in range(first, last + 1):
+        if os.path.realpath(output.path(frame)) in sources:
+            raise PermissionDenied(
+                f"spec.output.path_template: {output.path(frame)} is a source file of this job; "
+                "sources are never written",
+                reason="OUTPUT_OVERWRITES_SOURCE",
+                field="spec.output.path_template",
+                file=output.path(frame),
+                frame=frame,
+            )

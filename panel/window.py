@@ -1,0 +1,197 @@
+"""The VOID panel: job form, viewer (wipe, quadmask, roto) and queue around one JobService."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from voidlink.bridge.client import TERMINAL
+from voidlink.protos import pb
+from voidlink.protos.clips import clip_media
+
+from voidlink import errors
+
+from . import roto
+from .form import FormValues, JobForm
+from .frames import ClipReader
+from .qt import QtCore, QtWidgets, Signal
+from .queue import QueueView
+from .service import JobService
+from .viewer import Viewer
+
+TABS = ("job", "viewer", "queue")
+REFRESH_MS = 1000
+
+
+def clip_path(clip: pb.ClipSpec) -> str:
+    if not clip.otio_json.strip():
+        return ""
+    try:
+        return clip_media(clip.otio_json).path
+    except ValueError:
+        return ""
+
+
+class PanelWindow(QtWidgets.QWidget):
+    """The whole panel. Hosts pre-fill it with `set_values` and hear about their jobs through `job_finished`."""
+
+    job_submitted = Signal(object)  # pb.Job
+    job_finished = Signal(object)  # pb.Job (terminal) of a job submitted from this panel
+
+    def __init__(
+        self, address: Optional[str] = None, parent: Optional[QtWidgets.QWidget] = None, refresh_ms: int = REFRESH_MS
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("VOID — object removal")
+        self.service = JobService(address, self)
+        self.form = JobForm()
+        self.viewer = Viewer()
+        self.queue = QueueView()
+        self.mine: set[str] = set()
+        self.tabs = QtWidgets.QTabWidget()
+        self.tabs.addTab(self.form, "Job")
+        self.tabs.addTab(self.viewer, "Viewer")
+        self.tabs.addTab(self.queue, "Queue")
+        self.preview_button = QtWidgets.QPushButton("Preview in viewer")
+        self.form.layout().insertWidget(2, self.preview_button)
+        self.connection = QtWidgets.QLabel(f"daemon {self.service.address}")
+        self.connection.setStyleSheet("color: gray")
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.addWidget(self.tabs, 1)
+        layout.addWidget(self.connection)
+        self.resize(980, 680)
+
+        self.form.submit_requested.connect(self.service.submit)
+        self.form.use_roto.toggled.connect(self._roto_toggled)
+        self.preview_button.clicked.connect(self.preview)
+        self.service.submitted.connect(self._submitted)
+        self.service.submit_failed.connect(self.form.show_error)
+        self.service.progress.connect(self.queue.update_event)
+        self.service.finished.connect(self._finished)
+        self.service.jobs_listed.connect(self._listed)
+        self.service.failed.connect(self._service_failed)
+        self.service.job_ready.connect(self._job_ready)
+        self.queue.cancel_requested.connect(self.service.cancel)
+        self.queue.resubmit_requested.connect(self.service.resubmit)
+        self.queue.view_requested.connect(self.show_job)
+        self.timer = QtCore.QTimer(self)
+        self.timer.setInterval(refresh_ms)
+        self.timer.timeout.connect(self.service.refresh)
+        if refresh_ms > 0:
+            self.timer.start()
+            self.service.refresh()
+
+    # -- host API ------------------------------------------------------------------------------
+
+    def set_values(self, values: FormValues) -> None:
+        self.form.set_values(values)
+        if values.plate:
+            self.preview()
+        self.show_tab("job")
+
+    def show_tab(self, name: str) -> None:
+        self.tabs.setCurrentIndex(TABS.index(name))
+
+    def ensure_document(self) -> roto.RotoDocument:
+        """The roto document of this job, sized to the plate (made on first use)."""
+        if self.form.document is None:
+            values = self.form.values()
+            width, height = 1920, 1080
+            if values.plate:
+                try:
+                    pixels, _ = ClipReader(values.plate, values.first).read(values.first)
+                    height, width = pixels.shape[:2]
+                except errors.VoidlinkError as error:
+                    self.form.show_error(error)
+            self.form.document = roto.RotoDocument(width, height)
+        self.viewer.set_document(self.form.document)
+        return self.form.document
+
+    def preview(self) -> None:
+        """Show the form's plate with its quadmask (or its roto) in the viewer."""
+        values = self.form.values()
+        if values.use_roto:
+            self.ensure_document()
+        self.viewer.set_clips(
+            before=values.plate,
+            first=values.first,
+            last=values.last,
+            mask="" if values.use_roto else values.mask,
+            affected="" if values.use_roto else values.affected,
+        )
+        self.viewer.set_mode("roto" if values.use_roto else ("quadmask" if values.mask else "wipe"))
+        self.show_tab("viewer")
+
+    def show_job(self, job: pb.Job) -> None:
+        """A job's plate before/after its result (or its quadmask while it has none)."""
+        frames = job.result.frames if job.result.output_pattern else job.spec.frames
+        first, last = int(frames.first), int(frames.last)
+        self.viewer.set_clips(
+            before=clip_path(job.spec.source),
+            after=job.result.output_pattern,
+            first=first,
+            last=last,
+            mask=clip_path(job.spec.mask),
+            affected=clip_path(job.spec.affected),
+            mask_is_quadmask=job.spec.mask.matte.is_quadmask,
+        )
+        self.viewer.set_mode("wipe" if job.result.output_pattern else "quadmask")
+        self.show_tab("viewer")
+
+    def open_job(self, job_id: str) -> None:
+        """Show a job by id (fetched on the worker; the viewer follows when it arrives)."""
+        self.service.fetch(job_id)
+
+    # -- service events ------------------------------------------------------------------------
+
+    def _roto_toggled(self, on: bool) -> None:
+        if on:
+            self.ensure_document()
+
+    def _submitted(self, job: pb.Job) -> None:
+        self.mine.add(job.id)
+        self.queue.update_job(job)
+        self.queue.select(job.id)
+        self.form.message.setStyleSheet("")
+        self.form.message.setText(f"Submitted job {job.id}.")
+        self.job_submitted.emit(job)
+
+    def _finished(self, job: pb.Job) -> None:
+        self.queue.update_job(job)
+        if job.id in self.mine:
+            self.job_finished.emit(job)
+
+    def _job_ready(self, job: pb.Job) -> None:
+        self.queue.update_job(job)
+        self.queue.select(job.id)
+        self.show_job(job)
+        if job.state not in TERMINAL:
+            self.service.watch(job.id)
+
+    def _listed(self, jobs: list) -> None:
+        self.connection.setText(f"daemon {self.service.address} · {len(jobs)} job(s)")
+        self.queue.update_jobs(jobs)
+        for job in jobs:  # follow running jobs started elsewhere too, for live progress
+            if job.state not in TERMINAL:
+                self.service.watch(job.id)
+
+    def _service_failed(self, message: str) -> None:
+        self.connection.setText(message)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        self.timer.stop()
+        self.service.close()
+        super().closeEvent(event)
+
+
+def save_screenshot(widget: QtWidgets.QWidget, path: str) -> str:
+    """Render a widget offscreen to a PNG (its folder is made; written to a temporary name, then renamed)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    widget.show()
+    QtWidgets.QApplication.processEvents()
+    temp = os.path.join(folder, f".{os.path.basename(path)}.tmp.png")
+    if not widget.grab().save(temp, "PNG"):
+        raise errors.PermissionDenied(f"cannot write the screenshot {path}", reason="OUTPUT_NOT_WRITABLE", file=path)
+    os.replace(temp, path)
+    return path

@@ -1,0 +1,355 @@
+"""The VOID panel under Qt's offscreen platform, against a real daemon on loopback with real EXR shots."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from conftest import DaemonProcess  # noqa: E402
+from shots import read_pixels, write_shot  # noqa: E402
+from voidlink.panel import roto  # noqa: E402
+from voidlink.panel.form import FormValues, sequence_pattern_for  # noqa: E402
+from voidlink.panel.frames import QUADMASK_COLOURS, to_display  # noqa: E402
+from voidlink.panel.qt import QtCore, QtGui  # noqa: E402
+from voidlink.panel.window import PanelWindow, save_screenshot  # noqa: E402
+from voidlink.protos import pb  # noqa: E402
+
+from voidlink import errors  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+JOB_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    process = DaemonProcess(tmp_path_factory.mktemp("panel-daemon")).start()
+    yield process
+    if process.process is not None and process.process.poll() is None:
+        try:
+            process.signal(signal.SIGTERM, timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """Screenshots of the main views (kept under pytest's tmp folder for bug reports and docs)."""
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture
+def window(qtbot, served):
+    panel = PanelWindow(served.address, refresh_ms=250)
+    qtbot.addWidget(panel)
+    panel.resize(1100, 720)
+    panel.show()
+    yield panel
+    panel.close()
+
+
+def _pixel(image: QtGui.QImage, x: int, y: int) -> tuple[int, int, int]:
+    colour = image.pixelColor(x, y)
+    return colour.red(), colour.green(), colour.blue()
+
+
+def test_form_checks_with_the_daemons_messages_then_submits(window, served, qtbot, tmp_path, artifacts):
+    shot = write_shot(tmp_path / "src", frames=6)
+    holes = tmp_path / "holes"
+    holes.mkdir()
+    for frame in range(shot.first, shot.last + 1):
+        if frame != 1003:
+            shutil.copy(shot.mask.replace("####", str(frame)), holes / f"mask.{frame}.exr")
+    output = str(tmp_path / "out" / "clean.####.exr")
+    form = window.form
+    client = served.client()
+    good = FormValues(
+        plate=shot.plate,
+        mask=shot.mask,
+        affected=shot.affected,
+        first=shot.first,
+        last=shot.last,
+        prompt="a textured wall, nothing in front of it",
+        backend="classical",
+        output=output,
+    )
+    bad_inputs = [
+        (dict(last=shot.last + 4), "FRAME_RANGE_OUTSIDE_SOURCE"),
+        (dict(mask=str(holes / "mask.####.exr")), "MISSING_FRAMES"),
+        (dict(output=shot.plate), "OUTPUT_OVERWRITES_SOURCE"),
+        (dict(output=str(tmp_path / "out" / "clean.exr")), "BAD_PATTERN"),
+    ]
+    for change, reason in bad_inputs:
+        values = FormValues(**{**good.__dict__, **change})
+        form.set_values(values)
+        error = form.validate()
+        assert error is not None and error.reason == reason, (change, error)
+        assert form.message.text() == str(error)
+        # What the daemon answers for the very same spec, word for word.
+        with pytest.raises(errors.VoidlinkError) as refused:
+            client.submit(form.build(values))
+        assert refused.value.reason == reason
+        assert str(refused.value) == str(error)
+    save_screenshot(window, str(artifacts / "panel-job-error.png"))
+
+    form.set_values(FormValues(**{**good.__dict__, "mask": ""}))
+    error = form.validate()
+    assert error.reason == "NO_MASK" and "mask clip is required" in form.message.text()
+    assert "border" in form.mask.edit.styleSheet()  # the field to fix is marked
+
+    form.set_values(good)
+    assert form.validate() is None
+    with qtbot.waitSignal(window.job_finished, timeout=JOB_TIMEOUT_MS) as finished:
+        qtbot.mouseClick(form.submit_button, QtCore.Qt.MouseButton.LeftButton)
+    job = finished.args[0]
+    assert job.state == pb.JOB_STATE_SUCCEEDED, job.error.message
+    assert job.spec.params.prompt == good.prompt and job.spec.params.backend == "classical"
+    for frame in range(shot.first, shot.last + 1):
+        assert Path(output.replace("####", f"{frame:04d}")).is_file()
+    qtbot.waitUntil(lambda: job.id in window.queue.jobs and bool(window.queue.jobs[job.id].result.output_pattern))
+    row = window.queue._order.index(job.id)
+    assert window.queue.table.item(row, 2).text() == "succeeded"
+    assert window.queue.table.cellWidget(row, 3).value() == shot.last - shot.first + 1
+
+    # The viewer: the real plate EXR through the display transform, the result right of the wipe.
+    window.show_job(job)
+    canvas = window.viewer.canvas
+    assert canvas.before is not None and canvas.after is not None
+    assert (canvas.before.width(), canvas.before.height()) == (shot.width, shot.height)
+    plate = read_pixels(shot.plate.replace("####", str(shot.first)))
+    expected = to_display(plate)
+    for x, y in ((3, 3), (shot.width - 5, shot.height - 4), (40, 30)):
+        assert _pixel(canvas.before, x, y) == tuple(int(v) for v in expected[y, x])
+    result = read_pixels(output.replace("####", str(shot.first)))
+    assert _pixel(canvas.after, 3, 3) == tuple(int(v) for v in to_display(result)[3, 3])
+    obj = read_pixels(shot.mask.replace("####", str(shot.first)))[..., 0] > 0.5
+    ys, xs = np.nonzero(obj)
+    cx, cy = int(xs.mean()), int(ys.mean())
+    assert _pixel(canvas.before, cx, cy) != _pixel(canvas.after, cx, cy)  # the red square is gone
+    window.viewer.slider.setValue(shot.last)
+    assert window.viewer.frame_label.text().startswith(f"frame {shot.last}")
+    # Scrub back and put the wipe through the object: half of it before, the clean half after.
+    window.viewer.slider.setValue(shot.first + 2)
+    moved = read_pixels(shot.mask.replace("####", str(shot.first + 2)))[..., 0] > 0.5
+    canvas.wipe = float(np.nonzero(moved)[1].mean() + 0.5) / shot.width
+    wipe_path = save_screenshot(window, str(artifacts / "panel-viewer-wipe.png"))
+
+    # Quadmask preview: the object's pixels tinted in the object colour, the rest untouched.
+    window.viewer.slider.setValue(shot.first)
+    window.viewer.set_mode("quadmask")
+    tinted = _pixel(window.viewer.canvas.before, cx, cy)
+    untinted = tuple(int(v) for v in expected[cy, cx])
+    object_colour = np.array(QUADMASK_COLOURS[0]) * 255
+    assert np.abs(np.array(tinted) - object_colour).sum() < np.abs(np.array(untinted) - object_colour).sum()
+    assert tinted != untinted
+    assert _pixel(window.viewer.canvas.before, 2, 2) == tuple(int(v) for v in expected[2, 2])
+    save_screenshot(window, str(artifacts / "panel-viewer-quadmask.png"))
+    docs = ROOT / "docs"
+    docs.mkdir(exist_ok=True)
+    shutil.copy(wipe_path, docs / "panel.png")
+
+
+def test_roto_keyed_on_two_frames_rasterises_the_in_between_matte(tmp_path):
+    shape = roto.Shape("rectangle", "object", name="boom")
+    shape.set_key(1001, [(10, 8), (30, 24)])
+    shape.set_key(1011, [(50, 28), (70, 44)])
+    document = roto.RotoDocument(96, 64, [shape])
+    pattern = roto.write_mattes(document, "object", str(tmp_path / "roto" / "object.####.exr"), 1001, 1011)
+    assert pattern.endswith("object.####.exr")
+
+    def matte(frame):
+        return read_pixels(pattern.replace("####", str(frame)))[..., 0]
+
+    expected = np.zeros((64, 96), np.float32)
+    expected[18:34, 30:50] = 1.0  # halfway: x 30-50, y 18-34
+    np.testing.assert_array_equal(matte(1006), expected)
+    at_1003 = np.zeros((64, 96), np.float32)
+    at_1003[12:28, 18:38] = 1.0
+    np.testing.assert_array_equal(matte(1003), at_1003)  # a fifth of the way: x 18-38, y 12-28
+    # Before the first key and after the last the nearest key holds.
+    assert roto.rasterise([shape], 990, 96, 64)[8:24, 10:30].min() == 1.0
+    assert roto.rasterise([shape], 1020, 96, 64)[28:44, 50:70].min() == 1.0
+    # Half-pixel edges are covered by half; a feather softens the edge but keeps the area.
+    half = roto.Shape("rectangle", keys={1: [(10.5, 10), (20.5, 20)]})
+    np.testing.assert_allclose(roto.rasterise([half], 1, 32, 32)[15, 9:22], [0, 0.5] + [1] * 9 + [0.5, 0])
+    soft = roto.Shape("ellipse", feather=6, keys={1: [(20, 16), (60, 48)]})
+    covered = roto.rasterise([soft], 1, 96, 64)
+    assert 0.05 < covered[32, 20] < 0.95 and covered[32, 40] > 0.99
+    assert abs(covered.sum() - np.pi * 20 * 16) / (np.pi * 20 * 16) < 0.01
+    # Saved with the mattes, and read back identical.
+    saved = roto.RotoDocument.load(str(tmp_path / "roto" / "roto.json"))
+    assert saved.to_dict() == document.to_dict()
+    assert not [p for p in (tmp_path / "roto").iterdir() if ".tmp" in p.name or p.name.startswith(".")]
+    with pytest.raises(errors.InvalidInput, match="same number of points"):
+        roto.Shape("polygon", keys={1: [(0, 0), (5, 0), (0, 5)]}).set_key(2, [(0, 0), (5, 0), (5, 5), (0, 5)])
+
+
+def test_roto_drawn_on_the_viewer_becomes_the_jobs_mattes(window, qtbot, tmp_path):
+    shot = write_shot(tmp_path / "src", frames=5)
+    output = str(tmp_path / "out" / "clean.####.exr")
+    window.form.set_values(
+        FormValues(
+            plate=shot.plate, first=shot.first, last=shot.last, backend="classical", output=output, use_roto=True
+        )
+    )
+    window.preview()
+    viewer = window.viewer
+    assert viewer.canvas.mode == "roto" and window.form.document.width == shot.width
+    viewer.canvas.resize(shot.width * 4, shot.height * 4)  # 4 widget pixels per image pixel
+
+    def at(x, y):
+        return viewer.canvas.to_widget(x, y).toPoint()
+
+    qtbot.mousePress(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(8, 20))
+    qtbot.mouseRelease(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(24, 36))
+    (shape,) = window.form.document.shapes
+    assert shape.kind == "rectangle" and shape.role == "object" and list(shape.keys) == [shot.first]
+    viewer.slider.setValue(shot.last)
+    qtbot.mousePress(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(16, 28))
+    qtbot.mouseRelease(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(56, 28))  # moved 40 px right
+    assert sorted(shape.keys) == [shot.first, shot.last]
+    middle = shape.outline_at((shot.first + shot.last) / 2)
+    np.testing.assert_allclose(middle[0], (28, 20), atol=0.5)
+    viewer.role.setCurrentText("affected")
+    viewer.slider.setValue(shot.first)
+    qtbot.mousePress(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(4, 36))
+    qtbot.mouseRelease(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(90, 44))
+    assert [s.role for s in window.form.document.shapes] == ["object", "affected"]
+
+    with qtbot.waitSignal(window.job_finished, timeout=JOB_TIMEOUT_MS) as finished:
+        assert window.form.submit()
+    job = finished.args[0]
+    assert job.state == pb.JOB_STATE_SUCCEEDED, job.error.message
+    roto_folder = tmp_path / "out" / "roto"
+    assert (roto_folder / "roto.json").is_file()
+    assert "roto/object.####.exr" in job.spec.mask.otio_json or "object." in job.spec.mask.otio_json
+    last_matte = read_pixels(str(roto_folder / f"object.{shot.last}.exr"))[..., 0]
+    assert last_matte[28, 56] > 0.99 and last_matte[28, 12] == 0.0  # the key on the last frame, moved right
+    assert read_pixels(str(roto_folder / f"affected.{shot.first}.exr"))[40, 50, 0] > 0.99
+
+
+def test_progress_cancel_resubmit_and_open_folder(window, served, qtbot, tmp_path, artifacts):
+    shot = write_shot(tmp_path / "long", frames=40, width=320, height=192)
+    output = str(tmp_path / "out" / "long.####.exr")
+    window.form.set_values(
+        FormValues(
+            plate=shot.plate, mask=shot.mask, first=shot.first, last=shot.last, backend="classical", output=output
+        )
+    )
+    events = []
+    window.service.progress.connect(events.append)
+    with qtbot.waitSignal(window.job_submitted, timeout=10_000) as submitted:
+        window.form.submit()
+    job_id = submitted.args[0].id
+    qtbot.waitUntil(lambda: any(e.job_id == job_id and e.frames_done >= 1 for e in events), timeout=JOB_TIMEOUT_MS)
+    queue = window.queue
+    queue.select(job_id)
+    row = queue._order.index(job_id)
+    bar = queue.table.cellWidget(row, 3)
+    assert bar.maximum() == 40 and bar.value() >= 1
+    assert queue.table.item(row, 2).text().startswith("running")
+    save_screenshot(window.queue, str(artifacts / "panel-queue-running.png"))
+    with qtbot.waitSignal(window.job_finished, timeout=JOB_TIMEOUT_MS) as finished:
+        qtbot.mouseClick(queue.cancel_button, QtCore.Qt.MouseButton.LeftButton)
+    cancelled = finished.args[0]
+    assert cancelled.id == job_id and cancelled.state == pb.JOB_STATE_CANCELLED
+    assert cancelled.frames_done < cancelled.frames_total
+    qtbot.waitUntil(lambda: queue.table.item(queue._order.index(job_id), 2).text() == "cancelled")
+    assert not queue.cancel_button.isEnabled() and queue.resubmit_button.isEnabled()
+
+    opened = []
+    queue.open_folder = opened.append
+    qtbot.mouseClick(queue.open_button, QtCore.Qt.MouseButton.LeftButton)
+    assert opened == [str(tmp_path / "out")]
+
+    with qtbot.waitSignal(window.job_submitted, timeout=10_000) as again:
+        qtbot.mouseClick(queue.resubmit_button, QtCore.Qt.MouseButton.LeftButton)
+    resubmitted = again.args[0]
+    assert resubmitted.id != job_id and resubmitted.spec.source.otio_json == cancelled.spec.source.otio_json
+    served.client().cancel(resubmitted.id)
+    qtbot.waitUntil(lambda: window.queue.jobs[resubmitted.id].state in (pb.JOB_STATE_CANCELLED,), timeout=20_000)
+    save_screenshot(window, str(artifacts / "panel-queue.png"))
+
+
+def test_no_daemon_is_reported_without_blocking(qtbot, tmp_path):
+    shot = write_shot(tmp_path / "src", frames=3)
+    panel = PanelWindow("127.0.0.1:9", refresh_ms=0)
+    qtbot.addWidget(panel)
+    panel.form.set_values(FormValues(plate=shot.plate, mask=shot.mask, first=shot.first, last=shot.last))
+    ticks = []
+    timer = QtCore.QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+    with qtbot.waitSignal(panel.service.submit_failed, timeout=15_000) as failed:
+        assert panel.form.submit()  # returns at once: the connection is tried on the worker
+    timer.stop()
+    assert failed.args[0].reason == "DAEMON_UNREACHABLE"
+    assert len(ticks) >= 10  # the event loop kept turning while the client waited for the daemon
+    assert "no voidlink daemon answers at 127.0.0.1:9" in panel.form.message.text()
+    panel.close()
+
+
+def test_cli_screenshot_of_a_job(served, tmp_path):
+    shot = write_shot(tmp_path / "src", frames=3)
+    result = served.client().remove(
+        shot.plate, shot.mask, frames=(shot.first, shot.last), backend="classical", output=tmp_path / "o.####.exr"
+    )
+    target = tmp_path / "shots" / "job.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run(
+        [sys.executable, "-m", "voidlink", "panel", "--address", served.address, "--job", result.job_id]
+        + ["--screenshot", str(target), "--size", "900x600"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    image = QtGui.QImage(str(target))
+    assert (image.width(), image.height()) == (900, 600)
+    colours = {image.pixel(x, y) for x in range(0, 900, 7) for y in range(0, 600, 7)}
+    assert len(colours) > 50  # the plate and result are drawn, not an empty window
+    missing = subprocess.run(
+        [sys.executable, "-m", "voidlink", "panel", "--address", served.address, "--job", "nope"]
+        + ["--screenshot", str(tmp_path / "none.png")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert missing.returncode == 2 and "no job with id 'nope'" in missing.stderr
+
+
+def test_sequence_pattern_from_a_picked_frame_and_nuke_pane_registration(qtbot):
+    assert sequence_pattern_for("/s/plate.1001.exr") == "/s/plate.####.exr"
+    assert sequence_pattern_for("/s/A001_C002.mov") == "/s/A001_C002.mov"
+    assert sequence_pattern_for("/s/still.exr") == "/s/still.exr"
+
+    from voidlink.panel import nuke_pane
+
+    calls = []
+
+    class Panels:  # nukescripts.panels.registerWidgetAsPanel(widget, name, id, create=False)
+        @staticmethod
+        def registerWidgetAsPanel(widget, name, id, create=False):  # noqa: N802, A002
+            calls.append((widget, name, id, create))
+
+    class Nukescripts:
+        panels = Panels
+
+    nuke_pane.register(Nukescripts)
+    ((widget_path, title, pane_id, create),) = calls
+    assert (title, create) == ("VOID", False)
+    module_name, class_name = widget_path.rsplit(".", 1)
+    cls = getattr(__import__(module_name, fromlist=[class_name]), class_name)
+    pane = cls()  # Nuke constructs it with no arguments
+    qtbot.addWidget(pane)
+    assert nuke_pane.current_pane() is pane and pane.tabs.currentWidget() is pane.queue
+    pane.close()

@@ -1,0 +1,67 @@
+"""`voidlink panel`: the VOID panel standalone, or rendered offscreen to a PNG (`--screenshot`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from voidlink.cli.common import add_address
+
+TABS = ("job", "viewer", "queue")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_address(parser)
+    parser.add_argument("--screenshot", metavar="FILE.png", help="render the panel offscreen to this PNG and exit")
+    parser.add_argument("--job", metavar="ID", help="open this job: its plate before/after its result in the viewer")
+    parser.add_argument("--tab", choices=TABS, help="the tab to show (default: viewer with --job, else job)")
+    parser.add_argument("--plate", help="pre-fill the form with this plate (a sequence pattern or a movie)")
+    parser.add_argument("--size", default="1100x720", help="window size WIDTHxHEIGHT (default 1100x720)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.screenshot:
+        # No display needed for a screenshot: Qt's offscreen platform renders the same widgets.
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    try:
+        from voidlink.panel.qt import application
+    except ImportError:
+        print("voidlink: error: the panel needs PySide6: pip install 'voidlink[panel]'", file=sys.stderr)
+        return 2
+    from voidlink.errors import InvalidInput, VoidlinkError
+    from voidlink.panel.form import FormValues
+    from voidlink.panel.window import PanelWindow, save_screenshot
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise InvalidInput(f"--size '{args.size}' is not WIDTHxHEIGHT", reason="BAD_VALUE", field="size") from None
+    app = application()
+    window = PanelWindow(args.address, refresh_ms=0 if args.screenshot else 1000)
+    window.resize(width, height)
+    if args.plate:
+        window.set_values(FormValues(plate=args.plate))
+    if args.job or args.screenshot:
+        # Offscreen there is no event loop to wait in: ask the daemon directly, once.
+        client = window.service.client
+        try:
+            window.queue.update_jobs(client.jobs(limit=200))
+            if args.job:
+                job = client.get(args.job)
+                window.queue.update_job(job)
+                window.queue.select(job.id)
+                window.show_job(job)
+        except VoidlinkError as error:
+            if args.job:
+                raise
+            window.connection.setText(str(error))
+    if args.tab:
+        window.show_tab(args.tab)
+    if args.screenshot:
+        path = save_screenshot(window, args.screenshot)
+        print(path)
+        window.close()
+        return 0
+    window.show()
+    return int(app.exec())
