@@ -19,8 +19,6 @@ from voidlink.inference.backends.base import Availability, Backend
 from voidlink.errors import InvalidInput, Unavailable
 
 BACKEND_NAMES = ("classical", "void")
-VOID_FILES = ("void_pass1.safetensors",)
-VOID_BASE = "CogVideoX-Fun-V1.5-5b-InP"
 
 
 def weights_dir(explicit: Optional[str] = None) -> Path:
@@ -35,19 +33,29 @@ def weights_dir(explicit: Optional[str] = None) -> Path:
 
 
 def void_availability(weights: Optional[str] = None) -> Availability:
-    if importlib.util.find_spec("torch") is None:
-        return Availability(False, "void: torch is not installed (pip install 'voidlink[void]')")
-    import torch
+    """Whether VOID can run here; when not, every reason at once (libraries, CUDA, each missing file)."""
+    # The weights module reads only file headers and imports neither torch nor diffusers.
+    from voidlink.inference.backends.void.weights import check_weights
 
-    if not torch.cuda.is_available():
-        return Availability(False, "void: no CUDA device")
+    reasons = []
+    missing_libraries = [
+        name for name in ("torch", "diffusers", "transformers") if importlib.util.find_spec(name) is None
+    ]
+    if missing_libraries:
+        reasons.append(f"{', '.join(missing_libraries)} not installed (pip install 'voidlink[void]')")
+    else:
+        import torch
+
+        if not torch.cuda.is_available():
+            reasons.append("no CUDA device")
     folder = weights_dir(weights)
-    missing = [name for name in (VOID_BASE, *VOID_FILES) if not (folder / name).exists()]
-    if missing:
-        return Availability(False, f"void: weights not found in {folder} (missing {', '.join(missing)})")
-    if importlib.util.find_spec("voidlink.inference.backends.void") is None:
-        return Availability(False, "void: the VOID backend is not part of this voidlink release yet")
-    return Availability(True, detail=f"weights in {folder}")
+    report = check_weights(folder)
+    if not report.ok:
+        reasons.append(f"weights incomplete in {folder}: " + "; ".join(report.problems))
+    if reasons:
+        return Availability(False, "void: " + "; ".join(reasons))
+    extra = ", pass 2 available" if report.pass2 else ", no void_pass2.safetensors (pass 2 unavailable)"
+    return Availability(True, detail=f"weights in {folder}{extra}")
 
 
 def availability(name: str, weights: Optional[str] = None) -> Availability:

@@ -1,0 +1,87 @@
+"""`auto` backend selection: VOID only with a CUDA device and complete weights, and why not otherwise."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from voidlink.inference.backends import BackendRegistry, availability
+from voidlink.inference.backends.void import weights
+
+from voidlink.errors import Unavailable
+
+
+def _tensors(path: Path, size: int = 16) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"w": torch.zeros(size)}, str(path))
+
+
+def write_weights_folder(folder: Path, pass2: bool = False) -> Path:
+    """Every file the check looks for, with real safetensors headers (contents are not loaded here)."""
+    base = folder / weights.BASE
+    for name, (config, _) in weights.COMPONENTS.items():
+        (base / name).mkdir(parents=True, exist_ok=True)
+        (base / name / config).write_text("{}")
+    _tensors(base / "transformer" / "diffusion_pytorch_model.safetensors")
+    _tensors(base / "vae" / "diffusion_pytorch_model.safetensors")
+    _tensors(base / "text_encoder" / "model.safetensors")
+    (base / "tokenizer" / "spiece.model").write_bytes(b"\0" * 16)
+    _tensors(folder / weights.PASS1, 64)
+    if pass2:
+        _tensors(folder / weights.PASS2, 64)
+    return folder
+
+
+@pytest.fixture
+def complete(tmp_path) -> Path:
+    return write_weights_folder(tmp_path / "weights")
+
+
+def test_auto_picks_void_with_cuda_and_weights(monkeypatch, complete):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    state = availability("void", str(complete))
+    assert state.available and state.detail == f"weights in {complete}, no void_pass2.safetensors (pass 2 unavailable)"
+    registry = BackendRegistry(str(complete))
+    assert registry.resolve("auto") == "void" and registry.resolve("void") == "void"
+
+
+def test_auto_falls_back_without_cuda(monkeypatch, complete):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    registry = BackendRegistry(str(complete))
+    assert registry.resolve("auto") == "classical"
+    with pytest.raises(Unavailable) as caught:
+        registry.resolve("void")
+    assert str(caught.value) == "void: no CUDA device"
+    assert caught.value.field == "spec.params.backend"
+
+
+def test_auto_falls_back_without_weights_and_says_exactly_what_is_missing(monkeypatch, complete):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    (complete / weights.PASS1).unlink()
+    shutil.rmtree(complete / weights.BASE / "vae")
+    state = availability("void", str(complete))
+    assert not state.available
+    assert state.reason == (
+        f"void: weights incomplete in {complete}: {complete / weights.BASE / 'vae'} is missing (base model "
+        f"component 'vae'); {complete / weights.PASS1} is missing (about 11 GB)"
+    )
+    assert BackendRegistry(str(complete)).resolve("auto") == "classical"
+
+
+def test_truncated_checkpoint_makes_void_unavailable(monkeypatch, complete):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    path = complete / weights.PASS1
+    path.write_bytes(path.read_bytes()[:-10])
+    state = availability("void", str(complete))
+    assert not state.available and f"{path} is truncated" in state.reason and "expected" in state.reason
+
+
+def test_no_cuda_and_no_weights_are_both_reported(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("VOIDLINK_WEIGHTS", str(tmp_path / "nowhere"))
+    reason = availability("void").reason
+    assert reason.startswith("void: no CUDA device; weights incomplete in ")
+    assert str(tmp_path / "nowhere" / weights.BASE) in reason
