@@ -223,3 +223,65 @@ def test_menu_script_is_shipped_and_parses():
     script = SCRIPT_DIR / SCRIPT_NAME
     tree = ast.parse(script.read_text(), feature_version=(3, 9))
     assert any(isinstance(node, ast.Assign) and node.targets[0].id == "VOIDLINK_PATHS" for node in tree.body)
+
+
+# -- installer ----------------------------------------------------------------------------------
+
+
+def test_install_is_idempotent_and_uninstall_exact(tmp_path):
+    import subprocess
+
+    from voidlink.installer import resolve as installer
+
+    scripts = tmp_path / "Fusion" / "Scripts"
+    (scripts / "Utility").mkdir(parents=True)
+    theirs = scripts / "Utility" / "Their Tool.py"
+    theirs.write_text("print('not ours')\n")
+
+    actions = installer.install(scripts, skip_dependencies=True, python_version="3.10")
+    script = scripts / "Utility" / SCRIPT_NAME
+    assert script.is_file()
+    assert any(
+        "skipped the panel's libraries for Resolve's Python 3.10" in a and "--python-version 3.10" in a for a in actions
+    )
+    library = scripts / "voidlink" / "lib"
+    assert (library / "voidlink" / "bridge" / "hosts" / "resolve" / "adapter.py").is_file()
+    assert (library / "voidlink" / "panel" / "window.py").is_file()
+    assert (library / "voidlink" / "inference" / "media" / "image.py").is_file()
+    assert not (library / "voidlink" / "inference" / "server.py").exists()  # the daemon stays out of Resolve
+    text = script.read_text()
+    assert f"VOIDLINK_PATHS = [{str(library)!r}, {str(scripts / 'voidlink' / 'python310')!r}]" in text
+
+    # The installed script's paths win: its copy of voidlink is the one imported.
+    code = (
+        "import runpy, sys\n"
+        f"namespace = runpy.run_path({str(script)!r}, run_name='voidlink_check')\n"
+        "import voidlink.bridge.hosts.resolve.menu as menu\n"
+        "print(menu.__file__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith(str(library))
+
+    again = installer.install(scripts, skip_dependencies=True, python_version="3.10")
+    assert all("unchanged" in a or "0 files written" in a or "skipped" in a or "restart" in a for a in again), again
+
+    removed = installer.uninstall(scripts)
+    assert not script.exists() and not (scripts / "voidlink").exists()
+    assert theirs.read_text() == "print('not ours')\n"  # the user's script and their folder stay
+    assert removed
+    assert installer.uninstall(scripts) == [
+        f"nothing to remove: no voidlink install recorded at {scripts / 'voidlink'}"
+    ]
+
+
+def test_install_into_a_missing_scripts_folder_takes_it_away_again(tmp_path):
+    from voidlink.installer import resolve as installer
+
+    scripts = tmp_path / "DaVinciResolve" / "Fusion" / "Scripts"
+    installer.install(scripts, skip_dependencies=True)
+    assert (scripts / "Utility" / SCRIPT_NAME).is_file()
+    installer.uninstall(scripts)
+    assert not (tmp_path / "DaVinciResolve").exists()
+    assert str(installer.default_path()).endswith(os.path.join("Fusion", "Scripts"))
