@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
 
 import resolve as fake_resolve  # noqa: E402  (tests/fakes/resolve.py)
-from shots import write_exr, write_shot  # noqa: E402
+from shots import read_pixels, write_exr, write_shot  # noqa: E402
 from voidlink.bridge.hosts.resolve import SCRIPT_DIR, SCRIPT_NAME, adapter  # noqa: E402
 from voidlink.bridge.hosts.resolve.adapter import ResolveError  # noqa: E402
 
@@ -285,3 +285,39 @@ def test_install_into_a_missing_scripts_folder_takes_it_away_again(tmp_path):
     installer.uninstall(scripts)
     assert not (tmp_path / "DaVinciResolve").exists()
     assert str(installer.default_path()).endswith(os.path.join("Fusion", "Scripts"))
+
+
+def test_menu_opens_the_panel_prefilled_and_places_the_finished_job(daemon, qtbot, tmp_path):
+    """The whole flow a Resolve user runs: clip → panel (roto) → daemon job → clean plate on the track above."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from voidlink.bridge.hosts.resolve import menu
+    from voidlink.panel import roto
+    from voidlink.protos import pb
+
+    app, project, timeline, original, shot = _sequence_clip(tmp_path, left_offset=1, duration=4)
+    window = menu.open_for_current_clip(app, daemon.address)
+    qtbot.addWidget(window)
+    values = window.form.values()
+    assert (values.plate, values.first, values.last, values.use_roto) == (shot.plate, 1002, 1005, True)
+    assert values.labels["host"] == "resolve" and values.labels["record_frame"] == str(RECORD)
+    assert window.viewer.canvas.mode == "roto" and window.form.document.width == shot.width
+    window.form.backend.setCurrentText("classical")
+    square = roto.Shape("rectangle", "object", feather=2)
+    for frame in range(1002, 1006):  # the red square of write_shot, keyed where it is on each frame
+        matte = np.nonzero(read_pixels(shot.mask.replace("####", str(frame)))[..., 0] > 0.5)
+        square.set_key(frame, [(matte[1].min() - 1, matte[0].min() - 1), (matte[1].max() + 2, matte[0].max() + 2)])
+    window.form.document.shapes.append(square)
+
+    with qtbot.waitSignal(window.job_finished, timeout=60_000) as finished:
+        assert window.form.submit()
+    job = finished.args[0]
+    assert job.state == pb.JOB_STATE_SUCCEEDED, job.error.message
+    assert dict(job.spec.labels)["clip"] == "sh010_plate"
+    qtbot.waitUntil(lambda: bool(window.placements), timeout=10_000)
+    (placement,) = window.placements
+    assert (placement.track_index, placement.record_frame, placement.duration) == (2, RECORD, 4)
+    (placed,) = timeline.GetItemListInTrack("video", 2)
+    assert (placed.GetStart(), placed.GetEnd()) == (original.GetStart(), original.GetEnd())
+    assert placed.GetMediaPoolItem().GetClipProperty("Start") == "1002"
+    assert "Placed the clean plate on video track 2" in window.form.message.text()
+    window.close()
