@@ -4,15 +4,23 @@
     result = Client().remove(plate="/shots/sh010/plate.####.exr", mask="/shots/sh010/roto.####.exr",
                              frames=(1001, 1100), prompt="an empty street", output="/shots/sh010/void/clean.####.exr")
 
+A remote daemon is reached the same way (`Client("gpu-box:50151", token=..., tls="studio-ca.pem")`).
+Paths go through the studio's path map; when the daemon cannot read a clip (or write the output),
+`remove` uploads that clip's frames into the daemon's frame cache and fetches the result back,
+writing it here atomically. Nothing it already holds is sent twice.
+
 Needs grpcio and protobuf only (no torch, no Qt), and runs on the Python 3.9 of older hosts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import ntpath
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 import grpc
+from voidlink.bridge.pathmap import PathMap, is_windows_path
 from voidlink.protos import (
     ADDRESS_ENV,
     DEFAULT_ADDRESS,
@@ -29,7 +38,7 @@ from voidlink.protos import (
     pb,
     rpc,
 )
-from voidlink.protos.clips import clip_json
+from voidlink.protos.clips import SequencePattern, clip_json, clip_media
 
 from voidlink import errors
 
@@ -54,6 +63,8 @@ _QUALITY = {"draft": pb.QUALITY_DRAFT, "balanced": pb.QUALITY_BALANCED, "best": 
 PathLike = Union[str, "os.PathLike[str]"]
 FrameRange = Optional[Sequence[int]]
 
+TRANSFER_MODES = ("auto", "shared", "stream")
+CHUNK_BYTES = 1024 * 1024
 TOKEN_ENV = "VOIDLINK_TOKEN"
 TOKEN_FILE_ENV = "VOIDLINK_TOKEN_FILE"
 TLS_CA_ENV = "VOIDLINK_TLS_CA"
@@ -170,7 +181,11 @@ class RemoveResult:
 
 
 def _path(path: Optional[PathLike]) -> str:
-    return "" if path is None else os.path.abspath(os.fspath(path))
+    if path is None:
+        return ""
+    text = os.fspath(path)
+    # A Windows path handed to a POSIX client is for a daemon that maps it; it is absolute already.
+    return text if is_windows_path(text) and os.name != "nt" else os.path.abspath(text)
 
 
 def clip_spec(
@@ -192,10 +207,11 @@ def default_output(plate: PathLike) -> str:
     from voidlink.protos.clips import SequencePattern
 
     plate = _path(plate)
-    folder, name = os.path.split(plate)
+    paths = ntpath if is_windows_path(plate) else os.path  # a Windows client's path, seen from anywhere
+    folder, name = paths.split(plate)
     pattern = SequencePattern.parse(name)
-    stem = pattern.prefix.rstrip("._-") if pattern else os.path.splitext(name)[0]
-    return os.path.join(folder, "void", f"{stem}_void.####.exr")
+    stem = pattern.prefix.rstrip("._-") if pattern else paths.splitext(name)[0]
+    return paths.join(folder, "void", f"{stem}_void.####.exr")
 
 
 def build_spec(
@@ -285,10 +301,16 @@ class Client:
         *,
         token: Optional[str] = None,
         tls: Union[bool, PathLike, None] = None,
+        path_map: Optional[PathMap] = None,
     ) -> None:
         """`token`: sent as `authorization: Bearer` (default $VOIDLINK_TOKEN / $VOIDLINK_TOKEN_FILE);
-        `tls`: True for the system's CA roots, or a CA certificate file (default $VOIDLINK_TLS_CA)."""
+        `tls`: True for the system's CA roots, or a CA certificate file (default $VOIDLINK_TLS_CA);
+        `path_map`: client ↔ daemon folders (default $VOIDLINK_PATH_MAP and the studio config)."""
         self.address = resolve_address(address)
+        self.path_map = path_map if path_map is not None else PathMap.from_environment()
+        self.chunk_bytes = CHUNK_BYTES
+        # What this client sent and fetched, for progress reports and benchmarks.
+        self.stats = TransferStats()
         self.connect_timeout = connect_timeout
         self.tls = resolve_tls(tls)
         self._channel = _channel(self.address, self.tls)
@@ -325,7 +347,7 @@ class Client:
         try:
             return getattr(self._stub, method)(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise _to_error(exc, self.address) from None
+            raise _to_error(exc, self.address, self.path_map) from None
 
     # -- the service ---------------------------------------------------------------------
 
@@ -339,27 +361,31 @@ class Client:
         return info
 
     def submit(self, spec: pb.JobSpec) -> pb.Job:
-        return self._call("SubmitJob", pb.SubmitJobRequest(spec=spec)).job
+        """Send a job as given (paths through the path map); see `remove` for uploading frames."""
+        spec = self.path_map.spec_to_daemon(spec)
+        return self.path_map.job_to_client(self._call("SubmitJob", pb.SubmitJobRequest(spec=spec)).job)
 
     def get(self, job_id: str) -> pb.Job:
-        return self._call("GetJob", pb.GetJobRequest(job_id=job_id)).job
+        return self.path_map.job_to_client(self._call("GetJob", pb.GetJobRequest(job_id=job_id)).job)
 
     def cancel(self, job_id: str) -> pb.Job:
-        return self._call("CancelJob", pb.CancelJobRequest(job_id=job_id)).job
+        return self.path_map.job_to_client(self._call("CancelJob", pb.CancelJobRequest(job_id=job_id)).job)
 
     def jobs(self, states: Sequence[int] = (), limit: int = 0) -> list:
-        return list(self._call("ListJobs", pb.ListJobsRequest(states=states, limit=limit)).jobs)
+        jobs = self._call("ListJobs", pb.ListJobsRequest(states=states, limit=limit)).jobs
+        return [self.path_map.job_to_client(job) for job in jobs]
 
     def watch(self, job_id: str, previews: bool = False) -> Iterator[pb.JobEvent]:
         """Events of one job until it ends: the current state first, then each change."""
         self._ready()
         stream = self._stub.WatchJob(pb.WatchJobRequest(job_id=job_id, previews=previews), metadata=self._metadata)
         try:
-            yield from stream
+            for event in stream:
+                yield self.path_map.event_to_client(event)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED and stream.cancelled():
                 return
-            raise _to_error(exc, self.address) from None
+            raise _to_error(exc, self.address, self.path_map) from None
         finally:
             stream.cancel()
 
@@ -389,6 +415,7 @@ class Client:
         backend: str = "auto",
         wait: bool = True,
         on_progress: Optional[Callable[[pb.JobEvent], None]] = None,
+        transfer: str = "auto",
         **params,
     ) -> RemoveResult:
         """Remove the object in `mask` (and its effects in `affected`) from `plate`.
@@ -396,13 +423,243 @@ class Client:
         With `wait=True` (default) returns when the job ends and raises `errors.JobFailed` /
         `errors.JobCancelled` if it did not succeed; with `wait=False` returns at once with the
         job id and state "queued". `params` are `build_spec`'s keywords (steps, seed, quality, ...).
+        `transfer`: "shared" sends paths, "stream" uploads the frames and fetches the result, "auto"
+        (default) asks the daemon which paths it can use and streams only what it cannot.
         """
         spec = build_spec(plate, mask, affected, frames, prompt, output, backend, **params)
+        return self.run(spec, wait=wait, on_progress=on_progress, transfer=transfer)
+
+    def run(
+        self,
+        spec: pb.JobSpec,
+        wait: bool = True,
+        on_progress: Optional[Callable[[pb.JobEvent], None]] = None,
+        transfer: str = "auto",
+    ) -> RemoveResult:
+        """Submit `spec` (uploading frames the daemon cannot read), follow it, fetch a streamed result."""
+        plan = self.plan_transfer(spec, transfer)
+        if plan.streamed:
+            spec = self.upload_job(spec, plan, on_progress)
         job = self.submit(spec)
         if not wait:
             return RemoveResult(job_id=job.id, state=state_name(job.state))
         job = self.wait(job.id, on_progress=on_progress)
-        return result_or_raise(job)
+        result = result_or_raise(job)
+        if plan.stream_back:
+            self.download_result(job, spec.output.path_template, result, on_progress)
+        return result
+
+    # -- shared storage or streamed frames ------------------------------------------------
+
+    def probe(self, paths: Sequence[str], write: bool = False) -> list:
+        """What the daemon makes of these client paths (mapped first): a `pb.PathProbe` each.
+        Raises `errors.Conflict` (reason PROBE_UNSUPPORTED) for a daemon too old to say."""
+        mapped = [self.path_map.to_daemon(p) for p in paths]
+        try:
+            reply = self._call("ProbePaths", pb.ProbePathsRequest(paths=mapped, write=write))
+        except errors.VoidlinkError as error:
+            if error.reason == "UNIMPLEMENTED":
+                raise errors.Conflict(
+                    f"the daemon at {self.address} cannot probe paths (an older voidlink)", reason="PROBE_UNSUPPORTED"
+                ) from None
+            raise
+        return list(reply.paths)
+
+    def plan_transfer(self, spec: pb.JobSpec, transfer: str = "auto") -> TransferPlan:
+        """Which clips to upload and whether the output comes back as a stream."""
+        if transfer not in TRANSFER_MODES:
+            raise errors.InvalidInput(
+                f"unknown transfer mode '{transfer}' (choose {', '.join(TRANSFER_MODES)})",
+                reason="BAD_VALUE",
+                field="transfer",
+            )
+        clips = [name for name in ("source", "mask", "affected") if getattr(spec, name).otio_json.strip()]
+        if transfer == "shared":
+            return TransferPlan(mode="shared")
+        if transfer == "stream":
+            return TransferPlan(mode="stream", upload=clips, stream_back=True, reasons=["streaming was asked for"])
+        paths = [clip_media(getattr(spec, name).otio_json, f"spec.{name}").path for name in clips]
+        try:
+            reads = self.probe(paths)
+            written = self.probe([spec.output.path_template], write=True)[0]
+        except errors.Conflict:
+            return TransferPlan(mode="shared", reasons=["the daemon cannot tell which paths it sees"])
+        plan = TransferPlan(mode="shared")
+        for name, probe in zip(clips, reads):
+            if not probe.usable:
+                plan.upload.append(name)
+                plan.reasons.append(f"spec.{name}: {probe.path}: {probe.reason}")
+        if not written.usable:
+            plan.stream_back = True
+            plan.reasons.append(f"spec.output: {written.path}: {written.reason}")
+        if plan.streamed:
+            plan.mode = "stream" if len(plan.upload) == len(clips) and plan.stream_back else "mixed"
+        return plan
+
+    def upload_job(
+        self, spec: pb.JobSpec, plan: TransferPlan, on_progress: Optional[Callable[[pb.JobEvent], None]] = None
+    ) -> pb.JobSpec:
+        """A copy of `spec` whose `plan.upload` clips name frames now in the daemon's cache."""
+        out = pb.JobSpec()
+        out.CopyFrom(spec)
+        first_last = (spec.frames.first, spec.frames.last) if spec.HasField("frames") else None
+        files: list = []
+        for name in plan.upload:
+            clip = getattr(out, name)
+            del clip.uploaded_frames[:]
+            for frame, path in local_frames(clip.otio_json, f"spec.{name}", first_last):
+                ref = clip.uploaded_frames.add(sha256=file_sha256(path), size=os.path.getsize(path), frame=frame)
+                files.append((path, ref))
+        if plan.stream_back:
+            out.output.stream_back = True
+        self.upload_frames(files, on_progress)
+        return out
+
+    def upload_frames(self, files: Sequence, on_progress: Optional[Callable[[pb.JobEvent], None]] = None) -> None:
+        """Send each (path, FrameRef) the daemon lacks, resuming partial uploads where the daemon's copy ends."""
+        unique = {}
+        for path, ref in files:
+            unique.setdefault(ref.sha256, (path, ref))
+        refs = [ref for _, ref in unique.values()]
+        for attempt in range(4):
+            status = self._call("HasFrames", pb.HasFramesRequest(frames=refs)).frames
+            todo = [(unique[s.sha256][0], unique[s.sha256][1], s.offset) for s in status if not s.present]
+            progress = pb.TransferProgress(
+                direction="upload",
+                files_total=len(refs),
+                files_done=len(refs) - len(todo),
+                bytes_total=sum(ref.size for ref in refs),
+                bytes_reused=sum(unique[s.sha256][1].size for s in status if s.present),
+            )
+            progress.bytes_done = progress.bytes_reused + sum(offset for _, _, offset in todo)
+            if attempt == 0:
+                self.stats.bytes_reused += progress.bytes_reused
+            _report(on_progress, progress)
+            if not todo:
+                return
+            try:
+                self._send(todo, progress, on_progress)
+                return
+            except grpc.RpcError as exc:
+                retry = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+                if not retry or attempt == 3:
+                    raise _to_error(exc, self.address, self.path_map) from None
+                self.stats.resumes += 1
+                time.sleep(0.5 * (attempt + 1))  # the connection broke: ask what arrived, send the rest
+
+    def _send(self, todo: list, progress: pb.TransferProgress, on_progress) -> None:
+        self._ready()
+        stats = self.stats
+        chunk_bytes = self.chunk_bytes
+        lock = threading.Lock()
+
+        def chunks():
+            for path, ref, offset in todo:
+                with open(path, "rb") as handle:
+                    handle.seek(offset)
+                    while offset < ref.size:
+                        data = handle.read(chunk_bytes)
+                        if not data:
+                            raise errors.Conflict(
+                                f"{path} shrank while it was uploaded ({offset} of {ref.size} bytes)",
+                                reason="SOURCE_CHANGED",
+                                file=path,
+                            )
+                        with lock:
+                            stats.bytes_sent += len(data)
+                        yield pb.FrameChunk(sha256=ref.sha256, size=ref.size, offset=offset, data=data)
+                        offset += len(data)
+
+        acked = {}
+        stream = self._stub.UploadFrames(chunks(), metadata=self._metadata)
+        try:
+            for ack in stream:
+                before = acked.get(ack.sha256, next(o for _, r, o in todo if r.sha256 == ack.sha256))
+                progress.bytes_done += ack.offset - before
+                acked[ack.sha256] = ack.offset
+                if ack.complete:
+                    progress.files_done += 1
+                    stats.frames_sent += 1
+                _report(on_progress, progress)
+        finally:
+            stream.cancel()
+
+    def download_result(
+        self,
+        job: pb.Job,
+        output_template: str,
+        result: Optional[RemoveResult] = None,
+        on_progress: Optional[Callable[[pb.JobEvent], None]] = None,
+    ) -> RemoveResult:
+        """Fetch a streamed-back job's files and write them at `output_template` (and beside it).
+
+        Each file lands in a temporary name first and every one is renamed into place only when all
+        arrived whole (hash checked), so a broken download leaves any earlier result as it was."""
+        result = result or result_or_raise(job)
+        pattern = SequencePattern.parse(os.path.basename(output_template))
+        if pattern is None:
+            raise errors.InvalidInput(
+                f"output '{output_template}' has no frame number", reason="BAD_PATTERN", field="output"
+            )
+        folder = os.path.dirname(output_template)
+        local = SequencePattern(os.path.join(folder, pattern.prefix), pattern.suffix, pattern.padding or 4)
+        self._ready()
+        stream = self._stub.DownloadResult(pb.DownloadResultRequest(job_id=job.id), metadata=self._metadata)
+        pending: list = []  # (temporary, final)
+        handle = None
+        digest = None
+        progress = pb.TransferProgress(direction="download")
+        try:
+            for chunk in stream:
+                if chunk.offset == 0:
+                    if chunk.kind == "output":
+                        final = local.path(chunk.frame)
+                    else:
+                        final = os.path.join(folder, *chunk.relative_path.split("/"))
+                    os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+                    temporary = os.path.join(
+                        os.path.dirname(final), f".{os.path.basename(final)}.voidlink-{job.id}.part"
+                    )
+                    handle = open(temporary, "wb")
+                    digest = hashlib.sha256()
+                    pending.append((temporary, final))
+                handle.write(chunk.data)
+                digest.update(chunk.data)
+                self.stats.bytes_received += len(chunk.data)
+                progress.bytes_done += len(chunk.data)
+                if chunk.offset + len(chunk.data) >= chunk.size:
+                    handle.close()
+                    handle = None
+                    if chunk.sha256 != digest.hexdigest():
+                        raise errors.VoidlinkError(
+                            f"{chunk.relative_path} of job {job.id} arrived damaged (hash mismatch); download again",
+                            reason="HASH_MISMATCH",
+                            file=pending[-1][1],
+                        )
+                    progress.files_done += 1
+                    _report(on_progress, progress, job.id)
+            for temporary, final in pending:
+                os.replace(temporary, final)
+            pending = []
+        except grpc.RpcError as exc:
+            raise _to_error(exc, self.address, self.path_map) from None
+        finally:
+            stream.cancel()
+            if handle is not None:
+                handle.close()
+            for temporary, _ in pending:
+                try:
+                    os.remove(temporary)
+                except OSError:
+                    pass
+        daemon_folder = os.path.dirname(job.spec.output.path_template)
+        back = PathMap([(folder, daemon_folder)], client_os="windows" if is_windows_path(folder) else "linux")
+        # The daemon's result names its own folder: point it at where the files now are.
+        result.output_pattern = local.hashes()
+        if result.quadmask_pattern:
+            result.quadmask_pattern = back.to_client(job.result.quadmask_pattern)
+        result.otio_json = back._otio(job.result.otio_json, False)
+        return result
 
     def ensure_daemon(self, data_dir: Optional[PathLike] = None, timeout: float = 30.0) -> None:
         """Start a detached local daemon when none answers, and wait until it is SERVING."""
@@ -459,6 +716,88 @@ class Client:
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+@dataclass
+class TransferStats:
+    """Bytes this client moved: frame bytes handed to the daemon, reused from its cache, fetched back."""
+
+    bytes_sent: int = 0
+    bytes_reused: int = 0
+    frames_sent: int = 0
+    bytes_received: int = 0
+    resumes: int = 0
+
+
+@dataclass
+class TransferPlan:
+    mode: str = "shared"  # "shared", "stream" or "mixed"
+    upload: list = field(default_factory=list)  # clip fields whose frames are uploaded
+    stream_back: bool = False
+    reasons: list = field(default_factory=list)
+
+    @property
+    def streamed(self) -> bool:
+        return bool(self.upload) or self.stream_back
+
+
+def _report(on_progress, progress: pb.TransferProgress, job_id: str = "") -> None:
+    if on_progress is None:
+        return
+    event = pb.JobEvent(job_id=job_id, stage=progress.direction, eta_seconds=-1.0, time=time.time())
+    event.transfer.CopyFrom(progress)
+    on_progress(event)
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def local_frames(otio_json: str, field: str, frames: Optional[tuple] = None) -> list:
+    """(frame, file) for each frame of a clip on this machine, in `frames` or the clip's own range."""
+    try:
+        media = clip_media(otio_json, field)
+    except ValueError as error:
+        raise errors.InvalidInput(str(error), reason="BAD_CLIP", field=field) from None
+    pattern = SequencePattern.parse(os.path.basename(media.path))
+    if pattern is None:
+        raise errors.InvalidInput(
+            f"{field}: only image sequences can be uploaded to the daemon ({media.path} is not one); render it "
+            "to an EXR sequence or put it where the daemon can read it",
+            reason="NOT_A_SEQUENCE",
+            field=field,
+            file=media.path,
+        )
+    folder = os.path.dirname(media.path)
+    first, last = frames if frames else (media.first, media.last)
+    on_disk = {}
+    if os.path.isdir(folder):
+        regex = pattern.regex()
+        for name in os.listdir(folder):
+            match = regex.match(name)
+            if match:
+                on_disk[int(match.group(1))] = os.path.join(folder, name)
+    if first is None or last is None:
+        if not on_disk:
+            raise errors.NotFound(
+                f"{field}: no frame of {media.path} on disk", reason="MISSING_FRAMES", file=media.path
+            )
+        first, last = min(on_disk), max(on_disk)
+    missing = [f for f in range(first, last + 1) if f not in on_disk]
+    if missing:
+        shown = ", ".join(str(f) for f in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise errors.NotFound(
+            f"{field}: {len(missing)} frame(s) of {media.path} missing: {shown}",
+            reason="MISSING_FRAMES",
+            field=field,
+            file=media.path,
+            frames=missing,
+        )
+    return [(f, on_disk[f]) for f in range(first, last + 1)]
+
+
 def result_or_raise(job: pb.Job) -> RemoveResult:
     if job.state == pb.JOB_STATE_SUCCEEDED:
         return RemoveResult.from_job(job)
@@ -510,15 +849,25 @@ def _is_local(address: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "")
 
 
-def _to_error(exc: grpc.RpcError, address: str) -> errors.VoidlinkError:
+def _to_error(exc: grpc.RpcError, address: str, path_map: Optional[PathMap] = None) -> errors.VoidlinkError:
     code = exc.code()
     detail = pb.ErrorDetail()
     for key, value in exc.trailing_metadata() or ():
         if key == ERROR_METADATA_KEY:
             detail.ParseFromString(value)
+    if path_map and detail.file:
+        daemon_file = detail.file
+        detail.file = path_map.to_client(daemon_file)
+        if detail.file != daemon_file:
+            detail.message = detail.message.replace(daemon_file, detail.file)
     if code == grpc.StatusCode.UNAVAILABLE and not detail.reason:
         return errors.Unavailable(
             f"the voidlink daemon at {address} is unavailable ({exc.details()})", reason="DAEMON_UNREACHABLE"
+        )
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return errors.Conflict(
+            f"the voidlink daemon at {address} does not offer this call ({exc.details()}); it runs an older voidlink",
+            reason="UNIMPLEMENTED",
         )
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return Unauthenticated(

@@ -1,9 +1,10 @@
-"""Pieces the sub-commands share: the daemon address option, frame ranges, JSON output."""
+"""Pieces the sub-commands share: the daemon address and client options, frame ranges, JSON output."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional
 
@@ -11,9 +12,44 @@ from voidlink.errors import InvalidInput
 from voidlink.protos import ADDRESS_ENV, pb
 
 
+class _ExportToClients(argparse.Action):
+    """Puts the option's value in the environment variable every `Client` of this command reads.
+
+    Sub-commands build their clients as `Client(args.address)`; going through the environment
+    gives each of them the token, CA and path map without threading options through every call.
+    """
+
+    def __init__(self, option_strings, dest, variable: str, **kwargs) -> None:
+        self.variable = variable
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        is_file = self.variable != "VOIDLINK_PATH_MAP" and values.lower() not in ("system", "1", "true")
+        os.environ[self.variable] = os.path.abspath(values) if is_file else values
+
+
 def add_address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--address", help=f"daemon address HOST:PORT or unix:PATH (default: ${ADDRESS_ENV}, else 127.0.0.1:50151)"
+    )
+    parser.add_argument(
+        "--token-file",
+        action=_ExportToClients,
+        variable="VOIDLINK_TOKEN_FILE",
+        help="file holding the token for a daemon that wants one (default: $VOIDLINK_TOKEN, $VOIDLINK_TOKEN_FILE)",
+    )
+    parser.add_argument(
+        "--tls-ca",
+        action=_ExportToClients,
+        variable="VOIDLINK_TLS_CA",
+        help="CA certificate of a TLS daemon ('system' for the system's roots; default: $VOIDLINK_TLS_CA)",
+    )
+    parser.add_argument(
+        "--path-map",
+        action=_ExportToClients,
+        variable="VOIDLINK_PATH_MAP",
+        help="CLIENT=DAEMON folder pairs separated by ';' (default: $VOIDLINK_PATH_MAP and the studio config)",
     )
 
 

@@ -12,6 +12,7 @@ from voidlink.cli.common import add_address, add_json, print_json
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="data dir to check (default: the platform's user data dir)")
     parser.add_argument("--weights", help="VOID weights folder to check")
+    parser.add_argument("--path", action="append", default=[], help="a client path the daemon should see (repeatable)")
     add_address(parser)
     add_json(parser)
 
@@ -35,6 +36,17 @@ def run(args: argparse.Namespace) -> int:
         state = availability(name, args.weights)
         report["backends"][name] = {"available": state.available, "reason": state.reason, "detail": state.detail}
     report["weights_dir"] = str(weights_dir(args.weights))
+    from voidlink.inference.backends.void.weights import check_weights, download_commands
+
+    weights = check_weights(weights_dir(args.weights))
+    report["void_weights"] = {
+        "folder": str(weights.folder),
+        "complete": weights.ok,
+        "pass2": weights.pass2,
+        "problems": weights.problems,
+        # What a user runs on a machine with internet, then copies into the folder above.
+        "download_commands": download_commands(weights.folder) if not (weights.ok and weights.pass2) else [],
+    }
     client = Client(args.address, connect_timeout=2.0)
     try:
         info = client.info()
@@ -47,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             "running_jobs": info.queue.running,
             "default_backend": info.default_backend,
         }
+        report["daemon"].update(_paths_section(client, info, args.path or [os.getcwd()]))
     except VoidlinkError as error:
         report["daemon"] = {"address": client.address, "running": False, "reason": str(error)}
     finally:
@@ -65,10 +78,49 @@ def run(args: argparse.Namespace) -> int:
     if daemon["running"]:
         print(f"daemon:           running at {daemon['address']} (voidlink {daemon['version']}, pid {daemon['pid']}, "
               f"{daemon['queued']} queued, {daemon['running_jobs']} running, auto → {daemon['default_backend']})")
+        print(f"daemon security:  {daemon['security']}")
+        for probe in daemon["paths"]:
+            seen = "seen" if probe["usable"] else f"NOT seen ({probe['reason']})"
+            print(f"daemon path:      {probe['client']} -> {probe['daemon']}: {seen}")
+        print(f"transfer mode:    {daemon['transfer_mode']}")
     else:
         print(f"daemon:           not running ({daemon['reason']})")
     print(f"VOID weights dir: {report['weights_dir']}")
+    vw = report["void_weights"]
+    if vw["problems"]:
+        print("VOID weights missing or damaged:")
+        for problem in vw["problems"]:
+            print(f"  - {problem}")
+    elif not vw["pass2"]:
+        print("VOID weights:     complete for pass 1; void_pass2.safetensors is not there (pass 2 unavailable)")
+    else:
+        print("VOID weights:     complete (pass 1 and pass 2)")
+    if vw["download_commands"]:
+        print("  to get them, run on a machine with internet (then copy the folder here if needed):")
+        for command in vw["download_commands"]:
+            print(f"    {command}")
     for name, state in report["backends"].items():
         status = "available" if state["available"] else f"unavailable: {state['reason']}"
         print(f"backend {name:9} {status}")
     return 0
+
+
+def _paths_section(client, info, paths: list) -> dict:
+    """Whether the daemon sees this client's paths, and so whether jobs send paths or stream frames."""
+    from voidlink.errors import VoidlinkError
+
+    roots = f"roots: {', '.join(info.roots)}" if info.roots else "no roots"
+    if info.confined and not info.roots:
+        roots += " (streamed frames only)"
+    tls = "TLS" if info.tls else "plain text"
+    security = f"{tls}, {'tokens required' if info.tokens_required else 'no tokens'}, {roots}"
+    try:
+        probes = client.probe(paths)
+    except VoidlinkError as error:
+        return {"security": security, "paths": [], "transfer_mode": f"shared paths (cannot probe: {error})"}
+    found = [
+        {"client": path, "daemon": probe.path, "usable": probe.usable, "reason": probe.reason}
+        for path, probe in zip(paths, probes)
+    ]
+    mode = "shared paths" if all(p["usable"] for p in found) else "frames streamed over gRPC"
+    return {"security": security, "paths": found, "transfer_mode": mode}
