@@ -107,7 +107,7 @@ class JobForm(QtWidgets.QWidget):
         self.first.setValue(1001)
         self.last.setValue(1001)
         self.prompt = QtWidgets.QPlainTextEdit()
-        self.prompt.setPlaceholderText(PROMPT_HINT)
+        self.prompt.setPlaceholderText("an empty street, wet asphalt")
         self.prompt.setFixedHeight(64)
         hint = QtWidgets.QLabel(PROMPT_HINT)
         hint.setWordWrap(True)
@@ -145,7 +145,9 @@ class JobForm(QtWidgets.QWidget):
         grid.addRow("", hint)
         grid.addRow("Backend", engine)
         grid.addRow("Output", self.output)
+        self.preview_button = QtWidgets.QPushButton("Preview in viewer")
         buttons = QtWidgets.QHBoxLayout()
+        buttons.addWidget(self.preview_button)
         buttons.addStretch(1)
         buttons.addWidget(self.validate_button)
         buttons.addWidget(self.submit_button)
@@ -213,11 +215,11 @@ class JobForm(QtWidgets.QWidget):
         folder = os.path.join(os.path.dirname(os.path.abspath(self.output_template(values))), "roto")
         return os.path.join(folder, "object.####.exr"), os.path.join(folder, "affected.####.exr")
 
-    def _check_fields(self, values: FormValues) -> None:
+    def _check_fields(self, values: FormValues, document: Optional[roto.RotoDocument]) -> None:
         if not values.plate:
             raise errors.InvalidInput("spec.source.otio_json: no clip given", reason="BAD_CLIP", field="spec.source")
         if values.use_roto:
-            if self.document is None or not self.document.of_role("object"):
+            if document is None or not document.of_role("object"):
                 raise errors.InvalidInput(
                     "spec.mask: draw the object in the viewer's roto mode first (no object shape yet)",
                     reason="NO_MASK",
@@ -234,21 +236,27 @@ class JobForm(QtWidgets.QWidget):
                 field="spec.frames",
             )
 
-    def build(self, values: Optional[FormValues] = None, write_roto: bool = True) -> pb.JobSpec:
+    def build(
+        self,
+        values: Optional[FormValues] = None,
+        write_roto: bool = True,
+        document: Optional[roto.RotoDocument] = None,
+    ) -> pb.JobSpec:
         """The JobSpec of the form (writing the roto mattes first when the job uses roto)."""
         values = values or self.values()
-        self._check_fields(values)
+        document = document or self.document
+        self._check_fields(values, document)
         mask, affected = values.mask, values.affected or None
         if values.use_roto:
-            assert self.document is not None
+            assert document is not None
             object_pattern, affected_pattern = self.roto_patterns(values)
             mask = object_pattern
-            affected = affected_pattern if self.document.of_role("affected") else None
+            affected = affected_pattern if document.of_role("affected") else None
             if write_roto:
                 roto_file = os.path.join(os.path.dirname(object_pattern), "roto.json")
-                roto.write_mattes(self.document, "object", object_pattern, values.first, values.last, roto_file)
+                roto.write_mattes(document, "object", object_pattern, values.first, values.last, roto_file)
                 if affected:
-                    roto.write_mattes(self.document, "affected", affected_pattern, values.first, values.last, roto_file)
+                    roto.write_mattes(document, "affected", affected_pattern, values.first, values.last, roto_file)
         spec = build_spec(
             values.plate,
             mask,
@@ -308,5 +316,7 @@ class JobForm(QtWidgets.QWidget):
             return False
         self.message.setStyleSheet("")
         self.message.setText("Submitting…")
-        self.submit_requested.emit(lambda: self.build(values))
+        # The worker rasterises a copy: the user may go on drawing while it writes the mattes.
+        document = roto.RotoDocument.from_dict(self.document.to_dict()) if self.document is not None else None
+        self.submit_requested.emit(lambda: self.build(values, document=document))
         return True

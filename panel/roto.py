@@ -31,7 +31,7 @@ FORMAT_VERSION = 1
 # Vertices of the polygon an ellipse is filled as: the outline stays within 0.05 px of the true
 # ellipse up to ~2K-wide shapes, which anti-aliasing hides.
 _ELLIPSE_SEGMENTS = 96
-# Coverage is sampled on a grid this many times finer than the plate's pixels.
+# Scanlines per pixel row when measuring coverage.
 _SUPERSAMPLE = 4
 
 Point = tuple[float, float]
@@ -191,8 +191,8 @@ class RotoDocument:
 def rasterise_shape(shape: Shape, frame: float, width: int, height: int) -> np.ndarray:
     """One shape's coverage (H, W) float32 in 0–1, with its feather.
 
-    Coverage is area-exact to 1/_SUPERSAMPLE² of a pixel: the outline is filled on a grid
-    _SUPERSAMPLE times finer over the shape's box only (a 4K frame stays cheap) and averaged down.
+    Coverage is exact across each scanline and sampled by _SUPERSAMPLE scanlines per pixel row,
+    over the shape's box only (a small shape on a 4K frame stays cheap).
     """
     import cv2
 
@@ -205,8 +205,7 @@ def rasterise_shape(shape: Shape, frame: float, width: int, height: int) -> np.n
     y1 = min(int(math.ceil(outline[:, 1].max())) + pad, height)
     if x1 <= x0 or y1 <= y0:
         return coverage
-    fine = _fill(outline - (x0, y0), x1 - x0, y1 - y0, _SUPERSAMPLE)
-    box = fine.reshape(y1 - y0, _SUPERSAMPLE, x1 - x0, _SUPERSAMPLE).mean(axis=(1, 3), dtype=np.float32)
+    box = _coverage(outline - (x0, y0), x1 - x0, y1 - y0, _SUPERSAMPLE)
     coverage[y0:y1, x0:x1] = box
     if shape.feather > 0:
         # The feather is the soft edge's full width; a Gaussian's ±1.5 sigma carries most of its ramp.
@@ -215,27 +214,41 @@ def rasterise_shape(shape: Shape, frame: float, width: int, height: int) -> np.n
     return coverage
 
 
-def _fill(outline: np.ndarray, width: int, height: int, s: int) -> np.ndarray:
-    """Even-odd fill of a closed outline on a grid `s` times finer: a fine pixel is in when its centre
-    is (left edges inclusive, right exclusive, so shapes that share an edge never both claim a pixel)."""
-    rows = (np.arange(height * s) + 0.5) / s
+def _coverage(outline: np.ndarray, width: int, height: int, rows_per_pixel: int) -> np.ndarray:
+    """Area coverage (H, W) of a closed outline, even-odd rule.
+
+    Each pixel row is sampled by `rows_per_pixel` scanlines; along a scanline the covered length of
+    every pixel is exact (a span [a, b) adds 1 per whole pixel and the fractions at its ends), so
+    vertical edges anti-alias exactly and horizontal ones to 1/rows_per_pixel.
+    """
+    s = rows_per_pixel
+    ys = (np.arange(height * s) + 0.5) / s
     xa, ya = outline[:, 0], outline[:, 1]
     xb, yb = np.roll(xa, -1), np.roll(ya, -1)
-    y = rows[:, None]
+    y = ys[:, None]
     crosses = ((ya <= y) & (y < yb)) | ((yb <= y) & (y < ya))
     with np.errstate(divide="ignore", invalid="ignore"):
         x = xa + (y - ya) * (xb - xa) / (yb - ya)
     x = np.sort(np.where(crosses, x, np.inf), axis=1)
     counts = crosses.sum(axis=1)
-    diff = np.zeros((height * s, width * s + 1), np.int32)
-    index = np.arange(height * s)
+    # Differences of "covered length left of x" ramps; a cumulative sum turns them into coverage.
+    ramps = np.zeros((height * s, width + 2), np.float32)
+    rows = np.arange(height * s)
+
+    def add_ramp(where: np.ndarray, at: np.ndarray, sign: float) -> None:
+        at = np.clip(at, 0.0, float(width))
+        whole = np.floor(at).astype(np.int64)
+        part = (at - whole).astype(np.float32)
+        np.add.at(ramps, (rows[where], np.zeros_like(whole)), sign)
+        np.add.at(ramps, (rows[where], whole), sign * (part - 1.0))
+        np.add.at(ramps, (rows[where], whole + 1), -sign * part)
+
     for k in range(0, int(counts.max(initial=0)) - 1, 2):
         valid = counts >= k + 2
-        start = np.clip(np.ceil(x[valid, k] * s - 0.5), 0, width * s).astype(np.int64)
-        end = np.clip(np.ceil(x[valid, k + 1] * s - 0.5), 0, width * s).astype(np.int64)
-        np.add.at(diff, (index[valid], start), 1)
-        np.add.at(diff, (index[valid], end), -1)
-    return (np.cumsum(diff[:, :-1], axis=1) > 0).astype(np.float32)
+        add_ramp(valid, x[valid, k + 1], 1.0)
+        add_ramp(valid, x[valid, k], -1.0)
+    lengths = np.cumsum(ramps, axis=1)[:, :width]
+    return lengths.reshape(height, s, width).mean(axis=1, dtype=np.float32)
 
 
 def rasterise(shapes: Iterable[Shape], frame: float, width: int, height: int) -> np.ndarray:

@@ -43,6 +43,7 @@ class Canvas(QtWidgets.QWidget):
         self.selected: Optional[roto.Shape] = None
         self._drag_start: Optional[QtCore.QPointF] = None
         self._drag_points: Optional[np.ndarray] = None
+        self._drag_vertex: Optional[int] = None
         self._pending: list[tuple[float, float]] = []
         self.setMinimumSize(320, 200)
         self.setMouseTracking(True)
@@ -110,8 +111,9 @@ class Canvas(QtWidgets.QWidget):
             painter.setPen(QtGui.QPen(colour, width))
             painter.setBrush(fill)
             painter.drawPolygon(polygon)
-            if self.frame in shape.keys:  # a key on this frame: show its handles filled
-                painter.setBrush(colour)
+            if shape is self.selected or self.frame in shape.keys:
+                # Handles: filled on a keyed frame, hollow where the shape is interpolated.
+                painter.setBrush(colour if self.frame in shape.keys else QtCore.Qt.BrushStyle.NoBrush)
                 for x, y in shape.points_at(self.frame):
                     painter.drawEllipse(self.to_widget(x, y), 3.5, 3.5)
         if self._pending:
@@ -135,6 +137,16 @@ class Canvas(QtWidgets.QWidget):
                 return shape
         return None
 
+    def _vertex_at(self, pos: QtCore.QPointF, reach: float = 6.0) -> Optional[int]:
+        """Index of the selected shape's point within `reach` widget pixels of `pos`."""
+        if self.selected is None or not self.selected.keys:
+            return None
+        for index, (x, y) in enumerate(self.selected.points_at(self.frame)):
+            handle = self.to_widget(x, y)
+            if abs(handle.x() - pos.x()) <= reach and abs(handle.y() - pos.y()) <= reach:
+                return index
+        return None
+
     def mousePressEvent(self, event) -> None:  # noqa: N802
         if self.mode != "roto" or self.document is None:
             if self.mode == "wipe":
@@ -144,6 +156,12 @@ class Canvas(QtWidgets.QWidget):
         if self.tool == "polygon":
             self._pending.append((x, y))
             self.update()
+            return
+        vertex = self._vertex_at(event.position())
+        if vertex is not None:
+            self._drag_start = event.position()
+            self._drag_points = self.selected.points_at(self.frame)
+            self._drag_vertex = vertex
             return
         hit = self._shape_at(x, y)
         if hit is not None and not (event.modifiers() & QtCore.Qt.KeyboardModifier.ShiftModifier):
@@ -166,13 +184,18 @@ class Canvas(QtWidgets.QWidget):
         x0, y0 = self.to_image(self._drag_start)
         x1, y1 = self.to_image(event.position())
         if self._drag_points is not None and self.selected is not None:
-            # Dragging a shape keys its moved position on the current frame.
-            moved = self._drag_points + (x1 - x0, y1 - y0)
+            # Dragging a shape (or one of its points) keys the new position on the current frame.
+            moved = self._drag_points.copy()
+            if self._drag_vertex is None:
+                moved += (x1 - x0, y1 - y0)
+            else:
+                moved[self._drag_vertex] += (x1 - x0, y1 - y0)
             self.selected.set_key(self.frame, [tuple(p) for p in moved])
         elif abs(x1 - x0) > 2 and abs(y1 - y0) > 2:
             self.selected = self.add_shape(self.tool, [(x0, y0), (x1, y1)])
         self._drag_start = None
         self._drag_points = None
+        self._drag_vertex = None
         self.shapes_changed.emit()
         self.update()
 

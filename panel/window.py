@@ -52,8 +52,6 @@ class PanelWindow(QtWidgets.QWidget):
         self.tabs.addTab(self.form, "Job")
         self.tabs.addTab(self.viewer, "Viewer")
         self.tabs.addTab(self.queue, "Queue")
-        self.preview_button = QtWidgets.QPushButton("Preview in viewer")
-        self.form.layout().insertWidget(2, self.preview_button)
         self.connection = QtWidgets.QLabel(f"daemon {self.service.address}")
         self.connection.setStyleSheet("color: gray")
         layout = QtWidgets.QVBoxLayout(self)
@@ -63,7 +61,7 @@ class PanelWindow(QtWidgets.QWidget):
 
         self.form.submit_requested.connect(self.service.submit)
         self.form.use_roto.toggled.connect(self._roto_toggled)
-        self.preview_button.clicked.connect(self.preview)
+        self.form.preview_button.clicked.connect(self.preview)
         self.service.submitted.connect(self._submitted)
         self.service.submit_failed.connect(self.form.show_error)
         self.service.progress.connect(self.queue.update_event)

@@ -191,7 +191,7 @@ def test_roto_keyed_on_two_frames_rasterises_the_in_between_matte(tmp_path):
         roto.Shape("polygon", keys={1: [(0, 0), (5, 0), (0, 5)]}).set_key(2, [(0, 0), (5, 0), (5, 5), (0, 5)])
 
 
-def test_roto_drawn_on_the_viewer_becomes_the_jobs_mattes(window, qtbot, tmp_path):
+def test_roto_drawn_on_the_viewer_becomes_the_jobs_mattes(window, qtbot, tmp_path, artifacts):
     shot = write_shot(tmp_path / "src", frames=5)
     output = str(tmp_path / "out" / "clean.####.exr")
     window.form.set_values(
@@ -217,11 +217,17 @@ def test_roto_drawn_on_the_viewer_becomes_the_jobs_mattes(window, qtbot, tmp_pat
     assert sorted(shape.keys) == [shot.first, shot.last]
     middle = shape.outline_at((shot.first + shot.last) / 2)
     np.testing.assert_allclose(middle[0], (28, 20), atol=0.5)
+    # Dragging a corner handle of the selected shape reshapes it on this frame only.
+    qtbot.mousePress(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(64, 36))
+    qtbot.mouseRelease(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(72, 40))
+    np.testing.assert_allclose(shape.keys[shot.last], [(48, 20), (72, 40)], atol=0.5)
+    np.testing.assert_allclose(shape.keys[shot.first], [(8, 20), (24, 36)], atol=0.5)
     viewer.role.setCurrentText("affected")
     viewer.slider.setValue(shot.first)
     qtbot.mousePress(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(4, 36))
     qtbot.mouseRelease(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(90, 44))
     assert [s.role for s in window.form.document.shapes] == ["object", "affected"]
+    save_screenshot(window, str(artifacts / "panel-viewer-roto.png"))
 
     with qtbot.waitSignal(window.job_finished, timeout=JOB_TIMEOUT_MS) as finished:
         assert window.form.submit()
@@ -229,9 +235,10 @@ def test_roto_drawn_on_the_viewer_becomes_the_jobs_mattes(window, qtbot, tmp_pat
     assert job.state == pb.JOB_STATE_SUCCEEDED, job.error.message
     roto_folder = tmp_path / "out" / "roto"
     assert (roto_folder / "roto.json").is_file()
-    assert "roto/object.####.exr" in job.spec.mask.otio_json or "object." in job.spec.mask.otio_json
+    assert str(roto_folder) in job.spec.mask.otio_json and "object." in job.spec.mask.otio_json
     last_matte = read_pixels(str(roto_folder / f"object.{shot.last}.exr"))[..., 0]
-    assert last_matte[28, 56] > 0.99 and last_matte[28, 12] == 0.0  # the key on the last frame, moved right
+    assert last_matte[28, 56] > 0.99 and last_matte[30, 66] > 0.99  # the last frame's key: moved right, widened
+    assert last_matte[28, 12] == 0.0
     assert read_pixels(str(roto_folder / f"affected.{shot.first}.exr"))[40, 50, 0] > 0.99
 
 
