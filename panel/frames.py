@@ -14,6 +14,9 @@ from typing import Optional
 import numpy as np
 from voidlink.protos.clips import SequencePattern, is_movie
 
+# Movies are numbered from their first picture as 1, as the daemon and the hosts number them.
+MOVIE_FIRST_FRAME = 1
+
 # Quadmask values and the colours the preview paints them in (RGB 0–1): red what goes, amber where
 # the object meets its effect, blue what the effect touches; keep (255) shows the plate untouched.
 QUADMASK_COLOURS = {
@@ -50,7 +53,7 @@ def to_display(pixels: np.ndarray, linear: bool = True, exposure: float = 0.0) -
 class ClipReader:
     """Frames of one sequence pattern, single image or movie, by frame number."""
 
-    def __init__(self, path: str, movie_first_frame: int = 1) -> None:
+    def __init__(self, path: str, movie_first_frame: int = MOVIE_FIRST_FRAME) -> None:
         self.path = path
         self.movie = is_movie(path)
         self.pattern = None if self.movie else SequencePattern.parse(path)

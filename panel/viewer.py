@@ -331,10 +331,10 @@ class Viewer(QtWidgets.QWidget):
         for reader in (self.before_reader, self.after_reader, self.mask_reader, self.affected_reader):
             if reader is not None:
                 reader.close()
-        self.before_reader = ClipReader(before, first) if before else None
-        self.after_reader = ClipReader(after, first) if after else None
-        self.mask_reader = ClipReader(mask, first) if mask else None
-        self.affected_reader = ClipReader(affected, first) if affected else None
+        self.before_reader = ClipReader(before) if before else None
+        self.after_reader = ClipReader(after) if after else None
+        self.mask_reader = ClipReader(mask) if mask else None
+        self.affected_reader = ClipReader(affected) if affected else None
         self.mask_is_quadmask = mask_is_quadmask
         self.first, self.last = first, max(last, first)
         self.slider.blockSignals(True)

@@ -97,7 +97,7 @@ class PanelWindow(QtWidgets.QWidget):
             width, height = 1920, 1080
             if values.plate:
                 try:
-                    pixels, _ = ClipReader(values.plate, values.first).read(values.first)
+                    pixels, _ = ClipReader(values.plate).read(values.first)
                     height, width = pixels.shape[:2]
                 except errors.VoidlinkError as error:
                     self.form.show_error(error)

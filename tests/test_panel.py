@@ -360,3 +360,20 @@ def test_sequence_pattern_from_a_picked_frame_and_nuke_pane_registration(qtbot):
     qtbot.addWidget(pane)
     assert nuke_pane.current_pane() is pane and pane.tabs.currentWidget() is pane.queue
     pane.close()
+
+
+def test_viewer_numbers_movie_pictures_from_one(qtbot, tmp_path):
+    import cv2
+
+    movie = tmp_path / "A001_C002.avi"
+    writer = cv2.VideoWriter(str(movie), cv2.VideoWriter_fourcc(*"MJPG"), 24, (64, 48))
+    for i in range(12):
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
+    panel = PanelWindow("127.0.0.1:9", refresh_ms=0)
+    qtbot.addWidget(panel)
+    panel.viewer.set_clips(before=str(movie), first=8, last=11)
+    assert abs(_pixel(panel.viewer.canvas.before, 30, 20)[0] - 20 * 7) <= 4  # frame 8 is the 8th picture
+    panel.viewer.slider.setValue(11)
+    assert abs(_pixel(panel.viewer.canvas.before, 30, 20)[0] - 20 * 10) <= 4  # display-referred: no transform
+    panel.close()
