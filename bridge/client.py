@@ -570,11 +570,11 @@ class Client:
                         yield pb.FrameChunk(sha256=ref.sha256, size=ref.size, offset=offset, data=data)
                         offset += len(data)
 
-        acked = {}
+        acked = {ref.sha256: offset for _, ref, offset in todo}
         stream = self._stub.UploadFrames(chunks(), metadata=self._metadata)
         try:
             for ack in stream:
-                before = acked.get(ack.sha256, next(o for _, r, o in todo if r.sha256 == ack.sha256))
+                before = acked.get(ack.sha256, 0)
                 progress.bytes_done += ack.offset - before
                 acked[ack.sha256] = ack.offset
                 if ack.complete:

@@ -194,8 +194,10 @@ class VoidLinkService(rpc.VoidLinkServicer):
         limit = self.daemon.security.max_upload_bytes
         received = 0
         pinned: list[str] = []
+        touched: set[str] = set()
         try:
             for chunk in request_iterator:
+                touched.add(chunk.sha256)
                 received += len(chunk.data)
                 if received > limit:
                     raise LimitExceeded(
@@ -210,6 +212,7 @@ class VoidLinkService(rpc.VoidLinkServicer):
                     pinned.append(chunk.sha256)
                 yield pb.FrameAck(sha256=chunk.sha256, offset=stored, complete=complete)
         finally:
+            self.daemon.cache.release(touched)
             self.daemon.cache.unpin(pinned)
 
     @_stream_rpc

@@ -51,8 +51,10 @@ class FrameCache:
         self.partial.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._sizes: OrderedDict[str, int] = OrderedDict()  # oldest use first
-        self._hashers: dict[str, tuple[int, object]] = {}  # sha -> (bytes hashed, running hash)
-        self._writing: dict[str, threading.Lock] = {}
+        # Uploads in progress: sha -> (bytes written, running hash, open file), so a stream's next chunk
+        # appends without looking at the disk again.
+        self._open: dict[str, tuple[int, object, object]] = {}
+        self._stripes = [threading.Lock() for _ in range(64)]
         self._pins: dict[str, int] = {}
         found = [(p.stat().st_mtime, p.name, p.stat().st_size) for p in self.objects.glob("*/*") if p.is_file()]
         for _, name, size in sorted(found):
@@ -111,9 +113,11 @@ class FrameCache:
                 f"({format_size(self.max_bytes)}); start the daemon with a larger --cache-size",
                 reason="CACHE_TOO_SMALL",
             )
-        with self._lock:
-            writing = self._writing.setdefault(sha, threading.Lock())
-        with writing:
+        with self._stripes[int(sha[:2], 16) % len(self._stripes)]:
+            current = self._open.get(sha)
+            if current is not None and current[0] == chunk.offset:
+                return self._append(sha, chunk, current[1], current[2])
+            self._close(sha)
             present, stored = self.status(sha)
             if present:
                 return chunk.size, True
@@ -124,44 +128,62 @@ class FrameCache:
                     reason="OFFSET_MISMATCH",
                     field="offset",
                 )
-            end = chunk.offset + len(chunk.data)
-            if end > chunk.size:
-                raise InvalidInput(
-                    f"frame {sha[:12]}: chunk ends at byte {end}, past the frame's size {chunk.size}",
-                    reason="BAD_SIZE",
-                    field="data",
-                )
             partial = self._partial(sha)
-            hashed, hasher = self._hashers.get(sha, (-1, None))
-            if hasher is None or hashed != stored:
-                hasher = hashlib.sha256()
-                if stored:
-                    with open(partial, "rb") as existing:
-                        for block in iter(lambda: existing.read(1 << 20), b""):
-                            hasher.update(block)
-            with open(partial, "ab") as out:
-                out.write(chunk.data)
-            hasher.update(chunk.data)
-            if end < chunk.size:
-                self._hashers[sha] = (end, hasher)
-                return end, False
-            self._hashers.pop(sha, None)
-            if hasher.hexdigest() != sha:
-                partial.unlink(missing_ok=True)
-                raise InvalidInput(
-                    f"frame {sha[:12]}: the {chunk.size} bytes received hash to {hasher.hexdigest()[:12]}; "
-                    "the upload was corrupted and is discarded, send it again",
-                    reason="HASH_MISMATCH",
-                    field="sha256",
-                )
-            target = self._object(sha)
-            target.parent.mkdir(exist_ok=True)
-            os.replace(partial, target)
-            with self._lock:
-                self._sizes[sha] = chunk.size
-                self._sizes.move_to_end(sha)
-                self._evict()
-            return chunk.size, True
+            hasher = hashlib.sha256()
+            if stored:  # resuming: the hash must cover what an earlier stream wrote
+                with open(partial, "rb") as existing:
+                    for block in iter(lambda: existing.read(1 << 20), b""):
+                        hasher.update(block)
+            return self._append(sha, chunk, hasher, open(partial, "ab"))
+
+    def _close(self, sha: str) -> None:
+        current = self._open.pop(sha, None)
+        if current is not None:
+            current[2].close()
+
+    def release(self, shas: Iterable[str]) -> None:
+        """Close the files of a stream's unfinished frames (what they hold stays for a resume)."""
+        for sha in shas:
+            if not _SHA256.match(sha):
+                continue  # refused when it arrived; nothing was opened for it
+            with self._stripes[int(sha[:2], 16) % len(self._stripes)]:
+                self._close(sha)
+
+    def _append(self, sha: str, chunk: pb.FrameChunk, hasher, handle) -> tuple[int, bool]:
+        end = chunk.offset + len(chunk.data)
+        if end > chunk.size:
+            self._open.pop(sha, None)
+            handle.close()
+            raise InvalidInput(
+                f"frame {sha[:12]}: chunk ends at byte {end}, past the frame's size {chunk.size}",
+                reason="BAD_SIZE",
+                field="data",
+            )
+        handle.write(chunk.data)
+        handle.flush()  # acknowledged bytes are in the file, whatever happens to this process next
+        hasher.update(chunk.data)
+        if end < chunk.size:
+            self._open[sha] = (end, hasher, handle)
+            return end, False
+        self._open.pop(sha, None)
+        handle.close()
+        partial = self._partial(sha)
+        if hasher.hexdigest() != sha:
+            partial.unlink(missing_ok=True)
+            raise InvalidInput(
+                f"frame {sha[:12]}: the {chunk.size} bytes received hash to {hasher.hexdigest()[:12]}; "
+                "the upload was corrupted and is discarded, send it again",
+                reason="HASH_MISMATCH",
+                field="sha256",
+            )
+        target = self._object(sha)
+        target.parent.mkdir(exist_ok=True)
+        os.replace(partial, target)
+        with self._lock:
+            self._sizes[sha] = chunk.size
+            self._sizes.move_to_end(sha)
+            self._evict()
+        return chunk.size, True
 
     def _evict(self) -> None:
         total = sum(self._sizes.values())

@@ -8,6 +8,7 @@ import importlib
 BENCHMARKS = {
     "io": "voidlink.bench.io",
     "classical": "voidlink.bench.classical",
+    "transfer": "voidlink.bench.transfer",
     "void": "voidlink.bench.void",
 }
 

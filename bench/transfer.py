@@ -1,0 +1,169 @@
+"""`voidlink bench transfer`: uploading EXR frames to a daemon over loopback gRPC against a local file copy.
+
+What is measured, on 1920x1080 RGB half-float zip EXR frames generated for the run:
+- `transfer_ratio`: the seconds a local `shutil.copyfile` of the frames takes, divided by the seconds
+  `Client.upload_frames` takes to put the same frames into a fresh daemon's frame cache (hashing each
+  file, asking which frames the daemon lacks, streaming the chunks, the daemon writing and verifying
+  them). 1.0 means as fast as copying the files on this machine; the goal is >= 0.5.
+- `resubmit_bytes`: frame bytes sent when the same frames are uploaded again (the goal is 0: the
+  daemon's cache already holds them).
+
+The daemon is a real `voidlink serve` subprocess on 127.0.0.1 (its own process, as in production).
+Both sides read frames the run has just written, so both read from a warm page cache; each side runs
+`--repeats` times (a fresh daemon data dir each time for the upload) and the ratio uses the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import OpenImageIO as oiio
+from voidlink.bridge.client import Client, file_sha256
+from voidlink.protos import pb
+
+RATIO_TARGET = 0.5
+WIDTH, HEIGHT = 1920, 1080
+
+
+def write_frames(folder: Path, frames: int) -> list[Path]:
+    """Frames with film-like grain over a gradient, so zip compresses them as much as a real plate."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(11)
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+    base = np.stack([xx / WIDTH, yy / HEIGHT, (xx + yy) / (WIDTH + HEIGHT)], axis=-1) * 0.8
+    paths = []
+    for index in range(frames):
+        pixels = base + rng.normal(0.0, 0.02, base.shape).astype(np.float32) + index * 0.01
+        path = folder / f"plate.{1001 + index:04d}.exr"
+        spec = oiio.ImageSpec(WIDTH, HEIGHT, 3, "half")
+        spec.attribute("compression", "zip")
+        out = oiio.ImageOutput.create(str(path))
+        out.open(str(path), spec)
+        out.write_image(np.ascontiguousarray(pixels))
+        out.close()
+        paths.append(path)
+    return paths
+
+
+def start_daemon(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voidlink", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir),
+         "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    for line in process.stdout:
+        match = re.search(r"listening on (\S+)", line)
+        if match:
+            return process, match.group(1)
+    raise RuntimeError("the daemon did not start")
+
+
+def stop_daemon(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
+    say = progress or (lambda text: None)
+    say(f"writing {frames} 1080p half EXR frames")
+    paths = write_frames(root / "frames", frames)
+    total = sum(p.stat().st_size for p in paths)
+    for path in paths:  # warm the page cache for both sides alike
+        path.read_bytes()
+
+    copy_seconds, upload_seconds = [], []
+    resubmit_bytes = 0
+    for repeat in range(repeats):
+        say(f"local copy, run {repeat + 1}")
+        target = root / f"copy-{repeat}"
+        target.mkdir()
+        started = time.perf_counter()
+        for path in paths:
+            shutil.copyfile(path, target / path.name)
+        copy_seconds.append(time.perf_counter() - started)
+        shutil.rmtree(target)
+
+        say(f"gRPC upload, run {repeat + 1}")
+        process, address = start_daemon(root / f"daemon-{repeat}")
+        try:
+            client = Client(address)
+            client.info()  # connected before the clock starts
+            started = time.perf_counter()
+            files = [(str(p), pb.FrameRef(sha256=file_sha256(str(p)), size=p.stat().st_size)) for p in paths]
+            client.upload_frames(files)
+            upload_seconds.append(time.perf_counter() - started)
+            assert client.stats.bytes_sent == total, (client.stats.bytes_sent, total)
+            sent_before = client.stats.bytes_sent
+            again = [(str(p), pb.FrameRef(sha256=file_sha256(str(p)), size=p.stat().st_size)) for p in paths]
+            client.upload_frames(again)
+            resubmit_bytes = max(resubmit_bytes, client.stats.bytes_sent - sent_before)
+            client.close()
+        finally:
+            stop_daemon(process)
+            shutil.rmtree(root / f"daemon-{repeat}", ignore_errors=True)
+
+    copy, upload = statistics.median(copy_seconds), statistics.median(upload_seconds)
+    return {
+        "frames": frames,
+        "frame_size": [WIDTH, HEIGHT],
+        "bytes": total,
+        "copy_seconds": copy,
+        "upload_seconds": upload,
+        "copy_mb_per_s": total / copy / 1e6,
+        "upload_mb_per_s": total / upload / 1e6,
+        "transfer_ratio": copy / upload,
+        "transfer_ratio_target": RATIO_TARGET,
+        "transfer_ratio_met": copy / upload >= RATIO_TARGET,
+        "resubmit_bytes": resubmit_bytes,
+        "resubmit_bytes_met": resubmit_bytes == 0,
+        "repeats": repeats,
+    }
+
+
+def format_table(report: dict) -> str:
+    mark = {True: "ok", False: "BELOW GOAL"}
+    return "\n".join(
+        [
+            f"{report['frames']} frames of {report['frame_size'][0]}x{report['frame_size'][1]} half EXR, "
+            f"{report['bytes'] / 1e6:.1f} MB",
+            f"  local copy      {report['copy_seconds']:.3f} s  ({report['copy_mb_per_s']:.0f} MB/s)",
+            f"  gRPC upload     {report['upload_seconds']:.3f} s  ({report['upload_mb_per_s']:.0f} MB/s)",
+            f"  transfer_ratio  {report['transfer_ratio']:.2f}  (goal >= {RATIO_TARGET}: "
+            f"{mark[report['transfer_ratio_met']]})",
+            f"  resubmit_bytes  {report['resubmit_bytes']}  (goal 0: {mark[report['resubmit_bytes_met']]})",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voidlink bench transfer", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--frames", type=int, default=24, help="frames per run (default 24)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each side (default 3)")
+    parser.add_argument("--quick", action="store_true", help="8 frames, one run")
+    args = parser.parse_args(argv)
+    frames, repeats = (8, 1) if args.quick else (args.frames, args.repeats)
+    progress = None if args.json else (lambda text: print(f"  {text}", flush=True))
+    with tempfile.TemporaryDirectory(prefix="voidlink-bench-transfer-") as root:
+        report = run(frames, repeats, Path(root), progress)
+    print(json.dumps(report) if args.json else format_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
