@@ -31,6 +31,8 @@ class JobService(QtCore.QObject):
     failed = Signal(str)  # a call other than submit went wrong: the message to show
     info_ready = Signal(object)  # pb.GetInfoResponse
     job_ready = Signal(object)  # pb.Job asked for with `fetch`
+    unreachable = Signal(str)  # no daemon answers: the message (a local one can be started)
+    daemon_ready = Signal()  # `start_daemon` has a daemon serving
 
     def __init__(self, address: Optional[str] = None, parent: Optional[QtCore.QObject] = None) -> None:
         super().__init__(parent)
@@ -134,7 +136,10 @@ class JobService(QtCore.QObject):
             try:
                 self.jobs_listed.emit(self.client.jobs(limit=limit))
             except errors.VoidlinkError as error:
-                self.failed.emit(str(error))
+                if error.reason == "DAEMON_UNREACHABLE":
+                    self.unreachable.emit(str(error))
+                else:
+                    self.failed.emit(str(error))
             finally:
                 with self._lock:
                     self._listing = False
@@ -149,6 +154,19 @@ class JobService(QtCore.QObject):
                 self.failed.emit(str(error))
 
         return self._run(work, "get")
+
+    def start_daemon(self) -> threading.Thread:
+        """Start a local daemon when none answers (detached: it outlives the panel and the host)."""
+
+        def work() -> None:
+            try:
+                self.client.ensure_daemon()
+            except errors.VoidlinkError as error:
+                self.failed.emit(str(error))
+                return
+            self.daemon_ready.emit()
+
+        return self._run(work, "start-daemon")
 
     def fetch_info(self) -> threading.Thread:
         def work() -> None:

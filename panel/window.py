@@ -54,9 +54,14 @@ class PanelWindow(QtWidgets.QWidget):
         self.tabs.addTab(self.queue, "Queue")
         self.connection = QtWidgets.QLabel(f"daemon {self.service.address}")
         self.connection.setStyleSheet("color: gray")
+        self.start_button = QtWidgets.QPushButton("Start local daemon")
+        self.start_button.setVisible(False)
+        status = QtWidgets.QHBoxLayout()
+        status.addWidget(self.connection, 1)
+        status.addWidget(self.start_button)
         layout = QtWidgets.QVBoxLayout(self)
         layout.addWidget(self.tabs, 1)
-        layout.addWidget(self.connection)
+        layout.addLayout(status)
         self.resize(980, 680)
 
         self.form.submit_requested.connect(self.service.submit)
@@ -69,6 +74,9 @@ class PanelWindow(QtWidgets.QWidget):
         self.service.jobs_listed.connect(self._listed)
         self.service.failed.connect(self._service_failed)
         self.service.job_ready.connect(self._job_ready)
+        self.service.unreachable.connect(self._unreachable)
+        self.service.daemon_ready.connect(self._daemon_ready)
+        self.start_button.clicked.connect(self._start_daemon)
         self.queue.cancel_requested.connect(self.service.cancel)
         self.queue.resubmit_requested.connect(self.service.resubmit)
         self.queue.view_requested.connect(self.show_job)
@@ -167,6 +175,7 @@ class PanelWindow(QtWidgets.QWidget):
             self.service.watch(job.id)
 
     def _listed(self, jobs: list) -> None:
+        self.start_button.setVisible(False)
         self.connection.setText(f"daemon {self.service.address} · {len(jobs)} job(s)")
         self.queue.update_jobs(jobs)
         for job in jobs:  # follow running jobs started elsewhere too, for live progress
@@ -175,6 +184,21 @@ class PanelWindow(QtWidgets.QWidget):
 
     def _service_failed(self, message: str) -> None:
         self.connection.setText(message)
+        self.start_button.setEnabled(True)
+
+    def _unreachable(self, message: str) -> None:
+        self.connection.setText(message)
+        self.start_button.setVisible(True)
+
+    def _start_daemon(self) -> None:
+        self.start_button.setEnabled(False)
+        self.connection.setText(f"starting a daemon at {self.service.address}…")
+        self.service.start_daemon()
+
+    def _daemon_ready(self) -> None:
+        self.start_button.setVisible(False)
+        self.start_button.setEnabled(True)
+        self.service.refresh()
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self.timer.stop()

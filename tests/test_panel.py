@@ -377,3 +377,33 @@ def test_viewer_numbers_movie_pictures_from_one(qtbot, tmp_path):
     panel.viewer.slider.setValue(11)
     assert abs(_pixel(panel.viewer.canvas.before, 30, 20)[0] - 20 * 10) <= 4  # display-referred: no transform
     panel.close()
+
+
+def test_start_a_local_daemon_from_the_panel(qtbot, tmp_path, monkeypatch):
+    import json
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # The started daemon keeps its data and log under this test's folder, not the user's.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("VOIDLINK_DAEMON", f"{sys.executable} -m voidlink")
+    panel = PanelWindow(f"127.0.0.1:{port}", refresh_ms=0)
+    qtbot.addWidget(panel)
+    panel.show()
+    panel.service.refresh()
+    qtbot.waitUntil(panel.start_button.isVisible, timeout=15_000)
+    assert "no voidlink daemon answers" in panel.connection.text()
+    state = tmp_path / "data" / "voidlink" / "daemon.json"
+    try:
+        with qtbot.waitSignal(panel.service.daemon_ready, timeout=40_000):
+            qtbot.mouseClick(panel.start_button, QtCore.Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: "job(s)" in panel.connection.text(), timeout=15_000)
+        assert not panel.start_button.isVisible()
+        assert state.is_file()  # the daemon it started, with its data where the environment says
+    finally:
+        if state.is_file():
+            os.kill(json.loads(state.read_text())["pid"], signal.SIGTERM)
+        panel.close()
