@@ -334,3 +334,29 @@ def test_warped_noise_follows_the_motion():
     again, _ = pass2.warped_noise(frames, (1, 4, 16, 12, 24), 4, torch.Generator().manual_seed(0))
     assert torch.equal(noise, again)
     assert abs(float(noise.std()) - 1.0) < 0.1
+
+
+def test_backend_loads_a_weights_folder_and_stays_resident(tmp_path):
+    """The daemon's path: the registry builds the backend from a weights folder once and keeps it."""
+    from safetensors.torch import save_file
+    from test_void_weights import tiny_transformer, write_base
+    from voidlink.inference.backends import BackendRegistry
+
+    write_base(tmp_path)
+    save_file(tiny_transformer(48, seed=1).state_dict(), str(tmp_path / weights.PASS1))
+    registry = BackendRegistry(str(tmp_path))
+    loaded = registry.get("void")
+    assert isinstance(loaded, VoidBackend) and registry.get("void") is loaded and registry.is_loaded("void")
+    assert loaded.load_notes == [f"{weights.PASS1}: missing keys: 0, unexpected keys: 0"]
+    assert loaded.pipe.add_noise_in_inpaint_model is True  # from the base transformer's config.json
+    assert loaded.mode == "full" and loaded.checkpoint == "pass1"
+    # The same folder at the tiny sizes, run end to end with the folder's T5 tokenizer and encoder.
+    backend = VoidBackend(tmp_path, device="cpu", settings=TINY)
+    backend.load()
+    pipe = backend.pipe
+    images, masks = shot(5)
+    req = request(5)
+    req.prompt = "an empty street"
+    assert len(list(backend.run(feed(images, masks), req))) == 5
+    backend.load()
+    assert backend.pipe is pipe

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["VoidBackend", "VoidPipeline", "prepare_inpaint_latents", "check_weights", "download_commands"]
+__all__ = [
+    "VoidBackend",
+    "VoidPipeline",
+    "check_weights",
+    "download_commands",
+    "prepare_inpaint_latents",
+    "remove",
+    "remove_stream",
+]
 
 _LAZY = {
     "VoidBackend": "voidlink.inference.backends.void.backend",
+    "remove": "voidlink.inference.backends.void.backend",
+    "remove_stream": "voidlink.inference.backends.void.backend",
     "VoidPipeline": "voidlink.inference.backends.void.pipeline",
     "prepare_inpaint_latents": "voidlink.inference.backends.void.pipeline",
     "check_weights": "voidlink.inference.backends.void.weights",

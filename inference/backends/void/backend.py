@@ -162,19 +162,23 @@ class VoidBackend(base.Backend):
 
     def load(self) -> None:
         if self.pipe is None:
-            folder = self._folder()
-            weights.require_weights(folder)
-            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-            parts = weights.build_components(folder / weights.BASE, dtype)
-            path = folder / weights.PASS1
-            report = weights.apply_checkpoint(parts["transformer"], weights.load_state_dict(path), str(path))
-            self.load_notes.append(f"{weights.PASS1}: {report.summary()}")
-            config = parts.pop("transformer_config")
-            self.pipe = VoidPipeline(**parts)
-            self.pipe.add_noise_in_inpaint_model = bool(config.get("add_noise_in_inpaint_model", False))
-            self.checkpoint = "pass1"
+            self._build()
         if self.mode is None:
             self._place(self._chosen_mode())
+
+    def _build(self) -> None:
+        """The pipeline from the weights folder, with the pass-1 VOID weights (on the CPU until placed)."""
+        folder = self._folder()
+        weights.require_weights(folder)
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        parts = weights.build_components(folder / weights.BASE, dtype)
+        path = folder / weights.PASS1
+        report = weights.apply_checkpoint(parts["transformer"], weights.load_state_dict(path), str(path))
+        self.load_notes.append(f"{weights.PASS1}: {report.summary()}")
+        config = parts.pop("transformer_config")
+        self.pipe = VoidPipeline(**parts)
+        self.pipe.add_noise_in_inpaint_model = bool(config.get("add_noise_in_inpaint_model", False))
+        self.checkpoint = "pass1"
 
     def _folder(self) -> Path:
         if self.weights_folder is None:
@@ -195,7 +199,7 @@ class VoidBackend(base.Backend):
         if getattr(self.pipe, "_fp8", False) and mode != "offload_fp8":
             # Float8 storage cannot be undone in place: rebuild from the weights folder.
             self.pipe, self.mode, self.checkpoint = None, None, ""
-            self.load()
+            self._build()
         memory.apply_mode(self.pipe, mode, self.device, self.settings.working_area)
         self.mode = mode
 
