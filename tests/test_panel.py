@@ -19,6 +19,7 @@ from voidlink.panel import roto  # noqa: E402
 from voidlink.panel.form import FormValues, sequence_pattern_for  # noqa: E402
 from voidlink.panel.frames import QUADMASK_COLOURS, to_display  # noqa: E402
 from voidlink.panel.qt import QtCore, QtGui  # noqa: E402
+from voidlink.panel.queue import format_eta  # noqa: E402
 from voidlink.panel.window import PanelWindow, save_screenshot  # noqa: E402
 from voidlink.protos import pb  # noqa: E402
 
@@ -139,7 +140,9 @@ def test_form_checks_with_the_daemons_messages_then_submits(window, served, qtbo
     window.viewer.slider.setValue(shot.first + 2)
     moved = read_pixels(shot.mask.replace("####", str(shot.first + 2)))[..., 0] > 0.5
     canvas.wipe = float(np.nonzero(moved)[1].mean() + 0.5) / shot.width
-    wipe_path = save_screenshot(window, str(artifacts / "panel-viewer-wipe.png"))
+    save_screenshot(window, str(artifacts / "panel-viewer-wipe.png"))
+    # The README's picture: the viewer alone (no port numbers or job counts), so reruns give the same bytes.
+    readme_shot = Path(save_screenshot(window.viewer, str(artifacts / "readme-viewer.png")))
 
     # Quadmask preview: the object's pixels tinted in the object colour, the rest untouched.
     window.viewer.slider.setValue(shot.first)
@@ -151,9 +154,10 @@ def test_form_checks_with_the_daemons_messages_then_submits(window, served, qtbo
     assert tinted != untinted
     assert _pixel(window.viewer.canvas.before, 2, 2) == tuple(int(v) for v in expected[2, 2])
     save_screenshot(window, str(artifacts / "panel-viewer-quadmask.png"))
-    docs = ROOT / "docs"
-    docs.mkdir(exist_ok=True)
-    shutil.copy(wipe_path, docs / "panel.png")
+    docs_shot = ROOT / "docs" / "panel.png"
+    if not docs_shot.is_file() or docs_shot.read_bytes() != readme_shot.read_bytes():
+        docs_shot.parent.mkdir(exist_ok=True)
+        shutil.copy(readme_shot, docs_shot)
 
 
 def test_roto_keyed_on_two_frames_rasterises_the_in_between_matte(tmp_path):
@@ -262,6 +266,8 @@ def test_progress_cancel_resubmit_and_open_folder(window, served, qtbot, tmp_pat
     bar = queue.table.cellWidget(row, 3)
     assert bar.maximum() == 40 and bar.value() >= 1
     assert queue.table.item(row, 2).text().startswith("running")
+    eta = window.queue.jobs[job_id].eta_seconds
+    assert queue.table.item(row, 4).text() == (format_eta(eta) if eta >= 0 else "–")
     save_screenshot(window.queue, str(artifacts / "panel-queue-running.png"))
     with qtbot.waitSignal(window.job_finished, timeout=JOB_TIMEOUT_MS) as finished:
         qtbot.mouseClick(queue.cancel_button, QtCore.Qt.MouseButton.LeftButton)
