@@ -9,6 +9,7 @@ BENCHMARKS = {
     "io": "voidlink.bench.io",
     "classical": "voidlink.bench.classical",
     "transfer": "voidlink.bench.transfer",
+    "load": "voidlink.bench.load",
     "void": "voidlink.bench.void",
 }
 
