@@ -197,6 +197,31 @@ def test_closing_does_not_cancel_and_reopening_reattaches(session, daemon, shot,
     assert switch["which"].value() == 1 and _frames_exist(read["file"].value(), shot.first, shot.last)
 
 
+def test_following_survives_a_daemon_restart(session, daemon, tmp_path, source_guard):
+    shot = write_shot(tmp_path / "long", frames=24, width=160, height=96)
+    source_guard(shot.folder)
+    _reads(shot, plate_through_grade=False)
+    nuke.scriptSave(str(tmp_path / "comp.nk"))
+    group = void.create_node()
+    group["backend"].setValue("classical")
+    group["address"].setValue(daemon.address)
+    job_id = void.submit(group)
+    nuke._pump(until=lambda: group["job_state"].value() == "running", timeout=30)
+    daemon.kill()
+    nuke._pump(until=lambda: group["status"].value().startswith("waiting for the daemon"), timeout=30)
+    assert job_id in group["status"].value() and group["job_state"].value() == "running"
+    with group:
+        assert nuke.toNode("result_switch")["which"].value() == 0
+
+    daemon.listen = daemon.address  # the same address and data dir: the daemon resumes the job
+    daemon.start()
+    nuke._pump(until=lambda: group["job_state"].value() in ("succeeded", "failed", "cancelled"), timeout=60)
+    assert group["job_state"].value() == "succeeded", group["status"].value()
+    with group:
+        read = nuke.toNode("result")
+    assert _frames_exist(read["file"].value(), shot.first, shot.last)
+
+
 def test_batch_render_command(session, daemon, shot, tmp_path):
     group = _node(shot, tmp_path, daemon)
     group["address"].setValue("")  # the farm's environment says where the daemon is

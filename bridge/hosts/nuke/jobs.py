@@ -12,7 +12,6 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-import time
 from typing import Callable, Optional
 
 import nuke
@@ -23,6 +22,7 @@ from voidlink.protos import pb
 
 from voidlink import errors
 
+RETRY_SECONDS = 1.0  # between attempts to reach a daemon that stopped answering
 _watchers: dict = {}  # job id -> JobWatcher
 _lock = threading.Lock()
 
@@ -163,6 +163,15 @@ def _watch_failed(job_id: str, text: str) -> None:
         group["status"].setValue(f"lost contact with job {job_id}: {text}")
 
 
+def _daemon_unreachable(job_id: str, text: str) -> None:
+    for group in void_node.find_by_job(job_id):
+        group["status"].setValue(f"waiting for the daemon (job {job_id} keeps its place; retrying): {text}")
+
+
+class DaemonUnreachable(Exception):
+    """The daemon stopped answering while a job was followed (it may be restarting)."""
+
+
 class JobWatcher(threading.Thread):
     """Follows one job on a worker thread; every node update goes through nuke.executeInMainThread."""
 
@@ -177,23 +186,32 @@ class JobWatcher(threading.Thread):
 
     def stop(self) -> None:
         """Stop following (the job itself goes on)."""
+        # The stream reader notices at its next event and ends; closing the channel under it instead
+        # would break gRPC's own connectivity thread.
         self._stop_requested.set()
-        self.client.close()  # ends the blocking event stream
 
     def _read_events(self) -> None:
-        try:
-            while not self._stop_requested.is_set():
+        while not self._stop_requested.is_set():
+            try:
                 for event in self.client.watch(self.job_id):
+                    if self._stop_requested.is_set():
+                        return
                     self._events.put(event)
                     if event.state in TERMINAL:
                         return
                 if self.client.get(self.job_id).state in TERMINAL:  # stream closed early: look, then retry
                     self._events.put(None)
                     return
-                time.sleep(0.5)
-        except Exception as error:  # noqa: BLE001 - anything the stream raises ends up on the node
-            if not self._stop_requested.is_set():
-                self._events.put(error)
+            except errors.Unavailable as error:
+                if self._stop_requested.is_set():
+                    return
+                # A daemon that restarts resumes its jobs where they were: keep following, and say so.
+                self._events.put(DaemonUnreachable(str(error)))
+            except Exception as error:  # noqa: BLE001 - anything else the stream raises ends up on the node
+                if not self._stop_requested.is_set():
+                    self._events.put(error)
+                return
+            self._stop_requested.wait(RETRY_SECONDS)
 
     def run(self) -> None:
         task = nuke.ProgressTask(self.title)
@@ -211,6 +229,10 @@ class JobWatcher(threading.Thread):
                 try:
                     item = self._events.get(timeout=0.1)
                 except queue.Empty:
+                    continue
+                if isinstance(item, DaemonUnreachable):
+                    task.setMessage("waiting for the daemon")
+                    nuke.executeInMainThread(_daemon_unreachable, (self.job_id, str(item)))
                     continue
                 if isinstance(item, Exception):
                     nuke.executeInMainThread(_watch_failed, (self.job_id, str(item)))
