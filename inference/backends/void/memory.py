@@ -16,9 +16,11 @@ from typing import Any, Optional
 MODES = ("full", "offload", "offload_fp8", "sequential")
 GB = 1024**3
 # Free VRAM (GB) each mode wants at the default 384×672, 85-frame windows; scaled by the working area.
-# Estimates from the weights (transformer 5B ≈ 11 GB in bf16, T5-XXL encoder ≈ 9.5 GB, VAE ≈ 0.4 GB)
-# plus activation and VAE-decode headroom, set above the reference's "40 GB+" for its own default;
-# `voidlink bench void` measures the real peaks per mode on a given card.
+# Estimates, not measurements: the weights (transformer 5B ≈ 11 GB in bf16, T5-XXL encoder ≈ 9.5 GB,
+# VAE ≈ 0.4 GB) plus headroom for activations and the VAE decode. Reports disagree (the reference
+# asks 40 GB+ for its float8-offload default; a ComfyUI port runs 720p on 24 GB cards with offload),
+# so `voidlink bench void` measures the real peaks per mode on a given card, and an out-of-memory
+# error in auto mode retries once in the next lower mode.
 NEEDS_GB = {"full": 40.0, "offload": 26.0, "offload_fp8": 18.0, "sequential": 0.0}
 DEFAULT_AREA = 384 * 672
 # Above this many pixels per frame the VAE is tiled (its activations grow with the frame area).
