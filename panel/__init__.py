@@ -9,10 +9,14 @@ for it cheaply.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from .form import FormValues
+    from .window import PanelWindow
 
 
-def open_panel(address: Optional[str] = None, values=None):
+def open_panel(address: Optional[str] = None, values: Optional[FormValues] = None) -> PanelWindow:
     """Show the panel (pre-filled with a `form.FormValues` when given) and return its window."""
     from .qt import application
     from .window import PanelWindow

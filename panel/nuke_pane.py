@@ -10,7 +10,7 @@ takes no arguments; the last one made is kept to route `show_job` to.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from .qt import QtWidgets
 from .window import PanelWindow
@@ -32,7 +32,7 @@ class VoidPane(PanelWindow):
         _current = self
 
 
-def register(nukescripts_module=None):
+def register(nukescripts_module: Any = None) -> Any:
     """Register the pane with Nuke; returns what `registerWidgetAsPanel` returns (None unless create=True)."""
     if nukescripts_module is None:
         import nukescripts as nukescripts_module  # type: ignore[import-not-found]

@@ -206,6 +206,8 @@ def test_roto_drawn_on_the_viewer_becomes_the_jobs_mattes(window, qtbot, tmp_pat
     window.preview()
     viewer = window.viewer
     assert viewer.canvas.mode == "roto" and window.form.document.width == shot.width
+    nothing_drawn = window.form.check()
+    assert nothing_drawn.reason == "NO_MASK" and "draw the object" in str(nothing_drawn)
     viewer.canvas.resize(shot.width * 4, shot.height * 4)  # 4 widget pixels per image pixel
 
     def at(x, y):

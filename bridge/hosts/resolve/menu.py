@@ -8,14 +8,17 @@ thread, and Resolve is only called on this script's main thread, before the job 
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from voidlink.errors import VoidlinkError
 
 from . import adapter
 
+if TYPE_CHECKING:
+    from voidlink.panel.window import PanelWindow
 
-def open_for_current_clip(resolve: Any, address: Optional[str] = None):
+
+def open_for_current_clip(resolve: Any, address: Optional[str] = None) -> PanelWindow:
     """The panel for the current clip (raises ResolveError naming what is wrong); the result is placed when
     the job succeeds. Returns the panel window."""
     from voidlink.panel.form import FormValues
