@@ -16,6 +16,7 @@ import os
 import platform
 import queue
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -234,10 +235,8 @@ class VoidLinkService(rpc.VoidLinkServicer):
                 field="job_id",
             )
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not _staged(p, folder))
-        total = sum(p.stat().st_size for p in files)
         output = SequencePattern.parse(os.path.basename(job.spec.output.path_template))
-        sent = 0
-        for index, path in enumerate(files):
+        for path in files:
             relative = path.relative_to(folder).as_posix()
             kind = "output" if "/" not in relative else relative.split("/", 1)[0]
             match = output.regex().match(path.name) if output is not None and kind == "output" else None
@@ -262,28 +261,11 @@ class VoidLinkService(rpc.VoidLinkServicer):
                     offset += len(data)
                     if last:
                         break
-            sent += size
-            self.daemon.bus.publish(
-                pb.JobEvent(
-                    job_id=job.id,
-                    state=job.state,
-                    stage="download",
-                    frames_done=job.frames_done,
-                    frames_total=job.frames_total,
-                    time=time.time(),
-                    transfer=pb.TransferProgress(
-                        direction="download",
-                        files_done=index + 1,
-                        files_total=len(files),
-                        bytes_done=sent,
-                        bytes_total=total,
-                    ),
-                )
-            )
         self.daemon.transfers.discard_inputs(job.spec)
 
 
 CHUNK_BYTES = 1024 * 1024
+RESULT_DAYS = 7  # streamed-back results stay this long on the daemon for clients to fetch
 
 
 def _staged(path: Path, folder: Path) -> bool:
@@ -310,6 +292,19 @@ def _snapshot(job: pb.Job, message: str = "") -> pb.JobEvent:
         event.error.CopyFrom(job.error)
     if job.HasField("result"):
         event.result.CopyFrom(job.result)
+    uploaded = [ref for clip in (job.spec.source, job.spec.mask, job.spec.affected) for ref in clip.uploaded_frames]
+    if uploaded:
+        # Frames are uploaded before a job exists: by its first event they are all in.
+        size = sum(ref.size for ref in uploaded)
+        event.transfer.CopyFrom(
+            pb.TransferProgress(
+                direction="upload",
+                files_done=len(uploaded),
+                files_total=len(uploaded),
+                bytes_done=size,
+                bytes_total=size,
+            )
+        )
     return event
 
 
@@ -442,9 +437,14 @@ class Daemon:
             raise
 
     def _discard_finished_inputs(self) -> None:
-        """Uploaded inputs of jobs that ended are links into the cache: drop them at each start."""
+        """Uploaded inputs of jobs that ended are links into the cache: drop them at each start, and
+        streamed-back results nobody fetched within RESULT_DAYS."""
+        expired = time.time() - RESULT_DAYS * 86400
         for job in self.store.list([pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED], 0):
             self.transfers.discard_inputs(job.spec)
+            folder = self.transfers.result_folder(job.spec)
+            if folder is not None and job.finished_at < expired:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def check_client_paths(self, spec: pb.JobSpec) -> None:
         """Refuse a path outside the roots before anything looks at the disk there."""

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ log = logging.getLogger("voidlink.transfer")
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CLIP_FIELDS = ("source", "mask", "affected")
+PARTIAL_DAYS = 2  # unfinished uploads older than this are dropped when the daemon starts
 
 
 def check_sha(sha: str, field: str) -> str:
@@ -56,6 +58,10 @@ class FrameCache:
         self._open: dict[str, tuple[int, object, object]] = {}
         self._stripes = [threading.Lock() for _ in range(64)]
         self._pins: dict[str, int] = {}
+        stale = time.time() - PARTIAL_DAYS * 86400
+        for partial in self.partial.iterdir():
+            if partial.stat().st_mtime < stale:  # an upload nobody came back to finish
+                partial.unlink(missing_ok=True)
         found = [(p.stat().st_mtime, p.name, p.stat().st_size) for p in self.objects.glob("*/*") if p.is_file()]
         for _, name, size in sorted(found):
             self._sizes[name] = size

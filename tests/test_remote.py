@@ -166,6 +166,9 @@ def test_streamed_job_matches_the_shared_storage_job_and_resubmits_nothing(studi
     downloads = [e.transfer for e in events if e.HasField("transfer") and e.transfer.direction == "download"]
     assert uploads[-1].bytes_done == uploads[-1].bytes_total == frame_bytes and uploads[-1].files_done == 15
     assert downloads[-1].files_done == 10 and downloads[-1].bytes_done > 0
+    first = next(iter(client.watch(result.job_id)))  # any watcher learns what was uploaded for the job
+    assert first.transfer.direction == "upload" and first.transfer.files_total == 15
+    assert first.transfer.bytes_done == first.transfer.bytes_total == frame_bytes
 
     # The same job again, and a second pass over the same plate: not one frame byte is sent.
     before = client.stats.bytes_sent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import subprocess
 import sys
@@ -315,3 +316,22 @@ def test_roots_from_the_studio_config(tmp_path, certs, tokens_file):
     config.write_text("{roots: nope}")
     with pytest.raises(errors.InvalidInput, match=r"studio.json is not valid JSON \(line 1"):
         security_config(parser.parse_args(["--config", str(config)]))
+
+
+def test_cli_client_options_reach_a_tls_daemon(start_daemon, certs, tokens_file, tmp_path):
+    cert, key = certs
+    daemon = start_daemon("0.0.0.0:0", tls_cert=cert, tls_key=key, tokens_file=tokens_file)
+    token = tmp_path / "token"
+    token.write_text(GOOD + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOIDLINK_")}
+
+    def jobs(*options: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "voidlink", "jobs", "list", "--json", "--address", _port(daemon), *options]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+
+    ok = jobs("--token-file", str(token), "--tls-ca", str(cert))
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout) == {"jobs": []}
+    refused = jobs("--tls-ca", str(cert))
+    assert refused.returncode == 2 and "refused this client: no token given" in refused.stderr
+    assert "--token-file" in refused.stderr
