@@ -273,6 +273,21 @@ def test_no_selection_or_no_plate_says_so(session, shot):
     assert not void.void_nodes()
 
 
+def test_selection_is_sorted_into_plate_and_mattes(session, shot):
+    roto = nuke.nodes.Read(file=shot.mask, first=shot.first, last=shot.last)
+    roto.setName("hero_roto")
+    shadow = nuke.nodes.Read(file=shot.affected, first=shot.first, last=shot.last)
+    plate = nuke.nodes.Read(file=shot.plate, first=shot.first, last=shot.last)
+    group = void.create_node([shadow, roto, plate])
+    assert [group.input(i) for i in range(3)] == [plate, roto, shadow]
+    # Nothing named like a matte: the plate-like node is the plate, the other one the matte.
+    first = nuke.nodes.Dot()
+    second = nuke.nodes.Read(file=shot.plate, first=shot.first, last=shot.last)
+    group = void.create_node([first, second])
+    assert (group.input(0), group.input(1), group.input(2)) == (second, first, None)
+    assert group.name() == "VoidRemove2"
+
+
 def _submit_refused(group, session) -> str:
     assert void.submit(group) is None
     assert group["job_id"].value() == ""

@@ -31,6 +31,7 @@ CANCEL_COMMAND = "import voidlink.bridge.hosts.nuke as void\nvoid.cancel(nuke.th
 _MATTE_WORDS = ("roto", "matte", "mask", "alpha", "shadow", "affect", "reflect")
 _AFFECTED_WORDS = ("shadow", "affect", "reflect")
 _MATTE_CLASSES = ("Roto", "RotoPaint", "Bezier")
+_PLATE_WORDS = ("plate", "bg", "src", "source")
 
 
 def is_void_node(node) -> bool:
@@ -141,7 +142,12 @@ def _words(node) -> str:
 
 
 def _classify(selection: list) -> tuple:
-    """(plate, object matte, affected matte) among the selected nodes; None where there is none."""
+    """(plate, object matte, affected matte) among the selected nodes; None where there is none.
+
+    Roto nodes, and nodes or files named like mattes (roto, matte, mask, alpha, shadow, ...), are
+    mattes, the shadow/affect/reflect ones the affected matte; of the rest, one named like a plate
+    is the plate. When nothing looks like a matte, a second selected node is taken as the matte.
+    """
     mattes, plates = [], []
     for node in selection:
         words = _words(node)
@@ -149,7 +155,11 @@ def _classify(selection: list) -> tuple:
         (mattes if is_matte else plates).append(node)
     affected = next((n for n in mattes if any(word in _words(n) for word in _AFFECTED_WORDS)), None)
     objects = [n for n in mattes if n is not affected]
-    return (plates[0] if plates else None), (objects[0] if objects else None), affected
+    plates.sort(key=lambda n: 0 if any(word in _words(n) for word in _PLATE_WORDS) else 1)
+    plate = plates[0] if plates else None
+    if not objects and len(plates) > 1:
+        objects = plates[1:2]
+    return plate, (objects[0] if objects else None), affected
 
 
 def create_node(selection: Optional[list] = None):
