@@ -55,6 +55,7 @@ def test_auto_falls_back_without_cuda(monkeypatch, complete):
     with pytest.raises(Unavailable) as caught:
         registry.resolve("void")
     assert str(caught.value) == "void: no CUDA device"
+    assert registry.availability("void").detail == ""  # nothing to download
     assert caught.value.field == "spec.params.backend"
 
 
@@ -68,6 +69,8 @@ def test_auto_falls_back_without_weights_and_says_exactly_what_is_missing(monkey
         f"void: weights incomplete in {complete}: {complete / weights.BASE / 'vae'} is missing (base model "
         f"component 'vae'); {complete / weights.PASS1} is missing (about 11 GB)"
     )
+    assert state.detail.startswith("on a machine with internet, run: pip install")
+    assert f"hf download netflix/void-model {weights.PASS1} --local-dir '{complete}'" in state.detail
     assert BackendRegistry(str(complete)).resolve("auto") == "classical"
 
 

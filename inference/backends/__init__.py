@@ -35,7 +35,7 @@ def weights_dir(explicit: Optional[str] = None) -> Path:
 def void_availability(weights: Optional[str] = None) -> Availability:
     """Whether VOID can run here; when not, every reason at once (libraries, CUDA, each missing file)."""
     # The weights module reads only file headers and imports neither torch nor diffusers.
-    from voidlink.inference.backends.void.weights import check_weights
+    from voidlink.inference.backends.void.weights import check_weights, download_commands
 
     reasons = []
     missing_libraries = [
@@ -53,7 +53,9 @@ def void_availability(weights: Optional[str] = None) -> Availability:
     if not report.ok:
         reasons.append(f"weights incomplete in {folder}: " + "; ".join(report.problems))
     if reasons:
-        return Availability(False, "void: " + "; ".join(reasons))
+        # GetInfo and doctor show the detail beside the reason: how to get the files.
+        fetch = "" if report.ok else "on a machine with internet, run: " + " && ".join(download_commands(folder))
+        return Availability(False, "void: " + "; ".join(reasons), detail=fetch)
     extra = ", pass 2 available" if report.pass2 else ", no void_pass2.safetensors (pass 2 unavailable)"
     return Availability(True, detail=f"weights in {folder}{extra}")
 

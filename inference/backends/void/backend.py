@@ -238,10 +238,6 @@ class VoidBackend(base.Backend):
     def notes(self) -> list[str]:
         return [PLAIN_NOTE]
 
-    def working_size_for(self, frame_size: tuple[int, int]) -> tuple[int, int]:
-        """The padded (width, height) a region of `frame_size` is processed at."""
-        return Geometry.for_size(frame_size, self.settings.working_area).padded
-
     def run(self, frames: Iterator[base.BackendFrame], request: base.BackendRequest) -> Iterator[base.BackendResult]:
         if self.pipe is None or self.mode is None:
             self.load()
