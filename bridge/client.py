@@ -485,11 +485,13 @@ class Client:
         except errors.Conflict:
             return TransferPlan(mode="shared", reasons=["the daemon cannot tell which paths it sees"])
         plan = TransferPlan(mode="shared")
-        for name, probe in zip(clips, reads):
-            if not probe.usable:
+        # Stream only what this machine has and the daemon lacks: a path neither side sees stays a
+        # path, so the daemon's error names it as it always has.
+        for name, path, probe in zip(clips, paths, reads):
+            if not probe.usable and os.path.isdir(os.path.dirname(path) or "."):
                 plan.upload.append(name)
                 plan.reasons.append(f"spec.{name}: {probe.path}: {probe.reason}")
-        if not written.usable:
+        if not written.usable and _writable_here(spec.output.path_template):
             plan.stream_back = True
             plan.reasons.append(f"spec.output: {written.path}: {written.reason}")
         if plan.streamed:
@@ -745,6 +747,13 @@ def _report(on_progress, progress: pb.TransferProgress, job_id: str = "") -> Non
     event = pb.JobEvent(job_id=job_id, stage=progress.direction, eta_seconds=-1.0, time=time.time())
     event.transfer.CopyFrom(progress)
     on_progress(event)
+
+
+def _writable_here(path: str) -> bool:
+    folder = os.path.dirname(path) or "."
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    return os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)
 
 
 def file_sha256(path: str) -> str:

@@ -110,6 +110,8 @@ def test_path_mapping_through_a_real_daemon(studio, tmp_path):
     plate, mask = "P:\\shows\\sh020\\plate.####.exr", "P:\\shows\\sh020\\mask.####.exr"
     assert [p.usable for p in client.probe([plate, mask])] == [True, True]
     assert client.plan_transfer(build_spec(plate, mask)).mode == "shared"
+    # Neither side sees this plate: it stays a path, and the daemon's error names it.
+    assert client.plan_transfer(build_spec("P:\\shows\\nope\\plate.####.exr", mask)).mode == "shared"
 
     result = client.remove(plate, mask, prompt="a wall", backend="classical")
     assert result.output_pattern == "P:\\shows\\sh020\\void\\plate_void.####.exr"
