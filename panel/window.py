@@ -99,7 +99,16 @@ class PanelWindow(QtWidgets.QWidget):
         self.tabs.setCurrentIndex(TABS.index(name))
 
     def ensure_document(self) -> roto.RotoDocument:
-        """The roto document of this job, sized to the plate (made on first use)."""
+        """The roto document of this job: the one saved with an earlier submit of the same output, else a new
+        one sized to the plate."""
+        if self.form.document is None:
+            values = self.form.values()
+            saved = os.path.join(os.path.dirname(self.form.roto_patterns(values)[0]), "roto.json")
+            if values.plate and os.path.isfile(saved):
+                try:
+                    self.form.document = roto.RotoDocument.load(saved)
+                except errors.VoidlinkError as error:
+                    self.form.show_error(error)
         if self.form.document is None:
             values = self.form.values()
             width, height = 1920, 1080

@@ -233,6 +233,14 @@ def test_roto_drawn_on_the_viewer_becomes_the_jobs_mattes(window, qtbot, tmp_pat
     qtbot.mousePress(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(4, 36))
     qtbot.mouseRelease(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(90, 44))
     assert [s.role for s in window.form.document.shapes] == ["object", "affected"]
+    # A polygon: a click per point, a double-click closes it.
+    viewer.tool.setCurrentText("polygon")
+    for x, y in ((70, 6), (90, 6), (80, 16)):
+        qtbot.mouseClick(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(x, y))
+    qtbot.mouseDClick(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(80, 16))
+    polygon = window.form.document.shapes[-1]
+    assert polygon.kind == "polygon" and polygon.role == "affected"
+    np.testing.assert_allclose(polygon.keys[shot.first][:3], [(70, 6), (90, 6), (80, 16)], atol=0.5)
     save_screenshot(window, str(artifacts / "panel-viewer-roto.png"))
 
     with qtbot.waitSignal(window.job_finished, timeout=JOB_TIMEOUT_MS) as finished:
@@ -246,6 +254,14 @@ def test_roto_drawn_on_the_viewer_becomes_the_jobs_mattes(window, qtbot, tmp_pat
     assert last_matte[28, 56] > 0.99 and last_matte[30, 66] > 0.99  # the last frame's key: moved right, widened
     assert last_matte[28, 12] == 0.0
     assert read_pixels(str(roto_folder / f"affected.{shot.first}.exr"))[40, 50, 0] > 0.99
+    assert read_pixels(str(roto_folder / f"affected.{shot.first}.exr"))[9, 80, 0] > 0.99  # inside the polygon
+
+    # Opening the same job again brings the shapes back from the roto.json saved with the mattes.
+    again = PanelWindow(window.service.address, refresh_ms=0)
+    qtbot.addWidget(again)
+    again.form.set_values(window.form.values())
+    assert again.ensure_document().to_dict() == window.form.document.to_dict()
+    again.close()
 
 
 def test_progress_cancel_resubmit_and_open_folder(window, served, qtbot, tmp_path, artifacts):
@@ -415,3 +431,18 @@ def test_start_a_local_daemon_from_the_panel(qtbot, tmp_path, monkeypatch):
         if state.is_file():
             os.kill(json.loads(state.read_text())["pid"], signal.SIGTERM)
         panel.close()
+
+
+def test_viewer_names_the_file_and_frame_it_cannot_read(qtbot, tmp_path):
+    shot = write_shot(tmp_path / "src", frames=3)
+    os.unlink(shot.plate.replace("####", "1002"))
+    panel = PanelWindow("127.0.0.1:9", refresh_ms=0)
+    qtbot.addWidget(panel)
+    panel.viewer.set_clips(before=shot.plate, first=shot.first, last=shot.last)
+    assert panel.viewer.canvas.before is not None and panel.viewer.status.text() == ""
+    panel.viewer.slider.setValue(1002)
+    assert panel.viewer.canvas.before is None
+    assert "plate.1002.exr" in panel.viewer.status.text() and "1002" in panel.viewer.status.text()
+    panel.viewer.slider.setValue(1003)
+    assert panel.viewer.canvas.before is not None and panel.viewer.status.text() == ""
+    panel.close()
