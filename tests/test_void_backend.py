@@ -272,36 +272,56 @@ def test_vae_tiling_follows_the_area():
 
 
 def test_exr_job_end_to_end_on_the_void_backend(tmp_path):
-    """A real EXR shot through inference.pipeline.run_job with the tiny VOID model."""
+    """A real EXR shot through inference.pipeline.run_job with the tiny VOID model; then cancel and resume."""
     from shots import read_pixels, write_shot
     from voidlink.bridge import build_spec
     from voidlink.inference import pipeline
     from voidlink.inference.media import quadmask
 
+    from voidlink.errors import JobCancelled
+
     files = write_shot(tmp_path / "src", frames=6, width=96, height=64)
-    output = tmp_path / "out" / "clean.####.exr"
-    spec = build_spec(
-        files.plate,
-        files.mask,
-        files.affected,
-        output=str(output),
-        prompt="a textured wall",
-        steps=2,
-        seed=1,
-        backend="void",
-    )
     backend = tiny_backend()
-    prepared = pipeline.prepare_job(spec)
-    logs: list[str] = []
 
-    class Progress(pipeline.NullProgress):
-        def log(self, message: str) -> None:
-            logs.append(message)
+    def job(name: str, cancel_after: int = 0) -> tuple:
+        output = tmp_path / name / "clean.####.exr"
+        spec = build_spec(
+            files.plate,
+            files.mask,
+            files.affected,
+            output=str(output),
+            prompt="a textured wall",
+            steps=2,
+            seed=1,
+            backend="void",
+        )
+        prepared = pipeline.prepare_job(spec)
+        logs: list[str] = []
+        written: list[int] = []
 
-    req = void_backend.base.BackendRequest(
-        first=prepared.first, last=prepared.last, prompt="a textured wall", steps=2, seed=1, on_message=logs.append
-    )
-    result = pipeline.run_job(prepared, backend, job_id="void1", progress=Progress(), request=req)
+        class Progress(pipeline.NullProgress):
+            def log(self, message: str) -> None:
+                logs.append(message)
+
+            def frame_written(self, frame, done, total, preview) -> None:
+                written.append(frame)
+
+        def cancelled() -> bool:
+            return bool(cancel_after) and len(written) >= cancel_after
+
+        req = base.BackendRequest(
+            first=prepared.first,
+            last=prepared.last,
+            prompt="a textured wall",
+            steps=2,
+            seed=1,
+            on_message=logs.append,
+            cancelled=cancelled,
+        )
+        result = pipeline.run_job(prepared, backend, job_id=name, progress=Progress(), request=req, cancelled=cancelled)
+        return result, prepared, output, logs
+
+    result, prepared, output, logs = job("whole")
     assert result.backend == "void" and void_backend.PLAIN_NOTE in result.notes
     assert any("region at" in n for n in result.notes)
     assert any(": step 2/2" in m for m in logs)
@@ -314,6 +334,18 @@ def test_exr_job_end_to_end_on_the_void_backend(tmp_path):
         assert out.shape == plate.shape
         assert np.array_equal(plate[outside], out[outside])  # untouched outside the mask
         assert not np.array_equal(plate[~outside], out[~outside])  # the model's pixels inside
+
+    # Cancelled after two frames: they stay staged; the resumed job feeds the shot from its first frame
+    # (a segment is denoised as a whole) and its frames match the uninterrupted run exactly.
+    with pytest.raises(JobCancelled):
+        job("resumed", cancel_after=2)
+    staged = sorted(p.name for p in (tmp_path / "resumed" / ".voidlink-resumed" / "output").iterdir())
+    assert staged == [f"clean.{f:04d}.exr" for f in (files.first, files.first + 1)]
+    _, _, resumed, _ = job("resumed")
+    for frame in range(files.first, files.last + 1):
+        a = read_pixels(str(output).replace("####", f"{frame:04d}"))
+        b = read_pixels(str(resumed).replace("####", f"{frame:04d}"))
+        assert np.array_equal(a, b), frame
 
 
 def test_warped_noise_follows_the_motion():
