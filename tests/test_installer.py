@@ -68,15 +68,14 @@ def test_install_twice_then_uninstall_twice_leaves_no_trace(home, capsys):
                 "import runpy, sys\n"
                 f"sys.path.insert(0, {str(FAKES)!r})\n"
                 "import nuke\n"
-                f"runpy.run_path({str(home / '.nuke' / 'init.py')!r})\n"
-                "import os\n"
-                "for folder in nuke.pluginPath():  # Nuke runs each plugin folder's init.py\n"
-                "    if os.path.isfile(folder + '/init.py'):\n"
-                "        runpy.run_path(folder + '/init.py')\n"
-                "import voidlink.bridge.hosts.nuke.startup as startup\n"
+                "nuke._reset(gui=True)\n"
+                f"runpy.run_path({str(home / '.nuke' / 'init.py')!r})  # runs the plugin folder's init.py\n"
+                "nuke._run_menus()\n"
+                "import os, voidlink.bridge.hosts.nuke.startup as startup\n"
                 "print(startup.__file__)\n"
                 "print(os.environ['VOIDLINK_DAEMON'])\n"
                 "print(len(nuke._session.on_script_load))\n"
+                "print(nuke.menu('Nuke').findItem('VOID/Remove object') is not None)\n"
             ),
         ],
         capture_output=True,
@@ -85,9 +84,9 @@ def test_install_twice_then_uninstall_twice_leaves_no_trace(home, capsys):
         timeout=60,
     )
     assert started.returncode == 0, started.stderr
-    module_file, daemon_command, callbacks = started.stdout.split("\n")[:3]
+    module_file, daemon_command, callbacks, menu = started.stdout.split("\n")[:4]
     assert module_file.startswith(str(plugin / "lib" / "voidlink"))  # Python wrote __pycache__ in there
-    assert daemon_command == f"{sys.executable} -m voidlink" and callbacks == "1"
+    assert daemon_command == f"{sys.executable} -m voidlink" and callbacks == "1" and menu == "True"
 
     removed = _run(capsys, "uninstall", "nuke")
     assert "removed the voidlink block 'nuke plugin'" in removed

@@ -1216,12 +1216,36 @@ def toolbar(name: str = "Nodes"):
     return menu(name)
 
 
-def pluginAddPath(args: str, addToSysPath: bool = True) -> None:
-    import sys
+def pluginAddPath(args, addToSysPath: bool = True) -> None:
+    """As nuke_internal.overrides.pluginAddPath: paths go to the front (moved there if listed), trailing
+    slashes trimmed, sys.path extended; and, as it does when called from an init.py (the only place
+    start-up code calls it), each new folder's own init.py runs."""
+    paths = list(args) if isinstance(args, (list, tuple)) else [args]
+    paths = [re.sub(r"[/\\]+$", "", path) for path in paths if path]
+    for path in paths:
+        if path in _session.plugin_paths:
+            _session.plugin_paths.remove(path)
+        _session.plugin_paths.insert(0, path)
+        if addToSysPath and path not in sys.path:
+            sys.path.insert(0, path)
+        init = os.path.join(path, "init.py")
+        if os.path.isfile(init):
+            _run_startup_file(init)
 
-    _session.plugin_paths.insert(0, args)
-    if addToSysPath and args not in sys.path:
-        sys.path.insert(0, args)
+
+def _run_startup_file(path: str) -> None:
+    with open(path) as stream:
+        code = compile(stream.read(), path, "exec")
+    exec(code, {"__file__": path, "__name__": "__main__"})
+
+
+def _run_menus() -> None:
+    """What Nuke does once every init.py has run, with a GUI: each plugin folder's menu.py."""
+    if _session.gui:
+        for path in list(_session.plugin_paths):
+            menu_file = os.path.join(path, "menu.py")
+            if os.path.isfile(menu_file):
+                _run_startup_file(menu_file)
 
 
 def pluginPath() -> list:
