@@ -488,7 +488,7 @@ class Client:
         # Stream only what this machine has and the daemon lacks: a path neither side sees stays a
         # path, so the daemon's error names it as it always has.
         for name, path, probe in zip(clips, paths, reads):
-            if not probe.usable and os.path.isdir(os.path.dirname(path) or "."):
+            if not probe.usable and os.path.isdir(_folder(path)):
                 plan.upload.append(name)
                 plan.reasons.append(f"spec.{name}: {probe.path}: {probe.reason}")
         if not written.usable and _writable_here(spec.output.path_template):
@@ -749,8 +749,12 @@ def _report(on_progress, progress: pb.TransferProgress, job_id: str = "") -> Non
     on_progress(event)
 
 
+def _folder(path: str) -> str:
+    return (ntpath if is_windows_path(path) else os.path).dirname(path) or "."
+
+
 def _writable_here(path: str) -> bool:
-    folder = os.path.dirname(path) or "."
+    folder = _folder(path)
     while not os.path.exists(folder) and os.path.dirname(folder) != folder:
         folder = os.path.dirname(folder)
     return os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)
