@@ -288,6 +288,7 @@ class JobForm(QtWidgets.QWidget):
     # -- actions -------------------------------------------------------------------------------
 
     def show_error(self, error: Optional[errors.VoidlinkError]) -> None:
+        self.submit_button.setEnabled(True)
         for widget in self._fields.values():
             widget.setStyleSheet("")
         if error is None:
@@ -316,6 +317,7 @@ class JobForm(QtWidgets.QWidget):
             return False
         self.message.setStyleSheet("")
         self.message.setText("Submitting…")
+        self.submit_button.setEnabled(False)  # one job per click: enabled again when the daemon has answered
         # The worker rasterises a copy: the user may go on drawing while it writes the mattes.
         document = roto.RotoDocument.from_dict(self.document.to_dict()) if self.document is not None else None
         self.submit_requested.emit(lambda: self.build(values, document=document))

@@ -169,6 +169,7 @@ class PanelWindow(QtWidgets.QWidget):
         self.queue.select(job.id)
         self.form.message.setStyleSheet("")
         self.form.message.setText(f"Submitted job {job.id}.")
+        self.form.submit_button.setEnabled(True)
         self.job_submitted.emit(job)
 
     def _finished(self, job: pb.Job) -> None:

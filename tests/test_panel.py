@@ -276,7 +276,9 @@ def test_progress_cancel_resubmit_and_open_folder(window, served, qtbot, tmp_pat
     window.service.progress.connect(events.append)
     with qtbot.waitSignal(window.job_submitted, timeout=10_000) as submitted:
         window.form.submit()
+        assert not window.form.submit_button.isEnabled()  # no second job from a second click meanwhile
     job_id = submitted.args[0].id
+    assert window.form.submit_button.isEnabled()
     qtbot.waitUntil(lambda: any(e.job_id == job_id and e.frames_done >= 1 for e in events), timeout=JOB_TIMEOUT_MS)
     queue = window.queue
     queue.select(job_id)
