@@ -289,9 +289,10 @@ def test_selection_is_sorted_into_plate_and_mattes(session, shot):
 
 
 def _submit_refused(group, session) -> str:
+    """Submit, expecting a refusal told to the user; the node keeps whatever job it had."""
+    before = group["job_id"].value()
     assert void.submit(group) is None
-    assert group["job_id"].value() == ""
-    assert group["status"].value().startswith("not submitted")
+    assert group["job_id"].value() == before and group["status"].value().startswith("not submitted")
     return session.messages[-1]
 
 
@@ -316,6 +317,21 @@ def test_output_over_the_plates_is_refused(session, daemon, shot, tmp_path):
     group["output"].setValue(shot.plate)
     message = _submit_refused(group, session)
     assert "would overwrite frame" in message and "plate.1001.exr" in message
+
+
+def test_rendering_an_input_over_its_own_files_is_refused(session, daemon, shot, tmp_path, source_guard):
+    group = _node(shot, tmp_path, daemon)
+    void.submit(group)  # renders the graded plate into void/VoidRemove1/VoidRemove1_inputs/
+    nuke._pump(until=lambda: group["job_state"].value() == "succeeded", timeout=60)
+    rendered = tmp_path / "void" / "VoidRemove1" / "VoidRemove1_inputs"
+    source_guard(rendered)
+    # Someone reads those rendered frames back and grades them again into the same node.
+    reread = nuke.nodes.Read(file=str(rendered / "plate.%04d.exr"), first=shot.first, last=shot.last)
+    grade = nuke.nodes.Grade(multiply=2.0)
+    grade.setInput(0, reread)
+    group.setInput(0, grade)
+    message = _submit_refused(group, session)
+    assert "would overwrite" in message and reread.name() in message
 
 
 def test_missing_matte_and_unsaved_script_are_explained(session, shot, tmp_path):

@@ -286,6 +286,19 @@ def build_effect(group) -> tuple:
         for render in pending
         for read in upstream_reads(group.input(render.input_index))
     ]
+    for render in pending:  # rendering an input must not write over a file that feeds it
+        for clip in protected:
+            frame = clip.first if clip.first is not None else 1
+            target = ClipInput(render.path).frame_path(frame)
+            if os.path.realpath(target) == os.path.realpath(clip.frame_path(frame)):
+                raise errors.PermissionDenied(
+                    f"{name}: rendering {render.label} to {render.path} would overwrite {clip.label}'s own files "
+                    f"({target}): set 'output' to another folder",
+                    reason="OUTPUT_OVERWRITES_SOURCE",
+                    field="output",
+                    file=target,
+                    frame=frame,
+                )
     params = {param.name: group[param.name].value() for param in effect.PARAMS}
     frames = None
     if not group["use_input_range"].value():
