@@ -55,3 +55,18 @@ def test_size_must_be_multiples_of_16(capsys):
     with pytest.raises(SystemExit):
         void.main(["--tiny", "--size", "380x672"])
     assert "multiples of 16" in capsys.readouterr().err
+
+
+def test_bench_configs_are_the_full_size_models():
+    """Built on the meta device (no memory): CogVideoX 1.5's 5B transformer with 48 inputs and its VAE."""
+    import torch
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+    from voidlink.bench import void
+
+    with torch.device("meta"):
+        transformer = CogVideoXTransformer3DModel(**void.TRANSFORMER_CONFIG)
+        vae = AutoencoderKLCogVideoX(**void.VAE_CONFIG)
+    assert 5.5e9 < sum(p.numel() for p in transformer.parameters()) < 5.6e9
+    assert 2.1e8 < sum(p.numel() for p in vae.parameters()) < 2.2e8
+    # 48 input channels × the 2×2×2 patch: the width VOID's checkpoints have.
+    assert tuple(transformer.state_dict()["patch_embed.proj.weight"].shape) == (3072, 48 * 8)
