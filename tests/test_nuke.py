@@ -24,6 +24,8 @@ from voidlink.bridge.hosts import nuke as void  # noqa: E402
 from voidlink.bridge.hosts.nuke import PLUGIN_DIR, jobs  # noqa: E402
 from voidlink.protos import pb  # noqa: E402
 
+from voidlink import errors  # noqa: E402
+
 
 @pytest.fixture
 def session():
@@ -258,6 +260,45 @@ def test_batch_render_command(session, daemon, shot, tmp_path):
         timeout=60,
     )
     assert failing.returncode == 2 and "Grade1 is not a VoidRemove node" in failing.stderr
+
+
+def test_a_failed_job_says_why_and_keeps_the_earlier_result(session, daemon, tmp_path):
+    shot = write_shot(tmp_path / "broken", frames=4)
+    _reads(shot, plate_through_grade=False)
+    nuke.scriptSave(str(tmp_path / "comp.nk"))
+    group = void.create_node()
+    group["backend"].setValue("classical")
+    group["address"].setValue(daemon.address)
+    result = void.render(group, on_progress=lambda line: None)
+    assert group["job_state"].value() == "succeeded" and result.last == shot.last
+    with group:
+        read = nuke.toNode("result")
+    before = read["file"].value()
+
+    broken = shot.folder / f"mask.{shot.first + 2:04d}.exr"
+    broken.write_bytes(b"not an EXR any more")  # a matte frame gets damaged: the job fails reading it
+    with pytest.raises(errors.JobFailed) as caught:
+        void.render(group, on_progress=lambda line: None)
+    assert broken.name in str(caught.value)
+    assert group["job_state"].value() == "failed" and group["status"].value().startswith("failed: ")
+    assert broken.name in group["status"].value()
+    assert read["file"].value() == before and _frames_exist(before, shot.first, shot.last)
+
+    broken.unlink()  # a frame missing altogether is refused before anything runs
+    with pytest.raises(errors.NotFound):
+        void.render(group, on_progress=lambda line: None)
+    status = group["status"].value()
+    assert status.startswith("not submitted: ") and "mask.####.exr" in status and str(shot.first + 2) in status
+    assert read["file"].value() == before
+
+    missing = subprocess.run(
+        [sys.executable, "-m", "voidlink.bridge.hosts.nuke", "render", str(tmp_path / "nope.nk"), "VoidRemove1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(FAKES)},
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "no Nuke script at" in missing.stderr
 
 
 # -- bad input ---------------------------------------------------------------------------------

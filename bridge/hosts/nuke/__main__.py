@@ -9,6 +9,7 @@ Exit status: 0 done, 1 the job failed or was cancelled, 2 bad input or no daemon
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional
 
@@ -31,6 +32,9 @@ def main(argv: Optional[list] = None) -> int:
 
     from voidlink import errors
 
+    if not os.path.isfile(args.script):
+        print(f"voidlink: error: no Nuke script at {args.script}", file=sys.stderr)
+        return 2
     nuke.scriptOpen(args.script)
     status = 0
     for name in args.node:

@@ -303,7 +303,11 @@ def render(group_or_name, on_progress: Optional[Callable[[str], None]] = None) -
     group = _resolve(group_or_name)
     report = on_progress or (lambda line: print(line, flush=True))
     client = _client(group)
-    job = _prepare_and_submit(group, client, ask=False)
+    try:
+        job = _prepare_and_submit(group, client, ask=False)
+    except errors.VoidlinkError as error:
+        group["status"].setValue(f"not submitted: {error}")
+        raise
     assert job is not None  # batch starts the daemon rather than asking
     name = group.name()
     report(f"{name}: submitted job {job.id}")
