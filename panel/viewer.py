@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+import threading
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -13,6 +16,9 @@ from .frames import ClipReader, build_quadmask, quadmask_overlay, to_display
 from .qt import QtCore, QtGui, QtWidgets, Signal
 
 MODES = ("wipe", "quadmask", "roto")
+# Frames wider than this are shown subsampled (every 2nd, 3rd... pixel): a 4K plate is drawn on a
+# panel a fraction of its size, and the display transform then costs a quarter or less.
+DISPLAY_MAX_WIDTH = 2048
 ROLE_COLOURS = {"object": QtGui.QColor(240, 60, 60), "affected": QtGui.QColor(60, 130, 255)}
 
 
@@ -21,6 +27,57 @@ def to_qimage(rgb: np.ndarray) -> QtGui.QImage:
     h, w, _ = rgb.shape
     # QImage borrows the buffer: copy so the array may go away.
     return QtGui.QImage(rgb.data, w, h, 3 * w, QtGui.QImage.Format.Format_RGB888).copy()
+
+
+@dataclass
+class LoadedFrame:
+    """What the loader hands the canvas: display images (maybe subsampled) and the frame's full size."""
+
+    frame: int
+    before: Optional[QtGui.QImage] = None
+    after: Optional[QtGui.QImage] = None
+    size: Optional[tuple[int, int]] = None
+    error: str = ""
+
+
+class FrameLoader(QtCore.QObject):
+    """Reads frames on one worker thread; only the newest request is worked on, older ones are dropped,
+    so scrubbing through 4K EXRs never stalls the event loop."""
+
+    loaded = Signal(int, object)  # request id, LoadedFrame
+
+    def __init__(self, parent: Optional[QtCore.QObject] = None) -> None:
+        super().__init__(parent)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: Optional[tuple[int, Callable[[], LoadedFrame]]] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def request(self, request_id: int, load: Callable[[], LoadedFrame]) -> None:
+        with self._lock:
+            self._pending = (request_id, load)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="voidlink-panel-frames", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            with self._lock:
+                pending, self._pending = self._pending, None
+                self._wake.clear()
+            if pending is None:
+                continue
+            request_id, load = pending
+            try:
+                result = load()
+            except RuntimeError:  # the viewer was deleted while this frame was read
+                return
+            try:
+                self.loaded.emit(request_id, result)
+            except RuntimeError:
+                return
 
 
 class Canvas(QtWidgets.QWidget):
@@ -33,6 +90,7 @@ class Canvas(QtWidgets.QWidget):
         super().__init__(parent)
         self.before: Optional[QtGui.QImage] = None
         self.after: Optional[QtGui.QImage] = None
+        self.image_size: Optional[tuple[int, int]] = None  # full size of the frame shown, in plate pixels
         self.wipe = 0.5
         self.mode = "wipe"
         self.document: Optional[roto.RotoDocument] = None
@@ -52,9 +110,8 @@ class Canvas(QtWidgets.QWidget):
     # -- geometry: image pixels <-> widget ---------------------------------------------------
 
     def _image_size(self) -> tuple[int, int]:
-        image = self.before or self.after
-        if image is not None:
-            return image.width(), image.height()
+        if self.image_size is not None:
+            return self.image_size
         if self.document is not None:
             return self.document.width, self.document.height
         return 1, 1
@@ -85,7 +142,9 @@ class Canvas(QtWidgets.QWidget):
         if self.mode == "wipe" and self.after is not None:
             cut = target.width() * self.wipe
             right = QtCore.QRectF(target.x() + cut, target.y(), target.width() - cut, target.height())
-            source = QtCore.QRectF(self.after.width() * self.wipe, 0, self.after.width() * (1 - self.wipe), h)
+            source = QtCore.QRectF(
+                self.after.width() * self.wipe, 0, self.after.width() * (1 - self.wipe), self.after.height()
+            )
             painter.drawImage(right, self.after, source)
             painter.setPen(QtGui.QPen(QtGui.QColor(255, 255, 255), 2))
             painter.drawLine(
@@ -247,7 +306,8 @@ class Canvas(QtWidgets.QWidget):
 class Viewer(QtWidgets.QWidget):
     """Plate, result and mattes of one job on a frame slider."""
 
-    frame_changed = Signal(int)
+    frame_changed = Signal(int)  # the slider moved: the frame asked for
+    frame_shown = Signal(int)  # that frame is drawn (read on the loader thread)
 
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
         super().__init__(parent)
@@ -258,6 +318,8 @@ class Viewer(QtWidgets.QWidget):
         self.mask_is_quadmask = False
         self.first, self.last = 1, 1
         self.canvas = Canvas(self)
+        self.loader = FrameLoader(self)
+        self._request = 0
         self.mode = QtWidgets.QComboBox()
         self.mode.addItems(["before / after", "quadmask", "roto"])
         self.exposure = QtWidgets.QDoubleSpinBox()
@@ -315,6 +377,7 @@ class Viewer(QtWidgets.QWidget):
         self.feather.valueChanged.connect(self._feather_changed)
         self.key_button.clicked.connect(self.canvas.key_selected)
         self.delete_button.clicked.connect(self.canvas.delete_selected)
+        self.loader.loaded.connect(self._loaded)
 
     # -- what to show -----------------------------------------------------------------------------
 
@@ -328,9 +391,7 @@ class Viewer(QtWidgets.QWidget):
         affected: str = "",
         mask_is_quadmask: bool = False,
     ) -> None:
-        for reader in (self.before_reader, self.after_reader, self.mask_reader, self.affected_reader):
-            if reader is not None:
-                reader.close()
+        # The old readers are not closed here: the loader thread may still be reading with them.
         self.before_reader = ClipReader(before) if before else None
         self.after_reader = ClipReader(after) if after else None
         self.mask_reader = ClipReader(mask) if mask else None
@@ -349,7 +410,10 @@ class Viewer(QtWidgets.QWidget):
         self.canvas.update()
 
     def set_mode(self, mode: str) -> None:
-        self.mode.setCurrentIndex(MODES.index(mode))
+        if self.mode.currentIndex() == MODES.index(mode):
+            self.show_frame(self.slider.value())
+        else:
+            self.mode.setCurrentIndex(MODES.index(mode))
 
     def _mode_changed(self, index: int) -> None:
         self.canvas.mode = MODES[index]
@@ -362,38 +426,66 @@ class Viewer(QtWidgets.QWidget):
             self.canvas.selected.feather = value
             self.canvas.shapes_changed.emit()
 
-    def _read(self, reader: Optional[ClipReader], frame: int, matte: bool = False) -> Optional[np.ndarray]:
-        if reader is None:
-            return None
-        pixels, linear = reader.read(frame, matte=matte)
-        if matte:
-            return pixels
-        return to_display(pixels, linear=linear, exposure=self.exposure.value())
-
     def show_frame(self, frame: int) -> None:
-        """Read this frame of every clip shown (errors go to the status line, naming file and frame)."""
+        """Show this frame of every clip: read on the loader thread, drawn when it arrives (`frame_shown`).
+        Errors go to the status line, naming the file and frame."""
         self.canvas.frame = frame
         self.frame_label.setText(f"frame {frame}  ({self.first}-{self.last})")
-        mode = self.canvas.mode
-        try:
-            before = self._read(self.before_reader, frame)
-            after = self._read(self.after_reader, frame) if mode == "wipe" else None
-            if mode == "quadmask" and before is not None and self.mask_reader is not None:
-                mask = self._read(self.mask_reader, frame, matte=True)
-                affected = self._read(self.affected_reader, frame, matte=True)
-                quad = build_quadmask(mask, affected, self.mask_is_quadmask)
-                if quad.shape == before.shape[:2]:
-                    before = quadmask_overlay(before, quad)
-                else:
-                    raise VoidlinkError(
-                        f"the matte is {quad.shape[1]}x{quad.shape[0]} but the plate is "
-                        f"{before.shape[1]}x{before.shape[0]} (frame {frame})"
-                    )
-            self.status.setText("")
-        except VoidlinkError as error:
-            self.status.setText(str(error))
-            before = after = None
-        self.canvas.before = to_qimage(before) if before is not None else None
-        self.canvas.after = to_qimage(after) if after is not None else None
+        self._request += 1
+        readers = (self.before_reader, self.after_reader, self.mask_reader, self.affected_reader)
+        load = _frame_job(frame, self.canvas.mode, self.exposure.value(), readers, self.mask_is_quadmask)
+        self.loader.request(self._request, load)
         self.canvas.update()
         self.frame_changed.emit(frame)
+
+    def _loaded(self, request_id: int, result: LoadedFrame) -> None:
+        if request_id != self._request:
+            return  # a newer frame was asked for meanwhile
+        self.status.setText(result.error)
+        self.canvas.before, self.canvas.after = result.before, result.after
+        if result.size is not None:
+            self.canvas.image_size = result.size
+        self.canvas.update()
+        self.frame_shown.emit(result.frame)
+
+
+def _frame_job(
+    frame: int, mode: str, exposure: float, readers: tuple, mask_is_quadmask: bool
+) -> Callable[[], LoadedFrame]:
+    before_reader, after_reader, mask_reader, affected_reader = readers
+
+    def load() -> LoadedFrame:
+        try:
+            if before_reader is None:
+                return LoadedFrame(frame)
+            pixels, linear = before_reader.read(frame)
+            height, width = pixels.shape[:2]
+            step = max(1, math.ceil(width / DISPLAY_MAX_WIDTH))
+            before = to_display(pixels[::step, ::step], linear=linear, exposure=exposure)
+            after = None
+            if mode == "wipe" and after_reader is not None:
+                result, result_linear = after_reader.read(frame)
+                after = to_display(result[::step, ::step], linear=result_linear, exposure=exposure)
+            if mode == "quadmask" and mask_reader is not None:
+                mask, _ = mask_reader.read(frame, matte=True)
+                affected = affected_reader.read(frame, matte=True)[0] if affected_reader is not None else None
+                if mask.shape[:2] != (height, width) or (
+                    affected is not None and affected.shape[:2] != (height, width)
+                ):
+                    raise VoidlinkError(
+                        f"frame {frame}: the mattes are {mask.shape[1]}x{mask.shape[0]} but the plate is "
+                        f"{width}x{height}; the daemon resamples them only when the job allows it"
+                    )
+                quad = build_quadmask(
+                    mask[::step, ::step], None if affected is None else affected[::step, ::step], mask_is_quadmask
+                )
+                before = quadmask_overlay(before, quad)
+            return LoadedFrame(
+                frame, to_qimage(before), to_qimage(after) if after is not None else None, (width, height)
+            )
+        except VoidlinkError as error:
+            return LoadedFrame(frame, error=str(error))
+        except Exception as error:  # a decoder's own failure: shown, and the next frame is tried afresh
+            return LoadedFrame(frame, error=f"frame {frame}: {type(error).__name__}: {error}")
+
+    return load

@@ -56,6 +56,12 @@ def window(qtbot, served):
     panel.close()
 
 
+def _shown(qtbot, viewer, action, *args) -> None:
+    """Run `action(*args)` and wait until the viewer has drawn the frame it asked for."""
+    with qtbot.waitSignal(viewer.frame_shown, timeout=15_000):
+        action(*args)
+
+
 def _pixel(image: QtGui.QImage, x: int, y: int) -> tuple[int, int, int]:
     colour = image.pixelColor(x, y)
     return colour.red(), colour.green(), colour.blue()
@@ -120,7 +126,7 @@ def test_form_checks_with_the_daemons_messages_then_submits(window, served, qtbo
     assert window.queue.table.cellWidget(row, 3).value() == shot.last - shot.first + 1
 
     # The viewer: the real plate EXR through the display transform, the result right of the wipe.
-    window.show_job(job)
+    _shown(qtbot, window.viewer, window.show_job, job)
     canvas = window.viewer.canvas
     assert canvas.before is not None and canvas.after is not None
     assert (canvas.before.width(), canvas.before.height()) == (shot.width, shot.height)
@@ -134,10 +140,10 @@ def test_form_checks_with_the_daemons_messages_then_submits(window, served, qtbo
     ys, xs = np.nonzero(obj)
     cx, cy = int(xs.mean()), int(ys.mean())
     assert _pixel(canvas.before, cx, cy) != _pixel(canvas.after, cx, cy)  # the red square is gone
-    window.viewer.slider.setValue(shot.last)
+    _shown(qtbot, window.viewer, window.viewer.slider.setValue, shot.last)
     assert window.viewer.frame_label.text().startswith(f"frame {shot.last}")
     # Scrub back and put the wipe through the object: half of it before, the clean half after.
-    window.viewer.slider.setValue(shot.first + 2)
+    _shown(qtbot, window.viewer, window.viewer.slider.setValue, shot.first + 2)
     moved = read_pixels(shot.mask.replace("####", str(shot.first + 2)))[..., 0] > 0.5
     canvas.wipe = float(np.nonzero(moved)[1].mean() + 0.5) / shot.width
     save_screenshot(window, str(artifacts / "panel-viewer-wipe.png"))
@@ -146,7 +152,7 @@ def test_form_checks_with_the_daemons_messages_then_submits(window, served, qtbo
 
     # Quadmask preview: the object's pixels tinted in the object colour, the rest untouched.
     window.viewer.slider.setValue(shot.first)
-    window.viewer.set_mode("quadmask")
+    _shown(qtbot, window.viewer, window.viewer.set_mode, "quadmask")
     tinted = _pixel(window.viewer.canvas.before, cx, cy)
     untinted = tuple(int(v) for v in expected[cy, cx])
     object_colour = np.array(QUADMASK_COLOURS[0]) * 255
@@ -203,7 +209,7 @@ def test_roto_drawn_on_the_viewer_becomes_the_jobs_mattes(window, qtbot, tmp_pat
             plate=shot.plate, first=shot.first, last=shot.last, backend="classical", output=output, use_roto=True
         )
     )
-    window.preview()
+    _shown(qtbot, window.viewer, window.preview)
     viewer = window.viewer
     assert viewer.canvas.mode == "roto" and window.form.document.width == shot.width
     nothing_drawn = window.form.check()
@@ -217,7 +223,7 @@ def test_roto_drawn_on_the_viewer_becomes_the_jobs_mattes(window, qtbot, tmp_pat
     qtbot.mouseRelease(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(24, 36))
     (shape,) = window.form.document.shapes
     assert shape.kind == "rectangle" and shape.role == "object" and list(shape.keys) == [shot.first]
-    viewer.slider.setValue(shot.last)
+    _shown(qtbot, viewer, viewer.slider.setValue, shot.last)
     qtbot.mousePress(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(16, 28))
     qtbot.mouseRelease(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(56, 28))  # moved 40 px right
     assert sorted(shape.keys) == [shot.first, shot.last]
@@ -229,7 +235,7 @@ def test_roto_drawn_on_the_viewer_becomes_the_jobs_mattes(window, qtbot, tmp_pat
     np.testing.assert_allclose(shape.keys[shot.last], [(48, 20), (72, 40)], atol=0.5)
     np.testing.assert_allclose(shape.keys[shot.first], [(8, 20), (24, 36)], atol=0.5)
     viewer.role.setCurrentText("affected")
-    viewer.slider.setValue(shot.first)
+    _shown(qtbot, viewer, viewer.slider.setValue, shot.first)
     qtbot.mousePress(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(4, 36))
     qtbot.mouseRelease(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(90, 44))
     assert [s.role for s in window.form.document.shapes] == ["object", "affected"]
@@ -398,9 +404,9 @@ def test_viewer_numbers_movie_pictures_from_one(qtbot, tmp_path):
     writer.release()
     panel = PanelWindow("127.0.0.1:9", refresh_ms=0)
     qtbot.addWidget(panel)
-    panel.viewer.set_clips(before=str(movie), first=8, last=11)
+    _shown(qtbot, panel.viewer, panel.viewer.set_clips, str(movie), "", 8, 11)
     assert abs(_pixel(panel.viewer.canvas.before, 30, 20)[0] - 20 * 7) <= 4  # frame 8 is the 8th picture
-    panel.viewer.slider.setValue(11)
+    _shown(qtbot, panel.viewer, panel.viewer.slider.setValue, 11)
     assert abs(_pixel(panel.viewer.canvas.before, 30, 20)[0] - 20 * 10) <= 4  # display-referred: no transform
     panel.close()
 
@@ -440,11 +446,30 @@ def test_viewer_names_the_file_and_frame_it_cannot_read(qtbot, tmp_path):
     os.unlink(shot.plate.replace("####", "1002"))
     panel = PanelWindow("127.0.0.1:9", refresh_ms=0)
     qtbot.addWidget(panel)
-    panel.viewer.set_clips(before=shot.plate, first=shot.first, last=shot.last)
+    _shown(qtbot, panel.viewer, panel.viewer.set_clips, shot.plate, "", shot.first, shot.last)
     assert panel.viewer.canvas.before is not None and panel.viewer.status.text() == ""
-    panel.viewer.slider.setValue(1002)
+    _shown(qtbot, panel.viewer, panel.viewer.slider.setValue, 1002)
     assert panel.viewer.canvas.before is None
     assert "plate.1002.exr" in panel.viewer.status.text() and "1002" in panel.viewer.status.text()
-    panel.viewer.slider.setValue(1003)
+    _shown(qtbot, panel.viewer, panel.viewer.slider.setValue, 1003)
     assert panel.viewer.canvas.before is not None and panel.viewer.status.text() == ""
+    panel.close()
+
+
+def test_wide_frames_are_shown_subsampled_at_their_full_geometry(qtbot, tmp_path, monkeypatch):
+    from voidlink.panel import viewer as viewer_module
+
+    monkeypatch.setattr(viewer_module, "DISPLAY_MAX_WIDTH", 40)  # as a 4K plate is against the real limit
+    shot = write_shot(tmp_path / "src", frames=2)
+    panel = PanelWindow("127.0.0.1:9", refresh_ms=0)
+    qtbot.addWidget(panel)
+    _shown(qtbot, panel.viewer, panel.viewer.set_clips, shot.plate, "", shot.first, shot.last)
+    canvas = panel.viewer.canvas
+    assert (canvas.before.width(), canvas.before.height()) == (32, 22)  # every 3rd pixel of 96x64
+    assert canvas.image_size == (shot.width, shot.height)  # roto and wipe still work in plate pixels
+    expected = to_display(read_pixels(shot.plate.replace("####", str(shot.first))))
+    assert _pixel(canvas.before, 5, 7) == tuple(int(v) for v in expected[21, 15])
+    canvas.resize(shot.width * 2, shot.height * 2)
+    point = canvas.to_widget(48, 32)
+    assert canvas.to_image(point) == pytest.approx((48, 32))
     panel.close()
