@@ -126,7 +126,9 @@ def script_text(path: Path, python_version: str) -> str:
 
     template = (SCRIPT_DIR / SCRIPT_NAME).read_text()
     paths = [str(library_folder(path).absolute()), str(dependencies_folder(path, python_version).absolute())]
-    body = f"VOIDLINK_PATHS = {paths!r}\n"
+    # Inside Resolve sys.executable is not a Python: say how to start a daemon (this environment's voidlink).
+    daemon = f"{sys.executable} -m voidlink"
+    body = f"VOIDLINK_PATHS = {paths!r}\nos.environ.setdefault('VOIDLINK_DAEMON', {daemon!r})\n"
     text, count = _PATHS_BLOCK.subn(lambda m: m.group(1) + body + m.group(3), template)
     if count != 1:
         raise common.InstallError(f"{SCRIPT_DIR / SCRIPT_NAME} has no voidlink paths block to fill in")

@@ -251,6 +251,7 @@ def test_install_is_idempotent_and_uninstall_exact(tmp_path):
     assert not (library / "voidlink" / "inference" / "server.py").exists()  # the daemon stays out of Resolve
     text = script.read_text()
     assert f"VOIDLINK_PATHS = [{str(library)!r}, {str(scripts / 'voidlink' / 'python310')!r}]" in text
+    assert f"os.environ.setdefault('VOIDLINK_DAEMON', {sys.executable + ' -m voidlink'!r})" in text
 
     # The installed script's paths win: its copy of voidlink is the one imported.
     code = (
