@@ -246,6 +246,12 @@ def test_base_folder_loads_with_the_reference_rules(weights_folder):
     parts = weights.build_components(weights_folder / weights.BASE, torch.float32)
     transformer = parts["transformer"]
     assert transformer.config.in_channels == 48
+    # Read into place without a random init; the widened patch embedding is allocated for the checkpoint.
+    assert parts["transformer_unfilled"] == [weights.PATCH_EMBED]
+    assert not any(t.is_meta for t in transformer.state_dict().values())
+    torch.testing.assert_close(
+        transformer.state_dict()["proj_out.weight"], tiny_transformer(33).state_dict()["proj_out.weight"]
+    )
     assert parts["transformer_config"]["add_noise_in_inpaint_model"] is True
     assert parts["scheduler"].config.prediction_type == "v_prediction"
     import sentencepiece
@@ -262,7 +268,13 @@ def test_base_folder_loads_with_the_reference_rules(weights_folder):
     pass1 = weights.load_state_dict(weights_folder / weights.PASS1)
     report = weights.apply_checkpoint(transformer, pass1, weights.PASS1)
     assert report.missing == [] and report.unexpected == [] and not report.adapted_patch_embed
+    weights.require_filled(parts["transformer_unfilled"], report, weights.PASS1)
     torch.testing.assert_close(transformer.state_dict()[weights.PATCH_EMBED], pass1[weights.PATCH_EMBED])
+    # A checkpoint without the 48-channel patch embedding would leave it at zero: refused.
+    partial = {key: value for key, value in pass1.items() if key != weights.PATCH_EMBED}
+    lacking = weights.apply_checkpoint(transformer, partial, "partial.safetensors")
+    with pytest.raises(InvalidInput, match="partial.safetensors has no patch_embed.proj.weight"):
+        weights.require_filled(parts["transformer_unfilled"], lacking, "partial.safetensors")
 
 
 def test_broken_component_is_named(weights_folder, tmp_path):

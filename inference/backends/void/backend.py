@@ -174,6 +174,7 @@ class VoidBackend(base.Backend):
         parts = weights.build_components(folder / weights.BASE, dtype)
         path = folder / weights.PASS1
         report = weights.apply_checkpoint(parts["transformer"], weights.load_state_dict(path), str(path))
+        weights.require_filled(parts.pop("transformer_unfilled"), report, str(path))
         self.load_notes.append(f"{weights.PASS1}: {report.summary()}")
         config = parts.pop("transformer_config")
         self.pipe = VoidPipeline(**parts)

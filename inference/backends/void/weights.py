@@ -238,29 +238,41 @@ def read_config(folder: Path, name: str, filename: str = "config.json") -> dict:
         raise InvalidInput(f"{path}: not valid JSON ({error})", reason="BAD_WEIGHTS", file=str(path)) from error
 
 
-def build_transformer(base: Path, dtype: Any) -> tuple[Any, dict]:
+def build_transformer(base: Path, dtype: Any) -> tuple[Any, dict, list[str]]:
     """The base transformer with 48 input channels (the reference's `use_vae_mask=True`).
 
     When the base folder's config already has 48 input channels it loads as is; otherwise the patch
-    embedding is widened (its columns come from the VOID checkpoint, by the column rule).
-    Returns the model and the raw config (for keys diffusers' model does not keep).
+    embedding is widened. The loader reads the weights straight into place (no random init of 5B
+    parameters, no float32 copy), which leaves the widened tensors unallocated: they are allocated
+    as zeros here and named in the third return value, for the VOID checkpoint to fill (its state
+    dict is the full 48-channel transformer). Returns the model, the raw config (for keys diffusers'
+    model does not keep) and those names.
     """
+    import torch
     from diffusers import CogVideoXTransformer3DModel
 
     config = read_config(base, "transformer")
     wanted = 3 * LATENT_CHANNELS
-    if config.get("in_channels") == wanted:
-        model = CogVideoXTransformer3DModel.from_pretrained(str(base), subfolder="transformer", torch_dtype=dtype)
-    else:
-        model = CogVideoXTransformer3DModel.from_pretrained(
-            str(base),
-            subfolder="transformer",
-            torch_dtype=dtype,
-            in_channels=wanted,
-            low_cpu_mem_usage=False,
-            ignore_mismatched_sizes=True,
+    widen = {} if config.get("in_channels") == wanted else {"in_channels": wanted, "ignore_mismatched_sizes": True}
+    model = CogVideoXTransformer3DModel.from_pretrained(str(base), subfolder="transformer", torch_dtype=dtype, **widen)
+    tensors = dict(model.named_parameters())
+    tensors.update(model.named_buffers())
+    unfilled = {name: torch.zeros(t.shape, dtype=t.dtype) for name, t in tensors.items() if t.is_meta}
+    if unfilled:
+        model.load_state_dict(unfilled, strict=False, assign=True)
+    return model.eval().requires_grad_(False), config, sorted(unfilled)
+
+
+def require_filled(unfilled: list[str], report: LoadReport, source: str) -> None:
+    """Refuse a checkpoint that leaves the widened tensors of the base model at zero."""
+    empty = [name for name in unfilled if name in report.missing]
+    if empty:
+        raise InvalidInput(
+            f"{source} has no {', '.join(empty)}; the base model's are narrower, so this file cannot be a VOID "
+            "checkpoint for the 48-channel transformer",
+            reason="BAD_WEIGHTS",
+            file=source,
         )
-    return model.eval().requires_grad_(False), config
 
 
 class SentencePieceT5Tokenizer:
@@ -354,5 +366,5 @@ def build_components(base: Path, dtype: Any) -> dict:
                 reason="BAD_WEIGHTS",
                 file=str(Path(base) / name),
             ) from error
-    out["transformer"], out["transformer_config"] = build_transformer(base, dtype)
+    out["transformer"], out["transformer_config"], out["transformer_unfilled"] = build_transformer(base, dtype)
     return out
