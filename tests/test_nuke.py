@@ -167,8 +167,8 @@ def test_cancel_button_and_progress_cancel_keep_the_previous_result(session, dae
         if how == "button":
             group["cancel"].execute()
         else:
-            wait_for(lambda job=job_id: session.progress_tasks and jobs.watchers().get(job) is not None)
-            session.progress_tasks[-1]._user_cancels()  # the user presses cancel in Nuke's progress window
+            task = wait_for(lambda job=job_id: next((t for t in session.progress_tasks if job in t.title), None))
+            task._user_cancels()  # the user presses cancel in Nuke's progress window
         nuke._pump(until=lambda: group["job_state"].value() in ("succeeded", "failed", "cancelled"), timeout=60)
         assert group["job_state"].value() == "cancelled", (how, group["status"].value())
         assert group["status"].value().startswith(f"cancelled: job {job_id}")
