@@ -220,7 +220,8 @@ def save_screenshot(widget: QtWidgets.QWidget, path: str) -> str:
     """Render a widget offscreen to a PNG (its folder is made; written to a temporary name, then renamed)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    widget.show()
+    if widget.isWindow():  # a child is drawn as it is laid out in its window; showing it would tear it out
+        widget.show()
     QtWidgets.QApplication.processEvents()
     temp = os.path.join(folder, f".{os.path.basename(path)}.tmp.png")
     if not widget.grab().save(temp, "PNG"):

@@ -294,7 +294,8 @@ def test_progress_cancel_resubmit_and_open_folder(window, served, qtbot, tmp_pat
     assert queue.table.item(row, 2).text().startswith("running")
     eta = window.queue.jobs[job_id].eta_seconds
     assert queue.table.item(row, 4).text() == (format_eta(eta) if eta >= 0 else "–")
-    save_screenshot(window.queue, str(artifacts / "panel-queue-running.png"))
+    window.show_tab("queue")
+    save_screenshot(window, str(artifacts / "panel-queue-running.png"))
     with qtbot.waitSignal(window.job_finished, timeout=JOB_TIMEOUT_MS) as finished:
         qtbot.mouseClick(queue.cancel_button, QtCore.Qt.MouseButton.LeftButton)
     cancelled = finished.args[0]
