@@ -197,23 +197,35 @@ def test_full_state_dict_loads_and_reports_keys(tmp_path):
     # Wrapped in a "state_dict" key, as some exports are: saved with torch, read by load_state_dict.
     torch.save({"state_dict": state}, str(tmp_path / "ckpt.pt"))
     save_file(state, str(path))
+    reports = []
     for file in (path, tmp_path / "ckpt.pt"):
         loaded = weights.load_state_dict(file)
-        report = weights.apply_checkpoint(model, loaded, str(file))
+        reports.append(weights.apply_checkpoint(model, loaded, str(file)))
+        # The same file read tensor by tensor (safetensors) or whole (torch), into a fresh model.
+        fresh = tiny_transformer(48, seed=0)
+        reports.append(weights.load_checkpoint(fresh, file))
+        for name, value in fresh.state_dict().items():
+            torch.testing.assert_close(value, model.state_dict()[name])
+    for report in reports:
         assert report.missing == [dropped] and report.unexpected == ["extra.head.weight"]
         assert not report.adapted_patch_embed
         assert "missing keys: 1" in report.summary() and "extra.head.weight" in report.summary()
-        torch.testing.assert_close(model.state_dict()["proj_out.weight"], source["proj_out.weight"])
+    torch.testing.assert_close(model.state_dict()["proj_out.weight"], source["proj_out.weight"])
 
 
-def test_patch_embed_column_rule():
+@pytest.mark.parametrize("from_file", [False, True])
+def test_patch_embed_column_rule(tmp_path, from_file):
     """A narrower checkpoint keeps its first and last 128 columns; the model's own fill the middle."""
     model = tiny_transformer(48, seed=0)
     own = model.state_dict()[weights.PATCH_EMBED].clone()
     assert own.shape[1] == 48 * 8
     theirs = tiny_transformer(33, seed=1).state_dict()
     assert theirs[weights.PATCH_EMBED].shape[1] == 33 * 8
-    report = weights.apply_checkpoint(model, theirs, "void_pass1.safetensors")
+    if from_file:
+        save_file(theirs, str(tmp_path / weights.PASS1))
+        report = weights.load_checkpoint(model, tmp_path / weights.PASS1)
+    else:
+        report = weights.apply_checkpoint(model, theirs, "void_pass1.safetensors")
     assert report.adapted_patch_embed and "patch embedding adapted" in report.summary()
     merged = model.state_dict()[weights.PATCH_EMBED]
     torch.testing.assert_close(merged[:, :128], theirs[weights.PATCH_EMBED][:, :128])
@@ -229,11 +241,19 @@ def test_wrong_shape_file_is_a_clear_error(tmp_path):
     state["proj_out.weight"] = torch.zeros(5, 7)
     path = tmp_path / "other_model.safetensors"
     save_file(state, str(path))
-    with pytest.raises(InvalidInput) as caught:
-        weights.apply_checkpoint(model, weights.load_state_dict(path), str(path))
-    message = str(caught.value)
-    assert str(path) in message and "proj_out.weight (5, 7)" in message and "wrong shape" in message
-    assert caught.value.reason == "BAD_WEIGHTS"
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    for load in (
+        lambda: weights.apply_checkpoint(model, weights.load_state_dict(path), str(path)),
+        lambda: weights.load_checkpoint(model, path),
+    ):
+        with pytest.raises(InvalidInput) as caught:
+            load()
+        message = str(caught.value)
+        assert str(path) in message and "proj_out.weight (5, 7)" in message and "wrong shape" in message
+        assert caught.value.reason == "BAD_WEIGHTS" and caught.value.file == str(path)
+    # Refused before anything was copied: the model is as it was.
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
     # A patch embedding of another model width cannot be adapted by the column rule either.
     bad = dict(model.state_dict())
     bad[weights.PATCH_EMBED] = torch.zeros(10, 48 * 8 - 8)

@@ -173,7 +173,7 @@ class VoidBackend(base.Backend):
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         parts = weights.build_components(folder / weights.BASE, dtype)
         path = folder / weights.PASS1
-        report = weights.apply_checkpoint(parts["transformer"], weights.load_state_dict(path), str(path))
+        report = weights.load_checkpoint(parts["transformer"], path)
         weights.require_filled(parts.pop("transformer_unfilled"), report, str(path))
         self.load_notes.append(f"{weights.PASS1}: {report.summary()}")
         config = parts.pop("transformer_config")
@@ -225,13 +225,12 @@ class VoidBackend(base.Backend):
             if weights.check_safetensors(folder / weights.PASS1) is not None and self._pass1_copy is None:
                 # No pass-1 file to come back to (a model handed in directly): keep its weights on the CPU.
                 self._pass1_copy = {k: v.detach().to("cpu", copy=True) for k, v in transformer.state_dict().items()}
-            report = weights.apply_checkpoint(transformer, weights.load_state_dict(path), str(path))
+            report = weights.load_checkpoint(transformer, path)
             notes.append(f"{weights.PASS2}: {report.summary()}")
         elif self._pass1_copy is not None:
             transformer.load_state_dict(self._pass1_copy)
         else:
-            path = folder / weights.PASS1
-            weights.apply_checkpoint(transformer, weights.load_state_dict(path), str(path))
+            weights.load_checkpoint(transformer, folder / weights.PASS1)
         self.checkpoint = which
 
     # -- the Backend interface -------------------------------------------------------------------

@@ -192,14 +192,61 @@ class LoadReport:
         return text
 
 
+class _Tensors:
+    """A checkpoint's tensors by name: from memory, or read one at a time from a safetensors file.
+
+    Reading one tensor at a time keeps the loading peak at the model plus one tensor, instead of the
+    model plus a second 11 GB copy of it.
+    """
+
+    def __init__(self, state: Optional[dict] = None, path: Optional[Path] = None) -> None:
+        self.state = state
+        self.handle = None
+        if path is not None:
+            from safetensors import safe_open
+
+            self.handle = safe_open(str(path), framework="pt", device="cpu")
+
+    def keys(self) -> list[str]:
+        return list(self.state) if self.state is not None else list(self.handle.keys())
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        if self.state is not None:
+            return tuple(self.state[key].shape)
+        return tuple(self.handle.get_slice(key).get_shape())
+
+    def get(self, key: str) -> Any:
+        return self.state[key] if self.state is not None else self.handle.get_tensor(key)
+
+
 def apply_checkpoint(transformer: Any, state: dict, source: str = "checkpoint") -> LoadReport:
     """Load a VOID state dict over the transformer as the reference does (strict=False)."""
+    return _apply(transformer, _Tensors(state=dict(state)), source)
+
+
+def load_checkpoint(transformer: Any, path: Path) -> LoadReport:
+    """`apply_checkpoint` for a file: a safetensors file is read tensor by tensor; others whole."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return apply_checkpoint(transformer, load_state_dict(path), str(path))
+    problem = check_safetensors(path)
+    if problem:
+        raise InvalidInput(problem, reason="BAD_WEIGHTS", file=str(path))
+    return _apply(transformer, _Tensors(path=path), str(path))
+
+
+def _apply(transformer: Any, tensors: _Tensors, source: str) -> LoadReport:
+    import torch
+
+    # state_dict() holds the parameters and persistent buffers, sharing their storage: copying into
+    # these tensors is what load_state_dict(strict=False) does, one tensor at a time.
     own = transformer.state_dict()
-    state = dict(state)
+    keys = tensors.keys()
+    replaced: dict[str, Any] = {}
     adapted = False
-    if PATCH_EMBED in state and PATCH_EMBED in own and state[PATCH_EMBED].shape[1] != own[PATCH_EMBED].shape[1]:
+    if PATCH_EMBED in keys and PATCH_EMBED in own and tensors.shape(PATCH_EMBED)[1] != own[PATCH_EMBED].shape[1]:
         width = LATENT_CHANNELS * PATCH_VOLUME
-        theirs, mine = state[PATCH_EMBED], own[PATCH_EMBED]
+        theirs, mine = tensors.get(PATCH_EMBED), own[PATCH_EMBED]
         if theirs.shape[0] != mine.shape[0] or min(theirs.shape[1], mine.shape[1]) < 2 * width:
             raise InvalidInput(
                 f"{source}: {PATCH_EMBED} has shape {tuple(theirs.shape)}, the model needs {tuple(mine.shape)}; "
@@ -210,12 +257,12 @@ def apply_checkpoint(transformer: Any, state: dict, source: str = "checkpoint") 
         merged = mine.clone()
         merged[:, :width] = theirs[:, :width].to(merged.dtype)
         merged[:, -width:] = theirs[:, -width:].to(merged.dtype)
-        state[PATCH_EMBED] = merged
+        replaced[PATCH_EMBED] = merged
         adapted = True
     wrong = [
-        f"{key} {tuple(value.shape)} (model {tuple(own[key].shape)})"
-        for key, value in state.items()
-        if key in own and tuple(value.shape) != tuple(own[key].shape)
+        f"{key} {tensors.shape(key)} (model {tuple(own[key].shape)})"
+        for key in keys
+        if key in own and key not in replaced and tensors.shape(key) != tuple(own[key].shape)
     ]
     if wrong:
         raise InvalidInput(
@@ -224,8 +271,14 @@ def apply_checkpoint(transformer: Any, state: dict, source: str = "checkpoint") 
             reason="BAD_WEIGHTS",
             file=source,
         )
-    missing, unexpected = transformer.load_state_dict(state, strict=False)
-    return LoadReport(list(missing), list(unexpected), adapted)
+    with torch.no_grad():
+        for key in keys:
+            if key in own:
+                own[key].copy_(replaced[key] if key in replaced else tensors.get(key))
+    present = set(keys)
+    missing = [key for key in own if key not in present]
+    unexpected = [key for key in keys if key not in own]
+    return LoadReport(missing, unexpected, adapted)
 
 
 def read_config(folder: Path, name: str, filename: str = "config.json") -> dict:
