@@ -617,7 +617,7 @@ class Client:
                     if chunk.kind == "output":
                         final = local.path(chunk.frame)
                     else:
-                        final = os.path.join(folder, *chunk.relative_path.split("/"))
+                        final = os.path.join(folder, *_safe_parts(chunk.relative_path))
                     os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
                     temporary = os.path.join(
                         os.path.dirname(final), f".{os.path.basename(final)}.voidlink-{job.id}.part"
@@ -747,6 +747,18 @@ def _report(on_progress, progress: pb.TransferProgress, job_id: str = "") -> Non
     event = pb.JobEvent(job_id=job_id, stage=progress.direction, eta_seconds=-1.0, time=time.time())
     event.transfer.CopyFrom(progress)
     on_progress(event)
+
+
+def _safe_parts(relative: str) -> list:
+    """The parts of a path the daemon named under the output folder; nothing may climb out of it."""
+    parts = relative.split("/")
+    if not relative or any(part in ("", ".", "..") or "\\" in part or ":" in part for part in parts):
+        raise errors.InvalidInput(
+            f"the daemon sent a result file named '{relative}', which is not a plain path under the output folder",
+            reason="BAD_RESULT_PATH",
+            file=relative,
+        )
+    return parts
 
 
 def _folder(path: str) -> str:

@@ -42,7 +42,7 @@ from voidlink.inference.security import (
     is_loopback,
 )
 from voidlink.inference.store import TERMINAL_STATES, JobStore
-from voidlink.inference.transfer import CLIP_FIELDS, FrameCache, Transfers
+from voidlink.inference.transfer import CLIP_FIELDS, FrameCache, Transfers, check_sha
 from voidlink.protos import (
     DEFAULT_ADDRESS,
     ERROR_METADATA_KEY,
@@ -186,6 +186,7 @@ class VoidLinkService(rpc.VoidLinkServicer):
     def HasFrames(self, request: pb.HasFramesRequest, context) -> pb.HasFramesResponse:
         reply = pb.HasFramesResponse()
         for ref in request.frames:
+            check_sha(ref.sha256, "frames.sha256")  # it becomes a file name: nothing but a hash may pass
             present, offset = self.daemon.cache.status(ref.sha256)
             reply.frames.add(sha256=ref.sha256, present=present, offset=offset)
         return reply

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from shots import write_shot
 from voidlink.bridge import Client, build_spec
-from voidlink.bridge.client import Unauthenticated
+from voidlink.bridge.client import Unauthenticated, _safe_parts
 from voidlink.inference.security import SecurityConfig, is_loopback, parse_size, read_tokens
 from voidlink.inference.server import Daemon
 from voidlink.protos import pb, rpc
@@ -335,3 +335,21 @@ def test_cli_client_options_reach_a_tls_daemon(start_daemon, certs, tokens_file,
     refused = jobs("--tls-ca", str(cert))
     assert refused.returncode == 2 and "refused this client: no token given" in refused.stderr
     assert "--token-file" in refused.stderr
+
+
+def test_frame_hashes_and_result_names_cannot_name_other_files(start_daemon, tmp_path):
+    daemon = start_daemon()
+    stub = rpc.VoidLinkStub(grpc.insecure_channel(daemon.address))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for clients")
+    for name in (f"../../../{secret}", "ab/../../x", "A" * 64):
+        ask = pb.HasFramesRequest(frames=[pb.FrameRef(sha256=name, size=1)])
+        error = _status(lambda: stub.HasFrames(ask))  # noqa: B023 - called at once
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "is not a SHA-256" in error.details()
+        chunk = pb.FrameChunk(sha256=name, size=1, data=b"x")
+        error = _status(lambda: list(stub.UploadFrames(iter([chunk]))))  # noqa: B023 - called at once
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _safe_parts("quadmask/clean_quadmask.1001.png") == ["quadmask", "clean_quadmask.1001.png"]
+    for bad in ("../evil.exr", "quadmask/../../x", "/etc/x", "C:/x", "a\\..\\b", ""):
+        with pytest.raises(errors.InvalidInput, match="not a plain path under the output folder"):
+            _safe_parts(bad)
