@@ -243,10 +243,14 @@ class Transfers:
                 reason="UPLOAD_TOO_LARGE",
                 field="spec.source.uploaded_frames",
             )
-        for name in CLIP_FIELDS:
-            clip = getattr(out, name)
-            if clip.uploaded_frames:
-                self._link_clip(clip, f"spec.{name}", self.inputs / key / name)
+        try:
+            for name in CLIP_FIELDS:
+                clip = getattr(out, name)
+                if clip.uploaded_frames:
+                    self._link_clip(clip, f"spec.{name}", self.inputs / key / name)
+        except BaseException:
+            shutil.rmtree(self.inputs / key, ignore_errors=True)  # no job will own these links
+            raise
         if spec.output.stream_back:
             template = spec.output.path_template
             base = re.split(r"[\\/]", template)[-1]
