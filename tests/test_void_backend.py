@@ -233,7 +233,8 @@ def test_pass_two_uses_its_checkpoint_and_warped_noise(tmp_path, monkeypatch):
     two = list(backend.run(feed(images, masks), req))
     assert backend.checkpoint == "pass2"
     assert "Pass 2 warped its initial noise along OpenCV DIS optical flow of the pass-1 result." in req.notes
-    assert any(n.startswith("void_pass2.safetensors: missing keys: 0, unexpected keys: 0") for n in req.notes)
+    assert backend.load_notes == ["void_pass2.safetensors: missing keys: 0, unexpected keys: 0"]
+    assert backend.notes() == [void_backend.PLAIN_NOTE]  # a clean load adds nothing to the job notes
     assert any("pass 2/2: step 2/2" in m for m in seen)
     assert not all(np.array_equal(a.image, b.image) for a, b in zip(one, two))
     # Back to pass 1 for the next job: the original weights were kept and come back exactly.
@@ -392,3 +393,21 @@ def test_backend_loads_a_weights_folder_and_stays_resident(tmp_path):
     assert len(list(backend.run(feed(images, masks), req))) == 5
     backend.load()
     assert backend.pipe is pipe
+
+
+def test_an_unclean_checkpoint_load_is_shown_in_every_job(tmp_path):
+    from safetensors.torch import save_file
+    from test_void_weights import tiny_transformer
+
+    state = tiny_transformer(48, seed=9).state_dict()
+    state.pop("norm_final.weight")
+    state["leftover.weight"] = torch.zeros(2)
+    save_file(state, str(tmp_path / weights.PASS2))
+    backend = tiny_backend(weights_folder=tmp_path)
+    images, masks = shot(5)
+    list(backend.run(feed(images, masks), request(5, passes=2)))
+    warning = (
+        "Loaded with strict=False as the reference does; void_pass2.safetensors: missing keys: 1, unexpected keys: 1 "
+        "(first missing: norm_final.weight) (first unexpected: leftover.weight)."
+    )
+    assert backend.notes() == [void_backend.PLAIN_NOTE, warning]

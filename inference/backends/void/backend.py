@@ -22,6 +22,7 @@ What it adds around `VoidPipeline` (which is the reference inference on one clip
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -47,6 +48,8 @@ STEPS = {"draft": 25, "balanced": 50, "best": 50}
 REFERENCE_SIZE = (672, 384)
 SIZE_UNIT = 16  # 8× VAE × 2× patch
 MEMORY_ENV = "VOIDLINK_VOID_MEMORY"
+
+log = logging.getLogger("voidlink.void")
 
 PLAIN_NOTE = (
     "VOID regenerates the masked region and what the object did to the scene with a generative video "
@@ -151,7 +154,8 @@ class VoidBackend(base.Backend):
         self.settings = settings or VoidSettings()
         self.mode: Optional[str] = None  # the memory mode in place
         self.checkpoint = "pass1" if pipeline is not None else ""  # which VOID weights the transformer holds
-        self.load_notes: list[str] = []
+        self.load_notes: list[str] = []  # what each checkpoint load reported (also logged)
+        self._load_warnings: dict[str, str] = {}  # the reports that are not clean, by file, shown in every job
         self._pass1_copy: Optional[dict] = None
 
     @staticmethod
@@ -175,7 +179,7 @@ class VoidBackend(base.Backend):
         path = folder / weights.PASS1
         report = weights.load_checkpoint(parts["transformer"], path)
         weights.require_filled(parts.pop("transformer_unfilled"), report, str(path))
-        self.load_notes.append(f"{weights.PASS1}: {report.summary()}")
+        self._record(weights.PASS1, report)
         config = parts.pop("transformer_config")
         self.pipe = VoidPipeline(**parts)
         self.pipe.add_noise_in_inpaint_model = bool(config.get("add_noise_in_inpaint_model", False))
@@ -225,18 +229,26 @@ class VoidBackend(base.Backend):
             if weights.check_safetensors(folder / weights.PASS1) is not None and self._pass1_copy is None:
                 # No pass-1 file to come back to (a model handed in directly): keep its weights on the CPU.
                 self._pass1_copy = {k: v.detach().to("cpu", copy=True) for k, v in transformer.state_dict().items()}
-            report = weights.load_checkpoint(transformer, path)
-            notes.append(f"{weights.PASS2}: {report.summary()}")
+            self._record(weights.PASS2, weights.load_checkpoint(transformer, path))
         elif self._pass1_copy is not None:
             transformer.load_state_dict(self._pass1_copy)
         else:
             weights.load_checkpoint(transformer, folder / weights.PASS1)
         self.checkpoint = which
 
+    def _record(self, name: str, report: weights.LoadReport) -> None:
+        text = f"{name}: {report.summary()}"
+        self.load_notes.append(text)
+        log.info("VOID weights %s", text)
+        if report.clean:
+            self._load_warnings.pop(name, None)
+        else:
+            self._load_warnings[name] = f"Loaded with strict=False as the reference does; {text}."
+
     # -- the Backend interface -------------------------------------------------------------------
 
     def notes(self) -> list[str]:
-        return [PLAIN_NOTE]
+        return [PLAIN_NOTE, *self._load_warnings.values()]
 
     def run(self, frames: Iterator[base.BackendFrame], request: base.BackendRequest) -> Iterator[base.BackendResult]:
         if self.pipe is None or self.mode is None:

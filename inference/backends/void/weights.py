@@ -181,6 +181,11 @@ class LoadReport:
     unexpected: list[str]
     adapted_patch_embed: bool
 
+    @property
+    def clean(self) -> bool:
+        """Every tensor of the model came from the checkpoint and nothing in it went unused."""
+        return not (self.missing or self.unexpected or self.adapted_patch_embed)
+
     def summary(self) -> str:
         text = f"missing keys: {len(self.missing)}, unexpected keys: {len(self.unexpected)}"
         if self.missing:
