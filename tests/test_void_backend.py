@@ -168,6 +168,7 @@ def test_out_of_memory_retries_once_in_auto_and_fails_with_advice_otherwise(monk
     req = request(5)
     assert len(list(backend.run(feed(images, masks), req))) == 5
     assert "CUDA ran out of memory in memory mode full; retried in offload." in req.notes
+    assert "VOID ran in memory mode full (on the CPU)." in req.notes
     assert backend.mode == "offload"
 
     fixed = tiny_backend(memory_mode="offload_fp8")

@@ -153,6 +153,7 @@ class VoidBackend(base.Backend):
             )
         self.settings = settings or VoidSettings()
         self.mode: Optional[str] = None  # the memory mode in place
+        self.mode_reason = ""
         self.checkpoint = "pass1" if pipeline is not None else ""  # which VOID weights the transformer holds
         self.load_notes: list[str] = []  # what each checkpoint load reported (also logged)
         self._load_warnings: dict[str, str] = {}  # the reports that are not clean, by file, shown in every job
@@ -194,10 +195,14 @@ class VoidBackend(base.Backend):
 
     def _chosen_mode(self, area: Optional[int] = None) -> str:
         if self.memory_mode != "auto":
+            self.mode_reason = f"set by {MEMORY_ENV}"
             return self.memory_mode
         if self.device.type != "cuda":
+            self.mode_reason = "on the CPU"
             return "full"
-        return memory.choose_mode(memory.free_vram(self.device), area or self.settings.working_area)
+        free = memory.free_vram(self.device)
+        self.mode_reason = f"auto, {free / memory.GB:.1f} GB of VRAM free" if free is not None else "auto"
+        return memory.choose_mode(free, area or self.settings.working_area)
 
     def _place(self, mode: str) -> None:
         assert self.pipe is not None
@@ -379,6 +384,7 @@ class _Run:
         quadmask = np.stack([item.quadmask for item in held])
         label = f"frames {held[0].index}-{held[-1].index}" + (f", segment {number + 1}/{count}" if count > 1 else "")
         self.request.on_message(f"VOID: denoising {label} ({self.steps} steps, memory mode {self.backend.mode})")
+        self._note(f"VOID ran in memory mode {self.backend.mode} ({self.backend.mode_reason}).")
         while True:
             try:
                 return self._passes(video, quadmask, label)
@@ -397,6 +403,7 @@ class _Run:
         if backend.memory_mode == "auto" and not self.retried and lower is not None:
             self.retried = True
             self._note(f"CUDA ran out of memory in memory mode {backend.mode}; retried in {lower}.")
+            backend.mode_reason = f"after running out of memory in {backend.mode}"
             self.request.on_message(f"VOID: out of GPU memory in {backend.mode}, retrying in {lower}")
             backend._place(lower)
             return
