@@ -22,6 +22,12 @@ def test_quadmask_inversion_and_trimask():
     tri = helpers.trimask(condition)
     # Object and overlap both read as "remove"; affected is 127/255; keep is 0.
     np.testing.assert_allclose(tri, [1.0, 1.0, 127 / 255, 0.0, 1.0, 0.0], atol=1e-7)
+    from voidlink.inference.backends.void.pipeline import condition_from_quadmask
+
+    quad = np.array([0, 63, 127, 255, 40, 200], np.uint8)
+    np.testing.assert_allclose(condition_from_quadmask(quad), tri, atol=1e-7)
+    # The reference's pass 2 binarises at 0.5 instead: affected (128/255) is "remove" there.
+    assert condition_from_quadmask(quad, use_trimask=False).tolist() == [1.0, 1.0, 1.0, 0.0, 1.0, 0.0]
     edges = helpers.trimask(np.array([0.2499, 0.25, 0.75, 0.7501], np.float32))
     np.testing.assert_allclose(edges, [0.0, 127 / 255, 127 / 255, 1.0], atol=1e-7)
 

@@ -231,7 +231,24 @@ def test_pass_two_uses_its_checkpoint_and_warped_noise(tmp_path, monkeypatch):
     save_file(tiny_transformer(48, seed=9).state_dict(), str(tmp_path / weights.PASS2))
     seen: list[str] = []
     req = request(9, passes=2, on_message=seen.append)
+    calls: list[dict] = []
+    original = VoidPipeline.__call__
+
+    def recording(self, video, quadmask, **kwargs):
+        calls.append(kwargs)
+        return original(self, video, quadmask, **kwargs)
+
+    monkeypatch.setattr(VoidPipeline, "__call__", recording)
     two = list(backend.run(feed(images, masks), req))
+    # Pass 1 as the reference's pass 1; pass 2 as its warped-noise script.
+    from diffusers import CogVideoXDDIMScheduler
+
+    assert [c["guidance_scale"] for c in calls] == [1.0, 6.0]
+    assert calls[0].get("use_trimask", True) and calls[0].get("scheduler") is None
+    assert calls[0]["negative_prompt"].startswith("The video is not of a high quality")
+    assert calls[1]["use_trimask"] is False and calls[1]["negative_prompt"] == ""
+    assert isinstance(calls[1]["scheduler"], CogVideoXDDIMScheduler)
+    assert calls[1]["latents"].shape == (1, 4, 16, 4, 6)
     assert backend.checkpoint == "pass2"
     assert "Pass 2 warped its initial noise along OpenCV DIS optical flow of the pass-1 result." in req.notes
     assert backend.load_notes == ["void_pass2.safetensors: missing keys: 0, unexpected keys: 0"]

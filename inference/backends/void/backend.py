@@ -17,7 +17,10 @@ What it adds around `VoidPipeline` (which is the reference inference on one clip
   offload_fp8 / sequential) is chosen from free VRAM unless set; a CUDA out-of-memory error in
   `auto` retries the segment once in the next lower mode, else fails the job with advice.
 - **Pass 2.** With `passes=2` and `void_pass2.safetensors`, each segment is refined from noise
-  warped along the optical flow of its pass-1 result, with the pass-2 checkpoint and guidance 6.
+  warped along the optical flow of its pass-1 result, with the pass-2 checkpoint, guidance 6, an
+  empty negative prompt, the binarised mask and CogVideoXDDIMScheduler, as the reference's
+  warped-noise script does (which runs one 85-frame window; here the segment's windows are blended
+  as in pass 1). A job's `guidance` sets pass 1's; pass 2 keeps the reference's 6.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from voidlink.errors import InvalidInput, NotFound, VoidlinkError
 DEFAULT_SEED = 42
 PASS1_GUIDANCE = 1.0
 PASS2_GUIDANCE = 6.0
+PASS2_NEGATIVE_PROMPT = ""  # inference_with_pass1_warped_noise.py passes an empty one
 STEPS = {"draft": 25, "balanced": 50, "best": 50}
 # (width, height) the reference samples at; the working area keeps this many pixels per frame.
 REFERENCE_SIZE = (672, 384)
@@ -421,7 +425,9 @@ class _Run:
             field="spec.params",
         ) from error
 
-    def _call(self, video: np.ndarray, quadmask: np.ndarray, label: str, pass_name: str, **kwargs: Any) -> Any:
+    def _call(
+        self, video: np.ndarray, quadmask: np.ndarray, label: str, pass_name: str, negative_prompt: str, **kwargs: Any
+    ) -> Any:
         pipe = self.backend.pipe
         assert pipe is not None
         message = self.request.on_message
@@ -436,7 +442,7 @@ class _Run:
             video,
             quadmask,
             prompt=self.request.prompt,
-            negative_prompt=self.request.negative_prompt or NEGATIVE_PROMPT,
+            negative_prompt=negative_prompt,
             num_inference_steps=self.steps,
             generator=generator,
             temporal_window_size=self.settings.temporal_window,
@@ -456,7 +462,8 @@ class _Run:
         passes = self.passes
         pass_names = ("pass 1/2", "pass 2/2") if passes == 2 else ("pass 1",)
         backend._use_checkpoint("pass1", self.request.notes)
-        first = self._call(video, quadmask, label, pass_names[0], guidance_scale=self.guidance).frames
+        negative = self.request.negative_prompt or NEGATIVE_PROMPT
+        first = self._call(video, quadmask, label, pass_names[0], negative, guidance_scale=self.guidance).frames
         if passes == 1:
             return first
         from voidlink.inference.backends.void import pass2
@@ -473,13 +480,20 @@ class _Run:
         )
         self._note(f"Pass 2 warped its initial noise along {method} optical flow of the pass-1 result.")
         backend._use_checkpoint("pass2", self.request.notes)
+        from diffusers import CogVideoXDDIMScheduler
+
+        # The reference's pass 2: CogVideoXDDIMScheduler from the same config, an empty negative prompt,
+        # guidance 6 and the mask binarised (affected pixels are regenerated too), on the original video.
         return self._call(
             video,
             quadmask,
             label,
             pass_names[1],
+            self.request.negative_prompt or PASS2_NEGATIVE_PROMPT,
             guidance_scale=PASS2_GUIDANCE,
             latents=noise.to(pipe.transformer.dtype),
+            use_trimask=False,
+            scheduler=CogVideoXDDIMScheduler.from_config(pipe.scheduler.config),
         ).frames
 
 

@@ -7,8 +7,12 @@ use); the backend says which in the job notes. The noise is warped per latent fr
 nearest-neighbour backward sampling of the previous latent frame's noise along the flow
 accumulated over the frames it covers; samples whose source falls outside the frame, or whose flow
 disagrees forward/backward (occlusion), draw fresh noise. Nearest sampling copies values, so each
-latent pixel stays exactly standard normal, as the sampler expects of its initial noise. This
-follows the reference's idea; its exact warping algorithm was not available to compare with.
+latent pixel stays exactly standard normal, as the sampler expects of its initial noise.
+
+This is not the reference's warp: its pass-2 script runs Go-with-the-Flow's `make_warped_noise.py`
+(RAFT flow and that project's density-preserving noise warper) on the pass-1 video, then samples
+the result onto the latent grid (frames picked by index, bilinear resize). Both give noise that
+moves with the scene; the values differ, so pass-2 results are not comparable number for number.
 """
 
 from __future__ import annotations

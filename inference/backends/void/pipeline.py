@@ -60,9 +60,16 @@ class InpaintLatents:
     inpaint_latents: torch.Tensor  # (B, F', 32, h, w): mask first, then video, as the reference
 
 
-def condition_from_quadmask(quadmask: np.ndarray) -> np.ndarray:
-    """(F, H, W) uint8 quadmask → (F, H, W) float32 trimask condition (1 remove, 127/255 affected, 0 keep)."""
-    return helpers.trimask(helpers.quadmask_to_condition(quadmask))
+def condition_from_quadmask(quadmask: np.ndarray, use_trimask: bool = True) -> np.ndarray:
+    """(F, H, W) uint8 quadmask → (F, H, W) float32 mask condition (1 remove, 0 keep).
+
+    With `use_trimask` (pass 1) affected pixels are 127/255; without it (the reference's pass 2) the
+    condition is binarised at 0.5, so affected pixels (128/255) are "remove" too.
+    """
+    condition = helpers.quadmask_to_condition(quadmask)
+    if use_trimask:
+        return helpers.trimask(condition)
+    return (condition > 0.5).astype(np.float32)
 
 
 def _encode(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
@@ -201,8 +208,8 @@ class VoidPipeline(DiffusionPipeline):
             device=device,
         )
 
-    def _step_kwargs(self, generator: Optional[torch.Generator], eta: float) -> dict:
-        params = set(inspect.signature(self.scheduler.step).parameters)
+    def _step_kwargs(self, scheduler: Any, generator: Optional[torch.Generator], eta: float) -> dict:
+        params = set(inspect.signature(scheduler.step).parameters)
         kwargs: dict = {}
         if "eta" in params:
             kwargs["eta"] = eta
@@ -241,14 +248,19 @@ class VoidPipeline(DiffusionPipeline):
         callback: Optional[StepCallback] = None,
         cancelled: Optional[Callable[[], bool]] = None,
         output_type: str = "np",
+        use_trimask: bool = True,
+        scheduler: Optional[Any] = None,
     ) -> VoidPipelineOutput:
         """Remove what the quadmask marks from `video`.
 
         video: (F, H, W, 3) float 0–1; quadmask: (F, H, W) uint8 (0 object, 63 overlap, 127 affected,
         255 keep). H and W must be multiples of 16 (8× VAE, 2× patch). `latents`: explicit initial
         noise of shape (1, F', 16, H/8, W/8) for the padded clip (see `latent_shape`), as in diffusers.
+        `use_trimask=False` and a `scheduler` of its own are what the reference's pass 2 uses (a
+        binarised mask, CogVideoXDDIMScheduler); the pipeline's scheduler is left untouched.
         Raises `base.Cancelled` between steps when `cancelled()` turns true.
         """
+        scheduler = scheduler if scheduler is not None else self.scheduler
         notes: list[str] = []
         video_np = np.asarray(video.cpu() if isinstance(video, torch.Tensor) else video, dtype=np.float32)
         mask_np = np.asarray(quadmask.cpu() if isinstance(quadmask, torch.Tensor) else quadmask)
@@ -280,7 +292,7 @@ class VoidPipeline(DiffusionPipeline):
         # 2. Temporal padding (mirrored copies) to the 4k+1, k odd, length.
         target = helpers.padded_length(length, min_length=temporal_window_size, max_length=max_frames)
         order = helpers.padding_indices(length, target)
-        condition = condition_from_quadmask(mask_np[order])
+        condition = condition_from_quadmask(mask_np[order], use_trimask)
         video_t = torch.from_numpy(np.ascontiguousarray(video_np[order])).permute(3, 0, 1, 2)[None]
         mask_t = torch.from_numpy(condition)[None, None]
 
@@ -298,8 +310,8 @@ class VoidPipeline(DiffusionPipeline):
             inpaint = torch.cat([inpaint] * 2)
 
         # 4. Timesteps and initial noise.
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = scheduler.timesteps
         shape = self.latent_shape(length, height, width, temporal_window_size, max_frames)
         if inpaint.shape[1] != shape[1]:
             raise RuntimeError(f"the VAE gave {inpaint.shape[1]} latent frames, expected {shape[1]}")
@@ -307,8 +319,8 @@ class VoidPipeline(DiffusionPipeline):
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
-        step_kwargs = self._step_kwargs(generator, eta)
+        latents = latents.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
+        step_kwargs = self._step_kwargs(scheduler, generator, eta)
 
         window = self.window_latent_frames(temporal_window_size)
         overlap = temporal_multidiffusion_stride // self.vae_scale_factor_temporal
@@ -321,7 +333,7 @@ class VoidPipeline(DiffusionPipeline):
             if frames not in rotary_cache:
                 rotary_cache[frames] = self._rotary(height, width, frames, device)
             model_input = torch.cat([x] * 2) if do_cfg else x
-            model_input = self.scheduler.scale_model_input(model_input, t)
+            model_input = scheduler.scale_model_input(model_input, t)
             # The reference transformer's first step: noisy latents, then the 32 inpaint channels.
             model_input = torch.cat([model_input, inpaint_x], dim=2)
             noise_pred = self.transformer(
@@ -334,7 +346,7 @@ class VoidPipeline(DiffusionPipeline):
             if do_cfg:
                 uncond, text = noise_pred.chunk(2)
                 noise_pred = uncond + guidance_scale * (text - uncond)
-            return self.scheduler.step(noise_pred, t, x, **step_kwargs, return_dict=False)[0].to(dtype)
+            return scheduler.step(noise_pred, t, x, **step_kwargs, return_dict=False)[0].to(dtype)
 
         # 5. Denoising with temporal multidiffusion at every step.
         for i, t in enumerate(timesteps):
