@@ -12,8 +12,9 @@ from voidlink.inference.backends.void import helpers
 def test_quadmask_quantisation_edges():
     grey = np.array([0, 31, 32, 63, 95, 96, 127, 191, 192, 255], np.uint8)
     assert helpers.quantize_quadmask(grey).tolist() == [0, 0, 63, 63, 63, 127, 127, 127, 255, 255]
-    # Float greys from a resize round like uint8 storage would.
-    assert helpers.quantize_quadmask(np.array([31.4, 31.6, 191.4, 191.6])).tolist() == [0, 63, 127, 255]
+    # Float greys from an area resize are compared unrounded, as the reference does.
+    floats = np.array([30.9, 31.0, 31.01, 95.0, 95.2, 191.0, 191.2, -3.0, 300.0])
+    assert helpers.quantize_quadmask(floats).tolist() == [0, 0, 63, 63, 127, 127, 255, 0, 255]
 
 
 def test_quadmask_inversion_and_trimask():

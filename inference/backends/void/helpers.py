@@ -23,15 +23,13 @@ VAE_TEMPORAL = 4  # frames per latent frame (after the first)
 def quantize_quadmask(mask: np.ndarray) -> np.ndarray:
     """Snap any grey to the four quadmask values, with the reference's thresholds.
 
-    ≤31 → 0 (object), 32–95 → 63 (overlap), 96–191 → 127 (affected), >191 → 255 (keep). The
-    thresholds are the reference's, applied after its area resize, so resampled edges land where
-    they land there.
+    ≤31 → 0 (object), >31–95 → 63 (overlap), >95–191 → 127 (affected), >191 → 255 (keep). The
+    reference applies them to the float output of its area resize, unrounded (31.4 is already
+    overlap), and so does this: resampled edges land where they land there.
     """
     values = np.asarray(mask)
-    if values.dtype.kind == "f":
-        # Float masks come in 0–255 from a resize; round so 31.6 reads as 32 like uint8 storage would.
-        values = np.clip(np.rint(values), 0, 255)
-    values = values.astype(np.int32)
+    if values.dtype.kind not in "fiu":
+        values = values.astype(np.float32)
     out = np.full(values.shape, 255, np.uint8)
     out[values <= 191] = 127
     out[values <= 95] = 63
