@@ -56,6 +56,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -354,6 +355,11 @@ def pip_target_command(
     return command + list(requirements)
 
 
+def shell_command(command: list) -> str:
+    """`command` as a line a user can paste into this platform's shell (`>=` in a requirement is a redirect)."""
+    return subprocess.list2cmdline(command) if os.name == "nt" else shlex.join(command)
+
+
 def run_command(command: list) -> None:
     try:
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -361,4 +367,4 @@ def run_command(command: list) -> None:
         raise InstallError(f"cannot run {command[0]}: {exc}") from None
     if done.returncode != 0:
         tail = "\n".join(done.stdout.strip().splitlines()[-15:])
-        raise InstallError(f"`{' '.join(command)}` failed (exit {done.returncode}):\n{tail}")
+        raise InstallError(f"`{shell_command(command)}` failed (exit {done.returncode}):\n{tail}")

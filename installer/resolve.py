@@ -180,7 +180,7 @@ def _install_dependencies(
     folder = dependencies_folder(path, version)
     if skip:
         actions.append(
-            f"skipped the panel's libraries for Resolve's Python {version}; to add them: {' '.join(command)}"
+            f"skipped the panel's libraries for Resolve's Python {version}; to add them: {common.shell_command(command)}"
         )
         return
     installed = manifest.extra.setdefault("dependencies", {})

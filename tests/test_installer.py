@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,10 @@ def test_install_into_a_folder_touches_nothing_else_and_says_how_to_load_it(home
     out = _run(capsys, "install", "nuke", "--path", str(studio), "--skip-dependencies", "--nuke-version", "15")
     assert f"export NUKE_PATH={studio}" in out
     assert "--python-version 3.10" in out and "--python-version 3.9" not in out
+    # The printed command pastes into a shell as it is: `>=` in a requirement would otherwise redirect.
+    printed = out.split("to add them: ", 1)[1].splitlines()[0]
+    expected = nuke_installer.dependency_commands(studio, nuke_installer.python_versions(["15"]))[0]
+    assert shlex.split(printed) == expected
     assert tree_digest(home) == before and (studio / "init.py").is_file()
     out = _run(capsys, "uninstall", "nuke", "--path", str(studio))
     assert not studio.exists() and (tmp_path / "studio" / "nuke_plugins").is_dir()  # only what it created goes
@@ -120,6 +125,14 @@ def test_dependency_command_targets_each_nuke_python(tmp_path):
         assert names == ["grpcio>=1.78", "grpcio-health-checking>=1.78", "protobuf>=6.31.1"]
     with pytest.raises(common.InstallError, match="Nuke 12 is not supported"):
         nuke_installer.python_versions(["12"])
+
+
+def test_python_version_belongs_to_its_target(home, capsys):
+    assert main(["install", "nuke", "--skip-dependencies", "--python-version", "3.10"]) == 2
+    assert "--python-version applies to `install resolve` only" in capsys.readouterr().err
+    assert main(["install", "resolve", "--path", str(home / "r"), "--skip-dependencies", "--nuke-version", "15"]) == 2
+    assert "--nuke-version applies to `install nuke` only" in capsys.readouterr().err
+    assert not (home / "r").exists() and not (home / ".nuke" / "voidlink").exists()
 
 
 def test_a_target_that_does_not_import_is_reported(monkeypatch, capsys):

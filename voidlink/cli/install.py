@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help="Nuke version(s) whose Python gets the client's libraries (repeat; default: 14, 15 and 16)",
         )
         parser.add_argument(
+            "--python-version",
+            metavar="X.Y",
+            help="Resolve: the Python version Resolve runs its scripts with (default: this Python's)",
+        )
+        parser.add_argument(
             "--skip-dependencies",
             action="store_true",
             help="do not pip-install the client's libraries for the host's Python (print the command instead)",
@@ -46,7 +51,16 @@ def run(args: argparse.Namespace) -> int:
         if args.installing:
             options = {"user": not args.path, "skip_dependencies": args.skip_dependencies}
             if args.nuke_version:
+                if args.target != "nuke":
+                    print("voidlink: error: --nuke-version applies to `install nuke` only", file=sys.stderr)
+                    return 2
                 options["nuke_versions"] = args.nuke_version
+            if args.python_version:
+                if args.target != "resolve":
+                    print("voidlink: error: --python-version applies to `install resolve` only "
+                          "(Nuke's Pythons follow --nuke-version)", file=sys.stderr)
+                    return 2
+                options["python_version"] = args.python_version
             actions = target.install(path, **options)
         else:
             actions = target.uninstall(path)
