@@ -161,7 +161,8 @@ def _install_dependencies(
     for version, command in zip(versions, dependency_commands(path, versions, python)):
         folder = libraries_folder(path, version)
         if skip:
-            actions.append(f"skipped the client's libraries for Python {version}; to add them: {common.shell_command(command)}")
+            line = common.shell_command(command)
+            actions.append(f"skipped the client's libraries for Python {version}; to add them: {line}")
             continue
         if installed.get(version) == reqs and folder.is_dir():
             actions.append(f"{folder}: {', '.join(reqs)} for Python {version} already installed")

@@ -179,9 +179,8 @@ def _install_dependencies(
     command = dependency_command(path, version, python)
     folder = dependencies_folder(path, version)
     if skip:
-        actions.append(
-            f"skipped the panel's libraries for Resolve's Python {version}; to add them: {common.shell_command(command)}"
-        )
+        line = common.shell_command(command)
+        actions.append(f"skipped the panel's libraries for Resolve's Python {version}; to add them: {line}")
         return
     installed = manifest.extra.setdefault("dependencies", {})
     reqs = requirements()

@@ -57,8 +57,11 @@ def run(args: argparse.Namespace) -> int:
                 options["nuke_versions"] = args.nuke_version
             if args.python_version:
                 if args.target != "resolve":
-                    print("voidlink: error: --python-version applies to `install resolve` only "
-                          "(Nuke's Pythons follow --nuke-version)", file=sys.stderr)
+                    print(
+                        "voidlink: error: --python-version applies to `install resolve` only "
+                        "(Nuke's Pythons follow --nuke-version)",
+                        file=sys.stderr,
+                    )
                     return 2
                 options["python_version"] = args.python_version
             actions = target.install(path, **options)
