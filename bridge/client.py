@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import ntpath
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -841,11 +842,26 @@ def result_or_raise(job: pb.Job) -> RemoveResult:
     )
 
 
+def split_command(line: str) -> list:
+    """A command line as its arguments, quoted the way this platform's shell quotes them.
+
+    An unquoted path with spaces (`C:\\Program Files\\voidlink\\voidlink.exe`) is taken whole when
+    it names an existing file, since that is what a user pasting a path means.
+    """
+    if os.path.isfile(line):
+        return [line]
+    if os.name == "nt":
+        # posix=False keeps backslashes but also the quotes around each argument.
+        args = shlex.split(line, posix=False)
+        return [arg[1:-1] if len(arg) > 1 and arg[0] == arg[-1] == '"' else arg for arg in args]
+    return shlex.split(line)
+
+
 def daemon_command() -> list:
     """How to start the daemon from here: $VOIDLINK_DAEMON, this Python, or the `voidlink` script."""
     explicit = os.environ.get("VOIDLINK_DAEMON")
     if explicit:
-        return explicit.split()
+        return split_command(explicit)
     # Inside Nuke or Resolve sys.executable is the host application, not a Python.
     if os.path.basename(sys.executable).lower().startswith("python"):
         return [sys.executable, "-m", "voidlink"]

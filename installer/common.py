@@ -360,6 +360,11 @@ def shell_command(command: list) -> str:
     return subprocess.list2cmdline(command) if os.name == "nt" else shlex.join(command)
 
 
+def daemon_command_line() -> str:
+    """How a host starts a local daemon from this environment, as the VOIDLINK_DAEMON value the client splits."""
+    return shell_command([sys.executable, "-m", "voidlink"])
+
+
 def run_command(command: list) -> None:
     try:
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -15,7 +15,6 @@ Everything written is recorded in the folder's manifest, so `uninstall` removes 
 from __future__ import annotations
 
 import importlib.metadata
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -93,7 +92,7 @@ def _client_sources() -> list:
 
 
 def _settings_text() -> str:
-    command = f"{sys.executable} -m voidlink"
+    command = common.daemon_command_line()
     return (
         "# Written by `voidlink install nuke`: how Nuke starts a local voidlink daemon when none answers.\n"
         "import os\n\n"

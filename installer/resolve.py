@@ -127,7 +127,7 @@ def script_text(path: Path, python_version: str) -> str:
     template = (SCRIPT_DIR / SCRIPT_NAME).read_text()
     paths = [str(library_folder(path).absolute()), str(dependencies_folder(path, python_version).absolute())]
     # Inside Resolve sys.executable is not a Python: say how to start a daemon (this environment's voidlink).
-    daemon = f"{sys.executable} -m voidlink"
+    daemon = common.daemon_command_line()
     body = f"VOIDLINK_PATHS = {paths!r}\nos.environ.setdefault('VOIDLINK_DAEMON', {daemon!r})\n"
     text, count = _PATHS_BLOCK.subn(lambda m: m.group(1) + body + m.group(3), template)
     if count != 1:

@@ -180,3 +180,18 @@ def test_a_failed_dependency_install_is_reported_and_still_uninstalls(home):
     assert "voidlink" not in (home / ".nuke" / "init.py").read_text()  # Nuke was not pointed at it
     nuke_installer.uninstall(plugin)
     assert tree_digest(home) == before and not plugin.exists()
+
+
+def test_daemon_command_with_spaces_survives_the_round_trip(tmp_path, monkeypatch):
+    from voidlink.bridge.client import daemon_command, split_command
+
+    python = tmp_path / "Application Support" / "python3"
+    command = [str(python), "-m", "voidlink"]
+    line = common.shell_command(command)
+    assert split_command(line) == command
+    monkeypatch.setenv("VOIDLINK_DAEMON", line)
+    assert daemon_command() == command
+    # An unquoted path with spaces that names a real program is meant whole.
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    assert split_command(str(python)) == [str(python)]
