@@ -2,10 +2,12 @@
 
 From the plate size and the mask's box over the shot, choose a processing region: the box with
 context padding around it, fitted to the backend's working aspect when it has one, clamped to the
-frame. A backend with a working size (VOID: 672×384) gets the region resampled to that size with
-area filtering down and bicubic up, and the result comes back the same way; a small object on a
-4K plate is therefore processed at a high effective resolution instead of as a few pixels of a
-downscaled frame. A backend with no working size (classical) works on the region at native size.
+frame. A backend with a fixed working size gets the region resampled to that size with area
+filtering down and bicubic up, and the result comes back the same way; a small object on a 4K plate
+is therefore processed at a high effective resolution instead of as a few pixels of a downscaled
+frame. A backend with no working size gets the region at native size: the classical backend works
+on it as it is, and VOID scales it itself to the reference's pixel area (384×672) with the aspect
+kept, padded to multiples of 16.
 """
 
 from __future__ import annotations
