@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-start", action="store_true", help="do not start a local daemon when none answers")
     add_address(parser)
     add_json(parser)
+    parser.add_argument(
+        "--export-spec",
+        metavar="FILE.json",
+        help="write the job this command would submit (a JobSpec as JSON) to FILE and exit without submitting; "
+        "`voidlink farm export` turns such a file into a farm job",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,6 +63,15 @@ def run(args: argparse.Namespace) -> int:
         dilate=args.dilate,
         feather=args.feather,
     )
+    if args.export_spec:
+        from voidlink.bridge.farm.jobspec import write_job_spec
+
+        written = write_job_spec(spec, args.export_spec)
+        if args.json:
+            print_json({"spec": written})
+        else:
+            print(f"wrote {written}")
+        return 0
     client = Client(args.address)
     if not args.no_start:
         client.ensure_daemon()
