@@ -438,17 +438,47 @@ class Client:
         transfer: str = "auto",
     ) -> RemoveResult:
         """Submit `spec` (uploading frames the daemon cannot read), follow it, fetch a streamed result."""
-        plan = self.plan_transfer(spec, transfer)
-        if plan.streamed:
-            spec = self.upload_job(spec, plan, on_progress)
-        job = self.submit(spec)
+        job, plan = self.start(spec, transfer, on_progress)
         if not wait:
             return RemoveResult(job_id=job.id, state=state_name(job.state))
-        job = self.wait(job.id, on_progress=on_progress)
-        result = result_or_raise(job)
-        if plan.stream_back:
-            self.download_result(job, spec.output.path_template, result, on_progress)
-        return result
+        return result_or_raise(self.finish(self.wait(job.id, on_progress=on_progress), plan, on_progress))
+
+    def start(
+        self,
+        spec: pb.JobSpec,
+        transfer: str = "auto",
+        on_progress: Optional[Callable[[pb.JobEvent], None]] = None,
+        plan: Optional[TransferPlan] = None,
+    ) -> tuple:
+        """Submit `spec` the way this daemon can take it: (the queued `pb.Job`, its `TransferPlan`).
+
+        Clips the daemon cannot read are uploaded into its frame cache first; keep the plan and hand
+        the ended job to `finish`, which fetches a streamed-back result. `plan`: one `plan_transfer`
+        already made (its `transfer` then goes unused)."""
+        if plan is None:
+            plan = self.plan_transfer(spec, transfer)
+        plan.output_template = spec.output.path_template
+        if plan.streamed:
+            spec = self.upload_job(spec, plan, on_progress)
+        return self.submit(spec), plan
+
+    def finish(
+        self, job: pb.Job, plan: TransferPlan, on_progress: Optional[Callable[[pb.JobEvent], None]] = None
+    ) -> pb.Job:
+        """The ended `job` as this machine sees it: when its output was streamed back, the files are
+        fetched and written at the plan's output first (atomically) and the job's result names them.
+        A job that did not succeed is returned as it is."""
+        if job.state != pb.JOB_STATE_SUCCEEDED or not plan.stream_back:
+            return job
+        result = self.download_result(job, plan.output_template, on_progress=on_progress)
+        local = pb.Job()
+        local.CopyFrom(job)
+        local.result.output_pattern = result.output_pattern
+        local.result.otio_json = result.otio_json
+        local.result.quadmask_pattern = result.quadmask_pattern
+        local.spec.output.path_template = plan.output_template
+        local.message = job.message.replace(job.result.output_pattern, result.output_pattern)
+        return local
 
     # -- shared storage or streamed frames ------------------------------------------------
 
@@ -555,6 +585,7 @@ class Client:
         stats = self.stats
         chunk_bytes = self.chunk_bytes
         lock = threading.Lock()
+        stopped = [False]
 
         def chunks():
             for path, ref, offset in todo:
@@ -569,6 +600,9 @@ class Client:
                                 file=path,
                             )
                         with lock:
+                            # gRPC may pull one more chunk after the call ended: it is not sent, nor counted.
+                            if stopped[0]:
+                                return
                             stats.bytes_sent += len(data)
                         yield pb.FrameChunk(sha256=ref.sha256, size=ref.size, offset=offset, data=data)
                         offset += len(data)
@@ -585,6 +619,8 @@ class Client:
                     stats.frames_sent += 1
                 _report(on_progress, progress)
         finally:
+            with lock:
+                stopped[0] = True
             stream.cancel()
 
     def download_result(
@@ -640,7 +676,7 @@ class Client:
                             file=pending[-1][1],
                         )
                     progress.files_done += 1
-                    _report(on_progress, progress, job.id)
+                    _report(on_progress, progress, job.id, job.state)
             for temporary, final in pending:
                 os.replace(temporary, final)
             pending = []
@@ -736,16 +772,17 @@ class TransferPlan:
     upload: list = field(default_factory=list)  # clip fields whose frames are uploaded
     stream_back: bool = False
     reasons: list = field(default_factory=list)
+    output_template: str = ""  # where a streamed-back output is written on this machine
 
     @property
     def streamed(self) -> bool:
         return bool(self.upload) or self.stream_back
 
 
-def _report(on_progress, progress: pb.TransferProgress, job_id: str = "") -> None:
+def _report(on_progress, progress: pb.TransferProgress, job_id: str = "", state: int = 0) -> None:
     if on_progress is None:
         return
-    event = pb.JobEvent(job_id=job_id, stage=progress.direction, eta_seconds=-1.0, time=time.time())
+    event = pb.JobEvent(job_id=job_id, state=state, stage=progress.direction, eta_seconds=-1.0, time=time.time())
     event.transfer.CopyFrom(progress)
     on_progress(event)
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Optional, Union
 
-from voidlink.bridge.client import TERMINAL, Client, state_name
+from voidlink.bridge.client import TERMINAL, Client, TransferPlan, state_name
 from voidlink.protos import pb
 
 from voidlink import errors
@@ -65,7 +65,7 @@ class JobService(QtCore.QObject):
 
         def work() -> None:
             try:
-                job = self.client.submit(spec() if callable(spec) else spec)
+                job, plan = self.client.start(spec() if callable(spec) else spec)
             except errors.VoidlinkError as error:
                 self.submit_failed.emit(error)
                 return
@@ -75,12 +75,15 @@ class JobService(QtCore.QObject):
                 )
                 return
             self.submitted.emit(job)
-            self.watch(job.id)
+            self.watch(job.id, plan)
 
         return self._run(work, "submit")
 
-    def watch(self, job_id: str) -> Optional[threading.Thread]:
-        """Follow one job's events until it ends (once per job, however often it is asked)."""
+    def watch(self, job_id: str, plan: Optional[TransferPlan] = None) -> Optional[threading.Thread]:
+        """Follow one job's events until it ends (once per job, however often it is asked).
+
+        `plan`: how the job was submitted (`Client.start`); a result the daemon streams back is
+        fetched and written here before `finished` is emitted."""
         with self._lock:
             if job_id in self._watched:
                 return None
@@ -94,16 +97,19 @@ class JobService(QtCore.QObject):
                             return
                         self.progress.emit(event)
                         if event.state in TERMINAL:
-                            self.finished.emit(self.client.get(job_id))
-                            return
-                    # The stream ended before the job did (daemon restarting): look, then watch again.
+                            break
+                    # Ended, or the stream closed before the job did (daemon restarting): look, then watch again.
                     job = self.client.get(job_id)
                     if job.state in TERMINAL:
+                        if plan is not None:
+                            job = self.client.finish(job, plan, on_progress=self.progress.emit)
                         self.finished.emit(job)
                         return
                     time.sleep(0.5)
             except errors.VoidlinkError as error:
                 self.failed.emit(f"watching job {job_id}: {error}")
+            except OSError as error:  # writing a streamed-back result: a full disk, a read-only folder
+                self.failed.emit(f"writing the result of job {job_id}: {error.strerror or error}")
             finally:
                 with self._lock:
                     self._watched.discard(job_id)

@@ -304,3 +304,45 @@ def test_doctor_says_whether_the_daemon_sees_the_paths(studio, tmp_path):
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     assert "transfer mode:    shared paths" in out.stdout and f"{root} -> {root}: seen" in out.stdout
+
+
+def _voidlink(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "voidlink", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_cli_remove_streams_to_a_daemon_that_cannot_see_the_shot(studio, tmp_path):
+    daemon, root, shot = studio
+    shared = root / "sh010"
+    shutil.copytree(shot.folder, shared)
+    reference = Client(daemon.address).remove(
+        str(shared / "plate.####.exr"), str(shared / "mask.####.exr"), prompt="a wall", backend="classical"
+    )
+    output = tmp_path / "workstation" / "out" / "clean.####.exr"
+    common = [shot.plate, "--mask", shot.mask, "--prompt", "a wall", "--backend", "classical", "-o", str(output)]
+    common += ["--address", daemon.address, "--no-start"]
+
+    # A detached job whose result must come back over this connection is refused before anything is sent.
+    refused = _voidlink("remove", *common, "--detach")
+    assert refused.returncode != 0 and "Run without --detach" in refused.stderr
+    assert str(output) in refused.stderr and len(Client(daemon.address).jobs()) == 1
+    assert daemon.info().cache_bytes == 0
+    # Paths only: the daemon names the plate it may not read.
+    shared_only = _voidlink("remove", *common, "--transfer", "shared")
+    assert shared_only.returncode != 0 and "outside" in shared_only.stderr and shot.plate in shared_only.stderr
+
+    done = _voidlink("remove", *common)
+    assert done.returncode == 0, done.stderr
+    assert f"in {output}" in done.stdout
+    assert "uploading frames: 10/10 files" in done.stderr and "fetching the result: 10 files" in done.stderr
+    for ours, theirs in zip(_frames(str(output), 1001, 1005), _frames(reference.output_pattern, 1001, 1005)):
+        assert np.array_equal(read_pixels(str(ours)), read_pixels(str(theirs)))
+        assert ours.read_bytes() != b""
+    assert not [p for p in output.parent.rglob("*") if ".part" in p.name]
+    assert daemon.info().cache_bytes == sum(p.stat().st_size for p in shot.folder.glob("[pm]*.exr"))
+
+    as_json = _voidlink("remove", *common, "--json")
+    assert as_json.returncode == 0 and as_json.stderr == ""
+    job = json.loads(as_json.stdout)
+    assert job["state"] == "succeeded" and job["result"]["output_pattern"] == str(output)

@@ -266,7 +266,7 @@ def run_plan(
 
     def run_one(entry: EventPlan) -> None:
         try:
-            job = client.submit(job_spec(entry, backend))
+            job, transfer = client.start(job_spec(entry, backend))
             entry.job_id, entry.status = job.id, "queued"
             report(entry)
 
@@ -277,7 +277,7 @@ def run_plan(
                 entry.frames_done = event.frames_done
                 report(entry)
 
-            result = result_or_raise(client.wait(job.id, on_progress=progress))
+            result = result_or_raise(client.finish(client.wait(job.id, on_progress=progress), transfer))
         except VoidlinkError as error:
             entry.status, entry.message = "failed", str(error)
             report(entry)

@@ -27,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", default="zip", choices=["zip", "piz", "dwaa", "none"])
     parser.add_argument("--resample-mattes", action="store_true", help="resample mattes of another size to the plate")
     parser.add_argument("--name", default="", help="a name shown in the queue")
+    parser.add_argument(
+        "--transfer",
+        default="auto",
+        choices=["auto", "shared", "stream"],
+        help="auto (default): upload only what the daemon cannot read and fetch the result back when it cannot "
+        "write the output; shared: send paths only; stream: upload every clip and fetch the result back",
+    )
     parser.add_argument("--detach", action="store_true", help="submit and return at once with the job id")
     parser.add_argument("--no-start", action="store_true", help="do not start a local daemon when none answers")
     add_address(parser)
@@ -41,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from voidlink.bridge.client import Client, build_spec, result_or_raise, state_name
-    from voidlink.errors import JobCancelled, JobFailed
+    from voidlink.errors import InvalidInput, JobCancelled, JobFailed
 
     spec = build_spec(
         args.plate,
@@ -75,7 +82,18 @@ def run(args: argparse.Namespace) -> int:
     client = Client(args.address)
     if not args.no_start:
         client.ensure_daemon()
-    job = client.submit(spec)
+    plan = client.plan_transfer(spec, args.transfer)
+    if args.detach and plan.stream_back:
+        raise InvalidInput(
+            f"--detach: the daemon at {client.address} cannot write {spec.output.path_template} "
+            f"({'; '.join(plan.reasons) or 'streaming was asked for'}), so the result must come back over this "
+            "connection, which needs this command to stay until the job ends. Run without --detach, or give an "
+            "--output on storage the daemon writes (see --path-map) with --transfer auto or shared.",
+            reason="DETACH_NEEDS_SHARED_OUTPUT",
+            field="detach",
+        )
+    with _Transfers(quiet=args.json) as shown:
+        job, plan = client.start(spec, on_progress=shown.update, plan=plan)
     if args.detach:
         if args.json:
             print_json({"id": job.id, "state": state_name(job.state)})
@@ -92,6 +110,17 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print_json(job_to_dict(job))
         return 130
+    try:
+        with _Transfers(quiet=args.json) as shown:
+            job = client.finish(job, plan, on_progress=shown.update)
+    except KeyboardInterrupt:
+        # The files are renamed into place only once all arrived: an interrupted fetch leaves what was there.
+        print(
+            f"voidlink: fetching the result of job {job.id} was interrupted; nothing at {plan.output_template} "
+            "was changed; run the command again to render and fetch it (no frame is uploaded twice)",
+            file=sys.stderr,
+        )
+        return 130
     if args.json:
         print_json(job_to_dict(job))
     try:
@@ -105,6 +134,52 @@ def run(args: argparse.Namespace) -> int:
         for note in result.notes:
             print(f"  note: {note}")
     return 0
+
+
+class _Transfers:
+    """Frames going up to the daemon or a result coming back: a bar on a terminal, else a line per file."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = None
+        self.task = None
+        self.direction = ""
+        self.files_shown = -1
+
+    def __enter__(self) -> _Transfers:
+        if not self.quiet and sys.stderr.isatty():
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()
+            )
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, event) -> None:
+        if self.quiet or not event.HasField("transfer"):
+            return
+        transfer = event.transfer
+        label = "uploading frames" if transfer.direction == "upload" else "fetching the result"
+        if self.bar is not None:
+            if transfer.direction != self.direction:
+                self.direction = transfer.direction
+                self.task = self.bar.add_task(label, total=transfer.bytes_total or None)
+            self.bar.update(self.task, completed=transfer.bytes_done, total=transfer.bytes_total or None)
+            return
+        if transfer.direction != self.direction or transfer.files_done != self.files_shown:
+            self.direction, self.files_shown = transfer.direction, transfer.files_done
+            total = f"/{transfer.files_total}" if transfer.files_total else ""
+            reused = f", {transfer.bytes_reused / 1e6:.1f} MB already on the daemon" if transfer.bytes_reused else ""
+            print(
+                f"{label}: {transfer.files_done}{total} files, {transfer.bytes_done / 1e6:.1f} MB{reused}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _follow(client, job_id: str, quiet: bool):

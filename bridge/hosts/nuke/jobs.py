@@ -15,7 +15,7 @@ import threading
 from typing import Callable, Optional
 
 import nuke
-from voidlink.bridge.client import TERMINAL, Client, state_name
+from voidlink.bridge.client import TERMINAL, Client, TransferPlan, state_name
 from voidlink.bridge.effect import EffectResult
 from voidlink.bridge.hosts.nuke import node as void_node
 from voidlink.protos import pb
@@ -62,8 +62,9 @@ def _ensure_daemon(client: Client, ask: bool) -> bool:
     return True
 
 
-def _prepare_and_submit(group, client: Client, ask: bool) -> Optional[pb.Job]:
-    """Check the node, start the daemon if needed, render inputs, submit. None when the user declined."""
+def _prepare_and_submit(group, client: Client, ask: bool) -> Optional[tuple]:
+    """Check the node, start the daemon if needed, render inputs, submit (uploading what the daemon cannot
+    read): (job, transfer plan), or None when the user declined."""
     remove, pending = void_node.build_effect(group)
     first, last = remove.validate()
     if not _ensure_daemon(client, ask):
@@ -71,11 +72,11 @@ def _prepare_and_submit(group, client: Client, ask: bool) -> Optional[pb.Job]:
         return None
     group["status"].setValue("rendering inputs" if pending else "submitting")
     void_node.render_inputs(group, pending, first, last)
-    job = client.submit(remove.to_job_spec())
+    job, plan = client.start(remove.to_job_spec())
     group["job_id"].setValue(job.id)
     group["job_state"].setValue(state_name(job.state))
     group["status"].setValue(f"queued: job {job.id}, frames {first}-{last}")
-    return job
+    return job, plan
 
 
 def submit(group) -> Optional[str]:
@@ -87,14 +88,15 @@ def submit(group) -> Optional[str]:
         return None
     client = _client(group)
     try:
-        job = _prepare_and_submit(group, client, ask=_gui())
+        submitted = _prepare_and_submit(group, client, ask=_gui())
     except errors.VoidlinkError as error:
         group["status"].setValue(f"not submitted: {error}")
         _tell(str(error))
         return None
-    if job is None:
+    if submitted is None:
         return None
-    watch(job.id, client.address)
+    job, plan = submitted
+    watch(job.id, client.address, plan=plan)
     return job.id
 
 
@@ -175,10 +177,11 @@ class DaemonUnreachable(Exception):
 class JobWatcher(threading.Thread):
     """Follows one job on a worker thread; every node update goes through nuke.executeInMainThread."""
 
-    def __init__(self, job_id: str, address: str, title: str) -> None:
+    def __init__(self, job_id: str, address: str, title: str, plan: Optional[TransferPlan] = None) -> None:
         super().__init__(name=f"voidlink-watch-{job_id}", daemon=True)
         self.job_id = job_id
         self.client = Client(address)
+        self.plan = plan  # how the job was submitted: a streamed-back result is fetched when it ends
         self.title = title
         self._stop_requested = threading.Event()
         self._events: queue.Queue = queue.Queue()
@@ -245,11 +248,14 @@ class JobWatcher(threading.Thread):
                     nuke.executeInMainThread(_apply_event, args)
                 if item is None or item.state in TERMINAL:
                     job = self.client.get(self.job_id)
+                    if self.plan is not None and self.plan.stream_back and job.state == pb.JOB_STATE_SUCCEEDED:
+                        task.setMessage("fetching the result")
+                        job = self.client.finish(job, self.plan)
                     if job.state == pb.JOB_STATE_SUCCEEDED:
                         task.setProgress(100)
                     nuke.executeInMainThread(_finish, (self.job_id, job.SerializeToString()))
                     return
-        except errors.VoidlinkError as error:
+        except (errors.VoidlinkError, OSError) as error:  # OSError: writing a streamed-back result here
             nuke.executeInMainThread(_watch_failed, (self.job_id, str(error)))
         finally:
             del task  # Nuke removes the progress bar when the task object goes away
@@ -258,13 +264,13 @@ class JobWatcher(threading.Thread):
                     del _watchers[self.job_id]
 
 
-def watch(job_id: str, address: str, title: Optional[str] = None) -> JobWatcher:
-    """Follow `job_id` on a worker thread (one watcher per job)."""
+def watch(job_id: str, address: str, title: Optional[str] = None, plan: Optional[TransferPlan] = None) -> JobWatcher:
+    """Follow `job_id` on a worker thread (one watcher per job); `plan` from `Client.start`."""
     with _lock:
         existing = _watchers.get(job_id)
         if existing is not None and existing.is_alive():
             return existing
-        watcher = JobWatcher(job_id, address, title or f"VOID remove: job {job_id}")
+        watcher = JobWatcher(job_id, address, title or f"VOID remove: job {job_id}", plan)
         _watchers[job_id] = watcher
     watcher.start()
     return watcher
@@ -304,11 +310,12 @@ def render(group_or_name, on_progress: Optional[Callable[[str], None]] = None) -
     report = on_progress or (lambda line: print(line, flush=True))
     client = _client(group)
     try:
-        job = _prepare_and_submit(group, client, ask=False)
+        submitted = _prepare_and_submit(group, client, ask=False)
     except errors.VoidlinkError as error:
         group["status"].setValue(f"not submitted: {error}")
         raise
-    assert job is not None  # batch starts the daemon rather than asking
+    assert submitted is not None  # batch starts the daemon rather than asking
+    job, plan = submitted
     name = group.name()
     report(f"{name}: submitted job {job.id}")
     last_percent = [-1]
@@ -320,6 +327,6 @@ def render(group_or_name, on_progress: Optional[Callable[[str], None]] = None) -
             state = state_name(event.state)
             report(f"{name}: {_status_line(state, event.frames_done, event.frames_total, -1, event.message)}")
 
-    final = client.wait(job.id, on_progress=progress)
+    final = client.finish(client.wait(job.id, on_progress=progress), plan)
     _finish(job.id, final.SerializeToString())
     return EffectResult.from_job(final)
