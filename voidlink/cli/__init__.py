@@ -20,6 +20,7 @@ COMMANDS = {
     "jobs": ("voidlink.cli.jobs", "list, show, watch or cancel jobs"),
     "doctor": ("voidlink.cli.doctor", "check libraries, daemon, GPU, weights and data dir"),
     "conform": ("voidlink.cli.conform", "run the removals marked in an EDL or OTIO timeline and write it back"),
+    "farm": ("voidlink.cli.farm", "write removals as a render-farm job (Open Job Description)"),
     "panel": ("voidlink.cli.panel", "open the VOID panel (form, viewer, queue), or render it to a PNG"),
     "install": ("voidlink.cli.install", "put voidlink into a host (nuke, resolve)"),
     "uninstall": ("voidlink.cli.install", "take voidlink out of a host again (exactly what install put there)"),
