@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUT.otio", help="conformed timeline to write")
     parser.add_argument("--edl", metavar="OUT.edl", help="also write a CMX3600 EDL (one per video track)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan; submit and write nothing")
+    parser.add_argument(
+        "--farm",
+        metavar="FORMAT",
+        help="write one farm job (openjd: Open Job Description) for the whole batch to -o instead of submitting; "
+        "the clean frames go where a conform writes them",
+    )
     parser.add_argument("--parallel", type=int, default=2, help="jobs kept in the daemon's queue at once (default 2)")
     parser.add_argument("--backend", default="auto", help="auto (default), classical or void")
     parser.add_argument("--no-start", action="store_true", help="do not start a local daemon when none answers")
@@ -103,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
             _print_plan(plan)
         return 0 if all(entry.status == "planned" for entry in plan.events) else 1
 
+    if args.farm:
+        from voidlink.cli.farm import export_plan
+
+        return export_plan(plan, args.farm, args.output, args.backend, args.json)
     if any(entry.runnable for entry in plan.events):
         from voidlink.bridge.client import Client
 

@@ -24,6 +24,7 @@ from voidlink.cli.common import add_json, print_json
 from voidlink.errors import InvalidInput
 
 FORMATS = ("openjd",)
+TEMPLATE_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,11 +82,22 @@ def check_format(name: str) -> str:
     return name.lower()
 
 
+def check_template_name(path: str) -> None:
+    if not path.lower().endswith(TEMPLATE_SUFFIXES):
+        raise InvalidInput(
+            f"-o {path}: a job template is written as .yaml, .yml or .json (Open Job Description reads those)",
+            reason="BAD_VALUE",
+            field="output",
+            file=path,
+        )
+
+
 def export(args: argparse.Namespace) -> int:
     from voidlink.bridge.farm.jobspec import is_otio_document, job_spec_from_json, read_json
     from voidlink.bridge.farm.openjd import FarmShot
 
     fmt = check_format(args.format)
+    check_template_name(args.output)
     path = args.input
     if path.lower().endswith(".json"):
         value = read_json(path)
@@ -125,6 +137,7 @@ def export_plan(plan, fmt: str, output: str, backend: str, as_json: bool, name: 
     from voidlink.bridge.farm.openjd import FarmShot
 
     fmt = check_format(fmt)
+    check_template_name(output)
     timeline = plan.timeline_file.path
     shots, skipped = [], []
     for entry in plan.events:
