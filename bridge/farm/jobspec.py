@@ -86,11 +86,12 @@ def job_spec_from_json(value: Any, path: str) -> pb.JobSpec:
         unknown = _UNKNOWN_FIELD.search(text)
         bad = _BAD_VALUE.search(text)
         if unknown:
-            owner = unknown.group(2).split(".")[-1]
-            field = unknown.group(1)
-            known = ", ".join(f.name for f in _descriptor_named(owner).fields) if _descriptor_named(owner) else ""
+            where, descriptor = _field_at(unknown.group(2))
+            field = ".".join([*where, unknown.group(1)])
+            known = ", ".join(f.name for f in descriptor.fields) if descriptor is not None else ""
+            owner = f"{'.'.join(where)} ({descriptor.name})" if where and descriptor is not None else "JobSpec"
             message = f"{path}: not a voidlink JobSpec: field '{field}' is not a field of {owner}"
-            message += f" (its fields: {known})" if known else ""
+            message += f"; its fields are {known}" if known else ""
         else:
             field = bad.group(1) if bad else ""
             message = f"{path}: not a voidlink JobSpec: {text.splitlines()[0]}"
@@ -130,9 +131,14 @@ def read_job_spec(path: str) -> pb.JobSpec:
     return job_spec_from_json(read_json(path), path)
 
 
-def _descriptor_named(name: str):
-    message = getattr(pb, name, None)
-    return getattr(message, "DESCRIPTOR", None)
+def _field_at(location: str) -> tuple:
+    """protobuf's `JobSpec.params` → (["params"], the JobParams descriptor); None where the path leads nowhere."""
+    parts = location.split(".")[1:]
+    descriptor = pb.JobSpec.DESCRIPTOR
+    for part in parts:
+        field = descriptor.fields_by_name.get(part) if descriptor is not None else None
+        descriptor = field.message_type if field is not None else None
+    return parts, descriptor
 
 
 def spec_differences(expected: pb.JobSpec, actual: pb.JobSpec, ignore: tuple = ("name", "labels")) -> list:
