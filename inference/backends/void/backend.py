@@ -17,10 +17,11 @@ What it adds around `VoidPipeline` (which is the reference inference on one clip
   offload_fp8 / sequential) is chosen from free VRAM unless set; a CUDA out-of-memory error in
   `auto` retries the segment once in the next lower mode, else fails the job with advice.
 - **Pass 2.** With `passes=2` and `void_pass2.safetensors`, each segment is refined from noise
-  warped along the optical flow of its pass-1 result, with the pass-2 checkpoint, guidance 6, an
-  empty negative prompt, the binarised mask and CogVideoXDDIMScheduler, as the reference's
-  warped-noise script does (which runs one 85-frame window; here the segment's windows are blended
-  as in pass 1). A job's `guidance` sets pass 1's; pass 2 keeps the reference's 6.
+  warped along the optical flow of its pass-1 result (Go-with-the-Flow's noise warp, see `pass2`),
+  with the pass-2 checkpoint, guidance 6, an empty negative prompt, the binarised mask and
+  CogVideoXDDIMScheduler, as the reference's warped-noise script does (which runs one 85-frame
+  window; here the segment's windows are blended as in pass 1). A job's `guidance` sets pass 1's;
+  pass 2 keeps the reference's 6.
 """
 
 from __future__ import annotations
@@ -475,8 +476,14 @@ class _Run:
         shape = pipe.latent_shape(len(video), height, width, s.temporal_window, s.max_frames)
         order = helpers.padding_indices(len(first), helpers.padded_length(len(first), s.temporal_window, s.max_frames))
         self.request.on_message(f"VOID {label}: optical flow of the pass-1 result for the warped noise")
+        # Go-with-the-Flow's noise warp, as the reference's pass 2 builds its initial latents; the
+        # noise field is 16× the frame's pixels, so it is warped on the GPU when there is one.
         noise, method = pass2.warped_noise(
-            first[order], shape, pipe.vae_scale_factor_temporal, torch.Generator().manual_seed(self.seed)
+            first[order],
+            shape,
+            pipe.vae_scale_factor_temporal,
+            torch.Generator().manual_seed(self.seed),
+            device=backend.device,
         )
         self._note(f"Pass 2 warped its initial noise along {method} optical flow of the pass-1 result.")
         backend._use_checkpoint("pass2", self.request.notes)
