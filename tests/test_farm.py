@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -162,6 +163,26 @@ def test_timeline_with_two_matte_shapes_gets_a_step_for_each(tmp_path, capsys):
     assert not any(a.startswith("--affected=") for a in arguments["Remove 2"])
 
 
+def test_command_lines_for_farms_that_run_a_command_per_task(tmp_path, daemon, capsys):
+    roots = plates(tmp_path / "plates", ["A001C003", "A001C004"])
+    tasks_file = tmp_path / "cut_tasks.json"
+    args = ["farm", "export", "--format", "commands", str(FIXTURES / "cut.edl"), "--media-root", str(roots)]
+    assert main([*args, "--backend", "classical", "-o", str(tasks_file)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    tasks = json.loads(tasks_file.read_text())["tasks"]
+    assert [task["shot"] for task in tasks] == ["V_001_A001C003", "V_002_A001C004"]
+    # What OpenCue's ShellCommand or Tractor's newTask(argv=...) would run on a render node, whose
+    # own daemon (here: the test's, through VOIDLINK_ADDRESS) takes the job.
+    env = {**os.environ, "VOIDLINK_ADDRESS": daemon.address}
+    for task in tasks:
+        assert task["argv"][:2] == ["voidlink", "remove"] and "--no-start" not in task["argv"]
+        assert shlex.split(task["command"]) == task["argv"]
+        done = subprocess.run([voidlink_command(), *task["argv"][1:]], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert sorted(job.spec.name for job in daemon.client().jobs()) == ["V_001_A001C003", "V_002_A001C004"]
+    assert len(list((tmp_path / "cut_void" / "V_002_A001C004").glob("*.exr"))) == 12
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 
@@ -174,11 +195,11 @@ def test_unknown_format_is_refused_naming_what_is_written(tmp_path, capsys):
     assert main(["remove", "p.####.exr", "--mask", "m.####.exr", "--export-spec", str(spec)]) == 0
     assert main(["farm", "export", "--format", "tractor", str(spec), "-o", str(tmp_path / "job.yaml")]) == 2
     error = capsys.readouterr().err
-    assert "unknown farm format 'tractor'" in error and "'openjd'" in error
+    assert "unknown farm format 'tractor'" in error and "'openjd'" in error and "'commands'" in error
     assert main(["conform", str(FIXTURES / "cut.edl"), "--farm", "cue", "-o", str(tmp_path / "job.yaml")]) == 2
     assert "unknown farm format 'cue'" in capsys.readouterr().err
     assert main(export(tmp_path, spec)[:-1] + [str(tmp_path / "job.otio")]) == 2
-    assert ".yaml, .yml or .json" in capsys.readouterr().err
+    assert "the openjd farm job is written as .yaml, .yml, .json" in capsys.readouterr().err
     assert not list(tmp_path.glob("job.*"))
 
 

@@ -3,6 +3,7 @@
     voidlink remove plate.####.exr --mask roto.####.exr -o clean.####.exr --export-spec sh010.json
     voidlink farm export --format openjd sh010.json -o sh010_job.yaml
     voidlink farm export --format openjd cut.edl --media-root /shows/abc/plates -o cut_job.yaml
+    voidlink farm export --format commands cut.edl --media-root /shows/abc/plates -o cut_tasks.json
     openjd run sh010_job.yaml                      # or submit it to Deadline Cloud
 
 Every task of the job is an ordinary `voidlink remove ... --no-start` command line. The job's
@@ -23,8 +24,9 @@ import tempfile
 from voidlink.cli.common import add_json, print_json
 from voidlink.errors import InvalidInput
 
-FORMATS = ("openjd",)
-TEMPLATE_SUFFIXES = (".yaml", ".yml", ".json")
+# openjd: an Open Job Description template; commands: one `voidlink remove` argv per shot (OpenCue, Tractor, ...).
+FORMATS = ("openjd", "commands")
+SUFFIXES = {"openjd": (".yaml", ".yml", ".json"), "commands": (".json",)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.required = True
     export = sub.add_parser("export", help="write a farm job for a JobSpec file or a marked timeline")
     export.add_argument(
-        "--format", required=True, metavar="FORMAT", help="openjd: Open Job Description (Deadline Cloud, `openjd run`)"
+        "--format",
+        required=True,
+        metavar="FORMAT",
+        help="openjd: an Open Job Description template (Deadline Cloud, `openjd run`); commands: JSON with one "
+        "`voidlink remove` command line per shot, for farms that run a command per task (OpenCue, Tractor)",
     )
     export.add_argument(
         "input",
@@ -74,18 +80,19 @@ def check_format(name: str) -> str:
     if name.lower() not in FORMATS:
         raise InvalidInput(
             f"unknown farm format '{name}': voidlink writes 'openjd' (Open Job Description, which Deadline Cloud and "
-            "`openjd run` take); OpenCue, Tractor and other farms run the task command lines directly (see the "
-            "README's Farm section)",
+            "`openjd run` take) or 'commands' (one `voidlink remove` command line per shot, which OpenCue, Tractor "
+            "and any farm that runs a command per task take; see the README's Farm section)",
             reason="UNKNOWN_FORMAT",
             field="format",
         )
     return name.lower()
 
 
-def check_template_name(path: str) -> None:
-    if not path.lower().endswith(TEMPLATE_SUFFIXES):
+def check_output_name(fmt: str, path: str) -> None:
+    if not path.lower().endswith(SUFFIXES[fmt]):
+        kinds = ", ".join(SUFFIXES[fmt])
         raise InvalidInput(
-            f"-o {path}: a job template is written as .yaml, .yml or .json (Open Job Description reads those)",
+            f"-o {path}: the {fmt} farm job is written as {kinds}",
             reason="BAD_VALUE",
             field="output",
             file=path,
@@ -97,7 +104,7 @@ def export(args: argparse.Namespace) -> int:
     from voidlink.bridge.farm.openjd import FarmShot
 
     fmt = check_format(args.format)
-    check_template_name(args.output)
+    check_output_name(fmt, args.output)
     path = args.input
     if path.lower().endswith(".json"):
         value = read_json(path)
@@ -137,7 +144,7 @@ def export_plan(plan, fmt: str, output: str, backend: str, as_json: bool, name: 
     from voidlink.bridge.farm.openjd import FarmShot
 
     fmt = check_format(fmt)
-    check_template_name(output)
+    check_output_name(fmt, output)
     timeline = plan.timeline_file.path
     shots, skipped = [], []
     for entry in plan.events:
@@ -219,26 +226,33 @@ def _plate_stem(spec) -> str:
 
 
 def _write(fmt: str, shots: list, output: str, name: str, as_json: bool, skipped: list) -> int:
-    from voidlink.bridge.farm.openjd import job_template, validate_template, write_template
+    if fmt == "commands":
+        from voidlink.bridge.farm.commands import write_command_lines
 
-    template = job_template(shots, name=name[:128])
-    validate_template(template)
-    written = write_template(template, output)
-    tasks = {step["name"]: len(_tasks(step)) for step in template["steps"]}
+        written = write_command_lines(shots, output, name)
+        tasks = {"commands": len(shots)}
+    else:
+        from voidlink.bridge.farm.openjd import job_template, validate_template, write_template
+
+        template = job_template(shots, name=name[:128])
+        validate_template(template)
+        written = write_template(template, output)
+        tasks = {step["name"]: len(_tasks(step)) for step in template["steps"]}
     if as_json:
         print_json(
             {
                 "format": fmt,
-                "template": written,
+                "output": written,
                 "steps": tasks,
                 "tasks": sum(tasks.values()),
                 "shots": [shot.label for shot in shots],
                 "skipped": skipped,
             }
         )
-    else:
-        count = sum(tasks.values())
-        print(f"wrote {written}: {count} task{'s' if count != 1 else ''} in {len(tasks)} step(s)")
+        return 0
+    count = sum(tasks.values())
+    print(f"wrote {written}: {count} task{'s' if count != 1 else ''}")
+    if fmt == "openjd":
         print(f"run it here with: openjd run {written} -p Voidlink={_voidlink_command()}")
     return 0
 
