@@ -21,17 +21,19 @@ What the reference does (Netflix/void-model, `inference_with_pass1_warped_noise.
 
 Here steps 2–4 are the same algorithm on the working frames' own geometry: frames are shrunk to half
 the working size (4 pixels per latent pixel), the noise is warped at 8× that and pooled by 32, so
-the pooled noise is exactly the latent grid; latent frame k takes the noise of frame 4k, which is
-also what the reference's pick gives for its 85-frame clips and how its training script reduces
-pixel-space warped noise (`train_warped_noise.py`: 8×8 mean-pool ×8, `linspace(0, f-1, (f-1)//4+1)`).
-Flow is RAFT-large when torchvision and its weights are on disk, else OpenCV's DIS.
+the pooled noise is exactly the latent grid; latent frame k takes the noise of frame 4k. That is
+how the reference's training script reduces pixel-space warped noise (`train_warped_noise.py`:
+8×8 mean-pool ×8, `linspace(0, f-1, (f-1)//4+1)`), and within a frame of what its inference pick
+gives for an 85-frame clip (frames 0, 4, 7, 12, 15, … after the 72-frame resampling). Flow is
+RAFT-large when torchvision and its weights are on disk, else OpenCV's DIS.
 
 Differences from the reference, on purpose: no 480×720 crop and stretch (the reference's noise
 covers the centre 576 of the 672 columns and is stretched over all of them) and no bilinear resize
 to the latent grid (which lowers the noise's standard deviation to about 0.66 at 384×672); the
 noise is drawn from the job's seed on the compute device, where the reference draws it unseeded and
-caches it per clip. The xy sub-pixel offsets of the reference's state are left out: with its
-default `xy_mode='none'` they are zero at every step.
+caches it per clip; copies are told apart by where they came from rather than by equal float
+values (see `_regaussianize`). The xy sub-pixel offsets of the reference's state are left out:
+with its default `xy_mode='none'` they are zero at every step.
 """
 
 from __future__ import annotations
@@ -131,9 +133,9 @@ def _regaussianize(
     sum (a Gaussian of variance `unseen_blanks`), which has the same distribution.
 
     The reference finds the groups as equal values of the first noise channel. That also groups
-    unrelated pixels whose float32 values happen to be equal (about 0.2% of pixels per step at
-    384×768, more at its 1920×2880), which then lose part of their value to fresh noise; grouping
-    by where the value came from is the same grouping without those accidents.
+    unrelated pixels whose float32 values happen to be equal (with torch's CPU generator, 0.4% of
+    pixels per step at 384×768 and 7% at the reference's 1920×2880), which then lose part of their
+    value to fresh noise; grouping by where the value came from is the same grouping without them.
     """
     channels = noise.shape[0]
     slot = groups + 1  # blank is slot 0
