@@ -90,6 +90,17 @@ def test_doctor_reports_daemon_and_backends(daemon):
     assert report["backends"]["void"]["reason"]
 
 
+def test_doctor_says_whether_the_data_dir_can_be_made(tmp_path, daemon):
+    from voidlink.cli.doctor import _creatable
+
+    assert _creatable(tmp_path / "not" / "yet" / "there")  # the daemon creates it with its parents
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert not _creatable(blocker / "data")  # a file where a folder must go
+    report = json.loads(voidlink("doctor", "--json", "--address", daemon.address, "--data-dir", str(blocker)).stdout)
+    assert report["data_dir"]["writable"] is False
+
+
 def test_ensure_daemon_starts_a_detached_daemon(tmp_path):
     import socket
 

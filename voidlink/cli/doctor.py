@@ -17,6 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json(parser)
 
 
+def _creatable(folder: Path) -> bool:
+    """Writable, or creatable: the daemon makes its data dir (and missing parents) on first start."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    return existing.is_dir() and os.access(existing, os.W_OK)
+
+
 def run(args: argparse.Namespace) -> int:
     from voidlink.bridge.client import Client
     from voidlink.errors import VoidlinkError
@@ -28,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     report["data_dir"] = {
         "path": str(data_dir),
         "exists": data_dir.exists(),
-        "writable": os.access(data_dir if data_dir.exists() else data_dir.parent, os.W_OK),
+        "writable": _creatable(data_dir),
     }
     report["ocio_config"] = os.environ.get("OCIO") or "built-in (set $OCIO to use the studio's config)"
     report["backends"] = {}
