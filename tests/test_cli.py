@@ -101,6 +101,38 @@ def test_doctor_says_whether_the_data_dir_can_be_made(tmp_path, daemon):
     assert report["data_dir"]["writable"] is False
 
 
+def test_stop_shuts_the_local_daemon_down(tmp_path):
+    import socket
+
+    from voidlink.bridge import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    client = Client(address)
+    client.ensure_daemon(data_dir=tmp_path / "data", timeout=30)
+    pid = client.info().pid
+    report = json.loads(voidlink("stop", "--address", address, "--json").stdout)
+    assert report["stopped"] is True and report["pid"] == pid
+    assert not client.is_serving(timeout=0.5)
+    wait_for(lambda: not _alive(pid), timeout=30)
+    again = voidlink("stop", "--address", address, check=False)
+    assert again.returncode == 2 and f"no voidlink daemon answers at {address}; nothing to stop" in again.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its detached parent) counts as stopped.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
 def test_ensure_daemon_starts_a_detached_daemon(tmp_path):
     import socket
 

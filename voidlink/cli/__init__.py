@@ -17,6 +17,7 @@ from voidlink.errors import VoidlinkError
 COMMANDS = {
     "serve": ("voidlink.cli.serve", "run the inference daemon"),
     "remove": ("voidlink.cli.remove", "remove an object (and its effects) from a shot"),
+    "stop": ("voidlink.cli.stop", "stop the local daemon (unfinished jobs resume at its next start)"),
     "jobs": ("voidlink.cli.jobs", "list, show, watch or cancel jobs"),
     "doctor": ("voidlink.cli.doctor", "check libraries, daemon, GPU, weights and data dir"),
     "conform": ("voidlink.cli.conform", "run the removals marked in an EDL or OTIO timeline and write it back"),
