@@ -50,6 +50,7 @@ STATE_NAMES = {
     pb.JOB_STATE_SUCCEEDED: "succeeded",
     pb.JOB_STATE_FAILED: "failed",
     pb.JOB_STATE_CANCELLED: "cancelled",
+    pb.JOB_STATE_UPLOADING: "uploading",
 }
 TERMINAL = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
 _COMPRESSION = {
@@ -70,6 +71,8 @@ TOKEN_ENV = "VOIDLINK_TOKEN"
 TOKEN_FILE_ENV = "VOIDLINK_TOKEN_FILE"
 TLS_CA_ENV = "VOIDLINK_TLS_CA"
 MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+# What a stream that broke off mid-way ends with: worth asking again for what did not arrive.
+_BROKEN_CONNECTION = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
 
 
 class Unauthenticated(errors.PermissionDenied):
@@ -119,8 +122,8 @@ def resolve_tls(tls: Union[bool, PathLike, None] = None) -> Union[bool, str]:
     return os.fspath(tls)
 
 
-def _channel(address: str, tls: Union[bool, str]) -> grpc.Channel:
-    options = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+def _channel(address: str, tls: Union[bool, str], extra: Sequence = ()) -> grpc.Channel:
+    options = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES), *extra]
     if not tls:
         return grpc.insecure_channel(address, options=options)
     root = None
@@ -303,10 +306,12 @@ class Client:
         token: Optional[str] = None,
         tls: Union[bool, PathLike, None] = None,
         path_map: Optional[PathMap] = None,
+        channel_options: Sequence = (),
     ) -> None:
         """`token`: sent as `authorization: Bearer` (default $VOIDLINK_TOKEN / $VOIDLINK_TOKEN_FILE);
         `tls`: True for the system's CA roots, or a CA certificate file (default $VOIDLINK_TLS_CA);
-        `path_map`: client ↔ daemon folders (default $VOIDLINK_PATH_MAP and the studio config)."""
+        `path_map`: client ↔ daemon folders (default $VOIDLINK_PATH_MAP and the studio config);
+        `channel_options`: extra gRPC channel arguments, (name, value) pairs (flow-control windows, ...)."""
         self.address = resolve_address(address)
         self.path_map = path_map if path_map is not None else PathMap.from_environment()
         self.chunk_bytes = CHUNK_BYTES
@@ -314,7 +319,7 @@ class Client:
         self.stats = TransferStats()
         self.connect_timeout = connect_timeout
         self.tls = resolve_tls(tls)
-        self._channel = _channel(self.address, self.tls)
+        self._channel = _channel(self.address, self.tls, channel_options)
         self._stub = rpc.VoidLinkStub(self._channel)
         metadata = [(PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION))]
         token = resolve_token(token)
@@ -361,10 +366,12 @@ class Client:
             )
         return info
 
-    def submit(self, spec: pb.JobSpec) -> pb.Job:
-        """Send a job as given (paths through the path map); see `remove` for uploading frames."""
+    def submit(self, spec: pb.JobSpec, upload_follows: bool = False) -> pb.Job:
+        """Send a job as given (paths through the path map); see `start` for uploading frames.
+        `upload_follows`: the spec's uploaded frames may still be on their way (the job waits for them)."""
         spec = self.path_map.spec_to_daemon(spec)
-        return self.path_map.job_to_client(self._call("SubmitJob", pb.SubmitJobRequest(spec=spec)).job)
+        request = pb.SubmitJobRequest(spec=spec, upload_follows=upload_follows)
+        return self.path_map.job_to_client(self._call("SubmitJob", request).job)
 
     def get(self, job_id: str) -> pb.Job:
         return self.path_map.job_to_client(self._call("GetJob", pb.GetJobRequest(job_id=job_id)).job)
@@ -458,9 +465,31 @@ class Client:
         if plan is None:
             plan = self.plan_transfer(spec, transfer)
         plan.output_template = spec.output.path_template
-        if plan.streamed:
-            spec = self.upload_job(spec, plan, on_progress)
-        return self.submit(spec), plan
+        if not plan.streamed:
+            return self.submit(spec), plan
+        spec, files = self.hash_frames(spec, plan)
+        try:
+            # The job exists before its frames arrive, so anyone watching it sees the upload.
+            job = self.submit(spec, upload_follows=True)
+        except errors.NotFound as error:
+            if error.reason != "FRAMES_NOT_UPLOADED":
+                raise
+            # A daemon from before upload_follows: frames first, then the job.
+            self.upload_frames(files, on_progress)
+            return self.submit(spec), plan
+        if job.state != pb.JOB_STATE_UPLOADING:  # the daemon holds every frame already
+            self.stats.bytes_reused += sum({ref.sha256: ref.size for _, ref in files}.values())
+        else:
+            try:
+                self.upload_frames(files, on_progress, job)
+            except BaseException:
+                # Nobody will finish this upload: the job must not wait for it.
+                try:
+                    self.cancel(job.id)
+                except errors.VoidlinkError:
+                    pass
+                raise
+        return job, plan
 
     def finish(
         self, job: pb.Job, plan: TransferPlan, on_progress: Optional[Callable[[pb.JobEvent], None]] = None
@@ -533,6 +562,13 @@ class Client:
         self, spec: pb.JobSpec, plan: TransferPlan, on_progress: Optional[Callable[[pb.JobEvent], None]] = None
     ) -> pb.JobSpec:
         """A copy of `spec` whose `plan.upload` clips name frames now in the daemon's cache."""
+        out, files = self.hash_frames(spec, plan)
+        self.upload_frames(files, on_progress)
+        return out
+
+    def hash_frames(self, spec: pb.JobSpec, plan: TransferPlan) -> tuple:
+        """A copy of `spec` whose `plan.upload` clips name their frames by content, and the (path, FrameRef)
+        pairs to upload."""
         out = pb.JobSpec()
         out.CopyFrom(spec)
         first_last = (spec.frames.first, spec.frames.last) if spec.HasField("frames") else None
@@ -545,11 +581,17 @@ class Client:
                 files.append((path, ref))
         if plan.stream_back:
             out.output.stream_back = True
-        self.upload_frames(files, on_progress)
-        return out
+        return out, files
 
-    def upload_frames(self, files: Sequence, on_progress: Optional[Callable[[pb.JobEvent], None]] = None) -> None:
-        """Send each (path, FrameRef) the daemon lacks, resuming partial uploads where the daemon's copy ends."""
+    def upload_frames(
+        self,
+        files: Sequence,
+        on_progress: Optional[Callable[[pb.JobEvent], None]] = None,
+        job: Optional[pb.Job] = None,
+    ) -> None:
+        """Send each (path, FrameRef) the daemon lacks, resuming partial uploads where the daemon's copy ends.
+        `job`: the job waiting for these frames, named in the progress events."""
+        job_id, state = (job.id, job.state) if job is not None else ("", 0)
         unique = {}
         for path, ref in files:
             unique.setdefault(ref.sha256, (path, ref))
@@ -567,20 +609,19 @@ class Client:
             progress.bytes_done = progress.bytes_reused + sum(offset for _, _, offset in todo)
             if attempt == 0:
                 self.stats.bytes_reused += progress.bytes_reused
-            _report(on_progress, progress)
+            _report(on_progress, progress, job_id, state)
             if not todo:
                 return
             try:
-                self._send(todo, progress, on_progress)
+                self._send(todo, progress, lambda p: _report(on_progress, p, job_id, state))
                 return
             except grpc.RpcError as exc:
-                retry = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
-                if not retry or attempt == 3:
+                if exc.code() not in _BROKEN_CONNECTION or attempt == 3:
                     raise _to_error(exc, self.address, self.path_map) from None
                 self.stats.resumes += 1
                 time.sleep(0.5 * (attempt + 1))  # the connection broke: ask what arrived, send the rest
 
-    def _send(self, todo: list, progress: pb.TransferProgress, on_progress) -> None:
+    def _send(self, todo: list, progress: pb.TransferProgress, report: Callable[[pb.TransferProgress], None]) -> None:
         self._ready()
         stats = self.stats
         chunk_bytes = self.chunk_bytes
@@ -617,7 +658,7 @@ class Client:
                 if ack.complete:
                     progress.files_done += 1
                     stats.frames_sent += 1
-                _report(on_progress, progress)
+                report(progress)
         finally:
             with lock:
                 stopped[0] = True
@@ -642,51 +683,23 @@ class Client:
             )
         folder = os.path.dirname(output_template)
         local = SequencePattern(os.path.join(folder, pattern.prefix), pattern.suffix, pattern.padding or 4)
-        self._ready()
-        stream = self._stub.DownloadResult(pb.DownloadResultRequest(job_id=job.id), metadata=self._metadata)
-        pending: list = []  # (temporary, final)
-        handle = None
-        digest = None
+        whole: dict = {}  # relative path -> (temporary, final, sha256): arrived whole, kept across a break
         progress = pb.TransferProgress(direction="download")
         try:
-            for chunk in stream:
-                if chunk.offset == 0:
-                    if chunk.kind == "output":
-                        final = local.path(chunk.frame)
-                    else:
-                        final = os.path.join(folder, *_safe_parts(chunk.relative_path))
-                    os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
-                    temporary = os.path.join(
-                        os.path.dirname(final), f".{os.path.basename(final)}.voidlink-{job.id}.part"
-                    )
-                    handle = open(temporary, "wb")
-                    digest = hashlib.sha256()
-                    pending.append((temporary, final))
-                handle.write(chunk.data)
-                digest.update(chunk.data)
-                self.stats.bytes_received += len(chunk.data)
-                progress.bytes_done += len(chunk.data)
-                if chunk.offset + len(chunk.data) >= chunk.size:
-                    handle.close()
-                    handle = None
-                    if chunk.sha256 != digest.hexdigest():
-                        raise errors.VoidlinkError(
-                            f"{chunk.relative_path} of job {job.id} arrived damaged (hash mismatch); download again",
-                            reason="HASH_MISMATCH",
-                            file=pending[-1][1],
-                        )
-                    progress.files_done += 1
-                    _report(on_progress, progress, job.id, job.state)
-            for temporary, final in pending:
+            for attempt in range(4):
+                try:
+                    self._receive(job, folder, local, whole, progress, on_progress)
+                    break
+                except grpc.RpcError as exc:
+                    if exc.code() not in _BROKEN_CONNECTION or attempt == 3:
+                        raise _to_error(exc, self.address, self.path_map) from None
+                    self.stats.resumes += 1
+                    time.sleep(0.5 * (attempt + 1))  # the connection broke: ask again for what did not arrive whole
+            for temporary, final, _ in whole.values():
                 os.replace(temporary, final)
-            pending = []
-        except grpc.RpcError as exc:
-            raise _to_error(exc, self.address, self.path_map) from None
+            whole = {}
         finally:
-            stream.cancel()
-            if handle is not None:
-                handle.close()
-            for temporary, _ in pending:
+            for temporary, _, _ in whole.values():
                 try:
                     os.remove(temporary)
                 except OSError:
@@ -699,6 +712,75 @@ class Client:
             result.quadmask_pattern = back.to_client(job.result.quadmask_pattern)
         result.otio_json = back._otio(job.result.otio_json, False)
         return result
+
+    def _receive(
+        self,
+        job: pb.Job,
+        folder: str,
+        local: SequencePattern,
+        whole: dict,
+        progress: pb.TransferProgress,
+        on_progress: Optional[Callable[[pb.JobEvent], None]],
+    ) -> None:
+        """One DownloadResult stream into temporary files; `whole` gains each file that arrived whole and
+        names, on a retry, the files not to send again."""
+        self._ready()
+        have = [pb.FileDigest(relative_path=name, sha256=sha) for name, (_, _, sha) in whole.items()]
+        progress.bytes_done = sum(os.path.getsize(temporary) for temporary, _, _ in whole.values())
+        request = pb.DownloadResultRequest(job_id=job.id, have=have)
+        stream = self._stub.DownloadResult(request, metadata=self._metadata)
+        handle = None
+        temporary = ""
+        try:
+            for chunk in stream:
+                if chunk.offset == 0 or (chunk.offset == chunk.size and not chunk.data):
+                    if chunk.kind == "output":
+                        final = local.path(chunk.frame)
+                    else:
+                        final = os.path.join(folder, *_safe_parts(chunk.relative_path))
+                    temporary = os.path.join(
+                        os.path.dirname(final), f".{os.path.basename(final)}.voidlink-{job.id}.part"
+                    )
+                    progress.files_total = chunk.files_total or progress.files_total
+                    progress.bytes_total = chunk.bytes_total or progress.bytes_total
+                    if chunk.offset == chunk.size and not chunk.data:
+                        # The daemon names a file this client already holds whole: nothing to write.
+                        if chunk.relative_path not in whole or whole[chunk.relative_path][2] != chunk.sha256:
+                            raise errors.VoidlinkError(
+                                f"the daemon skipped {chunk.relative_path} of job {job.id}, which did not arrive "
+                                "whole here; download again",
+                                reason="HASH_MISMATCH",
+                                file=final,
+                            )
+                        continue
+                    os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+                    whole.pop(chunk.relative_path, None)
+                    handle = open(temporary, "wb")
+                    digest = hashlib.sha256()
+                handle.write(chunk.data)
+                digest.update(chunk.data)
+                self.stats.bytes_received += len(chunk.data)
+                progress.bytes_done += len(chunk.data)
+                if chunk.offset + len(chunk.data) >= chunk.size:
+                    handle.close()
+                    handle = None
+                    if chunk.sha256 != digest.hexdigest():
+                        raise errors.VoidlinkError(
+                            f"{chunk.relative_path} of job {job.id} arrived damaged (hash mismatch); download again",
+                            reason="HASH_MISMATCH",
+                            file=final,
+                        )
+                    whole[chunk.relative_path] = (temporary, final, chunk.sha256)
+                    progress.files_done = len(whole)
+                    _report(on_progress, progress, job.id, job.state)
+        finally:
+            stream.cancel()
+            if handle is not None:  # a file cut short: it is fetched again whole
+                handle.close()
+                try:
+                    os.remove(temporary)
+                except OSError:
+                    pass
 
     def ensure_daemon(self, data_dir: Optional[PathLike] = None, timeout: float = 30.0) -> None:
         """Start a detached local daemon when none answers, and wait until it is SERVING."""

@@ -42,7 +42,15 @@ from voidlink.inference.security import (
     is_loopback,
 )
 from voidlink.inference.store import TERMINAL_STATES, JobStore
-from voidlink.inference.transfer import CLIP_FIELDS, FrameCache, Transfers, check_sha
+from voidlink.inference.transfer import (
+    CLIP_FIELDS,
+    PARTIAL_DAYS,
+    UPLOAD_STAGE,
+    FrameCache,
+    JobUploads,
+    Transfers,
+    check_sha,
+)
 from voidlink.protos import (
     DEFAULT_ADDRESS,
     ERROR_METADATA_KEY,
@@ -126,7 +134,11 @@ class VoidLinkService(rpc.VoidLinkServicer):
         self.daemon.check_client_paths(spec)
         transfers = self.daemon.transfers
         if transfers.streamed(spec):
-            spec = transfers.materialise(spec)
+            spec = transfers.materialise(spec, missing_ok=request.upload_follows)
+            if request.upload_follows:
+                job = self.daemon.add_uploading(spec)
+                if job is not None:
+                    return pb.SubmitJobResponse(job=job)
         try:
             prepared = pipeline.prepare_job(spec)
         except BaseException:
@@ -143,28 +155,41 @@ class VoidLinkService(rpc.VoidLinkServicer):
         events = self.daemon.bus.subscribe(job.id)
         try:
             job = self._job(request.job_id)  # re-read after subscribing: no event can slip between
-            yield _snapshot(job)
-            if job.state in TERMINAL_STATES:
+            downloads = self.daemon.downloads
+            yield self.daemon.snapshot(job)
+            # An ended job whose result is being fetched is followed until the download ends (its last
+            # event is published before the download counts as ended, so it is never missed).
+            ended = job.state in TERMINAL_STATES
+            if ended and not downloads.active(job.id):
                 return
             while context.is_active() and not self.daemon.stopping.is_set():
                 try:
                     event = events.get(timeout=0.25)
                 except queue.Empty:
+                    if ended and not downloads.active(job.id) and events.empty():
+                        return
                     continue
                 if not request.previews and event.HasField("preview"):
                     event = _without_preview(event)
                 yield event
-                if event.state in TERMINAL_STATES:
+                ended = ended or event.state in TERMINAL_STATES
+                if ended and not downloads.active(job.id) and events.empty():
                     return
             if self.daemon.stopping.is_set():
-                yield _snapshot(self._job(job.id), message="the daemon is shutting down; watch again after it restarts")
+                yield self.daemon.snapshot(
+                    self._job(job.id), message="the daemon is shutting down; watch again after it restarts"
+                )
         finally:
             self.daemon.bus.unsubscribe(job.id, events)
 
     @_rpc
     def CancelJob(self, request: pb.CancelJobRequest, context) -> pb.CancelJobResponse:
-        self._job(request.job_id)
-        return pb.CancelJobResponse(job=self.daemon.scheduler.cancel(request.job_id))
+        before = self._job(request.job_id)
+        job = self.daemon.scheduler.cancel(request.job_id)
+        if before.state == pb.JOB_STATE_UPLOADING:
+            self.daemon.uploads.drop(job.id)
+            self.daemon.transfers.discard_inputs(job.spec)
+        return pb.CancelJobResponse(job=job)
 
     @_rpc
     def GetJob(self, request: pb.GetJobRequest, context) -> pb.GetJobResponse:
@@ -212,6 +237,7 @@ class VoidLinkService(rpc.VoidLinkServicer):
                     # Keep this stream's frames from being evicted by its own later frames.
                     self.daemon.cache.pin([chunk.sha256])
                     pinned.append(chunk.sha256)
+                self.daemon.upload_progress(self.daemon.uploads.arrived(chunk.sha256, stored, complete))
                 yield pb.FrameAck(sha256=chunk.sha256, offset=stored, complete=complete)
         finally:
             self.daemon.cache.release(touched)
@@ -237,36 +263,132 @@ class VoidLinkService(rpc.VoidLinkServicer):
             )
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not _staged(p, folder))
         output = SequencePattern.parse(os.path.basename(job.spec.output.path_template))
-        for path in files:
-            relative = path.relative_to(folder).as_posix()
-            kind = "output" if "/" not in relative else relative.split("/", 1)[0]
-            match = output.regex().match(path.name) if output is not None and kind == "output" else None
-            frame = int(match.group(1)) if match else _trailing_number(path.name)
-            size = path.stat().st_size
-            digest = hashlib.sha256()
-            with open(path, "rb") as handle:
-                offset = 0
-                while True:
-                    data = handle.read(CHUNK_BYTES)
-                    digest.update(data)
-                    last = offset + len(data) >= size
-                    yield pb.FileChunk(
-                        relative_path=relative,
-                        kind=kind,
-                        frame=frame,
-                        size=size,
-                        offset=offset,
-                        data=data,
-                        sha256=digest.hexdigest() if last else "",
-                    )
-                    offset += len(data)
-                    if last:
-                        break
+        have = {digest.relative_path: digest.sha256 for digest in request.have}
+        sizes = [path.stat().st_size for path in files]
+        progress = pb.TransferProgress(direction="download", files_total=len(files), bytes_total=sum(sizes))
+        downloads = self.daemon.downloads
+        downloads.begin(job, progress)
+        try:
+            for path, size in zip(files, sizes):
+                relative = path.relative_to(folder).as_posix()
+                kind = "output" if "/" not in relative else relative.split("/", 1)[0]
+                match = output.regex().match(path.name) if output is not None and kind == "output" else None
+                frame = int(match.group(1)) if match else _trailing_number(path.name)
+                header = pb.FileChunk(
+                    relative_path=relative,
+                    kind=kind,
+                    frame=frame,
+                    size=size,
+                    files_total=progress.files_total,
+                    bytes_total=progress.bytes_total,
+                )
+                if relative in have and _sha256(path) == have[relative]:
+                    # The client holds this file whole from a broken download: name it, send nothing.
+                    header.offset, header.sha256 = size, have[relative]
+                    progress.bytes_reused += size
+                    progress.bytes_done += size
+                    progress.files_done += 1
+                    downloads.report(job, progress)
+                    yield header
+                    continue
+                yield from _file_chunks(path, size, header, progress, lambda: downloads.report(job, progress))
+                progress.files_done += 1
+                downloads.report(job, progress, force=True)
+        finally:
+            downloads.end(job, progress)
         self.daemon.transfers.discard_inputs(job.spec)
 
 
 CHUNK_BYTES = 1024 * 1024
 RESULT_DAYS = 7  # streamed-back results stay this long on the daemon for clients to fetch
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_chunks(path: Path, size: int, header: pb.FileChunk, progress: pb.TransferProgress, report):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        offset = 0
+        while True:
+            data = handle.read(CHUNK_BYTES)
+            digest.update(data)
+            last = offset + len(data) >= size
+            chunk = pb.FileChunk()
+            chunk.CopyFrom(header)
+            chunk.offset, chunk.data = offset, data
+            if last:
+                chunk.sha256 = digest.hexdigest()
+            progress.bytes_done += len(data)
+            yield chunk
+            report()
+            offset += len(data)
+            if last:
+                return
+
+
+class Downloads:
+    """Results being fetched now, per job, and how far the last fetch of each got (for `WatchJob`)."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self._lock = threading.Lock()
+        self._active: dict[str, int] = {}  # job id -> downloads under way
+        self._last: dict[str, pb.TransferProgress] = {}
+        self._published: dict[str, float] = {}
+
+    def active(self, job_id: str) -> bool:
+        with self._lock:
+            return self._active.get(job_id, 0) > 0
+
+    def last(self, job_id: str) -> Optional[pb.TransferProgress]:
+        with self._lock:
+            return self._last.get(job_id)
+
+    def begin(self, job: pb.Job, progress: pb.TransferProgress) -> None:
+        with self._lock:
+            self._active[job.id] = self._active.get(job.id, 0) + 1
+        self.report(job, progress, force=True)
+
+    def end(self, job: pb.Job, progress: pb.TransferProgress) -> None:
+        complete = progress.files_done == progress.files_total
+        self.report(job, progress, force=True, message="" if complete else "the download stopped before its end")
+        with self._lock:
+            left = self._active.get(job.id, 0) - 1
+            if left > 0:
+                self._active[job.id] = left
+            else:
+                self._active.pop(job.id, None)
+
+    def report(self, job: pb.Job, progress: pb.TransferProgress, force: bool = False, message: str = "") -> None:
+        now = time.monotonic()
+        with self._lock:
+            snapshot = pb.TransferProgress()
+            snapshot.CopyFrom(progress)
+            self._last[job.id] = snapshot
+            if not force and now - self._published.get(job.id, 0.0) < _PUBLISH_SECONDS:
+                return
+            self._published[job.id] = now
+        event = pb.JobEvent(
+            job_id=job.id,
+            state=job.state,
+            stage="download",
+            frames_done=job.frames_done,
+            frames_total=job.frames_total,
+            eta_seconds=-1.0,
+            message=message,
+            time=time.time(),
+        )
+        event.transfer.CopyFrom(progress)
+        self.bus.publish(event)
+
+
+_PUBLISH_SECONDS = 0.2
 
 
 def _staged(path: Path, folder: Path) -> bool:
@@ -314,6 +436,35 @@ def _without_preview(event: pb.JobEvent) -> pb.JobEvent:
     copy.CopyFrom(event)
     copy.ClearField("preview")
     return copy
+
+
+class DaemonStore(JobStore):
+    """The job store, plus jobs stored before their frames arrived (JOB_STATE_UPLOADING): listed,
+    watched and cancelled like any job, never claimed by the scheduler until `queue_uploaded`."""
+
+    def holding(self):
+        """Hold the store: nothing else reads or writes it meanwhile (the lock is re-entrant)."""
+        return self._lock
+
+    def add_uploading(self, spec: pb.JobSpec, frames_total: int) -> pb.Job:
+        with self._lock:  # one step for the scheduler: it never sees this job queued
+            job = self.add(spec, frames_total)
+            self._db.execute(
+                "UPDATE jobs SET state=?, stage=?, message=? WHERE id=?",
+                (pb.JOB_STATE_UPLOADING, UPLOAD_STAGE, "waiting for its frames to be uploaded", job.id),
+            )
+        return self.get(job.id)
+
+    def queue_uploaded(self, job_id: str, frames_total: int) -> Optional[pb.Job]:
+        """Queue an uploading job; None when it is no longer uploading (cancelled meanwhile)."""
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE jobs SET state=?, stage='queued', message='', frames_total=? WHERE id=? AND state=?",
+                (pb.JOB_STATE_QUEUED, frames_total, job_id, pb.JOB_STATE_UPLOADING),
+            )
+            if cursor.rowcount == 0:
+                return None
+        return self.get(job_id)
 
 
 class DataDirLock:
@@ -388,10 +539,12 @@ class Daemon:
         tokens = TokenFile(security.tokens_file) if security.tokens_file else None
         self._lock.acquire()
         try:
-            self.store = JobStore(self.data_dir / "jobs.sqlite")
+            self.store = DaemonStore(self.data_dir / "jobs.sqlite")
             resumed = self.store.requeue_interrupted()
             self.cache = FrameCache(self.data_dir / "cache", security.cache_max_bytes)
             self.transfers = Transfers(self.data_dir, self.cache, security.max_upload_bytes)
+            self.uploads = JobUploads(self.cache)
+            self.downloads = Downloads(self.bus)
             # With no roots a loopback daemon reads and writes where its user may (as a local tool does);
             # beyond loopback it takes only the roots it was given, none meaning streamed frames only.
             self.roots = Roots(
@@ -424,6 +577,7 @@ class Daemon:
             self.scheduler = Scheduler(self.store, self.bus, self.registry)
             self.server.start()
             self.scheduler.start()
+            self._follow_uploading_jobs()
             for name in ("", SERVICE_NAME):
                 self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
             self._write_state()
@@ -446,6 +600,88 @@ class Daemon:
             folder = self.transfers.result_folder(job.spec)
             if folder is not None and job.finished_at < expired:
                 shutil.rmtree(folder, ignore_errors=True)
+
+    def add_uploading(self, spec: pb.JobSpec) -> Optional[pb.Job]:
+        """Store a materialised job whose frames are still to come (JOB_STATE_UPLOADING); None when
+        every frame is in the cache already, so it can be queued as any job."""
+        probe = JobUploads(self.cache)
+        if not probe.register("", spec):
+            return None
+        if spec.HasField("frames"):
+            frames_total = spec.frames.last - spec.frames.first + 1
+        else:
+            frames_total = len(spec.source.uploaded_frames)
+        with self.store.holding():  # registered before the first chunk can ask for it
+            job = self.store.add_uploading(spec, frames_total)
+            self.uploads.register(job.id, spec)
+        progress = self.uploads.progress(job.id)
+        log.info(
+            "job %s waits for %d of %d frames to be uploaded",
+            job.id,
+            progress.files_total - progress.files_done,
+            progress.files_total,
+        )
+        self.upload_progress(self.uploads.settle(job.id))
+        return self.store.get(job.id)
+
+    def upload_progress(self, updates: list) -> None:
+        """Tell watchers how far each job's upload is; queue the jobs whose last frame came in."""
+        for job_id, progress, ready in updates:
+            event = pb.JobEvent(
+                job_id=job_id, state=pb.JOB_STATE_UPLOADING, stage=UPLOAD_STAGE, eta_seconds=-1.0, time=time.time()
+            )
+            event.transfer.CopyFrom(progress)
+            if not ready:
+                self.bus.publish(event)
+                continue
+            self._queue_uploaded(job_id, event)
+
+    def _queue_uploaded(self, job_id: str, last: pb.JobEvent) -> None:
+        job = self.store.get(job_id)
+        if job is None or job.state != pb.JOB_STATE_UPLOADING:
+            return  # cancelled meanwhile
+        self.bus.publish(last)
+        try:
+            prepared = pipeline.prepare_job(job.spec)
+        except Exception as error:  # the frames are in but the job cannot run: it fails, named like any refusal
+            if not isinstance(error, VoidlinkError):
+                log.exception("job %s: checking the uploaded frames failed", job_id)
+                error = VoidlinkError(f"{type(error).__name__}: {error}", reason="INTERNAL")
+            self.transfers.discard_inputs(job.spec)
+            final = self.store.finish(job_id, pb.JOB_STATE_FAILED, message=str(error), error=error_detail(error))
+            self.bus.publish(self.snapshot(final))
+            return
+        job = self.store.queue_uploaded(job_id, prepared.last - prepared.first + 1)
+        if job is not None:
+            log.info("job %s queued: its frames are in", job_id)
+            self.bus.publish(self.snapshot(job))
+            self.scheduler.wake()
+
+    def _follow_uploading_jobs(self) -> None:
+        """Jobs that waited for frames when the daemon stopped wait again; an upload nobody came back
+        to finish within PARTIAL_DAYS fails, and one that completed meanwhile is queued."""
+        abandoned = time.time() - PARTIAL_DAYS * 86400
+        for job in self.store.list([pb.JOB_STATE_UPLOADING], 0):
+            if job.created_at < abandoned:
+                self.transfers.discard_inputs(job.spec)
+                error = Conflict(
+                    f"job {job.id}: its frames were not all uploaded within {PARTIAL_DAYS} days; submit it again",
+                    reason="UPLOAD_ABANDONED",
+                )
+                self.store.finish(job.id, pb.JOB_STATE_FAILED, message=str(error), error=error_detail(error))
+            elif self.uploads.register(job.id, job.spec):
+                self.upload_progress(self.uploads.settle(job.id))
+            else:
+                self._queue_uploaded(job.id, self.snapshot(job))
+
+    def snapshot(self, job: pb.Job, message: str = "") -> pb.JobEvent:
+        """A job's current state as an event, with how far its upload (or the fetch of its result) is."""
+        event = _snapshot(job, message)
+        progress = self.uploads.progress(job.id) if job.state == pb.JOB_STATE_UPLOADING else None
+        progress = progress or (self.downloads.last(job.id) if job.state in TERMINAL_STATES else None)
+        if progress is not None:
+            event.transfer.CopyFrom(progress)
+        return event
 
     def check_client_paths(self, spec: pb.JobSpec) -> None:
         """Refuse a path outside the roots before anything looks at the disk there."""

@@ -230,8 +230,10 @@ class Transfers:
     def streamed(self, spec: pb.JobSpec) -> bool:
         return spec.output.stream_back or any(getattr(spec, name).uploaded_frames for name in CLIP_FIELDS)
 
-    def materialise(self, spec: pb.JobSpec) -> pb.JobSpec:
-        """A copy of `spec` that reads uploaded frames from a job folder and writes into a result folder."""
+    def materialise(self, spec: pb.JobSpec, missing_ok: bool = False) -> pb.JobSpec:
+        """A copy of `spec` that reads uploaded frames from a job folder and writes into a result folder.
+
+        `missing_ok`: frames not in the cache yet are linked in later (`JobUploads`), not refused."""
         out = pb.JobSpec()
         out.CopyFrom(spec)
         key = uuid.uuid4().hex
@@ -247,7 +249,7 @@ class Transfers:
             for name in CLIP_FIELDS:
                 clip = getattr(out, name)
                 if clip.uploaded_frames:
-                    self._link_clip(clip, f"spec.{name}", self.inputs / key / name)
+                    self._link_clip(clip, f"spec.{name}", self.inputs / key / name, missing_ok)
         except BaseException:
             shutil.rmtree(self.inputs / key, ignore_errors=True)  # no job will own these links
             raise
@@ -265,7 +267,7 @@ class Transfers:
             out.output.raw_template = ""
         return out
 
-    def _link_clip(self, clip: pb.ClipSpec, field: str, folder: Path) -> None:
+    def _link_clip(self, clip: pb.ClipSpec, field: str, folder: Path, missing_ok: bool = False) -> None:
         try:
             media = clip_media(clip.otio_json, field + ".otio_json")
         except ValueError as error:
@@ -287,7 +289,7 @@ class Transfers:
             present, _ = self.cache.status(ref.sha256)
             if not present:
                 missing.append(ref.frame)
-        if missing:
+        if missing and not missing_ok:
             raise NotFound(
                 f"{field}: {len(missing)} uploaded frame(s) are not in the daemon's frame cache "
                 f"(evicted or never sent): {', '.join(str(f) for f in missing[:10])}; upload them again",
@@ -296,8 +298,10 @@ class Transfers:
                 frames=missing,
             )
         local = SequencePattern(str(folder / pattern.prefix), pattern.suffix, pattern.padding)
+        folder.mkdir(parents=True, exist_ok=True)
         for ref in clip.uploaded_frames:
-            self.cache.link(ref.sha256, Path(local.path(ref.frame)))
+            if ref.frame not in missing:
+                self.cache.link(ref.sha256, Path(local.path(ref.frame)))
         frames = [ref.frame for ref in clip.uploaded_frames]
         # The clip spans what was uploaded: the job's range is checked against it like any sequence.
         clip.otio_json = clip_json(local.hashes(), min(frames), max(frames), media.rate, media.name)
@@ -325,3 +329,126 @@ class Transfers:
             folder = path.parent.parent
             if folder.parent == self.inputs:
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+UPLOAD_STAGE = "upload"
+_PUBLISH_SECONDS = 0.2  # upload progress events per job at most this often (each whole frame always)
+
+
+class _Waiting:
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.sizes: dict[str, int] = {}  # sha -> size, each frame once
+        self.targets: dict[str, list[Path]] = {}  # sha -> where the job's pipeline reads it
+        self.stored: dict[str, int] = {}  # sha -> bytes the cache holds
+        self.missing: set[str] = set()
+        self.reused = 0
+        self.published = 0.0
+
+    def progress(self) -> pb.TransferProgress:
+        return pb.TransferProgress(
+            direction="upload",
+            files_total=len(self.sizes),
+            files_done=len(self.sizes) - len(self.missing),
+            bytes_total=sum(self.sizes.values()),
+            bytes_done=sum(self.stored.values()),
+            bytes_reused=self.reused,
+        )
+
+
+def uploaded_targets(spec: pb.JobSpec) -> list[tuple[pb.FrameRef, Path]]:
+    """(frame, the file the pipeline reads it from) for every uploaded frame of a materialised spec."""
+    out = []
+    for name in CLIP_FIELDS:
+        clip = getattr(spec, name)
+        if not clip.uploaded_frames:
+            continue
+        pattern = SequencePattern.parse(clip_media(clip.otio_json).path)
+        out += [(ref, Path(pattern.path(ref.frame))) for ref in clip.uploaded_frames]
+    return out
+
+
+class JobUploads:
+    """Jobs stored before their frames arrived (JOB_STATE_UPLOADING): what each still waits for.
+
+    Frames are content-addressed and any stream may complete one, so each finished frame is linked
+    into every waiting job that names it, whoever sent it; a job whose last frame is in is handed
+    back by `arrived` to be queued. Progress is kept per job for `WatchJob`.
+    """
+
+    def __init__(self, cache: FrameCache) -> None:
+        self.cache = cache
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Waiting] = {}
+        self._by_sha: dict[str, set[str]] = {}
+
+    def register(self, job_id: str, spec: pb.JobSpec) -> bool:
+        """Follow the upload of a materialised spec's frames; False when every frame is in already."""
+        waiting = _Waiting(job_id)
+        for ref, target in uploaded_targets(spec):
+            waiting.sizes[ref.sha256] = ref.size
+            waiting.targets.setdefault(ref.sha256, []).append(target)
+            if target.exists():
+                waiting.stored[ref.sha256] = ref.size
+            else:
+                waiting.missing.add(ref.sha256)
+        waiting.reused = sum(waiting.stored.values())
+        for sha in waiting.missing:
+            _, waiting.stored[sha] = self.cache.status(sha)
+        if not waiting.missing:
+            return False
+        with self._lock:
+            self._jobs[job_id] = waiting
+            for sha in waiting.missing:
+                self._by_sha.setdefault(sha, set()).add(job_id)
+        return True
+
+    def settle(self, job_id: str) -> list[tuple[str, pb.TransferProgress, bool]]:
+        """Take in frames that completed while `job_id` was being registered (another stream's)."""
+        with self._lock:
+            waiting = self._jobs.get(job_id)
+            missing = list(waiting.missing) if waiting else []
+        done = []
+        for sha in missing:
+            present, size = self.cache.status(sha)
+            if present:
+                done += self.arrived(sha, size, True)
+        return done
+
+    def progress(self, job_id: str) -> Optional[pb.TransferProgress]:
+        with self._lock:
+            waiting = self._jobs.get(job_id)
+            return waiting.progress() if waiting else None
+
+    def drop(self, job_id: str) -> None:
+        with self._lock:
+            waiting = self._jobs.pop(job_id, None)
+            for sha in waiting.missing if waiting else ():
+                jobs = self._by_sha.get(sha, set())
+                jobs.discard(job_id)
+                if not jobs:
+                    self._by_sha.pop(sha, None)
+
+    def arrived(self, sha: str, stored: int, complete: bool) -> list[tuple[str, pb.TransferProgress, bool]]:
+        """Bytes of one frame are in the cache: (job id, its progress, whether all its frames are in)
+        for each waiting job to tell, at most every _PUBLISH_SECONDS unless a frame completed."""
+        now = time.monotonic()
+        out = []
+        with self._lock:
+            jobs = [self._jobs[job_id] for job_id in self._by_sha.get(sha, ()) if job_id in self._jobs]
+            if complete:
+                self._by_sha.pop(sha, None)
+            for waiting in jobs:
+                waiting.stored[sha] = stored
+                if complete:
+                    waiting.missing.discard(sha)
+                    for target in waiting.targets[sha]:
+                        if not target.exists():
+                            self.cache.link(sha, target)
+                ready = not waiting.missing
+                if ready:
+                    del self._jobs[waiting.job_id]
+                if complete or now - waiting.published >= _PUBLISH_SECONDS:
+                    waiting.published = now
+                    out.append((waiting.job_id, waiting.progress(), ready))
+        return out

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -170,9 +172,9 @@ def test_streamed_job_matches_the_shared_storage_job_and_resubmits_nothing(studi
     downloads = [e.transfer for e in events if e.HasField("transfer") and e.transfer.direction == "download"]
     assert uploads[-1].bytes_done == uploads[-1].bytes_total == frame_bytes and uploads[-1].files_done == 15
     assert downloads[-1].files_done == 10 and downloads[-1].bytes_done > 0
-    first = next(iter(client.watch(result.job_id)))  # any watcher learns what was uploaded for the job
-    assert first.transfer.direction == "upload" and first.transfer.files_total == 15
-    assert first.transfer.bytes_done == first.transfer.bytes_total == frame_bytes
+    first = next(iter(client.watch(result.job_id)))  # any watcher learns how the result's fetch went
+    assert first.transfer.direction == "download" and first.transfer.files_done == first.transfer.files_total == 10
+    assert first.transfer.bytes_done == first.transfer.bytes_total == downloads[-1].bytes_done
 
     # The same job again, and a second pass over the same plate: not one frame byte is sent.
     before = client.stats.bytes_sent
@@ -335,7 +337,7 @@ def test_cli_remove_streams_to_a_daemon_that_cannot_see_the_shot(studio, tmp_pat
     done = _voidlink("remove", *common)
     assert done.returncode == 0, done.stderr
     assert f"in {output}" in done.stdout
-    assert "uploading frames: 10/10 files" in done.stderr and "fetching the result: 10 files" in done.stderr
+    assert "uploading frames: 10/10 files" in done.stderr and "fetching the result: 10/10 files" in done.stderr
     for ours, theirs in zip(_frames(str(output), 1001, 1005), _frames(reference.output_pattern, 1001, 1005)):
         assert np.array_equal(read_pixels(str(ours)), read_pixels(str(theirs)))
         assert ours.read_bytes() != b""
@@ -346,3 +348,165 @@ def test_cli_remove_streams_to_a_daemon_that_cannot_see_the_shot(studio, tmp_pat
     assert as_json.returncode == 0 and as_json.stderr == ""
     job = json.loads(as_json.stdout)
     assert job["state"] == "succeeded" and job["result"]["output_pattern"] == str(output)
+
+
+# A small, fixed flow-control window: the daemon cannot run ahead of what this client has read, so a
+# download is still under way on the daemon while the client holds its first files.
+NARROW = (("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 8192))
+
+
+def test_watchers_see_the_upload_before_the_job_runs_and_the_result_being_fetched(studio, tmp_path):
+    daemon, _, shot = studio
+    uploader, watcher = Client(daemon.address, channel_options=NARROW), Client(daemon.address)
+    uploader.chunk_bytes = 4096  # many chunks, so the upload takes a while to watch
+    spec = build_spec(shot.plate, shot.mask, backend="classical", output=tmp_path / "ws" / "out" / "c.####.exr")
+    seen: list[pb.JobEvent] = []
+    watching = threading.Event()
+
+    def watch(job_id: str) -> None:
+        for event in watcher.watch(job_id):
+            seen.append(event)
+            watching.set()
+
+    thread = None
+
+    def on_progress(event: pb.JobEvent) -> None:
+        nonlocal thread
+        if thread is None and event.job_id:  # the job exists before its first frame is sent
+            assert event.state == pb.JOB_STATE_UPLOADING and event.transfer.files_done == 0
+            thread = threading.Thread(target=watch, args=(event.job_id,), daemon=True)
+            thread.start()
+            assert watching.wait(10)
+
+    job, plan = uploader.start(spec, "stream", on_progress)
+    assert job.state == pb.JOB_STATE_UPLOADING and job.stage == "upload"
+    job = uploader.wait(job.id)
+    thread.join(20)
+    running = next(i for i, e in enumerate(seen) if e.state == pb.JOB_STATE_RUNNING)
+    uploads = [e for e in seen[:running] if e.state == pb.JOB_STATE_UPLOADING]
+    assert len(uploads) >= 3 and all(e.stage == "upload" and e.transfer.direction == "upload" for e in uploads)
+    done = [e.transfer.bytes_done for e in uploads]
+    assert done == sorted(done) and done[0] < done[-1] == uploads[-1].transfer.bytes_total
+    assert uploads[-1].transfer.files_done == uploads[-1].transfer.files_total == 10
+    assert not any(e.state == pb.JOB_STATE_UPLOADING for e in seen[running:])
+    assert seen[-1].state == pb.JOB_STATE_SUCCEEDED
+
+    # The fetch of the result, seen by a watcher that comes while it is under way.
+    fetch_seen: list[pb.JobEvent] = []
+    watching.clear()
+
+    def watch_fetch() -> None:
+        for event in watcher.watch(job.id):  # ends when the download does
+            fetch_seen.append(event)
+            watching.set()
+
+    fetcher = threading.Thread(target=watch_fetch, daemon=True)
+
+    def follow_fetch(event: pb.JobEvent) -> None:
+        if event.transfer.direction == "download" and event.transfer.files_done == 1:
+            fetcher.start()
+            assert watching.wait(10)
+
+    local = uploader.finish(job, plan, on_progress=follow_fetch)
+    fetcher.join(20)
+    assert not fetcher.is_alive() and fetch_seen[-1].transfer.files_done == 10
+    assert fetch_seen[0].state == pb.JOB_STATE_SUCCEEDED and fetch_seen[0].transfer.direction == "download"
+    assert 1 <= fetch_seen[0].transfer.files_done < fetch_seen[0].transfer.files_total == 10
+    assert local.result.output_pattern == str(tmp_path / "ws" / "out" / "c.####.exr")
+
+    # An older client's order (upload, then submit without upload_follows) still works.
+    old = Client(daemon.address)
+    uploaded = old.upload_job(spec, plan)
+    assert old.submit(uploaded).state == pb.JOB_STATE_QUEUED
+
+
+def test_a_job_cancelled_while_its_frames_upload_never_runs(studio, tmp_path):
+    daemon, _, shot = studio
+    client = Client(daemon.address)
+    client.chunk_bytes = 4096
+    spec = build_spec(shot.plate, shot.mask, backend="classical", output=tmp_path / "o" / "c.####.exr")
+
+    def cancel_once(event: pb.JobEvent) -> None:
+        if event.job_id and event.transfer.files_done == 2 and event.state == pb.JOB_STATE_UPLOADING:
+            Client(daemon.address).cancel(event.job_id)
+
+    job, _ = client.start(spec, "stream", cancel_once)
+    final = client.wait(job.id)
+    assert final.state == pb.JOB_STATE_CANCELLED and final.started_at == 0
+    assert not any((daemon.data_dir / "transfers").iterdir())
+
+
+class CuttableProxy:
+    """A TCP relay to the daemon whose connections the test cuts, as a dropped network would."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                return
+            far = socket.create_connection(self.target)
+            with self.lock:
+                self.sockets += [near, far]
+            for source, sink in ((near, far), (far, near)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        with self.lock:
+            for sock in self.sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+            self.sockets = []
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def test_a_broken_result_download_resumes_with_the_files_that_arrived_whole(studio, tmp_path):
+    daemon, _, shot = studio
+    proxy = CuttableProxy(daemon.address)
+    try:
+        client = Client(proxy.address, channel_options=NARROW)
+        output = tmp_path / "ws" / "out" / "c.####.exr"
+        cut_at: list[int] = []
+
+        def cut(event: pb.JobEvent) -> None:
+            if event.transfer.direction == "download" and event.transfer.files_done == 3 and not cut_at:
+                cut_at.append(client.stats.bytes_received)
+                proxy.cut()
+
+        result = client.remove(shot.plate, shot.mask, backend="classical", output=output, on_progress=cut)
+    finally:
+        proxy.close()
+    job = Client(daemon.address).get(result.job_id)
+    folder = daemon.transfers.result_folder(job.spec)
+    on_daemon = sorted(p for p in folder.rglob("*") if p.is_file())
+    here = [output.parent / p.relative_to(folder) for p in on_daemon]
+    assert len(here) == 10 and [p.read_bytes() for p in here] == [p.read_bytes() for p in on_daemon]
+    total = sum(p.stat().st_size for p in on_daemon)
+    # One break, and not a byte of the three files that had arrived whole was fetched again.
+    assert client.stats.resumes == 1 and 0 < cut_at[0] < total
+    assert client.stats.bytes_received == total
+    assert daemon.downloads.last(job.id).bytes_reused == sum(p.stat().st_size for p in on_daemon[:3])
+    assert not [p for p in output.parent.rglob("*") if ".part" in p.name]

@@ -20,6 +20,7 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_SUCCEEDED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
+    JOB_STATE_UPLOADING: _ClassVar[JobState]
 
 class PixelType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -57,6 +58,7 @@ JOB_STATE_RUNNING: JobState
 JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
+JOB_STATE_UPLOADING: JobState
 PIXEL_TYPE_UNSPECIFIED: PixelType
 PIXEL_TYPE_HALF: PixelType
 PIXEL_TYPE_FLOAT: PixelType
@@ -332,10 +334,12 @@ class TransferProgress(_message.Message):
     def __init__(self, direction: _Optional[str] = ..., files_done: _Optional[int] = ..., files_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., bytes_reused: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("spec",)
+    __slots__ = ("spec", "upload_follows")
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_FOLLOWS_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+    upload_follows: bool
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., upload_follows: bool = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -545,13 +549,23 @@ class FrameAck(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., offset: _Optional[int] = ..., complete: bool = ...) -> None: ...
 
 class DownloadResultRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "have")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    HAVE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    have: _containers.RepeatedCompositeFieldContainer[FileDigest]
+    def __init__(self, job_id: _Optional[str] = ..., have: _Optional[_Iterable[_Union[FileDigest, _Mapping]]] = ...) -> None: ...
+
+class FileDigest(_message.Message):
+    __slots__ = ("relative_path", "sha256")
+    RELATIVE_PATH_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    relative_path: str
+    sha256: str
+    def __init__(self, relative_path: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class FileChunk(_message.Message):
-    __slots__ = ("relative_path", "kind", "frame", "size", "offset", "data", "sha256")
+    __slots__ = ("relative_path", "kind", "frame", "size", "offset", "data", "sha256", "files_total", "bytes_total")
     RELATIVE_PATH_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
@@ -559,6 +573,8 @@ class FileChunk(_message.Message):
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    FILES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     relative_path: str
     kind: str
     frame: int
@@ -566,4 +582,6 @@ class FileChunk(_message.Message):
     offset: int
     data: bytes
     sha256: str
-    def __init__(self, relative_path: _Optional[str] = ..., kind: _Optional[str] = ..., frame: _Optional[int] = ..., size: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
+    files_total: int
+    bytes_total: int
+    def __init__(self, relative_path: _Optional[str] = ..., kind: _Optional[str] = ..., frame: _Optional[int] = ..., size: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., sha256: _Optional[str] = ..., files_total: _Optional[int] = ..., bytes_total: _Optional[int] = ...) -> None: ...

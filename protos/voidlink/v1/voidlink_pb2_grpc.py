@@ -98,7 +98,10 @@ class VoidLinkServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def WatchJob(self, request, context):
-        """Current state first, then every change until the job ends. Any number of watchers.
+        """Current state first, then every change until the job ends. Any number of watchers. The
+        events of a job whose frames are being uploaded (JOB_STATE_UPLOADING) carry the upload's
+        progress; a watcher of an ended job whose result is being downloaded gets the download's
+        progress until it ends.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -153,7 +156,8 @@ class VoidLinkServicer(object):
 
     def DownloadResult(self, request, context):
         """The files a finished job wrote on the daemon when its output is streamed back
-        (OutputSpec.stream_back), as chunks; the client writes them on its side.
+        (OutputSpec.stream_back), as chunks; the client writes them on its side. A broken download
+        resumes by naming the files that arrived whole (DownloadResultRequest.have).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
