@@ -9,9 +9,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import opentimelineio as otio
 import pytest
 import yaml
 from openjd.model import (
@@ -129,7 +131,8 @@ def test_conform_farm_writes_one_job_with_a_task_per_runnable_event(tmp_path, da
     assert not (tmp_path / "out" / "cut_void").exists()  # nothing was run
 
     job = load_job(job_file)
-    assert len(job.steps) == 1
+    assert [step.name for step in job.steps] == ["Remove", "Conform"]
+    assert [d.dependsOn for d in job.steps[1].dependencies] == ["Remove"]
     tasks = [
         {name: value.value for name, value in task.items()}
         for task in StepParameterSpaceIterator(space=job.steps[0].parameterSpace)
@@ -147,6 +150,32 @@ def test_conform_farm_writes_one_job_with_a_task_per_runnable_event(tmp_path, da
     for task in tasks:
         frames = sorted(Path(task["Output"]).parent.glob("*.exr"))
         assert [p.name[-8:-4] for p in frames] == [f"{n}" for n in range(1001, 1013)]
+
+    # The job's last step wrote the conformed timeline; a conform afterwards reuses the farm's frames.
+    written = otio.adapters.read_from_file(str(tmp_path / "out" / "cut_void.otio"))
+    clean = [clip.name for clip in written.find_clips() if clip.name.endswith("_void")]
+    assert clean == ["A001C003_void", "A001C004_void"]
+    capsys.readouterr()
+    again = [*args, "-o", str(tmp_path / "out" / "cut_void.otio"), "--address", daemon.address, "--no-start", "--json"]
+    assert main(again) == 1  # the refused and missing events stay so
+    statuses = {event["event"]: event["status"] for event in json.loads(capsys.readouterr().out)["events"]}
+    assert statuses["V_001_A001C003"] == statuses["V_002_A001C004"] == "reused"
+    assert len(daemon.client().jobs()) == 2
+
+    # `farm finish` by hand: frames older than the job, or missing ones, are not taken for the job's.
+    for manifest in (tmp_path / "out" / "cut_void").rglob("conform.json"):
+        manifest.unlink()
+    first = Path(tasks[0]["Output"].replace("####", "1005"))
+    os.utime(first, (first.stat().st_atime, first.stat().st_mtime - 3600))
+    Path(tasks[1]["Output"].replace("####", "1012")).unlink()
+    finish = ["farm", "finish", str(FIXTURES / "cut.edl"), "--media-root", str(roots), "--backend", "classical"]
+    finish += ["-o", str(tmp_path / "out" / "again.otio"), "--written-after", str(time.time()), "--json"]
+    assert main(finish) == 1
+    events = {event["event"]: event for event in json.loads(capsys.readouterr().out)["events"]}
+    older, missing = events["V_001_A001C003"], events["V_002_A001C004"]
+    assert older["status"] == "failed" and "before this farm job" in older["message"]
+    assert missing["status"] == "failed" and "1 of 12 clean frames are missing" in missing["message"]
+    assert not list((tmp_path / "out" / "cut_void").rglob("conform.json"))
 
 
 def test_timeline_with_two_matte_shapes_gets_a_step_for_each(tmp_path, capsys):

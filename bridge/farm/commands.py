@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from typing import Optional
 
 
 def command_lines(shots: list, voidlink: str = "voidlink") -> list:
@@ -22,13 +23,20 @@ def command_lines(shots: list, voidlink: str = "voidlink") -> list:
     return out
 
 
-def write_command_lines(shots: list, path: str, name: str) -> str:
-    """Write `{"name", "tasks": [...]}` as JSON at `path` (a temporary file renamed into place)."""
+def write_command_lines(shots: list, path: str, name: str, finish: Optional[list] = None) -> str:
+    """Write `{"name", "tasks": [...], "finish"}` as JSON at `path` (a temporary file renamed into place).
+
+    `finish`: voidlink arguments of the command to run once every task has succeeded (or None).
+    """
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     temporary = f"{path}.{os.getpid()}.tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump({"name": name, "tasks": command_lines(shots)}, handle, indent=2, ensure_ascii=False)
+        document: dict = {"name": name, "tasks": command_lines(shots)}
+        if finish:
+            argv = ["voidlink", *finish]
+            document["finish"] = {"argv": argv, "command": shlex.join(argv)}
+        json.dump(document, handle, indent=2, ensure_ascii=False)
         handle.write("\n")
     os.replace(temporary, path)
     return path

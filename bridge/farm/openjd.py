@@ -19,6 +19,8 @@ The shape, and why:
   (free loopback port, data dir inside the session's working directory) when the session begins and
   stops it when the session ends; `DaemonAddress` points the tasks at a daemon already running on the
   worker instead. Nothing reaches back to the workstation that wrote the job.
+- A conform's job ends with a `Conform` step, run once every removal step has succeeded: `voidlink
+  farm finish` records the clean frames (so a later conform reuses them) and writes the timeline back.
 - A timeline's paths are `PATH` task parameters, so a farm's path mapping rules (Windows ↔ Linux
   mounts) apply to them. One shot's paths are `STRING` job parameters: the specification reads a
   PATH parameter's default as relative to the template's folder and refuses one outside it.
@@ -204,9 +206,10 @@ def _shape(line: RemoveLine, per_shot: tuple) -> tuple:
     return present, fixed, line.flags
 
 
-def job_template(shots: list, name: str, per_task: Optional[bool] = None) -> dict:
+def job_template(shots: list, name: str, per_task: Optional[bool] = None, finish: Optional[list] = None) -> dict:
     """The template for `shots`. `per_task=False` (the default for one shot) makes the shot's paths,
     frames and prompt job parameters, so a submitter can change them; otherwise they are task parameters.
+    `finish`: voidlink arguments of a last step that runs once every removal has succeeded.
     """
     if not shots:
         raise errors.InvalidInput("a farm job needs at least one shot", reason="NOTHING_TO_RUN")
@@ -240,6 +243,14 @@ def job_template(shots: list, name: str, per_task: Optional[bool] = None) -> dic
     for members in groups.values():
         chunks += [members[start : start + MAX_TASKS_PER_STEP] for start in range(0, len(members), MAX_TASKS_PER_STEP)]
     steps = [_task_step("Remove" if len(chunks) == 1 else f"Remove {n}", chunk) for n, chunk in enumerate(chunks, 1)]
+    if finish:
+        steps.append(
+            {
+                "name": "Conform",
+                "dependencies": [{"dependsOn": step["name"]} for step in steps],
+                "script": {"actions": {"onRun": {"command": "{{Param.Voidlink}}", "args": list(finish)}}},
+            }
+        )
     template["steps"] = steps
     return template
 

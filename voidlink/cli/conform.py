@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if args.farm:
         from voidlink.cli.farm import export_plan
 
-        return export_plan(plan, args.farm, args.output, args.backend, args.json)
+        return export_plan(plan, args.farm, args.output, args.backend, args.json, options=args)
     if any(entry.runnable for entry in plan.events):
         from voidlink.bridge.client import Client
 

@@ -20,6 +20,7 @@ import io
 import os
 import sys
 import tempfile
+from typing import Optional
 
 from voidlink.cli.common import add_json, print_json
 from voidlink.errors import InvalidInput
@@ -49,6 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     export.add_argument("--name", help="the job's name (default: from the shot or the timeline)")
     add_plan_arguments(export)
     add_json(export)
+    export.add_argument("--edl", metavar="OUT.edl", help="timelines: the job's last step also writes a CMX3600 EDL")
+    finish = sub.add_parser(
+        "finish",
+        help="after a farm conform: record the clean frames and write the conformed timeline (the job's last step)",
+    )
+    finish.add_argument("input", metavar="TIMELINE", help="the timeline the farm job was made from")
+    finish.add_argument("-o", "--output", required=True, metavar="OUT.otio", help="conformed timeline to write")
+    finish.add_argument("--edl", metavar="OUT.edl", help="also write a CMX3600 EDL (one per video track)")
+    finish.add_argument(
+        "--written-after", type=float, metavar="EPOCH", help="refuse clean frames older than this (the job's making)"
+    )
+    add_plan_arguments(finish)
+    add_json(finish)
     daemon = sub.add_parser("daemon", help="start or stop the voidlink daemon of a farm session (the job runs these)")
     daemon.add_argument("action", choices=["start", "stop"])
     daemon.add_argument("--data-dir", required=True, help="the session's daemon folder (job store, log)")
@@ -73,6 +87,8 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.farm_command == "daemon":
         return _daemon(args)
+    if args.farm_command == "finish":
+        return finish(args)
     return export(args)
 
 
@@ -117,7 +133,7 @@ def export(args: argparse.Namespace) -> int:
             check_command_line(shot, path)
             return _write(fmt, [shot], args.output, args.name or f"voidlink remove {label}", args.json, skipped=[])
     plan = _plan(args)
-    return export_plan(plan, fmt, args.output, args.backend or "auto", args.json, name=args.name)
+    return export_plan(plan, fmt, args.output, args.backend or "auto", args.json, name=args.name, options=args)
 
 
 def _plan(args: argparse.Namespace):
@@ -138,8 +154,20 @@ def _plan(args: argparse.Namespace):
     )
 
 
-def export_plan(plan, fmt: str, output: str, backend: str, as_json: bool, name: str = "") -> int:
-    """One farm job for every runnable event of a conform plan; events with finished frames are left out."""
+def export_plan(
+    plan,
+    fmt: str,
+    output: str,
+    backend: str,
+    as_json: bool,
+    name: str = "",
+    options: Optional[argparse.Namespace] = None,
+) -> int:
+    """One farm job for every runnable event of a conform plan; events with finished frames are left out.
+
+    With `options` (the plan's command-line options) the job ends with `voidlink farm finish`, which
+    writes the conformed timeline once every removal has succeeded.
+    """
     from voidlink.bridge.conform.plan import job_spec, reusable
     from voidlink.bridge.farm.openjd import FarmShot
 
@@ -169,7 +197,53 @@ def export_plan(plan, fmt: str, output: str, backend: str, as_json: bool, name: 
         for entry in skipped:
             print(f"voidlink: not in the job: {entry['event']} ({entry['status']}) {entry['message']}", file=sys.stderr)
     job_name = name or f"voidlink conform {plan.timeline_file.stem}"
-    return _write(fmt, shots, output, job_name, as_json, skipped)
+    finish_arguments = None
+    if options is not None:
+        finish_arguments = finish_command(plan, options, "{{Param.Backend}}" if fmt == "openjd" else backend)
+    return _write(fmt, shots, output, job_name, as_json, skipped, finish_arguments)
+
+
+def finish_command(plan, options: argparse.Namespace, backend: str) -> list:
+    """`voidlink farm finish` arguments that rebuild this plan on a farm node and write its timeline back."""
+    import time
+
+    from voidlink.bridge.pathmap import is_windows_path
+
+    def absolute(path: str) -> str:
+        return path if is_windows_path(path) and os.name != "nt" else os.path.abspath(path)
+
+    stem = plan.timeline_file.stem
+    arguments = ["farm", "finish", absolute(plan.timeline_file.path)]
+    arguments += [f"--media-root={absolute(root)}" for root in options.media_root]
+    for pin in options.media:
+        reel, _, path = pin.partition("=")
+        arguments.append(f"--media={reel.strip()}={absolute(path.strip())}")
+    for option in ("handles", "mattes", "affected", "rate"):
+        value = getattr(options, option, None)
+        if value:
+            arguments.append(f"--{option}={value}")
+    arguments += [f"--backend={backend}", f"--output={os.path.join(plan.output_dir, stem + '_void.otio')}"]
+    if getattr(options, "edl", None):
+        arguments.append(f"--edl={absolute(options.edl)}")
+    return arguments + [f"--written-after={time.time():.0f}"]
+
+
+def finish(args: argparse.Namespace) -> int:
+    from voidlink.bridge.conform import write_edl, write_otio
+    from voidlink.bridge.conform.plan import FINISHED
+    from voidlink.bridge.conform.writer import report_rows
+    from voidlink.bridge.farm.conform import finish_plan
+    from voidlink.cli.conform import _print_table
+
+    plan = finish_plan(_plan(args), args.backend or "auto", args.written_after)
+    timeline = write_otio(plan, args.output)
+    edls = write_edl(plan, args.edl, timeline) if args.edl else []
+    if args.json:
+        print_json({**plan.to_dict(), "output": os.path.abspath(args.output), "edl": edls})
+    else:
+        _print_table(report_rows(plan))
+        print(f"wrote {args.output}" + "".join(f", {path}" for path in edls))
+    return 0 if all(entry.status in FINISHED for entry in plan.events if entry.media is not None) else 1
 
 
 def _statuses(skipped: list) -> set:
@@ -225,19 +299,21 @@ def _plate_stem(spec) -> str:
     return name[: -len("_void.####.exr")] or "shot"
 
 
-def _write(fmt: str, shots: list, output: str, name: str, as_json: bool, skipped: list) -> int:
+def _write(
+    fmt: str, shots: list, output: str, name: str, as_json: bool, skipped: list, finish: Optional[list] = None
+) -> int:
     if fmt == "commands":
         from voidlink.bridge.farm.commands import write_command_lines
 
-        written = write_command_lines(shots, output, name)
+        written = write_command_lines(shots, output, name, finish)
         tasks = {"commands": len(shots)}
     else:
         from voidlink.bridge.farm.openjd import job_template, validate_template, write_template
 
-        template = job_template(shots, name=name[:128])
+        template = job_template(shots, name=name[:128], finish=finish)
         validate_template(template)
         written = write_template(template, output)
-        tasks = {step["name"]: len(_tasks(step)) for step in template["steps"]}
+        tasks = {step["name"]: len(_tasks(step)) for step in template["steps"] if step["name"] != "Conform"}
     if as_json:
         print_json(
             {
