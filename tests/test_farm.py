@@ -198,7 +198,8 @@ def test_command_lines_for_farms_that_run_a_command_per_task(tmp_path, daemon, c
     args = ["farm", "export", "--format", "commands", str(FIXTURES / "cut.edl"), "--media-root", str(roots)]
     assert main([*args, "--backend", "classical", "-o", str(tasks_file)]) == 0
     assert "wrote" in capsys.readouterr().out
-    tasks = json.loads(tasks_file.read_text())["tasks"]
+    document = json.loads(tasks_file.read_text())
+    tasks = document["tasks"]
     assert [task["shot"] for task in tasks] == ["V_001_A001C003", "V_002_A001C004"]
     # What OpenCue's ShellCommand or Tractor's newTask(argv=...) would run on a render node, whose
     # own daemon (here: the test's, through VOIDLINK_ADDRESS) takes the job.
@@ -210,6 +211,19 @@ def test_command_lines_for_farms_that_run_a_command_per_task(tmp_path, daemon, c
         assert done.returncode == 0, done.stderr
     assert sorted(job.spec.name for job in daemon.client().jobs()) == ["V_001_A001C003", "V_002_A001C004"]
     assert len(list((tmp_path / "cut_void" / "V_002_A001C004").glob("*.exr"))) == 12
+    # The command to run after all of them writes the conformed timeline.
+    finish = document["finish"]["argv"]
+    assert finish[:3] == ["voidlink", "farm", "finish"] and "--backend=classical" in finish
+    done = subprocess.run([voidlink_command(), *finish[1:]], capture_output=True, text=True)
+    # 0: every event the job ran is done; the refused and missing ones were never the job's to do.
+    assert done.returncode == 0, done.stderr
+    assert "V_004_A001C005  refused" in done.stdout
+    assert "V_001_A001C003  done" in done.stdout and "wrote" in done.stdout
+    written = otio.adapters.read_from_file(str(tmp_path / "cut_void.otio"))
+    assert [clip.name for clip in written.find_clips() if clip.name.endswith("_void")] == [
+        "A001C003_void",
+        "A001C004_void",
+    ]
 
 
 # -- bad input -------------------------------------------------------------------------------
