@@ -65,7 +65,8 @@ class JobService(QtCore.QObject):
 
         def work() -> None:
             try:
-                job, plan = self.client.start(spec() if callable(spec) else spec)
+                # The job's upload (a daemon that cannot read the clips) shows in the queue as it goes.
+                job, plan = self.client.start(spec() if callable(spec) else spec, on_progress=self._transfer)
             except errors.VoidlinkError as error:
                 self.submit_failed.emit(error)
                 return
@@ -78,6 +79,10 @@ class JobService(QtCore.QObject):
             self.watch(job.id, plan)
 
         return self._run(work, "submit")
+
+    def _transfer(self, event: pb.JobEvent) -> None:
+        if event.job_id:  # an older daemon takes frames before the job exists: nothing to show them on
+            self.progress.emit(event)
 
     def watch(self, job_id: str, plan: Optional[TransferPlan] = None) -> Optional[threading.Thread]:
         """Follow one job's events until it ends (once per job, however often it is asked).

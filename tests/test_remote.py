@@ -510,3 +510,49 @@ def test_a_broken_result_download_resumes_with_the_files_that_arrived_whole(stud
     assert client.stats.bytes_received == total
     assert daemon.downloads.last(job.id).bytes_reused == sum(p.stat().st_size for p in on_daemon[:3])
     assert not [p for p in output.parent.rglob("*") if ".part" in p.name]
+
+
+def test_the_panel_shows_the_upload_and_gets_the_result_written_here(studio, tmp_path, qtbot):
+    from voidlink.panel.service import JobService
+
+    daemon, _, shot = studio
+    service = JobService(daemon.address)
+    output = tmp_path / "ws" / "panel" / "c.####.exr"
+    events: list[pb.JobEvent] = []
+    service.progress.connect(events.append)
+    with qtbot.waitSignal(service.finished, timeout=60_000) as finished:
+        service.submit(build_spec(shot.plate, shot.mask, backend="classical", output=output))
+    job = finished.args[0]
+    assert job.state == pb.JOB_STATE_SUCCEEDED and job.result.output_pattern == str(output)
+    assert all(p.is_file() for p in _frames(str(output), 1001, 1005))
+    uploading = [e for e in events if e.state == pb.JOB_STATE_UPLOADING]
+    assert uploading and uploading[-1].transfer.files_done == 10 and all(e.job_id == job.id for e in uploading)
+    assert [e for e in events if e.transfer.direction == "download"][-1].transfer.files_done == 10
+    service.close()
+
+
+def test_a_job_waiting_for_its_frames_survives_a_daemon_restart(tmp_path, source_guard):
+    shot = write_shot(tmp_path / "ws" / "sh050", frames=3, width=320, height=180)  # big enough to cut
+    source_guard(shot.folder)
+    (tmp_path / "studio").mkdir()
+    security = SecurityConfig(roots=[str(tmp_path / "studio")])
+    daemons = [Daemon(data_dir=tmp_path / "data", security=security, listen="127.0.0.1:0")]
+    address = daemons[0].start()
+    client = Client(address)
+    client.chunk_bytes = 2048
+    spec = build_spec(shot.plate, shot.mask, backend="classical", output=tmp_path / "ws" / "out" / "c.####.exr")
+
+    def restart(event: pb.JobEvent) -> None:
+        if len(daemons) == 1 and event.job_id and event.transfer.bytes_done > event.transfer.bytes_reused:
+            daemons[0].stop(grace=0.1)  # mid-upload: the stream breaks and the job waits in the store
+            daemons.append(Daemon(data_dir=tmp_path / "data", security=security, listen=address))
+            daemons[1].start()
+
+    try:
+        job, plan = client.start(spec, "stream", restart)
+        final = client.finish(client.wait(job.id), plan)
+    finally:
+        daemons[-1].stop(grace=1.0)
+    assert len(daemons) == 2 and client.stats.resumes == 1
+    assert final.state == pb.JOB_STATE_SUCCEEDED and final.attempts == 1
+    assert all(p.is_file() for p in _frames(str(tmp_path / "ws" / "out" / "c.####.exr"), 1001, 1003))
