@@ -288,6 +288,23 @@ def test_a_timeline_with_nothing_runnable_is_refused(tmp_path, capsys):
     assert not (tmp_path / "job.yaml").exists()
 
 
+def test_a_value_a_template_would_expand_is_refused(tmp_path, capsys):
+    root = plates(tmp_path / "plates", ["A001C008"])
+    edl = tmp_path / "braces.edl"
+    edl.write_text(
+        "TITLE: BRACES\nFCM: NON-DROP FRAME\n\n"
+        "001  A001C008 V     C        00:00:41:17 00:00:41:23 01:00:00:00 01:00:00:06\n"
+        "* FROM CLIP NAME:  A001C008\n* LOC: 01:00:00:02 RED     VOID: an empty {{Param.Voidlink}} street\n"
+        "002  A001C008 V     C        00:00:41:17 00:00:41:23 01:00:00:06 01:00:00:12\n"
+        "* FROM CLIP NAME:  A001C008\n* LOC: 01:00:00:08 RED     VOID: an empty street\n"
+    )
+    args = ["conform", str(edl), "--media-root", str(root), "--farm", "openjd", "-o", str(tmp_path / "job.yaml")]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert f"{edl}: V_001_A001C008: Prompt 'an empty {{{{Param.Voidlink}}}} street' holds" in error, error
+    assert not (tmp_path / "job.yaml").exists()
+
+
 def test_session_daemon_commands(tmp_path, daemon, capsys):
     assert main(["farm", "daemon", "stop", "--data-dir", str(tmp_path / "none")]) == 0
     assert "no session daemon to stop" in capsys.readouterr().out

@@ -136,6 +136,23 @@ def remove_line(spec: pb.JobSpec) -> RemoveLine:
 # -- the template ----------------------------------------------------------------------------
 
 
+def literal(text: str, what: str, field: str = "") -> str:
+    """`text` as it may stand in a template's format strings (task values, arguments): without `{{` or `}}`.
+
+    The specification has no escape for them: `{{Param.X}}` inside a prompt or a path would be
+    expanded, and a stray `}}` makes the template invalid. Job parameter values are not expanded,
+    so one shot's values never pass through here.
+    """
+    if "{{" in text or "}}" in text:
+        raise errors.InvalidInput(
+            f"{what} {text!r} holds '{{{{' or '}}}}', which an Open Job Description template would read as an "
+            "expression (it has no way to escape them); change it, or export the shot on its own",
+            reason="BAD_VALUE",
+            field=field or what,
+        )
+    return text
+
+
 def _job_parameters(backend: str) -> list:
     return [
         {
@@ -225,7 +242,8 @@ def job_template(shots: list, name: str, per_task: Optional[bool] = None, finish
         per_task = len(shots) > 1
     template: dict = {
         "specificationVersion": SPECIFICATION,
-        "name": name,
+        # The name is a format string too; braces in it are only cosmetic, so they are loosened, not refused.
+        "name": name.replace("{{", "{ {").replace("}}", "} }"),
         "description": "Object removal with voidlink: each task runs `voidlink remove` for one shot.",
         "parameterDefinitions": _job_parameters(backends[0]),
         "jobEnvironments": [_daemon_environment()],
@@ -248,7 +266,18 @@ def job_template(shots: list, name: str, per_task: Optional[bool] = None, finish
             {
                 "name": "Conform",
                 "dependencies": [{"dependsOn": step["name"]} for step in steps],
-                "script": {"actions": {"onRun": {"command": "{{Param.Voidlink}}", "args": list(finish)}}},
+                "script": {
+                    "actions": {
+                        "onRun": {
+                            "command": "{{Param.Voidlink}}",
+                            # The Backend reference is the one expression meant to be expanded here.
+                            "args": [
+                                argument if argument == "--backend={{Param.Backend}}" else literal(argument, "argument")
+                                for argument in finish
+                            ],
+                        }
+                    }
+                },
             }
         )
     template["steps"] = steps
@@ -276,23 +305,25 @@ def _command_arguments(line: RemoveLine, scope: str) -> list:
         elif option == "--backend":
             arguments.append("--backend={{Param.Backend}}")
         else:
-            arguments.append(f"{option}={value}")
+            arguments.append(literal(f"{option}={value}", option))
     # --no-start: the session's environment provides the daemon; a task never starts one of its own.
     return arguments + list(line.flags) + ["--no-start"]
 
 
 def _single_step(line: RemoveLine, label: str) -> dict:
     arguments = _command_arguments(line, "Param")
-    arguments.insert(1, f"--name={label}")
+    arguments.insert(1, literal(f"--name={label}", "shot"))
     return {"name": "Remove", "script": {"actions": {"onRun": {"command": "{{Param.Voidlink}}", "args": arguments}}}}
 
 
 def _task_step(name: str, members: list) -> dict:
     first_line = members[0][1]
-    parameters = [{"name": "Shot", "type": "STRING", "range": [shot.label for shot, _ in members]}]
+    labels = [literal(shot.label, "shot") for shot, _ in members]
+    parameters = [{"name": "Shot", "type": "STRING", "range": labels}]
     for option, (parameter, kind) in PER_SHOT.items():
         if option in first_line.values:
-            parameters.append({"name": parameter, "type": kind, "range": [line.values[option] for _, line in members]})
+            values = [literal(line.values[option], f"{shot.label}: {parameter}", parameter) for shot, line in members]
+            parameters.append({"name": parameter, "type": kind, "range": values})
     arguments = _command_arguments(first_line, "Task.Param")
     arguments.insert(1, "--name={{Task.Param.Shot}}")
     return {

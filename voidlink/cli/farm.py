@@ -131,7 +131,8 @@ def export(args: argparse.Namespace) -> int:
             label = spec.name or _plate_stem(spec)
             shot = FarmShot(label, spec)
             check_command_line(shot, path)
-            return _write(fmt, [shot], args.output, args.name or f"voidlink remove {label}", args.json, skipped=[])
+            job_name = args.name or f"voidlink remove {label}"
+            return _write(fmt, [shot], args.output, job_name, args.json, skipped=[], source=path)
     plan = _plan(args)
     return export_plan(plan, fmt, args.output, args.backend or "auto", args.json, name=args.name, options=args)
 
@@ -200,7 +201,7 @@ def export_plan(
     finish_arguments = None
     if options is not None:
         finish_arguments = finish_command(plan, options, "{{Param.Backend}}" if fmt == "openjd" else backend)
-    return _write(fmt, shots, output, job_name, as_json, skipped, finish_arguments)
+    return _write(fmt, shots, output, job_name, as_json, skipped, timeline, finish_arguments)
 
 
 def finish_command(plan, options: argparse.Namespace, backend: str) -> list:
@@ -300,8 +301,25 @@ def _plate_stem(spec) -> str:
 
 
 def _write(
-    fmt: str, shots: list, output: str, name: str, as_json: bool, skipped: list, finish: Optional[list] = None
+    fmt: str,
+    shots: list,
+    output: str,
+    name: str,
+    as_json: bool,
+    skipped: list,
+    source: str,
+    finish: Optional[list] = None,
 ) -> int:
+    """Write the job; a value the format cannot carry is refused naming `source` (the JobSpec or timeline)."""
+    try:
+        return _write_job(fmt, shots, output, name, as_json, skipped, finish)
+    except InvalidInput as error:
+        if error.file:
+            raise
+        raise InvalidInput(f"{source}: {error.message}", reason=error.reason, field=error.field, file=source) from None
+
+
+def _write_job(fmt: str, shots: list, output: str, name: str, as_json: bool, skipped: list, finish) -> int:
     if fmt == "commands":
         from voidlink.bridge.farm.commands import write_command_lines
 
