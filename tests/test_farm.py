@@ -120,6 +120,23 @@ def test_job_spec_template_validates_and_openjd_run_matches_voidlink_remove(tmp_
     assert sorted(p.name for p in (tmp_path / "farm range").glob("*.exr")) == ["part.1002.exr", "part.1003.exr"]
 
 
+def test_a_failing_task_fails_the_job_and_the_session_daemon_still_stops(tmp_path, capsys):
+    shot = write_shot(tmp_path / "shot", frames=3, width=32, height=24)
+    spec, job_file = tmp_path / "spec.json", tmp_path / "job.yaml"
+    output = tmp_path / "out" / "clean.####.exr"
+    assert main(["remove", shot.plate, "--mask", shot.mask, "-o", str(output), "--export-spec", str(spec)]) == 0
+    assert main(["farm", "export", "--format", "openjd", str(spec), "-o", str(job_file)]) == 0
+    (shot.folder / "plate.1002.exr").unlink()  # the farm sees a plate with a frame gone
+    env = {key: value for key, value in os.environ.items() if key != "VOIDLINK_ADDRESS"}
+    arguments = [*OPENJD, "run", str(job_file), "-p", f"Voidlink={voidlink_command()}", "-p", "Backend=classical"]
+    done = subprocess.run(arguments, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    log = done.stdout + done.stderr
+    assert done.returncode != 0 and re.search(r"frame\(s\) missing from \S+/plate.####.exr: 1002", log), log
+    stopped = re.search(r"stopped the voidlink daemon \(pid (\d+)\)", log)
+    assert stopped and not process_alive(int(stopped.group(1))), log
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.exr"))
+
+
 def test_conform_farm_writes_one_job_with_a_task_per_runnable_event(tmp_path, daemon, capsys):
     roots = plates(tmp_path / "plates", ["A001C003", "A001C004"])
     job_file = tmp_path / "out" / "cut_job.yaml"
