@@ -172,7 +172,8 @@ def _job_parameters(backend: str) -> list:
         {
             "name": "Weights",
             "type": "STRING",
-            "description": "Folder of the VOID weights on the workers; empty: $VOIDLINK_WEIGHTS of the worker.",
+            "description": "Folder of the VOID weights on the workers; empty: where voidlink finds them there "
+            "($VOIDLINK_WEIGHTS, else the worker user's voidlink data dir).",
             "default": "",
         },
         {

@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     daemon = sub.add_parser("daemon", help="start or stop the voidlink daemon of a farm session (the job runs these)")
     daemon.add_argument("action", choices=["start", "stop"])
     daemon.add_argument("--data-dir", required=True, help="the session's daemon folder (job store, log)")
-    daemon.add_argument("--weights", default="", help="VOID weights folder (empty: $VOIDLINK_WEIGHTS)")
+    daemon.add_argument("--weights", default="", help="VOID weights (empty: $VOIDLINK_WEIGHTS, else the data dir)")
     daemon.add_argument(
         "--address", default="", help="use the daemon already serving here instead of starting one (empty: start one)"
     )
