@@ -31,7 +31,7 @@ SUFFIXES = {"openjd": (".yaml", ".yml", ".json"), "commands": (".json",)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="farm_command", metavar="{export,daemon}")
+    sub = parser.add_subparsers(dest="farm_command", metavar="{export,finish,daemon}")
     sub.required = True
     export = sub.add_parser("export", help="write a farm job for a JobSpec file or a marked timeline")
     export.add_argument(
@@ -46,7 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JOBSPEC.json|TIMELINE",
         help="a JobSpec (`voidlink remove ... --export-spec FILE`), or an EDL/OTIO timeline with VOID: markers",
     )
-    export.add_argument("-o", "--output", required=True, metavar="JOB.yaml", help="the job template to write")
+    export.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="JOB.yaml",
+        help="the job to write (openjd: .yaml/.yml/.json, commands: .json)",
+    )
     export.add_argument("--name", help="the job's name (default: from the shot or the timeline)")
     add_plan_arguments(export)
     add_json(export)
