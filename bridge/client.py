@@ -572,12 +572,14 @@ class Client:
         out = pb.JobSpec()
         out.CopyFrom(spec)
         first_last = (spec.frames.first, spec.frames.last) if spec.HasField("frames") else None
+        clips = {name: local_frames(getattr(out, name).otio_json, f"spec.{name}", first_last) for name in plan.upload}
+        hashes = iter(hash_files([path for frames in clips.values() for _, path in frames]))
         files: list = []
-        for name in plan.upload:
+        for name, frames in clips.items():
             clip = getattr(out, name)
             del clip.uploaded_frames[:]
-            for frame, path in local_frames(clip.otio_json, f"spec.{name}", first_last):
-                ref = clip.uploaded_frames.add(sha256=file_sha256(path), size=os.path.getsize(path), frame=frame)
+            for frame, path in frames:
+                ref = clip.uploaded_frames.add(sha256=next(hashes), size=os.path.getsize(path), frame=frame)
                 files.append((path, ref))
         if plan.stream_back:
             out.output.stream_back = True
@@ -733,7 +735,8 @@ class Client:
         temporary = ""
         try:
             for chunk in stream:
-                if chunk.offset == 0 or (chunk.offset == chunk.size and not chunk.data):
+                data = chunk.data  # each read of the field copies the bytes: once is enough
+                if chunk.offset == 0 or (chunk.offset == chunk.size and not data):
                     if chunk.kind == "output":
                         final = local.path(chunk.frame)
                     else:
@@ -743,7 +746,7 @@ class Client:
                     )
                     progress.files_total = chunk.files_total or progress.files_total
                     progress.bytes_total = chunk.bytes_total or progress.bytes_total
-                    if chunk.offset == chunk.size and not chunk.data:
+                    if chunk.offset == chunk.size and not data:
                         # The daemon names a file this client already holds whole: nothing to write.
                         if chunk.relative_path not in whole or whole[chunk.relative_path][2] != chunk.sha256:
                             raise errors.VoidlinkError(
@@ -757,11 +760,11 @@ class Client:
                     whole.pop(chunk.relative_path, None)
                     handle = open(temporary, "wb")
                     digest = hashlib.sha256()
-                handle.write(chunk.data)
-                digest.update(chunk.data)
-                self.stats.bytes_received += len(chunk.data)
-                progress.bytes_done += len(chunk.data)
-                if chunk.offset + len(chunk.data) >= chunk.size:
+                handle.write(data)
+                digest.update(data)
+                self.stats.bytes_received += len(data)
+                progress.bytes_done += len(data)
+                if chunk.offset + len(data) >= chunk.size:
                     handle.close()
                     handle = None
                     if chunk.sha256 != digest.hexdigest():
@@ -892,12 +895,29 @@ def _writable_here(path: str) -> bool:
     return os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)
 
 
+def hash_files(paths: Sequence[str], workers: Optional[int] = None) -> list:
+    """`file_sha256` of each path, several files at once: hashing lets go of the GIL, so on a
+    workstation's cores a shot's frames hash in a fraction of the time one core takes."""
+    if workers is None:
+        workers = min(8, os.cpu_count() or 1)
+    if workers <= 1 or len(paths) <= 1:
+        return [file_sha256(path) for path in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voidlink-hash") as pool:
+        return list(pool.map(file_sha256, paths))
+
+
 def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    buffer = bytearray(1 << 20)  # read into one buffer: no new bytes object per block
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while True:
+            read = handle.readinto(buffer)
+            if not read:
+                return digest.hexdigest()
+            digest.update(view[:read])
 
 
 def local_frames(otio_json: str, field: str, frames: Optional[tuple] = None) -> list:

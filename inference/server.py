@@ -224,15 +224,18 @@ class VoidLinkService(rpc.VoidLinkServicer):
         touched: set[str] = set()
         try:
             for chunk in request_iterator:
+                if getattr(chunk, "malformed", ""):
+                    raise InvalidInput(f"a frame chunk that is not a FrameChunk: {chunk.malformed}", reason="BAD_CHUNK")
                 touched.add(chunk.sha256)
-                received += len(chunk.data)
+                data = chunk.data  # a pb.FrameChunk copies the bytes at each read of the field: once is enough
+                received += len(data)
                 if received > limit:
                     raise LimitExceeded(
                         f"this upload passed {format_size(limit)}, the most this daemon takes per job (--max-upload); "
                         "split the shot into shorter jobs",
                         reason="UPLOAD_TOO_LARGE",
                     )
-                stored, complete = self.daemon.cache.write(chunk)
+                stored, complete = self.daemon.cache.write(chunk, data)
                 if complete and chunk.sha256 not in pinned:
                     # Keep this stream's frames from being evicted by its own later frames.
                     self.daemon.cache.pin([chunk.sha256])
@@ -438,6 +441,97 @@ def _without_preview(event: pb.JobEvent) -> pb.JobEvent:
     return copy
 
 
+class FrameChunkView:
+    """A FrameChunk read straight from its wire bytes, `data` a view into them.
+
+    The generated parser copies a chunk's bytes into the message and again at each read of `data`;
+    frames are most of what a streaming client sends, so UploadFrames reads them in place."""
+
+    __slots__ = ("sha256", "size", "offset", "data", "malformed")
+
+    def __init__(self) -> None:
+        self.sha256 = ""
+        self.size = 0
+        self.offset = 0
+        self.data: memoryview = memoryview(b"")
+        self.malformed = ""
+
+
+def _varint(raw: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = raw[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def parse_frame_chunk(raw: bytes) -> FrameChunkView:
+    """FrameChunk fields 1-4 from protobuf wire bytes; unknown fields are skipped, as protobuf does.
+    A message that does not parse comes back with `malformed` set (the RPC refuses it by name)."""
+    chunk = FrameChunkView()
+    view = memoryview(raw)
+    pos, end = 0, len(raw)
+    try:
+        while pos < end:
+            key, pos = _varint(raw, pos)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                value, pos = _varint(raw, pos)
+                value = value - (1 << 64) if value >= 1 << 63 else value  # int64: two's complement
+                if number == 2:
+                    chunk.size = value
+                elif number == 3:
+                    chunk.offset = value
+            elif wire == 2:
+                length, pos = _varint(raw, pos)
+                if pos + length > end:
+                    raise ValueError(f"field {number} runs past the end of the message")
+                if number == 1:
+                    chunk.sha256 = str(view[pos : pos + length], "utf-8")
+                elif number == 4:
+                    chunk.data = view[pos : pos + length]
+                pos += length
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:
+                raise ValueError(f"wire type {wire} of field {number} is not one protobuf uses here")
+        if pos != end:
+            raise ValueError("the last field runs past the end of the message")
+    except (ValueError, IndexError, UnicodeDecodeError) as error:
+        chunk.malformed = str(error) or "truncated message"
+    return chunk
+
+
+class _Registrar:
+    """Passes the generated service registration on to the server with some methods' handlers replaced."""
+
+    def __init__(self, server: grpc.Server, replacements: dict) -> None:
+        self.server = server
+        self.replacements = replacements
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        self.server.add_generic_rpc_handlers(
+            tuple(_ReplacingHandler(handler, self.replacements) for handler in handlers)
+        )
+
+    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
+        self.server.add_registered_method_handlers(service, {**handlers, **self.replacements})
+
+
+class _ReplacingHandler(grpc.GenericRpcHandler):
+    def __init__(self, handler: grpc.GenericRpcHandler, replacements: dict) -> None:
+        self.handler = handler
+        self.replacements = {f"/{SERVICE_NAME}/{name}": method for name, method in replacements.items()}
+
+    def service(self, handler_call_details):
+        return self.replacements.get(handler_call_details.method) or self.handler.service(handler_call_details)
+
+
 class DaemonStore(JobStore):
     """The job store, plus jobs stored before their frames arrived (JOB_STATE_UPLOADING): listed,
     watched and cancelled like any job, never claimed by the scheduler until `queue_uploaded`."""
@@ -564,7 +658,13 @@ class Daemon:
                     ("grpc.max_send_message_length", security.max_message_bytes),
                 ],
             )
-            rpc.add_VoidLinkServicer_to_server(VoidLinkService(self), self.server)
+            service = VoidLinkService(self)
+            upload = grpc.stream_stream_rpc_method_handler(
+                service.UploadFrames,
+                request_deserializer=parse_frame_chunk,
+                response_serializer=pb.FrameAck.SerializeToString,
+            )
+            rpc.add_VoidLinkServicer_to_server(service, _Registrar(self.server, {"UploadFrames": upload}))
             self.health = health.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
             if loopback or tokens is not None:

@@ -108,8 +108,12 @@ class FrameCache:
                 else:
                     self._pins.pop(sha, None)
 
-    def write(self, chunk: pb.FrameChunk) -> tuple[int, bool]:
-        """Store one chunk at its offset; returns (bytes stored, complete). Verifies the hash at the end."""
+    def write(self, chunk: pb.FrameChunk, data: Optional[bytes] = None) -> tuple[int, bool]:
+        """Store one chunk at its offset; returns (bytes stored, complete). Verifies the hash at the end.
+
+        `data`: the chunk's bytes when the caller holds them already (each read of `chunk.data` copies them)."""
+        if data is None:
+            data = chunk.data
         sha = check_sha(chunk.sha256, "chunk.sha256")
         if chunk.size <= 0:
             raise InvalidInput(f"frame {sha[:12]}: size {chunk.size} is not positive", reason="BAD_SIZE", field="size")
@@ -122,7 +126,7 @@ class FrameCache:
         with self._stripes[int(sha[:2], 16) % len(self._stripes)]:
             current = self._open.get(sha)
             if current is not None and current[0] == chunk.offset:
-                return self._append(sha, chunk, current[1], current[2])
+                return self._append(sha, chunk, data, current[1], current[2])
             self._close(sha)
             present, stored = self.status(sha)
             if present:
@@ -140,7 +144,7 @@ class FrameCache:
                 with open(partial, "rb") as existing:
                     for block in iter(lambda: existing.read(1 << 20), b""):
                         hasher.update(block)
-            return self._append(sha, chunk, hasher, open(partial, "ab"))
+            return self._append(sha, chunk, data, hasher, open(partial, "ab"))
 
     def _close(self, sha: str) -> None:
         current = self._open.pop(sha, None)
@@ -155,8 +159,8 @@ class FrameCache:
             with self._stripes[int(sha[:2], 16) % len(self._stripes)]:
                 self._close(sha)
 
-    def _append(self, sha: str, chunk: pb.FrameChunk, hasher, handle) -> tuple[int, bool]:
-        end = chunk.offset + len(chunk.data)
+    def _append(self, sha: str, chunk: pb.FrameChunk, data: bytes, hasher, handle) -> tuple[int, bool]:
+        end = chunk.offset + len(data)
         if end > chunk.size:
             self._open.pop(sha, None)
             handle.close()
@@ -165,9 +169,9 @@ class FrameCache:
                 reason="BAD_SIZE",
                 field="data",
             )
-        handle.write(chunk.data)
+        handle.write(data)
         handle.flush()  # acknowledged bytes are in the file, whatever happens to this process next
-        hasher.update(chunk.data)
+        hasher.update(data)
         if end < chunk.size:
             self._open[sha] = (end, hasher, handle)
             return end, False

@@ -556,3 +556,23 @@ def test_a_job_waiting_for_its_frames_survives_a_daemon_restart(tmp_path, source
     assert len(daemons) == 2 and client.stats.resumes == 1
     assert final.state == pb.JOB_STATE_SUCCEEDED and final.attempts == 1
     assert all(p.is_file() for p in _frames(str(tmp_path / "ws" / "out" / "c.####.exr"), 1001, 1003))
+
+
+def test_upload_chunks_are_read_in_place_as_protobuf_reads_them(studio):
+    from voidlink.inference.server import parse_frame_chunk
+
+    chunk = pb.FrameChunk(sha256="ab" * 32, size=5_000_000_000, offset=-1, data=bytes(range(256)) * 40)
+    unknown = bytes([0x28, 0x07, 0x32, 0x02, 0x68, 0x69])  # fields 5 and 6 of a newer client: skipped
+    view = parse_frame_chunk(unknown + chunk.SerializeToString())
+    assert (view.sha256, view.size, view.offset, bytes(view.data)) == (chunk.sha256, chunk.size, -1, chunk.data)
+    assert not view.malformed and parse_frame_chunk(chunk.SerializeToString()[:-3]).malformed
+
+    daemon = studio[0]
+    upload = grpc.insecure_channel(daemon.address).stream_stream(
+        "/voidlink.v1.VoidLink/UploadFrames",
+        request_serializer=lambda raw: raw,
+        response_deserializer=pb.FrameAck.FromString,
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        list(upload(iter([b"\x0a\xff"])))  # a length that runs past the end
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a FrameChunk" in caught.value.details()
