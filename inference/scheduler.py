@@ -1,5 +1,8 @@
 """Scheduler: runs queued jobs one at a time per device, by priority then submission order.
 
+Where a job runs is the executor's business: in the daemon's process by default, on a pool of
+workers (`voidlink.inference.cluster`) when the daemon fronts one.
+
 The job's own state lives in the JobStore; the scheduler only keeps what a running job needs in
 memory (its cancel flag). Backends stay resident in the BackendRegistry between jobs.
 """
@@ -10,7 +13,7 @@ import logging
 import threading
 import time
 import traceback
-from typing import Optional
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 from voidlink.inference import pipeline
@@ -115,9 +118,69 @@ def _preview(image: np.ndarray, frame: int) -> pb.Preview:
     return pb.Preview(width=rgb.shape[1], height=rgb.shape[0], png=png.tobytes() if ok else b"", frame=frame)
 
 
+class Executor(Protocol):
+    """Where the scheduler's jobs run: in this process (`LocalExecutor`) or on a pool of workers.
+
+    The scheduler keeps the job's state, its events and its cancel flag; an executor only turns a
+    prepared job into a result. `slots` is how many jobs it runs at once."""
+
+    slots: int
+
+    def resolve(self, requested: str) -> str: ...
+
+    def execute(
+        self,
+        job: pb.Job,
+        prepared: pipeline.PreparedJob,
+        backend_name: str,
+        progress: pipeline.ProgressSink,
+        cancelled: Callable[[], bool],
+    ) -> pb.JobResult: ...
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """Runs jobs in the daemon's own process, one per device, on backends kept in the registry."""
+
+    def __init__(self, registry: BackendRegistry, devices: int = 1) -> None:
+        self.registry = registry
+        self.slots = devices
+
+    def resolve(self, requested: str) -> str:
+        return self.registry.resolve(requested)
+
+    def execute(
+        self,
+        job: pb.Job,
+        prepared: pipeline.PreparedJob,
+        backend_name: str,
+        progress: pipeline.ProgressSink,
+        cancelled: Callable[[], bool],
+    ) -> pb.JobResult:
+        progress.stage("load", f"loading the {backend_name} backend")
+        backend = self.registry.get(backend_name)
+        request = backend_request(job.spec, prepared.first, prepared.last, cancelled, progress.log)
+        return pipeline.run_job(
+            prepared, backend, job_id=job.id, progress=progress, cancelled=cancelled, request=request
+        )
+
+    def close(self) -> None:
+        pass
+
+
 class Scheduler:
-    def __init__(self, store: JobStore, bus: EventBus, registry: BackendRegistry, devices: int = 1) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        bus: EventBus,
+        registry: BackendRegistry,
+        devices: int = 1,
+        executor: Optional[Executor] = None,
+    ) -> None:
         self.store, self.bus, self.registry = store, bus, registry
+        self.executor: Executor = executor or LocalExecutor(registry, devices)
+        devices = self.executor.slots
         self._wake = threading.Condition()
         self._stopping = False
         self._cancel: dict[str, threading.Event] = {}
@@ -146,6 +209,7 @@ class Scheduler:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(max(0.0, deadline - time.monotonic()))
+        self.executor.close()
 
     def running(self) -> int:
         return len(self._cancel)
@@ -190,13 +254,8 @@ class Scheduler:
         try:
             progress.stage("validate")
             prepared = pipeline.prepare_job(job.spec)
-            backend_name = self.registry.resolve(job.spec.params.backend)
-            progress.stage("load", f"loading the {backend_name} backend")
-            backend = self.registry.get(backend_name)
-            request = backend_request(job.spec, prepared.first, prepared.last, flag.is_set, progress.log)
-            result = pipeline.run_job(
-                prepared, backend, job_id=job.id, progress=progress, cancelled=flag.is_set, request=request
-            )
+            backend_name = self.executor.resolve(job.spec.params.backend)
+            result = self.executor.execute(job, prepared, backend_name, progress, flag.is_set)
         except (JobCancelled, Cancelled):
             if self._stopping:
                 self.store.requeue(job.id, "interrupted by daemon shutdown; resumes at the next start")
@@ -214,14 +273,10 @@ class Scheduler:
             self._discard(prepared, job.id)
             self.store.append_log(job.id, traceback.format_exc())
             detail = pb.ErrorDetail(reason="INTERNAL", message=f"{type(error).__name__}: {error}")
-            self._publish_final(
-                self.store.finish(job.id, pb.JOB_STATE_FAILED, message=detail.message, error=detail)
-            )
+            self._publish_final(self.store.finish(job.id, pb.JOB_STATE_FAILED, message=detail.message, error=detail))
         else:
             message = f"{result.frames.last - result.frames.first + 1} frames written to {result.output_pattern}"
-            self._publish_final(
-                self.store.finish(job.id, pb.JOB_STATE_SUCCEEDED, message=message, result=result)
-            )
+            self._publish_final(self.store.finish(job.id, pb.JOB_STATE_SUCCEEDED, message=message, result=result))
 
     def _discard(self, prepared, job_id: str) -> None:
         if prepared is None:

@@ -31,7 +31,7 @@ from grpc_reflection.v1alpha import reflection
 from voidlink.inference import pipeline
 from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
 from voidlink.inference.events import EventBus
-from voidlink.inference.scheduler import Scheduler, error_detail
+from voidlink.inference.scheduler import Executor, Scheduler, error_detail
 from voidlink.inference.security import (
     AuthInterceptor,
     LimitExceeded,
@@ -610,8 +610,10 @@ class Daemon:
         weights: Optional[str] = None,
         max_workers: int = 16,
         security: Optional[SecurityConfig] = None,
+        executor: Optional[Executor] = None,
     ) -> None:
         self.listen = listen
+        self.executor = executor  # None: jobs run in this process; else where it sends them (a Ray pool)
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.security = security or SecurityConfig()
         self.warnings: list[str] = []
@@ -674,7 +676,7 @@ class Daemon:
                     self.server,
                 )
             self.address = self._bind()
-            self.scheduler = Scheduler(self.store, self.bus, self.registry)
+            self.scheduler = Scheduler(self.store, self.bus, self.registry, executor=self.executor)
             self.server.start()
             self.scheduler.start()
             self._follow_uploading_jobs()

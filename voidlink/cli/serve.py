@@ -39,6 +39,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     security.add_argument(
         "--config", help="studio config (JSON with roots, tokens_file, path_map; default: $VOIDLINK_CONFIG)"
     )
+    cluster = parser.add_argument_group("Ray pool (pip install 'voidlink[cluster]')")
+    cluster.add_argument(
+        "--cluster",
+        metavar="ray://HOST:PORT|auto",
+        help="run jobs on Ray actors that keep their backend loaded: a running cluster's client address, "
+        "or auto for a local Ray started with the daemon; workers must see the job's paths (shared storage)",
+    )
+    cluster.add_argument(
+        "--cluster-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU workers for the classical backend (default: the CPU count, capped at 8); "
+        "one VOID worker is added per GPU of the cluster",
+    )
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-message", default="16M", help="largest gRPC message accepted (default 16M)")
     limits.add_argument("--max-upload", default="64G", help="most frame bytes uploaded per job (default 64G)")
@@ -64,6 +79,30 @@ def security_config(args: argparse.Namespace):
     )
 
 
+def cluster_executor(args: argparse.Namespace):
+    """The Ray pool's executor, started (every worker ready), when --cluster is given; else None.
+
+    Ray is imported only here, so a daemon without --cluster starts without it installed."""
+    if not args.cluster:
+        if args.cluster_workers is not None:
+            print("voidlink serve: --cluster-workers needs --cluster", file=sys.stderr)
+            raise SystemExit(2)
+        return None
+    from voidlink.inference.cluster import RayExecutor
+
+    workers = args.cluster_workers if args.cluster_workers is not None else min(os.cpu_count() or 1, 8)
+    executor = RayExecutor(args.cluster, cpu_workers=workers, weights=args.weights)
+    try:
+        pool = executor.start()
+    except BaseException:
+        executor.close()
+        raise
+    for worker in pool:
+        kind = "GPU" if worker["gpu"] else "CPU"
+        print(f"voidlink: {kind} worker {worker['name']} ready (pid {worker['pid']} on {worker['host']})", flush=True)
+    return executor
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
@@ -73,8 +112,16 @@ def run(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     listen = args.listen or os.environ.get("VOIDLINK_LISTEN") or DEFAULT_ADDRESS
-    daemon = Daemon(listen=listen, data_dir=args.data_dir, weights=args.weights, security=security_config(args))
-    address = daemon.start()
+    executor = cluster_executor(args)
+    daemon = Daemon(
+        listen=listen, data_dir=args.data_dir, weights=args.weights, security=security_config(args), executor=executor
+    )
+    try:
+        address = daemon.start()
+    except BaseException:
+        if executor is not None:
+            executor.close()
+        raise
     for warning in daemon.warnings:
         print(f"voidlink: WARNING: {warning}", file=sys.stderr, flush=True)
     # Tests and ensure_daemon() read this line to learn the bound port.

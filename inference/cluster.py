@@ -1,0 +1,514 @@
+"""A Ray pool behind the daemon: `voidlink serve --cluster ray://HOST:PORT | auto`.
+
+The daemon stays the front end (gRPC, job store, events, cancel, resume); `RayExecutor` hands each
+job the scheduler claims to a Ray actor (`PoolWorker`), which keeps its backends loaded between
+jobs. One CPU actor per `--cluster-workers` slot runs the classical backend; one actor per GPU of
+the cluster runs VOID (and classical when no CPU actor is free).
+
+Workers share storage with the daemon: they read the sources and write the outputs at the paths
+of the job, in the job's staging folder, exactly as the daemon would. A worker that dies mid-job
+leaves its finished frames staged (each written to a temporary name, then renamed); the job goes
+to another worker, whose `run_job` renders only the frames not staged yet.
+
+Ray is imported only here, and this module only when the daemon is told to front a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+from voidlink.inference import pipeline
+from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
+from voidlink.inference.backends.base import Cancelled
+from voidlink.inference.scheduler import backend_request, error_detail
+from voidlink.protos import pb
+
+from voidlink.errors import InvalidInput, JobCancelled, Unavailable, VoidlinkError
+
+log = logging.getLogger("voidlink.cluster")
+
+# How long one poll of a worker waits for events: the latency of progress and of a cancel.
+POLL_SECONDS = 0.1
+# A job whose workers keep dying is failed after this many of them, rather than tried forever.
+MAX_ATTEMPTS = 3
+# Jobs a worker remembers as finished, so a late poll learns the job is over.
+_FINISHED_MEMORY = 256
+
+
+def parse_cluster(value: str) -> str:
+    """`auto` or `ray://HOST:PORT`; raises naming the flag otherwise."""
+    value = (value or "").strip()
+    if value == "auto":
+        return value
+    if value.startswith("ray://"):
+        host, _, port = value[len("ray://") :].rpartition(":")
+        if host and port.isdigit():
+            return value
+    raise InvalidInput(
+        f"--cluster: '{value}' is neither 'auto' (a local Ray started by the daemon) nor ray://HOST:PORT "
+        "(the Ray client address of a running cluster, port 10001 by default)",
+        reason="BAD_CLUSTER_ADDRESS",
+        field="cluster",
+    )
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError as error:
+        raise Unavailable(
+            "--cluster needs Ray, which is not installed here: pip install 'voidlink[cluster]' "
+            "(the same voidlink and Ray versions on every node of the cluster)",
+            reason="RAY_NOT_INSTALLED",
+            field="cluster",
+        ) from error
+    return ray
+
+
+# -- the worker: runs inside a Ray actor ---------------------------------------------------------
+
+
+class _Recorder:
+    """A job's progress on a worker, buffered until the daemon polls it, and its cancel flag."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.changed = threading.Condition()
+        self.cancel = threading.Event()
+        self.frames = 0
+
+    def _add(self, event: tuple) -> None:
+        with self.changed:
+            self.events.append(event)
+            self.changed.notify_all()
+
+    def stage(self, name: str, message: str = "") -> None:
+        self._add(("stage", name, message))
+
+    def frame_written(self, frame: int, done: int, total: int, preview: Optional[np.ndarray]) -> None:
+        self.frames += 1
+        self._add(("frame", frame, done, total, preview))
+
+    def log(self, message: str) -> None:
+        self._add(("log", message))
+
+    def take(self, wait: float) -> list[tuple]:
+        with self.changed:
+            if not self.events and wait > 0:
+                self.changed.wait(wait)
+            events, self.events = self.events, []
+        return events
+
+
+class PoolWorker:
+    """One worker of the pool (a Ray actor): a backend registry kept loaded, and `run_job`.
+
+    Its methods run on threads of their own (the actor is created with max_concurrency > 1), so
+    the daemon polls progress and sets the cancel flag while `run` works."""
+
+    def __init__(self, name: str, weights: Optional[str], cpus: int) -> None:
+        self.name = name
+        self.registry = BackendRegistry(weights)
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Recorder] = {}
+        self._finished: dict[str, None] = {}
+        self._counts = {"jobs": 0, "frames": 0, "cancelled": 0, "failed": 0}
+        if cpus > 0:
+            # A CPU slot is one share of the node: the libraries' own thread pools keep to it, so
+            # actors side by side do not fight over the same cores.
+            import cv2
+            import OpenImageIO as oiio
+
+            cv2.setNumThreads(cpus)
+            oiio.attribute("threads", cpus)
+
+    def hello(self) -> dict:
+        return {"name": self.name, "pid": os.getpid(), "host": socket.gethostname(), "loaded": self.loaded()}
+
+    def loaded(self) -> list[str]:
+        return [name for name in BACKEND_NAMES if self.registry.is_loaded(name)]
+
+    def availability(self, backend: str) -> tuple[bool, str]:
+        state = self.registry.availability(backend)
+        return state.available, state.reason
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {**self._counts, "name": self.name, "pid": os.getpid(), "loaded": self.loaded()}
+
+    def _recorder(self, job_id: str) -> Optional[_Recorder]:
+        with self._lock:
+            if job_id in self._finished:
+                return None
+            return self._jobs.setdefault(job_id, _Recorder())
+
+    def poll(self, job_id: str, cancel: bool, wait: float) -> tuple[list[tuple], bool]:
+        """Events since the last poll (waiting up to `wait` for one), and whether the job is over."""
+        recorder = self._recorder(job_id)
+        if recorder is None:
+            return [], True
+        if cancel:
+            recorder.cancel.set()
+        return recorder.take(wait), False
+
+    def run(self, job_id: str, spec_bytes: bytes, backend_name: str) -> dict:
+        with self._lock:
+            self._finished.pop(job_id, None)
+        recorder = self._recorder(job_id)
+        assert recorder is not None
+        outcome: dict[str, Any] = {"worker": self.name, "pid": os.getpid()}
+        started = time.monotonic()
+        try:
+            spec = pb.JobSpec.FromString(spec_bytes)
+            prepared = pipeline.prepare_job(spec)
+            was_loaded = self.registry.is_loaded(backend_name)
+            recorder.stage("load", f"loading the {backend_name} backend" + (" (resident)" if was_loaded else ""))
+            backend = self.registry.get(backend_name)
+            cancelled = recorder.cancel.is_set
+            request = backend_request(spec, prepared.first, prepared.last, cancelled, recorder.log)
+            result = pipeline.run_job(
+                prepared, backend, job_id=job_id, progress=recorder, cancelled=cancelled, request=request
+            )
+            outcome.update(state="succeeded", result=result.SerializeToString())
+            counted = "jobs"
+        except (JobCancelled, Cancelled):
+            outcome["state"] = "cancelled"
+            counted = "cancelled"
+        except VoidlinkError as error:
+            outcome.update(state="failed", error=error_detail(error).SerializeToString())
+            counted = "failed"
+        except Exception as error:  # reported to the daemon like a local job's unexpected error
+            outcome.update(state="internal", message=f"{type(error).__name__}: {error}", trace=traceback.format_exc())
+            counted = "failed"
+        outcome["seconds"] = time.monotonic() - started
+        outcome["loaded"] = self.loaded()
+        with self._lock, recorder.changed:
+            # Events not polled yet go back with the outcome: the daemon replays them before it.
+            outcome["events"], recorder.events = recorder.events, []
+            self._jobs.pop(job_id, None)
+            self._finished[job_id] = None
+            while len(self._finished) > _FINISHED_MEMORY:
+                self._finished.pop(next(iter(self._finished)))
+            self._counts[counted] += 1
+            self._counts["frames"] += recorder.frames
+        return outcome
+
+
+# -- the daemon's side ---------------------------------------------------------------------------
+
+
+class WorkerLost(Exception):
+    """The worker running a job died (its process, or its node)."""
+
+
+@dataclass
+class _Worker:
+    name: str
+    handle: Any
+    gpu: bool
+    state: str = "starting"  # starting | idle | busy | lost
+    pid: int = 0
+    host: str = ""
+    loaded: set = field(default_factory=set)
+    job_id: str = ""
+
+
+class RayExecutor:
+    """The scheduler's executor for a Ray pool: places jobs on actors, relays progress and cancel.
+
+    Placement: an idle worker that already has the job's backend loaded, else any idle worker that
+    can run it (GPU workers for VOID; for classical, CPU workers before GPU ones)."""
+
+    def __init__(self, address: str, cpu_workers: int = 2, weights: Optional[str] = None) -> None:
+        self.address = parse_cluster(address)
+        if cpu_workers < 0:
+            raise InvalidInput(
+                f"--cluster-workers: {cpu_workers} is negative", reason="BAD_WORKER_COUNT", field="cluster_workers"
+            )
+        self.cpu_workers = cpu_workers
+        self.weights = weights
+        self.ray = import_ray()
+        self._started_ray = False
+        self._cond = threading.Condition()
+        self._workers: list[_Worker] = []
+        self._prefix = f"voidlink-{uuid.uuid4().hex[:6]}"
+        self._count = 0
+        self._closed = False
+        self.slots = 0
+
+    # -- pool ------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 120.0) -> list[dict]:
+        """Connect to (or start) Ray and wait for every worker to be ready; returns their hello."""
+        ray = self.ray
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if self.address == "auto":
+                options["num_cpus"] = max(self.cpu_workers, 1)
+                self._started_ray = True
+                ray.init(**options)
+            else:
+                try:
+                    ray.init(address=self.address, **options)
+                except Exception as error:
+                    raise Unavailable(
+                        f"--cluster: cannot connect to the Ray cluster at {self.address}: {error}",
+                        reason="CLUSTER_UNREACHABLE",
+                        field="cluster",
+                    ) from error
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        for _ in range(self.cpu_workers):
+            self._spawn(gpu=False)
+        for _ in range(gpus):
+            self._spawn(gpu=True)
+        if not self._workers:
+            raise Unavailable(
+                "--cluster: the pool has no worker (--cluster-workers 0 and no GPU in the cluster)",
+                reason="EMPTY_POOL",
+                field="cluster_workers",
+            )
+        self.slots = len(self._workers)
+        deadline = time.monotonic() + timeout
+        for worker in list(self._workers):
+            self._await_ready(worker, max(1.0, deadline - time.monotonic()))
+            if worker.state != "idle":
+                raise Unavailable(
+                    f"--cluster: worker {worker.name} did not start within {timeout:.0f} s; is voidlink "
+                    "installed on the cluster's nodes (the same version as this daemon)?",
+                    reason="WORKER_DID_NOT_START",
+                    field="cluster",
+                )
+        return [self._describe(w) for w in self._workers]
+
+    def _spawn(self, gpu: bool) -> _Worker:
+        actor_class = self.ray.remote(PoolWorker)
+        name = f"{self._prefix}-{'gpu' if gpu else 'cpu'}-{self._count}"
+        self._count += 1
+        resources = {"num_cpus": 0, "num_gpus": 1} if gpu else {"num_cpus": 1}
+        handle = actor_class.options(name=name, max_concurrency=4, **resources).remote(
+            name, self.weights, 0 if gpu else 1
+        )
+        worker = _Worker(name, handle, gpu)
+        with self._cond:
+            self._workers.append(worker)
+        return worker
+
+    def _await_ready(self, worker: _Worker, timeout: float) -> None:
+        try:
+            hello = self.ray.get(worker.handle.hello.remote(), timeout=timeout)
+        except Exception:
+            log.exception("worker %s did not start", worker.name)
+            with self._cond:
+                worker.state = "lost"
+            return
+        with self._cond:
+            worker.pid, worker.host, worker.loaded = hello["pid"], hello["host"], set(hello["loaded"])
+            if worker.state == "starting":
+                worker.state = "idle"
+            self._cond.notify_all()
+        log.info("worker %s ready: pid %d on %s", worker.name, worker.pid, worker.host)
+
+    def _replace(self, lost: _Worker) -> None:
+        """Drop a dead worker and start another in its place, so the pool keeps its size."""
+        with self._cond:
+            lost.state = "lost"
+            if lost in self._workers:
+                self._workers.remove(lost)
+            if self._closed:
+                return
+        try:
+            self.ray.kill(lost.handle, no_restart=True)
+        except Exception:  # already gone with its node
+            pass
+        worker = self._spawn(lost.gpu)
+        threading.Thread(
+            target=self._await_ready, args=(worker, 120.0), name=f"voidlink-start-{worker.name}", daemon=True
+        ).start()
+
+    def workers(self) -> list[dict]:
+        """Each worker's name, pid, host, state and resident backends, as the daemon last saw them."""
+        with self._cond:
+            return [self._describe(w) for w in self._workers]
+
+    def worker_stats(self) -> list[dict]:
+        """What each live worker says it did: jobs, frames, cancelled and failed jobs."""
+        with self._cond:
+            handles = [w.handle for w in self._workers if w.state in ("idle", "busy")]
+        return self.ray.get([h.stats.remote() for h in handles], timeout=30)
+
+    @staticmethod
+    def _describe(worker: _Worker) -> dict:
+        return {
+            "name": worker.name,
+            "pid": worker.pid,
+            "host": worker.host,
+            "gpu": worker.gpu,
+            "state": worker.state,
+            "loaded": sorted(worker.loaded),
+            "job_id": worker.job_id,
+        }
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            workers, self._workers = self._workers, []
+            self._cond.notify_all()
+        for worker in workers:
+            try:
+                self.ray.kill(worker.handle, no_restart=True)
+            except Exception:
+                pass
+        if self._started_ray and self.ray.is_initialized():
+            self.ray.shutdown()
+
+    # -- placement ---------------------------------------------------------------------------
+
+    def resolve(self, requested: str) -> str:
+        requested = (requested or "auto").strip().lower()
+        if requested not in ("auto", *BACKEND_NAMES):
+            raise InvalidInput(
+                f"unknown backend '{requested}' (choose auto, {', '.join(BACKEND_NAMES)})",
+                reason="UNKNOWN_BACKEND",
+                field="spec.params.backend",
+            )
+        with self._cond:
+            gpu_workers = [w for w in self._workers if w.gpu]
+        if requested == "classical":
+            return requested
+        if gpu_workers:
+            available, reason = self.ray.get(gpu_workers[0].handle.availability.remote("void"), timeout=60)
+            if available:
+                return "void"
+            if requested == "void":
+                raise Unavailable(reason, reason="BACKEND_UNAVAILABLE", field="spec.params.backend")
+        elif requested == "void":
+            raise Unavailable(
+                "void: the pool has no GPU worker", reason="BACKEND_UNAVAILABLE", field="spec.params.backend"
+            )
+        return "classical"
+
+    def _acquire(self, backend_name: str, cancelled: Callable[[], bool]) -> _Worker:
+        with self._cond:
+            while True:
+                if cancelled():
+                    raise JobCancelled("cancelled while waiting for a worker")
+                if self._closed:
+                    raise JobCancelled("the pool is closing")
+                able = [w for w in self._workers if w.gpu or backend_name != "void"]
+                if not able:
+                    raise Unavailable(
+                        f"no worker of the pool can run the {backend_name} backend",
+                        reason="BACKEND_UNAVAILABLE",
+                        field="spec.params.backend",
+                    )
+                idle = [w for w in able if w.state == "idle"]
+                if idle:
+                    # Resident backend first; for classical, keep GPU workers for VOID while a CPU one is free.
+                    worker = min(idle, key=lambda w: (backend_name not in w.loaded, w.gpu and backend_name != "void"))
+                    worker.state = "busy"
+                    return worker
+                self._cond.wait(POLL_SECONDS)
+
+    def _release(self, worker: _Worker) -> None:
+        with self._cond:
+            worker.job_id = ""
+            if worker.state == "busy":
+                worker.state = "idle"
+            self._cond.notify_all()
+
+    # -- running a job ---------------------------------------------------------------------
+
+    def execute(
+        self,
+        job: pb.Job,
+        prepared: pipeline.PreparedJob,
+        backend_name: str,
+        progress: pipeline.ProgressSink,
+        cancelled: Callable[[], bool],
+    ) -> pb.JobResult:
+        # The daemon's own prepared job checked the paths (and the roots); the worker prepares its own.
+        prepared.close()
+        spec_bytes = job.spec.SerializeToString()
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            worker = self._acquire(backend_name, cancelled)
+            try:
+                return self._run_on(worker, job.id, spec_bytes, backend_name, progress, cancelled)
+            except WorkerLost as lost:
+                message = f"worker {worker.name} was lost ({lost}); its unfinished frames go to another worker"
+                log.warning("job %s: %s", job.id, message)
+                progress.log(message)
+                self._replace(worker)
+                if attempt == MAX_ATTEMPTS:
+                    raise VoidlinkError(
+                        f"{MAX_ATTEMPTS} workers of the pool died running this job; the frames they finished "
+                        "are kept and the job resumes from there when submitted again",
+                        reason="WORKERS_LOST",
+                    ) from lost
+            finally:
+                self._release(worker)
+        raise AssertionError("unreachable")
+
+    def _run_on(
+        self,
+        worker: _Worker,
+        job_id: str,
+        spec_bytes: bytes,
+        backend_name: str,
+        progress: pipeline.ProgressSink,
+        cancelled: Callable[[], bool],
+    ) -> pb.JobResult:
+        ray = self.ray
+        worker.job_id = job_id
+        log.info("job %s runs on %s (pid %d on %s)", job_id, worker.name, worker.pid, worker.host)
+        try:
+            running = worker.handle.run.remote(job_id, spec_bytes, backend_name)
+            while True:
+                events, finished = ray.get(worker.handle.poll.remote(job_id, cancelled(), POLL_SECONDS))
+                _replay(events, progress)
+                done, _ = ray.wait([running], timeout=0)
+                if done or finished:
+                    outcome = ray.get(running)
+                    break
+        except ray.exceptions.RayActorError as error:
+            raise WorkerLost(type(error).__name__) from error
+        _replay(outcome["events"], progress)
+        with self._cond:
+            worker.loaded = set(outcome["loaded"])
+        state = outcome["state"]
+        if state == "succeeded":
+            return pb.JobResult.FromString(outcome["result"])
+        if state == "cancelled":
+            log.info("job %s: cancelled on %s", job_id, worker.name)
+            raise JobCancelled("cancelled")
+        if state == "failed":
+            detail = pb.ErrorDetail.FromString(outcome["error"])
+            raise VoidlinkError(
+                detail.message,
+                reason=detail.reason,
+                field=detail.field,
+                file=detail.file,
+                frame=detail.frame if detail.HasField("frame") else None,
+                frames=list(detail.frames),
+            )
+        progress.log(outcome["trace"])
+        raise RuntimeError(f"on worker {worker.name}: {outcome['message']}")
+
+
+def _replay(events: list[tuple], progress: pipeline.ProgressSink) -> None:
+    for event in events:
+        kind = event[0]
+        if kind == "frame":
+            progress.frame_written(*event[1:])
+        elif kind == "stage":
+            progress.stage(event[1], event[2])
+        else:
+            progress.log(event[1])

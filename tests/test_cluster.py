@@ -1,0 +1,225 @@
+"""The daemon in front of a Ray pool: `voidlink serve --cluster auto --cluster-workers 2`.
+
+One pool daemon (a subprocess that starts a local Ray with 2 CPUs and 2 classical actors) serves
+the whole module; the single daemon of conftest is the reference the pool's output must match.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DaemonProcess, wait_for
+from shots import write_shot
+from voidlink.bridge import Client, build_spec
+from voidlink.protos import pb
+
+
+class PoolDaemon(DaemonProcess):
+    """`voidlink serve --cluster auto` in a subprocess; its log says which worker runs which job."""
+
+    def __init__(self, data_dir: Path, workers: int = 2) -> None:
+        super().__init__(data_dir)
+        self.workers = workers
+
+    def start(self, timeout: float = 120.0) -> PoolDaemon:
+        command = [
+            *("serve", "--listen", self.listen, "--data-dir", str(self.data_dir)),
+            *("--cluster", "auto", "--cluster-workers", str(self.workers)),
+        ]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "voidlink", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+        )
+        ready = threading.Event()
+
+        def pump(stream):
+            for line in stream:
+                self.lines.append(line.rstrip("\n"))
+                match = re.search(r"listening on (\S+)", line)
+                if match:
+                    self.address = match.group(1)
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=pump, args=(self.process.stdout,), daemon=True).start()
+        if not ready.wait(timeout) or not self.address:
+            self.kill()
+            raise RuntimeError("pool daemon did not start:\n" + self.output())
+        return self
+
+    def worker_pids(self) -> dict[str, int]:
+        return {m[0]: int(m[1]) for m in re.findall(r"worker (\S+) ready: pid (\d+)", self.output())}
+
+    def runs_on(self, job_id: str) -> list[str]:
+        """The workers the daemon handed the job to, in order."""
+        return re.findall(rf"job {job_id} runs on (\S+)", self.output())
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    process = PoolDaemon(tmp_path_factory.mktemp("pool") / "daemon-data").start()
+    yield process
+    if process.process is not None and process.process.poll() is None:
+        try:
+            process.signal(signal.SIGTERM, timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def shot(tmp_path_factory):
+    return write_shot(tmp_path_factory.mktemp("shot") / "src")
+
+
+@pytest.fixture(scope="module")
+def long_shot(tmp_path_factory):
+    return write_shot(tmp_path_factory.mktemp("long") / "src", frames=48, width=320, height=192)
+
+
+def _frame_files(pattern: Path, first: int, last: int) -> list[Path]:
+    return [Path(str(pattern).replace("####", f"{f:04d}")) for f in range(first, last + 1)]
+
+
+def _no_leftovers(folder: Path) -> None:
+    leftovers = [p for p in folder.rglob("*") if ".tmp" in p.name or p.name.startswith(".voidlink-")]
+    assert not leftovers, leftovers
+
+
+def _watch_all(client: Client, job_id: str) -> tuple[list[pb.JobEvent], threading.Thread]:
+    events: list[pb.JobEvent] = []
+    thread = threading.Thread(target=lambda: events.extend(client.watch(job_id)), daemon=True)
+    thread.start()
+    return events, thread
+
+
+RANGES = [(1001, 1008), (1001, 1006), (1002, 1008), (1003, 1008), (1001, 1005), (1002, 1007)]
+
+
+def test_two_workers_run_six_jobs_with_the_single_daemons_output(pool, daemon, shot, tmp_path):
+    jobs = {}
+    for name, address in (("pool", pool.address), ("single", daemon.address)):
+        client = Client(address)
+        for i, (first, last) in enumerate(RANGES):
+            output = tmp_path / name / f"job{i}" / "clean.####.exr"
+            spec = build_spec(shot.plate, shot.mask, shot.affected, output=output, frames=(first, last))
+            jobs[name, i] = (client, client.submit(spec).id, output)
+    for (name, i), (client, job_id, _) in jobs.items():
+        final = client.wait(job_id)
+        assert final.state == pb.JOB_STATE_SUCCEEDED, (name, i, final.message)
+        assert final.frames_done == RANGES[i][1] - RANGES[i][0] + 1
+    for i, (first, last) in enumerate(RANGES):
+        pooled = _frame_files(jobs["pool", i][2], first, last)
+        single = _frame_files(jobs["single", i][2], first, last)
+        for a, b in zip(pooled, single):
+            assert a.read_bytes() == b.read_bytes(), f"{a} differs from the single daemon's {b}"
+        _no_leftovers(pooled[0].parent)
+    placed = {pool.runs_on(jobs["pool", i][1])[0] for i in range(len(RANGES))}
+    assert placed == set(pool.worker_pids()), f"jobs ran on {placed}, the pool is {pool.worker_pids()}"
+
+
+def test_a_worker_killed_mid_job_leaves_each_frame_written_once(pool, daemon, long_shot, tmp_path):
+    output = tmp_path / "pool" / "clean.####.exr"
+    client = pool.client()
+    job = client.submit(build_spec(long_shot.plate, long_shot.mask, output=output))
+    events, watcher = _watch_all(client, job.id)
+    wait_for(lambda: any(e.frames_done >= 3 for e in events), timeout=60, interval=0.01)
+    victim = pool.runs_on(job.id)[0]
+    pid = pool.worker_pids()[victim]
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
+    done_before = max(e.frames_done for e in events)
+
+    final = client.wait(job.id)
+    watcher.join(30)
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.message
+    assert final.frames_done == final.frames_total == 48
+    placed = pool.runs_on(job.id)
+    assert len(placed) == 2 and placed[0] == victim and placed[1] != victim
+    lost = [e.message for e in events if "was lost" in e.message]
+    assert lost and victim in lost[0]
+    resumed = [int(m) for e in events for m in re.findall(r"resuming: (\d+) of 48 frames", e.message)]
+    assert resumed and resumed[0] >= done_before
+    frames = _frame_files(output, long_shot.first, long_shot.first + 47)
+    # Every frame once, nothing else (beside the quadmask folder, which holds one mask per frame).
+    assert sorted(p for p in output.parent.iterdir() if p.is_file()) == frames
+    assert len(list((output.parent / "quadmask").iterdir())) == 48
+    _no_leftovers(output.parent)
+    for path in frames[:done_before]:
+        # Written once: frames finished before the kill were not computed or written again.
+        assert path.stat().st_mtime <= killed_at
+    reference = tmp_path / "single" / "clean.####.exr"
+    daemon.client().remove(long_shot.plate, long_shot.mask, output=reference)
+    for a, b in zip(frames, _frame_files(reference, long_shot.first, long_shot.first + 47)):
+        assert a.read_bytes() == b.read_bytes(), f"{a} differs from an uninterrupted run's {b}"
+    # The pool keeps its size: a new worker replaces the dead one.
+    wait_for(lambda: len(pool.worker_pids()) == 3, timeout=60)
+
+
+def test_cancel_reaches_the_worker_and_keeps_the_earlier_result(pool, long_shot, tmp_path):
+    client = pool.client()
+    output = tmp_path / "out" / "clean.####.exr"
+    client.remove(long_shot.plate, long_shot.mask, output=output, frames=(1001, 1003))
+    earlier_bytes = {p: p.read_bytes() for p in _frame_files(output, 1001, 1003)}
+
+    job = client.submit(build_spec(long_shot.plate, long_shot.mask, output=output))
+    events, watcher = _watch_all(client, job.id)
+    wait_for(lambda: any(e.frames_done >= 2 for e in events), timeout=60, interval=0.01)
+    client.cancel(job.id)
+    final = client.wait(job.id)
+    watcher.join(30)
+    assert final.state == pb.JOB_STATE_CANCELLED
+    assert final.frames_done < final.frames_total
+    worker = pool.runs_on(job.id)[0]
+    # Logged when the worker's own run stopped at the flag, not when the daemon gave up on it.
+    wait_for(lambda: f"job {job.id}: cancelled on {worker}" in pool.output(), timeout=10)
+    assert {p: p.read_bytes() for p in _frame_files(output, 1001, 1003)} == earlier_bytes
+    assert sorted(p for p in output.parent.iterdir() if p.is_file()) == sorted(earlier_bytes)
+    _no_leftovers(output.parent)
+
+
+_WITHOUT_RAY = """
+import importlib.abc, sys
+
+class NoRay(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "ray" or name.startswith("ray."):
+            raise ModuleNotFoundError("No module named 'ray'", name="ray")
+
+sys.meta_path.insert(0, NoRay())
+from voidlink.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_daemon_starts_without_ray_and_cluster_says_how_to_get_it(tmp_path):
+    command = [sys.executable, "-c", _WITHOUT_RAY, "serve", "--listen", "127.0.0.1:0"]
+    refused = subprocess.run(
+        [*command, "--data-dir", str(tmp_path / "a"), "--cluster", "auto"], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2
+    assert "pip install 'voidlink[cluster]'" in refused.stderr
+    bad = subprocess.run(
+        [*command, "--data-dir", str(tmp_path / "b"), "--cluster", "10.0.0.5"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "--cluster: '10.0.0.5'" in bad.stderr and "ray://HOST:PORT" in bad.stderr
+
+    process = subprocess.Popen([*command, "--data-dir", str(tmp_path / "c")], stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert "listening on" in line
+        client = Client(re.search(r"listening on (\S+)", line).group(1))
+        assert client.info().default_backend == "classical"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
