@@ -576,3 +576,27 @@ def test_upload_chunks_are_read_in_place_as_protobuf_reads_them(studio):
     with pytest.raises(grpc.RpcError) as caught:
         list(upload(iter([b"\x0a\xff"])))  # a length that runs past the end
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a FrameChunk" in caught.value.details()
+
+
+def test_a_daemon_from_before_upload_follows_gets_the_frames_before_the_job(tmp_path, start_daemon, monkeypatch):
+    from voidlink.inference.server import VoidLinkService
+
+    submit = VoidLinkService.SubmitJob
+
+    def older(self, request, context):
+        request.upload_follows = False  # an older daemon does not know the field: it reads as unset
+        return submit(self, request, context)
+
+    monkeypatch.setattr(VoidLinkService, "SubmitJob", older)
+    (tmp_path / "studio").mkdir()
+    daemon = start_daemon(roots=[str(tmp_path / "studio")])
+    shot = write_shot(tmp_path / "ws" / "sh060", frames=3)
+    client = Client(daemon.address)
+    events: list[pb.JobEvent] = []
+    output = tmp_path / "ws" / "o" / "c.####.exr"
+    result = client.remove(shot.plate, shot.mask, backend="classical", output=output, on_progress=events.append)
+    assert result.state == "succeeded"
+    assert client.stats.bytes_sent == sum(p.stat().st_size for p in shot.folder.glob("[pm]*.exr"))
+    sending = [e for e in events if e.transfer.direction == "upload" and e.state == pb.JOB_STATE_UNSPECIFIED]
+    assert sending and all(not e.job_id for e in sending)  # sent before the job existed
+    assert not any(e.state == pb.JOB_STATE_UPLOADING for e in events)
