@@ -38,6 +38,8 @@ log = logging.getLogger("voidlink.cluster")
 
 # How long one poll of a worker waits for events: the latency of progress and of a cancel.
 POLL_SECONDS = 0.1
+# A worker that cannot be reached for this long is taken for dead (and killed before its job moves).
+UNREACHABLE_SECONDS = 30.0
 # A job whose workers keep dying is failed after this many of them, rather than tried forever.
 MAX_ATTEMPTS = 3
 # Jobs a worker remembers as finished, so a late poll learns the job is over.
@@ -211,7 +213,9 @@ class WorkerLost(Exception):
 
 
 @dataclass
-class _Worker:
+class WorkerRecord:
+    """The daemon's view of one worker of the pool."""
+
     name: str
     handle: Any
     gpu: bool
@@ -220,6 +224,17 @@ class _Worker:
     host: str = ""
     loaded: set = field(default_factory=set)
     job_id: str = ""
+
+
+def place(workers: list[WorkerRecord], backend_name: str) -> Optional[WorkerRecord]:
+    """The idle worker a job on `backend_name` goes to, None when none is idle.
+
+    For classical, a CPU worker before a GPU one, so the GPUs stay free for VOID jobs; then a worker
+    with the backend already loaded (VOID takes minutes to load) before one that would load it."""
+    idle = [w for w in workers if w.state == "idle" and (w.gpu or backend_name != "void")]
+    if not idle:
+        return None
+    return min(idle, key=lambda w: (w.gpu and backend_name != "void", backend_name not in w.loaded))
 
 
 class RayExecutor:
@@ -239,10 +254,11 @@ class RayExecutor:
         self.ray = import_ray()
         self._started_ray = False
         self._cond = threading.Condition()
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerRecord] = []
         self._prefix = f"voidlink-{uuid.uuid4().hex[:6]}"
         self._count = 0
         self._closed = False
+        self._void: Optional[tuple[bool, str]] = None
         self.slots = 0
 
     # -- pool ------------------------------------------------------------------------------
@@ -289,7 +305,7 @@ class RayExecutor:
                 )
         return [self._describe(w) for w in self._workers]
 
-    def _spawn(self, gpu: bool) -> _Worker:
+    def _spawn(self, gpu: bool) -> WorkerRecord:
         actor_class = self.ray.remote(PoolWorker)
         name = f"{self._prefix}-{'gpu' if gpu else 'cpu'}-{self._count}"
         self._count += 1
@@ -297,12 +313,12 @@ class RayExecutor:
         handle = actor_class.options(name=name, max_concurrency=4, **resources).remote(
             name, self.weights, 0 if gpu else 1
         )
-        worker = _Worker(name, handle, gpu)
+        worker = WorkerRecord(name, handle, gpu)
         with self._cond:
             self._workers.append(worker)
         return worker
 
-    def _await_ready(self, worker: _Worker, timeout: float) -> None:
+    def _await_ready(self, worker: WorkerRecord, timeout: float) -> None:
         try:
             hello = self.ray.get(worker.handle.hello.remote(), timeout=timeout)
         except Exception:
@@ -317,7 +333,7 @@ class RayExecutor:
             self._cond.notify_all()
         log.info("worker %s ready: pid %d on %s", worker.name, worker.pid, worker.host)
 
-    def _replace(self, lost: _Worker) -> None:
+    def _replace(self, lost: WorkerRecord) -> None:
         """Drop a dead worker and start another in its place, so the pool keeps its size."""
         with self._cond:
             lost.state = "lost"
@@ -346,7 +362,7 @@ class RayExecutor:
         return self.ray.get([h.stats.remote() for h in handles], timeout=30)
 
     @staticmethod
-    def _describe(worker: _Worker) -> dict:
+    def _describe(worker: WorkerRecord) -> dict:
         return {
             "name": worker.name,
             "pid": worker.pid,
@@ -380,23 +396,27 @@ class RayExecutor:
                 reason="UNKNOWN_BACKEND",
                 field="spec.params.backend",
             )
-        with self._cond:
-            gpu_workers = [w for w in self._workers if w.gpu]
         if requested == "classical":
             return requested
-        if gpu_workers:
-            available, reason = self.ray.get(gpu_workers[0].handle.availability.remote("void"), timeout=60)
-            if available:
-                return "void"
-            if requested == "void":
-                raise Unavailable(reason, reason="BACKEND_UNAVAILABLE", field="spec.params.backend")
-        elif requested == "void":
-            raise Unavailable(
-                "void: the pool has no GPU worker", reason="BACKEND_UNAVAILABLE", field="spec.params.backend"
-            )
+        available, reason = self._void_availability()
+        if available:
+            return "void"
+        if requested == "void":
+            raise Unavailable(reason, reason="BACKEND_UNAVAILABLE", field="spec.params.backend")
         return "classical"
 
-    def _acquire(self, backend_name: str, cancelled: Callable[[], bool]) -> _Worker:
+    def _void_availability(self) -> tuple[bool, str]:
+        """Whether the pool's GPU workers can run VOID (asked once: libraries, CUDA and weights on a worker)."""
+        if self._void is None:
+            with self._cond:
+                gpu_workers = [w for w in self._workers if w.gpu]
+            if gpu_workers:
+                self._void = tuple(self.ray.get(gpu_workers[0].handle.availability.remote("void"), timeout=60))
+            else:
+                self._void = (False, "void: the pool has no GPU worker")
+        return self._void
+
+    def _acquire(self, backend_name: str, cancelled: Callable[[], bool]) -> WorkerRecord:
         with self._cond:
             while True:
                 if cancelled():
@@ -410,15 +430,13 @@ class RayExecutor:
                         reason="BACKEND_UNAVAILABLE",
                         field="spec.params.backend",
                     )
-                idle = [w for w in able if w.state == "idle"]
-                if idle:
-                    # Resident backend first; for classical, keep GPU workers for VOID while a CPU one is free.
-                    worker = min(idle, key=lambda w: (backend_name not in w.loaded, w.gpu and backend_name != "void"))
+                worker = place(able, backend_name)
+                if worker is not None:
                     worker.state = "busy"
                     return worker
                 self._cond.wait(POLL_SECONDS)
 
-    def _release(self, worker: _Worker) -> None:
+    def _release(self, worker: WorkerRecord) -> None:
         with self._cond:
             worker.job_id = ""
             if worker.state == "busy":
@@ -449,8 +467,8 @@ class RayExecutor:
                 self._replace(worker)
                 if attempt == MAX_ATTEMPTS:
                     raise VoidlinkError(
-                        f"{MAX_ATTEMPTS} workers of the pool died running this job; the frames they finished "
-                        "are kept and the job resumes from there when submitted again",
+                        f"{MAX_ATTEMPTS} workers of the pool died in turn running this job (the last: "
+                        f"{worker.name} on {worker.host or 'an unknown host'}); see the Ray logs of those workers",
                         reason="WORKERS_LOST",
                     ) from lost
             finally:
@@ -459,7 +477,7 @@ class RayExecutor:
 
     def _run_on(
         self,
-        worker: _Worker,
+        worker: WorkerRecord,
         job_id: str,
         spec_bytes: bytes,
         backend_name: str,
@@ -471,8 +489,19 @@ class RayExecutor:
         log.info("job %s runs on %s (pid %d on %s)", job_id, worker.name, worker.pid, worker.host)
         try:
             running = worker.handle.run.remote(job_id, spec_bytes, backend_name)
+            unreachable_since: Optional[float] = None
             while True:
-                events, finished = ray.get(worker.handle.poll.remote(job_id, cancelled(), POLL_SECONDS))
+                try:
+                    events, finished = ray.get(worker.handle.poll.remote(job_id, cancelled(), POLL_SECONDS))
+                except ray.exceptions.ActorUnavailableError:
+                    # Unreachable is not dead: the worker may still be writing, so wait before giving up on it.
+                    now = time.monotonic()
+                    unreachable_since = unreachable_since or now
+                    if now - unreachable_since > UNREACHABLE_SECONDS:
+                        raise
+                    time.sleep(POLL_SECONDS)
+                    continue
+                unreachable_since = None
                 _replay(events, progress)
                 done, _ = ray.wait([running], timeout=0)
                 if done or finished:

@@ -130,7 +130,7 @@ class VoidLinkService(rpc.VoidLinkServicer):
     @_rpc
     def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
         spec = request.spec
-        self.daemon.registry.resolve(spec.params.backend)  # unknown or unavailable backend: refuse now
+        self.daemon.scheduler.executor.resolve(spec.params.backend)  # unknown or unavailable backend: refuse now
         self.daemon.check_client_paths(spec)
         transfers = self.daemon.transfers
         if transfers.streamed(spec):

@@ -19,6 +19,7 @@ import pytest
 from conftest import DaemonProcess, wait_for
 from shots import write_shot
 from voidlink.bridge import Client, build_spec
+from voidlink.inference.cluster import WorkerRecord, place
 from voidlink.protos import pb
 
 
@@ -186,6 +187,23 @@ def test_cancel_reaches_the_worker_and_keeps_the_earlier_result(pool, long_shot,
     assert {p: p.read_bytes() for p in _frame_files(output, 1001, 1003)} == earlier_bytes
     assert sorted(p for p in output.parent.iterdir() if p.is_file()) == sorted(earlier_bytes)
     _no_leftovers(output.parent)
+
+
+def test_placement_prefers_a_worker_with_the_backend_loaded_and_keeps_gpus_for_void():
+    cold = WorkerRecord("cpu-0", None, gpu=False, state="idle")
+    warm = WorkerRecord("cpu-1", None, gpu=False, state="idle", loaded={"classical"})
+    gpu_cold = WorkerRecord("gpu-0", None, gpu=True, state="idle")
+    gpu_warm = WorkerRecord("gpu-1", None, gpu=True, state="idle", loaded={"void", "classical"})
+    pool = [cold, gpu_cold, gpu_warm, warm]
+    assert place(pool, "classical") is warm
+    warm.state = "busy"
+    assert place(pool, "classical") is cold  # a CPU worker that must load classical before a GPU one
+    assert place(pool, "void") is gpu_warm
+    gpu_warm.state = "busy"
+    assert place(pool, "void") is gpu_cold
+    cold.state = gpu_cold.state = "busy"
+    assert place(pool, "void") is None
+    assert place(pool, "classical") is None
 
 
 _WITHOUT_RAY = """

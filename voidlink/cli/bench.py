@@ -11,6 +11,7 @@ BENCHMARKS = {
     "transfer": "voidlink.bench.transfer",
     "load": "voidlink.bench.load",
     "void": "voidlink.bench.void",
+    "cluster": "voidlink.bench.cluster",
 }
 
 
