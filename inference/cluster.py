@@ -271,7 +271,8 @@ class RayExecutor:
             if self.address == "auto":
                 options["num_cpus"] = max(self.cpu_workers, 1)
                 self._started_ray = True
-                ray.init(**options)
+                # "local": a Ray of this daemon's own, never a cluster that happens to run on this machine.
+                ray.init(address="local", **options)
             else:
                 try:
                     ray.init(address=self.address, **options)

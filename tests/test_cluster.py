@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -187,6 +188,39 @@ def test_cancel_reaches_the_worker_and_keeps_the_earlier_result(pool, long_shot,
     assert {p: p.read_bytes() for p in _frame_files(output, 1001, 1003)} == earlier_bytes
     assert sorted(p for p in output.parent.iterdir() if p.is_file()) == sorted(earlier_bytes)
     _no_leftovers(output.parent)
+
+
+def test_a_pool_daemon_stopped_mid_job_resumes_it_at_its_next_start(tmp_path, long_shot):
+    data_dir = tmp_path / "daemon-data"
+    output = tmp_path / "out" / "clean.####.exr"
+    first = PoolDaemon(data_dir, workers=1).start()
+    try:
+        client = first.client()
+        job = client.submit(build_spec(long_shot.plate, long_shot.mask, output=output))
+        events, _ = _watch_all(client, job.id)
+        wait_for(lambda: any(e.frames_done >= 3 for e in events), timeout=60, interval=0.01)
+        assert first.signal(signal.SIGTERM, timeout=60) == 0, first.output()
+        stopped_at = time.time()
+    finally:
+        first.kill()
+    with sqlite3.connect(data_dir / "jobs.sqlite") as db:
+        before = dict(db.execute("SELECT frame, written_at FROM frames WHERE job_id=?", (job.id,)).fetchall())
+    assert 3 <= len(before) < 48
+
+    second = PoolDaemon(data_dir, workers=1).start()
+    try:
+        final = second.client().wait(job.id)
+        assert final.state == pb.JOB_STATE_SUCCEEDED, final.message
+        assert final.attempts == 2 and second.runs_on(job.id)
+        frames = _frame_files(output, long_shot.first, long_shot.first + 47)
+        assert sorted(p for p in output.parent.iterdir() if p.is_file()) == frames
+        for frame, path in zip(range(long_shot.first, long_shot.first + 48), frames):
+            if frame in before:
+                # Written once: frames the first daemon's worker finished were not computed or written again.
+                assert path.stat().st_mtime <= stopped_at
+        _no_leftovers(output.parent)
+    finally:
+        assert second.signal(signal.SIGTERM, timeout=60) == 0
 
 
 def test_placement_prefers_a_worker_with_the_backend_loaded_and_keeps_gpus_for_void():
