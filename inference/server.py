@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections import OrderedDict
 from concurrent import futures
 from pathlib import Path
 from typing import Optional
@@ -342,7 +343,8 @@ class Downloads:
         self.bus = bus
         self._lock = threading.Lock()
         self._active: dict[str, int] = {}  # job id -> downloads under way
-        self._last: dict[str, pb.TransferProgress] = {}
+        # The latest jobs' last fetch, oldest first: a daemon that runs for months keeps only so many.
+        self._last: OrderedDict[str, pb.TransferProgress] = OrderedDict()
         self._published: dict[str, float] = {}
 
     def active(self, job_id: str) -> bool:
@@ -374,6 +376,10 @@ class Downloads:
             snapshot = pb.TransferProgress()
             snapshot.CopyFrom(progress)
             self._last[job.id] = snapshot
+            self._last.move_to_end(job.id)
+            while len(self._last) > DOWNLOADS_KEPT:
+                gone, _ = self._last.popitem(last=False)
+                self._published.pop(gone, None)
             if not force and now - self._published.get(job.id, 0.0) < _PUBLISH_SECONDS:
                 return
             self._published[job.id] = now
@@ -392,6 +398,7 @@ class Downloads:
 
 
 _PUBLISH_SECONDS = 0.2
+DOWNLOADS_KEPT = 10_000
 
 
 def _staged(path: Path, folder: Path) -> bool:
