@@ -600,3 +600,50 @@ def test_a_daemon_from_before_upload_follows_gets_the_frames_before_the_job(tmp_
     sending = [e for e in events if e.transfer.direction == "upload" and e.state == pb.JOB_STATE_UNSPECIFIED]
     assert sending and all(not e.job_id for e in sending)  # sent before the job existed
     assert not any(e.state == pb.JOB_STATE_UPLOADING for e in events)
+
+
+def test_a_nuke_node_renders_on_a_daemon_that_cannot_see_the_script(studio, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "fakes"))
+    import nuke  # the fake, as tests/test_nuke.py drives it
+    from voidlink.bridge.hosts import nuke as void
+
+    daemon, _, shot = studio
+    nuke._reset(gui=False)
+    plate = nuke.nodes.Read(file=shot.plate.replace("####", "%04d"), first=shot.first, last=shot.last)
+    mask = nuke.nodes.Read(file=shot.mask, first=shot.first, last=shot.last)
+    for node in (plate, mask):
+        node.setSelected(True)
+    nuke.scriptSave(str(tmp_path / "workstation" / "comp.nk"))
+    group = void.create_node()
+    group["backend"].setValue("classical")
+    group["address"].setValue(daemon.address)
+    result = void.render(group, on_progress=lambda line: None)
+    with group:
+        read = nuke.toNode("result")
+    assert group["job_state"].value() == "succeeded" and str(tmp_path / "workstation") in read["file"].value()
+    assert all(Path(read["file"].value() % f).is_file() for f in range(result.first, result.last + 1))
+    assert daemon.info().cache_bytes > 0  # the frames went over gRPC
+
+
+def test_conform_streams_each_event_to_a_daemon_that_cannot_see_the_plates(studio, tmp_path, capsys):
+    import opentimelineio as otio
+    from test_conform import otio_cut, plates
+
+    from voidlink.cli.conform import main
+
+    daemon = studio[0]
+    root = plates(tmp_path / "workstation" / "plates", ["B001C001", "B001C003"])
+    source = tmp_path / "workstation" / "cut.otio"
+    otio.adapters.write_to_file(otio_cut(root), str(source))
+    out = tmp_path / "workstation" / "out" / "cut_void.otio"
+    args = [str(source), "--media-root", str(root), "-o", str(out), "--address", daemon.address, "--no-start"]
+    main([*args, "--json"])
+    status = {event["clip"]: event["status"] for event in json.loads(capsys.readouterr().out)["events"]}
+    assert status["B001C001"] == status["B001C003"] == "done"
+    for clip in otio.adapters.read_from_file(str(out)).find_clips():
+        if clip.name.endswith("_void"):
+            ref = clip.media_reference
+            files = sorted(Path(ref.target_url_base).glob(f"{ref.name_prefix}*{ref.name_suffix}"))
+            assert str(tmp_path / "workstation") in ref.target_url_base
+            assert len(files) == ref.number_of_images_in_sequence()
+    assert daemon.info().cache_bytes > 0  # the plates went over gRPC
