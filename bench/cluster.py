@@ -11,13 +11,15 @@ Reported:
   goal is >= 1.6 on 2 cores);
 - `dispatch_ms`: per-job overhead of the pool over the daemon's own process, the median of
   (time the daemon held the job - time `run_job` took) with the pool minus the same without it;
-- how many jobs each worker ran (every worker must have had work).
+- how many jobs each worker ran (every worker must have had work), and the machine's 1-minute load
+  average before each run: the speedup is only meaningful when nothing else holds the cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -76,6 +78,8 @@ def measure(
         _run_set(client, plate, mask, root / f"warm-{label}", workers or 1, (FIRST, FIRST + 1))
         before = {s["name"]: s["jobs"] for s in executor.worker_stats()} if executor is not None else {}
         note(f"{label}: running {jobs} jobs of {frames} frames")
+        # Other processes on the machine take cores from the workers: the load before the run says how many.
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0
         started = time.monotonic()
         finals = _run_set(client, plate, mask, root / f"out-{label}", jobs, (FIRST, FIRST + frames - 1))
         seconds = time.monotonic() - started
@@ -83,6 +87,7 @@ def measure(
             "seconds": round(seconds, 3),
             "frames_per_second": round(jobs * frames / seconds, 2),
             "job_overhead_ms": round(_overhead_ms(finals), 1),
+            "load_average_before": round(load, 2),
         }
         if executor is not None:
             report["jobs_per_worker"] = sorted(s["jobs"] - before.get(s["name"], 0) for s in executor.worker_stats())

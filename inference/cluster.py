@@ -238,10 +238,8 @@ def place(workers: list[WorkerRecord], backend_name: str) -> Optional[WorkerReco
 
 
 class RayExecutor:
-    """The scheduler's executor for a Ray pool: places jobs on actors, relays progress and cancel.
-
-    Placement: an idle worker that already has the job's backend loaded, else any idle worker that
-    can run it (GPU workers for VOID; for classical, CPU workers before GPU ones)."""
+    """The scheduler's executor for a Ray pool: places jobs on actors (see `place`), relays their
+    progress to the daemon and the daemon's cancel to them, and moves the job of a worker that died."""
 
     def __init__(self, address: str, cpu_workers: int = 2, weights: Optional[str] = None) -> None:
         self.address = parse_cluster(address)
@@ -298,9 +296,11 @@ class RayExecutor:
         for worker in list(self._workers):
             self._await_ready(worker, max(1.0, deadline - time.monotonic()))
             if worker.state != "idle":
+                cpus = int(ray.cluster_resources().get("CPU", 0))
                 raise Unavailable(
-                    f"--cluster: worker {worker.name} did not start within {timeout:.0f} s; is voidlink "
-                    "installed on the cluster's nodes (the same version as this daemon)?",
+                    f"--cluster: worker {worker.name} did not start within {timeout:.0f} s; is voidlink installed "
+                    f"on the cluster's nodes (the same version as this daemon), and does the cluster have the "
+                    f"CPUs asked for ({self.cpu_workers} CPU workers, {cpus} CPUs in the cluster)?",
                     reason="WORKER_DID_NOT_START",
                     field="cluster",
                 )
@@ -487,6 +487,7 @@ class RayExecutor:
     ) -> pb.JobResult:
         ray = self.ray
         worker.job_id = job_id
+        running = None
         log.info("job %s runs on %s (pid %d on %s)", job_id, worker.name, worker.pid, worker.host)
         try:
             running = worker.handle.run.remote(job_id, spec_bytes, backend_name)
@@ -510,6 +511,10 @@ class RayExecutor:
                     break
         except ray.exceptions.RayActorError as error:
             raise WorkerLost(type(error).__name__) from error
+        except BaseException:
+            # The relay broke, not the worker: its run must end before it is given another job.
+            self._stop_run(worker, job_id, running)
+            raise
         _replay(outcome["events"], progress)
         with self._cond:
             worker.loaded = set(outcome["loaded"])
@@ -531,6 +536,19 @@ class RayExecutor:
             )
         progress.log(outcome["trace"])
         raise RuntimeError(f"on worker {worker.name}: {outcome['message']}")
+
+    def _stop_run(self, worker: WorkerRecord, job_id: str, running: Any) -> None:
+        """Cancel a run the daemon stopped following; a worker that does not stop is replaced."""
+        if running is None:
+            return
+        try:
+            self.ray.get(worker.handle.poll.remote(job_id, True, 0), timeout=10)
+            done, _ = self.ray.wait([running], timeout=30)
+            if done:
+                return
+        except Exception:
+            log.warning("worker %s did not answer a cancel", worker.name, exc_info=True)
+        self._replace(worker)
 
 
 def _replay(events: list[tuple], progress: pipeline.ProgressSink) -> None:

@@ -265,6 +265,12 @@ def test_daemon_starts_without_ray_and_cluster_says_how_to_get_it(tmp_path):
         [*command, "--data-dir", str(tmp_path / "b"), "--cluster", "10.0.0.5"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "--cluster: '10.0.0.5'" in bad.stderr and "ray://HOST:PORT" in bad.stderr
+    for flags, message in (
+        (["--cluster", "auto", "--cluster-workers", "-1"], "--cluster-workers: -1 is negative"),
+        (["--cluster-workers", "2"], "--cluster-workers needs --cluster"),
+    ):
+        refused = subprocess.run([*command, "--data-dir", str(tmp_path / "d"), *flags], capture_output=True, text=True)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
 
     process = subprocess.Popen([*command, "--data-dir", str(tmp_path / "c")], stdout=subprocess.PIPE, text=True)
     try:
