@@ -647,11 +647,14 @@ class Client:
                             if stopped[0]:
                                 return
                             stats.bytes_sent += len(data)
-                        yield pb.FrameChunk(sha256=ref.sha256, size=ref.size, offset=offset, data=data)
+                        yield frame_chunk_bytes(ref.sha256, ref.size, offset, data)
                         offset += len(data)
 
         acked = {ref.sha256: offset for _, ref, offset in todo}
-        stream = self._stub.UploadFrames(chunks(), metadata=self._metadata)
+        upload = self._channel.stream_stream(  # the chunks go as the wire bytes made above
+            _UPLOAD_FRAMES, request_serializer=None, response_deserializer=pb.FrameAck.FromString
+        )
+        stream = upload(chunks(), metadata=self._metadata)
         try:
             for ack in stream:
                 before = acked.get(ack.sha256, 0)
@@ -862,6 +865,26 @@ class TransferPlan:
     @property
     def streamed(self) -> bool:
         return bool(self.upload) or self.stream_back
+
+
+_UPLOAD_FRAMES = "/voidlink.v1.VoidLink/UploadFrames"
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def frame_chunk_bytes(sha256: str, size: int, offset: int, data: bytes) -> bytes:
+    """A `pb.FrameChunk`'s wire bytes, `data` copied once: building the message copies the bytes in
+    and serialising it copies them out again, for every chunk of every frame."""
+    sha = sha256.encode("ascii")
+    fields = (b"\x0a", _varint(len(sha)), sha, b"\x10", _varint(size), b"\x18", _varint(offset))
+    return b"".join((*fields, b"\x22", _varint(len(data)), data))
 
 
 def _report(on_progress, progress: pb.TransferProgress, job_id: str = "", state: int = 0) -> None:

@@ -18,7 +18,7 @@ import pytest
 from conftest import wait_for
 from shots import read_pixels, write_shot
 from voidlink.bridge import Client, build_spec
-from voidlink.bridge.client import file_sha256
+from voidlink.bridge.client import file_sha256, frame_chunk_bytes
 from voidlink.bridge.pathmap import PathMap, PathPair
 from voidlink.inference.security import SecurityConfig
 from voidlink.inference.server import Daemon
@@ -566,6 +566,10 @@ def test_upload_chunks_are_read_in_place_as_protobuf_reads_them(studio):
     view = parse_frame_chunk(unknown + chunk.SerializeToString())
     assert (view.sha256, view.size, view.offset, bytes(view.data)) == (chunk.sha256, chunk.size, -1, chunk.data)
     assert not view.malformed and parse_frame_chunk(chunk.SerializeToString()[:-3]).malformed
+    # What the client sends is what protobuf reads, without building a message per chunk.
+    for size, offset in ((5, 0), (7_300_000, 6_291_456), (5_000_000_000, 300)):
+        sent = pb.FrameChunk.FromString(frame_chunk_bytes(chunk.sha256, size, offset, chunk.data))
+        assert (sent.sha256, sent.size, sent.offset, sent.data) == (chunk.sha256, size, offset, chunk.data)
 
     daemon = studio[0]
     upload = grpc.insecure_channel(daemon.address).stream_stream(
