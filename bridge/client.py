@@ -456,7 +456,7 @@ class Client:
         transfer: str = "auto",
         on_progress: Optional[Callable[[pb.JobEvent], None]] = None,
         plan: Optional[TransferPlan] = None,
-    ) -> tuple:
+    ) -> tuple[pb.Job, TransferPlan]:
         """Submit `spec` the way this daemon can take it: (the queued `pb.Job`, its `TransferPlan`).
 
         Clips the daemon cannot read are uploaded into its frame cache first; keep the plan and hand
@@ -489,6 +489,7 @@ class Client:
                 except errors.VoidlinkError:
                     pass
                 raise
+            job = self.get(job.id)  # queued by the daemon when its last frame came in
         return job, plan
 
     def finish(
@@ -566,7 +567,7 @@ class Client:
         self.upload_frames(files, on_progress)
         return out
 
-    def hash_frames(self, spec: pb.JobSpec, plan: TransferPlan) -> tuple:
+    def hash_frames(self, spec: pb.JobSpec, plan: TransferPlan) -> tuple[pb.JobSpec, list]:
         """A copy of `spec` whose `plan.upload` clips name their frames by content, and the (path, FrameRef)
         pairs to upload."""
         out = pb.JobSpec()
