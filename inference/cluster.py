@@ -196,6 +196,7 @@ class PoolWorker:
         with self._lock, recorder.changed:
             # Events not polled yet go back with the outcome: the daemon replays them before it.
             outcome["events"], recorder.events = recorder.events, []
+            recorder.changed.notify_all()  # a poll waiting for events learns at once that the job is over
             self._jobs.pop(job_id, None)
             self._finished[job_id] = None
             while len(self._finished) > _FINISHED_MEMORY:
