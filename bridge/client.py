@@ -61,6 +61,8 @@ _COMPRESSION = {
 }
 _PIXEL_TYPE = {"auto": pb.PIXEL_TYPE_UNSPECIFIED, "half": pb.PIXEL_TYPE_HALF, "float": pb.PIXEL_TYPE_FLOAT}
 _QUALITY = {"draft": pb.QUALITY_DRAFT, "balanced": pb.QUALITY_BALANCED, "best": pb.QUALITY_BEST}
+# "window" is accepted for the contract's sake; the daemon currently treats it as "shot".
+_CROP = {"auto": pb.CROP_MODE_AUTO, "full": pb.CROP_MODE_FULL_FRAME, "shot": pb.CROP_MODE_SHOT}
 
 PathLike = Union[str, "os.PathLike[str]"]
 FrameRange = Optional[Sequence[int]]
@@ -233,6 +235,7 @@ def build_spec(
     seed: Optional[int] = None,
     passes: int = 0,
     quality: str = "balanced",
+    crop: str = "auto",
     priority: int = 0,
     pixel_type: str = "auto",
     compression: str = "zip",
@@ -260,6 +263,20 @@ def build_spec(
         raise errors.InvalidInput(
             f"unknown quality '{quality}' (choose {', '.join(_QUALITY)})", reason="BAD_VALUE", field="quality"
         )
+    if crop not in _CROP:
+        raise errors.InvalidInput(
+            f"unknown crop mode '{crop}' (choose {', '.join(_CROP)})", reason="BAD_VALUE", field="crop"
+        )
+    if passes not in (0, 1, 2):
+        raise errors.InvalidInput(
+            f"passes must be 1 or 2 (0: the backend's default), not {passes}", reason="BAD_VALUE", field="passes"
+        )
+    if guidance < 0:
+        raise errors.InvalidInput(
+            f"guidance must be 0 (the backend's default) or positive, not {guidance}",
+            reason="BAD_VALUE",
+            field="guidance",
+        )
     if frames is not None and (len(frames) != 2 or frames[1] < frames[0]):
         raise errors.InvalidInput(
             f"frame range {tuple(frames)} is not (first, last) with first <= last", reason="EMPTY_RANGE", field="frames"
@@ -276,6 +293,7 @@ def build_spec(
             guidance=guidance,
             passes=passes,
             quality=_QUALITY[quality],
+            crop_mode=_CROP[crop],
             priority=priority,
             resample_mattes=resample_mattes,
         ),

@@ -287,12 +287,15 @@ def test_a_job_spec_no_remove_command_line_can_give_is_refused(tmp_path, capsys)
     spec = tmp_path / "spec.json"
     assert main(["remove", "p.####.exr", "--mask", "m.####.exr", "--export-spec", str(spec)]) == 0
     data = json.loads(spec.read_text())
+    data["params"]["resample_mattes"] = True
+    data["params"]["backend"] = "void"
     data["params"]["guidance"] = 7.5
     data["source"]["channels"] = "matte.A"
+    data["output"]["write_raw"] = True
     spec.write_text(json.dumps(data))
     assert main(export(tmp_path, spec)) == 2
     error = capsys.readouterr().err
-    assert str(spec) in error and "field 'source.channels' (and params.guidance) is 'matte.A'" in error
+    assert str(spec) in error and "field 'source.channels' (and output.write_raw) is 'matte.A'" in error
     assert not (tmp_path / "job.yaml").exists()
 
 
@@ -329,3 +332,17 @@ def test_session_daemon_commands(tmp_path, daemon, capsys):
     assert f"openjd_env: VOIDLINK_ADDRESS={daemon.address}" in capsys.readouterr().out
     assert main(["farm", "daemon", "start", "--data-dir", str(tmp_path / "d"), "--address", "127.0.0.1:9"]) == 2
     assert "no voidlink daemon answers at 127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_the_void_options_of_remove_reach_the_spec_and_the_farm_command_line(tmp_path, capsys):
+    spec = tmp_path / "spec.json"
+    options = ["--backend", "void", "--crop", "full", "--passes", "2", "--guidance", "6.5", "--steps", "30"]
+    assert main(["remove", "p.####.exr", "--mask", "m.####.exr", *options, "--export-spec", str(spec)]) == 0
+    params = json.loads(spec.read_text())["params"]
+    assert params["crop_mode"] == "CROP_MODE_FULL_FRAME" and params["passes"] == 2 and params["guidance"] == 6.5
+    assert main(["farm", "export", "--format", "commands", str(spec), "-o", str(tmp_path / "job.json")]) == 0
+    line = (tmp_path / "job.json").read_text()
+    assert "--crop=full" in line and "--passes=2" in line and "--guidance=6.5" in line and "--steps=30" in line
+    capsys.readouterr()
+    assert main(["remove", "p.####.exr", "--mask", "m.####.exr", "--guidance", "-1", "--export-spec", str(spec)]) == 2
+    assert "guidance must be 0 (the backend's default) or positive, not -1.0" in capsys.readouterr().err

@@ -93,7 +93,7 @@ def _reverse(mapping: dict) -> dict:
 
 def remove_line(spec: pb.JobSpec) -> RemoveLine:
     """The `voidlink remove` options that describe `spec` (what they cannot say, `check_line` finds)."""
-    from voidlink.bridge.client import _COMPRESSION, _PIXEL_TYPE, _QUALITY
+    from voidlink.bridge.client import _COMPRESSION, _CROP, _PIXEL_TYPE, _QUALITY
     from voidlink.protos.clips import clip_media
 
     values: dict = {"plate": clip_media(spec.source.otio_json, "source.otio_json").path}
@@ -109,8 +109,15 @@ def remove_line(spec: pb.JobSpec) -> RemoveLine:
     quality = _reverse(_QUALITY).get(params.quality)
     if quality and quality != "balanced":
         values["--quality"] = quality
+    crop = _reverse(_CROP).get(params.crop_mode)
+    if crop and crop != "auto":
+        values["--crop"] = crop
+    if params.passes:
+        values["--passes"] = str(params.passes)
     if params.steps:
         values["--steps"] = str(params.steps)
+    if params.guidance:
+        values["--guidance"] = repr(float(params.guidance))
     if params.HasField("seed"):
         values["--seed"] = str(params.seed)
     if params.priority:

@@ -18,7 +18,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", help="auto (default), classical or void")
     parser.add_argument("-o", "--output", help="output pattern (default: <plate folder>/void/<name>_void.####.exr)")
     parser.add_argument("--quality", default="balanced", choices=["draft", "balanced", "best"])
+    parser.add_argument(
+        "--crop",
+        default="auto",
+        choices=["auto", "full", "shot"],
+        help="auto (default): work in a box around the mask over the shot when that gains resolution; "
+        "full: the whole frame scaled to the model's working size (the reference's way); shot: always the box",
+    )
+    parser.add_argument(
+        "--passes",
+        type=int,
+        default=0,
+        choices=[0, 1, 2],
+        help="VOID passes: 1, or 2 to refine "
+        "along the optical flow of the first (needs void_pass2.safetensors; 0: backend default)",
+    )
     parser.add_argument("--steps", type=int, default=0, help="denoising steps (VOID; 0: backend default)")
+    parser.add_argument(
+        "--guidance", type=float, default=0.0, help="classifier-free guidance scale (VOID; 0: backend default)"
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--priority", type=int, default=0, help="higher runs first")
     parser.add_argument("--dilate", type=int, default=0, help="grow the mattes by N pixels")
@@ -62,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         seed=args.seed,
         quality=args.quality,
+        crop=args.crop,
+        passes=args.passes,
+        guidance=args.guidance,
         priority=args.priority,
         pixel_type=args.pixel_type,
         compression=args.compression,
