@@ -11,6 +11,10 @@ What is measured, on 1920x1080 RGB half-float zip EXR frames generated for the r
   hash speed / copy speed even before one byte is sent.
 - `resubmit_bytes`: frame bytes sent when the same frames are uploaded again (the goal is 0: the
   daemon's cache already holds them).
+- `null_mb_per_s` and `ratio_ceiling`: the same bytes in the same chunks streamed to a gRPC server
+  (its own process, like the daemon) that only drops them and acknowledges each chunk, and the ratio
+  such a transfer would reach against the copy. It is what Python gRPC itself allows on this
+  machine, so a `transfer_ratio` near `ratio_ceiling` leaves nothing to gain on our side.
 
 The daemon is a real `voidlink serve` subprocess on 127.0.0.1 (its own process, as in production).
 Both sides read frames the run has just written, so both read from a warm page cache; each side runs
@@ -20,6 +24,7 @@ Both sides read frames the run has just written, so both read from a warm page c
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import shutil
@@ -32,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import OpenImageIO as oiio
-from voidlink.bridge.client import Client, hash_files
+from voidlink.bridge.client import CHUNK_BYTES, Client, hash_files
 from voidlink.protos import pb
 
 RATIO_TARGET = 0.5
@@ -82,6 +87,63 @@ def stop_daemon(process: subprocess.Popen) -> None:
         process.kill()
 
 
+_NULL_SERVICE = "voidlink.bench.Null"
+
+
+def serve_null() -> None:
+    """A gRPC server that drops what it receives and acknowledges each message (the transport alone)."""
+    from concurrent import futures
+
+    import grpc
+
+    def drop(messages, context):
+        for _ in messages:
+            yield b""
+
+    handler = grpc.method_handlers_generic_handler(_NULL_SERVICE, {"Drop": grpc.stream_stream_rpc_method_handler(drop)})
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(f"listening on 127.0.0.1:{port}", flush=True)
+    sys.stdin.read()  # until the bench closes our stdin
+    server.stop(0)
+
+
+def null_stream_seconds(paths: list[Path], chunk_bytes: int) -> float:
+    """Seconds to stream the files' bytes, in `chunk_bytes` messages, to a server that drops them."""
+    import grpc
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voidlink.bench.transfer", "--null-server"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        address = re.search(r"listening on (\S+)", process.stdout.readline()).group(1)
+        channel = grpc.insecure_channel(address)
+        grpc.channel_ready_future(channel).result(timeout=30)
+        drop = channel.stream_stream(f"/{_NULL_SERVICE}/Drop")
+
+        def chunks():
+            for path in paths:
+                with open(path, "rb") as handle:
+                    yield from iter(functools.partial(handle.read, chunk_bytes), b"")
+
+        started = time.perf_counter()
+        for _ in drop(chunks()):
+            pass
+        seconds = time.perf_counter() - started
+        channel.close()
+        return seconds
+    finally:
+        process.stdin.close()
+        process.wait(30)
+
+
 def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
     say = progress or (lambda text: None)
     say(f"writing {frames} 1080p half EXR frames")
@@ -90,7 +152,7 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
     for path in paths:  # warm the page cache for both sides alike
         path.read_bytes()
 
-    copy_seconds, hash_seconds, upload_seconds = [], [], []
+    copy_seconds, hash_seconds, upload_seconds, null_seconds = [], [], [], []
     resubmit_bytes = 0
     for repeat in range(repeats):
         say(f"local copy, run {repeat + 1}")
@@ -101,6 +163,9 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
             shutil.copyfile(path, target / path.name)
         copy_seconds.append(time.perf_counter() - started)
         shutil.rmtree(target)
+
+        say(f"gRPC transport alone, run {repeat + 1}")
+        null_seconds.append(null_stream_seconds(paths, CHUNK_BYTES))
 
         say(f"gRPC upload, run {repeat + 1}")
         process, address = start_daemon(root / f"daemon-{repeat}")
@@ -126,6 +191,7 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
     copy = statistics.median(copy_seconds)
     hashing, upload = statistics.median(hash_seconds), statistics.median(upload_seconds)
     sending = statistics.median([h + u for h, u in zip(hash_seconds, upload_seconds)])
+    null = statistics.median(null_seconds)
     return {
         "frames": frames,
         "frame_size": [WIDTH, HEIGHT],
@@ -139,6 +205,8 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
         "transfer_ratio": copy / sending,
         "transfer_ratio_target": RATIO_TARGET,
         "transfer_ratio_met": copy / sending >= RATIO_TARGET,
+        "null_mb_per_s": total / null / 1e6,
+        "ratio_ceiling": copy / null,
         "resubmit_bytes": resubmit_bytes,
         "resubmit_bytes_met": resubmit_bytes == 0,
         "repeats": repeats,
@@ -156,6 +224,8 @@ def format_table(report: dict) -> str:
             f"  gRPC upload     {report['upload_seconds']:.3f} s  ({report['upload_mb_per_s']:.0f} MB/s)",
             f"  transfer_ratio  {report['transfer_ratio']:.2f}  (goal >= {RATIO_TARGET}: "
             f"{mark[report['transfer_ratio_met']]})",
+            f"  gRPC alone      {report['null_mb_per_s']:.0f} MB/s: a transfer doing nothing else would reach "
+            f"{report['ratio_ceiling']:.2f}",
             f"  resubmit_bytes  {report['resubmit_bytes']}  (goal 0: {mark[report['resubmit_bytes_met']]})",
         ]
     )
@@ -167,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=24, help="frames per run (default 24)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side (default 3)")
     parser.add_argument("--quick", action="store_true", help="8 frames, one run")
+    parser.add_argument("--null-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.null_server:
+        serve_null()
+        return 0
     frames, repeats = (8, 1) if args.quick else (args.frames, args.repeats)
     progress = None if args.json else (lambda text: print(f"  {text}", flush=True))
     with tempfile.TemporaryDirectory(prefix="voidlink-bench-transfer-") as root:

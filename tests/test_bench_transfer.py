@@ -1,0 +1,21 @@
+"""`voidlink bench transfer --quick --json`: the upload against a copy, the transport's own ceiling, and a
+re-submit that sends nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from voidlink.bench.transfer import main
+
+
+def test_quick_json_report(capsys):
+    assert main(["--quick", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 8 and report["frame_size"] == [1920, 1080] and report["bytes"] > 8 * 1_000_000
+    for key in ("copy_seconds", "hash_seconds", "upload_seconds", "null_mb_per_s", "ratio_ceiling"):
+        assert math.isfinite(report[key]) and report[key] > 0, (key, report[key])
+    sending = report["hash_seconds"] + report["upload_seconds"]
+    assert math.isclose(report["transfer_ratio"], report["copy_seconds"] / sending, rel_tol=1e-9)
+    assert report["transfer_ratio_met"] == (report["transfer_ratio"] >= report["transfer_ratio_target"])
+    assert report["resubmit_bytes"] == 0 and report["resubmit_bytes_met"]
