@@ -200,8 +200,7 @@ def _check_frames(clip: Clip, first: int, last: int) -> None:
         return
     if first < media.first or last > media.last:
         raise InvalidInput(
-            f"{clip.field}: frames {first}-{last} are outside {media.path} "
-            f"(frames {media.first}-{media.last})",
+            f"{clip.field}: frames {first}-{last} are outside {media.path} (frames {media.first}-{media.last})",
             reason="FRAME_RANGE_OUTSIDE_SOURCE",
             field="spec.frames",
             file=media.path,
@@ -458,9 +457,16 @@ class _Analysis:
 
 
 def _analyse(
-    prepared: PreparedJob, backend: Backend, cancelled: Callable[[], bool], progress: ProgressSink, staging: Path
+    prepared: PreparedJob,
+    backend: Backend,
+    cancelled: Callable[[], bool],
+    progress: ProgressSink,
+    staging: Path,
+    rendered: list[int],
 ) -> _Analysis:
-    """One pass over the mattes: boxes for the plan, empty frames, and the quadmask files."""
+    """One pass over the mattes: boxes for the plan (always the whole shot's, so a segment is cropped
+    as the whole job is), empty frames, and the quadmask files of the frames to render."""
+    writes = set(rendered)
     boxes, empty, snapped, coverage = [], [], 0, 0.0
     plate = prepared.source.header
     assert plate is not None
@@ -475,7 +481,7 @@ def _analyse(
             empty.append(frame)
         boxes.append(box)
         coverage += quadmask.coverage(qm)
-        if prepared.quadmask_output is not None:
+        if prepared.quadmask_output is not None and frame in writes:
             target = _staged(staging, "quadmask", prepared.quadmask_output, frame)
             if not target.exists():
                 image.write_image(str(target), qm.astype(np.float32) / 255.0, pixel_type="uint8", channel_names=["Y"])
@@ -546,26 +552,51 @@ def run_job(
     progress: Optional[ProgressSink] = None,
     cancelled: Callable[[], bool] = lambda: False,
     request: Optional[BackendRequest] = None,
+    segment: Optional[tuple[int, int]] = None,
 ) -> pb.JobResult:
+    """Render the job's frames into its staging folder, then move them into place.
+
+    `segment`: (first, last), frames of the job to render and stage, nothing else; the move is
+    left to a later run of the whole job, which finds them staged. A pool renders the segments of
+    a long shot side by side this way (only for a backend whose frames depend on a bounded
+    `temporal_context`: each segment is fed that many frames beyond its ends).
+    """
     progress = progress or NullProgress()
     request = request or BackendRequest(first=prepared.first, last=prepared.last, cancelled=cancelled)
     staging = prepared.staging(job_id)
     started = time.monotonic()
     try:
         if (staging / COMMIT_MARKER).exists():
+            if segment is not None:  # the whole job is being moved into place: nothing left to render
+                return _result(prepared, backend, request, {}, [])
             progress.stage("commit", "finishing the renames of an interrupted commit")
             _commit(prepared, staging)
             return _result(prepared, backend, request, {}, [])
         staging.mkdir(parents=True, exist_ok=True)
         progress.stage("analyse", "reading the mattes")
-        analysis = _analyse(prepared, backend, cancelled, progress, staging)
-        metrics, notes = _render(prepared, backend, request, analysis, staging, progress, cancelled)
-        progress.stage("commit", "moving the frames into place")
-        _commit(prepared, staging)
+        frames = _segment_frames(prepared, segment)
+        analysis = _analyse(prepared, backend, cancelled, progress, staging, frames)
+        metrics, notes = _render(prepared, backend, request, analysis, staging, progress, cancelled, frames)
+        if segment is None:
+            progress.stage("commit", "moving the frames into place")
+            _commit(prepared, staging)
     finally:
         prepared.close()
     metrics["seconds"] = time.monotonic() - started
     return _result(prepared, backend, request, metrics, notes)
+
+
+def _segment_frames(prepared: PreparedJob, segment: Optional[tuple[int, int]]) -> list[int]:
+    if segment is None:
+        return list(prepared.frames)
+    first, last = segment
+    if not prepared.first <= first <= last <= prepared.last:
+        raise InvalidInput(
+            f"segment {first}-{last} is not inside the job's frames {prepared.first}-{prepared.last}",
+            reason="BAD_SEGMENT",
+            field="segment",
+        )
+    return [f for f in prepared.frames if first <= f <= last]
 
 
 def _render(
@@ -576,6 +607,7 @@ def _render(
     staging: Path,
     progress: ProgressSink,
     cancelled: Callable[[], bool],
+    frames: list[int],
 ) -> tuple[dict[str, float], list[str]]:
     work = analysis.plan
     transform = colour.ModelTransform(prepared.source_colorspace)
@@ -583,8 +615,8 @@ def _render(
     if prepared.output_colorspace != prepared.source_colorspace:
         cfg = colour.config()
         to_output = cfg.getProcessor(prepared.source_colorspace, prepared.output_colorspace).getDefaultCPUProcessor()
-    total = len(prepared.frames)
-    todo = [f for f in prepared.frames if not _staged(staging, "output", prepared.output, f).exists()]
+    total = len(frames)
+    todo = [f for f in frames if not _staged(staging, "output", prepared.output, f).exists()]
     done = total - len(todo)
     if done:
         progress.log(f"resuming: {done} of {total} frames were already rendered")
@@ -600,6 +632,8 @@ def _render(
         return metrics, []
     todo_set = set(todo)
     start = max(prepared.first, todo[0] - backend.temporal_context)
+    # A segment's last frames need the frames after them as an uninterrupted run has them.
+    end = prepared.last if frames[-1] == prepared.last else min(prepared.last, frames[-1] + backend.temporal_context)
     region = "the whole frame" if work.full_frame else f"a {work.crop_size[0]}x{work.crop_size[1]} region"
     progress.stage("render", f"{backend.name}: {len(todo)} frames, {region} at {work.size[0]}x{work.size[1]}")
     # Frames fed and not yet returned, with whether their plate had NaN/Inf pixels. Their pixels are
@@ -625,7 +659,7 @@ def _render(
         return frame, source, qm
 
     def feed() -> Iterator[BackendFrame]:
-        for frame, source, qm in image.read_ahead(range(start, prepared.last + 1), load, READ_AHEAD):
+        for frame, source, qm in image.read_ahead(range(start, end + 1), load, READ_AHEAD):
             if cancelled():
                 raise JobCancelled("cancelled")
             rgb = source.pixels[..., prepared.source.rgb]
@@ -668,7 +702,7 @@ def _render(
             image.write_image(str(_staged(staging, "raw", prepared.raw_output, result.index)), raw, pixel_type="uint8")
         done += 1
         progress.frame_written(result.index, done, total, _preview(result.image))
-    missing = [f for f in prepared.frames if not _staged(staging, "output", prepared.output, f).exists()]
+    missing = [f for f in frames if not _staged(staging, "output", prepared.output, f).exists()]
     if missing:
         raise VoidlinkError(
             f"backend {backend.name} stopped before frames {sequence.format_frames(missing)}",

@@ -247,6 +247,36 @@ def test_crash_then_resume_computes_only_missing_frames(tmp_path, source_guard):
         assert np.array_equal(read_pixels(a), read_pixels(b))
 
 
+def test_segments_stage_only_their_frames_fed_with_context_and_match_one_run(tmp_path, source_guard):
+    from voidlink.inference.backends.classical.backend import ClassicalBackend
+
+    files = write_shot(tmp_path / "src", frames=80, width=48, height=32)
+    source_guard(files.folder)
+    spec = build_spec(files.plate, files.mask, output=tmp_path / "o" / "o.####.exr")
+    reference = _run(build_spec(files.plate, files.mask, output=tmp_path / "ref" / "r.####.exr"), ClassicalBackend())
+
+    fed = MeanFill()
+    pipeline.run_job(pipeline.prepare_job(spec), fed, job_id="probe", segment=(1021, 1050))
+    assert fed.seen == list(range(1021 - fed.temporal_context, 1051 + fed.temporal_context))
+    staged = pipeline.prepare_job(spec).staging("probe")
+    assert sorted(p.name for p in (staged / "output").iterdir()) == [f"o.{f:04d}.exr" for f in range(1021, 1051)]
+    assert sorted(p.name for p in (staged / "quadmask").iterdir()) == [f"o_quadmask.{f}.png" for f in range(1021, 1051)]
+    assert not list((tmp_path / "o").glob("o.*.exr"))
+
+    # Segments in any order, on any backend instance, then one run of the whole job that only moves them.
+    segments = [(1056, 1080), (1001, 1030), (1031, 1055)]
+    for segment in segments:
+        pipeline.run_job(pipeline.prepare_job(spec), ClassicalBackend(), job_id="j", segment=segment)
+    assert not list((tmp_path / "o").glob("o.*.exr"))
+    final = MeanFill()
+    result = pipeline.run_job(pipeline.prepare_job(spec), final, job_id="j")
+    assert final.seen == [] and result.frames.first == 1001 and result.frames.last == 1080
+    for a, b in zip(_frames(reference.output_pattern, 1001, 1080), _frames(result.output_pattern, 1001, 1080)):
+        assert np.array_equal(read_pixels(a), read_pixels(b)), f"{b} differs from one run's {a}"
+    with pytest.raises(errors.InvalidInput, match="segment 1070-1090 is not inside the job's frames 1001-1080"):
+        pipeline.run_job(pipeline.prepare_job(spec), MeanFill(), job_id="k", segment=(1070, 1090))
+
+
 def test_interrupted_commit_is_finished_not_recomputed(shot, tmp_path):
     spec = build_spec(shot.plate, shot.mask, output=tmp_path / "o" / "o.####.exr")
     prepared = pipeline.prepare_job(spec)
