@@ -52,19 +52,35 @@ class FrameLoader(QtCore.QObject):
         self._wake = threading.Event()
         self._pending: Optional[tuple[int, Callable[[], LoadedFrame]]] = None
         self._thread: Optional[threading.Thread] = None
+        self._stopped = False
 
     def request(self, request_id: int, load: Callable[[], LoadedFrame]) -> None:
         with self._lock:
+            if self._stopped:
+                return
             self._pending = (request_id, load)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="voidlink-panel-frames", daemon=True)
                 self._thread.start()
         self._wake.set()
 
+    def stop(self, timeout: float = 10.0) -> None:
+        """Drop what is asked and wait for the frame being read: no signal comes from the thread after
+        this (one emitted while Qt and Python tear down can crash the process)."""
+        with self._lock:
+            self._stopped = True
+            self._pending = None
+            thread = self._thread
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def _loop(self) -> None:
         while True:
             self._wake.wait()
             with self._lock:
+                if self._stopped:
+                    return
                 pending, self._pending = self._pending, None
                 self._wake.clear()
             if pending is None:
@@ -74,6 +90,9 @@ class FrameLoader(QtCore.QObject):
                 result = load()
             except RuntimeError:  # the viewer was deleted while this frame was read
                 return
+            with self._lock:
+                if self._stopped:
+                    return
             try:
                 self.loaded.emit(request_id, result)
             except RuntimeError:

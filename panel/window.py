@@ -213,6 +213,7 @@ class PanelWindow(QtWidgets.QWidget):
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self.timer.stop()
         self.service.close()
+        self.viewer.loader.stop()
         super().closeEvent(event)
 
 

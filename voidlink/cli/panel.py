@@ -59,9 +59,23 @@ def run(args: argparse.Namespace) -> int:
     if args.tab:
         window.show_tab(args.tab)
     if args.screenshot:
+        if args.job:
+            _wait_for_frame(app, window.viewer)
         path = save_screenshot(window, args.screenshot)
         print(path)
-        window.close()
+        window.close()  # stops the panel's threads before Qt and Python tear down
         return 0
     window.show()
     return int(app.exec())
+
+
+def _wait_for_frame(app, viewer, seconds: float = 10.0) -> None:
+    """Let the viewer's loader thread deliver the job's frame, so the screenshot shows it."""
+    import time
+
+    shown: list = []
+    viewer.frame_shown.connect(shown.append)
+    deadline = time.monotonic() + seconds
+    while not shown and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.01)
