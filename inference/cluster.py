@@ -10,6 +10,12 @@ of the job, in the job's staging folder, exactly as the daemon would. A worker t
 leaves its finished frames staged (each written to a temporary name, then renamed); the job goes
 to another worker, whose `run_job` renders only the frames not staged yet.
 
+A long classical job is split into segments (`plan_segments`) that run on several workers at once;
+each stages its own frames, fed the backend's temporal context beyond its ends so every frame comes
+out as one uninterrupted run makes it, and a last run of the whole job moves them into place.
+VOID jobs are not split: a VOID segment's frames depend on all of its frames (its
+`temporal_context` is unbounded), so a split would change the result.
+
 Ray is imported only here, and this module only when the daemon is told to front a cluster.
 """
 
@@ -44,6 +50,9 @@ UNREACHABLE_SECONDS = 30.0
 MAX_ATTEMPTS = 3
 # Jobs a worker remembers as finished, so a late poll learns the job is over.
 _FINISHED_MEMORY = 256
+# A segment is at least this many times the frames it reads beyond each end: those are computed by
+# two workers, so shorter segments would cost more than they gain.
+SEGMENT_CONTEXTS = 4
 
 
 def parse_cluster(value: str) -> str:
@@ -61,6 +70,22 @@ def parse_cluster(value: str) -> str:
         reason="BAD_CLUSTER_ADDRESS",
         field="cluster",
     )
+
+
+def plan_segments(first: int, last: int, workers: int, min_frames: int) -> list[tuple[int, int]]:
+    """The job's frames in up to `workers` contiguous segments of at least `min_frames` each, as
+    even as frame counts allow; [] when the job is not worth splitting."""
+    frames = last - first + 1
+    count = min(workers, frames // min_frames) if min_frames > 0 else 0
+    if count < 2:
+        return []
+    edges = [first + (i * frames) // count for i in range(count + 1)]
+    return [(edges[i], edges[i + 1] - 1) for i in range(count)]
+
+
+def run_key(job_id: str, segment: Optional[tuple[int, int]]) -> str:
+    """What a worker calls one run: the job, or one segment of it."""
+    return job_id if segment is None else f"{job_id}@{segment[0]}-{segment[1]}"
 
 
 def import_ray():
@@ -162,10 +187,12 @@ class PoolWorker:
             recorder.cancel.set()
         return recorder.take(wait), False
 
-    def run(self, job_id: str, spec_bytes: bytes, backend_name: str) -> dict:
+    def run(self, job_id: str, spec_bytes: bytes, backend_name: str, segment: Optional[tuple[int, int]] = None) -> dict:
+        """Run the job, or stage only the frames of `segment` (polled as `run_key(job_id, segment)`)."""
+        key = run_key(job_id, segment)
         with self._lock:
-            self._finished.pop(job_id, None)
-        recorder = self._recorder(job_id)
+            self._finished.pop(key, None)
+        recorder = self._recorder(key)
         assert recorder is not None
         outcome: dict[str, Any] = {"worker": self.name, "pid": os.getpid()}
         started = time.monotonic()
@@ -178,7 +205,13 @@ class PoolWorker:
             cancelled = recorder.cancel.is_set
             request = backend_request(spec, prepared.first, prepared.last, cancelled, recorder.log)
             result = pipeline.run_job(
-                prepared, backend, job_id=job_id, progress=recorder, cancelled=cancelled, request=request
+                prepared,
+                backend,
+                job_id=job_id,
+                progress=recorder,
+                cancelled=cancelled,
+                request=request,
+                segment=tuple(segment) if segment is not None else None,
             )
             outcome.update(state="succeeded", result=result.SerializeToString())
             counted = "jobs"
@@ -197,8 +230,8 @@ class PoolWorker:
             # Events not polled yet go back with the outcome: the daemon replays them before it.
             outcome["events"], recorder.events = recorder.events, []
             recorder.changed.notify_all()  # a poll waiting for events learns at once that the job is over
-            self._jobs.pop(job_id, None)
-            self._finished[job_id] = None
+            self._jobs.pop(key, None)
+            self._finished[key] = None
             while len(self._finished) > _FINISHED_MEMORY:
                 self._finished.pop(next(iter(self._finished)))
             self._counts[counted] += 1
@@ -242,12 +275,27 @@ class RayExecutor:
     """The scheduler's executor for a Ray pool: places jobs on actors (see `place`), relays their
     progress to the daemon and the daemon's cancel to them, and moves the job of a worker that died."""
 
-    def __init__(self, address: str, cpu_workers: int = 2, weights: Optional[str] = None) -> None:
+    def __init__(
+        self, address: str, cpu_workers: int = 2, weights: Optional[str] = None, segment_frames: Optional[int] = None
+    ) -> None:
+        """`segment_frames`: the shortest segment a classical job is split into (None: SEGMENT_CONTEXTS
+        times the backend's temporal context; 0: jobs are never split)."""
         self.address = parse_cluster(address)
         if cpu_workers < 0:
             raise InvalidInput(
                 f"--cluster-workers: {cpu_workers} is negative", reason="BAD_WORKER_COUNT", field="cluster_workers"
             )
+        if segment_frames is not None and segment_frames < 0:
+            raise InvalidInput(
+                f"--cluster-segment: {segment_frames} is negative (0 turns splitting off)",
+                reason="BAD_SEGMENT_FRAMES",
+                field="cluster_segment",
+            )
+        if segment_frames is None:
+            from voidlink.inference.backends.classical.backend import ClassicalBackend
+
+            segment_frames = SEGMENT_CONTEXTS * ClassicalBackend.temporal_context
+        self.segment_frames = segment_frames
         self.cpu_workers = cpu_workers
         self.weights = weights
         self.ray = import_ray()
@@ -458,13 +506,87 @@ class RayExecutor:
         # The daemon's own prepared job checked the paths (and the roots); the worker prepares its own.
         prepared.close()
         spec_bytes = job.spec.SerializeToString()
+        started = time.monotonic()
+        segments = self.segments(prepared.first, prepared.last, backend_name)
+        if not segments:
+            return self._run(job.id, spec_bytes, backend_name, progress, cancelled, None)
+        progress.log(
+            f"{len(segments)} segments run side by side: " + ", ".join(f"{first}-{last}" for first, last in segments)
+        )
+        self._run_segments(job.id, spec_bytes, backend_name, segments, progress, cancelled)
+        # Every frame is staged now: a run of the whole job only moves them into place.
+        result = self._run(job.id, spec_bytes, backend_name, progress, cancelled, None)
+        seconds = time.monotonic() - started
+        result.metrics["seconds"] = seconds
+        result.metrics["frames_per_second"] = (prepared.last - prepared.first + 1) / max(seconds, 1e-9)
+        result.metrics["segments"] = float(len(segments))
+        return result
+
+    def segments(self, first: int, last: int, backend_name: str) -> list[tuple[int, int]]:
+        """How a job on `backend_name` is split over the pool's workers ([]: it runs whole)."""
+        if backend_name == "void":
+            return []
+        with self._cond:
+            able = sum(1 for w in self._workers if not w.gpu) or len(self._workers)
+        return plan_segments(first, last, able, self.segment_frames)
+
+    def _run_segments(
+        self,
+        job_id: str,
+        spec_bytes: bytes,
+        backend_name: str,
+        segments: list[tuple[int, int]],
+        progress: pipeline.ProgressSink,
+        cancelled: Callable[[], bool],
+    ) -> None:
+        """Run every segment on a worker of its own, at once; the first failure stops the others."""
+        relay = _SegmentProgress(progress, segments)
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def one(index: int, segment: tuple[int, int]) -> None:
+            try:
+                self._run(
+                    job_id,
+                    spec_bytes,
+                    backend_name,
+                    relay.part(index),
+                    lambda: cancelled() or stop.is_set(),
+                    segment,
+                )
+            except BaseException as error:
+                failures.append(error)
+                stop.set()
+
+        threads = [
+            threading.Thread(target=one, args=(i, s), name=f"voidlink-{run_key(job_id, s)}", daemon=True)
+            for i, s in enumerate(segments)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            # The segments stopped because another failed end as cancelled: the failure is the job's.
+            raise next((f for f in failures if not isinstance(f, JobCancelled)), failures[0])
+
+    def _run(
+        self,
+        job_id: str,
+        spec_bytes: bytes,
+        backend_name: str,
+        progress: pipeline.ProgressSink,
+        cancelled: Callable[[], bool],
+        segment: Optional[tuple[int, int]],
+    ) -> pb.JobResult:
+        """The job (or one segment) on a worker; on another when that one dies, up to MAX_ATTEMPTS."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             worker = self._acquire(backend_name, cancelled)
             try:
-                return self._run_on(worker, job.id, spec_bytes, backend_name, progress, cancelled)
+                return self._run_on(worker, job_id, spec_bytes, backend_name, progress, cancelled, segment)
             except WorkerLost as lost:
                 message = f"worker {worker.name} was lost ({lost}); its unfinished frames go to another worker"
-                log.warning("job %s: %s", job.id, message)
+                log.warning("job %s: %s", run_key(job_id, segment), message)
                 progress.log(message)
                 self._replace(worker)
                 if attempt == MAX_ATTEMPTS:
@@ -485,17 +607,23 @@ class RayExecutor:
         backend_name: str,
         progress: pipeline.ProgressSink,
         cancelled: Callable[[], bool],
+        segment: Optional[tuple[int, int]] = None,
     ) -> pb.JobResult:
         ray = self.ray
         worker.job_id = job_id
         running = None
-        log.info("job %s runs on %s (pid %d on %s)", job_id, worker.name, worker.pid, worker.host)
+        key = run_key(job_id, segment)
+        if segment is None:
+            log.info("job %s runs on %s (pid %d on %s)", job_id, worker.name, worker.pid, worker.host)
+        else:
+            log.info("job %s frames %d-%d run on %s (pid %d on %s)", job_id, *segment, worker.name, worker.pid,
+                     worker.host)  # fmt: skip
         try:
-            running = worker.handle.run.remote(job_id, spec_bytes, backend_name)
+            running = worker.handle.run.remote(job_id, spec_bytes, backend_name, segment)
             unreachable_since: Optional[float] = None
             while True:
                 try:
-                    events, finished = ray.get(worker.handle.poll.remote(job_id, cancelled(), POLL_SECONDS))
+                    events, finished = ray.get(worker.handle.poll.remote(key, cancelled(), POLL_SECONDS))
                 except ray.exceptions.ActorUnavailableError:
                     # Unreachable is not dead: the worker may still be writing, so wait before giving up on it.
                     now = time.monotonic()
@@ -514,7 +642,7 @@ class RayExecutor:
             raise WorkerLost(type(error).__name__) from error
         except BaseException:
             # The relay broke, not the worker: its run must end before it is given another job.
-            self._stop_run(worker, job_id, running)
+            self._stop_run(worker, key, running)
             raise
         _replay(outcome["events"], progress)
         with self._cond:
@@ -523,7 +651,7 @@ class RayExecutor:
         if state == "succeeded":
             return pb.JobResult.FromString(outcome["result"])
         if state == "cancelled":
-            log.info("job %s: cancelled on %s", job_id, worker.name)
+            log.info("job %s: cancelled on %s", key, worker.name)
             raise JobCancelled("cancelled")
         if state == "failed":
             detail = pb.ErrorDetail.FromString(outcome["error"])
@@ -538,18 +666,60 @@ class RayExecutor:
         progress.log(outcome["trace"])
         raise RuntimeError(f"on worker {worker.name}: {outcome['message']}")
 
-    def _stop_run(self, worker: WorkerRecord, job_id: str, running: Any) -> None:
+    def _stop_run(self, worker: WorkerRecord, key: str, running: Any) -> None:
         """Cancel a run the daemon stopped following; a worker that does not stop is replaced."""
         if running is None:
             return
         try:
-            self.ray.get(worker.handle.poll.remote(job_id, True, 0), timeout=10)
+            self.ray.get(worker.handle.poll.remote(key, True, 0), timeout=10)
             done, _ = self.ray.wait([running], timeout=30)
             if done:
                 return
         except Exception:
             log.warning("worker %s did not answer a cancel", worker.name, exc_info=True)
         self._replace(worker)
+
+
+class _SegmentProgress:
+    """The progress of a job's segments as the job's: frames counted across them, each stage told once."""
+
+    def __init__(self, progress: pipeline.ProgressSink, segments: list[tuple[int, int]]) -> None:
+        self.progress = progress
+        self.segments = segments
+        self.total = sum(last - first + 1 for first, last in segments)
+        self.done = [0] * len(segments)
+        self.stages: set[str] = set()
+        self.lock = threading.Lock()
+
+    def part(self, index: int) -> _SegmentPart:
+        return _SegmentPart(self, index)
+
+
+class _SegmentPart:
+    """One segment's ProgressSink."""
+
+    def __init__(self, owner: _SegmentProgress, index: int) -> None:
+        self.owner = owner
+        self.index = index
+        first, last = owner.segments[index]
+        self.label = f"frames {first}-{last}"
+
+    def stage(self, name: str, message: str = "") -> None:
+        owner = self.owner
+        with owner.lock:
+            if name in owner.stages:
+                return
+            owner.stages.add(name)
+            owner.progress.stage(name, f"{message} ({len(owner.segments)} segments)" if message else message)
+
+    def frame_written(self, frame: int, done: int, total: int, preview: Optional[np.ndarray]) -> None:
+        owner = self.owner
+        with owner.lock:  # held while telling, so the job's count only grows
+            owner.done[self.index] = done
+            owner.progress.frame_written(frame, sum(owner.done), owner.total, preview)
+
+    def log(self, message: str) -> None:
+        self.owner.progress.log(f"{self.label}: {message}")
 
 
 def _replay(events: list[tuple], progress: pipeline.ProgressSink) -> None:

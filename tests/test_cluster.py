@@ -20,21 +20,23 @@ import pytest
 from conftest import DaemonProcess, wait_for
 from shots import write_shot
 from voidlink.bridge import Client, build_spec
-from voidlink.inference.cluster import WorkerRecord, place
+from voidlink.inference.cluster import WorkerRecord, place, plan_segments
 from voidlink.protos import pb
 
 
 class PoolDaemon(DaemonProcess):
     """`voidlink serve --cluster auto` in a subprocess; its log says which worker runs which job."""
 
-    def __init__(self, data_dir: Path, workers: int = 2) -> None:
+    def __init__(self, data_dir: Path, workers: int = 2, extra: tuple = ()) -> None:
         super().__init__(data_dir)
         self.workers = workers
+        self.extra = extra
 
     def start(self, timeout: float = 120.0) -> PoolDaemon:
         command = [
             *("serve", "--listen", self.listen, "--data-dir", str(self.data_dir)),
             *("--cluster", "auto", "--cluster-workers", str(self.workers)),
+            *self.extra,
         ]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "voidlink", *command],
@@ -67,10 +69,20 @@ class PoolDaemon(DaemonProcess):
         """The workers the daemon handed the job to, in order."""
         return re.findall(rf"job {job_id} runs on (\S+)", self.output())
 
+    def segments_on(self, job_id: str) -> dict[tuple[int, int], str]:
+        """The worker each segment of the job ran on."""
+        found = re.findall(rf"job {job_id} frames (\d+)-(\d+) run on (\S+)", self.output())
+        return {(int(a), int(b)): worker for a, b, worker in found}
+
+
+# Shots of 80 frames or more are split in two on this pool; the other shots here are shorter.
+SEGMENT_FRAMES = 40
+
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    process = PoolDaemon(tmp_path_factory.mktemp("pool") / "daemon-data").start()
+    extra = ("--cluster-segment", str(SEGMENT_FRAMES))
+    process = PoolDaemon(tmp_path_factory.mktemp("pool") / "daemon-data", extra=extra).start()
     yield process
     if process.process is not None and process.process.poll() is None:
         try:
@@ -166,6 +178,41 @@ def test_a_worker_killed_mid_job_leaves_each_frame_written_once(pool, daemon, lo
         assert a.read_bytes() == b.read_bytes(), f"{a} differs from an uninterrupted run's {b}"
     # The pool keeps its size: a new worker replaces the dead one.
     wait_for(lambda: len(pool.worker_pids()) == 3, timeout=60)
+
+
+def test_a_long_shot_is_split_over_both_workers_with_one_runs_output(pool, daemon, tmp_path):
+    shot = write_shot(tmp_path / "src", frames=2 * SEGMENT_FRAMES, width=48, height=32)
+    output = tmp_path / "pool" / "clean.####.exr"
+    client = pool.client()
+    job = client.submit(build_spec(shot.plate, shot.mask, shot.affected, output=output))
+    events, watcher = _watch_all(client, job.id)
+    final = client.wait(job.id)
+    watcher.join(30)
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.message
+    assert final.frames_done == final.frames_total == 80
+    assert final.result.metrics["segments"] == 2
+    placed = pool.segments_on(job.id)
+    assert set(placed) == {(1001, 1040), (1041, 1080)}
+    assert len(set(placed.values())) == 2, f"both segments ran on {placed}"
+    counts = [e.frames_done for e in events if e.frames_done]
+    assert counts == sorted(counts) and counts[-1] == 80  # one count for the job, never going back
+    frames = _frame_files(output, 1001, 1080)
+    assert sorted(p for p in output.parent.iterdir() if p.is_file()) == frames
+    assert len(list((output.parent / "quadmask").iterdir())) == 80
+    _no_leftovers(output.parent)
+    reference = tmp_path / "single" / "clean.####.exr"
+    daemon.client().remove(shot.plate, shot.mask, shot.affected, output=reference)
+    for a, b in zip(frames, _frame_files(reference, 1001, 1080)):
+        assert a.read_bytes() == b.read_bytes(), f"{a} differs from one run's {b}"
+
+
+def test_segments_are_even_contiguous_and_only_for_shots_worth_splitting():
+    assert plan_segments(1001, 1080, 2, 40) == [(1001, 1040), (1041, 1080)]
+    assert plan_segments(1001, 1100, 3, 30) == [(1001, 1033), (1034, 1066), (1067, 1100)]
+    assert plan_segments(1001, 1100, 8, 30) == [(1001, 1033), (1034, 1066), (1067, 1100)]  # no segment under 30
+    assert plan_segments(1001, 1079, 2, 40) == []  # two segments would be shorter than 40
+    assert plan_segments(1001, 2000, 1, 40) == []  # one worker: nothing to split over
+    assert plan_segments(1001, 2000, 4, 0) == []  # splitting turned off
 
 
 def test_cancel_reaches_the_worker_and_keeps_the_earlier_result(pool, long_shot, tmp_path):
@@ -268,6 +315,7 @@ def test_daemon_starts_without_ray_and_cluster_says_how_to_get_it(tmp_path):
     for flags, message in (
         (["--cluster", "auto", "--cluster-workers", "-1"], "--cluster-workers: -1 is negative"),
         (["--cluster-workers", "2"], "--cluster-workers needs --cluster"),
+        (["--cluster-segment", "100"], "--cluster-segment needs --cluster"),
     ):
         refused = subprocess.run([*command, "--data-dir", str(tmp_path / "d"), *flags], capture_output=True, text=True)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr

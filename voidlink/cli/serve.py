@@ -54,6 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPU workers for the classical backend (default: the CPU count, capped at 8); "
         "one VOID worker is added per GPU of the cluster",
     )
+    cluster.add_argument(
+        "--cluster-segment",
+        type=int,
+        default=None,
+        metavar="FRAMES",
+        help="split a classical job into segments of at least FRAMES frames that run on several workers at "
+        "once (default: 4 times the frames of context each segment reads beyond its ends, 96; 0: never split)",
+    )
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-message", default="16M", help="largest gRPC message accepted (default 16M)")
     limits.add_argument("--max-upload", default="64G", help="most frame bytes uploaded per job (default 64G)")
@@ -84,14 +92,15 @@ def cluster_executor(args: argparse.Namespace):
 
     Ray is imported only here, so a daemon without --cluster starts without it installed."""
     if not args.cluster:
-        if args.cluster_workers is not None:
-            print("voidlink serve: --cluster-workers needs --cluster", file=sys.stderr)
-            raise SystemExit(2)
+        for flag, value in (("--cluster-workers", args.cluster_workers), ("--cluster-segment", args.cluster_segment)):
+            if value is not None:
+                print(f"voidlink serve: {flag} needs --cluster", file=sys.stderr)
+                raise SystemExit(2)
         return None
     from voidlink.inference.cluster import RayExecutor
 
     workers = args.cluster_workers if args.cluster_workers is not None else min(os.cpu_count() or 1, 8)
-    executor = RayExecutor(args.cluster, cpu_workers=workers, weights=args.weights)
+    executor = RayExecutor(args.cluster, cpu_workers=workers, weights=args.weights, segment_frames=args.cluster_segment)
     try:
         pool = executor.start()
     except BaseException:
