@@ -13,7 +13,11 @@ Reported:
 - `dispatch_ms`: per-job overhead of the pool over the daemon's own process, the median of
   (time the daemon held the job - time `run_job` took) with the pool minus the same without it;
 - how many jobs each worker ran (every worker must have had work), and the machine's 1-minute load
-  average before each run: the speedup is only meaningful when nothing else holds the cores.
+  average before each run: the speedup is only meaningful when nothing else holds the cores;
+- `long_shot_speedup_2`: one job of `--long-shot` frames (192 by default) timed on each daemon; a
+  pool splits it into segments (see `voidlink serve --cluster-segment`), one per worker, and this
+  is its time on one worker over its time on two. Each segment also reads 24 frames of context
+  beyond its ends and the mattes of the whole shot, so the ideal is below 2 (1.6 for 192 frames).
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def measure(
     frames: int,
     note: Callable[[str], None],
     run_index: int = 0,
+    long_shot: Optional[tuple[str, str, int]] = None,
 ) -> dict:
     """The job set on one daemon: with a pool of `workers` Ray workers, or none (the daemon's own process)."""
     from voidlink.inference.server import Daemon
@@ -100,6 +105,14 @@ def measure(
         }
         if executor is not None:
             report["jobs_per_worker"] = sorted(s["jobs"] - before.get(s["name"], 0) for s in executor.worker_stats())
+        if long_shot is not None:
+            long_plate, long_mask, long_frames = long_shot
+            note(f"{label}: one job of {long_frames} frames")
+            started = time.monotonic()
+            span = (FIRST, FIRST + long_frames - 1)
+            (job,) = _run_set(client, long_plate, long_mask, root / f"long-{label}", 1, span)
+            report["long_shot_seconds"] = round(time.monotonic() - started, 3)
+            report["long_shot_segments"] = int(job.result.metrics.get("segments", 1))
         note(f"{label}: {report}")
         return report
     finally:
@@ -112,11 +125,19 @@ def _best(runs: list[dict]) -> dict:
 
 
 def run(
-    worker_counts: list[int], jobs: int, frames: int, size: tuple[int, int], root: Path, note, repeats: int = 2
+    worker_counts: list[int],
+    jobs: int,
+    frames: int,
+    size: tuple[int, int],
+    root: Path,
+    note,
+    repeats: int = 2,
+    long_frames: int = 0,
 ) -> dict:
     import ray
 
     plate, mask = write_shot(root / "shot", frames, *size)
+    long_shot = (*write_shot(root / "long", long_frames, *size), long_frames) if long_frames else None
     # One local Ray for every pool size: each pool asks it for one CPU per worker.
     ray.init(num_cpus=max(worker_counts), include_dashboard=False, log_to_driver=False)
     runs: dict[Optional[int], list[dict]] = {n: [] for n in [None, *worker_counts]}
@@ -125,7 +146,7 @@ def run(
         # should not decide the comparison.
         for index in range(repeats):
             for n in runs:
-                runs[n].append(measure(root, n, plate, mask, jobs, frames, note, index))
+                runs[n].append(measure(root, n, plate, mask, jobs, frames, note, index, long_shot))
     finally:
         ray.shutdown()
     single = _best(runs[None])
@@ -146,6 +167,16 @@ def run(
         report["speedup_2_goal"] = SPEEDUP_GOAL
         report["speedup_2_met"] = report["speedup_2"] >= SPEEDUP_GOAL
     report["every_worker_worked"] = all(min(p["jobs_per_worker"]) > 0 for p in pools.values())
+    if long_frames:
+        # The fastest run of each configuration, as for the job set.
+        fastest = {n: min(r["long_shot_seconds"] for r in runs[n]) for n in runs}
+        report["long_shot"] = {
+            "frames": long_frames,
+            "single_daemon_seconds": fastest[None],
+            **{f"pool_{n}_seconds": fastest[n] for n in worker_counts},
+        }
+        if 1 in worker_counts and 2 in worker_counts:
+            report["long_shot_speedup_2"] = round(fastest[1] / fastest[2], 3)
     return report
 
 
@@ -156,6 +187,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--frames", type=int, default=24, help="frames per job (default 24)")
     parser.add_argument("--size", default="320x192", help="frame size WxH (default 320x192)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration, best kept (default 2)")
+    parser.add_argument(
+        "--long-shot", type=int, default=192, help="frames of one long job split into segments (default 192; 0: none)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     try:
@@ -167,7 +201,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error("--workers: each count must be 1 or more")
     note = (lambda text: None) if args.json else (lambda text: print(f"  {text}", flush=True))
     with tempfile.TemporaryDirectory(prefix="voidlink-bench-cluster-") as root:
-        report = run(counts, args.jobs, args.frames, (width, height), Path(root), note, max(1, args.repeats))
+        report = run(
+            counts, args.jobs, args.frames, (width, height), Path(root), note, max(1, args.repeats), args.long_shot
+        )
     if args.json:
         print(json.dumps(report))
     else:

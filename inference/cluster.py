@@ -12,7 +12,7 @@ to another worker, whose `run_job` renders only the frames not staged yet.
 
 A long classical job is split into segments (`plan_segments`) that run on several workers at once;
 each stages its own frames, fed the backend's temporal context beyond its ends so every frame comes
-out as one uninterrupted run makes it, and a last run of the whole job moves them into place.
+out as one uninterrupted run makes it, and the daemon then moves them into place.
 VOID jobs are not split: a VOID segment's frames depend on all of its frames (its
 `temporal_context` is unbounded), so a split would change the result.
 
@@ -513,14 +513,19 @@ class RayExecutor:
         progress.log(
             f"{len(segments)} segments run side by side: " + ", ".join(f"{first}-{last}" for first, last in segments)
         )
-        self._run_segments(job.id, spec_bytes, backend_name, segments, progress, cancelled)
-        # Every frame is staged now: a run of the whole job only moves them into place.
-        result = self._run(job.id, spec_bytes, backend_name, progress, cancelled, None)
+        parts = self._run_segments(job.id, spec_bytes, backend_name, segments, progress, cancelled)
+        # Every frame is staged now; the daemon sees the same storage, so it moves them into place itself.
+        progress.stage("commit", "moving the frames into place")
+        metrics = dict(parts[0].metrics)  # the shot's analysis (coverage, crop) is the same in every segment
         seconds = time.monotonic() - started
-        result.metrics["seconds"] = seconds
-        result.metrics["frames_per_second"] = (prepared.last - prepared.first + 1) / max(seconds, 1e-9)
-        result.metrics["segments"] = float(len(segments))
-        return result
+        metrics.update(
+            frames=float(prepared.last - prepared.first + 1),
+            seconds=seconds,
+            segments=float(len(segments)),
+            nonfinite_frames=sum(part.metrics.get("nonfinite_frames", 0.0) for part in parts),
+        )
+        notes = [note for part in parts for note in part.notes]
+        return pipeline.commit_segments(prepared, job.id, parts[0].backend or backend_name, notes, metrics)
 
     def segments(self, first: int, last: int, backend_name: str) -> list[tuple[int, int]]:
         """How a job on `backend_name` is split over the pool's workers ([]: it runs whole)."""
@@ -538,15 +543,16 @@ class RayExecutor:
         segments: list[tuple[int, int]],
         progress: pipeline.ProgressSink,
         cancelled: Callable[[], bool],
-    ) -> None:
+    ) -> list[pb.JobResult]:
         """Run every segment on a worker of its own, at once; the first failure stops the others."""
         relay = _SegmentProgress(progress, segments)
         stop = threading.Event()
         failures: list[BaseException] = []
+        results: list[Optional[pb.JobResult]] = [None] * len(segments)
 
         def one(index: int, segment: tuple[int, int]) -> None:
             try:
-                self._run(
+                results[index] = self._run(
                     job_id,
                     spec_bytes,
                     backend_name,
@@ -569,6 +575,7 @@ class RayExecutor:
         if failures:
             # The segments stopped because another failed end as cancelled: the failure is the job's.
             raise next((f for f in failures if not isinstance(f, JobCancelled)), failures[0])
+        return [result for result in results if result is not None]
 
     def _run(
         self,

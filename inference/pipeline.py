@@ -752,9 +752,31 @@ def _preview(model: np.ndarray, width: int = 256) -> np.ndarray:
     return np.clip(model, 0.0, 1.0)
 
 
+def commit_segments(
+    prepared: PreparedJob, job_id: str, backend_name: str, notes: list[str], metrics: dict[str, float]
+) -> pb.JobResult:
+    """Move the frames that segment runs staged into place, and describe the result (a pool's last
+    step: no frame is read or rendered). Refuses, naming them, when frames are missing."""
+    staging = prepared.staging(job_id)
+    if not (staging / COMMIT_MARKER).exists():
+        missing = [f for f in prepared.frames if not _staged(staging, "output", prepared.output, f).exists()]
+        if missing:
+            raise VoidlinkError(
+                f"the segments of job {job_id} left frames {sequence.format_frames(missing)} unrendered",
+                reason="INCOMPLETE",
+                frames=missing,
+            )
+    _commit(prepared, staging)
+    return _describe(prepared, backend_name, list(dict.fromkeys(notes)), metrics)
+
+
 def _result(
     prepared: PreparedJob, backend: Backend, request: BackendRequest, metrics: dict[str, float], notes: list[str]
 ) -> pb.JobResult:
+    return _describe(prepared, backend.name, [*backend.notes(), *request.notes, *notes], metrics)
+
+
+def _describe(prepared: PreparedJob, backend_name: str, notes: list[str], metrics: dict[str, float]) -> pb.JobResult:
     rate = prepared.source.media.rate
     result = pb.JobResult(
         output_pattern=prepared.output.hashes(),
@@ -766,8 +788,8 @@ def _result(
             rate,
             name=os.path.basename(prepared.output.prefix).rstrip("._-"),
         ),
-        backend=backend.name,
-        notes=[*backend.notes(), *request.notes, *notes],
+        backend=backend_name,
+        notes=notes,
     )
     if prepared.quadmask_output is not None:
         result.quadmask_pattern = prepared.quadmask_output.hashes()

@@ -263,14 +263,20 @@ def test_segments_stage_only_their_frames_fed_with_context_and_match_one_run(tmp
     assert sorted(p.name for p in (staged / "quadmask").iterdir()) == [f"o_quadmask.{f}.png" for f in range(1021, 1051)]
     assert not list((tmp_path / "o").glob("o.*.exr"))
 
-    # Segments in any order, on any backend instance, then one run of the whole job that only moves them.
+    # Segments in any order, on any backend instance, then the move into place, which renders nothing.
     segments = [(1056, 1080), (1001, 1030), (1031, 1055)]
+    notes = []
     for segment in segments:
-        pipeline.run_job(pipeline.prepare_job(spec), ClassicalBackend(), job_id="j", segment=segment)
+        part = pipeline.run_job(pipeline.prepare_job(spec), ClassicalBackend(), job_id="j", segment=segment)
+        notes += part.notes
+        if segment == (1001, 1030):
+            with pytest.raises(errors.VoidlinkError, match="left frames 1031-1055 unrendered"):
+                pipeline.commit_segments(pipeline.prepare_job(spec), "j", "classical", notes, {})
     assert not list((tmp_path / "o").glob("o.*.exr"))
-    final = MeanFill()
-    result = pipeline.run_job(pipeline.prepare_job(spec), final, job_id="j")
-    assert final.seen == [] and result.frames.first == 1001 and result.frames.last == 1080
+    result = pipeline.commit_segments(pipeline.prepare_job(spec), "j", "classical", notes, {"frames": 80.0})
+    assert result.frames.first == 1001 and result.frames.last == 1080 and result.backend == "classical"
+    assert len(result.notes) == len(set(notes))  # each segment's same note said once
+    assert not pipeline.prepare_job(spec).staging("j").exists()
     for a, b in zip(_frames(reference.output_pattern, 1001, 1080), _frames(result.output_pattern, 1001, 1080)):
         assert np.array_equal(read_pixels(a), read_pixels(b)), f"{b} differs from one run's {a}"
     with pytest.raises(errors.InvalidInput, match="segment 1070-1090 is not inside the job's frames 1001-1080"):
