@@ -10,6 +10,13 @@ of the job, in the job's staging folder, exactly as the daemon would. A worker t
 leaves its finished frames staged (each written to a temporary name, then renamed); the job goes
 to another worker, whose `run_job` renders only the frames not staged yet.
 
+With `--cluster-storage private` the workers see none of the daemon's paths: the daemon hashes the
+job's input frames and sends each worker the ones its own frame cache lacks (a re-run or another
+segment of the same shot sends nothing twice), the worker renders from its cache into a folder of
+its own, and every finished frame comes back with the poll that reports it, staged by the daemon
+as it arrives; the daemon then moves the frames into place. A worker that dies mid-job loses only
+the frames not polled yet.
+
 A long classical job is split into segments (`plan_segments`) that run on several workers at once;
 each stages its own frames, fed the backend's temporal context beyond its ends so every frame comes
 out as one uninterrupted run makes it, and the daemon then moves them into place.
@@ -21,14 +28,18 @@ Ray is imported only here, and this module only when the daemon is told to front
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -36,6 +47,7 @@ from voidlink.inference import pipeline
 from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
 from voidlink.inference.backends.base import Cancelled
 from voidlink.inference.scheduler import backend_request, error_detail
+from voidlink.inference.transfer import FrameCache, Transfers
 from voidlink.protos import pb
 
 from voidlink.errors import InvalidInput, JobCancelled, Unavailable, VoidlinkError
@@ -53,6 +65,10 @@ _FINISHED_MEMORY = 256
 # A segment is at least this many times the frames it reads beyond each end: those are computed by
 # two workers, so shorter segments would cost more than they gain.
 SEGMENT_CONTEXTS = 4
+STORAGE_MODES = ("shared", "private")
+# Private storage: the disk a worker's frame cache may use, and the bytes sent to a worker per call.
+WORKER_CACHE_BYTES = 50 * 1024**3
+SEND_BATCH_BYTES = 64 * 1024**2
 
 
 def parse_cluster(value: str) -> str:
@@ -112,6 +128,8 @@ class _Recorder:
         self.changed = threading.Condition()
         self.cancel = threading.Event()
         self.frames = 0
+        # Private storage: a frame's staged files, read to travel back with the event that reports it.
+        self.attach: Optional[Callable[[int], dict[str, bytes]]] = None
 
     def _add(self, event: tuple) -> None:
         with self.changed:
@@ -123,7 +141,8 @@ class _Recorder:
 
     def frame_written(self, frame: int, done: int, total: int, preview: Optional[np.ndarray]) -> None:
         self.frames += 1
-        self._add(("frame", frame, done, total, preview))
+        files = self.attach(frame) if self.attach is not None else None
+        self._add(("frame", frame, done, total, preview, files))
 
     def log(self, message: str) -> None:
         self._add(("log", message))
@@ -136,14 +155,47 @@ class _Recorder:
         return events
 
 
+_WORKER_FOLDER = "voidlink-worker-"
+
+
+def _worker_folder() -> Path:
+    """This worker process's folder in the node's temporary folder; those of workers that died (a
+    killed actor cleans nothing up) are removed first."""
+    base = Path(tempfile.gettempdir())
+    for folder in base.glob(f"{_WORKER_FOLDER}*"):
+        pid = folder.name[len(_WORKER_FOLDER) :]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    root = base / f"{_WORKER_FOLDER}{os.getpid()}"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def _alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would end the process there: keep every folder
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class PoolWorker:
     """One worker of the pool (a Ray actor): a backend registry kept loaded, and `run_job`.
 
     Its methods run on threads of their own (the actor is created with max_concurrency > 1), so
     the daemon polls progress and sets the cancel flag while `run` works."""
 
-    def __init__(self, name: str, weights: Optional[str], cpus: int) -> None:
+    def __init__(self, name: str, weights: Optional[str], cpus: int, storage: str = "shared") -> None:
         self.name = name
+        self.storage = storage
+        self._transfers: Optional[Transfers] = None
+        if storage == "private":  # frames arrive from the daemon into a cache of this worker's own
+            root = _worker_folder()
+            self._transfers = Transfers(root, FrameCache(root / "cache", WORKER_CACHE_BYTES), 1 << 62)
         self.registry = BackendRegistry(weights)
         self._lock = threading.Lock()
         self._jobs: dict[str, _Recorder] = {}
@@ -172,6 +224,23 @@ class PoolWorker:
         with self._lock:
             return {**self._counts, "name": self.name, "pid": os.getpid(), "loaded": self.loaded()}
 
+    def missing(self, refs: list[tuple[str, int]]) -> list[tuple[str, int, int]]:
+        """Of these (sha256, size) frames, those this worker's cache lacks: (sha256, size, bytes it holds)."""
+        assert self._transfers is not None, "missing() is for private storage"
+        out = []
+        for sha, size in refs:
+            present, stored = self._transfers.cache.status(sha)
+            if not present:
+                out.append((sha, size, stored))
+        return out
+
+    def store(self, frames: list[tuple[str, int, int, bytes]]) -> int:
+        """Write (sha256, size, offset, bytes) into this worker's cache; each frame is verified when whole."""
+        assert self._transfers is not None, "store() is for private storage"
+        for sha, size, offset, data in frames:
+            self._transfers.cache.write(pb.FrameChunk(sha256=sha, size=size, offset=offset), data)
+        return len(frames)
+
     def _recorder(self, job_id: str) -> Optional[_Recorder]:
         with self._lock:
             if job_id in self._finished:
@@ -187,8 +256,19 @@ class PoolWorker:
             recorder.cancel.set()
         return recorder.take(wait), False
 
-    def run(self, job_id: str, spec_bytes: bytes, backend_name: str, segment: Optional[tuple[int, int]] = None) -> dict:
-        """Run the job, or stage only the frames of `segment` (polled as `run_key(job_id, segment)`)."""
+    def run(
+        self,
+        job_id: str,
+        spec_bytes: bytes,
+        backend_name: str,
+        segment: Optional[tuple[int, int]] = None,
+        done: Optional[list[int]] = None,
+    ) -> dict:
+        """Run the job, or stage only the frames of `segment` (polled as `run_key(job_id, segment)`).
+
+        Private storage: the spec names its inputs by hash (`uploaded_frames`, in this worker's cache)
+        and `done` the frames the daemon holds; the frames are rendered in a folder of this worker's
+        own, sent back with the events, and the folder is removed at the end."""
         key = run_key(job_id, segment)
         with self._lock:
             self._finished.pop(key, None)
@@ -196,9 +276,17 @@ class PoolWorker:
         assert recorder is not None
         outcome: dict[str, Any] = {"worker": self.name, "pid": os.getpid()}
         started = time.monotonic()
+        local: Optional[pb.JobSpec] = None
         try:
             spec = pb.JobSpec.FromString(spec_bytes)
+            if self._transfers is not None:
+                local = spec = self._transfers.materialise(spec)
             prepared = pipeline.prepare_job(spec)
+            if local is not None:
+                segment = segment or (prepared.first, prepared.last)  # the daemon moves the frames into place
+                recorder.attach = lambda frame: {
+                    kind: path.read_bytes() for kind, path in pipeline.staged_files(prepared, job_id, frame).items()
+                }
             was_loaded = self.registry.is_loaded(backend_name)
             recorder.stage("load", f"loading the {backend_name} backend" + (" (resident)" if was_loaded else ""))
             backend = self.registry.get(backend_name)
@@ -212,6 +300,7 @@ class PoolWorker:
                 cancelled=cancelled,
                 request=request,
                 segment=tuple(segment) if segment is not None else None,
+                done=done or (),
             )
             outcome.update(state="succeeded", result=result.SerializeToString())
             counted = "jobs"
@@ -224,6 +313,12 @@ class PoolWorker:
         except Exception as error:  # reported to the daemon like a local job's unexpected error
             outcome.update(state="internal", message=f"{type(error).__name__}: {error}", trace=traceback.format_exc())
             counted = "failed"
+        finally:
+            if local is not None and self._transfers is not None:
+                self._transfers.discard_inputs(local)
+                folder = self._transfers.result_folder(local)
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
         outcome["seconds"] = time.monotonic() - started
         outcome["loaded"] = self.loaded()
         with self._lock, recorder.changed:
@@ -276,11 +371,25 @@ class RayExecutor:
     progress to the daemon and the daemon's cancel to them, and moves the job of a worker that died."""
 
     def __init__(
-        self, address: str, cpu_workers: int = 2, weights: Optional[str] = None, segment_frames: Optional[int] = None
+        self,
+        address: str,
+        cpu_workers: int = 2,
+        weights: Optional[str] = None,
+        segment_frames: Optional[int] = None,
+        storage: str = "shared",
     ) -> None:
         """`segment_frames`: the shortest segment a classical job is split into (None: SEGMENT_CONTEXTS
-        times the backend's temporal context; 0: jobs are never split)."""
+        times the backend's temporal context; 0: jobs are never split). `storage`: "shared" when the
+        workers see the job's paths, "private" when frames travel to and from them through Ray."""
         self.address = parse_cluster(address)
+        if storage not in STORAGE_MODES:
+            raise InvalidInput(
+                f"--cluster-storage: '{storage}' is neither 'shared' nor 'private'",
+                reason="BAD_STORAGE_MODE",
+                field="cluster_storage",
+            )
+        self.storage = storage
+        self._hashes: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) → sha256, for private storage
         if cpu_workers < 0:
             raise InvalidInput(
                 f"--cluster-workers: {cpu_workers} is negative", reason="BAD_WORKER_COUNT", field="cluster_workers"
@@ -361,7 +470,7 @@ class RayExecutor:
         self._count += 1
         resources = {"num_cpus": 0, "num_gpus": 1} if gpu else {"num_cpus": 1}
         handle = actor_class.options(name=name, max_concurrency=4, **resources).remote(
-            name, self.weights, 0 if gpu else 1
+            name, self.weights, 0 if gpu else 1, self.storage
         )
         worker = WorkerRecord(name, handle, gpu)
         with self._cond:
@@ -505,27 +614,117 @@ class RayExecutor:
     ) -> pb.JobResult:
         # The daemon's own prepared job checked the paths (and the roots); the worker prepares its own.
         prepared.close()
-        spec_bytes = job.spec.SerializeToString()
         started = time.monotonic()
+        private = self._private(job, prepared) if self.storage == "private" else None
+        spec_bytes = (private.spec if private is not None else job.spec).SerializeToString()
         segments = self.segments(prepared.first, prepared.last, backend_name)
         if not segments:
-            return self._run(job.id, spec_bytes, backend_name, progress, cancelled, None)
+            part = self._run(job.id, spec_bytes, backend_name, progress, cancelled, None, private)
+            if private is None:
+                return part  # the worker moved the frames into place itself
+            return self._commit(prepared, job.id, [part], backend_name, progress, started)
         progress.log(
             f"{len(segments)} segments run side by side: " + ", ".join(f"{first}-{last}" for first, last in segments)
         )
-        parts = self._run_segments(job.id, spec_bytes, backend_name, segments, progress, cancelled)
-        # Every frame is staged now; the daemon sees the same storage, so it moves them into place itself.
+        parts = self._run_segments(job.id, spec_bytes, backend_name, segments, progress, cancelled, private)
+        return self._commit(prepared, job.id, parts, backend_name, progress, started)
+
+    def _commit(
+        self,
+        prepared: pipeline.PreparedJob,
+        job_id: str,
+        parts: list[pb.JobResult],
+        backend_name: str,
+        progress: pipeline.ProgressSink,
+        started: float,
+    ) -> pb.JobResult:
+        """Every frame is staged in the daemon's staging folder: move them into place from here."""
         progress.stage("commit", "moving the frames into place")
         metrics = dict(parts[0].metrics)  # the shot's analysis (coverage, crop) is the same in every segment
-        seconds = time.monotonic() - started
         metrics.update(
             frames=float(prepared.last - prepared.first + 1),
-            seconds=seconds,
-            segments=float(len(segments)),
+            seconds=time.monotonic() - started,
             nonfinite_frames=sum(part.metrics.get("nonfinite_frames", 0.0) for part in parts),
         )
+        if len(parts) > 1:
+            metrics["segments"] = float(len(parts))
         notes = [note for part in parts for note in part.notes]
-        return pipeline.commit_segments(prepared, job.id, parts[0].backend or backend_name, notes, metrics)
+        return pipeline.commit_segments(prepared, job_id, parts[0].backend or backend_name, notes, metrics)
+
+    # -- private storage ---------------------------------------------------------------------
+
+    def _private(self, job: pb.Job, prepared: pipeline.PreparedJob) -> _Private:
+        """The job as a worker without the daemon's storage gets it: inputs named by hash."""
+        spec = pb.JobSpec()
+        spec.CopyFrom(job.spec)
+        frames: dict[str, tuple[int, str]] = {}
+        for name in ("source", "mask", "affected"):
+            clip = getattr(prepared, name)
+            if clip is None:
+                continue
+            if clip.media.kind != "sequence":
+                raise InvalidInput(
+                    f"spec.{name}: {clip.media.path} is not an image sequence; this daemon's pool has no shared "
+                    "storage (--cluster-storage private) and sends its workers image sequences only: render the "
+                    "clip as one",
+                    reason="NOT_A_SEQUENCE",
+                    field=f"spec.{name}",
+                    file=clip.media.path,
+                )
+            target = getattr(spec, name)
+            del target.uploaded_frames[:]
+            for frame in prepared.frames:
+                path = clip.media.file_for(frame)
+                sha, size = self._hash(path)
+                target.uploaded_frames.add(sha256=sha, size=size, frame=frame)
+                frames.setdefault(sha, (size, path))
+        spec.output.stream_back = True
+        return _Private(spec, prepared, job.id, frames)
+
+    def _hash(self, path: str) -> tuple[str, int]:
+        stat = os.stat(path)
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        sha = self._hashes.get(key)
+        if sha is None:
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            sha = self._hashes[key] = digest.hexdigest()
+            while len(self._hashes) > 100_000:
+                self._hashes.pop(next(iter(self._hashes)))
+        return sha, stat.st_size
+
+    def _send(
+        self, worker: WorkerRecord, private: _Private, progress: pipeline.ProgressSink, cancelled: Callable[[], bool]
+    ) -> None:
+        """Give the worker's cache the job's frames it lacks, in batches."""
+        ray = self.ray
+        refs = [(sha, size) for sha, (size, _) in private.frames.items()]
+        lacking = ray.get(worker.handle.missing.remote(refs))
+        sent = 0
+        batch: list[tuple[str, int, int, bytes]] = []
+        batch_bytes = 0
+        for sha, size, offset in lacking:
+            if cancelled():
+                raise JobCancelled("cancelled")
+            with open(private.frames[sha][1], "rb") as handle:
+                handle.seek(offset)
+                data = handle.read()
+            batch.append((sha, size, offset, data))
+            batch_bytes += len(data)
+            sent += len(data)
+            if batch_bytes >= SEND_BATCH_BYTES:
+                ray.get(worker.handle.store.remote(batch))
+                batch, batch_bytes = [], 0
+        if batch:
+            ray.get(worker.handle.store.remote(batch))
+        message = (
+            f"sent {len(lacking)} frames ({sent / 1e6:.1f} MB) to {worker.name}; "
+            f"{len(refs) - len(lacking)} were in its cache"
+        )
+        log.info("job %s: %s", private.job_id, message)
+        progress.log(message)
 
     def segments(self, first: int, last: int, backend_name: str) -> list[tuple[int, int]]:
         """How a job on `backend_name` is split over the pool's workers ([]: it runs whole)."""
@@ -543,6 +742,7 @@ class RayExecutor:
         segments: list[tuple[int, int]],
         progress: pipeline.ProgressSink,
         cancelled: Callable[[], bool],
+        private: Optional[_Private] = None,
     ) -> list[pb.JobResult]:
         """Run every segment on a worker of its own, at once; the first failure stops the others."""
         relay = _SegmentProgress(progress, segments)
@@ -559,6 +759,7 @@ class RayExecutor:
                     relay.part(index),
                     lambda: cancelled() or stop.is_set(),
                     segment,
+                    private,
                 )
             except BaseException as error:
                 failures.append(error)
@@ -585,12 +786,13 @@ class RayExecutor:
         progress: pipeline.ProgressSink,
         cancelled: Callable[[], bool],
         segment: Optional[tuple[int, int]],
+        private: Optional[_Private] = None,
     ) -> pb.JobResult:
         """The job (or one segment) on a worker; on another when that one dies, up to MAX_ATTEMPTS."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             worker = self._acquire(backend_name, cancelled)
             try:
-                return self._run_on(worker, job_id, spec_bytes, backend_name, progress, cancelled, segment)
+                return self._run_on(worker, job_id, spec_bytes, backend_name, progress, cancelled, segment, private)
             except WorkerLost as lost:
                 message = f"worker {worker.name} was lost ({lost}); its unfinished frames go to another worker"
                 log.warning("job %s: %s", run_key(job_id, segment), message)
@@ -615,6 +817,7 @@ class RayExecutor:
         progress: pipeline.ProgressSink,
         cancelled: Callable[[], bool],
         segment: Optional[tuple[int, int]] = None,
+        private: Optional[_Private] = None,
     ) -> pb.JobResult:
         ray = self.ray
         worker.job_id = job_id
@@ -626,7 +829,11 @@ class RayExecutor:
             log.info("job %s frames %d-%d run on %s (pid %d on %s)", job_id, *segment, worker.name, worker.pid,
                      worker.host)  # fmt: skip
         try:
-            running = worker.handle.run.remote(job_id, spec_bytes, backend_name, segment)
+            if private is None:
+                running = worker.handle.run.remote(job_id, spec_bytes, backend_name, segment)
+            else:
+                self._send(worker, private, progress, cancelled)
+                running = worker.handle.run.remote(job_id, spec_bytes, backend_name, segment, private.done(segment))
             unreachable_since: Optional[float] = None
             while True:
                 try:
@@ -640,7 +847,7 @@ class RayExecutor:
                     time.sleep(POLL_SECONDS)
                     continue
                 unreachable_since = None
-                _replay(events, progress)
+                _replay(events, progress, private)
                 done, _ = ray.wait([running], timeout=0)
                 if done or finished:
                     outcome = ray.get(running)
@@ -651,7 +858,7 @@ class RayExecutor:
             # The relay broke, not the worker: its run must end before it is given another job.
             self._stop_run(worker, key, running)
             raise
-        _replay(outcome["events"], progress)
+        _replay(outcome["events"], progress, private)
         with self._cond:
             worker.loaded = set(outcome["loaded"])
         state = outcome["state"]
@@ -729,11 +936,33 @@ class _SegmentPart:
         self.owner.progress.log(f"{self.label}: {message}")
 
 
-def _replay(events: list[tuple], progress: pipeline.ProgressSink) -> None:
+@dataclass
+class _Private:
+    """A job run by workers that see none of the daemon's storage."""
+
+    spec: pb.JobSpec  # as the workers get it: inputs named by hash, the output written in their own folder
+    prepared: pipeline.PreparedJob  # the daemon's own, whose staging folder the frames come back to
+    job_id: str
+    frames: dict[str, tuple[int, str]]  # sha256 → (size, the daemon's path), each input frame once
+
+    def done(self, segment: Optional[tuple[int, int]]) -> list[int]:
+        """Frames of the run whose output the daemon holds already: the worker skips them."""
+        first, last = segment or (self.prepared.first, self.prepared.last)
+        return [f for f in range(first, last + 1) if "output" in pipeline.staged_files(self.prepared, self.job_id, f)]
+
+    def receive(self, frame: int, files: dict[str, bytes]) -> None:
+        # The output last: a frame counts as done once its output is staged, so it must come with the rest.
+        for kind in sorted(files, key=lambda kind: kind == "output"):
+            pipeline.stage_file(self.prepared, self.job_id, kind, frame, files[kind])
+
+
+def _replay(events: list[tuple], progress: pipeline.ProgressSink, private: Optional[_Private] = None) -> None:
     for event in events:
         kind = event[0]
         if kind == "frame":
-            progress.frame_written(*event[1:])
+            if private is not None and event[5]:
+                private.receive(event[1], event[5])
+            progress.frame_written(*event[1:5])
         elif kind == "stage":
             progress.stage(event[1], event[2])
         else:

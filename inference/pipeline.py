@@ -21,7 +21,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol
@@ -505,6 +505,26 @@ def _staged(staging: Path, kind: str, pattern: SequencePattern, frame: int) -> P
     return staging / kind / os.path.basename(pattern.path(frame))
 
 
+def staged_files(prepared: PreparedJob, job_id: str, frame: int) -> dict[str, Path]:
+    """The files the job has staged for this frame, by kind (output, quadmask, raw)."""
+    staging = prepared.staging(job_id)
+    found = {kind: _staged(staging, kind, pattern, frame) for kind, pattern in _finals(prepared)}
+    return {kind: path for kind, path in found.items() if path.exists()}
+
+
+def stage_file(prepared: PreparedJob, job_id: str, kind: str, frame: int, data: bytes) -> Path:
+    """Put a frame's file rendered elsewhere into the job's staging folder (written, then renamed)."""
+    patterns = dict(_finals(prepared))
+    if kind not in patterns:
+        raise InvalidInput(f"job {job_id} writes no '{kind}' files", reason="BAD_KIND", field="kind")
+    target = _staged(prepared.staging(job_id), kind, patterns[kind], frame)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.tmp")
+    temp.write_bytes(data)
+    os.replace(temp, target)
+    return target
+
+
 def _finals(prepared: PreparedJob) -> list[tuple[str, SequencePattern]]:
     kinds = (("output", prepared.output), ("quadmask", prepared.quadmask_output), ("raw", prepared.raw_output))
     return [(kind, pattern) for kind, pattern in kinds if pattern is not None]
@@ -553,6 +573,7 @@ def run_job(
     cancelled: Callable[[], bool] = lambda: False,
     request: Optional[BackendRequest] = None,
     segment: Optional[tuple[int, int]] = None,
+    done: Collection[int] = (),
 ) -> pb.JobResult:
     """Render the job's frames into its staging folder, then move them into place.
 
@@ -560,6 +581,8 @@ def run_job(
     left to a later run of the whole job, which finds them staged. A pool renders the segments of
     a long shot side by side this way (only for a backend whose frames depend on a bounded
     `temporal_context`: each segment is fed that many frames beyond its ends).
+    `done`: frames rendered already elsewhere (a pool worker without shared storage is told which
+    frames the daemon holds): they are neither rendered nor expected in the staging folder.
     """
     progress = progress or NullProgress()
     request = request or BackendRequest(first=prepared.first, last=prepared.last, cancelled=cancelled)
@@ -576,7 +599,7 @@ def run_job(
         progress.stage("analyse", "reading the mattes")
         frames = _segment_frames(prepared, segment)
         analysis = _analyse(prepared, backend, cancelled, progress, staging, frames)
-        metrics, notes = _render(prepared, backend, request, analysis, staging, progress, cancelled, frames)
+        metrics, notes = _render(prepared, backend, request, analysis, staging, progress, cancelled, frames, set(done))
         if segment is None:
             progress.stage("commit", "moving the frames into place")
             _commit(prepared, staging)
@@ -608,6 +631,7 @@ def _render(
     progress: ProgressSink,
     cancelled: Callable[[], bool],
     frames: list[int],
+    done_elsewhere: set[int],
 ) -> tuple[dict[str, float], list[str]]:
     work = analysis.plan
     transform = colour.ModelTransform(prepared.source_colorspace)
@@ -616,7 +640,11 @@ def _render(
         cfg = colour.config()
         to_output = cfg.getProcessor(prepared.source_colorspace, prepared.output_colorspace).getDefaultCPUProcessor()
     total = len(frames)
-    todo = [f for f in frames if not _staged(staging, "output", prepared.output, f).exists()]
+
+    def rendered(frame: int) -> bool:
+        return frame in done_elsewhere or _staged(staging, "output", prepared.output, frame).exists()
+
+    todo = [f for f in frames if not rendered(f)]
     done = total - len(todo)
     if done:
         progress.log(f"resuming: {done} of {total} frames were already rendered")
@@ -702,7 +730,7 @@ def _render(
             image.write_image(str(_staged(staging, "raw", prepared.raw_output, result.index)), raw, pixel_type="uint8")
         done += 1
         progress.frame_written(result.index, done, total, _preview(result.image))
-    missing = [f for f in frames if not _staged(staging, "output", prepared.output, f).exists()]
+    missing = [f for f in frames if not rendered(f)]
     if missing:
         raise VoidlinkError(
             f"backend {backend.name} stopped before frames {sequence.format_frames(missing)}",

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -206,6 +207,80 @@ def test_a_long_shot_is_split_over_both_workers_with_one_runs_output(pool, daemo
         assert a.read_bytes() == b.read_bytes(), f"{a} differs from one run's {b}"
 
 
+def test_a_worker_without_the_daemons_storage_renders_from_its_own_cache(tmp_path, monkeypatch):
+    from voidlink.inference import pipeline
+    from voidlink.inference.backends.classical.backend import ClassicalBackend
+    from voidlink.inference.cluster import PoolWorker, RayExecutor, _replay
+
+    shot = write_shot(tmp_path / "src", frames=6, width=48, height=32)
+    reference = pipeline.run_job(
+        pipeline.prepare_job(build_spec(shot.plate, shot.mask, shot.affected, output=tmp_path / "ref" / "r.####.exr")),
+        ClassicalBackend(),
+        job_id="ref",
+    )
+    spec = build_spec(shot.plate, shot.mask, shot.affected, output=tmp_path / "out" / "clean.####.exr")
+    prepared = pipeline.prepare_job(spec)
+    executor = RayExecutor("auto", cpu_workers=1, storage="private")  # no Ray is started: only its daemon side
+    private = executor._private(pb.Job(id="j", spec=spec), prepared)
+    assert private.spec.output.stream_back and len(private.spec.source.uploaded_frames) == 6
+    refs = [(sha, size) for sha, (size, _) in private.frames.items()]
+    (tmp_path / "node-tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "node-tmp"))
+    worker = PoolWorker("w", None, 0, storage="private")
+    lacking = worker.missing(refs)
+    assert len(lacking) == len(refs) == 18  # plate, object and affected mattes: 6 frames each
+    worker.store([(sha, size, 0, Path(private.frames[sha][1]).read_bytes()) for sha, size, _ in lacking])
+    assert worker.missing(refs) == []
+    (tmp_path / "src").rename(tmp_path / "gone")  # the worker never reads the daemon's paths
+
+    outcome = worker.run("j", private.spec.SerializeToString(), "classical", None, private.done(None))
+    assert outcome["state"] == "succeeded", outcome.get("message") or outcome.get("error")
+    assert not list((tmp_path / "out").glob("clean.*.exr"))  # nothing in place: the frames are in the events
+    _replay(outcome["events"], pipeline.NullProgress(), private)
+    assert private.done(None) == list(range(1001, 1007))
+    again = worker.run("j", private.spec.SerializeToString(), "classical", None, private.done(None))
+    assert again["state"] == "succeeded" and not [e for e in again["events"] if e[0] == "frame"]
+    result = pipeline.commit_segments(prepared, "j", "classical", [], {"frames": 6.0})
+    for a, b in zip(
+        _frame_files(reference.output_pattern, 1001, 1006), _frame_files(result.output_pattern, 1001, 1006)
+    ):
+        assert a.read_bytes() == b.read_bytes(), f"{b} differs from a run on the daemon's storage ({a})"
+    assert len(list((tmp_path / "out" / "quadmask").iterdir())) == 6
+    _no_leftovers(tmp_path / "out")
+    # The worker keeps only its cache: no job folder of its inputs or outputs is left behind.
+    root = Path(worker._transfers.inputs).parent
+    assert not list((root / "transfers").iterdir()) and not list((root / "results").iterdir())
+
+
+def test_a_pool_without_shared_storage_sends_each_frame_once(daemon, tmp_path):
+    shot = write_shot(tmp_path / "src", frames=6, width=48, height=32)
+    pool = PoolDaemon(tmp_path / "pool-data", workers=1, extra=("--cluster-storage", "private"))
+    worker_tmp = tmp_path / "worker-tmp"  # where the worker keeps its cache (its node's temporary folder)
+    worker_tmp.mkdir()
+    # Ray keeps its sessions (and their sockets, whose paths must stay short) where it always does.
+    pool.env.update(TMPDIR=str(worker_tmp), RAY_TMPDIR=tempfile.gettempdir())
+    pool.start()
+    try:
+        client = pool.client()
+        first = client.remove(shot.plate, shot.mask, output=tmp_path / "a" / "clean.####.exr")
+        second = client.remove(shot.plate, shot.mask, output=tmp_path / "b" / "clean.####.exr", frames=(1002, 1005))
+        output = pool.output()
+        assert re.search(rf"job {first.job_id}: sent 12 frames \([\d.]+ MB\) to \S+; 0 were in its cache", output)
+        assert f"job {second.job_id}: sent 0 frames (0.0 MB) to" in output  # its 8 frames were all sent before
+        reference = daemon.client().remove(shot.plate, shot.mask, output=tmp_path / "ref" / "clean.####.exr")
+        for a, b in zip(
+            _frame_files(Path(first.output_pattern), 1001, 1006),
+            _frame_files(Path(reference.output_pattern), 1001, 1006),
+        ):
+            assert a.read_bytes() == b.read_bytes(), f"{a} differs from the single daemon's {b}"
+        assert sorted(p.name for p in (tmp_path / "b").glob("*.exr")) == [f"clean.{f}.exr" for f in range(1002, 1006)]
+        _no_leftovers(tmp_path / "a")
+        (folder,) = worker_tmp.glob("voidlink-worker-*")
+        assert len(list((folder / "cache").rglob("*"))) >= 12  # the frames it was sent stay for the next job
+    finally:
+        assert pool.signal(signal.SIGTERM, timeout=60) == 0
+
+
 def test_segments_are_even_contiguous_and_only_for_shots_worth_splitting():
     assert plan_segments(1001, 1080, 2, 40) == [(1001, 1040), (1041, 1080)]
     assert plan_segments(1001, 1100, 3, 30) == [(1001, 1033), (1034, 1066), (1067, 1100)]
@@ -316,6 +391,7 @@ def test_daemon_starts_without_ray_and_cluster_says_how_to_get_it(tmp_path):
         (["--cluster", "auto", "--cluster-workers", "-1"], "--cluster-workers: -1 is negative"),
         (["--cluster-workers", "2"], "--cluster-workers needs --cluster"),
         (["--cluster-segment", "100"], "--cluster-segment needs --cluster"),
+        (["--cluster-storage", "private"], "--cluster-storage needs --cluster"),
     ):
         refused = subprocess.run([*command, "--data-dir", str(tmp_path / "d"), *flags], capture_output=True, text=True)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr

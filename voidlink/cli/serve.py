@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cluster",
         metavar="ray://HOST:PORT|auto",
         help="run jobs on Ray actors that keep their backend loaded: a running cluster's client address, "
-        "or auto for a local Ray started with the daemon; workers must see the job's paths (shared storage)",
+        "or auto for a local Ray started with the daemon",
     )
     cluster.add_argument(
         "--cluster-workers",
@@ -61,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FRAMES",
         help="split a classical job into segments of at least FRAMES frames that run on several workers at "
         "once (default: 4 times the frames of context each segment reads beyond its ends, 96; 0: never split)",
+    )
+    cluster.add_argument(
+        "--cluster-storage",
+        choices=["shared", "private"],
+        default=None,
+        help="shared (default): the workers see the job's paths as the daemon does; private: they do not, and "
+        "the daemon sends them the frames (each worker keeps a cache of them) and stages what they render",
     )
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-message", default="16M", help="largest gRPC message accepted (default 16M)")
@@ -92,7 +99,12 @@ def cluster_executor(args: argparse.Namespace):
 
     Ray is imported only here, so a daemon without --cluster starts without it installed."""
     if not args.cluster:
-        for flag, value in (("--cluster-workers", args.cluster_workers), ("--cluster-segment", args.cluster_segment)):
+        flags = (
+            ("--cluster-workers", args.cluster_workers),
+            ("--cluster-segment", args.cluster_segment),
+            ("--cluster-storage", args.cluster_storage),
+        )
+        for flag, value in flags:
             if value is not None:
                 print(f"voidlink serve: {flag} needs --cluster", file=sys.stderr)
                 raise SystemExit(2)
@@ -100,7 +112,13 @@ def cluster_executor(args: argparse.Namespace):
     from voidlink.inference.cluster import RayExecutor
 
     workers = args.cluster_workers if args.cluster_workers is not None else min(os.cpu_count() or 1, 8)
-    executor = RayExecutor(args.cluster, cpu_workers=workers, weights=args.weights, segment_frames=args.cluster_segment)
+    executor = RayExecutor(
+        args.cluster,
+        cpu_workers=workers,
+        weights=args.weights,
+        segment_frames=args.cluster_segment,
+        storage=args.cluster_storage or "shared",
+    )
     try:
         pool = executor.start()
     except BaseException:
