@@ -56,6 +56,11 @@ def backend_request(spec: pb.JobSpec, first: int, last: int, cancelled, on_messa
     )
 
 
+# A frame event carries a preview at most this often per job (the last frame's always): a viewer needs
+# a few a second, and encoding one per frame took a third of a pool daemon's time on short frames.
+PREVIEW_SECONDS = 0.25
+
+
 class _Progress:
     """The pipeline's ProgressSink: records to the store, publishes to watchers."""
 
@@ -66,6 +71,7 @@ class _Progress:
         self.stage_name = "starting"
         self._t0 = time.monotonic()
         self._done_at_start: Optional[int] = None
+        self._preview_at = float("-inf")
 
     def _event(self, **fields) -> pb.JobEvent:
         return pb.JobEvent(
@@ -92,7 +98,9 @@ class _Progress:
         if total and self.total != total:
             self.store.update(self.job_id, frames_total=total)
         event = self._event(frame=frame, eta_seconds=self._eta(), message=f"frame {frame} written")
-        if preview is not None:
+        now = time.monotonic()
+        if preview is not None and (done >= total or now - self._preview_at >= PREVIEW_SECONDS):
+            self._preview_at = now
             event.preview.CopyFrom(_preview(preview, frame))
         self.bus.publish(event)
 
@@ -114,7 +122,7 @@ def _preview(image: np.ndarray, frame: int) -> pb.Preview:
     rgb = np.ascontiguousarray(image[..., :3])
     if rgb.dtype != np.uint8:
         rgb = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    ok, png = cv2.imencode(".png", rgb[..., ::-1])
+    ok, png = cv2.imencode(".png", rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fast: it is small
     return pb.Preview(width=rgb.shape[1], height=rgb.shape[0], png=png.tobytes() if ok else b"", frame=frame)
 
 

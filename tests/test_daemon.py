@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from conftest import wait_for
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -94,6 +95,31 @@ def test_submit_watch_two_watchers_list_get(daemon, shot, tmp_path):
     _no_leftovers(output.parent)
     assert [j.id for j in client.jobs()] == [job.id]
     assert client.jobs(states=[pb.JOB_STATE_FAILED]) == []
+
+
+def test_previews_go_only_to_watchers_that_ask_and_the_last_frame_has_one(daemon, long_shot, tmp_path):
+    import cv2
+
+    client = daemon.client()
+    job = client.submit(build_spec(long_shot.plate, long_shot.mask, output=tmp_path / "p" / "p.####.exr"))
+    seen: dict[bool, list[pb.JobEvent]] = {}
+
+    def watch(previews: bool) -> None:
+        seen[previews] = list(Client(daemon.address).watch(job.id, previews=previews))
+
+    watchers = [threading.Thread(target=watch, args=(previews,)) for previews in (True, False)]
+    for thread in watchers:
+        thread.start()
+    for thread in watchers:
+        thread.join(120)
+    frames = [e for e in seen[True] if e.message.startswith("frame ")]
+    assert frames and frames[-1].frames_done == frames[-1].frames_total
+    assert frames[-1].HasField("preview")  # the finished picture, whatever the rate limit
+    for event in frames:
+        if event.HasField("preview"):
+            picture = cv2.imdecode(np.frombuffer(event.preview.png, np.uint8), cv2.IMREAD_COLOR)
+            assert picture.shape == (event.preview.height, event.preview.width, 3) and event.preview.width <= 256
+    assert not any(e.HasField("preview") for e in seen[False])
 
 
 def test_priority_then_submission_order(daemon, long_shot, shot, tmp_path):
