@@ -252,33 +252,78 @@ def test_a_worker_without_the_daemons_storage_renders_from_its_own_cache(tmp_pat
     assert not list((root / "transfers").iterdir()) and not list((root / "results").iterdir())
 
 
-def test_a_pool_without_shared_storage_sends_each_frame_once(daemon, tmp_path):
-    shot = write_shot(tmp_path / "src", frames=6, width=48, height=32)
-    pool = PoolDaemon(tmp_path / "pool-data", workers=1, extra=("--cluster-storage", "private"))
-    worker_tmp = tmp_path / "worker-tmp"  # where the worker keeps its cache (its node's temporary folder)
-    worker_tmp.mkdir()
+@pytest.fixture(scope="module")
+def private_pool(tmp_path_factory):
+    """A pool of one worker that sees none of the daemon's paths; its node's temporary folder is `worker_tmp`."""
+    root = tmp_path_factory.mktemp("private")
+    process = PoolDaemon(root / "pool-data", workers=1, extra=("--cluster-storage", "private"))
+    process.worker_tmp = root / "worker-tmp"
+    process.worker_tmp.mkdir()
     # Ray keeps its sessions (and their sockets, whose paths must stay short) where it always does.
-    pool.env.update(TMPDIR=str(worker_tmp), RAY_TMPDIR=tempfile.gettempdir())
-    pool.start()
-    try:
-        client = pool.client()
-        first = client.remove(shot.plate, shot.mask, output=tmp_path / "a" / "clean.####.exr")
-        second = client.remove(shot.plate, shot.mask, output=tmp_path / "b" / "clean.####.exr", frames=(1002, 1005))
-        output = pool.output()
-        assert re.search(rf"job {first.job_id}: sent 12 frames \([\d.]+ MB\) to \S+; 0 were in its cache", output)
-        assert f"job {second.job_id}: sent 0 frames (0.0 MB) to" in output  # its 8 frames were all sent before
-        reference = daemon.client().remove(shot.plate, shot.mask, output=tmp_path / "ref" / "clean.####.exr")
-        for a, b in zip(
-            _frame_files(Path(first.output_pattern), 1001, 1006),
-            _frame_files(Path(reference.output_pattern), 1001, 1006),
-        ):
-            assert a.read_bytes() == b.read_bytes(), f"{a} differs from the single daemon's {b}"
-        assert sorted(p.name for p in (tmp_path / "b").glob("*.exr")) == [f"clean.{f}.exr" for f in range(1002, 1006)]
-        _no_leftovers(tmp_path / "a")
-        (folder,) = worker_tmp.glob("voidlink-worker-*")
-        assert len(list((folder / "cache").rglob("*"))) >= 12  # the frames it was sent stay for the next job
-    finally:
-        assert pool.signal(signal.SIGTERM, timeout=60) == 0
+    process.env.update(TMPDIR=str(process.worker_tmp), RAY_TMPDIR=tempfile.gettempdir())
+    process.start()
+    yield process
+    if process.process is not None and process.process.poll() is None:
+        try:
+            process.signal(signal.SIGTERM, timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_a_pool_without_shared_storage_sends_each_frame_once(private_pool, daemon, tmp_path):
+    shot = write_shot(tmp_path / "src", frames=6, width=48, height=32)
+    client = private_pool.client()
+    first = client.remove(shot.plate, shot.mask, output=tmp_path / "a" / "clean.####.exr")
+    second = client.remove(shot.plate, shot.mask, output=tmp_path / "b" / "clean.####.exr", frames=(1002, 1005))
+    output = private_pool.output()
+    assert re.search(rf"job {first.job_id}: sent 12 frames \([\d.]+ MB\) to \S+; 0 were in its cache", output)
+    assert f"job {second.job_id}: sent 0 frames (0.0 MB) to" in output  # its 8 frames were all sent before
+    reference = daemon.client().remove(shot.plate, shot.mask, output=tmp_path / "ref" / "clean.####.exr")
+    for a, b in zip(
+        _frame_files(Path(first.output_pattern), 1001, 1006),
+        _frame_files(Path(reference.output_pattern), 1001, 1006),
+    ):
+        assert a.read_bytes() == b.read_bytes(), f"{a} differs from the single daemon's {b}"
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.exr")) == [f"clean.{f}.exr" for f in range(1002, 1006)]
+    _no_leftovers(tmp_path / "a")
+    (folder,) = private_pool.worker_tmp.glob("voidlink-worker-*")
+    assert len(list((folder / "cache").rglob("*"))) >= 12  # the frames it was sent stay for the next job
+
+
+def test_a_private_storage_worker_killed_mid_job_costs_only_unsent_frames(private_pool, daemon, long_shot, tmp_path):
+    output = tmp_path / "pool" / "clean.####.exr"
+    client = private_pool.client()
+    job = client.submit(build_spec(long_shot.plate, long_shot.mask, output=output))
+    events, watcher = _watch_all(client, job.id)
+    wait_for(lambda: any(e.frames_done >= 3 for e in events), timeout=60, interval=0.01)
+    victim = private_pool.runs_on(job.id)[0]
+    pid = private_pool.worker_pids()[victim]
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
+    done_before = max(e.frames_done for e in events)
+
+    final = client.wait(job.id)
+    watcher.join(30)
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.message
+    assert final.frames_done == final.frames_total == 48
+    placed = private_pool.runs_on(job.id)
+    assert len(placed) == 2 and placed[0] == victim and placed[1] != victim
+    # The new worker's cache started empty: every frame was sent again, but only the missing ones rendered.
+    assert re.search(rf"job {job.id}: sent 96 frames \([\d.]+ MB\) to {placed[1]}", private_pool.output())
+    resumed = [int(m) for e in events for m in re.findall(r"resuming: (\d+) of 48 frames", e.message)]
+    assert resumed and resumed[0] >= done_before
+    frames = _frame_files(output, long_shot.first, long_shot.first + 47)
+    assert sorted(p for p in output.parent.iterdir() if p.is_file()) == frames
+    _no_leftovers(output.parent)
+    for path in frames[:done_before]:
+        assert path.stat().st_mtime <= killed_at  # staged by the daemon before the kill, not sent again
+    reference = tmp_path / "single" / "clean.####.exr"
+    daemon.client().remove(long_shot.plate, long_shot.mask, output=reference)
+    for a, b in zip(frames, _frame_files(reference, long_shot.first, long_shot.first + 47)):
+        assert a.read_bytes() == b.read_bytes(), f"{a} differs from an uninterrupted run's {b}"
+    # The dead worker's folder went with it once its replacement started on this node.
+    folders = [f.name for f in private_pool.worker_tmp.glob("voidlink-worker-*")]
+    assert f"voidlink-worker-{pid}" not in folders and len(folders) == 1
 
 
 def test_segments_are_even_contiguous_and_only_for_shots_worth_splitting():
