@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -143,10 +144,24 @@ def test_two_workers_run_six_jobs_with_the_single_daemons_output(pool, daemon, s
     assert placed == set(pool.worker_pids()), f"jobs ran on {placed}, the pool is {pool.worker_pids()}"
 
 
-def test_a_worker_killed_mid_job_leaves_each_frame_written_once(pool, daemon, long_shot, tmp_path):
+@dataclass
+class KilledRun:
+    """A 48-frame job whose worker was killed once it had 3 frames done."""
+
+    job: pb.Job  # as it ended
+    events: list
+    victim: str  # the worker killed, and its pid
+    pid: int
+    placed: list  # the workers the job ran on, in order
+    frames: list  # the output files
+
+
+def _kill_mid_job(pool: PoolDaemon, daemon, shot, tmp_path: Path) -> KilledRun:
+    """Run a job, kill its worker mid-job; check it ends with every frame once, the frames done before
+    the kill not written again, each frame as an uninterrupted run makes it."""
     output = tmp_path / "pool" / "clean.####.exr"
     client = pool.client()
-    job = client.submit(build_spec(long_shot.plate, long_shot.mask, output=output))
+    job = client.submit(build_spec(shot.plate, shot.mask, output=output))
     events, watcher = _watch_all(client, job.id)
     wait_for(lambda: any(e.frames_done >= 3 for e in events), timeout=60, interval=0.01)
     victim = pool.runs_on(job.id)[0]
@@ -161,11 +176,9 @@ def test_a_worker_killed_mid_job_leaves_each_frame_written_once(pool, daemon, lo
     assert final.frames_done == final.frames_total == 48
     placed = pool.runs_on(job.id)
     assert len(placed) == 2 and placed[0] == victim and placed[1] != victim
-    lost = [e.message for e in events if "was lost" in e.message]
-    assert lost and victim in lost[0]
     resumed = [int(m) for e in events for m in re.findall(r"resuming: (\d+) of 48 frames", e.message)]
     assert resumed and resumed[0] >= done_before
-    frames = _frame_files(output, long_shot.first, long_shot.first + 47)
+    frames = _frame_files(output, shot.first, shot.first + 47)
     # Every frame once, nothing else (beside the quadmask folder, which holds one mask per frame).
     assert sorted(p for p in output.parent.iterdir() if p.is_file()) == frames
     assert len(list((output.parent / "quadmask").iterdir())) == 48
@@ -174,9 +187,16 @@ def test_a_worker_killed_mid_job_leaves_each_frame_written_once(pool, daemon, lo
         # Written once: frames finished before the kill were not computed or written again.
         assert path.stat().st_mtime <= killed_at
     reference = tmp_path / "single" / "clean.####.exr"
-    daemon.client().remove(long_shot.plate, long_shot.mask, output=reference)
-    for a, b in zip(frames, _frame_files(reference, long_shot.first, long_shot.first + 47)):
+    daemon.client().remove(shot.plate, shot.mask, output=reference)
+    for a, b in zip(frames, _frame_files(reference, shot.first, shot.first + 47)):
         assert a.read_bytes() == b.read_bytes(), f"{a} differs from an uninterrupted run's {b}"
+    return KilledRun(final, events, victim, pid, placed, frames)
+
+
+def test_a_worker_killed_mid_job_leaves_each_frame_written_once(pool, daemon, long_shot, tmp_path):
+    run = _kill_mid_job(pool, daemon, long_shot, tmp_path)
+    lost = [e.message for e in run.events if "was lost" in e.message]
+    assert lost and run.victim in lost[0]
     # The pool keeps its size: a new worker replaces the dead one.
     wait_for(lambda: len(pool.worker_pids()) == 3, timeout=60)
 
@@ -291,39 +311,12 @@ def test_a_pool_without_shared_storage_sends_each_frame_once(private_pool, daemo
 
 
 def test_a_private_storage_worker_killed_mid_job_costs_only_unsent_frames(private_pool, daemon, long_shot, tmp_path):
-    output = tmp_path / "pool" / "clean.####.exr"
-    client = private_pool.client()
-    job = client.submit(build_spec(long_shot.plate, long_shot.mask, output=output))
-    events, watcher = _watch_all(client, job.id)
-    wait_for(lambda: any(e.frames_done >= 3 for e in events), timeout=60, interval=0.01)
-    victim = private_pool.runs_on(job.id)[0]
-    pid = private_pool.worker_pids()[victim]
-    os.kill(pid, signal.SIGKILL)
-    killed_at = time.time()
-    done_before = max(e.frames_done for e in events)
-
-    final = client.wait(job.id)
-    watcher.join(30)
-    assert final.state == pb.JOB_STATE_SUCCEEDED, final.message
-    assert final.frames_done == final.frames_total == 48
-    placed = private_pool.runs_on(job.id)
-    assert len(placed) == 2 and placed[0] == victim and placed[1] != victim
+    run = _kill_mid_job(private_pool, daemon, long_shot, tmp_path)
     # The new worker's cache started empty: every frame was sent again, but only the missing ones rendered.
-    assert re.search(rf"job {job.id}: sent 96 frames \([\d.]+ MB\) to {placed[1]}", private_pool.output())
-    resumed = [int(m) for e in events for m in re.findall(r"resuming: (\d+) of 48 frames", e.message)]
-    assert resumed and resumed[0] >= done_before
-    frames = _frame_files(output, long_shot.first, long_shot.first + 47)
-    assert sorted(p for p in output.parent.iterdir() if p.is_file()) == frames
-    _no_leftovers(output.parent)
-    for path in frames[:done_before]:
-        assert path.stat().st_mtime <= killed_at  # staged by the daemon before the kill, not sent again
-    reference = tmp_path / "single" / "clean.####.exr"
-    daemon.client().remove(long_shot.plate, long_shot.mask, output=reference)
-    for a, b in zip(frames, _frame_files(reference, long_shot.first, long_shot.first + 47)):
-        assert a.read_bytes() == b.read_bytes(), f"{a} differs from an uninterrupted run's {b}"
+    assert re.search(rf"job {run.job.id}: sent 96 frames \([\d.]+ MB\) to {run.placed[1]}", private_pool.output())
     # The dead worker's folder went with it once its replacement started on this node.
     folders = [f.name for f in private_pool.worker_tmp.glob("voidlink-worker-*")]
-    assert f"voidlink-worker-{pid}" not in folders and len(folders) == 1
+    assert f"voidlink-worker-{run.pid}" not in folders and len(folders) == 1
 
 
 def test_segments_are_even_contiguous_and_only_for_shots_worth_splitting():
