@@ -67,6 +67,14 @@ class PoolDaemon(DaemonProcess):
     def worker_pids(self) -> dict[str, int]:
         return {m[0]: int(m[1]) for m in re.findall(r"worker (\S+) ready: pid (\d+)", self.output())}
 
+    def stop(self) -> None:
+        """SIGTERM if it still runs, then kill if it does not end within a minute."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.signal(signal.SIGTERM, timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
     def runs_on(self, job_id: str) -> list[str]:
         """The workers the daemon handed the job to, in order."""
         return re.findall(rf"job {job_id} runs on (\S+)", self.output())
@@ -86,11 +94,7 @@ def pool(tmp_path_factory):
     extra = ("--cluster-segment", str(SEGMENT_FRAMES))
     process = PoolDaemon(tmp_path_factory.mktemp("pool") / "daemon-data", extra=extra).start()
     yield process
-    if process.process is not None and process.process.poll() is None:
-        try:
-            process.signal(signal.SIGTERM, timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -283,11 +287,7 @@ def private_pool(tmp_path_factory):
     process.env.update(TMPDIR=str(process.worker_tmp), RAY_TMPDIR=tempfile.gettempdir())
     process.start()
     yield process
-    if process.process is not None and process.process.poll() is None:
-        try:
-            process.signal(signal.SIGTERM, timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    process.stop()
 
 
 def test_a_pool_without_shared_storage_sends_each_frame_once(private_pool, daemon, tmp_path):
