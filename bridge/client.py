@@ -61,7 +61,7 @@ _COMPRESSION = {
 }
 _PIXEL_TYPE = {"auto": pb.PIXEL_TYPE_UNSPECIFIED, "half": pb.PIXEL_TYPE_HALF, "float": pb.PIXEL_TYPE_FLOAT}
 _QUALITY = {"draft": pb.QUALITY_DRAFT, "balanced": pb.QUALITY_BALANCED, "best": pb.QUALITY_BEST}
-# "window" is accepted for the contract's sake; the daemon currently treats it as "shot".
+# The contract's CROP_MODE_WINDOW is not offered: the daemon treats it as "shot" for now.
 _CROP = {"auto": pb.CROP_MODE_AUTO, "full": pb.CROP_MODE_FULL_FRAME, "shot": pb.CROP_MODE_SHOT}
 
 PathLike = Union[str, "os.PathLike[str]"]

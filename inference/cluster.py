@@ -28,7 +28,6 @@ Ray is imported only here, and this module only when the daemon is told to front
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -47,7 +46,7 @@ from voidlink.inference import pipeline
 from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
 from voidlink.inference.backends.base import Cancelled
 from voidlink.inference.scheduler import backend_request, error_detail
-from voidlink.inference.transfer import FrameCache, Transfers
+from voidlink.inference.transfer import FrameCache, Transfers, file_sha256
 from voidlink.protos import pb
 
 from voidlink.errors import InvalidInput, JobCancelled, Unavailable, VoidlinkError
@@ -191,7 +190,6 @@ class PoolWorker:
 
     def __init__(self, name: str, weights: Optional[str], cpus: int, storage: str = "shared") -> None:
         self.name = name
-        self.storage = storage
         self._transfers: Optional[Transfers] = None
         if storage == "private":  # frames arrive from the daemon into a cache of this worker's own
             root = _worker_folder()
@@ -686,11 +684,7 @@ class RayExecutor:
         key = (path, stat.st_size, stat.st_mtime_ns)
         sha = self._hashes.get(key)
         if sha is None:
-            digest = hashlib.sha256()
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            sha = self._hashes[key] = digest.hexdigest()
+            sha = self._hashes[key] = file_sha256(path)
             while len(self._hashes) > 100_000:
                 self._hashes.pop(next(iter(self._hashes)))
         return sha, stat.st_size

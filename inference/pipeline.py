@@ -505,6 +505,10 @@ def _staged(staging: Path, kind: str, pattern: SequencePattern, frame: int) -> P
     return staging / kind / os.path.basename(pattern.path(frame))
 
 
+def _output_staged(prepared: PreparedJob, staging: Path, frame: int) -> bool:
+    return _staged(staging, "output", prepared.output, frame).exists()
+
+
 def staged_files(prepared: PreparedJob, job_id: str, frame: int) -> dict[str, Path]:
     """The files the job has staged for this frame, by kind (output, quadmask, raw)."""
     staging = prepared.staging(job_id)
@@ -519,8 +523,8 @@ def stage_file(prepared: PreparedJob, job_id: str, kind: str, frame: int, data: 
         raise InvalidInput(f"job {job_id} writes no '{kind}' files", reason="BAD_KIND", field="kind")
     target = _staged(prepared.staging(job_id), kind, patterns[kind], frame)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.tmp")
-    temp.write_bytes(data)
+    temp = image.temporary_path(str(target))
+    Path(temp).write_bytes(data)
     os.replace(temp, target)
     return target
 
@@ -578,9 +582,9 @@ def run_job(
     """Render the job's frames into its staging folder, then move them into place.
 
     `segment`: (first, last), frames of the job to render and stage, nothing else; the move is
-    left to a later run of the whole job, which finds them staged. A pool renders the segments of
-    a long shot side by side this way (only for a backend whose frames depend on a bounded
-    `temporal_context`: each segment is fed that many frames beyond its ends).
+    left to `commit_segments` (or to a later run of the whole job, which finds them staged). A pool
+    renders the segments of a long shot side by side this way (only for a backend whose frames
+    depend on a bounded `temporal_context`: each segment is fed that many frames beyond its ends).
     `done`: frames rendered already elsewhere (a pool worker without shared storage is told which
     frames the daemon holds): they are neither rendered nor expected in the staging folder.
     """
@@ -642,7 +646,7 @@ def _render(
     total = len(frames)
 
     def rendered(frame: int) -> bool:
-        return frame in done_elsewhere or _staged(staging, "output", prepared.output, frame).exists()
+        return frame in done_elsewhere or _output_staged(prepared, staging, frame)
 
     todo = [f for f in frames if not rendered(f)]
     done = total - len(todo)
@@ -787,7 +791,7 @@ def commit_segments(
     step: no frame is read or rendered). Refuses, naming them, when frames are missing."""
     staging = prepared.staging(job_id)
     if not (staging / COMMIT_MARKER).exists():
-        missing = [f for f in prepared.frames if not _staged(staging, "output", prepared.output, f).exists()]
+        missing = [f for f in prepared.frames if not _output_staged(prepared, staging, f)]
         if missing:
             raise VoidlinkError(
                 f"the segments of job {job_id} left frames {sequence.format_frames(missing)} unrendered",

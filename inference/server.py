@@ -51,6 +51,7 @@ from voidlink.inference.transfer import (
     JobUploads,
     Transfers,
     check_sha,
+    file_sha256,
 )
 from voidlink.protos import (
     DEFAULT_ADDRESS,
@@ -286,7 +287,7 @@ class VoidLinkService(rpc.VoidLinkServicer):
                     files_total=progress.files_total,
                     bytes_total=progress.bytes_total,
                 )
-                if relative in have and _sha256(path) == have[relative]:
+                if relative in have and file_sha256(path) == have[relative]:
                     # The client holds this file whole from a broken download: name it, send nothing.
                     header.offset, header.sha256 = size, have[relative]
                     progress.bytes_reused += size
@@ -305,14 +306,6 @@ class VoidLinkService(rpc.VoidLinkServicer):
 
 CHUNK_BYTES = 1024 * 1024
 RESULT_DAYS = 7  # streamed-back results stay this long on the daemon for clients to fetch
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _file_chunks(path: Path, size: int, header: pb.FileChunk, progress: pb.TransferProgress, report):

@@ -35,6 +35,15 @@ CLIP_FIELDS = ("source", "mask", "affected")
 PARTIAL_DAYS = 2  # unfinished uploads older than this are dropped when the daemon starts
 
 
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def check_sha(sha: str, field: str) -> str:
     if not _SHA256.match(sha or ""):
         raise InvalidInput(f"{field}: '{sha}' is not a SHA-256 in lower-case hex", reason="BAD_HASH", field=field)
