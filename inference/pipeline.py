@@ -603,7 +603,9 @@ def run_job(
         progress.stage("analyse", "reading the mattes")
         frames = _segment_frames(prepared, segment)
         analysis = _analyse(prepared, backend, cancelled, progress, staging, frames)
-        metrics, notes = _render(prepared, backend, request, analysis, staging, progress, cancelled, frames, set(done))
+        metrics, notes = _render(
+            prepared, backend, request, analysis, staging, progress, cancelled, frames, set(done), job_id
+        )
         if segment is None:
             progress.stage("commit", "moving the frames into place")
             _commit(prepared, staging)
@@ -636,6 +638,7 @@ def _render(
     cancelled: Callable[[], bool],
     frames: list[int],
     done_elsewhere: set[int],
+    job_id: str,
 ) -> tuple[dict[str, float], list[str]]:
     work = analysis.plan
     transform = colour.ModelTransform(prepared.source_colorspace)
@@ -726,7 +729,13 @@ def _render(
             out[..., rgb_index] = converted
         target = _staged(staging, "output", prepared.output, result.index)
         spec = image.output_spec(
-            item.source.spec, out.shape[2], item.source.channels, prepared.pixel_type, prepared.compression, str(target)
+            item.source.spec,
+            out.shape[2],
+            item.source.channels,
+            prepared.pixel_type,
+            prepared.compression,
+            str(target),
+            attributes={image.JOB_ATTRIBUTE: job_id},
         )
         image.write_image(str(target), out, spec)
         if prepared.raw_output is not None:

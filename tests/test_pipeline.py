@@ -428,3 +428,21 @@ def test_output_colorspace_converts_the_whole_frame(shot, tmp_path):
     outside = quadmask.composite_alpha(_quadmasks(result)[0], 3.0) == 0
     assert np.allclose(out[outside], expected[outside], atol=1e-6)
     assert not np.allclose(out[outside], plate[outside], atol=1e-3)  # really converted
+
+
+def test_outputs_carry_the_job_that_wrote_them_and_not_the_plates_record(tmp_path, source_guard):
+    # A plate that was itself a voidlink result: its voidlink:* attributes must not reach the new output.
+    files = write_shot(tmp_path / "src", frames=3)
+    for f in range(files.first, files.last + 1):
+        path = files.plate.replace("####", f"{f:04d}")
+        buf = oiio.ImageBuf(path)
+        buf.specmod().attribute(image.JOB_ATTRIBUTE, "an-older-job")
+        buf.specmod().attribute("voidlink:seed", 7)
+        assert buf.write(path), buf.geterror()
+    source_guard(files.folder)
+    output = tmp_path / "out" / "clean.####.exr"
+    _run(build_spec(files.plate, files.mask, output=output), job_id="job-42")
+    for path in _frames(str(output), files.first, files.last):
+        spec = image.read_spec(path)
+        assert spec.getattribute(image.JOB_ATTRIBUTE) == "job-42"
+        assert spec.getattribute("voidlink:seed") is None

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from queue import Queue
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional, TypeVar, Union
 
 import numpy as np
 import OpenImageIO as oiio
@@ -24,6 +24,9 @@ import OpenImageIO as oiio
 from voidlink.errors import InvalidInput
 
 COMPRESSIONS = ("zip", "piz", "dwaa", "none")
+# Header attributes voidlink writes into its results (the job that wrote the file, what made it).
+OWN_PREFIX = "voidlink:"
+JOB_ATTRIBUTE = OWN_PREFIX + "job"
 PIXEL_TYPES = ("half", "float")
 # Attributes that describe the file we read, not the picture: never copied to an output.
 _FILE_ATTRIBUTES = re.compile(
@@ -235,9 +238,19 @@ def _rational(rate: float) -> tuple[int, int]:
 
 
 def output_spec(
-    template: oiio.ImageSpec, nchannels: int, channel_names: list[str], pixel_type: str, compression: str, path: str
+    template: oiio.ImageSpec,
+    nchannels: int,
+    channel_names: list[str],
+    pixel_type: str,
+    compression: str,
+    path: str,
+    attributes: Optional[Mapping[str, Union[str, int, float]]] = None,
 ) -> oiio.ImageSpec:
-    """A spec for writing: the template's windows and metadata, our pixel type and compression."""
+    """A spec for writing: the template's windows and metadata, our pixel type and compression.
+
+    `attributes` are added to the header (voidlink's own, `voidlink:*`); the template's `voidlink:*`
+    attributes are not copied, so a plate that was itself a voidlink result never lends its record.
+    """
     spec = oiio.ImageSpec(template.width, template.height, nchannels, pixel_type)
     spec.x, spec.y, spec.z = template.x, template.y, template.z
     spec.full_x, spec.full_y = template.full_x, template.full_y
@@ -246,8 +259,10 @@ def output_spec(
     if "A" in channel_names:
         spec.alpha_channel = channel_names.index("A")
     for attr in template.extra_attribs:
-        if not _FILE_ATTRIBUTES.match(attr.name) and attr.name != "name":
+        if not _FILE_ATTRIBUTES.match(attr.name) and attr.name != "name" and not attr.name.startswith(OWN_PREFIX):
             spec.attribute(attr.name, attr.type, attr.value)
+    for name, value in (attributes or {}).items():
+        spec.attribute(name, value)
     if path.lower().endswith(".exr"):
         spec.attribute("compression", compression)
     return spec
