@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -61,6 +61,14 @@ class BackendRequest:
     # Free-text progress inside a frame or step ("denoising 12/50"); the pipeline counts frames.
     on_message: Callable[[str], None] = lambda message: None
     notes: list[str] = field(default_factory=list)  # filled by the backend, shown to the user
+    # What made the result (seed, steps, memory mode, the weights' SHA-256 ...), filled by the backend
+    # before its first result: written into every output frame's header and the job's result.
+    provenance: dict[str, str] = field(default_factory=dict)
+    # For tests and research, handed to a model backend as they are (torch tensors for VOID): T5
+    # prompt embeddings instead of the prompt's, and the initial latents of a one-segment shot.
+    prompt_embeds: Optional[Any] = None
+    negative_prompt_embeds: Optional[Any] = None
+    latents: Optional[Any] = None
 
 
 class Backend(ABC):

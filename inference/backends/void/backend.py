@@ -91,14 +91,22 @@ class Geometry:
         return Geometry(size, scaled, padded)
 
     def to_model(self, image: np.ndarray, quadmask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Frame and quadmask at the model's padded size; padding repeats the edge and is marked keep."""
+        """Frame and quadmask at the model's padded size; padding repeats the edge and is marked keep.
+
+        Resampling: the reference squashes video and mask with torch's area filter
+        (`F.interpolate(mode="area")`, an average over whole source pixels, which OpenCV's area
+        filter is not at non-integer factors); so do the mask, always, and the frame when it shrinks,
+        then the reference's quantisation of the mask's greys. A frame that grows (a crop smaller
+        than the working area, which the reference never makes) is scaled with a bicubic filter
+        instead: the area filter would only repeat its pixels.
+        """
         if self.scaled != self.size:
             shrinking = self.scaled[0] < self.size[0]
-            image = cv2.resize(image, self.scaled, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
-            # The reference's mask resize: area filtering, then its quantisation of the greys.
-            quadmask = helpers.quantize_quadmask(
-                cv2.resize(quadmask.astype(np.float32), self.scaled, interpolation=cv2.INTER_AREA)
-            )
+            if shrinking:
+                image = area_resize(image, self.scaled)
+            else:
+                image = cv2.resize(image, self.scaled, interpolation=cv2.INTER_CUBIC)
+            quadmask = helpers.quantize_quadmask(area_resize(quadmask.astype(np.float32), self.scaled))
         pad_x, pad_y = self.padded[0] - self.scaled[0], self.padded[1] - self.scaled[1]
         if pad_x or pad_y:
             image = cv2.copyMakeBorder(image, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE)
@@ -106,6 +114,7 @@ class Geometry:
         return np.clip(image, 0.0, 1.0).astype(np.float32), quadmask.astype(np.uint8)
 
     def from_model(self, image: np.ndarray) -> np.ndarray:
+        """The model's frame back at the region's size: OpenCV's filters (the reference scales nothing back)."""
         image = image[: self.scaled[1], : self.scaled[0]]
         if self.scaled == self.size:
             return np.ascontiguousarray(image, dtype=np.float32)
@@ -113,6 +122,19 @@ class Geometry:
         return cv2.resize(image, self.size, interpolation=cv2.INTER_CUBIC if growing else cv2.INTER_AREA).astype(
             np.float32
         )
+
+
+def area_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W[, C]) float → (height, width[, C]) at `size` = (width, height), with torch's area filter.
+
+    The reference's `F.interpolate(mode="area")`: each output pixel is the mean of the source pixels
+    its footprint touches (adaptive average pooling), in float32.
+    """
+    pixels = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    flat = pixels.ndim == 2
+    planes = pixels[None, None] if flat else pixels.permute(2, 0, 1)[None]
+    out = torch.nn.functional.interpolate(planes, size=(size[1], size[0]), mode="area")[0]
+    return (out[0] if flat else out.permute(1, 2, 0)).numpy()
 
 
 @dataclass
@@ -145,8 +167,12 @@ class VoidBackend(base.Backend):
         device: Optional[Union[str, torch.device]] = None,
         memory_mode: Optional[str] = None,
         settings: Optional[VoidSettings] = None,
+        text_encoder: bool = True,
     ) -> None:
+        """`text_encoder=False` loads the base model without T5 (embeddings only): every request must
+        then carry `prompt_embeds` (and `negative_prompt_embeds` where guidance is used)."""
         self.weights_folder = Path(weights_folder) if weights_folder is not None else None
+        self.text_encoder = text_encoder
         self.pipe = pipeline
         self.device = torch.device(device) if device is not None else self._default_device()
         self.memory_mode = (memory_mode or os.environ.get(MEMORY_ENV) or "auto").strip().lower()
@@ -179,9 +205,9 @@ class VoidBackend(base.Backend):
     def _build(self) -> None:
         """The pipeline from the weights folder, with the pass-1 VOID weights (on the CPU until placed)."""
         folder = self._folder()
-        weights.require_weights(folder)
+        weights.require_weights(folder, need_text=self.text_encoder)
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        parts = weights.build_components(folder / weights.BASE, dtype)
+        parts = weights.build_components(folder / weights.BASE, dtype, text=self.text_encoder)
         path = folder / weights.PASS1
         report = weights.load_checkpoint(parts["transformer"], path)
         weights.require_filled(parts.pop("transformer_unfilled"), report, str(path))
@@ -285,6 +311,30 @@ class _Run:
         self.geometry: Optional[Geometry] = None
         self.noted: set[str] = set()
         self.retried = False
+        self._check_embeddings()
+
+    def _check_embeddings(self) -> None:
+        """Refuse, before any frame is read, a request the loaded pipeline cannot encode."""
+        pipe = self.backend.pipe
+        request = self.request
+        encodes = pipe is not None and pipe.text_encoder is not None and pipe.tokenizer is not None
+        if request.prompt_embeds is None:
+            if not encodes:
+                raise InvalidInput(
+                    "this VOID backend was loaded without the T5 text encoder (embeddings only): the request must "
+                    "carry prompt_embeds, or load the backend with the text encoder",
+                    reason="NO_TEXT_ENCODER",
+                    field="prompt_embeds",
+                )
+            return
+        guided = self.guidance > 1.0 or self.passes == 2
+        if guided and request.negative_prompt_embeds is None:
+            raise InvalidInput(
+                f"guidance {PASS2_GUIDANCE if self.passes == 2 else self.guidance:g} needs negative_prompt_embeds "
+                "beside prompt_embeds",
+                reason="NO_NEGATIVE_EMBEDDINGS",
+                field="negative_prompt_embeds",
+            )
 
     def _note(self, text: str) -> None:
         if text not in self.noted:
@@ -342,6 +392,13 @@ class _Run:
         if length == 0:
             return
         segments = helpers.segment_spans(length, self.settings.max_frames, self.settings.segment_overlap)
+        if len(segments) > 1 and request.latents is not None:
+            raise InvalidInput(
+                f"initial latents fit a shot of at most {self.settings.max_frames} frames (one segment); this one "
+                f"has {length}",
+                reason="BAD_LATENTS",
+                field="latents",
+            )
         if len(segments) > 1:
             self._note(
                 f"The shot's {length} frames were denoised in {len(segments)} overlapping segments of at most "
@@ -439,11 +496,14 @@ class _Run:
 
         generator = torch.Generator(device=self.backend.device if self.backend.device.type == "cuda" else "cpu")
         generator.manual_seed(self.seed)
+        request = self.request
         out = pipe(
             video,
             quadmask,
-            prompt=self.request.prompt,
+            prompt=request.prompt,
             negative_prompt=negative_prompt,
+            prompt_embeds=request.prompt_embeds,
+            negative_prompt_embeds=request.negative_prompt_embeds,
             num_inference_steps=self.steps,
             generator=generator,
             temporal_window_size=self.settings.temporal_window,
@@ -464,7 +524,9 @@ class _Run:
         pass_names = ("pass 1/2", "pass 2/2") if passes == 2 else ("pass 1",)
         backend._use_checkpoint("pass1", self.request.notes)
         negative = self.request.negative_prompt or NEGATIVE_PROMPT
-        first = self._call(video, quadmask, label, pass_names[0], negative, guidance_scale=self.guidance).frames
+        first = self._call(
+            video, quadmask, label, pass_names[0], negative, guidance_scale=self.guidance, latents=self.request.latents
+        ).frames
         if passes == 1:
             return first
         from voidlink.inference.backends.void import pass2

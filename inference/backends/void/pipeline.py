@@ -11,7 +11,8 @@ use_vae_mask=True, stack_mask=False, zero_out_mask_region=False):
    VAE-encoded (posterior mode × scaling factor), concatenated to 32 channels;
 4. DDIM from the base scheduler config; at every step each temporal window is denoised on its own
    and the windows are blended with linear ramps over their overlap;
-5. the latents are decoded to 0–1 video and the padding is dropped.
+5. the latents are decoded to 0–1 video in the reference's frame order (`decode`: the first latent
+   frame alone, then pairs) and the padding is dropped.
 
 The transformer: the reference's transformer takes `inpaint_latents` and concatenates them after
 the 16 noisy channels before patch embedding, which is the first thing its forward does with them.
@@ -33,7 +34,7 @@ from diffusers import DiffusionPipeline
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
 from diffusers.utils.torch_utils import randn_tensor
 from voidlink.inference.backends import base
-from voidlink.inference.backends.void import helpers
+from voidlink.inference.backends.void import decode, helpers
 
 NEGATIVE_PROMPT = (
     "The video is not of a high quality, it has a low resolution. Watermark present in each frame. "
@@ -296,7 +297,20 @@ class VoidPipeline(DiffusionPipeline):
         video_t = torch.from_numpy(np.ascontiguousarray(video_np[order])).permute(3, 0, 1, 2)[None]
         mask_t = torch.from_numpy(condition)[None, None]
 
-        # 3. Conditioning.
+        # 3. Timesteps and initial noise. The noise is the seeded generator's first draw, as in the
+        # reference, so a given seed starts from the reference's noise.
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = scheduler.timesteps
+        shape = self.latent_shape(length, height, width, temporal_window_size, max_frames)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        latents = latents.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
+
+        # 4. Conditioning. The video's noise augmentation is drawn after the initial noise, from the
+        # same generator: the reference draws it from torch's global generator, unseeded, so its own
+        # runs differ there; ours stay reproducible for a given seed.
         cond = prepare_inpaint_latents(
             self.vae,
             video_t,
@@ -306,20 +320,10 @@ class VoidPipeline(DiffusionPipeline):
             generator=generator,
         )
         inpaint = cond.inpaint_latents.to(device=device, dtype=dtype)
-        if do_cfg:
-            inpaint = torch.cat([inpaint] * 2)
-
-        # 4. Timesteps and initial noise.
-        scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = scheduler.timesteps
-        shape = self.latent_shape(length, height, width, temporal_window_size, max_frames)
         if inpaint.shape[1] != shape[1]:
             raise RuntimeError(f"the VAE gave {inpaint.shape[1]} latent frames, expected {shape[1]}")
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        latents = latents.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
+        if do_cfg:
+            inpaint = torch.cat([inpaint] * 2)
         step_kwargs = self._step_kwargs(scheduler, generator, eta)
 
         window = self.window_latent_frames(temporal_window_size)
@@ -376,8 +380,13 @@ class VoidPipeline(DiffusionPipeline):
             self.maybe_free_model_hooks()
             return VoidPipelineOutput(frames=np.zeros((0,), np.float32), latents=latents, notes=notes)
 
-        # 6. Decode; drop the padding.
-        frames = self.decode_latents(latents)[:length]
+        # 6. Decode (frame k of the output is frame k of the padded clip); drop the padding.
+        frames = self.decode_latents(latents)
+        if len(frames) != target:
+            raise RuntimeError(
+                f"the VAE decoded {len(frames)} frames from {latents.shape[1]} latents, expected {target}"
+            )
+        frames = frames[:length]
         self.maybe_free_model_hooks()
         return VoidPipelineOutput(frames=frames, latents=latents, notes=notes)
 
@@ -400,7 +409,8 @@ class VoidPipeline(DiffusionPipeline):
         )
 
     def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
+        """(B, F', 16, h, w) latents → (1 + 4(F'−1), H, W, 3) frames in 0–1, frame k being input frame k."""
         latents = latents.permute(0, 2, 1, 3, 4).to(self.vae.dtype) / self.vae.config.scaling_factor
-        frames = self.vae.decode(latents).sample
+        frames = decode.decode(self.vae, latents)
         frames = (frames / 2 + 0.5).clamp(0, 1)
         return frames[0].permute(1, 2, 3, 0).float().cpu().numpy()

@@ -42,6 +42,8 @@ COMPONENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tokenizer": ("tokenizer_config.json", ("spiece.model", "tokenizer.json")),
     "scheduler": ("scheduler_config.json", ()),
 }
+# What encodes the prompt: an embeddings-only load (prompt embeddings come with each request) does without.
+TEXT_COMPONENTS = ("text_encoder", "tokenizer")
 
 
 @dataclass
@@ -96,8 +98,11 @@ def check_safetensors(path: Path) -> Optional[str]:
     return None
 
 
-def check_weights(folder: Path, need_pass2: bool = False) -> WeightsReport:
-    """Everything missing or broken in a weights folder, without loading anything."""
+def check_weights(folder: Path, need_pass2: bool = False, need_text: bool = True) -> WeightsReport:
+    """Everything missing or broken in a weights folder, without loading anything.
+
+    `need_text=False`: an embeddings-only load, for which the T5 text encoder and tokenizer may be absent.
+    """
     folder = Path(folder)
     report = WeightsReport(folder)
     base = folder / BASE
@@ -105,6 +110,8 @@ def check_weights(folder: Path, need_pass2: bool = False) -> WeightsReport:
         report.problems.append(f"{base} is missing (the CogVideoX-Fun base model folder)")
     else:
         for name, (config, patterns) in COMPONENTS.items():
+            if not need_text and name in TEXT_COMPONENTS:
+                continue
             sub = base / name
             if not sub.is_dir():
                 report.problems.append(f"{sub} is missing (base model component '{name}')")
@@ -139,8 +146,8 @@ def download_commands(folder: Path, pass2: bool = True) -> list[str]:
     return commands
 
 
-def require_weights(folder: Path, need_pass2: bool = False) -> WeightsReport:
-    report = check_weights(folder, need_pass2)
+def require_weights(folder: Path, need_pass2: bool = False, need_text: bool = True) -> WeightsReport:
+    report = check_weights(folder, need_pass2, need_text)
     if not report.ok:
         raise NotFound(
             "VOID weights are incomplete:\n  "
@@ -394,8 +401,11 @@ def load_tokenizer(base: Path) -> Any:
         return SentencePieceT5Tokenizer(model)
 
 
-def build_components(base: Path, dtype: Any) -> dict:
-    """Every base component from the base folder; names the component that fails."""
+def build_components(base: Path, dtype: Any, text: bool = True) -> dict:
+    """Every base component from the base folder; names the component that fails.
+
+    `text=False` leaves out the T5 text encoder and tokenizer (None): an embeddings-only pipeline.
+    """
     from diffusers import AutoencoderKLCogVideoX, DDIMScheduler
     from transformers import T5EncoderModel
 
@@ -416,6 +426,9 @@ def build_components(base: Path, dtype: Any) -> dict:
     }
     out: dict = {}
     for name, load in loaders.items():
+        if not text and name in TEXT_COMPONENTS:
+            out[name] = None
+            continue
         try:
             out[name] = load()
         except Exception as error:  # noqa: BLE001 - re-raised naming the component
