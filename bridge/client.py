@@ -162,6 +162,8 @@ class RemoveResult:
     backend: str = ""
     notes: list = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    # What made the frames (backend, version, seed, steps, weights' SHA-256 ...), as their headers say.
+    provenance: dict = field(default_factory=dict)
 
     @classmethod
     def from_job(cls, job: pb.Job) -> RemoveResult:
@@ -177,6 +179,7 @@ class RemoveResult:
             backend=r.backend,
             notes=list(r.notes),
             metrics=dict(r.metrics),
+            provenance=dict(r.provenance),
         )
 
     def otio_clip(self):

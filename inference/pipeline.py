@@ -36,6 +36,7 @@ from voidlink.inference.media.sequence import MediaSource
 from voidlink.protos import pb
 from voidlink.protos.clips import SequencePattern, clip_json, clip_media
 
+from voidlink import __version__
 from voidlink.errors import InvalidInput, JobCancelled, NotFound, PermissionDenied, VoidlinkError
 
 STAGING_PREFIX = ".voidlink-"
@@ -666,6 +667,7 @@ def _render(
     if not todo:
         return metrics, []
     todo_set = set(todo)
+    made_by = provenance(prepared, backend, request, job_id)
     start = max(prepared.first, todo[0] - backend.temporal_context)
     # A segment's last frames need the frames after them as an uninterrupted run has them.
     end = prepared.last if frames[-1] == prepared.last else min(prepared.last, frames[-1] + backend.temporal_context)
@@ -708,6 +710,7 @@ def _render(
 
     results: Iterator[BackendResult] = backend.run(feed(), request)
     for result in results:
+        made_by.update(request.provenance)  # the backend's own, known once it has run
         bad = pending.pop(result.index, None)
         if bad is None:
             raise RuntimeError(f"backend {backend.name} returned frame {result.index}, which was not fed")
@@ -735,7 +738,7 @@ def _render(
             prepared.pixel_type,
             prepared.compression,
             str(target),
-            attributes={image.JOB_ATTRIBUTE: job_id},
+            attributes={f"{image.OWN_PREFIX}{key}": value for key, value in made_by.items()},
         )
         image.write_image(str(target), out, spec)
         if prepared.raw_output is not None:
@@ -811,6 +814,36 @@ def commit_segments(
     return _describe(prepared, backend_name, list(dict.fromkeys(notes)), metrics)
 
 
+def provenance(prepared: PreparedJob, backend: Backend, request: BackendRequest, job_id: str) -> dict[str, str]:
+    """What makes this job's frames, as their headers record it (`voidlink:<key>`): the job and the
+    settings every backend shares, then what the backend adds as it runs (`request.provenance`)."""
+    made_by = {
+        "job": job_id,
+        "version": __version__,
+        "backend": backend.name,
+        "prompt": request.prompt,
+        "quality": request.quality,
+        "crop_mode": prepared.crop_mode,
+    }
+    if request.negative_prompt:
+        made_by["negative_prompt"] = request.negative_prompt
+    made_by.update(request.provenance)
+    return made_by
+
+
+def _recorded_provenance(prepared: PreparedJob) -> dict[str, str]:
+    """The provenance the job's first output frame carries (its record of what made the result)."""
+    try:
+        spec = image.read_spec(prepared.output.path(prepared.first))
+    except VoidlinkError:
+        return {}
+    out = {}
+    for attr in spec.extra_attribs:
+        if attr.name.startswith(image.OWN_PREFIX) and attr.name != image.JOB_ATTRIBUTE:
+            out[attr.name[len(image.OWN_PREFIX) :]] = str(attr.value)
+    return out
+
+
 def _result(
     prepared: PreparedJob, backend: Backend, request: BackendRequest, metrics: dict[str, float], notes: list[str]
 ) -> pb.JobResult:
@@ -819,6 +852,7 @@ def _result(
 
 def _describe(prepared: PreparedJob, backend_name: str, notes: list[str], metrics: dict[str, float]) -> pb.JobResult:
     rate = prepared.source.media.rate
+    made_by = _recorded_provenance(prepared)
     result = pb.JobResult(
         output_pattern=prepared.output.hashes(),
         frames=pb.FrameRange(first=prepared.first, last=prepared.last),
@@ -828,9 +862,11 @@ def _describe(prepared: PreparedJob, backend_name: str, notes: list[str], metric
             prepared.last,
             rate,
             name=os.path.basename(prepared.output.prefix).rstrip("._-"),
+            metadata={"voidlink": {"provenance": made_by}} if made_by else None,
         ),
         backend=backend_name,
         notes=notes,
+        provenance=made_by,
     )
     if prepared.quadmask_output is not None:
         result.quadmask_pattern = prepared.quadmask_output.hashes()

@@ -126,8 +126,12 @@ def clip_json(
     last: Optional[int] = None,
     rate: float = 24.0,
     name: str = "",
+    metadata: Optional[dict] = None,
 ) -> str:
-    """An OTIO Clip (as JSON) for a sequence pattern, movie or image, with an optional frame range."""
+    """An OTIO Clip (as JSON) for a sequence pattern, movie or image, with an optional frame range.
+
+    `metadata` goes into the clip's metadata as it is (e.g. `{"voidlink": {"provenance": {...}}}`).
+    """
     import opentimelineio as otio
 
     pattern = None if is_movie(path) else SequencePattern.parse(path)
@@ -153,6 +157,8 @@ def clip_json(
     else:
         ref = otio.schema.ExternalReference(target_url=path, available_range=available)
     clip = otio.schema.Clip(name=name or _split_dir(path)[1], media_reference=ref, source_range=available)
+    if metadata:
+        clip.metadata.update(metadata)
     return otio.adapters.write_to_string(clip, "otio_json")
 
 

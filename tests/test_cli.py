@@ -14,6 +14,8 @@ import pytest
 from conftest import wait_for
 from shots import write_shot
 
+from voidlink import __version__ as voidlink_version
+
 
 def voidlink(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "VOIDLINK_ADDRESS"}
@@ -56,6 +58,11 @@ def test_remove_detach_then_jobs_show_and_list(daemon, shot, tmp_path):
     assert shown["state"] == "succeeded", shown
     assert shown["result"]["frames"] == {"first": 1002, "last": 1006}
     assert sorted(p.name for p in out.parent.glob("clean.*.exr")) == [f"clean.{f:04d}.exr" for f in range(1002, 1007)]
+    made_by = shown["result"]["provenance"]
+    assert made_by["backend"] == "classical" and made_by["version"] == voidlink_version
+    assert made_by["quality"] == "balanced" and made_by["window_radius"] == "8"
+    printed = voidlink("jobs", "show", submitted["id"], "--address", daemon.address).stdout
+    assert "made by:" in printed and "window_radius" in printed and "result.output_pattern" in printed
     listed = json.loads(voidlink("jobs", "list", "--json", "--address", daemon.address).stdout)
     assert [j["id"] for j in listed["jobs"]] == [submitted["id"]]
 

@@ -288,6 +288,8 @@ def test_conform_otio_through_the_daemon_then_reuse(tmp_path, daemon, source_gua
         ref = new.media_reference
         assert isinstance(ref, otio.schema.ImageSequenceReference) and new.name == f"{old.name}_void"
         event = next(e for e in report["events"] if e["clip"] == old.name)
+        made_by = new.metadata["voidlink"]["provenance"]
+        assert made_by["backend"] == "classical" and made_by["prompt"] == new.metadata["voidlink"]["conform"]["prompt"]
         assert ref.rate == RATE and ref.start_frame == event["frames"]["first"]
         visible = old.source_range.duration.value + (2 if old.name == "B001C001" else 0)  # + dissolve
         assert ref.number_of_images_in_sequence() == visible + 2  # event duration plus handles
@@ -304,6 +306,9 @@ def test_conform_otio_through_the_daemon_then_reuse(tmp_path, daemon, source_gua
     assert main(args + ["--json"]) == 1
     again = {event["clip"]: event["status"] for event in json.loads(capsys.readouterr().out)["events"]}
     assert again["B001C001"] == again["B001C003"] == "reused"
+    conformed = otio.adapters.read_from_file(str(out)).find_clips()
+    reused = {c.name: c.metadata["voidlink"] for c in conformed if "voidlink" in c.metadata}
+    assert reused["B001C001_void"]["provenance"]["backend"] == "classical"  # kept in the manifest
     assert len(daemon.client().jobs()) == 2
     # A changed prompt is new work for that event only.
     timeline.tracks[0][0].markers[0].name = "VOID: remove the crew member and his shadow"

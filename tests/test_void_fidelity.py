@@ -297,3 +297,113 @@ def test_embeddings_and_latents_in_a_request_reach_the_pipeline_as_they_are():
     with pytest.raises(InvalidInput) as refused:
         list(backend.run(feed(long_images, long_masks), request(20, prompt_embeds=embeds, latents=latents)))
     assert refused.value.field == "latents"
+
+
+# -- 5. provenance and re-runs -----------------------------------------------------------------------
+
+
+def _void_job(folder, files, output, job_id: str, digests):
+    """One real EXR job through the daemon's pipeline with a tiny VOID backend loaded from `folder`."""
+    from test_void_backend import TINY as SETTINGS
+    from voidlink.bridge import build_spec
+    from voidlink.inference import pipeline
+    from voidlink.inference.backends import base
+    from voidlink.inference.backends.void.backend import VoidBackend
+
+    backend = VoidBackend(folder, device="cpu", settings=SETTINGS, digests=digests)
+    backend.load()
+    spec = build_spec(
+        files.plate, files.mask, files.affected, output=str(output), prompt="a textured wall", steps=2, seed=5
+    )
+    prepared = pipeline.prepare_job(spec)
+    request = base.BackendRequest(
+        first=prepared.first, last=prepared.last, prompt="a textured wall", steps=2, seed=5, quality="balanced"
+    )
+    return pipeline.run_job(prepared, backend, job_id=job_id, request=request)
+
+
+def test_every_frame_and_the_result_record_what_made_them_and_a_rerun_is_bit_identical(tmp_path):
+    import hashlib
+    import json
+
+    import opentimelineio as otio
+    from safetensors.torch import save_file
+    from shots import read_pixels, write_shot
+    from test_void_weights import tiny_transformer, write_base
+    from voidlink.inference.backends.void import weights
+    from voidlink.inference.media import image
+
+    from voidlink import __version__
+
+    folder = tmp_path / "weights"
+    write_base(folder)
+    save_file(tiny_transformer(48, seed=1).state_dict(), str(folder / weights.PASS1))
+    sha = hashlib.sha256((folder / weights.PASS1).read_bytes()).hexdigest()
+    files = write_shot(tmp_path / "src", frames=6, width=96, height=64)
+    digests = weights.Digests(tmp_path / "cache" / "sha.json")
+    first = _void_job(folder, files, tmp_path / "a" / "clean.####.exr", "job-a", digests)
+    expected = {
+        "backend": "void",
+        "version": __version__,
+        "prompt": "a textured wall",
+        "quality": "balanced",
+        "crop_mode": "auto",
+        "seed": "5",
+        "steps": "2",
+        "guidance": "1",
+        "passes": "1",
+        "memory_mode": "full",
+        "device": "cpu",
+        f"weights.{weights.PASS1}": sha,
+        "weights.base": weights.BASE,
+    }
+    assert dict(first.provenance) == expected
+    clip = otio.adapters.read_from_string(first.otio_json, "otio_json")
+    assert dict(clip.metadata["voidlink"]["provenance"]) == expected
+    for frame in range(files.first, files.last + 1):
+        spec = image.read_spec(str(tmp_path / "a" / f"clean.{frame:04d}.exr"))
+        assert spec.getattribute("voidlink:job") == "job-a"
+        for key, value in expected.items():
+            assert spec.getattribute(f"voidlink:{key}") == value, key
+    # The hash was remembered by size and time: a new daemon's first job does not read the file again.
+    assert (
+        json.loads((tmp_path / "cache" / "sha.json").read_text())[str((folder / weights.PASS1).resolve())]["sha256"]
+        == sha
+    )
+
+    # The same spec, weights and seed on the same device: the same pixels, bit for bit.
+    again = _void_job(folder, files, tmp_path / "b" / "clean.####.exr", "job-b", weights.Digests(digests.cache_file))
+    assert dict(again.provenance) == expected
+    for frame in range(files.first, files.last + 1):
+        a = read_pixels(str(tmp_path / "a" / f"clean.{frame:04d}.exr"))
+        b = read_pixels(str(tmp_path / "b" / f"clean.{frame:04d}.exr"))
+        assert np.array_equal(a, b), frame
+
+
+def test_weight_hashes_are_computed_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    from voidlink.inference import transfer
+    from voidlink.inference.backends.void import weights
+
+    checkpoint = tmp_path / "void_pass1.safetensors"
+    checkpoint.write_bytes(b"weights one")
+    cache = tmp_path / "cache.json"
+    assert weights.Digests(cache).get(checkpoint) == hashlib.sha256(b"weights one").hexdigest()
+    calls = []
+    real = transfer.file_sha256
+    monkeypatch.setattr(transfer, "file_sha256", lambda path: calls.append(path) or real(path))
+    assert weights.Digests(cache).get(checkpoint) == hashlib.sha256(b"weights one").hexdigest()
+    assert calls == []  # from the cache file, by path, size and modification time
+    checkpoint.write_bytes(b"weights two, longer")
+    os.utime(checkpoint, ns=(1, 2))
+    assert weights.Digests(cache).get(checkpoint) == hashlib.sha256(b"weights two, longer").hexdigest()
+    assert len(calls) == 1
+    # A cache folder that cannot be written costs a hash per process, never a failure.
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    digests = weights.Digests(blocked / "cache.json")
+    assert digests.get(checkpoint) == hashlib.sha256(b"weights two, longer").hexdigest()
+    assert digests.get(checkpoint) == hashlib.sha256(b"weights two, longer").hexdigest()
+    assert len(calls) == 2

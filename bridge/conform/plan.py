@@ -43,6 +43,7 @@ class EventPlan:
     candidates: list = field(default_factory=list)
     job_id: str = ""
     frames_done: int = 0
+    provenance: dict = field(default_factory=dict)  # what made the clean frames (the job result's record)
 
     @property
     def warnings(self) -> list:
@@ -216,12 +217,18 @@ def reusable(plan: EventPlan, backend: str = "auto") -> bool:
     if recorded.get("identity") != identity(plan, backend):
         return False
     pattern = SequencePattern.parse(plan.output)
-    return all(os.path.isfile(pattern.path(frame)) for frame in range(plan.media.first, plan.media.last + 1))
+    if not all(os.path.isfile(pattern.path(frame)) for frame in range(plan.media.first, plan.media.last + 1)):
+        return False
+    plan.job_id = plan.job_id or recorded.get("job_id", "")
+    plan.provenance = dict(recorded.get("provenance") or {})
+    return True
 
 
 def write_manifest(plan: EventPlan, backend: str, job_id: str) -> None:
     manifest = os.path.join(os.path.dirname(plan.output), MANIFEST)
     record = {"identity": identity(plan, backend), "job_id": job_id, "output": plan.output}
+    if plan.provenance:
+        record["provenance"] = plan.provenance
     temporary = manifest + ".tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
         json.dump(record, handle, indent=2, sort_keys=True)
@@ -282,6 +289,7 @@ def run_plan(
             entry.status, entry.message = "failed", str(error)
             report(entry)
             return
+        entry.provenance = dict(result.provenance)
         write_manifest(entry, backend, job.id)
         entry.status, entry.message = "done", f"frames {result.first}-{result.last}"
         report(entry)

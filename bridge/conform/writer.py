@@ -68,6 +68,8 @@ def conformed_timeline(plan: ConformPlan):
                 "frames": [media.first, media.last],
             }
         }
+        if entry.provenance:
+            clip.metadata["voidlink"]["provenance"] = dict(entry.provenance)
         clip.media_reference = reference
         clip.name = f"{clip.name or event.label}_void"
         cmx = clip.metadata.get("cmx_3600")

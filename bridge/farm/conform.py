@@ -48,6 +48,23 @@ def finish_plan(plan: ConformPlan, backend: str, written_after: Optional[float] 
                     "not this job's; run the event's farm task again"
                 )
                 continue
-        write_manifest(entry, backend, job_id="farm")
+        entry.provenance = frame_provenance(pattern.path(entry.media.first))
+        entry.job_id = entry.provenance.pop("job", "") or entry.job_id
+        write_manifest(entry, backend, job_id=entry.job_id or "farm")
         entry.status, entry.message = "done", f"frames {entry.media.first}-{entry.media.last}"
     return plan
+
+
+def frame_provenance(path: str) -> dict:
+    """The `voidlink:*` attributes a clean frame's header carries (what made it), without the prefix."""
+    import OpenImageIO as oiio
+
+    source = oiio.ImageInput.open(path)
+    if source is None:
+        oiio.geterror()
+        return {}
+    try:
+        spec = source.spec()
+        return {a.name.split(":", 1)[1]: str(a.value) for a in spec.extra_attribs if a.name.startswith("voidlink:")}
+    finally:
+        source.close()

@@ -114,6 +114,7 @@ def job_to_dict(job: pb.Job) -> dict:
             "backend": result.backend,
             "notes": list(result.notes),
             "metrics": dict(result.metrics),
+            "provenance": dict(sorted(result.provenance.items())),
         }
     return out
 

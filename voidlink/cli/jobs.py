@@ -21,6 +21,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_json(action)
 
 
+def _print_job(record: dict) -> None:
+    """A job for people: one line per field; the error, the result and what made it, indented."""
+    for key, value in record.items():
+        if not isinstance(value, dict):
+            print(f"{key:14} {value}")
+    for section in ("error", "result"):
+        for key, value in (record.get(section) or {}).items():
+            if key in ("provenance", "metrics") or value in ("", [], None):
+                continue
+            if isinstance(value, list):
+                value = "\n".join([value[0], *(" " * 21 + item for item in value[1:])])
+            elif isinstance(value, dict):
+                value = " ".join(f"{k}={v}" for k, v in value.items())
+            print(f"{section + '.' + key:20} {value}")
+    made_by = (record.get("result") or {}).get("provenance") or {}
+    if made_by:
+        print("made by:")
+        for key, value in made_by.items():
+            print(f"  {key:20} {value}")
+
+
 def run(args: argparse.Namespace) -> int:
     from voidlink.bridge.client import Client, state_name
     from voidlink.protos import pb
@@ -43,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print_json(job_to_dict(job))
         else:
-            for key, value in job_to_dict(job).items():
-                print(f"{key:14} {value}")
+            _print_job(job_to_dict(job))
         return 0
     if args.action == "cancel":
         job = client.cancel(args.job_id)

@@ -97,6 +97,7 @@ class ClassicalBackend(base.Backend):
 
     def run(self, frames: Iterator[base.BackendFrame], request: base.BackendRequest) -> Iterator[base.BackendResult]:
         radius, preset = _settings(request.quality)
+        request.provenance["window_radius"] = str(radius)
         return _Stream(radius, preset, request).run(frames)
 
 

@@ -168,6 +168,7 @@ class VoidBackend(base.Backend):
         memory_mode: Optional[str] = None,
         settings: Optional[VoidSettings] = None,
         text_encoder: bool = True,
+        digests: Optional[weights.Digests] = None,
     ) -> None:
         """`text_encoder=False` loads the base model without T5 (embeddings only): every request must
         then carry `prompt_embeds` (and `negative_prompt_embeds` where guidance is used)."""
@@ -189,6 +190,8 @@ class VoidBackend(base.Backend):
         self.load_notes: list[str] = []  # what each checkpoint load reported (also logged)
         self._load_warnings: dict[str, str] = {}  # the reports that are not clean, by file, shown in every job
         self._pass1_copy: Optional[dict] = None
+        self.digests = digests
+        self.checkpoint_files: dict[str, Path] = {}  # the VOID checkpoint files loaded, by name
 
     @staticmethod
     def _default_device() -> torch.device:
@@ -212,6 +215,7 @@ class VoidBackend(base.Backend):
         report = weights.load_checkpoint(parts["transformer"], path)
         weights.require_filled(parts.pop("transformer_unfilled"), report, str(path))
         self._record(weights.PASS1, report)
+        self._remember(path)
         config = parts.pop("transformer_config")
         self.pipe = VoidPipeline(**parts)
         self.pipe.add_noise_in_inpaint_model = bool(config.get("add_noise_in_inpaint_model", False))
@@ -266,11 +270,34 @@ class VoidBackend(base.Backend):
                 # No pass-1 file to come back to (a model handed in directly): keep its weights on the CPU.
                 self._pass1_copy = {k: v.detach().to("cpu", copy=True) for k, v in transformer.state_dict().items()}
             self._record(weights.PASS2, weights.load_checkpoint(transformer, path))
+            self._remember(path)
         elif self._pass1_copy is not None:
             transformer.load_state_dict(self._pass1_copy)
         else:
             weights.load_checkpoint(transformer, folder / weights.PASS1)
         self.checkpoint = which
+
+    def _remember(self, path: Path) -> None:
+        """Note a checkpoint file in use and start hashing it for the results' provenance."""
+        self.checkpoint_files[path.name] = path
+        if self.digests is None:
+            self.digests = weights.Digests()
+        self.digests.start(path)
+
+    def provenance(self, passes: int) -> dict[str, str]:
+        """What of this backend's state made a result: device, memory mode, each checkpoint's SHA-256."""
+        device = self.device
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        out = {"device": f"{device} ({name})" if device.type == "cuda" else name, "memory_mode": self.mode or ""}
+        for file in (weights.PASS1, weights.PASS2)[:passes]:
+            path = self.checkpoint_files.get(file)
+            if path is not None and self.digests is not None:
+                out[f"weights.{file}"] = self.digests.get(path)
+            else:
+                out[f"weights.{file}"] = "a model handed in, not loaded from a file"
+        if self.weights_folder is not None:
+            out["weights.base"] = weights.BASE
+        return out
 
     def _record(self, name: str, report: weights.LoadReport) -> None:
         text = f"{name}: {report.summary()}"
@@ -441,6 +468,24 @@ class _Run:
 
     # -- one segment -------------------------------------------------------------------------------
 
+    def _record_provenance(self) -> None:
+        request = self.request
+        request.provenance.update(
+            {
+                "seed": str(self.seed),
+                "steps": str(self.steps),
+                "guidance": f"{self.guidance:g}",
+                "passes": str(self.passes),
+                **self.backend.provenance(self.passes),
+            }
+        )
+        if self.passes == 2:
+            request.provenance["guidance.pass2"] = f"{PASS2_GUIDANCE:g}"
+        if request.prompt_embeds is not None:
+            request.provenance["prompt_embeds"] = "given with the request (the prompt was not encoded)"
+        if request.latents is not None:
+            request.provenance["latents"] = "given with the request (the seed did not draw them)"
+
     def _segment(self, held: Sequence[_Held], number: int, count: int) -> np.ndarray:
         video = np.stack([item.image for item in held])
         quadmask = np.stack([item.quadmask for item in held])
@@ -449,7 +494,10 @@ class _Run:
         self._note(f"VOID ran in memory mode {self.backend.mode} ({self.backend.mode_reason}).")
         while True:
             try:
-                return self._passes(video, quadmask, label)
+                results = self._passes(video, quadmask, label)
+                # After the passes: the memory mode they ran in (an out-of-memory retry changes it).
+                self._record_provenance()
+                return results
             except base.Cancelled:
                 raise
             except Exception as error:  # noqa: BLE001 - only out-of-memory is handled here

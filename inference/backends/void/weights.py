@@ -15,12 +15,18 @@ and when its patch-embedding input width differs from the model's, the checkpoin
 from __future__ import annotations
 
 import json
+import logging
+import os
 import struct
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from voidlink.errors import InvalidInput, NotFound
+
+log = logging.getLogger("voidlink.void")
 
 BASE = "CogVideoX-Fun-V1.5-5b-InP"
 PASS1 = "void_pass1.safetensors"
@@ -132,6 +138,85 @@ def check_weights(folder: Path, need_pass2: bool = False, need_text: bool = True
     if need_pass2 and pass2_problem:
         report.problems.append(pass2_problem)
     return report
+
+
+class Digests:
+    """The SHA-256 of each weight file, computed once and remembered by path, size and modification time.
+
+    A checkpoint is 11 GB (several seconds of hashing), so the hash is computed on a thread of its
+    own while the model loads and runs, and kept in a small JSON file (by default in the user's cache
+    folder) so a daemon that restarts does not hash the same file again.
+    """
+
+    def __init__(self, cache_file: Optional[Path] = None) -> None:
+        if cache_file is None:
+            import platformdirs
+
+            cache_file = Path(platformdirs.user_cache_dir("voidlink", appauthor=False)) / "weights-sha256.json"
+        self.cache_file = Path(cache_file)
+        self._lock = threading.Lock()
+        self._pending: dict[str, Future] = {}
+        self._known: dict[str, dict] = {}  # this process's hashes, also when the cache file cannot be written
+        self._pool: Optional[ThreadPoolExecutor] = None
+
+    def start(self, path: Path) -> None:
+        """Begin hashing `path` in the background unless its hash is known."""
+        key, stamp = self._stamp(path)
+        with self._lock:
+            if key in self._pending or self._cached(key, stamp):
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voidlink-weights-sha256")
+            self._pending[key] = self._pool.submit(self._hash, key, stamp)
+
+    def get(self, path: Path) -> str:
+        """The file's SHA-256 (hex), waiting for a hash in progress."""
+        key, stamp = self._stamp(path)
+        with self._lock:
+            known = self._cached(key, stamp)
+            future = self._pending.get(key)
+        if known:
+            return known
+        if future is None:
+            self.start(path)
+            with self._lock:
+                future = self._pending[key]
+        return future.result()
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[str, list[int]]:
+        key = os.path.realpath(path)
+        info = os.stat(key)
+        return key, [info.st_size, info.st_mtime_ns]
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.cache_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _cached(self, key: str, stamp: list[int]) -> Optional[str]:
+        entry = self._known.get(key) or self._read().get(key)
+        if isinstance(entry, dict) and entry.get("stamp") == stamp:
+            return entry.get("sha256")
+        return None
+
+    def _hash(self, key: str, stamp: list[int]) -> str:
+        from voidlink.inference.transfer import file_sha256
+
+        digest = file_sha256(key)
+        with self._lock:
+            self._pending.pop(key, None)
+            self._known[key] = {"stamp": stamp, "sha256": digest}
+            known = {**self._read(), key: self._known[key]}
+            try:
+                self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+                temp = self.cache_file.with_name(f".{self.cache_file.name}.{os.getpid()}.tmp")
+                temp.write_text(json.dumps(known, indent=1, sort_keys=True))
+                os.replace(temp, self.cache_file)
+            except OSError as error:  # a read-only cache folder costs a hash per start, nothing more
+                log.warning("cannot remember the weights' SHA-256 in %s: %s", self.cache_file, error)
+        return digest
 
 
 def download_commands(folder: Path, pass2: bool = True) -> list[str]:

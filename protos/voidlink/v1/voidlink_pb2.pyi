@@ -229,7 +229,7 @@ class Preview(_message.Message):
     def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., png: _Optional[bytes] = ..., frame: _Optional[int] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("output_pattern", "frames", "otio_json", "quadmask_pattern", "raw_pattern", "backend", "notes", "metrics")
+    __slots__ = ("output_pattern", "frames", "otio_json", "quadmask_pattern", "raw_pattern", "backend", "notes", "metrics", "provenance")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +237,13 @@ class JobResult(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ProvenanceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     OUTPUT_PATTERN_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     OTIO_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +252,7 @@ class JobResult(_message.Message):
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     output_pattern: str
     frames: FrameRange
     otio_json: str
@@ -253,7 +261,8 @@ class JobResult(_message.Message):
     backend: str
     notes: _containers.RepeatedScalarFieldContainer[str]
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, output_pattern: _Optional[str] = ..., frames: _Optional[_Union[FrameRange, _Mapping]] = ..., otio_json: _Optional[str] = ..., quadmask_pattern: _Optional[str] = ..., raw_pattern: _Optional[str] = ..., backend: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    provenance: _containers.ScalarMap[str, str]
+    def __init__(self, output_pattern: _Optional[str] = ..., frames: _Optional[_Union[FrameRange, _Mapping]] = ..., otio_json: _Optional[str] = ..., quadmask_pattern: _Optional[str] = ..., raw_pattern: _Optional[str] = ..., backend: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., provenance: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "spec", "state", "stage", "frames_done", "frames_total", "created_at", "started_at", "finished_at", "error", "result", "message", "eta_seconds", "attempts")
