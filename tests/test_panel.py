@@ -18,7 +18,7 @@ from shots import read_pixels, write_shot  # noqa: E402
 from voidlink.panel import roto  # noqa: E402
 from voidlink.panel.form import FormValues, sequence_pattern_for  # noqa: E402
 from voidlink.panel.frames import QUADMASK_COLOURS, to_display  # noqa: E402
-from voidlink.panel.qt import QtCore, QtGui  # noqa: E402
+from voidlink.panel.qt import QtCore, QtGui, QtWidgets  # noqa: E402
 from voidlink.panel.queue import format_eta  # noqa: E402
 from voidlink.panel.window import PanelWindow, save_screenshot  # noqa: E402
 from voidlink.protos import pb  # noqa: E402
@@ -473,4 +473,96 @@ def test_wide_frames_are_shown_subsampled_at_their_full_geometry(qtbot, tmp_path
     canvas.resize(shot.width * 2, shot.height * 2)
     point = canvas.to_widget(48, 32)
     assert canvas.to_image(point) == pytest.approx((48, 32))
+    panel.close()
+
+
+# A binding that drops a reference to None on every Qt call returning nothing (shiboken6 6.12.0 on
+# Python < 3.12, issue #15) loses dozens per iteration below, tens of thousands over the run; a sound
+# one stays within a few of where it started (transient references on the frame loader's thread).
+NONE_REFCOUNT_SLACK = 50
+REFCOUNT_ITERATIONS = 1000
+
+
+def _listed_jobs(tmp_path: Path) -> list:
+    """What a daemon lists: finished jobs only, so the panel starts no watcher threads of its own."""
+    states = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+    jobs = []
+    for i in range(6):
+        job = pb.Job(id=f"job{i:04d}-listed", state=states[i % 3], created_at=1000.0 + i, frames_done=i, frames_total=8)
+        job.spec.name = f"sh{i:03d}"
+        job.spec.output.path_template = str(tmp_path / f"out{i}" / "clean.####.exr")
+        if job.state == pb.JOB_STATE_SUCCEEDED:
+            job.result.output_pattern = job.spec.output.path_template
+        jobs.append(job)
+    return jobs
+
+
+def test_a_thousand_refreshes_edits_and_frames_keep_none_alive(qtbot, tmp_path):
+    """The panel's steady work (queue refresh and live progress, viewer frames and modes, form edits, roto
+    keys) must not eat references to None: on a binding that does, Python aborts with `none_dealloc`
+    minutes after the panel opens. On Python 3.12+ None is immortal and its count never moves."""
+    import gc
+
+    from voidlink.panel.viewer import MODES
+
+    shot = write_shot(tmp_path / "src", frames=4)
+    panel = PanelWindow("127.0.0.1:9", refresh_ms=0)
+    qtbot.addWidget(panel)
+    panel.resize(480, 360)  # every iteration paints the viewer with its roto: small keeps the test fast
+    panel.show()
+    panel.show_tab("viewer")
+    panel.form.set_values(FormValues(plate=shot.plate, first=shot.first, last=shot.last, use_roto=True))
+    document = panel.ensure_document()
+    viewer = panel.viewer
+    shape = viewer.canvas.add_shape("rectangle", [(10, 10), (30, 24)])
+    _shown(qtbot, viewer, viewer.set_clips, shot.plate, "", shot.first, shot.last)
+    jobs = _listed_jobs(tmp_path)
+    forms = [
+        FormValues(plate=shot.plate, mask=shot.mask, first=shot.first, last=shot.last, prompt="an empty wall"),
+        FormValues(plate=shot.plate, first=shot.first, last=shot.last, backend="classical", use_roto=True),
+    ]
+    problem = errors.InvalidInput("spec.mask: a mask clip is required", reason="NO_MASK", field="spec.mask")
+
+    def iteration(i: int) -> None:
+        panel.service.jobs_listed.emit(jobs)  # the refresh timer's answer, as the worker hands it over
+        panel.service.progress.emit(
+            pb.JobEvent(
+                job_id="live-job",
+                state=pb.JOB_STATE_RUNNING,
+                stage="backend",
+                frames_done=i % 40,
+                frames_total=40,
+                eta_seconds=float(i % 90),
+            )
+        )
+        panel.queue.select(jobs[i % len(jobs)].id)
+        viewer.slider.setValue(shot.first + i % 4)
+        viewer.set_mode(MODES[i % len(MODES)])
+        viewer.canvas.selected = shape  # ticking "use roto" (the form edit below) shows the document afresh
+        viewer.canvas.key_selected()  # a roto edit on this frame
+        panel.form.set_values(forms[i % 2])
+        panel.form.show_error(problem if i % 2 else None)
+        QtWidgets.QApplication.processEvents()  # paint what changed, take in the frames read meanwhile
+
+    def settled() -> int:
+        """None's count with the frame loader idle: the last frame asked for is drawn."""
+        _shown(qtbot, viewer, viewer.show_frame, shot.first)
+        gc.collect()
+        return sys.getrefcount(None)
+
+    for i in range(20):  # first use of each path fills caches (slots, style sheets, fonts) before counting
+        iteration(i)
+    before = settled()
+    for i in range(REFCOUNT_ITERATIONS):
+        iteration(i)
+        now = sys.getrefcount(None)
+        if now < before - NONE_REFCOUNT_SLACK:  # fail long before a leaking binding frees None itself
+            pytest.fail(
+                f"the Qt binding drops references to None: {before - now} lost after {i + 1} panel iterations "
+                f"(Qt {QtCore.qVersion()}); Python aborts with none_dealloc when the count reaches 0"
+            )
+    after = settled()
+    assert after >= before - NONE_REFCOUNT_SLACK, (before, after)
+    assert sorted(shape.keys) == [0, *range(shot.first, shot.last + 1)]  # the edits did happen
+    assert len(panel.queue.jobs) == len(jobs) + 1 and panel.queue.jobs["live-job"].frames_total == 40
     panel.close()
