@@ -512,7 +512,7 @@ def test_a_thousand_refreshes_edits_and_frames_keep_none_alive(qtbot, tmp_path):
     panel.show()
     panel.show_tab("viewer")
     panel.form.set_values(FormValues(plate=shot.plate, first=shot.first, last=shot.last, use_roto=True))
-    document = panel.ensure_document()
+    panel.ensure_document()
     viewer = panel.viewer
     shape = viewer.canvas.add_shape("rectangle", [(10, 10), (30, 24)])
     _shown(qtbot, viewer, viewer.set_clips, shot.plate, "", shot.first, shot.last)
