@@ -15,6 +15,7 @@ folder at start-up: restart it once after installing.
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 import sys
@@ -73,26 +74,64 @@ def dependencies_folder(path: Path, python_version: str) -> Path:
     return Path(path) / OWN_FOLDER / ("python" + python_version.replace(".", ""))
 
 
-def requirements() -> list:
-    """The dependencies with the version bounds this voidlink declares (bare names when it is not installed)."""
+def requirements(python_version: Optional[str] = None) -> list:
+    """The dependencies with the version bounds this voidlink declares for CPython `python_version` ("3.11",
+    default: this Python); bare names when voidlink is not installed.
+
+    Where pyproject.toml gives a dependency one line per Python range (the panel's Qt binding: a release
+    that crashes on 3.11 is allowed from 3.12), the line whose marker holds for Resolve's Python is
+    taken. pip cannot choose for us: asked for another Python with --python-version it still evaluates
+    markers against the Python it runs on."""
     import importlib.metadata
 
+    version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
     try:
         declared = importlib.metadata.requires("voidlink") or []
     except importlib.metadata.PackageNotFoundError:
         declared = []
     found = []
     for name in DEPENDENCIES:
-        match = next(
-            (r for r in declared if re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].strip().lower() == name.lower()), name
-        )
+        lines = [r for r in declared if re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].strip().lower() == name.lower()]
+        match = next((r for r in lines if marker_holds(r.partition(";")[2], version)), name)
         found.append(match.split(";")[0].strip())
     return found
 
 
+_MARKER_CLAUSE = re.compile(r"""(python_version|extra)\s*(<=|>=|==|!=|<|>)\s*["']([^"']*)["']""")
+_COMPARE = {
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">=": operator.ge,
+    ">": operator.gt,
+}
+
+
+def marker_holds(marker: str, python_version: str) -> bool:
+    """Whether a requirement's environment marker holds on CPython `python_version` ("3.11").
+
+    Only what voidlink's own requirements use is understood: `python_version` comparisons and `extra`
+    (every extra counts: Resolve gets the panel's libraries), joined by `and`; anything else is refused
+    rather than guessed."""
+    if not marker.strip():
+        return True
+    have = tuple(int(part) for part in python_version.split("."))
+    for clause in marker.split(" and "):
+        parsed = _MARKER_CLAUSE.fullmatch(clause.strip())
+        if parsed is None:
+            raise common.InstallError(
+                f"cannot evaluate the requirement marker '{marker.strip()}' for Python {python_version}"
+            )
+        variable, compare, value = parsed.groups()
+        if variable == "python_version" and not _COMPARE[compare](have, tuple(int(p) for p in value.split("."))):
+            return False
+    return True
+
+
 def dependency_command(path: Path, python_version: str, python: Optional[str] = None) -> list:
     return common.pip_target_command(
-        dependencies_folder(path, python_version), requirements(), python_version, python=python
+        dependencies_folder(path, python_version), requirements(python_version), python_version, python=python
     )
 
 
@@ -183,7 +222,7 @@ def _install_dependencies(
         actions.append(f"skipped the panel's libraries for Resolve's Python {version}; to add them: {line}")
         return
     installed = manifest.extra.setdefault("dependencies", {})
-    reqs = requirements()
+    reqs = requirements(version)
     if installed.get(version) == reqs and folder.is_dir():
         actions.append(f"{folder}: {', '.join(reqs)} for Python {version} already installed")
         return

@@ -215,6 +215,14 @@ class JobForm(QtWidgets.QWidget):
         folder = os.path.join(os.path.dirname(os.path.abspath(self.output_template(values))), "roto")
         return os.path.join(folder, "object.####.exr"), os.path.join(folder, "affected.####.exr")
 
+    def roto_file(self, values: Optional[FormValues] = None) -> Optional[str]:
+        """The job's roto.json, beside its roto mattes (where submit and the autosave write it); None while the job
+        has no output location (no output, and no plate to default it from)."""
+        values = values or self.values()
+        if not self.output_template(values):
+            return None
+        return os.path.join(os.path.dirname(self.roto_patterns(values)[0]), "roto.json")
+
     def _check_fields(self, values: FormValues, document: Optional[roto.RotoDocument]) -> None:
         if not values.plate:
             raise errors.InvalidInput("spec.source.otio_json: no clip given", reason="BAD_CLIP", field="spec.source")
@@ -253,7 +261,7 @@ class JobForm(QtWidgets.QWidget):
             mask = object_pattern
             affected = affected_pattern if document.of_role("affected") else None
             if write_roto:
-                roto_file = os.path.join(os.path.dirname(object_pattern), "roto.json")
+                roto_file = self.roto_file(values)
                 roto.write_mattes(document, "object", object_pattern, values.first, values.last, roto_file)
                 if affected:
                     roto.write_mattes(document, "affected", affected_pattern, values.first, values.last, roto_file)

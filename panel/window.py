@@ -12,6 +12,7 @@ from voidlink.protos.clips import clip_media
 from voidlink import errors
 
 from . import roto
+from .autosave import RotoAutosave
 from .form import FormValues, JobForm
 from .frames import ClipReader
 from .qt import QtCore, QtWidgets, Signal
@@ -48,6 +49,9 @@ class PanelWindow(QtWidgets.QWidget):
         self.viewer = Viewer()
         self.queue = QueueView()
         self.mine: set[str] = set()
+        # Every roto edit reaches the disk shortly after: a crash of the host or the panel loses no drawing.
+        self.autosave = RotoAutosave(parent=self)
+        self._autosave_problem = ""
         self.tabs = QtWidgets.QTabWidget()
         self.tabs.addTab(self.form, "Job")
         self.tabs.addTab(self.viewer, "Viewer")
@@ -65,10 +69,15 @@ class PanelWindow(QtWidgets.QWidget):
         self.resize(980, 680)
 
         self.form.submit_requested.connect(self.service.submit)
+        self.form.submit_requested.connect(self._submitting)
+        self.viewer.canvas.shapes_changed.connect(self.autosave.changed)
+        self.autosave.failed.connect(self._autosave_failed)
+        self.autosave.saved.connect(self._autosaved)
         self.form.use_roto.toggled.connect(self._roto_toggled)
         self.form.preview_button.clicked.connect(self.preview)
         self.service.submitted.connect(self._submitted)
         self.service.submit_failed.connect(self.form.show_error)
+        self.service.submit_failed.connect(self._resave_roto)
         self.service.progress.connect(self.queue.update_event)
         self.service.finished.connect(self._finished)
         self.service.jobs_listed.connect(self._listed)
@@ -99,18 +108,21 @@ class PanelWindow(QtWidgets.QWidget):
         self.tabs.setCurrentIndex(TABS.index(name))
 
     def ensure_document(self) -> roto.RotoDocument:
-        """The roto document of this job: the one saved with an earlier submit of the same output, else a new
-        one sized to the plate."""
-        if self.form.document is None:
-            values = self.form.values()
-            saved = os.path.join(os.path.dirname(self.form.roto_patterns(values)[0]), "roto.json")
-            if values.plate and os.path.isfile(saved):
+        """The roto document of this job, kept on disk by the autosave: the one saved for the job's output (by an
+        earlier submit or autosave), else the one being drawn (it moves to this job), else a new one sized to the
+        plate. Before the job has an output location it is the panel's unsaved roto (`autosave.scratch_path`)."""
+        values = self.form.values()
+        path = self.form.roto_file(values)
+        document, from_scratch = self.form.document, False
+        # A job whose roto was saved opens on it; the scratch file is read only when nothing is drawn yet.
+        if document is None or (path is not None and path != self.autosave.path):
+            saved = path or self.autosave.scratch
+            if os.path.isfile(saved):
                 try:
-                    self.form.document = roto.RotoDocument.load(saved)
+                    document, from_scratch = roto.RotoDocument.load(saved), path is None
                 except errors.VoidlinkError as error:
                     self.form.show_error(error)
-        if self.form.document is None:
-            values = self.form.values()
+        if document is None:
             width, height = 1920, 1080
             if values.plate:
                 try:
@@ -118,9 +130,11 @@ class PanelWindow(QtWidgets.QWidget):
                     height, width = pixels.shape[:2]
                 except errors.VoidlinkError as error:
                     self.form.show_error(error)
-            self.form.document = roto.RotoDocument(width, height)
-        self.viewer.set_document(self.form.document)
-        return self.form.document
+            document = roto.RotoDocument(width, height)
+        self.form.document = document
+        self.autosave.attach(document, path, from_scratch=from_scratch)
+        self.viewer.set_document(document)
+        return document
 
     def preview(self) -> None:
         """Show the form's plate with its quadmask (or its roto) in the viewer."""
@@ -163,7 +177,31 @@ class PanelWindow(QtWidgets.QWidget):
         if on:
             self.ensure_document()
 
+    def _submitting(self, _build: object) -> None:
+        """A roto job writes its roto.json with its mattes: from now on the autosave keeps that file current."""
+        values = self.form.values()
+        if values.use_roto and self.form.document is not None:
+            self.autosave.attach(self.form.document, self.form.roto_file(values))
+
+    def _resave_roto(self, _result: object = None) -> None:
+        """The submit's worker wrote the document as it was at the click: write the shapes as they are now."""
+        self.autosave.changed()
+
+    def _autosave_failed(self, message: str) -> None:
+        self._autosave_problem = message
+        self.form.message.setStyleSheet("color: #d33")
+        self.form.message.setText(message)
+        self.viewer.status.setText(message)
+
+    def _autosaved(self, _path: str) -> None:
+        """A save went through: a failure shown earlier no longer holds (other messages stay)."""
+        for label in (self.form.message, self.viewer.status):
+            if self._autosave_problem and label.text() == self._autosave_problem:
+                label.setText("")
+        self._autosave_problem = ""
+
     def _submitted(self, job: pb.Job) -> None:
+        self._resave_roto()
         self.mine.add(job.id)
         self.queue.update_job(job)
         self.queue.select(job.id)
@@ -211,6 +249,7 @@ class PanelWindow(QtWidgets.QWidget):
         self.service.refresh()
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        self.autosave.flush()
         self.timer.stop()
         self.service.close()
         self.viewer.loader.stop()

@@ -108,6 +108,73 @@ def test_doctor_says_whether_the_data_dir_can_be_made(tmp_path, daemon):
     assert report["data_dir"]["writable"] is False
 
 
+def test_doctor_names_a_qt_binding_that_crashes_the_panel_and_a_missing_xcb_cursor():
+    from voidlink.cli.doctor import XCB_CURSOR, qt_problems
+
+    asked = []
+
+    def missing(library):
+        asked.append(library)
+        return False
+
+    bad = {"PySide6-Essentials": "6.12.0", "shiboken6": "6.12.0"}
+    crash, cursor = qt_problems(bad, (3, 11), "linux", "", missing)
+    assert crash.startswith("PySide6-Essentials 6.12.0 on Python 3.11 drops a reference to None")
+    assert "none_dealloc" in crash and "pip install 'PySide6-Essentials>=6.5,!=6.12.0'" in crash
+    assert cursor.startswith("libxcb-cursor.so.0 is missing") and "sudo apt install libxcb-cursor0" in cursor
+    assert asked == [XCB_CURSOR]
+    # The full PySide6 is named when that is what is installed.
+    (crash,) = qt_problems({"PySide6": "6.12.0", **bad}, (3, 10), "linux", "xcb", lambda library: True)
+    assert crash.startswith("PySide6 6.12.0 on Python 3.10") and "pip install 'PySide6>=6.5,!=6.12.0'" in crash
+    good = {"PySide6-Essentials": "6.11.3", "shiboken6": "6.11.3"}
+    assert qt_problems(good, (3, 11), "linux", "", lambda library: True) == []
+    assert qt_problems(bad, (3, 12), "linux", "", lambda library: True) == []  # None is immortal from 3.12
+    # No X11 plugin is loaded offscreen, on Wayland asked for by name, or off Linux; no Qt, nothing to load.
+    for platform, qpa in (("linux", "offscreen"), ("linux", "wayland"), ("darwin", ""), ("win32", "")):
+        assert qt_problems(good, (3, 11), platform, qpa, missing) == []
+    assert qt_problems({}, (3, 11), "linux", "", missing) == []
+    assert qt_problems({"PySide6-Essentials": "6.4.3"}, (3, 11), "linux", "", missing) == []  # Qt < 6.5 needs none
+    assert asked == [XCB_CURSOR]
+
+
+def test_the_panel_extra_excludes_the_qt_releases_doctor_names():
+    import importlib.metadata
+
+    from voidlink.installer.resolve import marker_holds
+
+    from voidlink.cli.doctor import LEAKS_NONE
+
+    lines = [r for r in importlib.metadata.requires("voidlink") if r.startswith("PySide6-Essentials")]
+    for minor in (9, 10, 11, 12, 13):
+        (line,) = [r for r in lines if marker_holds(r.partition(";")[2], f"3.{minor}")]
+        excluded = [v for v in LEAKS_NONE if f"!={v}" in line.partition(";")[0]]
+        assert excluded == (list(LEAKS_NONE) if minor < 12 else []), (minor, line)
+
+
+def test_doctor_says_which_qt_binding_is_installed_and_what_is_wrong_with_it(tmp_path):
+    import importlib.metadata
+
+    report = json.loads(voidlink("doctor", "--json", "--address", "127.0.0.1:9").stdout)
+    assert report["qt"]["versions"]["shiboken6"] == importlib.metadata.version("shiboken6")
+    assert report["qt"]["problems"] == []  # the release this environment was installed with is a sound one
+    # The release that crashes, as its metadata says (doctor reads metadata only: Qt itself is never loaded).
+    fake = tmp_path / "site" / "shiboken6-6.12.0.dist-info"
+    fake.mkdir(parents=True)
+    (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: shiboken6\nVersion: 6.12.0\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    text = subprocess.run(
+        [sys.executable, "-m", "voidlink", "doctor", "--address", "127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert text.returncode == 0, text.stderr
+    assert "Qt binding:       " in text.stdout and "shiboken6 6.12.0" in text.stdout
+    warned = f"  - shiboken6 6.12.0 on Python {sys.version_info[0]}.{sys.version_info[1]} drops a reference to None"
+    assert (warned in text.stdout) == (sys.version_info < (3, 12)), text.stdout
+
+
 def test_stop_shuts_the_local_daemon_down(tmp_path):
     import socket
 

@@ -18,7 +18,7 @@ from shots import read_pixels, write_shot  # noqa: E402
 from voidlink.panel import roto  # noqa: E402
 from voidlink.panel.form import FormValues, sequence_pattern_for  # noqa: E402
 from voidlink.panel.frames import QUADMASK_COLOURS, to_display  # noqa: E402
-from voidlink.panel.qt import QtCore, QtGui  # noqa: E402
+from voidlink.panel.qt import QtCore, QtGui, QtWidgets  # noqa: E402
 from voidlink.panel.queue import format_eta  # noqa: E402
 from voidlink.panel.window import PanelWindow, save_screenshot  # noqa: E402
 from voidlink.protos import pb  # noqa: E402
@@ -474,3 +474,227 @@ def test_wide_frames_are_shown_subsampled_at_their_full_geometry(qtbot, tmp_path
     point = canvas.to_widget(48, 32)
     assert canvas.to_image(point) == pytest.approx((48, 32))
     panel.close()
+
+
+# A binding that drops a reference to None on every Qt call returning nothing (shiboken6 6.12.0 on
+# Python < 3.12, issue #15) loses dozens per iteration below, tens of thousands over the run; a sound
+# one stays within a few of where it started (transient references on the frame loader's thread).
+NONE_REFCOUNT_SLACK = 50
+REFCOUNT_ITERATIONS = 1000
+
+
+def _listed_jobs(tmp_path: Path) -> list:
+    """What a daemon lists: finished jobs only, so the panel starts no watcher threads of its own."""
+    states = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+    jobs = []
+    for i in range(6):
+        job = pb.Job(id=f"job{i:04d}-listed", state=states[i % 3], created_at=1000.0 + i, frames_done=i, frames_total=8)
+        job.spec.name = f"sh{i:03d}"
+        job.spec.output.path_template = str(tmp_path / f"out{i}" / "clean.####.exr")
+        if job.state == pb.JOB_STATE_SUCCEEDED:
+            job.result.output_pattern = job.spec.output.path_template
+        jobs.append(job)
+    return jobs
+
+
+def test_a_thousand_refreshes_edits_and_frames_keep_none_alive(qtbot, tmp_path):
+    """The panel's steady work (queue refresh and live progress, viewer frames and modes, form edits, roto
+    keys) must not eat references to None: on a binding that does, Python aborts with `none_dealloc`
+    minutes after the panel opens. On Python 3.12+ None is immortal and its count never moves."""
+    import gc
+
+    from voidlink.panel.viewer import MODES
+
+    shot = write_shot(tmp_path / "src", frames=4)
+    panel = PanelWindow("127.0.0.1:9", refresh_ms=0)
+    qtbot.addWidget(panel)
+    panel.resize(480, 360)  # every iteration paints the viewer with its roto: small keeps the test fast
+    panel.show()
+    panel.show_tab("viewer")
+    panel.form.set_values(FormValues(plate=shot.plate, first=shot.first, last=shot.last, use_roto=True))
+    panel.ensure_document()
+    viewer = panel.viewer
+    shape = viewer.canvas.add_shape("rectangle", [(10, 10), (30, 24)])
+    _shown(qtbot, viewer, viewer.set_clips, shot.plate, "", shot.first, shot.last)
+    jobs = _listed_jobs(tmp_path)
+    forms = [
+        FormValues(plate=shot.plate, mask=shot.mask, first=shot.first, last=shot.last, prompt="an empty wall"),
+        FormValues(plate=shot.plate, first=shot.first, last=shot.last, backend="classical", use_roto=True),
+    ]
+    problem = errors.InvalidInput("spec.mask: a mask clip is required", reason="NO_MASK", field="spec.mask")
+
+    def iteration(i: int) -> None:
+        panel.service.jobs_listed.emit(jobs)  # the refresh timer's answer, as the worker hands it over
+        panel.service.progress.emit(
+            pb.JobEvent(
+                job_id="live-job",
+                state=pb.JOB_STATE_RUNNING,
+                stage="backend",
+                frames_done=i % 40,
+                frames_total=40,
+                eta_seconds=float(i % 90),
+            )
+        )
+        panel.queue.select(jobs[i % len(jobs)].id)
+        viewer.slider.setValue(shot.first + i % 4)
+        viewer.set_mode(MODES[i % len(MODES)])
+        viewer.canvas.selected = shape  # ticking "use roto" (the form edit below) shows the document afresh
+        viewer.canvas.key_selected()  # a roto edit on this frame
+        panel.form.set_values(forms[i % 2])
+        panel.form.show_error(problem if i % 2 else None)
+        QtWidgets.QApplication.processEvents()  # paint what changed, take in the frames read meanwhile
+
+    def settled() -> int:
+        """None's count with the frame loader idle: the last frame asked for is drawn."""
+        _shown(qtbot, viewer, viewer.show_frame, shot.first)
+        gc.collect()
+        return sys.getrefcount(None)
+
+    for i in range(20):  # first use of each path fills caches (slots, style sheets, fonts) before counting
+        iteration(i)
+    before = settled()
+    for i in range(REFCOUNT_ITERATIONS):
+        iteration(i)
+        now = sys.getrefcount(None)
+        if now < before - NONE_REFCOUNT_SLACK:  # fail long before a leaking binding frees None itself
+            pytest.fail(
+                f"the Qt binding drops references to None: {before - now} lost after {i + 1} panel iterations "
+                f"(Qt {QtCore.qVersion()}); Python aborts with none_dealloc when the count reaches 0"
+            )
+    after = settled()
+    assert after >= before - NONE_REFCOUNT_SLACK, (before, after)
+    assert sorted(shape.keys) == [0, *range(shot.first, shot.last + 1)]  # the edits did happen
+    assert len(panel.queue.jobs) == len(jobs) + 1 and panel.queue.jobs["live-job"].frames_total == 40
+    panel.close()
+
+
+def _saved_shapes(path: Path) -> dict:
+    return roto.RotoDocument.load(str(path)).to_dict()
+
+
+@pytest.fixture
+def panel_data(tmp_path, monkeypatch):
+    """The panel's data folder (where shapes drawn before the job has an output are kept), under this test's folder."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    return tmp_path / "data" / "voidlink" / "panel"
+
+
+def _roto_panel(qtbot, values: FormValues) -> PanelWindow:
+    panel = PanelWindow("127.0.0.1:9", refresh_ms=0)
+    qtbot.addWidget(panel)
+    panel.resize(900, 640)
+    panel.show()
+    panel.set_values(values)
+    return panel
+
+
+def test_every_roto_edit_is_autosaved_as_the_jobs_roto_json(qtbot, tmp_path, panel_data):
+    shot = write_shot(tmp_path / "src", frames=4)
+    values = FormValues(
+        plate=shot.plate,
+        first=shot.first,
+        last=shot.last,
+        output=str(tmp_path / "out" / "clean.####.exr"),
+        use_roto=True,
+    )
+    saved = tmp_path / "out" / "roto" / "roto.json"  # where submit writes it, beside the roto mattes
+    panel = _roto_panel(qtbot, values)
+    viewer, document = panel.viewer, panel.form.document
+    assert panel.autosave.path == str(saved) == panel.form.roto_file()
+    assert panel.autosave.flush() is None and not saved.exists()  # nothing drawn, nothing written
+    viewer.canvas.resize(shot.width * 4, shot.height * 4)
+
+    def at(x, y):
+        return viewer.canvas.to_widget(x, y).toPoint()
+
+    def written() -> dict:
+        """The file after the pending save (the timer's, or this flush if the timer has not fired yet)."""
+        panel.autosave.flush()
+        assert not [p.name for p in saved.parent.iterdir() if p.name != "roto.json"]  # no temporary file left
+        return _saved_shapes(saved)
+
+    # Drawn: saved by the debounce timer on its own, without a flush.
+    with qtbot.waitSignal(panel.autosave.saved, timeout=10_000) as autosaved:
+        qtbot.mousePress(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(8, 20))
+        qtbot.mouseRelease(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(24, 36))
+    assert autosaved.args == [str(saved)]
+    (shape,) = document.shapes
+    assert _saved_shapes(saved) == document.to_dict()
+    # Moved on another frame: a new key.
+    _shown(qtbot, viewer, viewer.slider.setValue, shot.last)
+    qtbot.mousePress(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(16, 28))
+    qtbot.mouseRelease(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(56, 28))
+    assert sorted(written()["shapes"][0]["keys"]) == [str(shot.first), str(shot.last)]
+    # Keyed where it is, feathered, a second shape added, then deleted.
+    _shown(qtbot, viewer, viewer.slider.setValue, shot.first + 1)
+    qtbot.mouseClick(viewer.key_button, QtCore.Qt.MouseButton.LeftButton)
+    assert str(shot.first + 1) in written()["shapes"][0]["keys"]
+    viewer.feather.setValue(9.0)
+    assert written()["shapes"][0]["feather"] == 9.0
+    qtbot.mousePress(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(60, 4))
+    qtbot.mouseRelease(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=at(90, 14))
+    assert len(written()["shapes"]) == 2
+    qtbot.keyClick(viewer.canvas, QtCore.Qt.Key.Key_Delete)
+    assert written() == document.to_dict() and document.shapes == [shape]
+
+    # A crash now loses nothing: the same job opened in a new panel shows the shapes again.
+    again = _roto_panel(qtbot, values)
+    assert again.form.document.to_dict() == document.to_dict() and again.viewer.canvas.document is again.form.document
+
+    # Another job with a roto of its own opens on it; the edit not yet written for the first job goes to its file first.
+    other = roto.RotoDocument(shot.width, shot.height, [roto.Shape("ellipse", keys={shot.first: [(1, 1), (9, 9)]})])
+    other.save(str(tmp_path / "other" / "roto" / "roto.json"))
+    viewer.canvas.selected = shape
+    viewer.feather.setValue(3.0)  # pending: the event loop has not turned since, so no timer has fired
+    panel.set_values(FormValues(**{**values.__dict__, "output": str(tmp_path / "other" / "clean.####.exr")}))
+    assert panel.form.document.to_dict() == other.to_dict() and viewer.canvas.document is panel.form.document
+    assert _saved_shapes(saved) == document.to_dict() and document.shapes[0].feather == 3.0
+    assert not panel_data.exists()  # the job always had a folder: the panel's own file was never needed
+    again.close()
+    panel.close()
+
+
+def test_roto_drawn_before_the_job_has_an_output_is_kept_in_the_panels_data_folder(qtbot, tmp_path, panel_data):
+    from voidlink.panel.autosave import scratch_path
+
+    unsaved = panel_data / "unsaved-roto.json"
+    assert scratch_path() == str(unsaved)
+    panel = _roto_panel(qtbot, FormValues(use_roto=True))  # no plate, no output: nowhere beside a job
+    canvas = panel.viewer.canvas
+    assert panel.autosave.path is None and panel.form.roto_file() is None
+    canvas.selected = canvas.add_shape("rectangle", [(100, 100), (300, 240)])
+    canvas.shapes_changed.emit()  # as the canvas does after a drawing gesture
+    assert panel.autosave.flush() == str(unsaved)
+    assert _saved_shapes(unsaved) == panel.form.document.to_dict()
+    drawn = panel.form.document.to_dict()
+    panel.close()
+
+    # The panel opened again (after a crash, say) with still no job: the unsaved shapes come back.
+    panel = _roto_panel(qtbot, FormValues(use_roto=True))
+    assert panel.form.document.to_dict() == drawn
+
+    # The job's output cannot be written (a file where its folder must go): the shapes stay in the data folder.
+    shot = write_shot(tmp_path / "src", frames=2)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    failures = []
+    panel.autosave.failed.connect(failures.append)
+    stuck = FormValues(plate=shot.plate, first=shot.first, last=shot.last, use_roto=True)
+    panel.set_values(FormValues(**{**stuck.__dict__, "output": str(blocker / "out" / "clean.####.exr")}))
+    assert panel.form.document.to_dict() == drawn  # carried over to the job, not dropped
+    assert panel.autosave.flush() == str(unsaved)
+    (failure,) = failures
+    assert failure.startswith(f"cannot autosave the roto to {blocker / 'out' / 'roto' / 'roto.json'}")
+    assert str(unsaved) in failure and panel.form.message.text() == failure
+    assert _saved_shapes(unsaved) == drawn
+
+    # An output that can be written: the shapes move there, and the panel's own copy goes.
+    output = tmp_path / "out" / "clean.####.exr"
+    panel.set_values(FormValues(**{**stuck.__dict__, "output": str(output)}))
+    assert panel.autosave.flush() == str(tmp_path / "out" / "roto" / "roto.json")
+    assert _saved_shapes(tmp_path / "out" / "roto" / "roto.json") == drawn and not unsaved.exists()
+    assert panel.form.message.text() == ""  # the failure shown earlier is over
+    panel.close()
+    again = _roto_panel(qtbot, FormValues(**{**stuck.__dict__, "output": str(output)}))
+    assert again.form.document.to_dict() == drawn
+    again.close()

@@ -277,6 +277,32 @@ def test_install_is_idempotent_and_uninstall_exact(tmp_path):
     ]
 
 
+def test_resolve_gets_the_qt_binding_line_that_holds_for_its_own_python(tmp_path):
+    """PySide6-Essentials 6.12.0 crashes the panel on Python < 3.12 (issue #15), so pyproject.toml has one Qt line
+    per Python range: Resolve's Python picks the line, not the Python running the install."""
+    from voidlink.installer import common
+    from voidlink.installer import resolve as installer
+
+    def qt(python_version):
+        (line,) = [r for r in installer.requirements(python_version) if r.startswith("PySide6-Essentials")]
+        assert ";" not in line  # pip would judge a marker by its own Python, not Resolve's
+        return line
+
+    for version in ("3.10", "3.11"):
+        assert "!=6.12.0" in qt(version) and ">=6.5" in qt(version)
+        command = installer.dependency_command(tmp_path, version)
+        assert qt(version) in command and command[command.index("--python-version") + 1] == version
+    assert qt("3.12") == qt("3.13") == "PySide6-Essentials>=6.5"  # None is immortal there: 6.12.0 is fine
+    actions = installer.install(tmp_path / "Scripts", skip_dependencies=True, python_version="3.11")
+    assert any("skipped" in a and common.shell_command([qt("3.11")]) in a for a in actions), actions
+
+    assert installer.marker_holds('python_version < "3.12" and extra == "panel"', "3.11")
+    assert not installer.marker_holds('python_version < "3.12" and extra == "panel"', "3.12")
+    assert installer.marker_holds("python_version >= '3.12'", "3.12") and installer.marker_holds("", "3.9")
+    with pytest.raises(common.InstallError, match="cannot evaluate the requirement marker 'sys_platform"):
+        installer.marker_holds('sys_platform == "linux"', "3.11")
+
+
 def test_install_into_a_missing_scripts_folder_takes_it_away_again(tmp_path):
     from voidlink.installer import resolve as installer
 

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Callable
 
 from voidlink.cli.common import add_address, add_json, print_json
+
+# PySide6/shiboken6 releases that drop a reference to None on every Qt call returning nothing: on Python < 3.12
+# the panel aborts with "Fatal Python error: none_dealloc" minutes after it opens (issue #15). pyproject.toml's
+# panel extra excludes the same releases; from Python 3.12 None is immortal (PEP 683) and they do no harm.
+LEAKS_NONE = ("6.12.0",)
+NONE_IMMORTAL_FROM = (3, 12)
+QT_DISTRIBUTIONS = ("PySide6", "PySide6-Essentials", "shiboken6")
+# Qt 6.5 and later's xcb platform plugin (the one that opens windows on X11) links against it.
+XCB_CURSOR = "libxcb-cursor.so.0"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +38,73 @@ def _creatable(folder: Path) -> bool:
     return existing.is_dir() and os.access(existing, os.W_OK)
 
 
+def qt_versions() -> dict[str, str]:
+    """The installed releases of the Qt binding's distributions, from their metadata (Qt is not started)."""
+    import importlib.metadata
+
+    found = {}
+    for name in QT_DISTRIBUTIONS:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _loadable(library: str) -> bool:
+    """Whether the dynamic linker finds `library` (the search Qt's plugin loading goes through)."""
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        return False
+    return True
+
+
+def _release(version: str) -> tuple[int, ...]:
+    parts = []
+    for part in version.split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def qt_problems(
+    versions: Mapping[str, str],
+    python: tuple[int, int],
+    platform: str,
+    qpa_platform: str,
+    loadable: Callable[[str], bool] = _loadable,
+) -> list[str]:
+    """What stops the panel on this machine, one sentence each saying what to do; empty when nothing does.
+
+    `versions`: installed Qt distributions (`qt_versions()`); `python`: (major, minor); `platform`:
+    `sys.platform`; `qpa_platform`: $QT_QPA_PLATFORM ("" when unset); `loadable`: whether a shared
+    library can be loaded."""
+    problems = []
+    installed = next((name for name in QT_DISTRIBUTIONS[:2] if name in versions), None)
+    if tuple(python) < NONE_IMMORTAL_FROM:
+        bad = next((name for name in QT_DISTRIBUTIONS if versions.get(name) in LEAKS_NONE), None)
+        if bad is not None:
+            release = versions[bad]
+            exclude = "".join(f",!={v}" for v in LEAKS_NONE)
+            problems.append(
+                f"{bad} {release} on Python {python[0]}.{python[1]} drops a reference to None on every Qt call that "
+                f"returns nothing: the panel aborts by itself ('Fatal Python error: none_dealloc') minutes after it "
+                f"opens, losing what was not saved; install another release: pip install "
+                f"'{installed or 'PySide6-Essentials'}>=6.5{exclude}' (or run the panel on Python 3.12 or later)"
+            )
+    # Only X11 needs it: a platform asked for by name (offscreen, wayland, eglfs...) loads another plugin.
+    uses_xcb = not qpa_platform or qpa_platform.split(":")[0] == "xcb"
+    qt6_5 = installed is not None and _release(versions[installed]) >= (6, 5)
+    if platform.startswith("linux") and uses_xcb and qt6_5 and not loadable(XCB_CURSOR):
+        problems.append(
+            f"{XCB_CURSOR} is missing: Qt 6.5 and later cannot open a window on X11 without it, so `voidlink panel` "
+            "exits before showing anything (offscreen screenshots still work); install it: sudo apt install "
+            "libxcb-cursor0 (Fedora, RHEL: sudo dnf install xcb-util-cursor)"
+        )
+    return problems
+
+
 def run(args: argparse.Namespace) -> int:
     from voidlink.bridge.client import Client
     from voidlink.errors import VoidlinkError
@@ -32,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
     from voidlink.inference.server import default_data_dir, library_versions
 
     report: dict = {"libraries": library_versions()}
+    versions = qt_versions()
+    report["qt"] = {
+        "versions": versions,
+        "problems": qt_problems(versions, sys.version_info[:2], sys.platform, os.environ.get("QT_QPA_PLATFORM", "")),
+    }
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     report["data_dir"] = {
         "path": str(data_dir),
@@ -78,6 +163,13 @@ def run(args: argparse.Namespace) -> int:
     print("libraries:")
     for name, version in report["libraries"].items():
         print(f"  {name:15} {version}")
+    qt = report["qt"]
+    if qt["versions"]:
+        print("Qt binding:       " + ", ".join(f"{name} {version}" for name, version in qt["versions"].items()))
+    else:
+        print("Qt binding:       none (the panel needs PySide6: pip install 'voidlink[panel]')")
+    for problem in qt["problems"]:
+        print(f"  - {problem}")
     print(f"OCIO config:      {report['ocio_config']}")
     dd = report["data_dir"]
     print(f"data dir:         {dd['path']} ({'exists' if dd['exists'] else 'not created yet'}, "
