@@ -139,9 +139,9 @@ class Knob:
     def getValue(self) -> Any:
         return self.value()
 
-    def setValue(self, value: Any) -> bool:
+    def setValue(self, val: Any, chan: int = -1) -> bool:
         _main_only(f"{self._name}.setValue()")
-        self._value = self._convert(value)
+        self._value = self._convert(val)
         return True
 
     def setFlag(self, flag: int) -> None:
@@ -166,8 +166,8 @@ class Knob:
     def visible(self) -> bool:
         return not self.getFlag(INVISIBLE)
 
-    def setTooltip(self, text: str) -> None:
-        self._tooltip = str(text)
+    def setTooltip(self, tooltip: str) -> None:
+        self._tooltip = str(tooltip)
 
     def tooltip(self) -> str:
         return self._tooltip
@@ -198,19 +198,19 @@ class String_Knob(Knob):
     def _convert(self, value: Any) -> str:
         return _text(self._name, value)
 
-    def evaluate(self) -> str:
-        return self.value()
-
-
-class Multiline_Eval_String_Knob(String_Knob):
-    _type = "Multiline_Eval_String_Knob"
-
 
 class EvalString_Knob(String_Knob):
     _type = "EvalString_Knob"
 
+    def evaluate(self) -> str:
+        return self.value()
 
-class File_Knob(Knob):
+
+class Multiline_Eval_String_Knob(EvalString_Knob):
+    _type = "Multiline_Eval_String_Knob"
+
+
+class File_Knob(EvalString_Knob):
     _type = "File_Knob"
 
     def __init__(self, name: str, label: Optional[str] = None) -> None:
@@ -221,9 +221,6 @@ class File_Knob(Knob):
 
     def _convert(self, value: Any) -> str:
         return _text(self._name, value)
-
-    def evaluate(self) -> str:
-        return self.value()
 
     def fromUserText(self, text: str) -> None:
         self.setValue(text)
@@ -469,11 +466,11 @@ class Node:
         except KeyError:
             raise NameError(f"knob {name} does not exist") from None
 
-    def knob(self, name):
-        _main_only(f"node.knob({name!r})")
-        if isinstance(name, int):
-            return list(self._knobs.values())[name]
-        return self._knobs.get(name)
+    def knob(self, p, follow_link: bool = False):
+        _main_only(f"node.knob({p!r})")
+        if isinstance(p, int):
+            return list(self._knobs.values())[p]
+        return self._knobs.get(p)
 
     def knobs(self) -> dict:
         _main_only("node.knobs()")
@@ -507,15 +504,15 @@ class Node:
         connected = [i for i, node in enumerate(self._inputs) if node is not None]
         return connected[-1] + 1 if connected else 0
 
-    def setInput(self, index: int, node) -> bool:
+    def setInput(self, i: int, node) -> bool:
         _main_only("node.setInput()")
-        if not isinstance(index, int) or index < 0 or index >= self.maxInputs():
+        if not isinstance(i, int) or i < 0 or i >= self.maxInputs():
             return False
         if node is not None and not isinstance(node, Node):
             raise TypeError("setInput takes a nuke.Node or None")
-        while len(self._inputs) <= index:
+        while len(self._inputs) <= i:
             self._inputs.append(None)
-        self._inputs[index] = node
+        self._inputs[i] = node
         return True
 
     def dependencies(self) -> list:
@@ -788,9 +785,9 @@ class Group(Node):
         _main_only("Group.nodes()")
         return list(self._children)
 
-    def node(self, name: str):
+    def node(self, s: str):
         _main_only("Group.node()")
-        head, _, rest = name.partition(".")
+        head, _, rest = s.partition(".")
         for child in self._children:
             if child._knobs["name"]._value == head:
                 return child.node(rest) if rest and isinstance(child, Group) else (None if rest else child)
@@ -823,7 +820,7 @@ class Root(Group):
     def fullName(self) -> str:
         return "root"
 
-    def setInput(self, index: int, node) -> bool:
+    def setInput(self, i: int, node) -> bool:
         return False
 
 
@@ -902,16 +899,16 @@ class _NodeConstructors:
 nodes = _NodeConstructors()
 
 
-def createNode(node: str, args: str = "", inpanel: bool = True) -> Node:
-    """Create `node` connected below the selected node, as the user's Tab menu does; it becomes the selection."""
+def createNode(typ: str, knobs: str = "", inpanel: bool = True) -> Node:
+    """Create a `typ` node connected below the selected node, as the user's Tab menu does; it becomes the selection."""
     selected = selectedNodes()
-    knobs: dict = {}
-    words = args.split()
+    values: dict = {}
+    words = knobs.split()
     if len(words) % 2:
-        raise RuntimeError(f"createNode: knob arguments '{args}' are not name/value pairs")
+        raise RuntimeError(f"createNode: knob arguments '{knobs}' are not name/value pairs")
     for name, value in zip(words[0::2], words[1::2]):
-        knobs[name] = value
-    new = _make(node, knobs)
+        values[name] = value
+    new = _make(typ, values)
     if selected and new.maxInputs() > 0:
         new.setInput(0, selected[0])
     for other in thisGroup()._children:
@@ -945,20 +942,20 @@ def allNodes(filter: Optional[str] = None, group: Optional[Group] = None, recurs
     return found
 
 
-def toNode(name: str):
+def toNode(s: str):
     _main_only("nuke.toNode()")
-    if name == "root":
+    if s == "root":
         return _root
-    return thisGroup().node(name)
+    return thisGroup().node(s)
 
 
-def delete(node: Node) -> None:
+def delete(n: Optional[Node]) -> None:
     _main_only("nuke.delete()")
-    group = node._parent
+    group = n._parent if n is not None else None  # Nuke: passing None does nothing
     if group is not None:
-        group._children.remove(node)
+        group._children.remove(n)
         for other in group._children:
-            other._inputs = [None if i is node else i for i in other._inputs]
+            other._inputs = [None if i is n else i for i in other._inputs]
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -966,20 +963,18 @@ def delete(node: Node) -> None:
 
 def execute(
     nameOrNode,
-    start: Optional[int] = None,
-    end: Optional[int] = None,
-    incr: Optional[int] = None,
+    start: int,
+    end: int,
+    incr: int = 1,
     views: Optional[list] = None,
     continueOnError: bool = False,
 ) -> None:
-    """Render a Write over start..end (inclusive)."""
+    """Render a Write over start..end (inclusive); the FrameRanges form of the call is not modelled."""
     _main_only("nuke.execute()")
     node = toNode(nameOrNode) if isinstance(nameOrNode, str) else nameOrNode
     if not isinstance(node, Write):
         raise RuntimeError(f"{getattr(node, 'name', lambda: nameOrNode)()} cannot be executed")
-    start = root()["first_frame"].value() if start is None else int(start)
-    end = start if end is None and start is not None else int(end)
-    step = int(incr or 1)
+    start, end, step = int(start), int(end), int(incr)
     if end < start:
         raise RuntimeError(f"execute: frame range {start}-{end} is empty")
     for frame in range(start, end + 1, step):
@@ -1039,12 +1034,16 @@ def _write_exr(path: str, pixels: np.ndarray, names: list, pixel_type: str, comp
 
 
 def message(prompt: str) -> None:
-    _main_only("nuke.message()")
-    _session.messages.append(str(prompt))
+    _show("nuke.message()", prompt)
 
 
-def critical(prompt: str) -> None:
-    message(prompt)
+def critical(message: str) -> None:  # Nuke's own argument name
+    _show("nuke.critical()", message)
+
+
+def _show(call: str, text: str) -> None:
+    _main_only(call)
+    _session.messages.append(str(text))
 
 
 def ask(prompt: str) -> bool:
@@ -1212,7 +1211,7 @@ def menu(name: str):
     return _session.menus.setdefault(name, Menu(name))
 
 
-def toolbar(name: str = "Nodes"):
+def toolbar(name: str, create: bool = True):
     return menu(name)
 
 

@@ -152,10 +152,8 @@ class Timeline:
             return None
         return sorted(tracks[index - 1], key=lambda i: i.GetStart())
 
-    def GetSetting(self, settingName: Optional[str] = None) -> Any:  # noqa: N802, N803
+    def GetSetting(self, settingName: str) -> Any:  # noqa: N802, N803
         settings = {"timelineFrameRate": _rate_text(self._rate), "timelineResolutionWidth": "1920"}
-        if not settingName:
-            return settings
         return settings.get(settingName, "")
 
     def GetCurrentVideoItem(self) -> Optional[TimelineItem]:  # noqa: N802
@@ -232,12 +230,12 @@ class MediaPool:
         self._current._clips.extend(created)
         return created
 
-    def AppendToTimeline(self, items: list) -> list:  # noqa: N802
+    def AppendToTimeline(self, clipInfo: list) -> list:  # noqa: N802, N803
         timeline = self._project.GetCurrentTimeline()
         if timeline is None:
             return []
         placed: list[TimelineItem] = []
-        for info in items:
+        for info in clipInfo:
             if not isinstance(info, dict):
                 return []
             media = info.get("mediaPoolItem")
@@ -282,10 +280,8 @@ class Project:
         self._current = timeline
         return True
 
-    def GetSetting(self, settingName: Optional[str] = None) -> Any:  # noqa: N802, N803
-        rate = _rate_text(self._timeline_rate())
-        settings = {"timelineFrameRate": rate}
-        return settings if not settingName else settings.get(settingName, "")
+    def GetSetting(self, settingName: str) -> Any:  # noqa: N802, N803
+        return {"timelineFrameRate": _rate_text(self._timeline_rate())}.get(settingName, "")
 
     def _timeline_rate(self) -> float:
         return self._current._rate if self._current is not None else 24.0
