@@ -16,6 +16,7 @@ staged frames and computes only the missing ones; a restart during the final ren
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -61,6 +62,7 @@ _CROP_MODE = {
 
 # A daemon confined to roots sets this: it sees every prepared job (every frame file, every output
 # folder) at submission and again when the job runs, and raises PermissionDenied for a path outside.
+# The files themselves are checked again as they are opened (`image.CONFINE`).
 PATH_GUARD: Optional[Callable[[PreparedJob], None]] = None
 
 
@@ -114,8 +116,11 @@ class Clip:
         # One decoder per thread: the read-ahead thread and the composite both read frames.
         key = threading.get_ident()
         if key not in self._captures:
-            self._captures[key] = cv2.VideoCapture(self.media.path)
-        capture = self._captures[key]
+            # Confined: the decoder reads the file that was opened and checked, kept open as long as it.
+            with contextlib.ExitStack() as opened:
+                capture = cv2.VideoCapture(opened.enter_context(image.open_checked(self.media.path, self.field, frame)))
+                self._captures[key] = (capture, opened.pop_all())
+        capture = self._captures[key][0]
         rgb = image.read_movie_frame(capture, self.media.path, self.media.movie_index(frame), self.field, frame)
         spec = image.movie_spec(rgb.shape[1], rgb.shape[0], self.media.rate)
         if self.matte:
@@ -130,8 +135,9 @@ class Clip:
         return image.ImageFrame(rgb, spec, ["R", "G", "B"], self.media.path)
 
     def close(self) -> None:
-        for capture in self._captures.values():
+        for capture, opened in self._captures.values():
             capture.release()
+            opened.close()
         self._captures.clear()
 
 

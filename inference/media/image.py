@@ -10,8 +10,11 @@ Writes are atomic: a hidden temporary file in the destination folder, then a ren
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -34,6 +37,14 @@ _FILE_ATTRIBUTES = re.compile(
 )
 
 T = TypeVar("T")
+
+# A daemon confined to roots sets this: `CONFINE(real, path, field, frame)` raises (PermissionDenied)
+# when `real`, the real path of a file voidlink has just opened to read as `path`, is outside the roots.
+# Each frame file is then opened once, that open file is checked, and its pixels are read through it
+# (OpenImageIO and OpenCV open the descriptor's /proc/self/fd or /dev/fd name, the same file), so a
+# path swapped for a link to a file elsewhere after the job was checked is refused, not read. None
+# (an unconfined local daemon): files are opened by their path, as any local tool does.
+CONFINE: Optional[Callable[[str, str, str, Optional[int]], None]] = None
 
 
 @dataclass
@@ -66,18 +77,73 @@ def _unreadable(path: str, detail: str, field: str, frame: Optional[int]) -> Inv
     )
 
 
-def _open(path: str, part: str, field: str, frame: Optional[int]) -> tuple[oiio.ImageInput, int]:
-    image = oiio.ImageInput.open(path)
+def _fd_name(fd: int) -> Optional[str]:
+    """A name that opens the file behind `fd` itself (not whatever its path names now), where the OS has one."""
+    if sys.platform.startswith("linux"):
+        return f"/proc/self/fd/{fd}"
+    if sys.platform == "darwin":
+        return f"/dev/fd/{fd}"
+    return None  # elsewhere (Windows) the path is read again: checked as opened, but not pinned
+
+
+def _fd_real_path(fd: int, path: str) -> str:
+    """The real path of the file open as `fd` (every link and `..` resolved, by the kernel)."""
+    if sys.platform.startswith("linux"):
+        return os.readlink(f"/proc/self/fd/{fd}")
+    if sys.platform == "darwin":
+        import fcntl
+
+        return fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(1024)).split(b"\0", 1)[0].decode()
+    return os.path.realpath(path)  # no way to ask the OS: the best a path check can do
+
+
+@contextlib.contextmanager
+def open_checked(path: str, field: str, frame: Optional[int] = None) -> Iterator[str]:
+    """Open `path` once for reading, check the file actually opened, and yield the name to read it by.
+
+    With CONFINE set the file must be a regular file whose real path CONFINE accepts; the name yielded
+    reads that very file (the open descriptor's) for as long as the block runs. Without CONFINE the
+    path itself is yielded, untouched."""
+    guard = CONFINE
+    if guard is None:
+        yield path
+        return
+    where = f" (frame {frame})" if frame is not None else ""
+    # O_NONBLOCK: a FIFO put in a frame's place must not hang the daemon; it is refused below.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _unreadable(path, exc.strerror or str(exc), field, frame) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidInput(
+                f"{field}: {path}{where} is not a regular file; a frame must be an image file",
+                reason="UNREADABLE_FILE",
+                field=field,
+                file=path,
+                frame=frame,
+            )
+        guard(_fd_real_path(fd, path), path, field, frame)
+        yield _fd_name(fd) or path
+    finally:
+        os.close(fd)
+
+
+def _open(path: str, part: str, field: str, frame: Optional[int], name: str = "") -> tuple[oiio.ImageInput, int]:
+    """Open `name` (the file to read, `path` unless open_checked gave another) as the frame at `path`."""
+    name = name or path
+    image = oiio.ImageInput.open(name)
     if image is None:
-        raise _unreadable(path, oiio.geterror(), field, frame)
+        raise _unreadable(path, oiio.geterror().replace(name, path), field, frame)
     if not part:
         return image, 0
     index = 0
     names = []
     while image.seek_subimage(index, 0):
-        name = image.spec().getattribute("name") or ""
-        names.append(name)
-        if name == part:
+        part_name = image.spec().getattribute("name") or ""
+        names.append(part_name)
+        if part_name == part:
             return image, index
         index += 1
     image.close()
@@ -92,11 +158,12 @@ def _open(path: str, part: str, field: str, frame: Optional[int]) -> tuple[oiio.
 
 def read_spec(path: str, part: str = "", field: str = "clip", frame: Optional[int] = None) -> oiio.ImageSpec:
     """The header of one frame (cheap: no pixels)."""
-    image, _ = _open(path, part, field, frame)
-    try:
-        return oiio.ImageSpec(image.spec())
-    finally:
-        image.close()
+    with open_checked(path, field, frame) as name:
+        image, _ = _open(path, part, field, frame, name)
+        try:
+            return oiio.ImageSpec(image.spec())
+        finally:
+            image.close()
 
 
 def select_channels(
@@ -183,19 +250,20 @@ def read_image(
     frame: Optional[int] = None,
 ) -> ImageFrame:
     """Read one frame's data window as float32 with the requested channels (all of them when "all")."""
-    image, index = _open(path, part, field, frame)
-    try:
-        spec = oiio.ImageSpec(image.spec())
-        if channels == "all":
-            idx, how = list(range(spec.nchannels)), "list"
-        else:
-            idx, how = select_channels(spec, channels, matte=matte, field=field, path=path, frame=frame)
-        lo, hi = min(idx), max(idx) + 1
-        pixels = image.read_image(index, 0, lo, hi, oiio.FLOAT)
-        if pixels is None:
-            raise _unreadable(path, image.geterror(), field, frame)
-    finally:
-        image.close()
+    with open_checked(path, field, frame) as name:
+        image, index = _open(path, part, field, frame, name)
+        try:
+            spec = oiio.ImageSpec(image.spec())
+            if channels == "all":
+                idx, how = list(range(spec.nchannels)), "list"
+            else:
+                idx, how = select_channels(spec, channels, matte=matte, field=field, path=path, frame=frame)
+            lo, hi = min(idx), max(idx) + 1
+            pixels = image.read_image(index, 0, lo, hi, oiio.FLOAT)
+            if pixels is None:
+                raise _unreadable(path, image.geterror().replace(name, path), field, frame)
+        finally:
+            image.close()
     pixels = np.asarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, hi - lo)
     picks = [i - lo for i in idx]
     if picks != list(range(hi - lo)):  # reorder or drop channels only when asked: a copy per frame costs
