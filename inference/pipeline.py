@@ -37,7 +37,7 @@ from voidlink.inference.media.sequence import MediaSource
 from voidlink.protos import pb
 from voidlink.protos.clips import SequencePattern, clip_json, clip_media
 
-from voidlink.errors import InvalidInput, JobCancelled, NotFound, PermissionDenied, VoidlinkError
+from voidlink.errors import InvalidInput, JobCancelled, NotFound, OutputExists, PermissionDenied, VoidlinkError
 
 STAGING_PREFIX = ".voidlink-"
 COMMIT_MARKER = "commit.json"
@@ -265,6 +265,49 @@ def _check_output(prepared_out: SequencePattern, clips: list[Clip], first: int, 
             )
 
 
+_LABELS = {
+    "output": "spec.output.path_template",
+    "quadmask": "spec.output.quadmask_template",
+    "raw": "spec.output.raw_template",
+}
+
+
+def _foreign_files(pattern: SequencePattern, frames: Collection[int]) -> list[tuple[int, str]]:
+    """(frame, path) of the files at this pattern's paths that voidlink did not write, in frame order.
+
+    One listing of the folder, then a header read for each file of the job's frames that is there:
+    the cost is the files on disk, nothing for a new output."""
+    try:
+        names = set(os.listdir(pattern.directory))
+    except OSError:  # no folder yet (or none to list: _check_writable names that)
+        return []
+    found = []
+    for frame in frames:
+        path = pattern.path(frame)
+        if os.path.basename(path) in names and image.job_of(path) is None:
+            found.append((frame, path))
+    return found
+
+
+def _output_exists(found: list[tuple[int, str]], label: str, when: str = "") -> OutputExists:
+    frame, path = found[0]
+    others = [f for f, _ in found[1:]]
+    more = f", and {len(others)} more (frames {sequence.format_frames(others)})" if others else ""
+    kinds = "" if path.lower().endswith(image.JOB_FORMATS) else (
+        f" ({os.path.splitext(path)[1]} files cannot record the voidlink job that wrote them, so replacing even "
+        "an earlier voidlink result in that format needs overwrite)"
+    )
+    return OutputExists(
+        f"{label}: {path} (frame {frame}) exists{when} and was not written by voidlink{more}; voidlink never "
+        f"writes over files it did not write{kinds}. Choose another output, or pass --overwrite "
+        "(overwrite=True in Python) to replace them",
+        field=label,
+        file=path,
+        frame=frame,
+        frames=[f for f, _ in found],
+    )
+
+
 def _check_writable(folder: Path, label: str) -> None:
     probe = folder
     while not probe.exists():
@@ -400,6 +443,11 @@ def prepare_job(spec: pb.JobSpec) -> PreparedJob:
     )
     if PATH_GUARD is not None:
         PATH_GUARD(prepared)
+    if not spec.output.overwrite:
+        for kind, pattern in _finals(prepared):
+            found = _foreign_files(pattern, prepared.frames)
+            if found:
+                raise _output_exists(found, _LABELS[kind])
     return prepared
 
 
@@ -469,6 +517,7 @@ def _analyse(
     progress: ProgressSink,
     staging: Path,
     rendered: list[int],
+    job_id: str,
 ) -> _Analysis:
     """One pass over the mattes: boxes for the plan (always the whole shot's, so a segment is cropped
     as the whole job is), empty frames, and the quadmask files of the frames to render."""
@@ -490,7 +539,13 @@ def _analyse(
         if prepared.quadmask_output is not None and frame in writes:
             target = _staged(staging, "quadmask", prepared.quadmask_output, frame)
             if not target.exists():
-                image.write_image(str(target), qm.astype(np.float32) / 255.0, pixel_type="uint8", channel_names=["Y"])
+                image.write_image(
+                    str(target),
+                    qm.astype(np.float32) / 255.0,
+                    pixel_type="uint8",
+                    channel_names=["Y"],
+                    attributes={image.JOB_ATTRIBUTE: job_id},
+                )
     count = len(prepared.frames)
     if len(empty) == count:
         raise InvalidInput(
@@ -608,7 +663,7 @@ def run_job(
         staging.mkdir(parents=True, exist_ok=True)
         progress.stage("analyse", "reading the mattes")
         frames = _segment_frames(prepared, segment)
-        analysis = _analyse(prepared, backend, cancelled, progress, staging, frames)
+        analysis = _analyse(prepared, backend, cancelled, progress, staging, frames, job_id)
         metrics, notes = _render(
             prepared, backend, request, analysis, staging, progress, cancelled, frames, set(done), job_id
         )
@@ -746,7 +801,12 @@ def _render(
         image.write_image(str(target), out, spec)
         if prepared.raw_output is not None:
             raw = np.clip(result.image, 0.0, 1.0)
-            image.write_image(str(_staged(staging, "raw", prepared.raw_output, result.index)), raw, pixel_type="uint8")
+            image.write_image(
+                str(_staged(staging, "raw", prepared.raw_output, result.index)),
+                raw,
+                pixel_type="uint8",
+                attributes={image.JOB_ATTRIBUTE: job_id},
+            )
         done += 1
         progress.frame_written(result.index, done, total, _preview(result.image))
     missing = [f for f in frames if not rendered(f)]

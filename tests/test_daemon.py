@@ -240,6 +240,31 @@ def test_bad_input_is_refused_naming_the_field_and_daemon_keeps_serving(daemon, 
     assert client.is_serving()
 
 
+def test_an_output_over_another_shots_plates_is_refused_unless_overwrite(daemon, shot, tmp_path):
+    from voidlink.inference.media.image import job_of
+
+    other = write_shot(tmp_path / "sh020" / "plates")  # another shot, not a source of this job
+    before = {p: p.read_bytes() for p in other.folder.iterdir()}
+    client = daemon.client()
+    spec = build_spec(shot.plate, shot.mask, output=other.plate)
+    with pytest.raises(errors.OutputExists) as info:
+        client.submit(spec)
+    first = other.plate.replace("####", f"{other.first:04d}")
+    assert info.value.reason == "OUTPUT_EXISTS" and info.value.file == first and info.value.frame == other.first
+    assert "was not written by voidlink, and 7 more" in str(info.value) and "--overwrite" in str(info.value)
+    with pytest.raises(grpc.RpcError) as raw:
+        rpc.VoidLinkStub(grpc.insecure_channel(daemon.address)).SubmitJob(pb.SubmitJobRequest(spec=spec), timeout=10)
+    assert raw.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert client.jobs() == [] and {p: p.read_bytes() for p in before} == before
+
+    # Said in so many words, the job replaces them; what it wrote is then its own to replace again.
+    replaced = client.remove(shot.plate, shot.mask, output=other.plate, overwrite=True, write_quadmask=False)
+    assert [job_of(str(p)) for p in _frames_on_disk(other.plate, other.first, other.last)] == [replaced.job_id] * 8
+    again = client.remove(shot.plate, shot.mask, output=other.plate, write_quadmask=False)
+    assert [job_of(str(p)) for p in _frames_on_disk(other.plate, other.first, other.last)] == [again.job_id] * 8
+    _no_leftovers(other.folder)
+
+
 def test_port_in_use_and_data_dir_lock_are_refused(daemon_factory, tmp_path):
     first = daemon_factory(tmp_path / "a").start()
     second = daemon_factory(tmp_path / "b", listen=first.address)

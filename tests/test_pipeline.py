@@ -446,3 +446,72 @@ def test_outputs_carry_the_job_that_wrote_them_and_not_the_plates_record(tmp_pat
         spec = image.read_spec(path)
         assert spec.getattribute(image.JOB_ATTRIBUTE) == "job-42"
         assert spec.getattribute("voidlink:seed") is None
+
+
+# -- what voidlink may write over, and the commit ---------------------------------------------
+
+
+def _jobs(pattern: str, first: int, last: int) -> list:
+    """The voidlink job recorded in each frame's header (None: not voidlink's)."""
+    return [image.job_of(p) for p in _frames(pattern, first, last)]
+
+
+def test_output_over_files_voidlink_did_not_write_is_refused_unless_overwrite(shot, tmp_path, source_guard):
+    import shutil
+
+    from shots import write_exr
+
+    output = tmp_path / "o" / "o.####.exr"
+    output.parent.mkdir()
+    other = write_shot(tmp_path / "sh020", frames=6)  # another shot's plates sit where this job would write
+    for frame in range(shot.first, shot.last + 1):
+        shutil.copy(other.plate.replace("####", f"{frame:04d}"), str(output).replace("####", f"{frame:04d}"))
+    with pytest.raises(errors.OutputExists) as info:
+        pipeline.prepare_job(build_spec(shot.plate, shot.mask, output=output))
+    error = info.value
+    first = str(output).replace("####", f"{shot.first:04d}")
+    assert error.reason == "OUTPUT_EXISTS" and error.grpc_code == "FAILED_PRECONDITION"
+    assert error.field == "spec.output.path_template" and error.file == first and error.frame == shot.first
+    assert error.frames == list(range(shot.first, shot.last + 1))
+    assert f"{first} (frame {shot.first}) exists and was not written by voidlink, and 5 more" in str(error)
+    assert "Choose another output, or pass --overwrite" in str(error)
+
+    # A folder, a text file, a link (even to a voidlink result) or an unreadable image are not voidlink's either.
+    taken = tmp_path / "t" / "t.####.exr"
+    done = _run(build_spec(shot.plate, shot.mask, output=tmp_path / "v" / "v.####.exr"), job_id="v")
+    for make in (
+        lambda p: p.mkdir(),
+        lambda p: p.write_text("notes"),
+        lambda p: p.symlink_to(done.output_pattern.replace("####", "1001")),
+        lambda p: write_exr(p, np.zeros((4, 4, 3), np.float32)),
+    ):
+        shutil.rmtree(taken.parent, ignore_errors=True)
+        taken.parent.mkdir()
+        make(Path(str(taken).replace("####", "1003")))
+        with pytest.raises(errors.OutputExists, match=r"t\.1003\.exr \(frame 1003\) exists"):
+            pipeline.prepare_job(build_spec(shot.plate, shot.mask, output=taken))
+
+    # The side outputs follow the same rule: a hand-made quadmask is kept.
+    side = tmp_path / "v" / "quadmask" / "v_quadmask.1002.png"
+    hand = image.read_image(str(side), matte=True).pixels
+    image.write_image(str(side), hand, pixel_type="uint8", channel_names=["Y"])
+    with pytest.raises(errors.OutputExists) as info:
+        pipeline.prepare_job(build_spec(shot.plate, shot.mask, output=tmp_path / "v" / "v.####.exr"))
+    assert info.value.field == "spec.output.quadmask_template" and info.value.file == str(side)
+
+    # overwrite=True replaces them; every file the job writes then carries its id, so a re-run needs nothing.
+    source_guard(other.folder)
+    _run(build_spec(shot.plate, shot.mask, output=output, overwrite=True), job_id="a")
+    assert _jobs(str(output), shot.first, shot.last) == ["a"] * 6
+    result = _run(build_spec(shot.plate, shot.mask, output=output), job_id="b")
+    assert _jobs(str(output), shot.first, shot.last) == ["b"] * 6
+    assert _jobs(result.quadmask_pattern, shot.first, shot.last) == ["b"] * 6
+    spec = build_spec(shot.plate, shot.mask, output=tmp_path / "r" / "r.####.exr")
+    spec.output.write_raw = True
+    raw = _run(spec, job_id="d")
+    assert _jobs(raw.raw_pattern, shot.first, shot.last) == ["d"] * 6
+
+    # overwrite never lets a job write its own sources.
+    with pytest.raises(errors.PermissionDenied) as info:
+        pipeline.prepare_job(build_spec(shot.plate, shot.mask, output=shot.plate, overwrite=True))
+    assert info.value.reason == "OUTPUT_OVERWRITES_SOURCE"

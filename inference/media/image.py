@@ -30,6 +30,8 @@ COMPRESSIONS = ("zip", "piz", "dwaa", "none")
 # Header attributes voidlink writes into its results (the job that wrote the file, what made it).
 OWN_PREFIX = "voidlink:"
 JOB_ATTRIBUTE = OWN_PREFIX + "job"
+# Formats whose header keeps JOB_ATTRIBUTE (TIFF, DPX, JPEG drop attributes of names they do not know).
+JOB_FORMATS = (".exr", ".png")
 PIXEL_TYPES = ("half", "float")
 # Attributes that describe the file we read, not the picture: never copied to an output.
 _FILE_ATTRIBUTES = re.compile(
@@ -164,6 +166,33 @@ def read_spec(path: str, part: str = "", field: str = "clip", frame: Optional[in
             return oiio.ImageSpec(image.spec())
         finally:
             image.close()
+
+
+def job_of(path: str) -> Optional[str]:
+    """The voidlink job that wrote the file at `path` (its header's `voidlink:job`), else None: also for
+    a missing path, a link, a folder or any other non-regular file, a file no image reader opens, or an
+    image without the attribute (another program's, or a format whose header cannot hold it)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        # Opened without following a link and without blocking; the header is read from that file.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        image = oiio.ImageInput.open(_fd_name(fd) or path)
+        if image is None:
+            oiio.geterror()  # read, so that it is not reported later as someone else's
+            return None
+        try:
+            value = image.spec().getattribute(JOB_ATTRIBUTE)
+        finally:
+            image.close()
+    finally:
+        os.close(fd)
+    return value if isinstance(value, str) and value else None
 
 
 def select_channels(
@@ -350,8 +379,11 @@ def write_image(
     pixel_type: str = "half",
     compression: str = "zip",
     channel_names: Optional[list[str]] = None,
+    attributes: Optional[Mapping[str, Union[str, int, float]]] = None,
 ) -> None:
-    """Write atomically: a hidden temporary file in the same folder, then rename onto `path`."""
+    """Write atomically: a hidden temporary file in the same folder, then rename onto `path`.
+
+    `attributes` go into the header when no `spec` is given (a given spec carries its own)."""
     pixels = np.ascontiguousarray(pixels, dtype=np.float32)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
@@ -361,7 +393,7 @@ def write_image(
     if spec is None:
         spec = oiio.ImageSpec(w, h, c, pixel_type)
         names = channel_names or (["R", "G", "B", "A"][:c] if c > 1 else ["Y"])
-        spec = output_spec(spec, c, names, pixel_type, compression, path)
+        spec = output_spec(spec, c, names, pixel_type, compression, path, attributes)
     elif (spec.width, spec.height, spec.nchannels) != (w, h, c):
         raise ValueError(f"pixels {w}x{h}x{c} do not match the spec {spec.width}x{spec.height}x{spec.nchannels}")
     folder = os.path.dirname(path) or "."
