@@ -10,13 +10,21 @@ and written as it comes.
 
 Nothing is lost: frames are written into a staging folder beside the output
 (`.voidlink-<job id>/`) and renamed into place only when every frame is done, so a cancelled or
-failed job leaves an earlier result untouched. A job interrupted by a daemon restart finds its
-staged frames and computes only the missing ones; a restart during the final renames finishes them.
+failed job leaves an earlier result untouched and its staging folder is removed. A job interrupted by
+a daemon restart finds its staged frames and computes only the missing ones.
+
+The commit rolls forward: once its marker (`commit.json`, holding the job's result) is written the
+renames are finished whatever happens, by this run or, after a crash, at the daemon's next start
+before anything else (a cancel included) can touch the job; so the earlier result is either wholly
+kept or wholly replaced. Before the marker the commit checks again that every file it would replace
+was written by voidlink (its header's `voidlink:job`) unless the job says `overwrite`.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -64,6 +72,51 @@ _CROP_MODE = {
 # folder) at submission and again when the job runs, and raises PermissionDenied for a path outside.
 # The files themselves are checked again as they are opened (`image.CONFINE`).
 PATH_GUARD: Optional[Callable[[PreparedJob], None]] = None
+# One commit at a time in this process: two jobs writing the same output never interleave their renames.
+_COMMIT_LOCK = threading.Lock()
+
+
+class CancelFlag:
+    """A job's cancel request and its point of no return, shared by the scheduler and the job.
+
+    Called, it says whether the job should stop (what backends and the pipeline poll). `cancel()`
+    asks it to; `begin_commit()` is the job's last look before it starts moving its frames into
+    place: a cancel that came first stops the job there, one that comes after is refused (`cancel()`
+    returns False) because the move, once begun, is finished."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._committing = False
+
+    def __call__(self) -> bool:
+        return self._cancelled and not self._committing
+
+    def cancel(self) -> bool:
+        with self._lock:
+            if self._committing:
+                return False
+            self._cancelled = True
+            return True
+
+    @property
+    def committing(self) -> bool:
+        return self._committing
+
+    def begin_commit(self, force: bool = False) -> None:
+        """Pass the point of no return, or raise JobCancelled when cancelled first (unless `force`:
+        a commit begun by an earlier run is finished whatever was asked since)."""
+        with self._lock:
+            if self._cancelled and not force:
+                raise JobCancelled("cancelled")
+            self._committing = True
+
+
+def _begin_commit(cancelled: Callable[[], bool], force: bool = False) -> None:
+    if isinstance(cancelled, CancelFlag):
+        cancelled.begin_commit(force)
+    elif cancelled() and not force:
+        raise JobCancelled("cancelled")
 
 
 class ProgressSink(Protocol):
@@ -595,32 +648,195 @@ def _finals(prepared: PreparedJob) -> list[tuple[str, SequencePattern]]:
     return [(kind, pattern) for kind, pattern in kinds if pattern is not None]
 
 
-def _commit(prepared: PreparedJob, staging: Path) -> None:
-    """Move every staged frame onto its final name, then drop the staging folder.
+def _spec_finals(spec: pb.JobSpec) -> list[tuple[str, SequencePattern]]:
+    """The job's final patterns by kind, from its spec alone (what prepare_job makes of it, no disk)."""
+    output = SequencePattern.parse(spec.output.path_template)
+    if output is None:
+        return []
+    output = output if output.padding else output.with_padding(4)
+    finals = [("output", output)]
+    if spec.output.write_quadmask:
+        finals.append(("quadmask", _side_pattern(output, spec.output.quadmask_template, "quadmask", ".png")))
+    if spec.output.write_raw:
+        finals.append(("raw", _side_pattern(output, spec.output.raw_template, "raw", ".png")))
+    return finals
 
-    The marker makes a restart in the middle of this finish the moves instead of recomputing.
-    """
-    marker = staging / COMMIT_MARKER
-    if not marker.exists():
-        temp = marker.with_suffix(".tmp")
-        temp.write_text(json.dumps({"frames": [prepared.first, prepared.last]}))
-        os.replace(temp, marker)
-    for kind, pattern in _finals(prepared):
-        for frame in prepared.frames:
-            staged = _staged(staging, kind, pattern, frame)
-            if staged.exists():
-                final = Path(pattern.path(frame))
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staged, final)
+
+def staging_of(spec: pb.JobSpec, job_id: str) -> Optional[Path]:
+    """The job's staging folder (whether or not it exists), from its spec alone."""
+    finals = _spec_finals(spec)
+    return Path(finals[0][1].directory) / f"{STAGING_PREFIX}{job_id}" if finals else None
+
+
+def _moves(staging: Path, finals: list[tuple[str, SequencePattern]]) -> list[tuple[str, int, Path, str]]:
+    """(kind, frame, staged file, final path) of every file in the staging folder, by kind then frame.
+
+    Read from the folder, not from any list written in it: only names of the job's own patterns move,
+    each into its pattern's folder (a temporary file of an interrupted write stays and goes with the folder)."""
+    moves = []
+    for kind, pattern in finals:
+        folder = staging / kind
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        regex = pattern.regex()
+        found = []
+        for name in names:
+            match = regex.match(name)
+            if match is not None:
+                found.append((int(match.group(1)), name))
+        for frame, name in sorted(found):
+            moves.append((kind, frame, folder / name, os.path.join(pattern.directory, name)))
+    return moves
+
+
+def _move(staged: Path, final: str) -> None:
+    os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+    try:
+        os.replace(staged, final)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        # A side output on another file system than the output: copied beside its final name, then renamed.
+        temp = image.temporary_path(final)
+        try:
+            shutil.copyfile(staged, temp)
+            os.replace(temp, final)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+        os.unlink(staged)
+
+
+def _write_marker(marker: Path, job_id: str, prepared: PreparedJob, result: pb.JobResult) -> None:
+    temp = marker.with_suffix(".tmp")
+    record = {
+        "job": job_id,
+        "frames": [prepared.first, prepared.last],
+        "result": base64.b64encode(result.SerializeToString()).decode("ascii"),
+    }
+    with open(temp, "w", encoding="utf-8") as handle:
+        json.dump(record, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, marker)
+
+
+def _marker_result(marker: Path) -> Optional[pb.JobResult]:
+    """The result a commit marker holds; None for a marker without one (written by an older voidlink)."""
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        return pb.JobResult.FromString(base64.b64decode(record["result"]))
+    except Exception:
+        return None
+
+
+def _roll_forward(staging: Path, finals: list[tuple[str, SequencePattern]]) -> None:
+    """Move every staged file onto its final name, then drop the staging folder (after the marker)."""
+    moves = _moves(staging, finals)
+    for done, (_kind, frame, staged, final) in enumerate(moves):
+        try:
+            _move(staged, final)
+        except OSError as exc:
+            raise VoidlinkError(
+                f"moving the frames into place stopped at {final} (frame {frame}): {exc.strerror or exc}; "
+                f"{done} of {len(moves)} files were moved, the rest wait in {staging}. Fix the cause and restart "
+                "the daemon (voidlink stop, then voidlink serve): it finishes the move before anything else",
+                reason="COMMIT_INCOMPLETE",
+                file=final,
+                frame=frame,
+            ) from exc
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def _commit(
+    prepared: PreparedJob, staging: Path, job_id: str, result: pb.JobResult, cancelled: Callable[[], bool]
+) -> pb.JobResult:
+    """Move every staged file onto its final name, then drop the staging folder; returns the result.
+
+    Before the marker: files at the final names must be voidlink's (unless the job says overwrite),
+    the folders are made, and a cancel that came first stops the job (its staging folder is then
+    removed by the caller). Writing the marker is the point of no return; a marker found already (a
+    commit interrupted by a crash) is finished whatever was asked since, with the result it holds."""
+    finals = _finals(prepared)
+    marker = staging / COMMIT_MARKER
+    with _COMMIT_LOCK:
+        if marker.exists():
+            _begin_commit(cancelled, force=True)
+            result = _marker_result(marker) or result
+        else:
+            moves = _moves(staging, finals)
+            if not prepared.spec.output.overwrite:
+                for kind, _ in finals:
+                    found = [(f, final) for k, f, _, final in moves if k == kind and os.path.lexists(final)]
+                    found = [(f, final) for f, final in found if image.job_of(final) is None]
+                    if found:
+                        raise _output_exists(found, _LABELS[kind], " (it appeared after the job was submitted)")
+            for folder in sorted({os.path.dirname(final) for _, _, _, final in moves}):
+                try:
+                    os.makedirs(folder or ".", exist_ok=True)
+                except OSError as exc:
+                    raise PermissionDenied(
+                        f"cannot create {folder} to move the frames into: {exc.strerror or exc}",
+                        reason="OUTPUT_NOT_WRITABLE",
+                        file=folder,
+                    ) from exc
+            _begin_commit(cancelled)
+            _write_marker(marker, job_id, prepared, result)
+        _roll_forward(staging, finals)
+    return result
+
+
+def commit_begun(spec: pb.JobSpec, job_id: str) -> bool:
+    """Whether the job's commit marker is on disk: its move has begun and must be finished."""
+    staging = staging_of(spec, job_id)
+    return staging is not None and (staging / COMMIT_MARKER).is_file()
+
+
+def finish_interrupted_commit(spec: pb.JobSpec, job_id: str) -> Optional[pb.JobResult]:
+    """Finish the renames of a commit a crash interrupted, from the spec alone (no source is read), and
+    return the result its marker holds. None, with nothing moved, when there is no marker, or one
+    without a result (an older daemon's; the job's next run finishes that one). Raises VoidlinkError
+    (COMMIT_INCOMPLETE) when a rename fails."""
+    try:
+        finals = _spec_finals(spec)
+    except VoidlinkError:
+        return None
+    if not finals:
+        return None
+    staging = Path(finals[0][1].directory) / f"{STAGING_PREFIX}{job_id}"
+    marker = staging / COMMIT_MARKER
+    if staging.is_symlink() or not marker.is_file():
+        return None
+    result = _marker_result(marker)
+    if result is None:
+        return None
+    with _COMMIT_LOCK:
+        _roll_forward(staging, finals)
+    return result
+
+
+def _discard_folder(staging: Optional[Path]) -> bool:
+    if staging is None or staging.is_symlink() or not staging.is_dir() or (staging / COMMIT_MARKER).exists():
+        return False
+    shutil.rmtree(staging)
+    return True
+
+
 def discard_staging(prepared: PreparedJob, job_id: str) -> None:
-    """Forget a cancelled or failed job's frames; earlier results in the output folder stay as they were."""
+    """Forget a cancelled or failed job's frames; earlier results in the output folder stay as they were.
+    A staging folder whose commit has begun is kept: that move is finished, never undone."""
     prepared.close()
-    staging = prepared.staging(job_id)
-    if staging.exists() and not (staging / COMMIT_MARKER).exists():
-        shutil.rmtree(staging)
+    _discard_folder(prepared.staging(job_id))
+
+
+def discard_staging_of(spec: pb.JobSpec, job_id: str) -> bool:
+    """discard_staging for a job that was not prepared (cancelled in the queue, refused when it ran)."""
+    try:
+        return _discard_folder(staging_of(spec, job_id))
+    except VoidlinkError:  # a spec whose patterns do not parse staged nothing
+        return False
 
 
 @dataclass
@@ -658,8 +874,7 @@ def run_job(
             if segment is not None:  # the whole job is being moved into place: nothing left to render
                 return _result(prepared, backend, request, {}, [])
             progress.stage("commit", "finishing the renames of an interrupted commit")
-            _commit(prepared, staging)
-            return _result(prepared, backend, request, {}, [])
+            return _commit(prepared, staging, job_id, _result(prepared, backend, request, {}, []), cancelled)
         staging.mkdir(parents=True, exist_ok=True)
         progress.stage("analyse", "reading the mattes")
         frames = _segment_frames(prepared, segment)
@@ -667,13 +882,14 @@ def run_job(
         metrics, notes = _render(
             prepared, backend, request, analysis, staging, progress, cancelled, frames, set(done), job_id
         )
+        metrics["seconds"] = time.monotonic() - started
+        result = _result(prepared, backend, request, metrics, notes)
         if segment is None:
             progress.stage("commit", "moving the frames into place")
-            _commit(prepared, staging)
+            result = _commit(prepared, staging, job_id, result, cancelled)
     finally:
         prepared.close()
-    metrics["seconds"] = time.monotonic() - started
-    return _result(prepared, backend, request, metrics, notes)
+    return result
 
 
 def _segment_frames(prepared: PreparedJob, segment: Optional[tuple[int, int]]) -> list[int]:
@@ -860,7 +1076,12 @@ def _preview(model: np.ndarray, width: int = 256) -> np.ndarray:
 
 
 def commit_segments(
-    prepared: PreparedJob, job_id: str, backend_name: str, notes: list[str], metrics: dict[str, float]
+    prepared: PreparedJob,
+    job_id: str,
+    backend_name: str,
+    notes: list[str],
+    metrics: dict[str, float],
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> pb.JobResult:
     """Move the frames that segment runs staged into place, and describe the result (a pool's last
     step: no frame is read or rendered). Refuses, naming them, when frames are missing."""
@@ -873,8 +1094,8 @@ def commit_segments(
                 reason="INCOMPLETE",
                 frames=missing,
             )
-    _commit(prepared, staging)
-    return _describe(prepared, backend_name, list(dict.fromkeys(notes)), metrics)
+    result = _describe(prepared, backend_name, list(dict.fromkeys(notes)), metrics)
+    return _commit(prepared, staging, job_id, result, cancelled)
 
 
 def _result(

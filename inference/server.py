@@ -679,6 +679,10 @@ class Daemon:
                 )
             self.address = self._bind()
             self.scheduler = Scheduler(self.store, self.bus, self.registry, executor=self.executor)
+            # Before any call is served or any job runs: a commit a crash interrupted is finished first.
+            finished = self.scheduler.recover()
+            if finished:
+                log.info("finished moving the frames of %d job(s) into place: %s", len(finished), ", ".join(finished))
             self.server.start()
             self.scheduler.start()
             self._follow_uploading_jobs()
