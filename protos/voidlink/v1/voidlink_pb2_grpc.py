@@ -111,10 +111,12 @@ class VoidLinkServicer(object):
 
     def CancelJob(self, request, context):
         """Cancels a queued or running job: its staging folder is removed and an earlier result at its
-        output stays wholly as it was. A job that has begun moving its frames into place (stage "commit",
-        or a commit interrupted by a daemon restart) finishes that move and is not cancelled: the job is
-        returned as it stands (still running, or succeeded) and ends SUCCEEDED. Ended jobs are returned
-        unchanged.
+        output stays wholly as it was. A job past the point of no return of its commit (its commit
+        marker is written: it is moving its frames into place, or a daemon restart interrupted that) is
+        not cancelled but finishes the move: it is returned as it stands, still running or queued, with
+        a message starting "too late to cancel", and ends SUCCEEDED (FAILED with reason
+        COMMIT_INCOMPLETE if a rename fails; the daemon's next start finishes it). A restarted daemon
+        finishes interrupted commits before it answers any call. Ended jobs are returned unchanged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
