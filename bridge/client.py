@@ -248,8 +248,13 @@ def build_spec(
     dilate: int = 0,
     feather: float = 0.0,
     threshold: float = 0.0,
+    overwrite: bool = False,
 ) -> pb.JobSpec:
-    """A JobSpec from paths and plain values; raises `errors.InvalidInput` naming a bad argument."""
+    """A JobSpec from paths and plain values; raises `errors.InvalidInput` naming a bad argument.
+
+    `overwrite=True` lets the job replace files at its output that voidlink did not write (without it
+    the daemon refuses them: `errors.OutputExists`); earlier voidlink results are replaced either way,
+    and a job's own sources never."""
     if compression not in _COMPRESSION:
         raise errors.InvalidInput(
             f"unknown compression '{compression}' (choose {', '.join(_COMPRESSION)})",
@@ -305,6 +310,7 @@ def build_spec(
             pixel_type=_PIXEL_TYPE[pixel_type],
             compression=_COMPRESSION[compression],
             write_quadmask=write_quadmask,
+            overwrite=overwrite,
         ),
     )
     if affected is not None:

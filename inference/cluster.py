@@ -620,12 +620,12 @@ class RayExecutor:
             part = self._run(job.id, spec_bytes, backend_name, progress, cancelled, None, private)
             if private is None:
                 return part  # the worker moved the frames into place itself
-            return self._commit(prepared, job.id, [part], backend_name, progress, started)
+            return self._commit(prepared, job.id, [part], backend_name, progress, started, cancelled)
         progress.log(
             f"{len(segments)} segments run side by side: " + ", ".join(f"{first}-{last}" for first, last in segments)
         )
         parts = self._run_segments(job.id, spec_bytes, backend_name, segments, progress, cancelled, private)
-        return self._commit(prepared, job.id, parts, backend_name, progress, started)
+        return self._commit(prepared, job.id, parts, backend_name, progress, started, cancelled)
 
     def _commit(
         self,
@@ -635,8 +635,10 @@ class RayExecutor:
         backend_name: str,
         progress: pipeline.ProgressSink,
         started: float,
+        cancelled: Callable[[], bool],
     ) -> pb.JobResult:
-        """Every frame is staged in the daemon's staging folder: move them into place from here."""
+        """Every frame is staged in the daemon's staging folder: move them into place from here (a cancel
+        that came first stops the job there; one that comes once the move has begun does not)."""
         progress.stage("commit", "moving the frames into place")
         metrics = dict(parts[0].metrics)  # the shot's analysis (coverage, crop) is the same in every segment
         metrics.update(
@@ -647,7 +649,7 @@ class RayExecutor:
         if len(parts) > 1:
             metrics["segments"] = float(len(parts))
         notes = [note for part in parts for note in part.notes]
-        return pipeline.commit_segments(prepared, job_id, parts[0].backend or backend_name, notes, metrics)
+        return pipeline.commit_segments(prepared, job_id, parts[0].backend or backend_name, notes, metrics, cancelled)
 
     # -- private storage ---------------------------------------------------------------------
 

@@ -10,12 +10,21 @@ and written as it comes.
 
 Nothing is lost: frames are written into a staging folder beside the output
 (`.voidlink-<job id>/`) and renamed into place only when every frame is done, so a cancelled or
-failed job leaves an earlier result untouched. A job interrupted by a daemon restart finds its
-staged frames and computes only the missing ones; a restart during the final renames finishes them.
+failed job leaves an earlier result untouched and its staging folder is removed. A job interrupted by
+a daemon restart finds its staged frames and computes only the missing ones.
+
+The commit rolls forward: once its marker (`commit.json`, holding the job's result) is written the
+renames are finished whatever happens, by this run or, after a crash, at the daemon's next start
+before anything else (a cancel included) can touch the job; so the earlier result is either wholly
+kept or wholly replaced. Before the marker the commit checks again that every file it would replace
+was written by voidlink (its header's `voidlink:job`) unless the job says `overwrite`.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -37,7 +46,7 @@ from voidlink.protos import pb
 from voidlink.protos.clips import SequencePattern, clip_json, clip_media
 
 from voidlink import __version__
-from voidlink.errors import InvalidInput, JobCancelled, NotFound, PermissionDenied, VoidlinkError
+from voidlink.errors import InvalidInput, JobCancelled, NotFound, OutputExists, PermissionDenied, VoidlinkError
 
 STAGING_PREFIX = ".voidlink-"
 COMMIT_MARKER = "commit.json"
@@ -62,7 +71,53 @@ _CROP_MODE = {
 
 # A daemon confined to roots sets this: it sees every prepared job (every frame file, every output
 # folder) at submission and again when the job runs, and raises PermissionDenied for a path outside.
+# The files themselves are checked again as they are opened (`image.CONFINE`).
 PATH_GUARD: Optional[Callable[[PreparedJob], None]] = None
+# One commit at a time in this process: two jobs writing the same output never interleave their renames.
+_COMMIT_LOCK = threading.Lock()
+
+
+class CancelFlag:
+    """A job's cancel request and its point of no return, shared by the scheduler and the job.
+
+    Called, it says whether the job should stop (what backends and the pipeline poll). `cancel()`
+    asks it to; `begin_commit()` is the job's last look before it starts moving its frames into
+    place: a cancel that came first stops the job there, one that comes after is refused (`cancel()`
+    returns False) because the move, once begun, is finished."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._committing = False
+
+    def __call__(self) -> bool:
+        return self._cancelled and not self._committing
+
+    def cancel(self) -> bool:
+        with self._lock:
+            if self._committing:
+                return False
+            self._cancelled = True
+            return True
+
+    @property
+    def committing(self) -> bool:
+        return self._committing
+
+    def begin_commit(self, force: bool = False) -> None:
+        """Pass the point of no return, or raise JobCancelled when cancelled first (unless `force`:
+        a commit begun by an earlier run is finished whatever was asked since)."""
+        with self._lock:
+            if self._cancelled and not force:
+                raise JobCancelled("cancelled")
+            self._committing = True
+
+
+def _begin_commit(cancelled: Callable[[], bool], force: bool = False) -> None:
+    if isinstance(cancelled, CancelFlag):
+        cancelled.begin_commit(force)
+    elif cancelled() and not force:
+        raise JobCancelled("cancelled")
 
 
 class ProgressSink(Protocol):
@@ -115,8 +170,11 @@ class Clip:
         # One decoder per thread: the read-ahead thread and the composite both read frames.
         key = threading.get_ident()
         if key not in self._captures:
-            self._captures[key] = cv2.VideoCapture(self.media.path)
-        capture = self._captures[key]
+            # Confined: the decoder reads the file that was opened and checked, kept open as long as it.
+            with contextlib.ExitStack() as opened:
+                capture = cv2.VideoCapture(opened.enter_context(image.open_checked(self.media.path, self.field, frame)))
+                self._captures[key] = (capture, opened.pop_all())
+        capture = self._captures[key][0]
         rgb = image.read_movie_frame(capture, self.media.path, self.media.movie_index(frame), self.field, frame)
         spec = image.movie_spec(rgb.shape[1], rgb.shape[0], self.media.rate)
         if self.matte:
@@ -131,8 +189,9 @@ class Clip:
         return image.ImageFrame(rgb, spec, ["R", "G", "B"], self.media.path)
 
     def close(self) -> None:
-        for capture in self._captures.values():
+        for capture, opened in self._captures.values():
             capture.release()
+            opened.close()
         self._captures.clear()
 
 
@@ -258,6 +317,49 @@ def _check_output(prepared_out: SequencePattern, clips: list[Clip], first: int, 
                 file=prepared_out.path(frame),
                 frame=frame,
             )
+
+
+_LABELS = {
+    "output": "spec.output.path_template",
+    "quadmask": "spec.output.quadmask_template",
+    "raw": "spec.output.raw_template",
+}
+
+
+def _foreign_files(pattern: SequencePattern, frames: Collection[int]) -> list[tuple[int, str]]:
+    """(frame, path) of the files at this pattern's paths that voidlink did not write, in frame order.
+
+    One listing of the folder, then a header read for each file of the job's frames that is there:
+    the cost is the files on disk, nothing for a new output."""
+    try:
+        names = set(os.listdir(pattern.directory))
+    except OSError:  # no folder yet (or none to list: _check_writable names that)
+        return []
+    found = []
+    for frame in frames:
+        path = pattern.path(frame)
+        if os.path.basename(path) in names and image.job_of(path) is None:
+            found.append((frame, path))
+    return found
+
+
+def _output_exists(found: list[tuple[int, str]], label: str, when: str = "") -> OutputExists:
+    frame, path = found[0]
+    others = [f for f, _ in found[1:]]
+    more = f", and {len(others)} more (frames {sequence.format_frames(others)})" if others else ""
+    kinds = "" if path.lower().endswith(image.JOB_FORMATS) else (
+        f" ({os.path.splitext(path)[1]} files cannot record the voidlink job that wrote them, so replacing even "
+        "an earlier voidlink result in that format needs overwrite)"
+    )
+    return OutputExists(
+        f"{label}: {path} (frame {frame}) exists{when} and was not written by voidlink{more}; voidlink never "
+        f"writes over files it did not write{kinds}. Choose another output, or pass --overwrite "
+        "(overwrite=True in Python) to replace them",
+        field=label,
+        file=path,
+        frame=frame,
+        frames=[f for f, _ in found],
+    )
 
 
 def _check_writable(folder: Path, label: str) -> None:
@@ -395,6 +497,11 @@ def prepare_job(spec: pb.JobSpec) -> PreparedJob:
     )
     if PATH_GUARD is not None:
         PATH_GUARD(prepared)
+    if not spec.output.overwrite:
+        for kind, pattern in _finals(prepared):
+            found = _foreign_files(pattern, prepared.frames)
+            if found:
+                raise _output_exists(found, _LABELS[kind])
     return prepared
 
 
@@ -464,6 +571,7 @@ def _analyse(
     progress: ProgressSink,
     staging: Path,
     rendered: list[int],
+    job_id: str,
 ) -> _Analysis:
     """One pass over the mattes: boxes for the plan (always the whole shot's, so a segment is cropped
     as the whole job is), empty frames, and the quadmask files of the frames to render."""
@@ -485,7 +593,13 @@ def _analyse(
         if prepared.quadmask_output is not None and frame in writes:
             target = _staged(staging, "quadmask", prepared.quadmask_output, frame)
             if not target.exists():
-                image.write_image(str(target), qm.astype(np.float32) / 255.0, pixel_type="uint8", channel_names=["Y"])
+                image.write_image(
+                    str(target),
+                    qm.astype(np.float32) / 255.0,
+                    pixel_type="uint8",
+                    channel_names=["Y"],
+                    attributes={image.JOB_ATTRIBUTE: job_id},
+                )
     count = len(prepared.frames)
     if len(empty) == count:
         raise InvalidInput(
@@ -535,32 +649,195 @@ def _finals(prepared: PreparedJob) -> list[tuple[str, SequencePattern]]:
     return [(kind, pattern) for kind, pattern in kinds if pattern is not None]
 
 
-def _commit(prepared: PreparedJob, staging: Path) -> None:
-    """Move every staged frame onto its final name, then drop the staging folder.
+def _spec_finals(spec: pb.JobSpec) -> list[tuple[str, SequencePattern]]:
+    """The job's final patterns by kind, from its spec alone (what prepare_job makes of it, no disk)."""
+    output = SequencePattern.parse(spec.output.path_template)
+    if output is None:
+        return []
+    output = output if output.padding else output.with_padding(4)
+    finals = [("output", output)]
+    if spec.output.write_quadmask:
+        finals.append(("quadmask", _side_pattern(output, spec.output.quadmask_template, "quadmask", ".png")))
+    if spec.output.write_raw:
+        finals.append(("raw", _side_pattern(output, spec.output.raw_template, "raw", ".png")))
+    return finals
 
-    The marker makes a restart in the middle of this finish the moves instead of recomputing.
-    """
-    marker = staging / COMMIT_MARKER
-    if not marker.exists():
-        temp = marker.with_suffix(".tmp")
-        temp.write_text(json.dumps({"frames": [prepared.first, prepared.last]}))
-        os.replace(temp, marker)
-    for kind, pattern in _finals(prepared):
-        for frame in prepared.frames:
-            staged = _staged(staging, kind, pattern, frame)
-            if staged.exists():
-                final = Path(pattern.path(frame))
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staged, final)
+
+def staging_of(spec: pb.JobSpec, job_id: str) -> Optional[Path]:
+    """The job's staging folder (whether or not it exists), from its spec alone."""
+    finals = _spec_finals(spec)
+    return Path(finals[0][1].directory) / f"{STAGING_PREFIX}{job_id}" if finals else None
+
+
+def _moves(staging: Path, finals: list[tuple[str, SequencePattern]]) -> list[tuple[str, int, Path, str]]:
+    """(kind, frame, staged file, final path) of every file in the staging folder, by kind then frame.
+
+    Read from the folder, not from any list written in it: only names of the job's own patterns move,
+    each into its pattern's folder (a temporary file of an interrupted write stays and goes with the folder)."""
+    moves = []
+    for kind, pattern in finals:
+        folder = staging / kind
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        regex = pattern.regex()
+        found = []
+        for name in names:
+            match = regex.match(name)
+            if match is not None:
+                found.append((int(match.group(1)), name))
+        for frame, name in sorted(found):
+            moves.append((kind, frame, folder / name, os.path.join(pattern.directory, name)))
+    return moves
+
+
+def _move(staged: Path, final: str) -> None:
+    os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+    try:
+        os.replace(staged, final)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        # A side output on another file system than the output: copied beside its final name, then renamed.
+        temp = image.temporary_path(final)
+        try:
+            shutil.copyfile(staged, temp)
+            os.replace(temp, final)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+        os.unlink(staged)
+
+
+def _write_marker(marker: Path, job_id: str, prepared: PreparedJob, result: pb.JobResult) -> None:
+    temp = marker.with_suffix(".tmp")
+    record = {
+        "job": job_id,
+        "frames": [prepared.first, prepared.last],
+        "result": base64.b64encode(result.SerializeToString()).decode("ascii"),
+    }
+    with open(temp, "w", encoding="utf-8") as handle:
+        json.dump(record, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, marker)
+
+
+def _marker_result(marker: Path) -> Optional[pb.JobResult]:
+    """The result a commit marker holds; None for a marker without one (written by an older voidlink)."""
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        return pb.JobResult.FromString(base64.b64decode(record["result"]))
+    except Exception:
+        return None
+
+
+def _roll_forward(staging: Path, finals: list[tuple[str, SequencePattern]]) -> None:
+    """Move every staged file onto its final name, then drop the staging folder (after the marker)."""
+    moves = _moves(staging, finals)
+    for done, (_kind, frame, staged, final) in enumerate(moves):
+        try:
+            _move(staged, final)
+        except OSError as exc:
+            raise VoidlinkError(
+                f"moving the frames into place stopped at {final} (frame {frame}): {exc.strerror or exc}; "
+                f"{done} of {len(moves)} files were moved, the rest wait in {staging}. Fix the cause and restart "
+                "the daemon (voidlink stop, then voidlink serve): it finishes the move before anything else",
+                reason="COMMIT_INCOMPLETE",
+                file=final,
+                frame=frame,
+            ) from exc
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def _commit(
+    prepared: PreparedJob, staging: Path, job_id: str, result: pb.JobResult, cancelled: Callable[[], bool]
+) -> pb.JobResult:
+    """Move every staged file onto its final name, then drop the staging folder; returns the result.
+
+    Before the marker: files at the final names must be voidlink's (unless the job says overwrite),
+    the folders are made, and a cancel that came first stops the job (its staging folder is then
+    removed by the caller). Writing the marker is the point of no return; a marker found already (a
+    commit interrupted by a crash) is finished whatever was asked since, with the result it holds."""
+    finals = _finals(prepared)
+    marker = staging / COMMIT_MARKER
+    with _COMMIT_LOCK:
+        if marker.exists():
+            _begin_commit(cancelled, force=True)
+            result = _marker_result(marker) or result
+        else:
+            moves = _moves(staging, finals)
+            if not prepared.spec.output.overwrite:
+                for kind, _ in finals:
+                    found = [(f, final) for k, f, _, final in moves if k == kind and os.path.lexists(final)]
+                    found = [(f, final) for f, final in found if image.job_of(final) is None]
+                    if found:
+                        raise _output_exists(found, _LABELS[kind], " (it appeared after the job was submitted)")
+            for folder in sorted({os.path.dirname(final) for _, _, _, final in moves}):
+                try:
+                    os.makedirs(folder or ".", exist_ok=True)
+                except OSError as exc:
+                    raise PermissionDenied(
+                        f"cannot create {folder} to move the frames into: {exc.strerror or exc}",
+                        reason="OUTPUT_NOT_WRITABLE",
+                        file=folder,
+                    ) from exc
+            _begin_commit(cancelled)
+            _write_marker(marker, job_id, prepared, result)
+        _roll_forward(staging, finals)
+    return result
+
+
+def commit_begun(spec: pb.JobSpec, job_id: str) -> bool:
+    """Whether the job's commit marker is on disk: its move has begun and must be finished."""
+    staging = staging_of(spec, job_id)
+    return staging is not None and (staging / COMMIT_MARKER).is_file()
+
+
+def finish_interrupted_commit(spec: pb.JobSpec, job_id: str) -> Optional[pb.JobResult]:
+    """Finish the renames of a commit a crash interrupted, from the spec alone (no source is read), and
+    return the result its marker holds. None, with nothing moved, when there is no marker, or one
+    without a result (an older daemon's; the job's next run finishes that one). Raises VoidlinkError
+    (COMMIT_INCOMPLETE) when a rename fails."""
+    try:
+        finals = _spec_finals(spec)
+    except VoidlinkError:
+        return None
+    if not finals:
+        return None
+    staging = Path(finals[0][1].directory) / f"{STAGING_PREFIX}{job_id}"
+    marker = staging / COMMIT_MARKER
+    if staging.is_symlink() or not marker.is_file():
+        return None
+    result = _marker_result(marker)
+    if result is None:
+        return None
+    with _COMMIT_LOCK:
+        _roll_forward(staging, finals)
+    return result
+
+
+def _discard_folder(staging: Optional[Path]) -> bool:
+    if staging is None or staging.is_symlink() or not staging.is_dir() or (staging / COMMIT_MARKER).exists():
+        return False
+    shutil.rmtree(staging)
+    return True
+
+
 def discard_staging(prepared: PreparedJob, job_id: str) -> None:
-    """Forget a cancelled or failed job's frames; earlier results in the output folder stay as they were."""
+    """Forget a cancelled or failed job's frames; earlier results in the output folder stay as they were.
+    A staging folder whose commit has begun is kept: that move is finished, never undone."""
     prepared.close()
-    staging = prepared.staging(job_id)
-    if staging.exists() and not (staging / COMMIT_MARKER).exists():
-        shutil.rmtree(staging)
+    _discard_folder(prepared.staging(job_id))
+
+
+def discard_staging_of(spec: pb.JobSpec, job_id: str) -> bool:
+    """discard_staging for a job that was not prepared (cancelled in the queue, refused when it ran)."""
+    try:
+        return _discard_folder(staging_of(spec, job_id))
+    except VoidlinkError:  # a spec whose patterns do not parse staged nothing
+        return False
 
 
 @dataclass
@@ -596,24 +873,24 @@ def run_job(
     try:
         if (staging / COMMIT_MARKER).exists():
             if segment is not None:  # the whole job is being moved into place: nothing left to render
-                return _result(prepared, backend, request, {}, [])
+                return _result(prepared, backend, request, {}, [], job_id)
             progress.stage("commit", "finishing the renames of an interrupted commit")
-            _commit(prepared, staging)
-            return _result(prepared, backend, request, {}, [])
+            return _commit(prepared, staging, job_id, _result(prepared, backend, request, {}, [], job_id), cancelled)
         staging.mkdir(parents=True, exist_ok=True)
         progress.stage("analyse", "reading the mattes")
         frames = _segment_frames(prepared, segment)
-        analysis = _analyse(prepared, backend, cancelled, progress, staging, frames)
+        analysis = _analyse(prepared, backend, cancelled, progress, staging, frames, job_id)
         metrics, notes = _render(
             prepared, backend, request, analysis, staging, progress, cancelled, frames, set(done), job_id
         )
+        metrics["seconds"] = time.monotonic() - started
+        result = _result(prepared, backend, request, metrics, notes, job_id)
         if segment is None:
             progress.stage("commit", "moving the frames into place")
-            _commit(prepared, staging)
+            result = _commit(prepared, staging, job_id, result, cancelled)
     finally:
         prepared.close()
-    metrics["seconds"] = time.monotonic() - started
-    return _result(prepared, backend, request, metrics, notes)
+    return result
 
 
 def _segment_frames(prepared: PreparedJob, segment: Optional[tuple[int, int]]) -> list[int]:
@@ -743,7 +1020,12 @@ def _render(
         image.write_image(str(target), out, spec)
         if prepared.raw_output is not None:
             raw = np.clip(result.image, 0.0, 1.0)
-            image.write_image(str(_staged(staging, "raw", prepared.raw_output, result.index)), raw, pixel_type="uint8")
+            image.write_image(
+                str(_staged(staging, "raw", prepared.raw_output, result.index)),
+                raw,
+                pixel_type="uint8",
+                attributes={image.JOB_ATTRIBUTE: job_id},
+            )
         done += 1
         progress.frame_written(result.index, done, total, _preview(result.image))
     missing = [f for f in frames if not rendered(f)]
@@ -797,7 +1079,12 @@ def _preview(model: np.ndarray, width: int = 256) -> np.ndarray:
 
 
 def commit_segments(
-    prepared: PreparedJob, job_id: str, backend_name: str, notes: list[str], metrics: dict[str, float]
+    prepared: PreparedJob,
+    job_id: str,
+    backend_name: str,
+    notes: list[str],
+    metrics: dict[str, float],
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> pb.JobResult:
     """Move the frames that segment runs staged into place, and describe the result (a pool's last
     step: no frame is read or rendered). Refuses, naming them, when frames are missing."""
@@ -810,8 +1097,8 @@ def commit_segments(
                 reason="INCOMPLETE",
                 frames=missing,
             )
-    _commit(prepared, staging)
-    return _describe(prepared, backend_name, list(dict.fromkeys(notes)), metrics)
+    result = _describe(prepared, backend_name, list(dict.fromkeys(notes)), metrics, job_id)
+    return _commit(prepared, staging, job_id, result, cancelled)
 
 
 def provenance(prepared: PreparedJob, backend: Backend, request: BackendRequest, job_id: str) -> dict[str, str]:
@@ -831,12 +1118,17 @@ def provenance(prepared: PreparedJob, backend: Backend, request: BackendRequest,
     return made_by
 
 
-def _recorded_provenance(prepared: PreparedJob) -> dict[str, str]:
-    """The provenance the job's first output frame carries (its record of what made the result)."""
+def _recorded_provenance(prepared: PreparedJob, job_id: str) -> dict[str, str]:
+    """The provenance the job's first output frame carries (its record of what made the result), staged
+    or already in place."""
+    staged = _staged(prepared.staging(job_id), "output", prepared.output, prepared.first)
+    path = staged if staged.exists() else Path(prepared.output.path(prepared.first))
     try:
-        spec = image.read_spec(prepared.output.path(prepared.first))
+        spec = image.read_spec(str(path))
     except VoidlinkError:
         return {}
+    if spec.getattribute(image.JOB_ATTRIBUTE) != job_id:
+        return {}  # not this job's frame (an earlier result still in place)
     out = {}
     for attr in spec.extra_attribs:
         if attr.name.startswith(image.OWN_PREFIX) and attr.name != image.JOB_ATTRIBUTE:
@@ -845,14 +1137,21 @@ def _recorded_provenance(prepared: PreparedJob) -> dict[str, str]:
 
 
 def _result(
-    prepared: PreparedJob, backend: Backend, request: BackendRequest, metrics: dict[str, float], notes: list[str]
+    prepared: PreparedJob,
+    backend: Backend,
+    request: BackendRequest,
+    metrics: dict[str, float],
+    notes: list[str],
+    job_id: str,
 ) -> pb.JobResult:
-    return _describe(prepared, backend.name, [*backend.notes(), *request.notes, *notes], metrics)
+    return _describe(prepared, backend.name, [*backend.notes(), *request.notes, *notes], metrics, job_id)
 
 
-def _describe(prepared: PreparedJob, backend_name: str, notes: list[str], metrics: dict[str, float]) -> pb.JobResult:
+def _describe(
+    prepared: PreparedJob, backend_name: str, notes: list[str], metrics: dict[str, float], job_id: str
+) -> pb.JobResult:
     rate = prepared.source.media.rate
-    made_by = _recorded_provenance(prepared)
+    made_by = _recorded_provenance(prepared, job_id)
     result = pb.JobResult(
         output_pattern=prepared.output.hashes(),
         frames=pb.FrameRange(first=prepared.first, last=prepared.last),

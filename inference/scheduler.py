@@ -5,6 +5,11 @@ workers (`voidlink.inference.cluster`) when the daemon fronts one.
 
 The job's own state lives in the JobStore; the scheduler only keeps what a running job needs in
 memory (its cancel flag). Backends stay resident in the BackendRegistry between jobs.
+
+A cancel removes the job's staging folder, whether it was running or waiting in the queue; a job
+that has begun moving its frames into place is not cancelled but finishes the move (see
+`pipeline.CancelFlag`), and at start-up `recover` finishes the moves a crash interrupted before any
+job runs or any call is served.
 """
 
 from __future__ import annotations
@@ -191,7 +196,7 @@ class Scheduler:
         devices = self.executor.slots
         self._wake = threading.Condition()
         self._stopping = False
-        self._cancel: dict[str, threading.Event] = {}
+        self._cancel: dict[str, pipeline.CancelFlag] = {}
         self._threads = [
             threading.Thread(target=self._loop, name=f"voidlink-worker-{i}", daemon=True) for i in range(devices)
         ]
@@ -211,7 +216,7 @@ class Scheduler:
         with self._wake:
             self._stopping = True
             for flag in self._cancel.values():
-                flag.set()
+                flag.cancel()  # a job moving its frames into place finishes that first
             self._wake.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
@@ -223,19 +228,61 @@ class Scheduler:
         return len(self._cancel)
 
     def cancel(self, job_id: str) -> pb.Job:
-        job = self.store.get(job_id)
-        if job is None:
-            raise NotFound(f"no job with id '{job_id}'", reason="JOB_NOT_FOUND", field="job_id")
-        if job.state in TERMINAL_STATES:
-            return job
-        with self._wake:
+        """Cancel a job: a running one stops at its next frame, a queued one ends now; either way its
+        staging folder goes. A job past its commit point is returned as it stands and finishes."""
+        with self._wake:  # the worker threads claim jobs under this lock: the state read here holds
+            job = self.store.get(job_id)
+            if job is None:
+                raise NotFound(f"no job with id '{job_id}'", reason="JOB_NOT_FOUND", field="job_id")
+            if job.state in TERMINAL_STATES:
+                return job
             flag = self._cancel.get(job_id)
             if flag is not None:
-                flag.set()  # the worker finishes the job as cancelled at its next frame
-                return job
+                if flag.cancel():  # the worker finishes the job as cancelled at its next frame
+                    return job
+                return self._too_late(job)
+            if pipeline.commit_begun(job.spec, job_id):  # an interrupted commit its next run finishes
+                return self._too_late(job)
             job = self.store.finish(job_id, pb.JOB_STATE_CANCELLED, message="cancelled before it started")
+        self._discard_spec(job)
         self._publish_final(job)
         return job
+
+    def _too_late(self, job: pb.Job) -> pb.Job:
+        message = "too late to cancel: the job is moving its frames into place and finishes that move"
+        self.store.append_log(job.id, message)
+        log.info("job %s: %s", job.id, message)
+        job.message = message
+        return job
+
+    def recover(self) -> list[str]:
+        """At start-up, before any job runs or any call is served: finish the commits a crash
+        interrupted (a job whose marker is on disk ends succeeded with the result it holds, whatever
+        was asked of it since). Returns the ids of the jobs finished."""
+        finished = []
+        jobs = self.store.list([pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING], 0)
+        # A job whose move failed half-way (disk full, permissions) gets another try at each start.
+        jobs += [j for j in self.store.list([pb.JOB_STATE_FAILED], 0) if j.error.reason == "COMMIT_INCOMPLETE"]
+        for job in jobs:
+            try:
+                result = pipeline.finish_interrupted_commit(job.spec, job.id)
+            except VoidlinkError as error:
+                log.error("job %s: %s", job.id, error)
+                self.store.append_log(job.id, f"finishing the interrupted commit failed: {error}")
+                if job.state != pb.JOB_STATE_FAILED:
+                    self.store.finish(job.id, pb.JOB_STATE_FAILED, message=str(error), error=error_detail(error))
+                continue
+            except OSError as error:
+                log.error("job %s: finishing its interrupted commit failed: %s", job.id, error)
+                continue
+            if result is None:
+                continue
+            message = f"{result.frames.last - result.frames.first + 1} frames written to {result.output_pattern}"
+            self.store.append_log(job.id, "finished moving its frames into place after the daemon restarted")
+            self.store.finish(job.id, pb.JOB_STATE_SUCCEEDED, message=message, result=result)
+            log.info("job %s: finished the commit a restart interrupted", job.id)
+            finished.append(job.id)
+        return finished
 
     # -- work ----------------------------------------------------------------------------
 
@@ -248,7 +295,7 @@ class Scheduler:
                 if job is None:
                     self._wake.wait(timeout=1.0)
                     continue
-                flag = threading.Event()
+                flag = pipeline.CancelFlag()
                 self._cancel[job.id] = flag
             try:
                 self._run(job, flag)
@@ -256,29 +303,29 @@ class Scheduler:
                 with self._wake:
                     self._cancel.pop(job.id, None)
 
-    def _run(self, job: pb.Job, flag: threading.Event) -> None:
+    def _run(self, job: pb.Job, flag: pipeline.CancelFlag) -> None:
         progress = _Progress(self.store, self.bus, job)
         prepared = None
         try:
             progress.stage("validate")
             prepared = pipeline.prepare_job(job.spec)
             backend_name = self.executor.resolve(job.spec.params.backend)
-            result = self.executor.execute(job, prepared, backend_name, progress, flag.is_set)
+            result = self.executor.execute(job, prepared, backend_name, progress, flag)
         except (JobCancelled, Cancelled):
             if self._stopping:
                 self.store.requeue(job.id, "interrupted by daemon shutdown; resumes at the next start")
                 log.info("job %s interrupted by shutdown, left queued", job.id)
                 return
-            self._discard(prepared, job.id)
+            self._discard(prepared, job)
             self._publish_final(self.store.finish(job.id, pb.JOB_STATE_CANCELLED, message="cancelled"))
         except VoidlinkError as error:
-            self._discard(prepared, job.id)
+            self._discard(prepared, job)
             self.store.append_log(job.id, f"failed: {error}")
             final = self.store.finish(job.id, pb.JOB_STATE_FAILED, message=str(error), error=error_detail(error))
             self._publish_final(final)
         except Exception as error:  # a bug or an unexpected library error: keep serving
             log.exception("job %s failed", job.id)
-            self._discard(prepared, job.id)
+            self._discard(prepared, job)
             self.store.append_log(job.id, traceback.format_exc())
             detail = pb.ErrorDetail(reason="INTERNAL", message=f"{type(error).__name__}: {error}")
             self._publish_final(self.store.finish(job.id, pb.JOB_STATE_FAILED, message=detail.message, error=detail))
@@ -286,13 +333,20 @@ class Scheduler:
             message = f"{result.frames.last - result.frames.first + 1} frames written to {result.output_pattern}"
             self._publish_final(self.store.finish(job.id, pb.JOB_STATE_SUCCEEDED, message=message, result=result))
 
-    def _discard(self, prepared, job_id: str) -> None:
-        if prepared is None:
+    def _discard(self, prepared: Optional[pipeline.PreparedJob], job: pb.Job) -> None:
+        if prepared is None:  # refused when it ran: a staging folder of an earlier attempt may be there
+            self._discard_spec(job)
             return
         try:
-            pipeline.discard_staging(prepared, job_id)
+            pipeline.discard_staging(prepared, job.id)
         except OSError:
-            log.warning("could not remove the staging folder of job %s", job_id, exc_info=True)
+            log.warning("could not remove the staging folder of job %s", job.id, exc_info=True)
+
+    def _discard_spec(self, job: pb.Job) -> None:
+        try:
+            pipeline.discard_staging_of(job.spec, job.id)
+        except OSError:
+            log.warning("could not remove the staging folder of job %s", job.id, exc_info=True)
 
     def _publish_final(self, job: pb.Job) -> None:
         event = pb.JobEvent(

@@ -8,7 +8,9 @@ Three guards, each independent of the others:
   against a tokens file (constant-time comparison, optional expiry per token). Anything short of a
   valid token gets UNAUTHENTICATED and nothing else; health is always answered.
 * **Roots**: the daemon reads and writes only under its configured folders. Paths are resolved
-  (symlinks followed, `..` collapsed) before they are compared, so neither escapes.
+  (symlinks followed, `..` collapsed) before they are compared, so neither escapes; and each frame
+  is checked again as it is read, on the file actually opened (`opened_guard`), so a frame swapped
+  for a link to a file elsewhere while the job runs is refused, not read.
 
 The studio config file (JSON; `--config` or $VOIDLINK_CONFIG) can hold the roots, the tokens file
 and the path map that clients share.
@@ -291,6 +293,26 @@ class Roots:
             file=path,
             frame=frame,
         )
+
+    def opened_guard(self) -> Callable[[str, str, str, Optional[int]], None]:
+        """`image.CONFINE` for this daemon: the real path of a file opened for reading (given by the OS
+        for the open descriptor) must be under the roots, or the daemon's own transfer folders."""
+
+        def guard(real: str, path: str, label: str, frame: Optional[int]) -> None:
+            if self.allows(real, internal=True):
+                return
+            where = f" (frame {frame})" if frame is not None else ""
+            raise PermissionDenied(
+                f"{label}: {path}{where} opened {real}, which is outside the folders this daemon may use "
+                f"({', '.join(self.folders) or 'none'}); it was not read. Was the file replaced by a link "
+                "while the job ran? Put the real file back and submit the job again",
+                reason="OUTSIDE_ROOTS",
+                field=label,
+                file=path,
+                frame=frame,
+            )
+
+        return guard
 
     def check_paths(self, items: Iterable[tuple[str, str]]) -> None:
         for path, label in items:

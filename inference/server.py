@@ -32,6 +32,7 @@ from grpc_reflection.v1alpha import reflection
 from voidlink.inference import pipeline
 from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
 from voidlink.inference.events import EventBus
+from voidlink.inference.media import image
 from voidlink.inference.scheduler import Executor, Scheduler, error_detail
 from voidlink.inference.security import (
     AuthInterceptor,
@@ -649,6 +650,7 @@ class Daemon:
                 internal=[str(self.transfers.inputs), str(self.transfers.results)],
             )
             pipeline.PATH_GUARD = self.roots.prepared_guard() if self.roots.confined else None
+            image.CONFINE = self.roots.opened_guard() if self.roots.confined else None
             self._discard_finished_inputs()
             self.server = grpc.server(
                 futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="voidlink-rpc"),
@@ -677,6 +679,10 @@ class Daemon:
                 )
             self.address = self._bind()
             self.scheduler = Scheduler(self.store, self.bus, self.registry, executor=self.executor)
+            # Before any call is served or any job runs: a commit a crash interrupted is finished first.
+            finished = self.scheduler.recover()
+            if finished:
+                log.info("finished moving the frames of %d job(s) into place: %s", len(finished), ", ".join(finished))
             self.server.start()
             self.scheduler.start()
             self._follow_uploading_jobs()
@@ -690,6 +696,7 @@ class Daemon:
             return self.address
         except BaseException:
             pipeline.PATH_GUARD = None
+            image.CONFINE = None
             self._lock.release()
             raise
 
@@ -912,6 +919,7 @@ class Daemon:
         self.server.stop(grace).wait()
         self.store.close()
         pipeline.PATH_GUARD = None
+        image.CONFINE = None
         self._lock.release()
 
     def serve_forever(self) -> None:

@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 from conftest import wait_for
+from faults import Killed, crash_mid_commit
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from shots import read_pixels, write_shot
@@ -238,6 +239,76 @@ def test_bad_input_is_refused_naming_the_field_and_daemon_keeps_serving(daemon, 
     assert info.value.reason == "OUTPUT_NOT_WRITABLE" and "blocker" in str(info.value)
     assert client.info().queue.queued == 0
     assert client.is_serving()
+
+
+def test_an_output_over_another_shots_plates_is_refused_unless_overwrite(daemon, shot, tmp_path):
+    from voidlink.inference.media.image import job_of
+
+    other = write_shot(tmp_path / "sh020" / "plates")  # another shot, not a source of this job
+    before = {p: p.read_bytes() for p in other.folder.iterdir()}
+    client = daemon.client()
+    spec = build_spec(shot.plate, shot.mask, output=other.plate)
+    with pytest.raises(errors.OutputExists) as info:
+        client.submit(spec)
+    first = other.plate.replace("####", f"{other.first:04d}")
+    assert info.value.reason == "OUTPUT_EXISTS" and info.value.file == first and info.value.frame == other.first
+    assert "was not written by voidlink, and 7 more" in str(info.value) and "--overwrite" in str(info.value)
+    with pytest.raises(grpc.RpcError) as raw:
+        rpc.VoidLinkStub(grpc.insecure_channel(daemon.address)).SubmitJob(pb.SubmitJobRequest(spec=spec), timeout=10)
+    assert raw.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert client.jobs() == [] and {p: p.read_bytes() for p in before} == before
+
+    # Said in so many words, the job replaces them; what it wrote is then its own to replace again.
+    replaced = client.remove(shot.plate, shot.mask, output=other.plate, overwrite=True, write_quadmask=False)
+    assert [job_of(str(p)) for p in _frames_on_disk(other.plate, other.first, other.last)] == [replaced.job_id] * 8
+    again = client.remove(shot.plate, shot.mask, output=other.plate, write_quadmask=False)
+    assert [job_of(str(p)) for p in _frames_on_disk(other.plate, other.first, other.last)] == [again.job_id] * 8
+    _no_leftovers(other.folder)
+
+
+def test_a_rerun_killed_mid_commit_then_cancelled_after_restart_is_wholly_the_rerun(
+    daemon_factory, tmp_path, monkeypatch
+):
+    """Fault injection: the re-run's daemon is killed mid-render, its commit then dies after 5 of its 24
+    renames (at a known rename, as a killed daemon leaves it), and the job is cancelled right after
+    the daemon restarts: the move is finished, never mixed, never undone."""
+    from voidlink.inference import pipeline
+    from voidlink.inference.backends.classical.backend import ClassicalBackend
+    from voidlink.inference.media.image import job_of
+
+    shot = write_shot(tmp_path / "src", frames=12)
+    data_dir = tmp_path / "data"
+    output = tmp_path / "out" / "clean.####.exr"
+    quadmasks = str(tmp_path / "out" / "quadmask" / "clean_quadmask.####.png")
+    daemon = daemon_factory(data_dir).start()
+    client = daemon.client()
+    earlier = client.remove(shot.plate, shot.mask, output=output)
+    spec = build_spec(shot.plate, shot.mask, shot.affected, output=output)
+    rerun = client.submit(spec)
+    for event in client.watch(rerun.id):
+        if event.frames_done >= 2:
+            break
+    daemon.signal(signal.SIGKILL)
+
+    # The rest of the re-run, then its commit dying part way (5 renames of 24), as a killed daemon leaves it.
+    crash_mid_commit(monkeypatch, 5)
+    with pytest.raises(Killed):
+        pipeline.run_job(pipeline.prepare_job(spec), ClassicalBackend(), job_id=rerun.id)
+    monkeypatch.undo()
+    on_disk = [job_of(str(p)) for p in _frames_on_disk(str(output), shot.first, shot.last)]
+    assert on_disk == [rerun.id] * 5 + [earlier.job_id] * 7  # the mix, until the daemon comes back
+
+    restarted = daemon_factory(data_dir).start()
+    client = restarted.client()
+    cancelled = client.cancel(rerun.id)  # the first call the restarted daemon answers
+    assert cancelled.state == pb.JOB_STATE_SUCCEEDED, cancelled
+    final = client.wait(rerun.id)
+    assert final.state == pb.JOB_STATE_SUCCEEDED and final.result.output_pattern == str(output)
+    assert final.result.frames.first == shot.first and final.result.frames.last == shot.last
+    assert [job_of(str(p)) for p in _frames_on_disk(str(output), shot.first, shot.last)] == [rerun.id] * 12
+    assert [job_of(str(p)) for p in _frames_on_disk(quadmasks, shot.first, shot.last)] == [rerun.id] * 12
+    _no_leftovers(output.parent)
+    assert f"job {rerun.id}: finished the commit a restart interrupted" in restarted.output()
 
 
 def test_port_in_use_and_data_dir_lock_are_refused(daemon_factory, tmp_path):

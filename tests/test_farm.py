@@ -346,3 +346,11 @@ def test_the_void_options_of_remove_reach_the_spec_and_the_farm_command_line(tmp
     capsys.readouterr()
     assert main(["remove", "p.####.exr", "--mask", "m.####.exr", "--guidance", "-1", "--export-spec", str(spec)]) == 2
     assert "guidance must be 0 (the backend's default) or positive, not -1.0" in capsys.readouterr().err
+
+
+def test_overwrite_reaches_the_spec_and_the_farm_command_line(tmp_path, capsys):
+    spec = tmp_path / "spec.json"
+    assert main(["remove", "p.####.exr", "--mask", "m.####.exr", "--overwrite", "--export-spec", str(spec)]) == 0
+    assert json.loads(spec.read_text())["output"]["overwrite"] is True
+    assert main(["farm", "export", "--format", "commands", str(spec), "-o", str(tmp_path / "job.json")]) == 0
+    assert "--overwrite" in (tmp_path / "job.json").read_text()

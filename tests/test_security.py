@@ -9,13 +9,15 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from shots import write_shot
+from shots import read_pixels, write_shot
 from voidlink.bridge import Client, build_spec
 from voidlink.bridge.client import Unauthenticated, _safe_parts
 from voidlink.inference.security import SecurityConfig, is_loopback, parse_size, read_tokens
@@ -277,6 +279,67 @@ def test_roots_refuse_escapes_and_name_the_path(rooted, tmp_path):
     assert client.jobs() == []
     result = client.remove(shot.plate, shot.mask, output=out, backend="classical")
     assert result.state == "succeeded" and (root / "sh010" / "void" / "clean.1001.exr").is_file()
+
+
+class _PausedBackend:
+    """The real backend, holding its first frame back until the test says go: a known point after the
+    job's paths were checked (at submission and when it started) and before any plate is read."""
+
+    def __init__(self, inner, reached: threading.Event, go: threading.Event) -> None:
+        self.inner, self.reached, self.go = inner, reached, go
+        self.name, self.temporal_context, self.working_size = inner.name, inner.temporal_context, inner.working_size
+
+    def run(self, frames, request):
+        self.reached.set()
+        assert self.go.wait(60), "the test never said go"
+        yield from self.inner.run(frames, request)
+
+    def notes(self):
+        return self.inner.notes()
+
+
+def test_a_plate_frame_swapped_for_a_link_outside_the_roots_while_the_job_runs_is_not_read(
+    rooted, tmp_path, monkeypatch
+):
+    daemon, root, _, outside = rooted
+    shot = write_shot(root / "sh030" / "plates", frames=3)
+    registry = daemon.registry
+    get = registry.get
+    reached, go = threading.Event(), threading.Event()
+    monkeypatch.setattr(registry, "get", lambda name: _PausedBackend(get(name), reached, go))
+    client = Client(daemon.address)
+    out = root / "sh030" / "void" / "clean.####.exr"
+    job = client.submit(build_spec(shot.plate, shot.mask, output=out, backend="classical"))
+    assert reached.wait(60), client.get(job.id)
+
+    # The job is past every path check: now frame 1002 becomes a link to another show's plate.
+    frame = shot.folder / "plate.1002.exr"
+    aside = shot.folder / "aside.exr"
+    frame.rename(aside)
+    frame.symlink_to(outside.folder / "plate.1002.exr")
+    go.set()
+    final = client.wait(job.id)
+    assert final.state == pb.JOB_STATE_FAILED, final.result
+    assert final.error.reason == "OUTSIDE_ROOTS" and final.error.frame == 1002 and final.error.file == str(frame)
+    assert f"opened {outside.folder / 'plate.1002.exr'}, which is outside the folders" in final.error.message
+    assert "it was not read" in final.error.message
+    assert not out.parent.exists() or not any(out.parent.iterdir())  # nothing written, no staging left
+
+
+def test_a_fifo_in_a_frames_place_is_refused_not_waited_on(tmp_path, monkeypatch):
+    from voidlink.inference.media import image
+    from voidlink.inference.security import Roots
+
+    monkeypatch.setattr(image, "CONFINE", Roots([str(tmp_path)], confined=True).opened_guard())
+    fifo = tmp_path / "plate.1001.exr"
+    os.mkfifo(fifo)
+    with pytest.raises(errors.InvalidInput, match=r"plate.1001.exr \(frame 1001\) is not a regular file"):
+        image.read_image(str(fifo), field="spec.source", frame=1001)
+    shot = write_shot(tmp_path / "plates", frames=1)
+    plate = shot.plate.replace("####", "1001")
+    assert np.array_equal(image.read_image(plate, "all").pixels, read_pixels(plate))  # read through the open file
+    os.symlink(plate, tmp_path / "inside-link.exr")  # a link within the roots is fine
+    assert image.read_spec(str(tmp_path / "inside-link.exr")).width == shot.width
 
 
 def test_probe_paths_reports_what_the_daemon_sees(rooted, tmp_path):

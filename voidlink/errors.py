@@ -93,6 +93,13 @@ class Conflict(VoidlinkError):
     default_reason = "CONFLICT"
 
 
+class OutputExists(Conflict):
+    """The output would replace files voidlink did not write (another shot's plates, a render, a
+    folder); the job may say `overwrite` to replace them anyway."""
+
+    default_reason = "OUTPUT_EXISTS"
+
+
 class JobCancelled(VoidlinkError):
     grpc_code = "CANCELLED"
     default_reason = "CANCELLED"
@@ -121,6 +128,8 @@ def error_class_for(grpc_code_name: str, reason: str = "") -> type[VoidlinkError
     """The exception class a client raises for a gRPC status (and reason, when it is finer)."""
     if reason == "PROTOCOL_MISMATCH":
         return ProtocolMismatch
+    if reason == "OUTPUT_EXISTS":
+        return OutputExists
     if grpc_code_name == "FAILED_PRECONDITION":
         return Conflict
     return _BY_CODE.get(grpc_code_name, VoidlinkError)

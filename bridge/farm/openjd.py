@@ -73,7 +73,7 @@ class RemoveLine:
     """A JobSpec as `voidlink remove` options: the plate positional, then `--option` values and flags."""
 
     values: dict = field(default_factory=dict)  # option → text ("plate" for the positional)
-    flags: tuple = ()  # options without a value (--quadmask, --resample-mattes)
+    flags: tuple = ()  # options without a value (--quadmask, --resample-mattes, --overwrite)
 
     def arguments(self) -> list:
         """The command line's arguments after `voidlink remove`, each value joined to its option by `=`.
@@ -137,6 +137,8 @@ def remove_line(spec: pb.JobSpec) -> RemoveLine:
         flags.append("--quadmask")
     if params.resample_mattes:
         flags.append("--resample-mattes")
+    if spec.output.overwrite:
+        flags.append("--overwrite")
     return RemoveLine(values, tuple(flags))
 
 

@@ -10,8 +10,11 @@ Writes are atomic: a hidden temporary file in the destination folder, then a ren
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -27,6 +30,8 @@ COMPRESSIONS = ("zip", "piz", "dwaa", "none")
 # Header attributes voidlink writes into its results (the job that wrote the file, what made it).
 OWN_PREFIX = "voidlink:"
 JOB_ATTRIBUTE = OWN_PREFIX + "job"
+# Formats whose header keeps JOB_ATTRIBUTE (TIFF, DPX, JPEG drop attributes of names they do not know).
+JOB_FORMATS = (".exr", ".png")
 PIXEL_TYPES = ("half", "float")
 # Attributes that describe the file we read, not the picture: never copied to an output.
 _FILE_ATTRIBUTES = re.compile(
@@ -34,6 +39,14 @@ _FILE_ATTRIBUTES = re.compile(
 )
 
 T = TypeVar("T")
+
+# A daemon confined to roots sets this: `CONFINE(real, path, field, frame)` raises (PermissionDenied)
+# when `real`, the real path of a file voidlink has just opened to read as `path`, is outside the roots.
+# Each frame file is then opened once, that open file is checked, and its pixels are read through it
+# (OpenImageIO and OpenCV open the descriptor's /proc/self/fd or /dev/fd name, the same file), so a
+# path swapped for a link to a file elsewhere after the job was checked is refused, not read. None
+# (an unconfined local daemon): files are opened by their path, as any local tool does.
+CONFINE: Optional[Callable[[str, str, str, Optional[int]], None]] = None
 
 
 @dataclass
@@ -66,18 +79,73 @@ def _unreadable(path: str, detail: str, field: str, frame: Optional[int]) -> Inv
     )
 
 
-def _open(path: str, part: str, field: str, frame: Optional[int]) -> tuple[oiio.ImageInput, int]:
-    image = oiio.ImageInput.open(path)
+def _fd_name(fd: int) -> Optional[str]:
+    """A name that opens the file behind `fd` itself (not whatever its path names now), where the OS has one."""
+    if sys.platform.startswith("linux"):
+        return f"/proc/self/fd/{fd}"
+    if sys.platform == "darwin":
+        return f"/dev/fd/{fd}"
+    return None  # elsewhere (Windows) the path is read again: checked as opened, but not pinned
+
+
+def _fd_real_path(fd: int, path: str) -> str:
+    """The real path of the file open as `fd` (every link and `..` resolved, by the kernel)."""
+    if sys.platform.startswith("linux"):
+        return os.readlink(f"/proc/self/fd/{fd}")
+    if sys.platform == "darwin":
+        import fcntl
+
+        return fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(1024)).split(b"\0", 1)[0].decode()
+    return os.path.realpath(path)  # no way to ask the OS: the best a path check can do
+
+
+@contextlib.contextmanager
+def open_checked(path: str, field: str, frame: Optional[int] = None) -> Iterator[str]:
+    """Open `path` once for reading, check the file actually opened, and yield the name to read it by.
+
+    With CONFINE set the file must be a regular file whose real path CONFINE accepts; the name yielded
+    reads that very file (the open descriptor's) for as long as the block runs. Without CONFINE the
+    path itself is yielded, untouched."""
+    guard = CONFINE
+    if guard is None:
+        yield path
+        return
+    where = f" (frame {frame})" if frame is not None else ""
+    # O_NONBLOCK: a FIFO put in a frame's place must not hang the daemon; it is refused below.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _unreadable(path, exc.strerror or str(exc), field, frame) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidInput(
+                f"{field}: {path}{where} is not a regular file; a frame must be an image file",
+                reason="UNREADABLE_FILE",
+                field=field,
+                file=path,
+                frame=frame,
+            )
+        guard(_fd_real_path(fd, path), path, field, frame)
+        yield _fd_name(fd) or path
+    finally:
+        os.close(fd)
+
+
+def _open(path: str, part: str, field: str, frame: Optional[int], name: str = "") -> tuple[oiio.ImageInput, int]:
+    """Open `name` (the file to read, `path` unless open_checked gave another) as the frame at `path`."""
+    name = name or path
+    image = oiio.ImageInput.open(name)
     if image is None:
-        raise _unreadable(path, oiio.geterror(), field, frame)
+        raise _unreadable(path, oiio.geterror().replace(name, path), field, frame)
     if not part:
         return image, 0
     index = 0
     names = []
     while image.seek_subimage(index, 0):
-        name = image.spec().getattribute("name") or ""
-        names.append(name)
-        if name == part:
+        part_name = image.spec().getattribute("name") or ""
+        names.append(part_name)
+        if part_name == part:
             return image, index
         index += 1
     image.close()
@@ -92,11 +160,39 @@ def _open(path: str, part: str, field: str, frame: Optional[int]) -> tuple[oiio.
 
 def read_spec(path: str, part: str = "", field: str = "clip", frame: Optional[int] = None) -> oiio.ImageSpec:
     """The header of one frame (cheap: no pixels)."""
-    image, _ = _open(path, part, field, frame)
+    with open_checked(path, field, frame) as name:
+        image, _ = _open(path, part, field, frame, name)
+        try:
+            return oiio.ImageSpec(image.spec())
+        finally:
+            image.close()
+
+
+def job_of(path: str) -> Optional[str]:
+    """The voidlink job that wrote the file at `path` (its header's `voidlink:job`), else None: also for
+    a missing path, a link, a folder or any other non-regular file, a file no image reader opens, or an
+    image without the attribute (another program's, or a format whose header cannot hold it)."""
     try:
-        return oiio.ImageSpec(image.spec())
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        # Opened without following a link and without blocking; the header is read from that file.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        image = oiio.ImageInput.open(_fd_name(fd) or path)
+        if image is None:
+            oiio.geterror()  # read, so that it is not reported later as someone else's
+            return None
+        try:
+            value = image.spec().getattribute(JOB_ATTRIBUTE)
+        finally:
+            image.close()
     finally:
-        image.close()
+        os.close(fd)
+    return value if isinstance(value, str) and value else None
 
 
 def select_channels(
@@ -183,19 +279,20 @@ def read_image(
     frame: Optional[int] = None,
 ) -> ImageFrame:
     """Read one frame's data window as float32 with the requested channels (all of them when "all")."""
-    image, index = _open(path, part, field, frame)
-    try:
-        spec = oiio.ImageSpec(image.spec())
-        if channels == "all":
-            idx, how = list(range(spec.nchannels)), "list"
-        else:
-            idx, how = select_channels(spec, channels, matte=matte, field=field, path=path, frame=frame)
-        lo, hi = min(idx), max(idx) + 1
-        pixels = image.read_image(index, 0, lo, hi, oiio.FLOAT)
-        if pixels is None:
-            raise _unreadable(path, image.geterror(), field, frame)
-    finally:
-        image.close()
+    with open_checked(path, field, frame) as name:
+        image, index = _open(path, part, field, frame, name)
+        try:
+            spec = oiio.ImageSpec(image.spec())
+            if channels == "all":
+                idx, how = list(range(spec.nchannels)), "list"
+            else:
+                idx, how = select_channels(spec, channels, matte=matte, field=field, path=path, frame=frame)
+            lo, hi = min(idx), max(idx) + 1
+            pixels = image.read_image(index, 0, lo, hi, oiio.FLOAT)
+            if pixels is None:
+                raise _unreadable(path, image.geterror().replace(name, path), field, frame)
+        finally:
+            image.close()
     pixels = np.asarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, hi - lo)
     picks = [i - lo for i in idx]
     if picks != list(range(hi - lo)):  # reorder or drop channels only when asked: a copy per frame costs
@@ -282,8 +379,11 @@ def write_image(
     pixel_type: str = "half",
     compression: str = "zip",
     channel_names: Optional[list[str]] = None,
+    attributes: Optional[Mapping[str, Union[str, int, float]]] = None,
 ) -> None:
-    """Write atomically: a hidden temporary file in the same folder, then rename onto `path`."""
+    """Write atomically: a hidden temporary file in the same folder, then rename onto `path`.
+
+    `attributes` go into the header when no `spec` is given (a given spec carries its own)."""
     pixels = np.ascontiguousarray(pixels, dtype=np.float32)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
@@ -293,7 +393,7 @@ def write_image(
     if spec is None:
         spec = oiio.ImageSpec(w, h, c, pixel_type)
         names = channel_names or (["R", "G", "B", "A"][:c] if c > 1 else ["Y"])
-        spec = output_spec(spec, c, names, pixel_type, compression, path)
+        spec = output_spec(spec, c, names, pixel_type, compression, path, attributes)
     elif (spec.width, spec.height, spec.nchannels) != (w, h, c):
         raise ValueError(f"pixels {w}x{h}x{c} do not match the spec {spec.width}x{spec.height}x{spec.nchannels}")
     folder = os.path.dirname(path) or "."

@@ -71,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print_json(job_to_dict(job))
         else:
-            print(f"{job.id} {state_name(job.state)} (cancel requested)")
+            # A job already moving its frames into place finishes that move: the daemon says so.
+            note = job.message if job.message.startswith("too late to cancel") else "cancel requested"
+            print(f"{job.id} {state_name(job.state)} ({note})")
         return 0
     # watch
     for event in client.watch(args.job_id):

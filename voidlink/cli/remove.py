@@ -44,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pixel-type", default="auto", choices=["auto", "half", "float"])
     parser.add_argument("--compression", default="zip", choices=["zip", "piz", "dwaa", "none"])
     parser.add_argument("--resample-mattes", action="store_true", help="resample mattes of another size to the plate")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files at the output that voidlink did not write (refused without it; earlier voidlink "
+        "results are replaced either way, the job's own plates and mattes never)",
+    )
     parser.add_argument("--name", default="", help="a name shown in the queue")
     parser.add_argument(
         "--transfer",
@@ -90,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         dilate=args.dilate,
         feather=args.feather,
+        overwrite=args.overwrite,
     )
     if args.export_spec:
         from voidlink.bridge.farm.jobspec import write_job_spec

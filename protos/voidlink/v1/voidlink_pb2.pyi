@@ -152,7 +152,7 @@ class JobParams(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., backend: _Optional[str] = ..., passes: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., seed: _Optional[int] = ..., quality: _Optional[_Union[Quality, str]] = ..., crop_mode: _Optional[_Union[CropMode, str]] = ..., priority: _Optional[int] = ..., resample_mattes: bool = ...) -> None: ...
 
 class OutputSpec(_message.Message):
-    __slots__ = ("path_template", "pixel_type", "compression", "colorspace", "write_quadmask", "quadmask_template", "write_raw", "raw_template", "stream_back")
+    __slots__ = ("path_template", "pixel_type", "compression", "colorspace", "write_quadmask", "quadmask_template", "write_raw", "raw_template", "stream_back", "overwrite")
     PATH_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     PIXEL_TYPE_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +162,7 @@ class OutputSpec(_message.Message):
     WRITE_RAW_FIELD_NUMBER: _ClassVar[int]
     RAW_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     STREAM_BACK_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
     path_template: str
     pixel_type: PixelType
     compression: Compression
@@ -171,7 +172,8 @@ class OutputSpec(_message.Message):
     write_raw: bool
     raw_template: str
     stream_back: bool
-    def __init__(self, path_template: _Optional[str] = ..., pixel_type: _Optional[_Union[PixelType, str]] = ..., compression: _Optional[_Union[Compression, str]] = ..., colorspace: _Optional[str] = ..., write_quadmask: bool = ..., quadmask_template: _Optional[str] = ..., write_raw: bool = ..., raw_template: _Optional[str] = ..., stream_back: bool = ...) -> None: ...
+    overwrite: bool
+    def __init__(self, path_template: _Optional[str] = ..., pixel_type: _Optional[_Union[PixelType, str]] = ..., compression: _Optional[_Union[Compression, str]] = ..., colorspace: _Optional[str] = ..., write_quadmask: bool = ..., quadmask_template: _Optional[str] = ..., write_raw: bool = ..., raw_template: _Optional[str] = ..., stream_back: bool = ..., overwrite: bool = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("name", "source", "mask", "affected", "frames", "params", "output", "labels")

@@ -91,7 +91,9 @@ class VoidLinkServicer(object):
 
     def SubmitJob(self, request, context):
         """Stores the job durably, then acknowledges it. Invalid specs are refused with
-        INVALID_ARGUMENT / NOT_FOUND and an ErrorDetail naming the field, file or frame.
+        INVALID_ARGUMENT / NOT_FOUND and an ErrorDetail naming the field, file or frame; an output that
+        would replace files voidlink did not write with FAILED_PRECONDITION (reason OUTPUT_EXISTS)
+        unless OutputSpec.overwrite.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,7 +110,14 @@ class VoidLinkServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Cancels a queued or running job: its staging folder is removed and an earlier result at its
+        output stays wholly as it was. A job past the point of no return of its commit (its commit
+        marker is written: it is moving its frames into place, or a daemon restart interrupted that) is
+        not cancelled but finishes the move: it is returned as it stands, still running or queued, with
+        a message starting "too late to cancel", and ends SUCCEEDED (FAILED with reason
+        COMMIT_INCOMPLETE if a rename fails; the daemon's next start finishes it). A restarted daemon
+        finishes interrupted commits before it answers any call. Ended jobs are returned unchanged.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
