@@ -20,10 +20,10 @@ from collections.abc import Iterator
 
 import cv2
 import numpy as np
-from voidlink.inference.backends import base
 from voidlink.inference.backends.classical.backend import QUALITY, remove_stream, telea
 from voidlink.inference.backends.classical.flow import homography, resize_mask, to_grey
 from voidlink.inference.synthetic import SHOT_KINDS, SyntheticFrame, make_frame
+from voidlink.media.quadmask import KEEP
 
 METHODS = ("ours", "telea", "median")
 # Averages and gains count a shot's PSNR up to this: an exact fill scores 100 dB (the error floor)
@@ -60,7 +60,7 @@ def _ssim(result: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> float:
 
 
 def _removal_mask(frame: SyntheticFrame) -> np.ndarray:
-    return frame.quadmask != base.KEEP
+    return frame.quadmask != KEEP
 
 
 class _Scorer:

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from voidlink.bridge.client import Client, build_spec
-from voidlink.inference.media.image import write_image
 from voidlink.inference.synthetic import make_shot
+from voidlink.media.image import write_image
 from voidlink.protos import pb
 
 FIRST = 1001

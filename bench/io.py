@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import OpenImageIO as oiio
-from voidlink.inference.media.image import output_spec, read_ahead, read_image, write_image
-from voidlink.inference.media.sequence import discover
+from voidlink.media.image import output_spec, read_ahead, read_image, write_image
+from voidlink.media.sequence import discover
 from voidlink.protos.clips import ClipMedia
 
 READ_TARGET = 0.9

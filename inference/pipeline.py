@@ -38,10 +38,10 @@ from typing import Callable, Optional, Protocol
 import numpy as np
 import OpenImageIO as oiio
 from voidlink.inference.backends.base import Backend, BackendFrame, BackendRequest, BackendResult
-from voidlink.inference.media import colour, composite, image, plan, quadmask, sequence
-from voidlink.inference.media.plan import ProcessingPlan
-from voidlink.inference.media.quadmask import MatteSettings
-from voidlink.inference.media.sequence import MediaSource
+from voidlink.media import colour, composite, image, plan, quadmask, sequence
+from voidlink.media.plan import ProcessingPlan
+from voidlink.media.quadmask import MatteSettings
+from voidlink.media.sequence import MediaSource
 from voidlink.protos import pb
 from voidlink.protos.clips import SequencePattern, clip_json, clip_media
 

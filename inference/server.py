@@ -32,7 +32,6 @@ from grpc_reflection.v1alpha import reflection
 from voidlink.inference import pipeline
 from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
 from voidlink.inference.events import EventBus
-from voidlink.inference.media import image
 from voidlink.inference.scheduler import Executor, Scheduler, error_detail
 from voidlink.inference.security import (
     AuthInterceptor,
@@ -54,6 +53,7 @@ from voidlink.inference.transfer import (
     check_sha,
     file_sha256,
 )
+from voidlink.media import image
 from voidlink.protos import (
     DEFAULT_ADDRESS,
     ERROR_METADATA_KEY,

@@ -2,9 +2,10 @@
 
 The plugin folder (default `~/.nuke/voidlink`) holds:
 
-    init.py, menu.py            what Nuke runs at start-up (from voidlink/bridge/hosts/nuke/plugin)
+    init.py, menu.py            what Nuke runs at start-up (from voidlink/hosts/nuke/plugin)
     voidlink_settings.py        how Nuke starts a daemon: this environment's `python -m voidlink`
-    lib/voidlink/               the client: voidlink.errors, voidlink.protos, voidlink.bridge (pure Python)
+    lib/voidlink/               the client: voidlink.errors, voidlink.protos, voidlink.bridge and the Nuke
+                                adapter voidlink.hosts.nuke (pure Python)
     python39/, python310/, ...  grpcio and protobuf wheels for each Nuke's Python (pip --target)
 
 With `--user` a marked block in `~/.nuke/init.py` adds the folder with `nuke.pluginAddPath`; with
@@ -76,18 +77,22 @@ def dependency_commands(path: Path, python_versions_: list, python: Optional[str
 
 
 def _client_sources() -> list:
-    """(source folder or file, destination relative to lib/voidlink) for the pure-Python client."""
+    """(source folder or file, destination relative to lib/voidlink) for the pure-Python client and the adapter."""
     import voidlink.bridge
+    import voidlink.hosts
     import voidlink.protos
 
     import voidlink
 
     package = Path(voidlink.__file__).parent
+    hosts = Path(voidlink.hosts.__file__).parent
     return [
         (package / "__init__.py", Path("__init__.py")),
         (package / "errors.py", Path("errors.py")),
         (Path(voidlink.protos.__file__).parent, Path("protos")),
         (Path(voidlink.bridge.__file__).parent, Path("bridge")),
+        (hosts / "__init__.py", Path("hosts") / "__init__.py"),
+        (hosts / "nuke", Path("hosts") / "nuke"),
     ]
 
 
@@ -138,7 +143,7 @@ def install(
 
 
 def _install_files(path: Path, manifest: common.Manifest, actions: list) -> None:
-    from voidlink.bridge.hosts.nuke import PLUGIN_DIR
+    from voidlink.hosts.nuke import PLUGIN_DIR
 
     actions += common.make_dirs(path, manifest)
     for name in ("init.py", "menu.py"):

@@ -61,7 +61,7 @@ def default_path() -> Path:
 
 
 def script_path(path: Path) -> Path:
-    from voidlink.bridge.hosts.resolve import SCRIPT_NAME
+    from voidlink.hosts.resolve import SCRIPT_NAME
 
     return Path(path) / MENU_FOLDER / SCRIPT_NAME
 
@@ -136,32 +136,35 @@ def dependency_command(path: Path, python_version: str, python: Optional[str] = 
 
 
 def _package_sources() -> list:
-    """(source, destination under lib/voidlink) for the parts the menu script imports."""
+    """(source, destination under lib/voidlink) for the floors the menu script stands on: the package's root
+    (version, errors), the contract, the media floor, the client side, the panel and the host adapters;
+    nothing of the daemon."""
     import voidlink.bridge
-    import voidlink.inference
+    import voidlink.hosts
+    import voidlink.media
     import voidlink.panel
     import voidlink.protos
 
     import voidlink
 
     package = Path(voidlink.__file__).parent
-    inference = Path(voidlink.inference.__file__).parent
+    floors = {
+        "protos": voidlink.protos,
+        "media": voidlink.media,
+        "bridge": voidlink.bridge,
+        "panel": voidlink.panel,
+        "hosts": voidlink.hosts,
+    }
     return [
         (package / "__init__.py", Path("__init__.py")),
         (package / "errors.py", Path("errors.py")),
-        (Path(voidlink.protos.__file__).parent, Path("protos")),
-        (Path(voidlink.bridge.__file__).parent, Path("bridge")),
-        (Path(voidlink.panel.__file__).parent, Path("panel")),
-        (inference / "__init__.py", Path("inference") / "__init__.py"),
-        (inference / "media", Path("inference") / "media"),
-        (inference / "backends" / "__init__.py", Path("inference") / "backends" / "__init__.py"),
-        (inference / "backends" / "base.py", Path("inference") / "backends" / "base.py"),
+        *[(Path(module.__file__).parent, Path(name)) for name, module in floors.items()],
     ]
 
 
 def script_text(path: Path, python_version: str) -> str:
     """The menu script with its paths block pointing at this install."""
-    from voidlink.bridge.hosts.resolve import SCRIPT_DIR, SCRIPT_NAME
+    from voidlink.hosts.resolve import SCRIPT_DIR, SCRIPT_NAME
 
     template = (SCRIPT_DIR / SCRIPT_NAME).read_text()
     paths = [str(library_folder(path).absolute()), str(dependencies_folder(path, python_version).absolute())]

@@ -37,7 +37,7 @@ class Picture:
 
 def to_display(pixels: np.ndarray, linear: bool = True, exposure: float = 0.0) -> np.ndarray:
     """Float RGB (scene-linear unless `linear` is False) → display sRGB uint8, highlights rolled off."""
-    from voidlink.inference.media.colour import roll_off, srgb_encode
+    from voidlink.media.colour import roll_off, srgb_encode
 
     rgb = np.asarray(pixels, np.float32)
     if rgb.ndim == 2:
@@ -64,7 +64,7 @@ class ClipReader:
         if self.pattern is None:
             return self.path
         if self.pattern.discover_padding or not self.pattern.padding:
-            from voidlink.inference.media.sequence import discover
+            from voidlink.media.sequence import discover
             from voidlink.protos.clips import ClipMedia
 
             self.pattern = discover(ClipMedia(self.path)).pattern or self.pattern
@@ -80,13 +80,13 @@ class ClipReader:
         """(pixels float32 (H, W, C), scene_linear) for `frame`; raises the media layer's errors."""
         if self.movie:
             import cv2
-            from voidlink.inference.media.image import read_movie_frame
+            from voidlink.media.image import read_movie_frame
 
             if self._capture is None:
                 self._capture = cv2.VideoCapture(self.path)
             pixels = read_movie_frame(self._capture, self.path, frame - self.movie_first_frame, "viewer", frame)
             return (pixels.mean(axis=2, keepdims=True) if matte else pixels), False
-        from voidlink.inference.media.image import read_image
+        from voidlink.media.image import read_image
 
         path = self.file_for(frame)
         image = read_image(path, "alpha" if matte else "rgb", matte=matte, field="viewer", frame=frame)
@@ -116,8 +116,8 @@ def build_quadmask(
     dilate: int = 0,
 ) -> np.ndarray:
     """The quadmask the daemon would build from these mattes (its own code: the media layer's)."""
-    from voidlink.inference.media import quadmask
-    from voidlink.inference.media.quadmask import MatteSettings
+    from voidlink.media import quadmask
+    from voidlink.media.quadmask import MatteSettings
     from voidlink.protos import pb
 
     m = mask[..., 0] if mask.ndim == 3 else mask

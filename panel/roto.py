@@ -267,7 +267,7 @@ def write_mattes(
     Each frame is written atomically by the media layer; the document is saved beside the mattes
     (or at `roto_path`) so the job can be re-opened and edited. Returns the pattern written.
     """
-    from voidlink.inference.media.image import write_image
+    from voidlink.media.image import write_image
     from voidlink.protos.clips import SequencePattern
 
     parsed = SequencePattern.parse(pattern)

@@ -36,7 +36,7 @@ def form_field(spec_field: str) -> str:
 
 
 def _frames_of(clip: pb.ClipSpec, field_name: str):
-    from voidlink.inference.media import sequence
+    from voidlink.media import sequence
 
     try:
         media = clip_media(clip.otio_json, field_name + ".otio_json")
@@ -46,7 +46,7 @@ def _frames_of(clip: pb.ClipSpec, field_name: str):
 
 
 def _check_range(source, field_name: str, first: int, last: int) -> None:
-    from voidlink.inference.media import sequence
+    from voidlink.media import sequence
 
     if source.kind == "image":
         return

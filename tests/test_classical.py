@@ -10,6 +10,7 @@ from voidlink.inference.backends import base
 from voidlink.inference.backends.classical import ClassicalBackend, remove
 from voidlink.inference.backends.classical.backend import QUALITY, telea
 from voidlink.inference.synthetic import SHOT_KINDS, make_frame, make_shot
+from voidlink.media.quadmask import AFFECTED, KEEP, OBJECT
 
 from voidlink.errors import InvalidInput
 
@@ -41,7 +42,7 @@ def test_fill_beats_floor_that_telea_misses(kind):
     assert [r.index for r in results] == list(range(10))
     ours, spatial = [], []
     for frame, result in zip(shot, results):
-        mask = frame.quadmask != base.KEEP
+        mask = frame.quadmask != KEEP
         ours.append(_psnr(result.image, frame.clean, mask))
         spatial.append(_psnr(telea(frame.plate, mask), frame.clean, mask))
     assert np.mean(ours) > FLOORS[kind], (kind, ours)
@@ -51,14 +52,14 @@ def test_fill_beats_floor_that_telea_misses(kind):
 def test_exact_outside_the_mask_and_changed_map():
     shot = list(make_shot("shadow", W, H, 8))
     for frame, result in zip(shot, _run(_frames(shot))):
-        keep = frame.quadmask == base.KEEP
+        keep = frame.quadmask == KEEP
         assert np.array_equal(result.image[keep], frame.plate[keep])
         assert result.image.dtype == np.float32 and result.image.shape == frame.plate.shape
         assert result.changed is not None and result.changed.shape == keep.shape
         assert not result.changed[keep].any()
         # Object pixels are always filled; the moving shadow is revealed by other frames.
-        assert result.changed[frame.quadmask == base.OBJECT].min() == 1.0
-        assert result.changed[frame.quadmask == base.AFFECTED].mean() > 0.9
+        assert result.changed[frame.quadmask == OBJECT].min() == 1.0
+        assert result.changed[frame.quadmask == AFFECTED].mean() > 0.9
 
 
 def test_shot_ends_are_revealed_too():
@@ -69,8 +70,8 @@ def test_shot_ends_are_revealed_too():
     results = _run(_frames(shot), quality="draft")
     for t in (0, len(shot) - 1):
         frame, result = shot[t], results[t]
-        assert result.changed[frame.quadmask == base.AFFECTED].mean() > 0.99, t
-        assert _psnr(result.image, frame.clean, frame.quadmask != base.KEEP) > 25.0, t
+        assert result.changed[frame.quadmask == AFFECTED].mean() > 0.99, t
+        assert _psnr(result.image, frame.clean, frame.quadmask != KEEP) > 25.0, t
 
 
 def test_values_outside_unit_range_are_filled_not_clipped():
@@ -83,7 +84,7 @@ def test_values_outside_unit_range_are_filled_not_clipped():
     frames = [base.BackendFrame(t, stretch(f.plate), f.quadmask) for t, f in enumerate(shot)]
     filled, truth = [], []
     for frame, result in zip(shot, _run(frames)):
-        dark = (frame.quadmask == base.OBJECT)[..., None] & (stretch(frame.clean) < -0.05)
+        dark = (frame.quadmask == OBJECT)[..., None] & (stretch(frame.clean) < -0.05)
         filled.append(result.image[dark])
         truth.append(stretch(frame.clean)[dark])
     filled, truth = np.concatenate(filled), np.concatenate(truth)
@@ -96,18 +97,18 @@ def test_affected_region_never_seen_clean_is_kept():
     frames = _frames(shot)
     for frame in frames:
         frame.quadmask = frame.quadmask.copy()
-        frame.quadmask[70:90, 10:40] = base.AFFECTED  # fixed: no frame shows it unaffected
+        frame.quadmask[70:90, 10:40] = AFFECTED  # fixed: no frame shows it unaffected
     for frame, result in zip(frames, _run(frames)):
         assert not result.changed[70:90, 10:40].any()
         assert np.array_equal(result.image[70:90, 10:40], frame.image[70:90, 10:40])
-        assert result.changed[frame.quadmask == base.OBJECT].min() == 1.0
+        assert result.changed[frame.quadmask == OBJECT].min() == 1.0
 
 
 def test_empty_masks_pass_through_untouched():
     shot = list(make_shot("pan_textured", W, H, 6))
     frames = _frames(shot)
     for t in (0, 3):
-        frames[t].quadmask = np.full((H, W), base.KEEP, np.uint8)
+        frames[t].quadmask = np.full((H, W), KEEP, np.uint8)
     results = _run(frames)
     for t in (0, 3):
         assert np.array_equal(results[t].image, frames[t].image)
@@ -118,7 +119,7 @@ def test_empty_masks_pass_through_untouched():
 def test_one_frame_shot_gets_a_spatial_fill():
     frame = make_frame("static_textured", W, H, 4, frames=10)
     (result,) = _run(_frames([frame]))
-    mask = frame.quadmask != base.KEEP
+    mask = frame.quadmask != KEEP
     assert np.isfinite(result.image).all()
     assert np.array_equal(result.image[~mask], frame.plate[~mask])
     assert result.changed[mask].min() == 1.0
@@ -127,8 +128,8 @@ def test_one_frame_shot_gets_a_spatial_fill():
 
 
 def test_flat_black_frames_do_not_crash():
-    quadmask = np.full((H, W), base.KEEP, np.uint8)
-    quadmask[30:60, 50:90] = base.OBJECT
+    quadmask = np.full((H, W), KEEP, np.uint8)
+    quadmask[30:60, 50:90] = OBJECT
     frames = [base.BackendFrame(t, np.zeros((H, W, 3), np.float32), quadmask) for t in range(5)]
     for frame, result in zip(frames, _run(frames)):
         assert np.isfinite(result.image).all()
@@ -142,13 +143,13 @@ def test_nan_pixels_never_reach_the_output():
     for frame in frames[1:4]:
         frame.image = frame.image.copy()
         frame.image[5:9, 5:9] = np.nan  # outside the object
-        ys, xs = np.nonzero(frame.quadmask == base.OBJECT)
+        ys, xs = np.nonzero(frame.quadmask == OBJECT)
         frame.image[ys[:20], xs[:20]] = np.nan  # inside it
     request = base.BackendRequest()
     results = list(ClassicalBackend().run(iter(frames), request))
     for frame, result in zip(frames, results):
         assert np.isfinite(result.image).all()
-        finite_keep = (frame.quadmask == base.KEEP) & np.isfinite(frame.image).all(axis=2)
+        finite_keep = (frame.quadmask == KEEP) & np.isfinite(frame.image).all(axis=2)
         assert np.array_equal(result.image[finite_keep], frame.image[finite_keep])
     assert results[2].changed[5:9, 5:9].min() == 1.0
     assert any("NaN" in note for note in request.notes)
@@ -158,7 +159,7 @@ def test_mask_too_large_is_invalid_input_naming_the_frame():
     shot = list(make_shot("static_textured", W, H, 6))
     frames = _frames(shot)
     frames[3].quadmask = np.zeros((H, W), np.uint8)
-    frames[3].quadmask[:4, :4] = base.KEEP
+    frames[3].quadmask[:4, :4] = KEEP
     with pytest.raises(InvalidInput) as caught:
         _run(frames)
     assert caught.value.reason == "MASK_TOO_LARGE"
@@ -227,7 +228,7 @@ def test_library_call_and_notes():
     out = remove((f.plate for f in shot), (f.quadmask for f in shot), quality="draft")
     assert len(out) == 5
     for frame, image in zip(shot, out):
-        keep = frame.quadmask == base.KEEP
+        keep = frame.quadmask == KEEP
         assert np.array_equal(image[keep], frame.plate[keep])
     assert any("physical" in note for note in ClassicalBackend().notes())
     assert ClassicalBackend.name == "classical"
@@ -242,9 +243,9 @@ def test_synthetic_frames_are_deterministic_and_consistent():
         assert set(np.unique(a.quadmask)) <= {0, 63, 127, 255}
         # The plate differs from the clean frame only under the object and its shadow.
         differs = np.abs(a.plate - a.clean).max(axis=2) > 0
-        assert not differs[a.quadmask == base.KEEP].any()
+        assert not differs[a.quadmask == KEEP].any()
         assert a.object_matte.sum() > 0
     shadow = make_frame("shadow", W, H, 3, frames=8)
-    assert shadow.affected_matte.sum() > 0 and (shadow.quadmask == base.AFFECTED).any()
+    assert shadow.affected_matte.sum() > 0 and (shadow.quadmask == AFFECTED).any()
     with pytest.raises(ValueError):
         make_frame("nonsense", W, H, 0)

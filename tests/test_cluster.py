@@ -109,7 +109,7 @@ def long_shot(tmp_path_factory):
 
 def _same_frame(a: Path, b: Path) -> bool:
     """Byte for byte, but for the job each frame's header names (voidlink:job): two jobs' results differ there."""
-    from voidlink.inference.media.image import job_of
+    from voidlink.media.image import job_of
 
     def bytes_of(path: Path) -> bytes:
         job = job_of(str(path))

@@ -42,7 +42,8 @@ def test_bridge_source_stays_python39_compatible():
     # Hosts embed Python 3.9 (Nuke 14): no match statements, no PEP 604 unions evaluated at runtime.
     import ast
 
-    for path in [*(ROOT / "bridge").rglob("*.py"), *(ROOT / "protos").glob("*.py"), ROOT / "voidlink" / "errors.py"]:
+    sources = [*(ROOT / "bridge").rglob("*.py"), *(ROOT / "hosts").rglob("*.py"), *(ROOT / "protos").glob("*.py")]
+    for path in [*sources, ROOT / "voidlink" / "errors.py"]:
         tree = ast.parse(path.read_text(), feature_version=(3, 9))
         text = path.read_text()
         assert "from __future__ import annotations" in text or not any(

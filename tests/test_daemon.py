@@ -242,7 +242,7 @@ def test_bad_input_is_refused_naming_the_field_and_daemon_keeps_serving(daemon, 
 
 
 def test_an_output_over_another_shots_plates_is_refused_unless_overwrite(daemon, shot, tmp_path):
-    from voidlink.inference.media.image import job_of
+    from voidlink.media.image import job_of
 
     other = write_shot(tmp_path / "sh020" / "plates")  # another shot, not a source of this job
     before = {p: p.read_bytes() for p in other.folder.iterdir()}
@@ -274,7 +274,7 @@ def test_a_rerun_killed_mid_commit_then_cancelled_after_restart_is_wholly_the_re
     the daemon restarts: the move is finished, never mixed, never undone."""
     from voidlink.inference import pipeline
     from voidlink.inference.backends.classical.backend import ClassicalBackend
-    from voidlink.inference.media.image import job_of
+    from voidlink.media.image import job_of
 
     shot = write_shot(tmp_path / "src", frames=12)
     data_dir = tmp_path / "data"

@@ -22,8 +22,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKES = Path(__file__).resolve().parent / "fakes"
-NUKE_ADAPTERS = sorted((ROOT / "bridge" / "hosts" / "nuke").rglob("*.py")) + [ROOT / "panel" / "nuke_pane.py"]
-RESOLVE_ADAPTERS = sorted((ROOT / "bridge" / "hosts" / "resolve").rglob("*.py"))
+NUKE_ADAPTERS = sorted((ROOT / "hosts" / "nuke").rglob("*.py"))
+RESOLVE_ADAPTERS = sorted((ROOT / "hosts" / "resolve").rglob("*.py"))
 
 
 @dataclass

@@ -46,7 +46,7 @@ def test_install_twice_then_uninstall_twice_leaves_no_trace(home, capsys):
         "menu.py",
         "voidlink_settings.py",
         "lib/voidlink/bridge/client.py",
-        "lib/voidlink/bridge/hosts/nuke/jobs.py",
+        "lib/voidlink/hosts/nuke/jobs.py",
         "lib/voidlink/protos/voidlink/v1/voidlink_pb2.py",
     ):
         assert (plugin / name).is_file(), name
@@ -72,7 +72,7 @@ def test_install_twice_then_uninstall_twice_leaves_no_trace(home, capsys):
                 "nuke._reset(gui=True)\n"
                 f"runpy.run_path({str(home / '.nuke' / 'init.py')!r})  # runs the plugin folder's init.py\n"
                 "nuke._run_menus()\n"
-                "import os, voidlink.bridge.hosts.nuke.startup as startup\n"
+                "import os, voidlink.hosts.nuke.startup as startup\n"
                 "print(startup.__file__)\n"
                 "print(os.environ['VOIDLINK_DAEMON'])\n"
                 "print(len(nuke._session.on_script_load))\n"

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import OpenImageIO as oiio
 import pytest
-from voidlink.inference.media import colour, image, plan, quadmask, sequence
+from voidlink.media import colour, image, plan, quadmask, sequence
 from voidlink.protos.clips import ClipMedia
 
 from voidlink import errors

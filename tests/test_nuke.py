@@ -20,8 +20,8 @@ sys.path.insert(0, str(FAKES))
 
 import nuke  # noqa: E402  (the fake, from tests/fakes)
 from voidlink.bridge import Client  # noqa: E402
-from voidlink.bridge.hosts import nuke as void  # noqa: E402
-from voidlink.bridge.hosts.nuke import PLUGIN_DIR, jobs  # noqa: E402
+from voidlink.hosts import nuke as void  # noqa: E402
+from voidlink.hosts.nuke import PLUGIN_DIR, jobs  # noqa: E402
 from voidlink.protos import pb  # noqa: E402
 
 from voidlink import errors  # noqa: E402
@@ -234,7 +234,7 @@ def test_batch_render_command(session, daemon, shot, tmp_path):
         "VOIDLINK_ADDRESS": daemon.address,
     }
     done = subprocess.run(
-        [sys.executable, "-m", "voidlink.bridge.hosts.nuke", "render", str(tmp_path / "comp.nk"), "VoidRemove1"],
+        [sys.executable, "-m", "voidlink.hosts.nuke", "render", str(tmp_path / "comp.nk"), "VoidRemove1"],
         capture_output=True,
         text=True,
         env=env,
@@ -253,7 +253,7 @@ def test_batch_render_command(session, daemon, shot, tmp_path):
     assert _frames_exist(read["file"].value(), shot.first, shot.last)
 
     failing = subprocess.run(
-        [sys.executable, "-m", "voidlink.bridge.hosts.nuke", "render", str(tmp_path / "comp.nk"), "Grade1"],
+        [sys.executable, "-m", "voidlink.hosts.nuke", "render", str(tmp_path / "comp.nk"), "Grade1"],
         capture_output=True,
         text=True,
         env=env,
@@ -292,7 +292,7 @@ def test_a_failed_job_says_why_and_keeps_the_earlier_result(session, daemon, tmp
     assert read["file"].value() == before
 
     missing = subprocess.run(
-        [sys.executable, "-m", "voidlink.bridge.hosts.nuke", "render", str(tmp_path / "nope.nk"), "VoidRemove1"],
+        [sys.executable, "-m", "voidlink.hosts.nuke", "render", str(tmp_path / "nope.nk"), "VoidRemove1"],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(FAKES)},

@@ -372,7 +372,7 @@ def test_sequence_pattern_from_a_picked_frame_and_nuke_pane_registration(qtbot):
     assert sequence_pattern_for("/s/A001_C002.mov") == "/s/A001_C002.mov"
     assert sequence_pattern_for("/s/still.exr") == "/s/still.exr"
 
-    from voidlink.panel import nuke_pane
+    from voidlink.hosts.nuke import pane as nuke_pane
 
     calls = []
 

@@ -18,8 +18,9 @@ from faults import Killed, crash_mid_commit
 from shots import read_pixels, write_shot
 from voidlink.bridge import build_spec
 from voidlink.inference import pipeline
-from voidlink.inference.backends.base import KEEP, Backend, BackendResult
-from voidlink.inference.media import image, quadmask
+from voidlink.inference.backends.base import Backend, BackendResult
+from voidlink.media import image, quadmask
+from voidlink.media.quadmask import KEEP
 from voidlink.protos import pb
 
 from voidlink import errors
@@ -419,7 +420,7 @@ def test_output_colorspace_converts_the_whole_frame(shot, tmp_path):
     spec.source.colorspace = "lin_rec709"
     spec.output.colorspace = "ACEScg"
     result = _run(spec)
-    from voidlink.inference.media import colour
+    from voidlink.media import colour
 
     processor = colour.config().getProcessor("lin_rec709", "ACEScg").getDefaultCPUProcessor()
     plate = read_pixels(shot.plate.replace("####", "1001"))

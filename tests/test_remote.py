@@ -609,7 +609,7 @@ def test_a_daemon_from_before_upload_follows_gets_the_frames_before_the_job(tmp_
 def test_a_nuke_node_renders_on_a_daemon_that_cannot_see_the_script(studio, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "fakes"))
     import nuke  # the fake, as tests/test_nuke.py drives it
-    from voidlink.bridge.hosts import nuke as void
+    from voidlink.hosts import nuke as void
 
     daemon, _, shot = studio
     nuke._reset(gui=False)

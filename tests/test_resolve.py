@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
 
 import resolve as fake_resolve  # noqa: E402  (tests/fakes/resolve.py)
 from shots import read_pixels, write_exr, write_shot  # noqa: E402
-from voidlink.bridge.hosts.resolve import SCRIPT_DIR, SCRIPT_NAME, adapter  # noqa: E402
-from voidlink.bridge.hosts.resolve.adapter import ResolveError  # noqa: E402
+from voidlink.hosts.resolve import SCRIPT_DIR, SCRIPT_NAME, adapter  # noqa: E402
+from voidlink.hosts.resolve.adapter import ResolveError  # noqa: E402
 
 RECORD = 86400 + 48  # two seconds into a 01:00:00:00 timeline
 
@@ -245,10 +245,10 @@ def test_install_is_idempotent_and_uninstall_exact(tmp_path):
         "skipped the panel's libraries for Resolve's Python 3.10" in a and "--python-version 3.10" in a for a in actions
     )
     library = scripts / "voidlink" / "lib"
-    assert (library / "voidlink" / "bridge" / "hosts" / "resolve" / "adapter.py").is_file()
+    assert (library / "voidlink" / "hosts" / "resolve" / "adapter.py").is_file()
     assert (library / "voidlink" / "panel" / "window.py").is_file()
-    assert (library / "voidlink" / "inference" / "media" / "image.py").is_file()
-    assert not (library / "voidlink" / "inference" / "server.py").exists()  # the daemon stays out of Resolve
+    assert (library / "voidlink" / "media" / "image.py").is_file()
+    assert not (library / "voidlink" / "inference").exists()  # the daemon stays out of Resolve
     text = script.read_text()
     assert f"VOIDLINK_PATHS = [{str(library)!r}, {str(scripts / 'voidlink' / 'python310')!r}]" in text
     assert f"os.environ.setdefault('VOIDLINK_DAEMON', {sys.executable + ' -m voidlink'!r})" in text
@@ -257,7 +257,7 @@ def test_install_is_idempotent_and_uninstall_exact(tmp_path):
     code = (
         "import runpy, sys\n"
         f"namespace = runpy.run_path({str(script)!r}, run_name='voidlink_check')\n"
-        "import voidlink.bridge.hosts.resolve.menu as menu\n"
+        "import voidlink.hosts.resolve.menu as menu\n"
         "print(menu.__file__)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -317,7 +317,7 @@ def test_install_into_a_missing_scripts_folder_takes_it_away_again(tmp_path):
 def test_menu_opens_the_panel_prefilled_and_places_the_finished_job(daemon, qtbot, tmp_path):
     """The whole flow a Resolve user runs: clip → panel (roto) → daemon job → clean plate on the track above."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from voidlink.bridge.hosts.resolve import menu
+    from voidlink.hosts.resolve import menu
     from voidlink.panel import roto
     from voidlink.protos import pb
 

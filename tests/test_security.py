@@ -327,8 +327,8 @@ def test_a_plate_frame_swapped_for_a_link_outside_the_roots_while_the_job_runs_i
 
 
 def test_a_fifo_in_a_frames_place_is_refused_not_waited_on(tmp_path, monkeypatch):
-    from voidlink.inference.media import image
     from voidlink.inference.security import Roots
+    from voidlink.media import image
 
     monkeypatch.setattr(image, "CONFINE", Roots([str(tmp_path)], confined=True).opened_guard())
     fifo = tmp_path / "plate.1001.exr"

@@ -295,7 +295,7 @@ def test_exr_job_end_to_end_on_the_void_backend(tmp_path):
     from shots import read_pixels, write_shot
     from voidlink.bridge import build_spec
     from voidlink.inference import pipeline
-    from voidlink.inference.media import quadmask
+    from voidlink.media import quadmask
 
     from voidlink.errors import JobCancelled
 

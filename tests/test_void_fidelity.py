@@ -331,7 +331,7 @@ def test_every_frame_and_the_result_record_what_made_them_and_a_rerun_is_bit_ide
     from shots import read_pixels, write_shot
     from test_void_weights import tiny_transformer, write_base
     from voidlink.inference.backends.void import weights
-    from voidlink.inference.media import image
+    from voidlink.media import image
 
     from voidlink import __version__
 

@@ -186,7 +186,7 @@ def resolve_event_media(
     label: str = "",
 ) -> EventMedia:
     """The plate, frames and mattes for one marked clip; raises `MediaError` when they cannot be used."""
-    from voidlink.inference.media.sequence import discover
+    from voidlink.media.sequence import discover
     from voidlink.protos.clips import ClipMedia
 
     names = event_names(clip)
@@ -376,7 +376,7 @@ def _bcd_timecode(word: int) -> str:
 def _find_matte(
     pattern: Optional[str], defaults: tuple, tokens: dict, first: int, last: int, what: str, required: bool
 ) -> Optional[str]:
-    from voidlink.inference.media.sequence import discover
+    from voidlink.media.sequence import discover
     from voidlink.protos.clips import ClipMedia
 
     templates = (pattern,) if pattern else defaults

@@ -2,7 +2,8 @@
 
 A backend sees frames already cropped, scaled and converted to model space: RGB float32 in 0–1,
 display-referred, shape (H, W, 3), with the quadmask of the same frame as uint8 (H, W) holding
-0 object, 63 object∩affected, 127 affected, 255 keep. It never touches files or colour.
+0 object, 63 object∩affected, 127 affected, 255 keep (`voidlink.media.quadmask` names them). It
+never touches files or colour.
 
 Frames stream: `run` takes an iterator of `BackendFrame`s in frame order and yields one result
 per input frame, in the same order, holding at most a bounded number of frames (its temporal
@@ -18,12 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
-
-# Quadmask values, per pixel.
-OBJECT = 0
-OVERLAP = 63
-AFFECTED = 127
-KEEP = 255
 
 
 class Cancelled(Exception):

@@ -123,3 +123,25 @@ def print_json(value: object) -> None:
     json.dump(value, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def parse_pins(values: list) -> dict:
+    """`--media NAME=PATH` options (a conform's plates pinned by reel or clip name) as a dict."""
+    from voidlink.errors import InvalidInput
+
+    pins = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise InvalidInput(f"--media '{value}' is not NAME=PATH", reason="BAD_VALUE", field="media")
+        pins[name.strip()] = path.strip()
+    return pins
+
+
+def print_table(rows: list) -> None:
+    """A conform's report: one row per event (event, status, output)."""
+    header = ("event", "status", "output")
+    widths = [max([len(header[i])] + [len(str(row[i])) for row in rows]) for i in range(2)]
+    print(f"{header[0]:<{widths[0]}}  {header[1]:<{widths[1]}}  {header[2]}")
+    for event, status, detail in rows:
+        print(f"{event:<{widths[0]}}  {status:<{widths[1]}}  {detail}")

@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Optional
 
-from voidlink.cli.common import add_address, add_json, print_json
+from voidlink.cli.common import add_address, add_json, parse_pins, print_json, print_table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,18 +67,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json(parser)
 
 
-def parse_pins(values: list) -> dict:
-    from voidlink.errors import InvalidInput
-
-    pins = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise InvalidInput(f"--media '{value}' is not NAME=PATH", reason="BAD_VALUE", field="media")
-        pins[name.strip()] = path.strip()
-    return pins
-
-
 def run(args: argparse.Namespace) -> int:
     from voidlink.bridge.conform import build_plan, parse_rate, read_timeline, run_plan, write_edl, write_otio
     from voidlink.bridge.conform.writer import report_rows
@@ -126,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**plan.to_dict(), "output": os.path.abspath(args.output), "edl": edls})
     else:
-        _print_table(report_rows(plan))
+        print_table(report_rows(plan))
         print(f"wrote {args.output}" + "".join(f", {path}" for path in edls))
     return 0 if all(entry.status in ("done", "reused") for entry in plan.events) else 1
 
@@ -171,14 +159,6 @@ def _print_plan(plan) -> None:
             print(f"  output  {data['output']}")
         if data["message"]:
             print(f"  reason  {data['message']}")
-
-
-def _print_table(rows: list) -> None:
-    header = ("event", "status", "output")
-    widths = [max([len(header[i])] + [len(str(row[i])) for row in rows]) for i in range(2)]
-    print(f"{header[0]:<{widths[0]}}  {header[1]:<{widths[1]}}  {header[2]}")
-    for event, status, detail in rows:
-        print(f"{event:<{widths[0]}}  {status:<{widths[1]}}  {detail}")
 
 
 def main(argv: Optional[list] = None) -> int:

@@ -146,8 +146,8 @@ def _wait_for_address(process: subprocess.Popen, timeout: float = 30.0) -> str:
 def _write_shot(folder: Path, kind: str, width: int, height: int, frames: int) -> dict:
     """Plate (scene-linear half EXR), object and shadow mattes, and the clean plate, frame by frame."""
     from voidlink.inference import synthetic
-    from voidlink.inference.media.colour import srgb_to_linear
-    from voidlink.inference.media.image import write_image
+    from voidlink.media.colour import srgb_to_linear
+    from voidlink.media.image import write_image
 
     folder.mkdir(parents=True, exist_ok=True)
     for t in range(frames):
@@ -176,8 +176,8 @@ def _display(path: str):
     """A frame as sRGB-encoded RGB in 0–1, the space PSNR and the contact sheet use."""
     import numpy as np
 
-    from voidlink.inference.media.colour import linear_to_srgb
-    from voidlink.inference.media.image import read_image
+    from voidlink.media.colour import linear_to_srgb
+    from voidlink.media.image import read_image
 
     pixels = read_image(path).pixels[..., :3]
     return np.clip(linear_to_srgb(pixels), 0.0, 1.0)
@@ -187,7 +187,7 @@ def _score(output_pattern: str, shot: dict, frames: int) -> float:
     """PSNR over every pixel that the object or its shadow covers, over the whole shot."""
     import numpy as np
 
-    from voidlink.inference.media.image import read_image
+    from voidlink.media.image import read_image
 
     squared, count = 0.0, 0
     for t in range(frames):
@@ -211,7 +211,7 @@ def _contact_sheet(path: Path, output_pattern: str, quadmask_pattern: str, shot:
     import cv2
     import numpy as np
 
-    from voidlink.inference.media.image import read_image
+    from voidlink.media.image import read_image
 
     colours = {0: (1.0, 0.2, 0.2), 63: (1.0, 0.6, 0.0), 127: (0.2, 0.5, 1.0)}
     rows = []

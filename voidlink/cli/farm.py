@@ -22,7 +22,7 @@ import sys
 import tempfile
 from typing import Optional
 
-from voidlink.cli.common import add_json, print_json
+from voidlink.cli.common import add_json, parse_pins, print_json, print_table
 from voidlink.errors import InvalidInput
 
 # openjd: an Open Job Description template; commands: one `voidlink remove` argv per shot (OpenCue, Tractor, ...).
@@ -145,8 +145,6 @@ def export(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace):
     from voidlink.bridge.conform import build_plan, parse_rate, read_timeline
-    from voidlink.cli.conform import parse_pins
-
     if args.handles < 0:
         raise InvalidInput(f"--handles {args.handles} is negative", reason="BAD_VALUE", field="handles")
     timeline_file = read_timeline(args.input, parse_rate(args.rate) if args.rate else None)
@@ -240,7 +238,6 @@ def finish(args: argparse.Namespace) -> int:
     from voidlink.bridge.conform.plan import FINISHED
     from voidlink.bridge.conform.writer import report_rows
     from voidlink.bridge.farm.conform import finish_plan
-    from voidlink.cli.conform import _print_table
 
     plan = finish_plan(_plan(args), args.backend or "auto", args.written_after)
     timeline = write_otio(plan, args.output)
@@ -248,7 +245,7 @@ def finish(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**plan.to_dict(), "output": os.path.abspath(args.output), "edl": edls})
     else:
-        _print_table(report_rows(plan))
+        print_table(report_rows(plan))
         print(f"wrote {args.output}" + "".join(f", {path}" for path in edls))
     return 0 if all(entry.status in FINISHED for entry in plan.events if entry.media is not None) else 1
 

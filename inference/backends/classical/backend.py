@@ -34,6 +34,7 @@ from voidlink.inference.backends.classical.flow import (
     resize_mask,
     to_grey,
 )
+from voidlink.media.quadmask import AFFECTED, KEEP, OBJECT, OVERLAP
 
 from voidlink.errors import InvalidInput
 
@@ -159,7 +160,7 @@ class _Stream:
         elif image.shape[:2] != self.shape:
             raise InvalidInput(f"frame {frame.index}: size {image.shape[:2]} differs from the shot's {self.shape}",
                                reason="SIZE_MISMATCH", frame=frame.index)
-        covered = float(np.count_nonzero(quadmask != base.KEEP)) / quadmask.size
+        covered = float(np.count_nonzero(quadmask != KEEP)) / quadmask.size
         if covered > MASK_LIMIT:
             raise InvalidInput(
                 f"frame {frame.index}: the mask covers {covered:.0%} of the frame (the limit is {MASK_LIMIT:.0%}); "
@@ -174,9 +175,9 @@ class _Stream:
             self.request.notes.append(
                 f"frame {frame.index} has NaN pixels; they were treated as part of the hole and filled."
             )
-        must = (quadmask == base.OBJECT) | (quadmask == base.OVERLAP) | ~finite
-        may = (quadmask == base.AFFECTED) & finite
-        hole = must | may | (quadmask != base.KEEP)
+        must = (quadmask == OBJECT) | (quadmask == OVERLAP) | ~finite
+        may = (quadmask == AFFECTED) & finite
+        hole = must | may | (quadmask != KEEP)
         # Sources stay a pixel clear of the hole so bilinear sampling never mixes in object colour.
         source = (cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0).astype(np.uint8)
         grey = to_grey(pixels, self.scale)

@@ -40,6 +40,7 @@ import torch
 from voidlink.inference.backends import base
 from voidlink.inference.backends.void import helpers, memory, weights
 from voidlink.inference.backends.void.pipeline import NEGATIVE_PROMPT, VoidPipeline
+from voidlink.media.quadmask import KEEP
 
 from voidlink.errors import InvalidInput, NotFound, VoidlinkError
 
@@ -110,7 +111,7 @@ class Geometry:
         pad_x, pad_y = self.padded[0] - self.scaled[0], self.padded[1] - self.scaled[1]
         if pad_x or pad_y:
             image = cv2.copyMakeBorder(image, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE)
-            quadmask = cv2.copyMakeBorder(quadmask, 0, pad_y, 0, pad_x, cv2.BORDER_CONSTANT, value=base.KEEP)
+            quadmask = cv2.copyMakeBorder(quadmask, 0, pad_y, 0, pad_x, cv2.BORDER_CONSTANT, value=KEEP)
         return np.clip(image, 0.0, 1.0).astype(np.float32), quadmask.astype(np.uint8)
 
     def from_model(self, image: np.ndarray) -> np.ndarray:

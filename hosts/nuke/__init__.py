@@ -2,13 +2,13 @@
 
 Inside Nuke (GUI or `nuke -t`):
 
-    import voidlink.bridge.hosts.nuke as void
+    import voidlink.hosts.nuke as void
     void.create_node()              # from the selection, as the menus do
     void.submit(nuke.toNode("VoidRemove1"))
     void.render("VoidRemove1")      # batch: submit and wait
 
 From a shell, with a Python that can `import nuke`:
-`python -m voidlink.bridge.hosts.nuke render script.nk VoidRemove1`.
+`python -m voidlink.hosts.nuke render script.nk VoidRemove1`.
 
 Importing this package does not import `nuke`; the functions load the adapter on first use.
 The files Nuke runs at start-up (`init.py`, `menu.py`) are in the `plugin` folder beside this file.
@@ -21,16 +21,16 @@ from pathlib import Path
 PLUGIN_DIR = Path(__file__).resolve().parent / "plugin"
 
 _EXPORTS = {
-    "create_node": "voidlink.bridge.hosts.nuke.node",
-    "is_void_node": "voidlink.bridge.hosts.nuke.node",
-    "void_nodes": "voidlink.bridge.hosts.nuke.node",
-    "submit": "voidlink.bridge.hosts.nuke.jobs",
-    "cancel": "voidlink.bridge.hosts.nuke.jobs",
-    "render": "voidlink.bridge.hosts.nuke.jobs",
-    "reattach_all": "voidlink.bridge.hosts.nuke.jobs",
-    "detach_all": "voidlink.bridge.hosts.nuke.jobs",
-    "add_menus": "voidlink.bridge.hosts.nuke.startup",
-    "install_callbacks": "voidlink.bridge.hosts.nuke.startup",
+    "create_node": "voidlink.hosts.nuke.node",
+    "is_void_node": "voidlink.hosts.nuke.node",
+    "void_nodes": "voidlink.hosts.nuke.node",
+    "submit": "voidlink.hosts.nuke.jobs",
+    "cancel": "voidlink.hosts.nuke.jobs",
+    "render": "voidlink.hosts.nuke.jobs",
+    "reattach_all": "voidlink.hosts.nuke.jobs",
+    "detach_all": "voidlink.hosts.nuke.jobs",
+    "add_menus": "voidlink.hosts.nuke.startup",
+    "install_callbacks": "voidlink.hosts.nuke.startup",
 }
 
 

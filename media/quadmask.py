@@ -14,8 +14,12 @@ from typing import Optional
 
 import cv2
 import numpy as np
-from voidlink.inference.backends.base import AFFECTED, KEEP, OBJECT, OVERLAP
 
+# The quadmask's four values, per pixel: the model's interface, shared by every floor that draws or reads one.
+OBJECT = 0  # the object to remove
+OVERLAP = 63  # object and affected region at once
+AFFECTED = 127  # what the object's interactions touched (shadows, reflections, things it moved)
+KEEP = 255  # everything else, kept
 VALUES = np.array([OBJECT, OVERLAP, AFFECTED, KEEP], dtype=np.uint8)
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_FEATHER = 3.0

@@ -15,7 +15,7 @@ if os.path.isfile(_settings):
         exec(compile(_stream.read(), _settings, "exec"))
 
 try:
-    from voidlink.bridge.hosts.nuke import startup as _voidlink_startup
+    from voidlink.hosts.nuke import startup as _voidlink_startup
 except ImportError as _error:
     print(f"voidlink: not loaded ({_error}); run `voidlink install nuke` again", file=sys.stderr)
 else:

@@ -24,8 +24,8 @@ INPUTS = (("plate", effect.SOURCE), ("matte", effect.MASK), ("affected", effect.
 PLAIN_READ_SUFFIXES = (".exr", ".dpx", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".mov", ".mp4", ".mxf")
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
 
-SUBMIT_COMMAND = "import voidlink.bridge.hosts.nuke as void\nvoid.submit(nuke.thisNode())"
-CANCEL_COMMAND = "import voidlink.bridge.hosts.nuke as void\nvoid.cancel(nuke.thisNode())"
+SUBMIT_COMMAND = "import voidlink.hosts.nuke as void\nvoid.submit(nuke.thisNode())"
+CANCEL_COMMAND = "import voidlink.hosts.nuke as void\nvoid.cancel(nuke.thisNode())"
 
 # Words that make a selected node a matte rather than the plate, and an affected (shadow) matte at that.
 _MATTE_WORDS = ("roto", "matte", "mask", "alpha", "shadow", "affect", "reflect")

@@ -1,6 +1,6 @@
 # voidlink for Nuke: runs only with the GUI, after init.py.
 try:
-    from voidlink.bridge.hosts.nuke import startup as _voidlink_startup
+    from voidlink.hosts.nuke import startup as _voidlink_startup
 except ImportError:
     pass  # init.py already said why
 else:

@@ -1,4 +1,4 @@
-"""Batch: `python -m voidlink.bridge.hosts.nuke render script.nk VoidRemove1` (a Python that can import nuke).
+"""Batch: `python -m voidlink.hosts.nuke render script.nk VoidRemove1` (a Python that can import nuke).
 
 Inside `nuke -t` the same runs as `nuke -t <this file> render script.nk VoidRemove1`. It opens the
 script, submits the node's job (starting a local daemon if none answers), prints progress, waits,
@@ -15,7 +15,7 @@ from typing import Optional
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m voidlink.bridge.hosts.nuke", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m voidlink.hosts.nuke", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
     render = sub.add_parser("render", help="submit a VoidRemove node's job and wait for it")
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_args(argv)
     import nuke
-    from voidlink.bridge.hosts.nuke import jobs
+    from voidlink.hosts.nuke import jobs
 
     from voidlink import errors
 

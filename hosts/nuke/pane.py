@@ -1,6 +1,6 @@
 """The panel as a Nuke pane (Window ▸ Custom ▸ VOID), registered the way Nuke registers Python panels.
 
-    import voidlink.panel.nuke_pane as pane
+    import voidlink.hosts.nuke.pane as pane
     pane.register()                       # in menu.py: adds the pane to Nuke's Custom windows
     pane.show_job(job_id)                 # e.g. when a VoidRemove node is selected
 
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .qt import QtWidgets
-from .window import PanelWindow
+from voidlink.panel.qt import QtWidgets
+from voidlink.panel.window import PanelWindow
 
 PANE_ID = "uk.voidlink.VoidPanel"
 PANE_TITLE = "VOID"
-WIDGET_PATH = "voidlink.panel.nuke_pane.VoidPane"
+WIDGET_PATH = "voidlink.hosts.nuke.pane.VoidPane"
 
 _current: Optional[VoidPane] = None
 

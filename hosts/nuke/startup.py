@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import nuke
-from voidlink.bridge.hosts.nuke import jobs
-from voidlink.bridge.hosts.nuke import node as void_node
+from voidlink.hosts.nuke import jobs
+from voidlink.hosts.nuke import node as void_node
 
 MENU_NAME = "VOID"
 REMOVE_LABEL = "Remove object"

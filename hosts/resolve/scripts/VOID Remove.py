@@ -16,7 +16,7 @@ for _path in VOIDLINK_PATHS + [p for p in os.environ.get("VOIDLINK_PYTHONPATH", 
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from voidlink.bridge.hosts.resolve import menu  # noqa: E402 (after the paths above)
+from voidlink.hosts.resolve import menu  # noqa: E402 (after the paths above)
 
 if __name__ == "__main__" or "resolve" in globals():
     menu.main(globals())

@@ -17,7 +17,7 @@ from typing import Optional
 
 import cv2
 import numpy as np
-from voidlink.inference.media import quadmask as qm
+from voidlink.media import quadmask as qm
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1; ends exclusive
 

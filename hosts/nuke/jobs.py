@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import nuke
 from voidlink.bridge.client import TERMINAL, Client, TransferPlan, state_name
 from voidlink.bridge.effect import EffectResult
-from voidlink.bridge.hosts.nuke import node as void_node
+from voidlink.hosts.nuke import node as void_node
 from voidlink.protos import pb
 
 from voidlink import errors

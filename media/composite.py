@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from voidlink.inference.media.plan import ProcessingPlan
+from voidlink.media.plan import ProcessingPlan
 
 
 def paste(plan: ProcessingPlan, result: np.ndarray, frame_shape: tuple[int, int]) -> np.ndarray:
