@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 import OpenImageIO as oiio
-from voidlink.bridge.client import CHUNK_BYTES, Client, hash_files
+from voidlink.bridge.client import Client
 from voidlink.protos import pb
+from voidlink.protos.wire import CHUNK_BYTES, hash_files
 
 RATIO_TARGET = 0.5
 WIDTH, HEIGHT = 1920, 1080

@@ -1,8 +1,10 @@
-"""What hosts use: the daemon client (and, later, the effect model and host adapters).
+"""What hosts use: the daemon client, the job spec builder and the result of a removal.
 
-Imports on Python 3.9+ without torch or Qt.
+Imports on Python 3.9+ without torch or Qt. `state_name` (a job state's word) is the contract's
+(`voidlink.protos.vocabulary`), offered here for hosts' scripts.
 """
 
-from voidlink.bridge.client import Client, RemoveResult, build_spec, state_name
+from voidlink.bridge.client import Client, RemoveResult, build_spec
+from voidlink.protos.vocabulary import state_name
 
 __all__ = ["Client", "RemoveResult", "build_spec", "state_name"]

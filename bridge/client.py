@@ -33,55 +33,32 @@ from voidlink.bridge.pathmap import PathMap, is_windows_path
 from voidlink.protos import (
     ADDRESS_ENV,
     DEFAULT_ADDRESS,
-    ERROR_METADATA_KEY,
     PROTOCOL_METADATA_KEY,
     PROTOCOL_VERSION,
     pb,
     rpc,
+    status,
+    vocabulary,
 )
 from voidlink.protos.clips import SequencePattern, clip_json, clip_media
+from voidlink.protos.events import job_event
+from voidlink.protos.vocabulary import state_name
+from voidlink.protos.wire import CHUNK_BYTES, frame_chunk_bytes, hash_files
 
 from voidlink import errors
 
-STATE_NAMES = {
-    pb.JOB_STATE_UNSPECIFIED: "unknown",
-    pb.JOB_STATE_QUEUED: "queued",
-    pb.JOB_STATE_RUNNING: "running",
-    pb.JOB_STATE_SUCCEEDED: "succeeded",
-    pb.JOB_STATE_FAILED: "failed",
-    pb.JOB_STATE_CANCELLED: "cancelled",
-    pb.JOB_STATE_UPLOADING: "uploading",
-}
-TERMINAL = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
-_COMPRESSION = {
-    "zip": pb.COMPRESSION_ZIP,
-    "piz": pb.COMPRESSION_PIZ,
-    "dwaa": pb.COMPRESSION_DWAA,
-    "none": pb.COMPRESSION_NONE,
-}
-_PIXEL_TYPE = {"auto": pb.PIXEL_TYPE_UNSPECIFIED, "half": pb.PIXEL_TYPE_HALF, "float": pb.PIXEL_TYPE_FLOAT}
-_QUALITY = {"draft": pb.QUALITY_DRAFT, "balanced": pb.QUALITY_BALANCED, "best": pb.QUALITY_BEST}
-# The contract's CROP_MODE_WINDOW is not offered: the daemon treats it as "shot" for now.
-_CROP = {"auto": pb.CROP_MODE_AUTO, "full": pb.CROP_MODE_FULL_FRAME, "shot": pb.CROP_MODE_SHOT}
+TERMINAL = vocabulary.TERMINAL
 
 PathLike = Union[str, "os.PathLike[str]"]
 FrameRange = Optional[Sequence[int]]
 
 TRANSFER_MODES = ("auto", "shared", "stream")
-CHUNK_BYTES = 1024 * 1024
 TOKEN_ENV = "VOIDLINK_TOKEN"
 TOKEN_FILE_ENV = "VOIDLINK_TOKEN_FILE"
 TLS_CA_ENV = "VOIDLINK_TLS_CA"
 MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 # What a stream that broke off mid-way ends with: worth asking again for what did not arrive.
 _BROKEN_CONNECTION = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
-
-
-class Unauthenticated(errors.PermissionDenied):
-    """The daemon wants a valid token: missing, wrong or expired."""
-
-    grpc_code = "UNAUTHENTICATED"
-    default_reason = "UNAUTHENTICATED"
 
 
 def resolve_token(token: Optional[str] = None) -> Optional[str]:
@@ -138,10 +115,6 @@ def _channel(address: str, tls: Union[bool, str], extra: Sequence = ()) -> grpc.
                 f"cannot read the CA certificate {tls}: {exc.strerror}", reason="BAD_TLS_CA", file=tls
             ) from None
     return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root), options=options)
-
-
-def state_name(state: int) -> str:
-    return STATE_NAMES.get(state, "unknown")
 
 
 def resolve_address(address: Optional[str] = None) -> str:
@@ -255,26 +228,10 @@ def build_spec(
     `overwrite=True` lets the job replace files at its output that voidlink did not write (without it
     the daemon refuses them: `errors.OutputExists`); earlier voidlink results are replaced either way,
     and a job's own sources never."""
-    if compression not in _COMPRESSION:
-        raise errors.InvalidInput(
-            f"unknown compression '{compression}' (choose {', '.join(_COMPRESSION)})",
-            reason="BAD_VALUE",
-            field="compression",
-        )
-    if pixel_type not in _PIXEL_TYPE:
-        raise errors.InvalidInput(
-            f"unknown pixel type '{pixel_type}' (choose {', '.join(_PIXEL_TYPE)})",
-            reason="BAD_VALUE",
-            field="pixel_type",
-        )
-    if quality not in _QUALITY:
-        raise errors.InvalidInput(
-            f"unknown quality '{quality}' (choose {', '.join(_QUALITY)})", reason="BAD_VALUE", field="quality"
-        )
-    if crop not in _CROP:
-        raise errors.InvalidInput(
-            f"unknown crop mode '{crop}' (choose {', '.join(_CROP)})", reason="BAD_VALUE", field="crop"
-        )
+    quality_value = vocabulary.QUALITY.value(quality, "quality")
+    crop_value = vocabulary.CROP_MODE.value(crop, "crop")
+    pixel_value = vocabulary.PIXEL_TYPE.value(pixel_type, "pixel_type")
+    compression_value = vocabulary.COMPRESSION.value(compression, "compression")
     if passes not in (0, 1, 2):
         raise errors.InvalidInput(
             f"passes must be 1 or 2 (0: the backend's default), not {passes}", reason="BAD_VALUE", field="passes"
@@ -300,15 +257,15 @@ def build_spec(
             steps=steps,
             guidance=guidance,
             passes=passes,
-            quality=_QUALITY[quality],
-            crop_mode=_CROP[crop],
+            quality=quality_value,
+            crop_mode=crop_value,
             priority=priority,
             resample_mattes=resample_mattes,
         ),
         output=pb.OutputSpec(
             path_template=_path(output) if output else default_output(plate),
-            pixel_type=_PIXEL_TYPE[pixel_type],
-            compression=_COMPRESSION[compression],
+            pixel_type=pixel_value,
+            compression=compression_value,
             write_quadmask=write_quadmask,
             overwrite=overwrite,
         ),
@@ -627,14 +584,14 @@ class Client:
             unique.setdefault(ref.sha256, (path, ref))
         refs = [ref for _, ref in unique.values()]
         for attempt in range(4):
-            status = self._call("HasFrames", pb.HasFramesRequest(frames=refs)).frames
-            todo = [(unique[s.sha256][0], unique[s.sha256][1], s.offset) for s in status if not s.present]
+            held = self._call("HasFrames", pb.HasFramesRequest(frames=refs)).frames
+            todo = [(unique[s.sha256][0], unique[s.sha256][1], s.offset) for s in held if not s.present]
             progress = pb.TransferProgress(
                 direction="upload",
                 files_total=len(refs),
                 files_done=len(refs) - len(todo),
                 bytes_total=sum(ref.size for ref in refs),
-                bytes_reused=sum(unique[s.sha256][1].size for s in status if s.present),
+                bytes_reused=sum(unique[s.sha256][1].size for s in held if s.present),
             )
             progress.bytes_done = progress.bytes_reused + sum(offset for _, _, offset in todo)
             if attempt == 0:
@@ -898,29 +855,10 @@ class TransferPlan:
 _UPLOAD_FRAMES = "/voidlink.v1.VoidLink/UploadFrames"
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def frame_chunk_bytes(sha256: str, size: int, offset: int, data: bytes) -> bytes:
-    """A `pb.FrameChunk`'s wire bytes, `data` copied once: building the message copies the bytes in
-    and serialising it copies them out again, for every chunk of every frame."""
-    sha = sha256.encode("ascii")
-    fields = (b"\x0a", _varint(len(sha)), sha, b"\x10", _varint(size), b"\x18", _varint(offset))
-    return b"".join((*fields, b"\x22", _varint(len(data)), data))
-
-
 def _report(on_progress, progress: pb.TransferProgress, job_id: str = "", state: int = 0) -> None:
     if on_progress is None:
         return
-    event = pb.JobEvent(job_id=job_id, state=state, stage=progress.direction, eta_seconds=-1.0, time=time.time())
-    event.transfer.CopyFrom(progress)
-    on_progress(event)
+    on_progress(job_event(job_id=job_id, state=state, stage=progress.direction, transfer=progress))
 
 
 def _safe_parts(relative: str) -> list:
@@ -944,31 +882,6 @@ def _writable_here(path: str) -> bool:
     while not os.path.exists(folder) and os.path.dirname(folder) != folder:
         folder = os.path.dirname(folder)
     return os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)
-
-
-def hash_files(paths: Sequence[str], workers: Optional[int] = None) -> list:
-    """`file_sha256` of each path, several files at once: hashing lets go of the GIL, so on a
-    workstation's cores a shot's frames hash in a fraction of the time one core takes."""
-    if workers is None:
-        workers = min(8, os.cpu_count() or 1)
-    if workers <= 1 or len(paths) <= 1:
-        return [file_sha256(path) for path in paths]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voidlink-hash") as pool:
-        return list(pool.map(file_sha256, paths))
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    buffer = bytearray(1 << 20)  # read into one buffer: no new bytes object per block
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while True:
-            read = handle.readinto(buffer)
-            if not read:
-                return digest.hexdigest()
-            digest.update(view[:read])
 
 
 def local_frames(otio_json: str, field: str, frames: Optional[tuple] = None) -> list:
@@ -1082,10 +995,7 @@ def _is_local(address: str) -> bool:
 
 def _to_error(exc: grpc.RpcError, address: str, path_map: Optional[PathMap] = None) -> errors.VoidlinkError:
     code = exc.code()
-    detail = pb.ErrorDetail()
-    for key, value in exc.trailing_metadata() or ():
-        if key == ERROR_METADATA_KEY:
-            detail.ParseFromString(value)
+    detail = status.detail_in(exc.trailing_metadata())
     if path_map and detail.file:
         daemon_file = detail.file
         detail.file = path_map.to_client(daemon_file)
@@ -1101,7 +1011,7 @@ def _to_error(exc: grpc.RpcError, address: str, path_map: Optional[PathMap] = No
             reason="UNIMPLEMENTED",
         )
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return Unauthenticated(
+        return errors.Unauthenticated(
             f"the voidlink daemon at {address} refused this client: {exc.details()} (give a token with "
             f"--token-file, ${TOKEN_ENV} or ${TOKEN_FILE_ENV})",
             reason="UNAUTHENTICATED",
@@ -1112,12 +1022,4 @@ def _to_error(exc: grpc.RpcError, address: str, path_map: Optional[PathMap] = No
             "send less per request or raise the daemon's --max-message",
             reason="MESSAGE_TOO_LARGE",
         )
-    cls = errors.error_class_for(code.name, detail.reason)
-    return cls(
-        detail.message or exc.details() or code.name,
-        reason=detail.reason,
-        field=detail.field,
-        file=detail.file,
-        frame=detail.frame if detail.HasField("frame") else None,
-        frames=list(detail.frames),
-    )
+    return status.error_of(detail, code.name, exc.details() or "")

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from voidlink.protos import pb
+from voidlink.protos import pb, vocabulary
 from voidlink.protos.clips import SequencePattern, clip_json, is_movie
 
 from voidlink import errors
@@ -69,10 +69,10 @@ CLIPS = (
 )
 
 BACKENDS = ("auto", "classical", "void")
-QUALITIES = ("draft", "balanced", "best")
-CROP_MODES = ("auto", "full_frame", "shot", "window")
-PIXEL_TYPES = ("auto", "half", "float")
-COMPRESSIONS = ("zip", "piz", "dwaa", "none")
+QUALITIES = vocabulary.QUALITY.offered
+CROP_MODES = vocabulary.CROP_MODE.offered
+PIXEL_TYPES = vocabulary.PIXEL_TYPE.offered
+COMPRESSIONS = vocabulary.COMPRESSION.offered
 
 PARAMS = (
     ParamDescriptor("prompt", "prompt", "string", "", "the scene AFTER removal, e.g. 'an empty road'"),
@@ -153,21 +153,6 @@ PARAMS = (
     ParamDescriptor("priority", "priority", "int", 0, "higher runs first", group="output"),
 )
 PARAMS_BY_NAME = {param.name: param for param in PARAMS}
-
-_QUALITY = {"draft": pb.QUALITY_DRAFT, "balanced": pb.QUALITY_BALANCED, "best": pb.QUALITY_BEST}
-_CROP_MODE = {
-    "auto": pb.CROP_MODE_AUTO,
-    "full_frame": pb.CROP_MODE_FULL_FRAME,
-    "shot": pb.CROP_MODE_SHOT,
-    "window": pb.CROP_MODE_WINDOW,
-}
-_PIXEL_TYPE = {"auto": pb.PIXEL_TYPE_UNSPECIFIED, "half": pb.PIXEL_TYPE_HALF, "float": pb.PIXEL_TYPE_FLOAT}
-_COMPRESSION = {
-    "zip": pb.COMPRESSION_ZIP,
-    "piz": pb.COMPRESSION_PIZ,
-    "dwaa": pb.COMPRESSION_DWAA,
-    "none": pb.COMPRESSION_NONE,
-}
 
 
 @dataclass(frozen=True)
@@ -474,15 +459,15 @@ class RemoveEffect:
                 passes=params["passes"],
                 steps=params["steps"],
                 guidance=params["guidance"],
-                quality=_QUALITY[params["quality"]],
-                crop_mode=_CROP_MODE[params["crop_mode"]],
+                quality=vocabulary.QUALITY.value(params["quality"], "quality"),
+                crop_mode=vocabulary.CROP_MODE.value(params["crop_mode"], "crop_mode"),
                 priority=params["priority"],
                 resample_mattes=params["resample_mattes"],
             ),
             output=pb.OutputSpec(
                 path_template=os.path.abspath(self.output),
-                pixel_type=_PIXEL_TYPE[params["pixel_type"]],
-                compression=_COMPRESSION[params["compression"]],
+                pixel_type=vocabulary.PIXEL_TYPE.value(params["pixel_type"], "pixel_type"),
+                compression=vocabulary.COMPRESSION.value(params["compression"], "compression"),
                 write_quadmask=True,
             ),
         )

@@ -28,9 +28,9 @@ from typing import Optional
 from voidlink.protos import pb
 
 from voidlink import errors
+from voidlink.config import CONFIG_ENV, read_studio_config
 
 PATH_MAP_ENV = "VOIDLINK_PATH_MAP"
-CONFIG_ENV = "VOIDLINK_CONFIG"
 _WINDOWS = re.compile(r"^(?:[A-Za-z]:[\\/]|[A-Za-z]:$|\\\\|//)")
 _URL_KEYS = ("target_url", "target_url_base")
 
@@ -117,29 +117,9 @@ class PathMap:
 
     @staticmethod
     def read_config(path: str) -> list:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                config = json.load(handle)
-        except OSError as exc:
-            raise errors.InvalidInput(
-                f"cannot read the studio config {path}: {exc.strerror}", reason="BAD_CONFIG", file=path
-            ) from None
-        except ValueError as exc:
-            raise errors.InvalidInput(
-                f"the studio config {path} is not valid JSON ({exc})", reason="BAD_CONFIG", file=path
-            ) from None
-        entries = config.get("path_map", []) if isinstance(config, dict) else None
-        pairs = []
-        for index, entry in enumerate(entries if isinstance(entries, list) else [None]):
-            if not isinstance(entry, dict) or not entry.get("client") or not entry.get("daemon"):
-                raise errors.InvalidInput(
-                    f'{path}: path_map[{index}] must be {{"client": FOLDER, "daemon": FOLDER}}',
-                    reason="BAD_PATH_MAP",
-                    file=path,
-                    field=f"path_map[{index}]",
-                )
-            pairs.append(PathPair(entry["client"], entry["daemon"], entry.get("os", "")))
-        return pairs
+        """The path map of the studio config at `path`."""
+        entries = read_studio_config(path).get("path_map", [])
+        return [PathPair(entry["client"], entry["daemon"], entry.get("os", "")) for entry in entries]
 
     @classmethod
     def from_environment(cls, client_os: Optional[str] = None) -> PathMap:

@@ -45,9 +45,10 @@ import numpy as np
 from voidlink.inference import pipeline
 from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
 from voidlink.inference.backends.base import Cancelled
-from voidlink.inference.scheduler import backend_request, error_detail
-from voidlink.inference.transfer import FrameCache, Transfers, file_sha256
-from voidlink.protos import pb
+from voidlink.inference.scheduler import backend_request
+from voidlink.inference.transfer import FrameCache, Transfers
+from voidlink.protos import pb, status
+from voidlink.protos.wire import file_sha256
 
 from voidlink.errors import InvalidInput, JobCancelled, Unavailable, VoidlinkError
 
@@ -306,7 +307,7 @@ class PoolWorker:
             outcome["state"] = "cancelled"
             counted = "cancelled"
         except VoidlinkError as error:
-            outcome.update(state="failed", error=error_detail(error).SerializeToString())
+            outcome.update(state="failed", error=status.detail_of(error).SerializeToString())
             counted = "failed"
         except Exception as error:  # reported to the daemon like a local job's unexpected error
             outcome.update(state="internal", message=f"{type(error).__name__}: {error}", trace=traceback.format_exc())
@@ -864,15 +865,7 @@ class RayExecutor:
             log.info("job %s: cancelled on %s", key, worker.name)
             raise JobCancelled("cancelled")
         if state == "failed":
-            detail = pb.ErrorDetail.FromString(outcome["error"])
-            raise VoidlinkError(
-                detail.message,
-                reason=detail.reason,
-                field=detail.field,
-                file=detail.file,
-                frame=detail.frame if detail.HasField("frame") else None,
-                frames=list(detail.frames),
-            )
+            raise status.error_of(pb.ErrorDetail.FromString(outcome["error"]))
         progress.log(outcome["trace"])
         raise RuntimeError(f"on worker {worker.name}: {outcome['message']}")
 

@@ -42,7 +42,7 @@ from voidlink.media import colour, composite, image, plan, quadmask, sequence
 from voidlink.media.plan import ProcessingPlan
 from voidlink.media.quadmask import MatteSettings
 from voidlink.media.sequence import MediaSource
-from voidlink.protos import pb
+from voidlink.protos import pb, vocabulary
 from voidlink.protos.clips import SequencePattern, clip_json, clip_media
 
 from voidlink import __version__
@@ -51,22 +51,6 @@ from voidlink.errors import InvalidInput, JobCancelled, NotFound, OutputExists, 
 STAGING_PREFIX = ".voidlink-"
 COMMIT_MARKER = "commit.json"
 READ_AHEAD = 3
-_COMPRESSION = {
-    pb.COMPRESSION_UNSPECIFIED: "zip",
-    pb.COMPRESSION_ZIP: "zip",
-    pb.COMPRESSION_PIZ: "piz",
-    pb.COMPRESSION_DWAA: "dwaa",
-    pb.COMPRESSION_NONE: "none",
-}
-_CROP_MODE = {
-    pb.CROP_MODE_UNSPECIFIED: "auto",
-    pb.CROP_MODE_AUTO: "auto",
-    pb.CROP_MODE_FULL_FRAME: "full",
-    pb.CROP_MODE_SHOT: "shot",
-    # One box per temporal window needs the backend's window plan; until a windowed backend asks for
-    # it, the shot-wide box is used (it contains every window's box).
-    pb.CROP_MODE_WINDOW: "shot",
-}
 
 
 # A daemon confined to roots sets this: it sees every prepared job (every frame file, every output
@@ -377,6 +361,13 @@ def _check_writable(folder: Path, label: str) -> None:
         )
 
 
+def _crop_mode(spec: pb.JobSpec) -> str:
+    mode = vocabulary.CROP_MODE.word(spec.params.crop_mode, "spec.params.crop_mode")
+    # One box per temporal window needs the backend's window plan; until a windowed backend asks for it,
+    # the shot-wide box is used (it contains every window's box).
+    return "shot" if mode == "window" else mode
+
+
 def prepare_job(spec: pb.JobSpec) -> PreparedJob:
     """Validate a job against the disk without reading pixels; raises a VoidlinkError naming the problem."""
     source = _clip(spec.source, "spec.source", matte=False)
@@ -474,9 +465,10 @@ def prepare_job(spec: pb.JobSpec) -> PreparedJob:
         raw_out = _side_pattern(output, spec.output.raw_template, "raw", ".png")
         _check_output(raw_out, clips, first, last, "spec.output.raw_template")
 
-    pixel_type = {pb.PIXEL_TYPE_HALF: "half", pb.PIXEL_TYPE_FLOAT: "float"}.get(spec.output.pixel_type) or (
-        _default_pixel_type(source.header, template)
-    )
+    pixel_type = vocabulary.PIXEL_TYPE.word(spec.output.pixel_type, "spec.output.pixel_type")
+    if pixel_type == "auto":
+        pixel_type = _default_pixel_type(source.header, template)
+    vocabulary.QUALITY.check(spec.params.quality, "spec.params.quality")
     prepared = PreparedJob(
         spec=spec,
         first=first,
@@ -487,11 +479,11 @@ def prepare_job(spec: pb.JobSpec) -> PreparedJob:
         output=output,
         output_template=template,
         pixel_type=pixel_type,
-        compression=_COMPRESSION.get(spec.output.compression, "zip"),
+        compression=vocabulary.COMPRESSION.word(spec.output.compression, "spec.output.compression"),
         source_colorspace=source_colorspace,
         output_colorspace=output_colorspace,
         feather=mask.settings.feather,
-        crop_mode=_CROP_MODE.get(spec.params.crop_mode, "auto"),
+        crop_mode=_crop_mode(spec),
         quadmask_output=quadmask_out,
         raw_output=raw_out,
     )

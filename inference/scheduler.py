@@ -26,22 +26,13 @@ from voidlink.inference.backends import BackendRegistry
 from voidlink.inference.backends.base import BackendRequest, Cancelled
 from voidlink.inference.events import EventBus
 from voidlink.inference.store import TERMINAL_STATES, JobStore
-from voidlink.protos import pb
+from voidlink.protos import pb, status, vocabulary
+from voidlink.protos.events import job_event
 
 from voidlink.errors import JobCancelled, NotFound, VoidlinkError
 
 log = logging.getLogger("voidlink.scheduler")
 
-_QUALITY = {pb.QUALITY_DRAFT: "draft", pb.QUALITY_BEST: "best"}
-
-
-def error_detail(error: VoidlinkError) -> pb.ErrorDetail:
-    detail = pb.ErrorDetail(
-        reason=error.reason, message=error.message, field=error.field, file=error.file, frames=error.frames
-    )
-    if error.frame is not None:
-        detail.frame = error.frame
-    return detail
 
 
 def backend_request(spec: pb.JobSpec, first: int, last: int, cancelled, on_message) -> BackendRequest:
@@ -53,7 +44,7 @@ def backend_request(spec: pb.JobSpec, first: int, last: int, cancelled, on_messa
         guidance=params.guidance,
         seed=params.seed if params.HasField("seed") else None,
         passes=params.passes,
-        quality=_QUALITY.get(params.quality, "balanced"),
+        quality=vocabulary.QUALITY.word(params.quality, "spec.params.quality"),
         first=first,
         last=last,
         cancelled=cancelled,
@@ -79,13 +70,12 @@ class _Progress:
         self._preview_at = float("-inf")
 
     def _event(self, **fields) -> pb.JobEvent:
-        return pb.JobEvent(
+        return job_event(
             job_id=self.job_id,
             state=pb.JOB_STATE_RUNNING,
             stage=self.stage_name,
             frames_done=self.done,
             frames_total=self.total,
-            time=time.time(),
             **fields,
         )
 
@@ -270,7 +260,7 @@ class Scheduler:
                 log.error("job %s: %s", job.id, error)
                 self.store.append_log(job.id, f"finishing the interrupted commit failed: {error}")
                 if job.state != pb.JOB_STATE_FAILED:
-                    self.store.finish(job.id, pb.JOB_STATE_FAILED, message=str(error), error=error_detail(error))
+                    self.store.finish(job.id, pb.JOB_STATE_FAILED, message=str(error), error=status.detail_of(error))
                 continue
             except OSError as error:
                 log.error("job %s: finishing its interrupted commit failed: %s", job.id, error)
@@ -321,7 +311,7 @@ class Scheduler:
         except VoidlinkError as error:
             self._discard(prepared, job)
             self.store.append_log(job.id, f"failed: {error}")
-            final = self.store.finish(job.id, pb.JOB_STATE_FAILED, message=str(error), error=error_detail(error))
+            final = self.store.finish(job.id, pb.JOB_STATE_FAILED, message=str(error), error=status.detail_of(error))
             self._publish_final(final)
         except Exception as error:  # a bug or an unexpected library error: keep serving
             log.exception("job %s failed", job.id)
@@ -349,18 +339,5 @@ class Scheduler:
             log.warning("could not remove the staging folder of job %s", job.id, exc_info=True)
 
     def _publish_final(self, job: pb.Job) -> None:
-        event = pb.JobEvent(
-            job_id=job.id,
-            state=job.state,
-            stage=job.stage,
-            frames_done=job.frames_done,
-            frames_total=job.frames_total,
-            message=job.message,
-            time=time.time(),
-            eta_seconds=0.0,
-        )
-        if job.HasField("error"):
-            event.error.CopyFrom(job.error)
-        if job.HasField("result"):
-            event.result.CopyFrom(job.result)
+        event = job_event(job, outcome=True, eta_seconds=0.0)
         self.bus.publish(event)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -39,22 +38,9 @@ from voidlink.errors import InvalidInput, PermissionDenied, VoidlinkError
 
 log = logging.getLogger("voidlink.security")
 
-CONFIG_ENV = "VOIDLINK_CONFIG"
 MIN_TOKEN_LENGTH = 16
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIX = "/grpc.reflection."
-
-
-class LimitExceeded(VoidlinkError):
-    """A request is larger than the daemon allows (message size, upload per job, frame cache)."""
-
-    grpc_code = "RESOURCE_EXHAUSTED"
-    default_reason = "LIMIT_EXCEEDED"
-
-
-class Unauthenticated(VoidlinkError):
-    grpc_code = "UNAUTHENTICATED"
-    default_reason = "UNAUTHENTICATED"
 
 
 # -- sizes and addresses ---------------------------------------------------------------------
@@ -407,30 +393,3 @@ class SecurityConfig:
         if not self.tls:
             return None
         return grpc.ssl_server_credentials([(Path(self.tls_key).read_bytes(), Path(self.tls_cert).read_bytes())])
-
-
-def read_studio_config(path: Optional[str] = None) -> dict:
-    """The studio config (JSON): {"roots": [...], "tokens_file": "...", "path_map": [{"client": .., "daemon": ..}]}."""
-    path = path or os.environ.get(CONFIG_ENV)
-    if not path:
-        return {}
-    try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InvalidInput(
-            f"cannot read the studio config {path}: {exc.strerror}", reason="BAD_CONFIG", file=str(path)
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(
-            f"the studio config {path} is not valid JSON (line {exc.lineno}: {exc.msg})",
-            reason="BAD_CONFIG",
-            file=str(path),
-        ) from None
-    if not isinstance(config, dict):
-        raise InvalidInput(f"the studio config {path} must hold a JSON object", reason="BAD_CONFIG", file=str(path))
-    roots = config.get("roots", [])
-    if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
-        raise InvalidInput(
-            f'{path}: "roots" must be a list of folders', reason="BAD_CONFIG", file=str(path), field="roots"
-        )
-    return config

@@ -32,10 +32,9 @@ from grpc_reflection.v1alpha import reflection
 from voidlink.inference import pipeline
 from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
 from voidlink.inference.events import EventBus
-from voidlink.inference.scheduler import Executor, Scheduler, error_detail
+from voidlink.inference.scheduler import Executor, Scheduler
 from voidlink.inference.security import (
     AuthInterceptor,
-    LimitExceeded,
     Roots,
     SecurityConfig,
     TokenFile,
@@ -51,22 +50,31 @@ from voidlink.inference.transfer import (
     JobUploads,
     Transfers,
     check_sha,
-    file_sha256,
 )
 from voidlink.media import image
 from voidlink.protos import (
     DEFAULT_ADDRESS,
-    ERROR_METADATA_KEY,
     PROTOCOL_METADATA_KEY,
     PROTOCOL_VERSION,
     SERVICE_NAME,
     pb,
     rpc,
+    status,
+    wire,
 )
 from voidlink.protos.clips import SequencePattern, clip_media
+from voidlink.protos.events import job_event
 
 import voidlink
-from voidlink.errors import Conflict, InvalidInput, NotFound, ProtocolMismatch, Unavailable, VoidlinkError
+from voidlink.errors import (
+    Conflict,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    ProtocolMismatch,
+    Unavailable,
+    VoidlinkError,
+)
 
 log = logging.getLogger("voidlink.daemon")
 
@@ -78,7 +86,7 @@ def default_data_dir() -> Path:
 
 
 def _abort(context: grpc.ServicerContext, error: VoidlinkError) -> None:
-    context.set_trailing_metadata(((ERROR_METADATA_KEY, error_detail(error).SerializeToString()),))
+    context.set_trailing_metadata(status.trailers_of(error))
     context.abort(getattr(grpc.StatusCode, error.grpc_code), error.message)
 
 
@@ -288,7 +296,7 @@ class VoidLinkService(rpc.VoidLinkServicer):
                     files_total=progress.files_total,
                     bytes_total=progress.bytes_total,
                 )
-                if relative in have and file_sha256(path) == have[relative]:
+                if relative in have and wire.file_sha256(path) == have[relative]:
                     # The client holds this file whole from a broken download: name it, send nothing.
                     header.offset, header.sha256 = size, have[relative]
                     progress.bytes_reused += size
@@ -305,7 +313,6 @@ class VoidLinkService(rpc.VoidLinkServicer):
         self.daemon.transfers.discard_inputs(job.spec)
 
 
-CHUNK_BYTES = 1024 * 1024
 RESULT_DAYS = 7  # streamed-back results stay this long on the daemon for clients to fetch
 
 
@@ -314,7 +321,7 @@ def _file_chunks(path: Path, size: int, header: pb.FileChunk, progress: pb.Trans
     with open(path, "rb") as handle:
         offset = 0
         while True:
-            data = handle.read(CHUNK_BYTES)
+            data = handle.read(wire.CHUNK_BYTES)
             digest.update(data)
             last = offset + len(data) >= size
             chunk = pb.FileChunk()
@@ -377,18 +384,7 @@ class Downloads:
             if not force and now - self._published.get(job.id, 0.0) < _PUBLISH_SECONDS:
                 return
             self._published[job.id] = now
-        event = pb.JobEvent(
-            job_id=job.id,
-            state=job.state,
-            stage="download",
-            frames_done=job.frames_done,
-            frames_total=job.frames_total,
-            eta_seconds=-1.0,
-            message=message,
-            time=time.time(),
-        )
-        event.transfer.CopyFrom(progress)
-        self.bus.publish(event)
+        self.bus.publish(job_event(job, stage="download", message=message, transfer=progress))
 
 
 _PUBLISH_SECONDS = 0.2
@@ -405,20 +401,7 @@ def _trailing_number(name: str) -> int:
 
 
 def _snapshot(job: pb.Job, message: str = "") -> pb.JobEvent:
-    event = pb.JobEvent(
-        job_id=job.id,
-        state=job.state,
-        stage=job.stage,
-        frames_done=job.frames_done,
-        frames_total=job.frames_total,
-        eta_seconds=-1.0,
-        message=message or job.message,
-        time=time.time(),
-    )
-    if job.HasField("error"):
-        event.error.CopyFrom(job.error)
-    if job.HasField("result"):
-        event.result.CopyFrom(job.result)
+    event = job_event(job, outcome=True, message=message or job.message)
     uploaded = [ref for clip in (job.spec.source, job.spec.mask, job.spec.affected) for ref in clip.uploaded_frames]
     if uploaded:
         # Frames are uploaded before a job exists: by its first event they are all in.
@@ -440,72 +423,6 @@ def _without_preview(event: pb.JobEvent) -> pb.JobEvent:
     copy.CopyFrom(event)
     copy.ClearField("preview")
     return copy
-
-
-class FrameChunkView:
-    """A FrameChunk read straight from its wire bytes, `data` a view into them.
-
-    The generated parser copies a chunk's bytes into the message and again at each read of `data`;
-    frames are most of what a streaming client sends, so UploadFrames reads them in place."""
-
-    __slots__ = ("sha256", "size", "offset", "data", "malformed")
-
-    def __init__(self) -> None:
-        self.sha256 = ""
-        self.size = 0
-        self.offset = 0
-        self.data: memoryview = memoryview(b"")
-        self.malformed = ""
-
-
-def _varint(raw: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = raw[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def parse_frame_chunk(raw: bytes) -> FrameChunkView:
-    """FrameChunk fields 1-4 from protobuf wire bytes; unknown fields are skipped, as protobuf does.
-    A message that does not parse comes back with `malformed` set (the RPC refuses it by name)."""
-    chunk = FrameChunkView()
-    view = memoryview(raw)
-    pos, end = 0, len(raw)
-    try:
-        while pos < end:
-            key, pos = _varint(raw, pos)
-            number, wire = key >> 3, key & 7
-            if wire == 0:
-                value, pos = _varint(raw, pos)
-                value = value - (1 << 64) if value >= 1 << 63 else value  # int64: two's complement
-                if number == 2:
-                    chunk.size = value
-                elif number == 3:
-                    chunk.offset = value
-            elif wire == 2:
-                length, pos = _varint(raw, pos)
-                if pos + length > end:
-                    raise ValueError(f"field {number} runs past the end of the message")
-                if number == 1:
-                    chunk.sha256 = str(view[pos : pos + length], "utf-8")
-                elif number == 4:
-                    chunk.data = view[pos : pos + length]
-                pos += length
-            elif wire in (1, 5):
-                pos += 8 if wire == 1 else 4
-            else:
-                raise ValueError(f"wire type {wire} of field {number} is not one protobuf uses here")
-        if pos != end:
-            raise ValueError("the last field runs past the end of the message")
-    except (ValueError, IndexError, UnicodeDecodeError) as error:
-        chunk.malformed = str(error) or "truncated message"
-    return chunk
 
 
 class _Registrar:
@@ -665,7 +582,7 @@ class Daemon:
             service = VoidLinkService(self)
             upload = grpc.stream_stream_rpc_method_handler(
                 service.UploadFrames,
-                request_deserializer=parse_frame_chunk,
+                request_deserializer=wire.parse_frame_chunk,
                 response_serializer=pb.FrameAck.SerializeToString,
             )
             rpc.add_VoidLinkServicer_to_server(service, _Registrar(self.server, {"UploadFrames": upload}))
@@ -736,10 +653,7 @@ class Daemon:
     def upload_progress(self, updates: list) -> None:
         """Tell watchers how far each job's upload is; queue the jobs whose last frame came in."""
         for job_id, progress, ready in updates:
-            event = pb.JobEvent(
-                job_id=job_id, state=pb.JOB_STATE_UPLOADING, stage=UPLOAD_STAGE, eta_seconds=-1.0, time=time.time()
-            )
-            event.transfer.CopyFrom(progress)
+            event = job_event(job_id=job_id, state=pb.JOB_STATE_UPLOADING, stage=UPLOAD_STAGE, transfer=progress)
             if not ready:
                 self.bus.publish(event)
                 continue
@@ -757,7 +671,7 @@ class Daemon:
                 log.exception("job %s: checking the uploaded frames failed", job_id)
                 error = VoidlinkError(f"{type(error).__name__}: {error}", reason="INTERNAL")
             self.transfers.discard_inputs(job.spec)
-            final = self.store.finish(job_id, pb.JOB_STATE_FAILED, message=str(error), error=error_detail(error))
+            final = self.store.finish(job_id, pb.JOB_STATE_FAILED, message=str(error), error=status.detail_of(error))
             self.bus.publish(self.snapshot(final))
             return
         job = self.store.queue_uploaded(job_id, prepared.last - prepared.first + 1)
@@ -777,7 +691,7 @@ class Daemon:
                     f"job {job.id}: its frames were not all uploaded within {PARTIAL_DAYS} days; submit it again",
                     reason="UPLOAD_ABANDONED",
                 )
-                self.store.finish(job.id, pb.JOB_STATE_FAILED, message=str(error), error=error_detail(error))
+                self.store.finish(job.id, pb.JOB_STATE_FAILED, message=str(error), error=status.detail_of(error))
             elif self.uploads.register(job.id, job.spec):
                 self.upload_progress(self.uploads.settle(job.id))
             else:

@@ -22,26 +22,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Optional
 
-from voidlink.inference.security import LimitExceeded, format_size
+from voidlink.inference.security import format_size
 from voidlink.protos import pb
 from voidlink.protos.clips import SequencePattern, clip_json, clip_media
 
-from voidlink.errors import InvalidInput, NotFound
+from voidlink.errors import InvalidInput, LimitExceeded, NotFound
 
 log = logging.getLogger("voidlink.transfer")
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CLIP_FIELDS = ("source", "mask", "affected")
 PARTIAL_DAYS = 2  # unfinished uploads older than this are dropped when the daemon starts
-
-
-def file_sha256(path) -> str:
-    """The SHA-256 of a file's bytes, read a megabyte at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_sha(sha: str, field: str) -> str:

@@ -89,6 +89,7 @@ def _client_sources() -> list:
     return [
         (package / "__init__.py", Path("__init__.py")),
         (package / "errors.py", Path("errors.py")),
+        (package / "config.py", Path("config.py")),
         (Path(voidlink.protos.__file__).parent, Path("protos")),
         (Path(voidlink.bridge.__file__).parent, Path("bridge")),
         (hosts / "__init__.py", Path("hosts") / "__init__.py"),

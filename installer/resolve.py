@@ -137,7 +137,7 @@ def dependency_command(path: Path, python_version: str, python: Optional[str] = 
 
 def _package_sources() -> list:
     """(source, destination under lib/voidlink) for the floors the menu script stands on: the package's root
-    (version, errors), the contract, the media floor, the client side, the panel and the host adapters;
+    (version, errors, studio config), the contract, the media floor, the client side, the panel and the host adapters;
     nothing of the daemon."""
     import voidlink.bridge
     import voidlink.hosts
@@ -158,6 +158,7 @@ def _package_sources() -> list:
     return [
         (package / "__init__.py", Path("__init__.py")),
         (package / "errors.py", Path("errors.py")),
+        (package / "config.py", Path("config.py")),
         *[(Path(module.__file__).parent, Path(name)) for name, module in floors.items()],
     ]
 

@@ -6,8 +6,8 @@ import os
 import time
 from typing import Callable, Optional
 
-from voidlink.bridge.client import TERMINAL, state_name
 from voidlink.protos import pb
+from voidlink.protos.vocabulary import TERMINAL, state_name
 
 from .qt import QtCore, QtGui, QtWidgets, Signal
 

@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Optional, Union
 
-from voidlink.bridge.client import TERMINAL, Client, TransferPlan, state_name
+from voidlink.bridge.client import Client, TransferPlan
 from voidlink.protos import pb
+from voidlink.protos.vocabulary import TERMINAL, state_name
 
 from voidlink import errors
 

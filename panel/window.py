@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from voidlink.bridge.client import TERMINAL
 from voidlink.protos import pb
 from voidlink.protos.clips import clip_media
+from voidlink.protos.vocabulary import TERMINAL
 
 from voidlink import errors
 

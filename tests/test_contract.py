@@ -43,7 +43,7 @@ def test_bridge_source_stays_python39_compatible():
     import ast
 
     sources = [*(ROOT / "bridge").rglob("*.py"), *(ROOT / "hosts").rglob("*.py"), *(ROOT / "protos").glob("*.py")]
-    for path in [*sources, ROOT / "voidlink" / "errors.py"]:
+    for path in [*sources, ROOT / "voidlink" / "errors.py", ROOT / "voidlink" / "config.py"]:
         tree = ast.parse(path.read_text(), feature_version=(3, 9))
         text = path.read_text()
         assert "from __future__ import annotations" in text or not any(

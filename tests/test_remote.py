@@ -18,11 +18,11 @@ import pytest
 from conftest import wait_for
 from shots import read_pixels, write_shot
 from voidlink.bridge import Client, build_spec
-from voidlink.bridge.client import file_sha256, frame_chunk_bytes
 from voidlink.bridge.pathmap import PathMap, PathPair
 from voidlink.inference.security import SecurityConfig
 from voidlink.inference.server import Daemon
 from voidlink.protos import pb, rpc
+from voidlink.protos.wire import file_sha256, frame_chunk_bytes
 
 from voidlink import errors
 
@@ -559,7 +559,7 @@ def test_a_job_waiting_for_its_frames_survives_a_daemon_restart(tmp_path, source
 
 
 def test_upload_chunks_are_read_in_place_as_protobuf_reads_them(studio):
-    from voidlink.inference.server import parse_frame_chunk
+    from voidlink.protos.wire import parse_frame_chunk
 
     chunk = pb.FrameChunk(sha256="ab" * 32, size=5_000_000_000, offset=-1, data=bytes(range(256)) * 40)
     unknown = bytes([0x28, 0x07, 0x32, 0x02, 0x68, 0x69])  # fields 5 and 6 of a newer client: skipped

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from shots import read_pixels, write_shot
 from voidlink.bridge import Client, build_spec
-from voidlink.bridge.client import Unauthenticated, _safe_parts
+from voidlink.bridge.client import _safe_parts
 from voidlink.inference.security import SecurityConfig, is_loopback, parse_size, read_tokens
 from voidlink.inference.server import Daemon
 from voidlink.protos import pb, rpc
@@ -27,6 +27,7 @@ from voidlink.protos.clips import clip_json
 
 from voidlink import errors
 from voidlink.cli.serve import add_arguments, security_config
+from voidlink.errors import Unauthenticated
 
 GOOD = "alice-0123456789abcdef0123456789"
 OTHER = "farm-fedcba9876543210fedcba98765"

@@ -384,16 +384,16 @@ def test_weight_hashes_are_computed_once_and_again_when_the_file_changes(tmp_pat
     import hashlib
     import os
 
-    from voidlink.inference import transfer
     from voidlink.inference.backends.void import weights
+    from voidlink.protos import wire
 
     checkpoint = tmp_path / "void_pass1.safetensors"
     checkpoint.write_bytes(b"weights one")
     cache = tmp_path / "cache.json"
     assert weights.Digests(cache).get(checkpoint) == hashlib.sha256(b"weights one").hexdigest()
     calls = []
-    real = transfer.file_sha256
-    monkeypatch.setattr(transfer, "file_sha256", lambda path: calls.append(path) or real(path))
+    real = wire.file_sha256
+    monkeypatch.setattr(wire, "file_sha256", lambda path: calls.append(path) or real(path))
     assert weights.Digests(cache).get(checkpoint) == hashlib.sha256(b"weights one").hexdigest()
     assert calls == []  # from the cache file, by path, size and modification time
     checkpoint.write_bytes(b"weights two, longer")

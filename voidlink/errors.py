@@ -1,9 +1,10 @@
 """The one exception family of voidlink, shared by the daemon, the client and the hosts.
 
 Every error carries a stable machine-readable `reason` (UPPER_SNAKE) and names what it is about:
-the spec `field`, the `file`, the `frame` (or `frames`). The daemon turns them into gRPC statuses
-with an `ErrorDetail` attached; the client turns those back into the same classes, so a host can
-`except voidlink.errors.NotFound` whichever side raised it.
+the spec `field`, the `file`, the `frame` (or `frames`); each class names the gRPC status code it
+travels as. `voidlink.protos.status` turns them into gRPC statuses with an `ErrorDetail` attached,
+and back into the same classes, so a host can `except voidlink.errors.NotFound` whichever side
+raised it.
 
 Imports nothing outside the standard library: hosts with old Pythons load it.
 """
@@ -72,6 +73,20 @@ class PermissionDenied(VoidlinkError):
     default_reason = "PERMISSION_DENIED"
 
 
+class Unauthenticated(PermissionDenied):
+    """The daemon wants a token and this one is missing, wrong or expired."""
+
+    grpc_code = "UNAUTHENTICATED"
+    default_reason = "UNAUTHENTICATED"
+
+
+class LimitExceeded(VoidlinkError):
+    """A request is larger than the daemon allows (message size, upload per job, frame cache, frames, prompt)."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+    default_reason = "LIMIT_EXCEEDED"
+
+
 class Unavailable(VoidlinkError):
     """The daemon or a backend cannot be reached or used right now."""
 
@@ -110,26 +125,3 @@ class JobFailed(VoidlinkError):
 
     grpc_code = "ABORTED"
     default_reason = "JOB_FAILED"
-
-
-_BY_CODE = {
-    "INVALID_ARGUMENT": InvalidInput,
-    "OUT_OF_RANGE": InvalidInput,
-    "NOT_FOUND": NotFound,
-    "PERMISSION_DENIED": PermissionDenied,
-    "UNAVAILABLE": Unavailable,
-    "DEADLINE_EXCEEDED": Unavailable,
-    "CANCELLED": JobCancelled,
-    "ABORTED": JobFailed,
-}
-
-
-def error_class_for(grpc_code_name: str, reason: str = "") -> type[VoidlinkError]:
-    """The exception class a client raises for a gRPC status (and reason, when it is finer)."""
-    if reason == "PROTOCOL_MISMATCH":
-        return ProtocolMismatch
-    if reason == "OUTPUT_EXISTS":
-        return OutputExists
-    if grpc_code_name == "FAILED_PRECONDITION":
-        return Conflict
-    return _BY_CODE.get(grpc_code_name, VoidlinkError)

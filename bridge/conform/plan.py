@@ -278,7 +278,7 @@ def run_plan(
             report(entry)
 
             def progress(event) -> None:
-                from voidlink.bridge.client import state_name
+                from voidlink.protos.vocabulary import state_name
 
                 entry.status = state_name(event.state)
                 entry.frames_done = event.frames_done

@@ -87,13 +87,9 @@ class RemoveLine:
         return out + list(self.flags)
 
 
-def _reverse(mapping: dict) -> dict:
-    return {value: key for key, value in mapping.items()}
-
-
 def remove_line(spec: pb.JobSpec) -> RemoveLine:
     """The `voidlink remove` options that describe `spec` (what they cannot say, `check_line` finds)."""
-    from voidlink.bridge.client import _COMPRESSION, _CROP, _PIXEL_TYPE, _QUALITY
+    from voidlink.protos import vocabulary
     from voidlink.protos.clips import clip_media
 
     values: dict = {"plate": clip_media(spec.source.otio_json, "source.otio_json").path}
@@ -106,11 +102,11 @@ def remove_line(spec: pb.JobSpec) -> RemoveLine:
     values["--backend"] = spec.params.backend or "auto"
     values["--output"] = spec.output.path_template
     params, matte = spec.params, spec.mask.matte
-    quality = _reverse(_QUALITY).get(params.quality)
-    if quality and quality != "balanced":
+    quality = vocabulary.QUALITY.word(params.quality, "spec.params.quality")
+    if quality != "balanced":
         values["--quality"] = quality
-    crop = _reverse(_CROP).get(params.crop_mode)
-    if crop and crop != "auto":
+    crop = vocabulary.CROP_MODE.word(params.crop_mode, "spec.params.crop_mode")
+    if crop != "auto":
         values["--crop"] = crop
     if params.passes:
         values["--passes"] = str(params.passes)
@@ -126,11 +122,11 @@ def remove_line(spec: pb.JobSpec) -> RemoveLine:
         values["--dilate"] = str(matte.dilate)
     if matte.feather:
         values["--feather"] = repr(float(matte.feather))
-    pixel_type = _reverse(_PIXEL_TYPE).get(spec.output.pixel_type)
-    if pixel_type and pixel_type != "auto":
+    pixel_type = vocabulary.PIXEL_TYPE.word(spec.output.pixel_type, "spec.output.pixel_type")
+    if pixel_type != "auto":
         values["--pixel-type"] = pixel_type
-    compression = _reverse(_COMPRESSION).get(spec.output.compression)
-    if compression and compression != "zip":
+    compression = vocabulary.COMPRESSION.word(spec.output.compression, "spec.output.compression")
+    if compression != "zip":
         values["--compression"] = compression
     flags = []
     if matte.is_quadmask:

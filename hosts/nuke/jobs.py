@@ -15,10 +15,11 @@ import threading
 from typing import Callable, Optional
 
 import nuke
-from voidlink.bridge.client import TERMINAL, Client, TransferPlan, state_name
+from voidlink.bridge.client import Client, TransferPlan
 from voidlink.bridge.effect import EffectResult
 from voidlink.hosts.nuke import node as void_node
 from voidlink.protos import pb
+from voidlink.protos.vocabulary import TERMINAL, state_name
 
 from voidlink import errors
 

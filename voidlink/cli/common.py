@@ -81,7 +81,7 @@ def parse_frames(text: Optional[str]) -> Optional[tuple[int, int]]:
 
 def job_to_dict(job: pb.Job) -> dict:
     """A job as plain JSON-able values; `state` is one of queued, running, succeeded, failed, cancelled."""
-    from voidlink.bridge.client import state_name
+    from voidlink.protos.vocabulary import state_name
 
     out = {
         "id": job.id,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from voidlink.cli.common import add_address, add_json, job_to_dict, print_json
+from voidlink.protos import vocabulary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
     listing = sub.add_parser("list", help="jobs, newest first")
-    listing.add_argument("--state", action="append", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    listing.add_argument("--state", action="append", choices=vocabulary.JOB_STATE.offered[1:])
     listing.add_argument("--limit", type=int, default=50)
     for name, help_text in (("show", "one job"), ("watch", "follow a job until it ends"), ("cancel", "cancel a job")):
         action = sub.add_parser(name, help=help_text)
@@ -43,12 +44,13 @@ def _print_job(record: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from voidlink.bridge.client import Client, state_name
+    from voidlink.bridge.client import Client
     from voidlink.protos import pb
+    from voidlink.protos.vocabulary import state_name
 
     client = Client(args.address)
     if args.action == "list":
-        states = [getattr(pb, f"JOB_STATE_{s.upper()}") for s in (args.state or [])]
+        states = [vocabulary.JOB_STATE.value(s, "--state") for s in (args.state or [])]
         jobs = client.jobs(states, args.limit)
         if args.json:
             print_json({"jobs": [job_to_dict(j) for j in jobs]})

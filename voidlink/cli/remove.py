@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from voidlink.cli.common import add_address, add_json, job_to_dict, parse_frames, print_json
+from voidlink.protos import vocabulary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,11 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default="", help="the scene AFTER removal, e.g. 'an empty road'")
     parser.add_argument("--backend", default="auto", help="auto (default), classical or void")
     parser.add_argument("-o", "--output", help="output pattern (default: <plate folder>/void/<name>_void.####.exr)")
-    parser.add_argument("--quality", default="balanced", choices=["draft", "balanced", "best"])
+    parser.add_argument("--quality", default="balanced", choices=vocabulary.QUALITY.offered)
     parser.add_argument(
         "--crop",
         default="auto",
-        choices=["auto", "full", "shot"],
+        choices=vocabulary.CROP_MODE.offered,
         help="auto (default): work in a box around the mask over the shot when that gains resolution; "
         "full: the whole frame scaled to the model's working size (the reference's way); shot: always the box",
     )
@@ -41,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--priority", type=int, default=0, help="higher runs first")
     parser.add_argument("--dilate", type=int, default=0, help="grow the mattes by N pixels")
     parser.add_argument("--feather", type=float, default=0.0, help="soft edge of the composite, pixels")
-    parser.add_argument("--pixel-type", default="auto", choices=["auto", "half", "float"])
-    parser.add_argument("--compression", default="zip", choices=["zip", "piz", "dwaa", "none"])
+    parser.add_argument("--pixel-type", default="auto", choices=vocabulary.PIXEL_TYPE.offered)
+    parser.add_argument("--compression", default="zip", choices=vocabulary.COMPRESSION.offered)
     parser.add_argument("--resample-mattes", action="store_true", help="resample mattes of another size to the plate")
     parser.add_argument(
         "--overwrite",
@@ -71,8 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from voidlink.bridge.client import Client, build_spec, result_or_raise, state_name
+    from voidlink.bridge.client import Client, build_spec, result_or_raise
     from voidlink.errors import InvalidInput, JobCancelled, JobFailed
+    from voidlink.protos.vocabulary import state_name
 
     spec = build_spec(
         args.plate,
@@ -234,7 +236,7 @@ def _follow(client, job_id: str, quiet: bool):
 
 
 def _plain_progress(event) -> None:
-    from voidlink.bridge.client import state_name
+    from voidlink.protos.vocabulary import state_name
 
     if event.frame or event.state != 2:
         print(

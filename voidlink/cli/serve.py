@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def security_config(args: argparse.Namespace):
     from pathlib import Path
 
-    from voidlink.inference.security import SecurityConfig, parse_size, read_studio_config
+    from voidlink.config import read_studio_config
+    from voidlink.inference.security import SecurityConfig, parse_size
 
     config = read_studio_config(args.config)
     tokens = args.tokens_file or config.get("tokens_file")

@@ -202,7 +202,7 @@ class Digests:
         return None
 
     def _hash(self, key: str, stamp: list[int]) -> str:
-        from voidlink.inference.transfer import file_sha256
+        from voidlink.protos.wire import file_sha256
 
         digest = file_sha256(key)
         with self._lock:
