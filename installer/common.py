@@ -373,3 +373,21 @@ def run_command(command: list) -> None:
     if done.returncode != 0:
         tail = "\n".join(done.stdout.strip().splitlines()[-15:])
         raise InstallError(f"`{shell_command(command)}` failed (exit {done.returncode}):\n{tail}")
+
+
+def install_libraries(
+    folder: Path, command: list, reqs: list, version: str, label: str, manifest: Manifest, actions: list
+) -> None:
+    """pip-install `reqs` for a host's Python `version` into `folder` (with `command`), unless the
+    manifest says they are there already; what pip wrote is recorded for uninstall either way."""
+    installed = manifest.extra.setdefault("dependencies", {})
+    if installed.get(version) == reqs and folder.is_dir():
+        actions.append(f"{folder}: {', '.join(reqs)} for Python {version} already installed")
+        return
+    actions += make_dirs(folder, manifest)
+    try:
+        run_command(command)
+    finally:
+        record_tree(folder, manifest)  # whatever pip wrote, even when it failed half way
+    installed[version] = reqs
+    actions.append(f"installed {', '.join(reqs)} for Python {version}{label} into {folder}")

@@ -161,24 +161,14 @@ def _install_files(path: Path, manifest: common.Manifest, actions: list) -> None
 def _install_dependencies(
     path: Path, versions: list, skip: bool, python: Optional[str], manifest: common.Manifest, actions: list
 ) -> None:
-    installed = manifest.extra.setdefault("dependencies", {})
     reqs = requirements()
     for version, command in zip(versions, dependency_commands(path, versions, python)):
-        folder = libraries_folder(path, version)
         if skip:
             line = common.shell_command(command)
             actions.append(f"skipped the client's libraries for Python {version}; to add them: {line}")
             continue
-        if installed.get(version) == reqs and folder.is_dir():
-            actions.append(f"{folder}: {', '.join(reqs)} for Python {version} already installed")
-            continue
-        actions += common.make_dirs(folder, manifest)
-        try:
-            common.run_command(command)
-        finally:
-            common.record_tree(folder, manifest)  # whatever pip wrote, even when it failed half way
-        installed[version] = reqs
-        actions.append(f"installed {', '.join(reqs)} for Python {version} (Nuke {_nukes(version)}) into {folder}")
+        folder = libraries_folder(path, version)
+        common.install_libraries(folder, command, reqs, version, f" (Nuke {_nukes(version)})", manifest, actions)
 
 
 def _nukes(python_version: str) -> str:

@@ -225,18 +225,7 @@ def _install_dependencies(
         line = common.shell_command(command)
         actions.append(f"skipped the panel's libraries for Resolve's Python {version}; to add them: {line}")
         return
-    installed = manifest.extra.setdefault("dependencies", {})
-    reqs = requirements(version)
-    if installed.get(version) == reqs and folder.is_dir():
-        actions.append(f"{folder}: {', '.join(reqs)} for Python {version} already installed")
-        return
-    actions += common.make_dirs(folder, manifest)
-    try:
-        common.run_command(command)
-    finally:
-        common.record_tree(folder, manifest)  # whatever pip wrote, even when it failed half way
-    installed[version] = reqs
-    actions.append(f"installed {', '.join(reqs)} for Python {version} into {folder}")
+    common.install_libraries(folder, command, requirements(version), version, "", manifest, actions)
 
 
 def uninstall(path: Path) -> list:
