@@ -195,3 +195,25 @@ def test_daemon_command_with_spaces_survives_the_round_trip(tmp_path, monkeypatc
     python.parent.mkdir(parents=True)
     python.write_text("")
     assert split_command(str(python)) == [str(python)]
+
+
+def test_the_hosts_libraries_are_installed_once_recorded_and_removed(home, monkeypatch):
+    """The pip step of an install, with pip replaced by a stand-in that writes what pip would."""
+    ran = []
+
+    def pip(command: list) -> None:
+        target = Path(command[command.index("--target") + 1])
+        (target / "grpc").mkdir(parents=True, exist_ok=True)
+        (target / "grpc" / "__init__.py").write_text("# stand-in\n")
+        ran.append(command)
+
+    monkeypatch.setattr(common, "run_command", pip)
+    plugin = home / ".nuke" / "voidlink"
+    first = nuke_installer.install(plugin, user=False, nuke_versions=["15"])
+    assert len(ran) == 1 and "--python-version" in ran[0] and ran[0][ran[0].index("--python-version") + 1] == "3.10"
+    assert any(line.startswith("installed ") and "(Nuke 15)" in line for line in first)
+    assert (plugin / "python310" / "grpc" / "__init__.py").is_file()
+    again = nuke_installer.install(plugin, user=False, nuke_versions=["15"])
+    assert len(ran) == 1 and any("already installed" in line for line in again)
+    nuke_installer.uninstall(plugin)
+    assert not plugin.exists()  # what pip wrote went with the rest
