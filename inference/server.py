@@ -41,11 +41,10 @@ from voidlink.inference.security import (
     format_size,
     is_loopback,
 )
-from voidlink.inference.store import TERMINAL_STATES, JobStore
+from voidlink.inference.store import TERMINAL_STATES, UPLOAD_STAGE, JobStore
 from voidlink.inference.transfer import (
     CLIP_FIELDS,
     PARTIAL_DAYS,
-    UPLOAD_STAGE,
     FrameCache,
     JobUploads,
     Transfers,
@@ -450,35 +449,6 @@ class _ReplacingHandler(grpc.GenericRpcHandler):
         return self.replacements.get(handler_call_details.method) or self.handler.service(handler_call_details)
 
 
-class DaemonStore(JobStore):
-    """The job store, plus jobs stored before their frames arrived (JOB_STATE_UPLOADING): listed,
-    watched and cancelled like any job, never claimed by the scheduler until `queue_uploaded`."""
-
-    def holding(self):
-        """Hold the store: nothing else reads or writes it meanwhile (the lock is re-entrant)."""
-        return self._lock
-
-    def add_uploading(self, spec: pb.JobSpec, frames_total: int) -> pb.Job:
-        with self._lock:  # one step for the scheduler: it never sees this job queued
-            job = self.add(spec, frames_total)
-            self._db.execute(
-                "UPDATE jobs SET state=?, stage=?, message=? WHERE id=?",
-                (pb.JOB_STATE_UPLOADING, UPLOAD_STAGE, "waiting for its frames to be uploaded", job.id),
-            )
-        return self.get(job.id)
-
-    def queue_uploaded(self, job_id: str, frames_total: int) -> Optional[pb.Job]:
-        """Queue an uploading job; None when it is no longer uploading (cancelled meanwhile)."""
-        with self._lock:
-            cursor = self._db.execute(
-                "UPDATE jobs SET state=?, stage='queued', message='', frames_total=? WHERE id=? AND state=?",
-                (pb.JOB_STATE_QUEUED, frames_total, job_id, pb.JOB_STATE_UPLOADING),
-            )
-            if cursor.rowcount == 0:
-                return None
-        return self.get(job_id)
-
-
 class DataDirLock:
     """An OS lock on `<data dir>/daemon.lock`: a second daemon on the same dir is refused."""
 
@@ -553,7 +523,7 @@ class Daemon:
         tokens = TokenFile(security.tokens_file) if security.tokens_file else None
         self._lock.acquire()
         try:
-            self.store = DaemonStore(self.data_dir / "jobs.sqlite")
+            self.store = JobStore(self.data_dir / "jobs.sqlite")
             resumed = self.store.requeue_interrupted()
             self.cache = FrameCache(self.data_dir / "cache", security.cache_max_bytes)
             self.transfers = Transfers(self.data_dir, self.cache, security.max_upload_bytes)

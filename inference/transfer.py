@@ -335,7 +335,6 @@ class Transfers:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-UPLOAD_STAGE = "upload"
 _PUBLISH_SECONDS = 0.2  # upload progress events per job at most this often (each whole frame always)
 
 
