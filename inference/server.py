@@ -31,6 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from voidlink.inference import pipeline
 from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
+from voidlink.inference.datadir import DataDirLock, default_data_dir
 from voidlink.inference.events import EventBus
 from voidlink.inference.scheduler import Executor, Scheduler
 from voidlink.inference.security import (
@@ -76,12 +77,6 @@ from voidlink.errors import (
 )
 
 log = logging.getLogger("voidlink.daemon")
-
-
-def default_data_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("voidlink", appauthor=False))
 
 
 def _abort(context: grpc.ServicerContext, error: VoidlinkError) -> None:
@@ -447,47 +442,6 @@ class _ReplacingHandler(grpc.GenericRpcHandler):
 
     def service(self, handler_call_details):
         return self.replacements.get(handler_call_details.method) or self.handler.service(handler_call_details)
-
-
-class DataDirLock:
-    """An OS lock on `<data dir>/daemon.lock`: a second daemon on the same dir is refused."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "daemon.lock"
-        self._file = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
-        try:
-            if os.name == "nt":
-                import msvcrt
-
-                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            handle.seek(0)
-            owner = handle.read().strip() or "unknown pid"
-            handle.close()
-            raise Conflict(
-                f"another voidlink daemon ({owner}) is using the data dir {self.path.parent}; "
-                "stop it, or start this one with another --data-dir",
-                reason="DATA_DIR_LOCKED",
-                file=str(self.path),
-            ) from exc
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        self._file = handle
-
-    def release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 class Daemon:
