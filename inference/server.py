@@ -9,19 +9,16 @@ beyond loopback it wants TLS, tokens and roots (see `voidlink.inference.security
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
 import platform
 import queue
-import re
 import shutil
 import signal
 import sys
 import threading
 import time
-from collections import OrderedDict
 from concurrent import futures
 from pathlib import Path
 from typing import Optional
@@ -32,7 +29,9 @@ from grpc_reflection.v1alpha import reflection
 from voidlink.inference import pipeline
 from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
 from voidlink.inference.datadir import DataDirLock, default_data_dir
+from voidlink.inference.downloads import RESULT_DAYS, Downloads
 from voidlink.inference.events import EventBus
+from voidlink.inference.probe import check_client_paths, probe_paths
 from voidlink.inference.scheduler import Executor, Scheduler
 from voidlink.inference.security import (
     AuthInterceptor,
@@ -44,7 +43,6 @@ from voidlink.inference.security import (
 )
 from voidlink.inference.store import TERMINAL_STATES, UPLOAD_STAGE, JobStore
 from voidlink.inference.transfer import (
-    CLIP_FIELDS,
     PARTIAL_DAYS,
     FrameCache,
     JobUploads,
@@ -62,7 +60,6 @@ from voidlink.protos import (
     status,
     wire,
 )
-from voidlink.protos.clips import SequencePattern, clip_media
 from voidlink.protos.events import job_event
 
 import voidlink
@@ -136,7 +133,7 @@ class VoidLinkService(rpc.VoidLinkServicer):
     def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
         spec = request.spec
         self.daemon.scheduler.executor.resolve(spec.params.backend)  # unknown or unavailable backend: refuse now
-        self.daemon.check_client_paths(spec)
+        check_client_paths(self.daemon.roots, spec)
         transfers = self.daemon.transfers
         if transfers.streamed(spec):
             spec = transfers.materialise(spec, missing_ok=request.upload_follows)
@@ -210,7 +207,7 @@ class VoidLinkService(rpc.VoidLinkServicer):
 
     @_rpc
     def ProbePaths(self, request: pb.ProbePathsRequest, context) -> pb.ProbePathsResponse:
-        return pb.ProbePathsResponse(paths=[self.daemon.probe(path, request.write) for path in request.paths])
+        return pb.ProbePathsResponse(paths=probe_paths(self.daemon.roots, request.paths, request.write))
 
     @_rpc
     def HasFrames(self, request: pb.HasFramesRequest, context) -> pb.HasFramesResponse:
@@ -253,145 +250,7 @@ class VoidLinkService(rpc.VoidLinkServicer):
 
     @_stream_rpc
     def DownloadResult(self, request: pb.DownloadResultRequest, context):
-        job = self._job(request.job_id)
-        if job.state != pb.JOB_STATE_SUCCEEDED:
-            raise Conflict(
-                f"job {job.id} has not succeeded (state {pb.JobState.Name(job.state)}); its result can be "
-                "downloaded once it has",
-                reason="JOB_NOT_DONE",
-                field="job_id",
-            )
-        folder = self.daemon.transfers.result_folder(job.spec)
-        if folder is None:
-            raise InvalidInput(
-                f"job {job.id} wrote its frames to {job.result.output_pattern} on shared storage; there is "
-                "nothing to download (only jobs submitted with a streamed-back output have)",
-                reason="NOT_STREAMED",
-                field="job_id",
-            )
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not _staged(p, folder))
-        output = SequencePattern.parse(os.path.basename(job.spec.output.path_template))
-        have = {digest.relative_path: digest.sha256 for digest in request.have}
-        sizes = [path.stat().st_size for path in files]
-        progress = pb.TransferProgress(direction="download", files_total=len(files), bytes_total=sum(sizes))
-        downloads = self.daemon.downloads
-        downloads.begin(job, progress)
-        try:
-            for path, size in zip(files, sizes):
-                relative = path.relative_to(folder).as_posix()
-                kind = "output" if "/" not in relative else relative.split("/", 1)[0]
-                match = output.regex().match(path.name) if output is not None and kind == "output" else None
-                frame = int(match.group(1)) if match else _trailing_number(path.name)
-                header = pb.FileChunk(
-                    relative_path=relative,
-                    kind=kind,
-                    frame=frame,
-                    size=size,
-                    files_total=progress.files_total,
-                    bytes_total=progress.bytes_total,
-                )
-                if relative in have and wire.file_sha256(path) == have[relative]:
-                    # The client holds this file whole from a broken download: name it, send nothing.
-                    header.offset, header.sha256 = size, have[relative]
-                    progress.bytes_reused += size
-                    progress.bytes_done += size
-                    progress.files_done += 1
-                    downloads.report(job, progress)
-                    yield header
-                    continue
-                yield from _file_chunks(path, size, header, progress, lambda: downloads.report(job, progress))
-                progress.files_done += 1
-                downloads.report(job, progress, force=True)
-        finally:
-            downloads.end(job, progress)
-        self.daemon.transfers.discard_inputs(job.spec)
-
-
-RESULT_DAYS = 7  # streamed-back results stay this long on the daemon for clients to fetch
-
-
-def _file_chunks(path: Path, size: int, header: pb.FileChunk, progress: pb.TransferProgress, report):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        offset = 0
-        while True:
-            data = handle.read(wire.CHUNK_BYTES)
-            digest.update(data)
-            last = offset + len(data) >= size
-            chunk = pb.FileChunk()
-            chunk.CopyFrom(header)
-            chunk.offset, chunk.data = offset, data
-            if last:
-                chunk.sha256 = digest.hexdigest()
-            progress.bytes_done += len(data)
-            yield chunk
-            report()
-            offset += len(data)
-            if last:
-                return
-
-
-class Downloads:
-    """Results being fetched now, per job, and how far the last fetch of each got (for `WatchJob`)."""
-
-    def __init__(self, bus: EventBus) -> None:
-        self.bus = bus
-        self._lock = threading.Lock()
-        self._active: dict[str, int] = {}  # job id -> downloads under way
-        # The latest jobs' last fetch, oldest first: a daemon that runs for months keeps only so many.
-        self._last: OrderedDict[str, pb.TransferProgress] = OrderedDict()
-        self._published: dict[str, float] = {}
-
-    def active(self, job_id: str) -> bool:
-        with self._lock:
-            return self._active.get(job_id, 0) > 0
-
-    def last(self, job_id: str) -> Optional[pb.TransferProgress]:
-        with self._lock:
-            return self._last.get(job_id)
-
-    def begin(self, job: pb.Job, progress: pb.TransferProgress) -> None:
-        with self._lock:
-            self._active[job.id] = self._active.get(job.id, 0) + 1
-        self.report(job, progress, force=True)
-
-    def end(self, job: pb.Job, progress: pb.TransferProgress) -> None:
-        complete = progress.files_done == progress.files_total
-        self.report(job, progress, force=True, message="" if complete else "the download stopped before its end")
-        with self._lock:
-            left = self._active.get(job.id, 0) - 1
-            if left > 0:
-                self._active[job.id] = left
-            else:
-                self._active.pop(job.id, None)
-
-    def report(self, job: pb.Job, progress: pb.TransferProgress, force: bool = False, message: str = "") -> None:
-        now = time.monotonic()
-        with self._lock:
-            snapshot = pb.TransferProgress()
-            snapshot.CopyFrom(progress)
-            self._last[job.id] = snapshot
-            self._last.move_to_end(job.id)
-            while len(self._last) > DOWNLOADS_KEPT:
-                gone, _ = self._last.popitem(last=False)
-                self._published.pop(gone, None)
-            if not force and now - self._published.get(job.id, 0.0) < _PUBLISH_SECONDS:
-                return
-            self._published[job.id] = now
-        self.bus.publish(job_event(job, stage="download", message=message, transfer=progress))
-
-
-_PUBLISH_SECONDS = 0.2
-DOWNLOADS_KEPT = 10_000
-
-
-def _staged(path: Path, folder: Path) -> bool:
-    return any(part.startswith(pipeline.STAGING_PREFIX) for part in path.relative_to(folder).parts)
-
-
-def _trailing_number(name: str) -> int:
-    digits = re.findall(r"(\d+)", name)
-    return int(digits[-1]) if digits else 0
+        yield from self.daemon.downloads.stream(self._job(request.job_id), request.have)
 
 
 def _snapshot(job: pb.Job, message: str = "") -> pb.JobEvent:
@@ -482,7 +341,7 @@ class Daemon:
             self.cache = FrameCache(self.data_dir / "cache", security.cache_max_bytes)
             self.transfers = Transfers(self.data_dir, self.cache, security.max_upload_bytes)
             self.uploads = JobUploads(self.cache)
-            self.downloads = Downloads(self.bus)
+            self.downloads = Downloads(self.bus, self.transfers)
             # With no roots a loopback daemon reads and writes where its user may (as a local tool does);
             # beyond loopback it takes only the roots it was given, none meaning streamed frames only.
             self.roots = Roots(
@@ -629,59 +488,6 @@ class Daemon:
         if progress is not None:
             event.transfer.CopyFrom(progress)
         return event
-
-    def check_client_paths(self, spec: pb.JobSpec) -> None:
-        """Refuse a path outside the roots before anything looks at the disk there."""
-        if not self.roots.confined:
-            return
-        for name in CLIP_FIELDS:
-            clip = getattr(spec, name)
-            if clip.uploaded_frames or not clip.otio_json.strip():
-                continue
-            try:
-                media = clip_media(clip.otio_json, f"spec.{name}.otio_json")
-            except ValueError:
-                continue  # prepare_job names the problem
-            self.roots.check(media.path, f"spec.{name}")
-        if spec.output.stream_back:
-            return
-        output = spec.output
-        for path, label in (
-            (output.path_template, "spec.output.path_template"),
-            (output.quadmask_template, "spec.output.quadmask_template"),
-            (output.raw_template, "spec.output.raw_template"),
-        ):
-            if path:
-                self.roots.check(path, label)
-
-    def probe(self, path: str, write: bool) -> pb.PathProbe:
-        probe = pb.PathProbe(path=path)
-        if not self.roots.allows(path):
-            probe.reason = "outside the folders this daemon may use"
-            return probe
-        probe.allowed = True
-        pattern = SequencePattern.parse(os.path.basename(path))
-        target = Path(path)
-        if write or pattern is not None:
-            target = target.parent
-        if write:
-            while not target.exists() and target.parent != target:
-                target = target.parent
-            probe.exists = Path(path).parent.exists()
-            probe.usable = target.is_dir() and os.access(target, os.W_OK | os.X_OK)
-            probe.reason = "" if probe.usable else f"{target} is not writable by the daemon"
-            return probe
-        probe.exists = target.exists()
-        if not probe.exists:
-            probe.reason = f"the daemon sees no {target}"
-        elif pattern is not None:
-            regex = pattern.regex()
-            probe.usable = os.access(target, os.R_OK | os.X_OK) and any(regex.match(n) for n in os.listdir(target))
-            probe.reason = "" if probe.usable else f"the daemon sees no frame of {os.path.basename(path)} in {target}"
-        else:
-            probe.usable = os.access(target, os.R_OK)
-            probe.reason = "" if probe.usable else f"the daemon may not read {target}"
-        return probe
 
     def _bind(self) -> str:
         address = self.listen
