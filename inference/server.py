@@ -38,17 +38,14 @@ from voidlink.inference.security import (
     Roots,
     SecurityConfig,
     TokenFile,
-    format_size,
     is_loopback,
 )
-from voidlink.inference.store import TERMINAL_STATES, UPLOAD_STAGE, JobStore
+from voidlink.inference.store import TERMINAL_STATES, JobStore
 from voidlink.inference.transfer import (
-    PARTIAL_DAYS,
     FrameCache,
-    JobUploads,
     Transfers,
-    check_sha,
 )
+from voidlink.inference.uploads import Uploads
 from voidlink.media import image
 from voidlink.protos import (
     DEFAULT_ADDRESS,
@@ -60,13 +57,10 @@ from voidlink.protos import (
     status,
     wire,
 )
-from voidlink.protos.events import job_event
 
 import voidlink
 from voidlink.errors import (
-    Conflict,
     InvalidInput,
-    LimitExceeded,
     NotFound,
     ProtocolMismatch,
     Unavailable,
@@ -138,7 +132,7 @@ class VoidLinkService(rpc.VoidLinkServicer):
         if transfers.streamed(spec):
             spec = transfers.materialise(spec, missing_ok=request.upload_follows)
             if request.upload_follows:
-                job = self.daemon.add_uploading(spec)
+                job = self.daemon.uploads.add_uploading(spec)
                 if job is not None:
                     return pb.SubmitJobResponse(job=job)
         try:
@@ -189,8 +183,7 @@ class VoidLinkService(rpc.VoidLinkServicer):
         before = self._job(request.job_id)
         job = self.daemon.scheduler.cancel(request.job_id)
         if before.state == pb.JOB_STATE_UPLOADING:
-            self.daemon.uploads.drop(job.id)
-            self.daemon.transfers.discard_inputs(job.spec)
+            self.daemon.uploads.forget(job)
         return pb.CancelJobResponse(job=job)
 
     @_rpc
@@ -211,64 +204,15 @@ class VoidLinkService(rpc.VoidLinkServicer):
 
     @_rpc
     def HasFrames(self, request: pb.HasFramesRequest, context) -> pb.HasFramesResponse:
-        reply = pb.HasFramesResponse()
-        for ref in request.frames:
-            check_sha(ref.sha256, "frames.sha256")  # it becomes a file name: nothing but a hash may pass
-            present, offset = self.daemon.cache.status(ref.sha256)
-            reply.frames.add(sha256=ref.sha256, present=present, offset=offset)
-        return reply
+        return pb.HasFramesResponse(frames=self.daemon.uploads.has_frames(request.frames))
 
     @_stream_rpc
     def UploadFrames(self, request_iterator, context):
-        limit = self.daemon.security.max_upload_bytes
-        received = 0
-        pinned: list[str] = []
-        touched: set[str] = set()
-        try:
-            for chunk in request_iterator:
-                if getattr(chunk, "malformed", ""):
-                    raise InvalidInput(f"a frame chunk that is not a FrameChunk: {chunk.malformed}", reason="BAD_CHUNK")
-                touched.add(chunk.sha256)
-                data = chunk.data  # a pb.FrameChunk copies the bytes at each read of the field: once is enough
-                received += len(data)
-                if received > limit:
-                    raise LimitExceeded(
-                        f"this upload passed {format_size(limit)}, the most this daemon takes per job (--max-upload); "
-                        "split the shot into shorter jobs",
-                        reason="UPLOAD_TOO_LARGE",
-                    )
-                stored, complete = self.daemon.cache.write(chunk, data)
-                if complete and chunk.sha256 not in pinned:
-                    # Keep this stream's frames from being evicted by its own later frames.
-                    self.daemon.cache.pin([chunk.sha256])
-                    pinned.append(chunk.sha256)
-                self.daemon.upload_progress(self.daemon.uploads.arrived(chunk.sha256, stored, complete))
-                yield pb.FrameAck(sha256=chunk.sha256, offset=stored, complete=complete)
-        finally:
-            self.daemon.cache.release(touched)
-            self.daemon.cache.unpin(pinned)
+        yield from self.daemon.uploads.receive(request_iterator)
 
     @_stream_rpc
     def DownloadResult(self, request: pb.DownloadResultRequest, context):
         yield from self.daemon.downloads.stream(self._job(request.job_id), request.have)
-
-
-def _snapshot(job: pb.Job, message: str = "") -> pb.JobEvent:
-    event = job_event(job, outcome=True, message=message or job.message)
-    uploaded = [ref for clip in (job.spec.source, job.spec.mask, job.spec.affected) for ref in clip.uploaded_frames]
-    if uploaded:
-        # Frames are uploaded before a job exists: by its first event they are all in.
-        size = sum(ref.size for ref in uploaded)
-        event.transfer.CopyFrom(
-            pb.TransferProgress(
-                direction="upload",
-                files_done=len(uploaded),
-                files_total=len(uploaded),
-                bytes_done=size,
-                bytes_total=size,
-            )
-        )
-    return event
 
 
 def _without_preview(event: pb.JobEvent) -> pb.JobEvent:
@@ -340,7 +284,6 @@ class Daemon:
             resumed = self.store.requeue_interrupted()
             self.cache = FrameCache(self.data_dir / "cache", security.cache_max_bytes)
             self.transfers = Transfers(self.data_dir, self.cache, security.max_upload_bytes)
-            self.uploads = JobUploads(self.cache)
             self.downloads = Downloads(self.bus, self.transfers)
             # With no roots a loopback daemon reads and writes where its user may (as a local tool does);
             # beyond loopback it takes only the roots it was given, none meaning streamed frames only.
@@ -352,6 +295,10 @@ class Daemon:
             pipeline.PATH_GUARD = self.roots.prepared_guard() if self.roots.confined else None
             image.CONFINE = self.roots.opened_guard() if self.roots.confined else None
             self._discard_finished_inputs()
+            self.scheduler = Scheduler(self.store, self.bus, self.registry, executor=self.executor)
+            self.uploads = Uploads(
+                self.store, self.bus, self.cache, self.transfers, self.scheduler, security.max_upload_bytes
+            )
             self.server = grpc.server(
                 futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="voidlink-rpc"),
                 interceptors=[AuthInterceptor(tokens, open_reflection=loopback)] if tokens else [],
@@ -378,14 +325,13 @@ class Daemon:
                     self.server,
                 )
             self.address = self._bind()
-            self.scheduler = Scheduler(self.store, self.bus, self.registry, executor=self.executor)
             # Before any call is served or any job runs: a commit a crash interrupted is finished first.
             finished = self.scheduler.recover()
             if finished:
                 log.info("finished moving the frames of %d job(s) into place: %s", len(finished), ", ".join(finished))
             self.server.start()
             self.scheduler.start()
-            self._follow_uploading_jobs()
+            self.uploads.follow_uploading_jobs()
             for name in ("", SERVICE_NAME):
                 self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
             self._write_state()
@@ -410,81 +356,10 @@ class Daemon:
             if folder is not None and job.finished_at < expired:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def add_uploading(self, spec: pb.JobSpec) -> Optional[pb.Job]:
-        """Store a materialised job whose frames are still to come (JOB_STATE_UPLOADING); None when
-        every frame is in the cache already, so it can be queued as any job."""
-        probe = JobUploads(self.cache)
-        if not probe.register("", spec):
-            return None
-        if spec.HasField("frames"):
-            frames_total = spec.frames.last - spec.frames.first + 1
-        else:
-            frames_total = len(spec.source.uploaded_frames)
-        with self.store.holding():  # registered before the first chunk can ask for it
-            job = self.store.add_uploading(spec, frames_total)
-            self.uploads.register(job.id, spec)
-        progress = self.uploads.progress(job.id)
-        log.info(
-            "job %s waits for %d of %d frames to be uploaded",
-            job.id,
-            progress.files_total - progress.files_done,
-            progress.files_total,
-        )
-        self.upload_progress(self.uploads.settle(job.id))
-        return self.store.get(job.id)
-
-    def upload_progress(self, updates: list) -> None:
-        """Tell watchers how far each job's upload is; queue the jobs whose last frame came in."""
-        for job_id, progress, ready in updates:
-            event = job_event(job_id=job_id, state=pb.JOB_STATE_UPLOADING, stage=UPLOAD_STAGE, transfer=progress)
-            if not ready:
-                self.bus.publish(event)
-                continue
-            self._queue_uploaded(job_id, event)
-
-    def _queue_uploaded(self, job_id: str, last: pb.JobEvent) -> None:
-        job = self.store.get(job_id)
-        if job is None or job.state != pb.JOB_STATE_UPLOADING:
-            return  # cancelled meanwhile
-        self.bus.publish(last)
-        try:
-            prepared = pipeline.prepare_job(job.spec)
-        except Exception as error:  # the frames are in but the job cannot run: it fails, named like any refusal
-            if not isinstance(error, VoidlinkError):
-                log.exception("job %s: checking the uploaded frames failed", job_id)
-                error = VoidlinkError(f"{type(error).__name__}: {error}", reason="INTERNAL")
-            self.transfers.discard_inputs(job.spec)
-            final = self.store.finish(job_id, pb.JOB_STATE_FAILED, message=str(error), error=status.detail_of(error))
-            self.bus.publish(self.snapshot(final))
-            return
-        job = self.store.queue_uploaded(job_id, prepared.last - prepared.first + 1)
-        if job is not None:
-            log.info("job %s queued: its frames are in", job_id)
-            self.bus.publish(self.snapshot(job))
-            self.scheduler.wake()
-
-    def _follow_uploading_jobs(self) -> None:
-        """Jobs that waited for frames when the daemon stopped wait again; an upload nobody came back
-        to finish within PARTIAL_DAYS fails, and one that completed meanwhile is queued."""
-        abandoned = time.time() - PARTIAL_DAYS * 86400
-        for job in self.store.list([pb.JOB_STATE_UPLOADING], 0):
-            if job.created_at < abandoned:
-                self.transfers.discard_inputs(job.spec)
-                error = Conflict(
-                    f"job {job.id}: its frames were not all uploaded within {PARTIAL_DAYS} days; submit it again",
-                    reason="UPLOAD_ABANDONED",
-                )
-                self.store.finish(job.id, pb.JOB_STATE_FAILED, message=str(error), error=status.detail_of(error))
-            elif self.uploads.register(job.id, job.spec):
-                self.upload_progress(self.uploads.settle(job.id))
-            else:
-                self._queue_uploaded(job.id, self.snapshot(job))
-
     def snapshot(self, job: pb.Job, message: str = "") -> pb.JobEvent:
         """A job's current state as an event, with how far its upload (or the fetch of its result) is."""
-        event = _snapshot(job, message)
-        progress = self.uploads.progress(job.id) if job.state == pb.JOB_STATE_UPLOADING else None
-        progress = progress or (self.downloads.last(job.id) if job.state in TERMINAL_STATES else None)
+        event = self.uploads.snapshot(job, message)
+        progress = self.downloads.last(job.id) if job.state in TERMINAL_STATES else None
         if progress is not None:
             event.transfer.CopyFrom(progress)
         return event
