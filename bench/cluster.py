@@ -76,7 +76,7 @@ def measure(
     long_shot: Optional[tuple[str, str, int]] = None,
 ) -> dict:
     """The job set on one daemon: with a pool of `workers` Ray workers, or none (the daemon's own process)."""
-    from voidlink.inference.server import Daemon
+    from voidlink.inference.daemon import Daemon
 
     executor = None
     if workers is not None:

@@ -1,428 +1,105 @@
-"""The daemon: the VoidLink gRPC service over the JobStore and the Scheduler.
+"""The daemon's gRPC server: one `grpc.Server` carrying the VoidLink service, health and reflection.
 
-`Daemon` owns the data dir (locked against a second daemon), the store, the scheduler, the frame
-cache and the gRPC server with the standard health and reflection services. Its `SecurityConfig`
-says how far it trusts the network: on loopback with no options it behaves as it always has;
-beyond loopback it wants TLS, tokens and roots (see `voidlink.inference.security`).
+`RpcServer` builds the server (its thread pool, message limits, the token check when tokens are
+required), registers the servicer with `UploadFrames` reading its chunks through the contract's
+own codec (`protos.wire.parse_frame_chunk`, which keeps a chunk's bytes uncopied), adds the
+standard health service and reflection, and binds one address, with TLS when it is configured.
+What the calls do is the servicer's business (`voidlink.inference.service`); when the server runs
+is the daemon's (`voidlink.inference.daemon`).
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
-import logging
-import os
-import platform
-import queue
-import re
-import shutil
-import signal
-import sys
-import threading
-import time
-from collections import OrderedDict
 from concurrent import futures
-from pathlib import Path
 from typing import Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from voidlink.inference import pipeline
-from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
-from voidlink.inference.events import EventBus
-from voidlink.inference.scheduler import Executor, Scheduler
-from voidlink.inference.security import (
-    AuthInterceptor,
-    Roots,
-    SecurityConfig,
-    TokenFile,
-    format_size,
-    is_loopback,
-)
-from voidlink.inference.store import TERMINAL_STATES, JobStore
-from voidlink.inference.transfer import (
-    CLIP_FIELDS,
-    PARTIAL_DAYS,
-    UPLOAD_STAGE,
-    FrameCache,
-    JobUploads,
-    Transfers,
-    check_sha,
-)
-from voidlink.media import image
-from voidlink.protos import (
-    DEFAULT_ADDRESS,
-    PROTOCOL_METADATA_KEY,
-    PROTOCOL_VERSION,
-    SERVICE_NAME,
-    pb,
-    rpc,
-    status,
-    wire,
-)
-from voidlink.protos.clips import SequencePattern, clip_media
-from voidlink.protos.events import job_event
+from voidlink.inference.security import AuthInterceptor, TokenFile
+from voidlink.inference.service import VoidLinkService
+from voidlink.protos import SERVICE_NAME, pb, rpc, wire
 
-import voidlink
-from voidlink.errors import (
-    Conflict,
-    InvalidInput,
-    LimitExceeded,
-    NotFound,
-    ProtocolMismatch,
-    Unavailable,
-    VoidlinkError,
-)
+from voidlink.errors import Unavailable
 
-log = logging.getLogger("voidlink.daemon")
+# The names health answers for: the server as a whole ("") and the VoidLink service.
+_HEALTH_NAMES = ("", SERVICE_NAME)
 
 
-def default_data_dir() -> Path:
-    import platformdirs
+class RpcServer:
+    """The VoidLink service, health and reflection on one `grpc.Server`; `bind`, then `start`."""
 
-    return Path(platformdirs.user_data_dir("voidlink", appauthor=False))
-
-
-def _abort(context: grpc.ServicerContext, error: VoidlinkError) -> None:
-    context.set_trailing_metadata(status.trailers_of(error))
-    context.abort(getattr(grpc.StatusCode, error.grpc_code), error.message)
-
-
-def _rpc(method):
-    """Protocol check and error mapping shared by every RPC."""
-
-    @functools.wraps(method)
-    def wrapper(self, request, context):
-        try:
-            self._check_protocol(context)
-            return method(self, request, context)
-        except VoidlinkError as error:
-            _abort(context, error)
-
-    return wrapper
-
-
-def _stream_rpc(method):
-    @functools.wraps(method)
-    def wrapper(self, request, context):
-        try:
-            self._check_protocol(context)
-            yield from method(self, request, context)
-        except VoidlinkError as error:
-            _abort(context, error)
-
-    return wrapper
-
-
-class VoidLinkService(rpc.VoidLinkServicer):
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.store = daemon.store
-
-    def _check_protocol(self, context: grpc.ServicerContext) -> None:
-        for key, value in context.invocation_metadata():
-            if key == PROTOCOL_METADATA_KEY and value != str(PROTOCOL_VERSION):
-                raise ProtocolMismatch(
-                    f"this daemon speaks voidlink protocol {PROTOCOL_VERSION} (voidlink {voidlink.__version__}); "
-                    f"the client speaks {value}: install the same voidlink version on both sides",
-                    field="metadata." + PROTOCOL_METADATA_KEY,
-                )
-
-    def _job(self, job_id: str) -> pb.Job:
-        if not job_id:
-            raise InvalidInput("no job id given", reason="MISSING_FIELD", field="job_id")
-        job = self.store.get(job_id)
-        if job is None:
-            raise NotFound(f"no job with id '{job_id}'", reason="JOB_NOT_FOUND", field="job_id")
-        return job
-
-    @_rpc
-    def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
-        spec = request.spec
-        self.daemon.scheduler.executor.resolve(spec.params.backend)  # unknown or unavailable backend: refuse now
-        self.daemon.check_client_paths(spec)
-        transfers = self.daemon.transfers
-        if transfers.streamed(spec):
-            spec = transfers.materialise(spec, missing_ok=request.upload_follows)
-            if request.upload_follows:
-                job = self.daemon.add_uploading(spec)
-                if job is not None:
-                    return pb.SubmitJobResponse(job=job)
-        try:
-            prepared = pipeline.prepare_job(spec)
-        except BaseException:
-            transfers.discard_inputs(spec)
-            raise
-        job = self.store.add(spec, frames_total=prepared.last - prepared.first + 1)
-        log.info("job %s queued: %s", job.id, spec.name or spec.output.path_template)
-        self.daemon.scheduler.wake()
-        return pb.SubmitJobResponse(job=job)
-
-    @_stream_rpc
-    def WatchJob(self, request: pb.WatchJobRequest, context):
-        job = self._job(request.job_id)
-        events = self.daemon.bus.subscribe(job.id)
-        try:
-            job = self._job(request.job_id)  # re-read after subscribing: no event can slip between
-            downloads = self.daemon.downloads
-            yield self.daemon.snapshot(job)
-            # An ended job whose result is being fetched is followed until the download ends (its last
-            # event is published before the download counts as ended, so it is never missed).
-            ended = job.state in TERMINAL_STATES
-            if ended and not downloads.active(job.id):
-                return
-            while context.is_active() and not self.daemon.stopping.is_set():
-                try:
-                    event = events.get(timeout=0.25)
-                except queue.Empty:
-                    if ended and not downloads.active(job.id) and events.empty():
-                        return
-                    continue
-                if not request.previews and event.HasField("preview"):
-                    event = _without_preview(event)
-                yield event
-                ended = ended or event.state in TERMINAL_STATES
-                if ended and not downloads.active(job.id) and events.empty():
-                    return
-            if self.daemon.stopping.is_set():
-                yield self.daemon.snapshot(
-                    self._job(job.id), message="the daemon is shutting down; watch again after it restarts"
-                )
-        finally:
-            self.daemon.bus.unsubscribe(job.id, events)
-
-    @_rpc
-    def CancelJob(self, request: pb.CancelJobRequest, context) -> pb.CancelJobResponse:
-        before = self._job(request.job_id)
-        job = self.daemon.scheduler.cancel(request.job_id)
-        if before.state == pb.JOB_STATE_UPLOADING:
-            self.daemon.uploads.drop(job.id)
-            self.daemon.transfers.discard_inputs(job.spec)
-        return pb.CancelJobResponse(job=job)
-
-    @_rpc
-    def GetJob(self, request: pb.GetJobRequest, context) -> pb.GetJobResponse:
-        return pb.GetJobResponse(job=self._job(request.job_id))
-
-    @_rpc
-    def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:
-        return pb.ListJobsResponse(jobs=self.store.list(request.states, request.limit))
-
-    @_rpc
-    def GetInfo(self, request: pb.GetInfoRequest, context) -> pb.GetInfoResponse:
-        return self.daemon.info()
-
-    @_rpc
-    def ProbePaths(self, request: pb.ProbePathsRequest, context) -> pb.ProbePathsResponse:
-        return pb.ProbePathsResponse(paths=[self.daemon.probe(path, request.write) for path in request.paths])
-
-    @_rpc
-    def HasFrames(self, request: pb.HasFramesRequest, context) -> pb.HasFramesResponse:
-        reply = pb.HasFramesResponse()
-        for ref in request.frames:
-            check_sha(ref.sha256, "frames.sha256")  # it becomes a file name: nothing but a hash may pass
-            present, offset = self.daemon.cache.status(ref.sha256)
-            reply.frames.add(sha256=ref.sha256, present=present, offset=offset)
-        return reply
-
-    @_stream_rpc
-    def UploadFrames(self, request_iterator, context):
-        limit = self.daemon.security.max_upload_bytes
-        received = 0
-        pinned: list[str] = []
-        touched: set[str] = set()
-        try:
-            for chunk in request_iterator:
-                if getattr(chunk, "malformed", ""):
-                    raise InvalidInput(f"a frame chunk that is not a FrameChunk: {chunk.malformed}", reason="BAD_CHUNK")
-                touched.add(chunk.sha256)
-                data = chunk.data  # a pb.FrameChunk copies the bytes at each read of the field: once is enough
-                received += len(data)
-                if received > limit:
-                    raise LimitExceeded(
-                        f"this upload passed {format_size(limit)}, the most this daemon takes per job (--max-upload); "
-                        "split the shot into shorter jobs",
-                        reason="UPLOAD_TOO_LARGE",
-                    )
-                stored, complete = self.daemon.cache.write(chunk, data)
-                if complete and chunk.sha256 not in pinned:
-                    # Keep this stream's frames from being evicted by its own later frames.
-                    self.daemon.cache.pin([chunk.sha256])
-                    pinned.append(chunk.sha256)
-                self.daemon.upload_progress(self.daemon.uploads.arrived(chunk.sha256, stored, complete))
-                yield pb.FrameAck(sha256=chunk.sha256, offset=stored, complete=complete)
-        finally:
-            self.daemon.cache.release(touched)
-            self.daemon.cache.unpin(pinned)
-
-    @_stream_rpc
-    def DownloadResult(self, request: pb.DownloadResultRequest, context):
-        job = self._job(request.job_id)
-        if job.state != pb.JOB_STATE_SUCCEEDED:
-            raise Conflict(
-                f"job {job.id} has not succeeded (state {pb.JobState.Name(job.state)}); its result can be "
-                "downloaded once it has",
-                reason="JOB_NOT_DONE",
-                field="job_id",
-            )
-        folder = self.daemon.transfers.result_folder(job.spec)
-        if folder is None:
-            raise InvalidInput(
-                f"job {job.id} wrote its frames to {job.result.output_pattern} on shared storage; there is "
-                "nothing to download (only jobs submitted with a streamed-back output have)",
-                reason="NOT_STREAMED",
-                field="job_id",
-            )
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not _staged(p, folder))
-        output = SequencePattern.parse(os.path.basename(job.spec.output.path_template))
-        have = {digest.relative_path: digest.sha256 for digest in request.have}
-        sizes = [path.stat().st_size for path in files]
-        progress = pb.TransferProgress(direction="download", files_total=len(files), bytes_total=sum(sizes))
-        downloads = self.daemon.downloads
-        downloads.begin(job, progress)
-        try:
-            for path, size in zip(files, sizes):
-                relative = path.relative_to(folder).as_posix()
-                kind = "output" if "/" not in relative else relative.split("/", 1)[0]
-                match = output.regex().match(path.name) if output is not None and kind == "output" else None
-                frame = int(match.group(1)) if match else _trailing_number(path.name)
-                header = pb.FileChunk(
-                    relative_path=relative,
-                    kind=kind,
-                    frame=frame,
-                    size=size,
-                    files_total=progress.files_total,
-                    bytes_total=progress.bytes_total,
-                )
-                if relative in have and wire.file_sha256(path) == have[relative]:
-                    # The client holds this file whole from a broken download: name it, send nothing.
-                    header.offset, header.sha256 = size, have[relative]
-                    progress.bytes_reused += size
-                    progress.bytes_done += size
-                    progress.files_done += 1
-                    downloads.report(job, progress)
-                    yield header
-                    continue
-                yield from _file_chunks(path, size, header, progress, lambda: downloads.report(job, progress))
-                progress.files_done += 1
-                downloads.report(job, progress, force=True)
-        finally:
-            downloads.end(job, progress)
-        self.daemon.transfers.discard_inputs(job.spec)
-
-
-RESULT_DAYS = 7  # streamed-back results stay this long on the daemon for clients to fetch
-
-
-def _file_chunks(path: Path, size: int, header: pb.FileChunk, progress: pb.TransferProgress, report):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        offset = 0
-        while True:
-            data = handle.read(wire.CHUNK_BYTES)
-            digest.update(data)
-            last = offset + len(data) >= size
-            chunk = pb.FileChunk()
-            chunk.CopyFrom(header)
-            chunk.offset, chunk.data = offset, data
-            if last:
-                chunk.sha256 = digest.hexdigest()
-            progress.bytes_done += len(data)
-            yield chunk
-            report()
-            offset += len(data)
-            if last:
-                return
-
-
-class Downloads:
-    """Results being fetched now, per job, and how far the last fetch of each got (for `WatchJob`)."""
-
-    def __init__(self, bus: EventBus) -> None:
-        self.bus = bus
-        self._lock = threading.Lock()
-        self._active: dict[str, int] = {}  # job id -> downloads under way
-        # The latest jobs' last fetch, oldest first: a daemon that runs for months keeps only so many.
-        self._last: OrderedDict[str, pb.TransferProgress] = OrderedDict()
-        self._published: dict[str, float] = {}
-
-    def active(self, job_id: str) -> bool:
-        with self._lock:
-            return self._active.get(job_id, 0) > 0
-
-    def last(self, job_id: str) -> Optional[pb.TransferProgress]:
-        with self._lock:
-            return self._last.get(job_id)
-
-    def begin(self, job: pb.Job, progress: pb.TransferProgress) -> None:
-        with self._lock:
-            self._active[job.id] = self._active.get(job.id, 0) + 1
-        self.report(job, progress, force=True)
-
-    def end(self, job: pb.Job, progress: pb.TransferProgress) -> None:
-        complete = progress.files_done == progress.files_total
-        self.report(job, progress, force=True, message="" if complete else "the download stopped before its end")
-        with self._lock:
-            left = self._active.get(job.id, 0) - 1
-            if left > 0:
-                self._active[job.id] = left
-            else:
-                self._active.pop(job.id, None)
-
-    def report(self, job: pb.Job, progress: pb.TransferProgress, force: bool = False, message: str = "") -> None:
-        now = time.monotonic()
-        with self._lock:
-            snapshot = pb.TransferProgress()
-            snapshot.CopyFrom(progress)
-            self._last[job.id] = snapshot
-            self._last.move_to_end(job.id)
-            while len(self._last) > DOWNLOADS_KEPT:
-                gone, _ = self._last.popitem(last=False)
-                self._published.pop(gone, None)
-            if not force and now - self._published.get(job.id, 0.0) < _PUBLISH_SECONDS:
-                return
-            self._published[job.id] = now
-        self.bus.publish(job_event(job, stage="download", message=message, transfer=progress))
-
-
-_PUBLISH_SECONDS = 0.2
-DOWNLOADS_KEPT = 10_000
-
-
-def _staged(path: Path, folder: Path) -> bool:
-    return any(part.startswith(pipeline.STAGING_PREFIX) for part in path.relative_to(folder).parts)
-
-
-def _trailing_number(name: str) -> int:
-    digits = re.findall(r"(\d+)", name)
-    return int(digits[-1]) if digits else 0
-
-
-def _snapshot(job: pb.Job, message: str = "") -> pb.JobEvent:
-    event = job_event(job, outcome=True, message=message or job.message)
-    uploaded = [ref for clip in (job.spec.source, job.spec.mask, job.spec.affected) for ref in clip.uploaded_frames]
-    if uploaded:
-        # Frames are uploaded before a job exists: by its first event they are all in.
-        size = sum(ref.size for ref in uploaded)
-        event.transfer.CopyFrom(
-            pb.TransferProgress(
-                direction="upload",
-                files_done=len(uploaded),
-                files_total=len(uploaded),
-                bytes_done=size,
-                bytes_total=size,
-            )
+    def __init__(
+        self,
+        service: VoidLinkService,
+        *,
+        max_workers: int,
+        max_message_bytes: int,
+        tokens: Optional[TokenFile],
+        loopback: bool,
+    ) -> None:
+        self.grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="voidlink-rpc"),
+            interceptors=[AuthInterceptor(tokens, open_reflection=loopback)] if tokens else [],
+            options=[
+                # Without this Linux lets a second server share the port and steal half the calls.
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
         )
-    return event
+        upload = grpc.stream_stream_rpc_method_handler(
+            service.UploadFrames,
+            request_deserializer=wire.parse_frame_chunk,
+            response_serializer=pb.FrameAck.SerializeToString,
+        )
+        rpc.add_VoidLinkServicer_to_server(service, _Registrar(self.grpc, {"UploadFrames": upload}))
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        if loopback or tokens is not None:
+            # Beyond loopback the service list is for authenticated clients only (the interceptor checks).
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+                self.grpc,
+            )
 
+    def bind(self, address: str, credentials: Optional[grpc.ServerCredentials] = None) -> str:
+        """Listen on `address` (TLS with `credentials`); the address bound (port 0 becomes the port picked)."""
+        try:
+            if credentials is not None:
+                port = self.grpc.add_secure_port(address, credentials)
+            else:
+                port = self.grpc.add_insecure_port(address)
+        except RuntimeError as exc:
+            port = 0
+            cause = exc
+        else:
+            cause = None
+        if address.startswith("unix:"):
+            if port == 0 and cause is not None:
+                raise Unavailable(f"cannot listen on {address}: {cause}", reason="ADDRESS_IN_USE") from cause
+            return address
+        if not port:
+            raise Unavailable(
+                f"cannot listen on {address}: the port is already in use (is another voidlink daemon running? "
+                f"`voidlink doctor` checks) or the address is not on this machine; choose another with --listen",
+                reason="ADDRESS_IN_USE",
+            )
+        host = address.rsplit(":", 1)[0]
+        return f"{host}:{port}"
 
-def _without_preview(event: pb.JobEvent) -> pb.JobEvent:
-    copy = pb.JobEvent()
-    copy.CopyFrom(event)
-    copy.ClearField("preview")
-    return copy
+    def start(self) -> None:
+        self.grpc.start()
+
+    def serving(self, up: bool) -> None:
+        """What health answers: SERVING once the daemon takes calls, NOT_SERVING as it shuts down."""
+        state = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in _HEALTH_NAMES:
+            self.health.set(name, state)
+
+    def stop(self, grace: float) -> None:
+        """Refuse new calls, give the ones under way `grace` seconds, and wait until all have ended."""
+        self.grpc.stop(grace).wait()
 
 
 class _Registrar:
@@ -448,419 +125,3 @@ class _ReplacingHandler(grpc.GenericRpcHandler):
 
     def service(self, handler_call_details):
         return self.replacements.get(handler_call_details.method) or self.handler.service(handler_call_details)
-
-
-class DaemonStore(JobStore):
-    """The job store, plus jobs stored before their frames arrived (JOB_STATE_UPLOADING): listed,
-    watched and cancelled like any job, never claimed by the scheduler until `queue_uploaded`."""
-
-    def holding(self):
-        """Hold the store: nothing else reads or writes it meanwhile (the lock is re-entrant)."""
-        return self._lock
-
-    def add_uploading(self, spec: pb.JobSpec, frames_total: int) -> pb.Job:
-        with self._lock:  # one step for the scheduler: it never sees this job queued
-            job = self.add(spec, frames_total)
-            self._db.execute(
-                "UPDATE jobs SET state=?, stage=?, message=? WHERE id=?",
-                (pb.JOB_STATE_UPLOADING, UPLOAD_STAGE, "waiting for its frames to be uploaded", job.id),
-            )
-        return self.get(job.id)
-
-    def queue_uploaded(self, job_id: str, frames_total: int) -> Optional[pb.Job]:
-        """Queue an uploading job; None when it is no longer uploading (cancelled meanwhile)."""
-        with self._lock:
-            cursor = self._db.execute(
-                "UPDATE jobs SET state=?, stage='queued', message='', frames_total=? WHERE id=? AND state=?",
-                (pb.JOB_STATE_QUEUED, frames_total, job_id, pb.JOB_STATE_UPLOADING),
-            )
-            if cursor.rowcount == 0:
-                return None
-        return self.get(job_id)
-
-
-class DataDirLock:
-    """An OS lock on `<data dir>/daemon.lock`: a second daemon on the same dir is refused."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "daemon.lock"
-        self._file = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
-        try:
-            if os.name == "nt":
-                import msvcrt
-
-                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            handle.seek(0)
-            owner = handle.read().strip() or "unknown pid"
-            handle.close()
-            raise Conflict(
-                f"another voidlink daemon ({owner}) is using the data dir {self.path.parent}; "
-                "stop it, or start this one with another --data-dir",
-                reason="DATA_DIR_LOCKED",
-                file=str(self.path),
-            ) from exc
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        self._file = handle
-
-    def release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-class Daemon:
-    def __init__(
-        self,
-        listen: str = DEFAULT_ADDRESS,
-        data_dir: Optional[Path] = None,
-        weights: Optional[str] = None,
-        max_workers: int = 16,
-        security: Optional[SecurityConfig] = None,
-        executor: Optional[Executor] = None,
-    ) -> None:
-        self.listen = listen
-        self.executor = executor  # None: jobs run in this process; else where it sends them (a Ray pool)
-        self.data_dir = Path(data_dir) if data_dir else default_data_dir()
-        self.security = security or SecurityConfig()
-        self.warnings: list[str] = []
-        self.registry = BackendRegistry(weights)
-        self.bus = EventBus()
-        self.stopping = threading.Event()
-        self._lock = DataDirLock(self.data_dir)
-        self._max_workers = max_workers
-        self.address = ""
-        self.store: JobStore
-        self.scheduler: Scheduler
-        self.server: grpc.Server
-
-    def start(self) -> str:
-        """Lock the data dir, open the store, bind and serve; returns the bound address."""
-        security = self.security
-        self.warnings = security.check_listen_policy(self.listen)
-        loopback = is_loopback(self.listen)
-        tokens = TokenFile(security.tokens_file) if security.tokens_file else None
-        self._lock.acquire()
-        try:
-            self.store = DaemonStore(self.data_dir / "jobs.sqlite")
-            resumed = self.store.requeue_interrupted()
-            self.cache = FrameCache(self.data_dir / "cache", security.cache_max_bytes)
-            self.transfers = Transfers(self.data_dir, self.cache, security.max_upload_bytes)
-            self.uploads = JobUploads(self.cache)
-            self.downloads = Downloads(self.bus)
-            # With no roots a loopback daemon reads and writes where its user may (as a local tool does);
-            # beyond loopback it takes only the roots it was given, none meaning streamed frames only.
-            self.roots = Roots(
-                list(security.roots),
-                confined=bool(security.roots) or not loopback,
-                internal=[str(self.transfers.inputs), str(self.transfers.results)],
-            )
-            pipeline.PATH_GUARD = self.roots.prepared_guard() if self.roots.confined else None
-            image.CONFINE = self.roots.opened_guard() if self.roots.confined else None
-            self._discard_finished_inputs()
-            self.server = grpc.server(
-                futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="voidlink-rpc"),
-                interceptors=[AuthInterceptor(tokens, open_reflection=loopback)] if tokens else [],
-                options=[
-                    # Without this Linux lets a second server share the port and steal half the calls.
-                    ("grpc.so_reuseport", 0),
-                    ("grpc.max_receive_message_length", security.max_message_bytes),
-                    ("grpc.max_send_message_length", security.max_message_bytes),
-                ],
-            )
-            service = VoidLinkService(self)
-            upload = grpc.stream_stream_rpc_method_handler(
-                service.UploadFrames,
-                request_deserializer=wire.parse_frame_chunk,
-                response_serializer=pb.FrameAck.SerializeToString,
-            )
-            rpc.add_VoidLinkServicer_to_server(service, _Registrar(self.server, {"UploadFrames": upload}))
-            self.health = health.HealthServicer()
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-            if loopback or tokens is not None:
-                # Beyond loopback the service list is for authenticated clients only (the interceptor checks).
-                reflection.enable_server_reflection(
-                    (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-                    self.server,
-                )
-            self.address = self._bind()
-            self.scheduler = Scheduler(self.store, self.bus, self.registry, executor=self.executor)
-            # Before any call is served or any job runs: a commit a crash interrupted is finished first.
-            finished = self.scheduler.recover()
-            if finished:
-                log.info("finished moving the frames of %d job(s) into place: %s", len(finished), ", ".join(finished))
-            self.server.start()
-            self.scheduler.start()
-            self._follow_uploading_jobs()
-            for name in ("", SERVICE_NAME):
-                self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-            self._write_state()
-            if resumed:
-                log.info("resuming %d interrupted job(s): %s", len(resumed), ", ".join(resumed))
-            for warning in self.warnings:
-                log.warning(warning)
-            return self.address
-        except BaseException:
-            pipeline.PATH_GUARD = None
-            image.CONFINE = None
-            self._lock.release()
-            raise
-
-    def _discard_finished_inputs(self) -> None:
-        """Uploaded inputs of jobs that ended are links into the cache: drop them at each start, and
-        streamed-back results nobody fetched within RESULT_DAYS."""
-        expired = time.time() - RESULT_DAYS * 86400
-        for job in self.store.list([pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED], 0):
-            self.transfers.discard_inputs(job.spec)
-            folder = self.transfers.result_folder(job.spec)
-            if folder is not None and job.finished_at < expired:
-                shutil.rmtree(folder, ignore_errors=True)
-
-    def add_uploading(self, spec: pb.JobSpec) -> Optional[pb.Job]:
-        """Store a materialised job whose frames are still to come (JOB_STATE_UPLOADING); None when
-        every frame is in the cache already, so it can be queued as any job."""
-        probe = JobUploads(self.cache)
-        if not probe.register("", spec):
-            return None
-        if spec.HasField("frames"):
-            frames_total = spec.frames.last - spec.frames.first + 1
-        else:
-            frames_total = len(spec.source.uploaded_frames)
-        with self.store.holding():  # registered before the first chunk can ask for it
-            job = self.store.add_uploading(spec, frames_total)
-            self.uploads.register(job.id, spec)
-        progress = self.uploads.progress(job.id)
-        log.info(
-            "job %s waits for %d of %d frames to be uploaded",
-            job.id,
-            progress.files_total - progress.files_done,
-            progress.files_total,
-        )
-        self.upload_progress(self.uploads.settle(job.id))
-        return self.store.get(job.id)
-
-    def upload_progress(self, updates: list) -> None:
-        """Tell watchers how far each job's upload is; queue the jobs whose last frame came in."""
-        for job_id, progress, ready in updates:
-            event = job_event(job_id=job_id, state=pb.JOB_STATE_UPLOADING, stage=UPLOAD_STAGE, transfer=progress)
-            if not ready:
-                self.bus.publish(event)
-                continue
-            self._queue_uploaded(job_id, event)
-
-    def _queue_uploaded(self, job_id: str, last: pb.JobEvent) -> None:
-        job = self.store.get(job_id)
-        if job is None or job.state != pb.JOB_STATE_UPLOADING:
-            return  # cancelled meanwhile
-        self.bus.publish(last)
-        try:
-            prepared = pipeline.prepare_job(job.spec)
-        except Exception as error:  # the frames are in but the job cannot run: it fails, named like any refusal
-            if not isinstance(error, VoidlinkError):
-                log.exception("job %s: checking the uploaded frames failed", job_id)
-                error = VoidlinkError(f"{type(error).__name__}: {error}", reason="INTERNAL")
-            self.transfers.discard_inputs(job.spec)
-            final = self.store.finish(job_id, pb.JOB_STATE_FAILED, message=str(error), error=status.detail_of(error))
-            self.bus.publish(self.snapshot(final))
-            return
-        job = self.store.queue_uploaded(job_id, prepared.last - prepared.first + 1)
-        if job is not None:
-            log.info("job %s queued: its frames are in", job_id)
-            self.bus.publish(self.snapshot(job))
-            self.scheduler.wake()
-
-    def _follow_uploading_jobs(self) -> None:
-        """Jobs that waited for frames when the daemon stopped wait again; an upload nobody came back
-        to finish within PARTIAL_DAYS fails, and one that completed meanwhile is queued."""
-        abandoned = time.time() - PARTIAL_DAYS * 86400
-        for job in self.store.list([pb.JOB_STATE_UPLOADING], 0):
-            if job.created_at < abandoned:
-                self.transfers.discard_inputs(job.spec)
-                error = Conflict(
-                    f"job {job.id}: its frames were not all uploaded within {PARTIAL_DAYS} days; submit it again",
-                    reason="UPLOAD_ABANDONED",
-                )
-                self.store.finish(job.id, pb.JOB_STATE_FAILED, message=str(error), error=status.detail_of(error))
-            elif self.uploads.register(job.id, job.spec):
-                self.upload_progress(self.uploads.settle(job.id))
-            else:
-                self._queue_uploaded(job.id, self.snapshot(job))
-
-    def snapshot(self, job: pb.Job, message: str = "") -> pb.JobEvent:
-        """A job's current state as an event, with how far its upload (or the fetch of its result) is."""
-        event = _snapshot(job, message)
-        progress = self.uploads.progress(job.id) if job.state == pb.JOB_STATE_UPLOADING else None
-        progress = progress or (self.downloads.last(job.id) if job.state in TERMINAL_STATES else None)
-        if progress is not None:
-            event.transfer.CopyFrom(progress)
-        return event
-
-    def check_client_paths(self, spec: pb.JobSpec) -> None:
-        """Refuse a path outside the roots before anything looks at the disk there."""
-        if not self.roots.confined:
-            return
-        for name in CLIP_FIELDS:
-            clip = getattr(spec, name)
-            if clip.uploaded_frames or not clip.otio_json.strip():
-                continue
-            try:
-                media = clip_media(clip.otio_json, f"spec.{name}.otio_json")
-            except ValueError:
-                continue  # prepare_job names the problem
-            self.roots.check(media.path, f"spec.{name}")
-        if spec.output.stream_back:
-            return
-        output = spec.output
-        for path, label in (
-            (output.path_template, "spec.output.path_template"),
-            (output.quadmask_template, "spec.output.quadmask_template"),
-            (output.raw_template, "spec.output.raw_template"),
-        ):
-            if path:
-                self.roots.check(path, label)
-
-    def probe(self, path: str, write: bool) -> pb.PathProbe:
-        probe = pb.PathProbe(path=path)
-        if not self.roots.allows(path):
-            probe.reason = "outside the folders this daemon may use"
-            return probe
-        probe.allowed = True
-        pattern = SequencePattern.parse(os.path.basename(path))
-        target = Path(path)
-        if write or pattern is not None:
-            target = target.parent
-        if write:
-            while not target.exists() and target.parent != target:
-                target = target.parent
-            probe.exists = Path(path).parent.exists()
-            probe.usable = target.is_dir() and os.access(target, os.W_OK | os.X_OK)
-            probe.reason = "" if probe.usable else f"{target} is not writable by the daemon"
-            return probe
-        probe.exists = target.exists()
-        if not probe.exists:
-            probe.reason = f"the daemon sees no {target}"
-        elif pattern is not None:
-            regex = pattern.regex()
-            probe.usable = os.access(target, os.R_OK | os.X_OK) and any(regex.match(n) for n in os.listdir(target))
-            probe.reason = "" if probe.usable else f"the daemon sees no frame of {os.path.basename(path)} in {target}"
-        else:
-            probe.usable = os.access(target, os.R_OK)
-            probe.reason = "" if probe.usable else f"the daemon may not read {target}"
-        return probe
-
-    def _bind(self) -> str:
-        address = self.listen
-        credentials = self.security.server_credentials()
-        try:
-            if credentials is not None:
-                port = self.server.add_secure_port(address, credentials)
-            else:
-                port = self.server.add_insecure_port(address)
-        except RuntimeError as exc:
-            port = 0
-            cause = exc
-        else:
-            cause = None
-        if address.startswith("unix:"):
-            if port == 0 and cause is not None:
-                raise Unavailable(f"cannot listen on {address}: {cause}", reason="ADDRESS_IN_USE") from cause
-            return address
-        if not port:
-            raise Unavailable(
-                f"cannot listen on {address}: the port is already in use (is another voidlink daemon running? "
-                f"`voidlink doctor` checks) or the address is not on this machine; choose another with --listen",
-                reason="ADDRESS_IN_USE",
-            )
-        host = address.rsplit(":", 1)[0]
-        return f"{host}:{port}"
-
-    def _write_state(self) -> None:
-        state = {"pid": os.getpid(), "address": self.address, "version": voidlink.__version__}
-        tmp = self.data_dir / "daemon.json.tmp"
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.data_dir / "daemon.json")
-
-    def info(self) -> pb.GetInfoResponse:
-        counts = self.store.counts()
-        info = pb.GetInfoResponse(
-            version=voidlink.__version__,
-            protocol_version=PROTOCOL_VERSION,
-            data_dir=str(self.data_dir),
-            pid=os.getpid(),
-            queue=pb.QueueInfo(queued=counts.get(pb.JOB_STATE_QUEUED, 0), running=counts.get(pb.JOB_STATE_RUNNING, 0)),
-            devices=[pb.Device(name="cpu", kind="cpu", description=platform.processor() or platform.machine())],
-        )
-        for name in BACKEND_NAMES:
-            state = self.registry.availability(name)
-            info.backends.add(
-                name=name,
-                available=state.available,
-                reason=state.reason,
-                detail=state.detail,
-                loaded=self.registry.is_loaded(name),
-            )
-        info.default_backend = self.registry.resolve("auto")
-        info.libraries.update(library_versions())
-        info.roots.extend(self.roots.folders)
-        info.confined = self.roots.confined
-        info.tls = self.security.tls
-        info.tokens_required = self.security.tokens_file is not None
-        info.max_message_bytes = self.security.max_message_bytes
-        info.max_upload_bytes = self.security.max_upload_bytes
-        info.cache_max_bytes = self.cache.max_bytes
-        info.cache_bytes = self.cache.used_bytes
-        return info
-
-    def stop(self, grace: float = 5.0) -> None:
-        if self.stopping.is_set():
-            return
-        self.stopping.set()
-        log.info("shutting down")
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.scheduler.stop(timeout=30.0)
-        self.server.stop(grace).wait()
-        self.store.close()
-        pipeline.PATH_GUARD = None
-        image.CONFINE = None
-        self._lock.release()
-
-    def serve_forever(self) -> None:
-        """Block until SIGTERM/SIGINT, then shut down gracefully (running jobs resume next start)."""
-        done = threading.Event()
-
-        def on_signal(signum, frame):
-            done.set()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, on_signal)
-        while not done.wait(0.5):
-            pass
-        self.stop()
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": sys.version.split()[0], "grpcio": grpc.__version__}
-    for label, module in (
-        ("OpenImageIO", "OpenImageIO"),
-        ("OpenColorIO", "PyOpenColorIO"),
-        ("opentimelineio", "opentimelineio"),
-        ("opencv", "cv2"),
-        ("numpy", "numpy"),
-    ):
-        try:
-            versions[label] = str(__import__(module).__version__)
-        except Exception as exc:  # a broken optional library is reported, not fatal
-            versions[label] = f"unavailable ({exc})"
-    return versions

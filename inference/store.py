@@ -2,7 +2,10 @@
 
 A job is committed (synchronous=FULL) before SubmitJob answers, and every written frame is
 recorded as it lands, so a daemon killed at any moment restarts with the truth: queued jobs stay
-queued, running ones go back to the queue and resume from their first unwritten frame.
+queued, running ones go back to the queue and resume from their first unwritten frame. A job
+whose frames are still being uploaded is stored as UPLOADING, and queued when its last frame is in.
+
+Every SQL statement of the daemon is here: other modules ask the store, never its database.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +24,10 @@ from voidlink.protos import pb
 SCHEMA_VERSION = 1
 
 TERMINAL_STATES = frozenset({pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED})
+
+# The stage and message of a job stored before its frames arrived (JOB_STATE_UPLOADING).
+UPLOAD_STAGE = "upload"
+UPLOAD_MESSAGE = "waiting for its frames to be uploaded"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -87,13 +95,38 @@ class JobStore:
 
     # -- writing -------------------------------------------------------------------------
 
+    def holding(self) -> AbstractContextManager:
+        """Hold the store: nothing else reads or writes it meanwhile (re-entrant, so the holder may)."""
+        return self._lock
+
     def add(self, spec: pb.JobSpec, frames_total: int = 0) -> pb.Job:
+        return self._insert(spec, frames_total, pb.JOB_STATE_QUEUED)
+
+    def add_uploading(self, spec: pb.JobSpec, frames_total: int) -> pb.Job:
+        """Store a job whose frames are still to come (JOB_STATE_UPLOADING): listed, watched and
+        cancelled like any job, never claimed until `queue_uploaded`."""
+        return self._insert(spec, frames_total, pb.JOB_STATE_UPLOADING, UPLOAD_STAGE, UPLOAD_MESSAGE)
+
+    def queue_uploaded(self, job_id: str, frames_total: int) -> Optional[pb.Job]:
+        """Queue an uploading job whose frames are all in; None when it is no longer uploading
+        (cancelled meanwhile), so a cancel and the last frame cannot both win."""
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE jobs SET state=?, stage='queued', message='', frames_total=? WHERE id=? AND state=?",
+                (pb.JOB_STATE_QUEUED, frames_total, job_id, pb.JOB_STATE_UPLOADING),
+            )
+            if cursor.rowcount == 0:
+                return None
+        return self.get(job_id)
+
+    def _insert(self, spec: pb.JobSpec, frames_total: int, state: int, stage: str = "", message: str = "") -> pb.Job:
         job_id = uuid.uuid4().hex[:12]
         now = time.time()
         with self._lock:
             self._db.execute(
-                "INSERT INTO jobs (id, priority, state, spec, created_at, frames_total) VALUES (?,?,?,?,?,?)",
-                (job_id, spec.params.priority, pb.JOB_STATE_QUEUED, spec.SerializeToString(), now, frames_total),
+                "INSERT INTO jobs (id, priority, state, spec, created_at, frames_total, stage, message) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (job_id, spec.params.priority, state, spec.SerializeToString(), now, frames_total, stage, message),
             )
         return self.get(job_id)
 

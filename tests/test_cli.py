@@ -90,6 +90,16 @@ def test_bad_frames_and_missing_daemon_are_clear_errors(shot, tmp_path):
     assert time.monotonic() - started < 15
 
 
+def test_serve_on_a_data_dir_it_cannot_use_says_why_without_a_traceback(tmp_path):
+    file = tmp_path / "data"
+    file.write_text("not a folder")
+    for data_dir, why in ((file, "it is a file, not a folder"), (file / "sub", f"{file} is a file, not a folder")):
+        result = voidlink("serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), check=False, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert f"voidlink: error: cannot use the data dir {data_dir}: {why}" in result.stderr
+        assert "Traceback" not in result.stderr + result.stdout
+
+
 def test_doctor_reports_daemon_and_backends(daemon):
     report = json.loads(voidlink("doctor", "--json", "--address", daemon.address).stdout)
     assert report["daemon"]["running"] is True

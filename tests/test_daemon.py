@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import sqlite3
 import threading
@@ -17,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from shots import read_pixels, write_shot
 from voidlink.bridge import Client, build_spec
+from voidlink.inference.datadir import DataDirLock
 from voidlink.protos import PROTOCOL_METADATA_KEY, pb, rpc
 
 from voidlink import errors
@@ -320,6 +323,32 @@ def test_port_in_use_and_data_dir_lock_are_refused(daemon_factory, tmp_path):
     with pytest.raises(RuntimeError, match="another voidlink daemon"):
         third.start(timeout=15)
     assert first.client().is_serving()
+
+
+def test_a_data_dir_that_cannot_be_used_is_named_and_a_held_one_names_its_daemon(tmp_path):
+    file = tmp_path / "data"
+    file.write_text("not a folder")
+    with pytest.raises(errors.InvalidInput) as info:
+        DataDirLock(file).acquire()
+    assert str(info.value).startswith(f"cannot use the data dir {file}: it is a file, not a folder")
+    assert info.value.reason == "DATA_DIR_UNUSABLE" and info.value.file == str(file)
+    under = file / "voidlink"
+    with pytest.raises(errors.InvalidInput, match=re.escape(f"cannot use the data dir {under}: {file} is a file")):
+        DataDirLock(under).acquire()
+    (tmp_path / "locked" / "daemon.lock").mkdir(parents=True)
+    with pytest.raises(errors.InvalidInput, match="daemon.lock is a folder"):
+        DataDirLock(tmp_path / "locked").acquire()
+
+    first = DataDirLock(tmp_path / "ok")
+    first.acquire()
+    try:
+        with pytest.raises(errors.Conflict, match=rf"another voidlink daemon \(pid {os.getpid()}\)"):
+            DataDirLock(tmp_path / "ok").acquire()
+    finally:
+        first.release()
+    again = DataDirLock(tmp_path / "ok")
+    again.acquire()  # released: the next daemon takes it
+    again.release()
 
 
 def test_protocol_mismatch_is_refused(daemon):

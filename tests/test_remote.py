@@ -19,8 +19,8 @@ from conftest import wait_for
 from shots import read_pixels, write_shot
 from voidlink.bridge import Client, build_spec
 from voidlink.bridge.pathmap import PathMap, PathPair
+from voidlink.inference.daemon import Daemon
 from voidlink.inference.security import SecurityConfig
-from voidlink.inference.server import Daemon
 from voidlink.protos import pb, rpc
 from voidlink.protos.wire import file_sha256, frame_chunk_bytes
 
@@ -583,7 +583,7 @@ def test_upload_chunks_are_read_in_place_as_protobuf_reads_them(studio):
 
 
 def test_a_daemon_from_before_upload_follows_gets_the_frames_before_the_job(tmp_path, start_daemon, monkeypatch):
-    from voidlink.inference.server import VoidLinkService
+    from voidlink.inference.service import VoidLinkService
 
     submit = VoidLinkService.SubmitJob
 

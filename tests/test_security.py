@@ -20,8 +20,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from shots import read_pixels, write_shot
 from voidlink.bridge import Client, build_spec
 from voidlink.bridge.client import _safe_parts
+from voidlink.inference.daemon import Daemon
 from voidlink.inference.security import SecurityConfig, is_loopback, parse_size, read_tokens
-from voidlink.inference.server import Daemon
 from voidlink.protos import pb, rpc
 from voidlink.protos.clips import clip_json
 

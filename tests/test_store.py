@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from voidlink.inference.store import JobStore
+import threading
+
+from voidlink.inference.store import UPLOAD_STAGE, JobStore
 from voidlink.protos import pb
 
 
@@ -49,3 +51,38 @@ def test_finish_keeps_error_and_result(tmp_path):
     assert [j.id for j in store.list([pb.JOB_STATE_FAILED])] == [job.id]
     assert store.list([pb.JOB_STATE_QUEUED]) == []
     assert store.counts() == {pb.JOB_STATE_FAILED: 1}
+
+
+def test_an_uploading_job_is_listed_but_never_claimed_until_its_frames_are_in(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job = store.add_uploading(_spec("streamed", priority=9), frames_total=3)
+    assert job.state == pb.JOB_STATE_UPLOADING and job.stage == UPLOAD_STAGE and job.frames_total == 3
+    assert job.message == "waiting for its frames to be uploaded"
+    assert [j.id for j in store.list([pb.JOB_STATE_UPLOADING])] == [job.id]
+    assert store.claim_next() is None  # waiting for frames outranks nothing
+    queued = store.queue_uploaded(job.id, frames_total=4)
+    assert queued.state == pb.JOB_STATE_QUEUED and queued.stage == "queued" and queued.frames_total == 4
+    assert queued.message == ""
+    assert store.claim_next().id == job.id
+
+
+def test_queue_uploaded_does_not_revive_a_job_cancelled_meanwhile(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job = store.add_uploading(_spec("streamed"), frames_total=2)
+    store.finish(job.id, pb.JOB_STATE_CANCELLED, message="cancelled")
+    assert store.queue_uploaded(job.id, frames_total=2) is None
+    assert store.get(job.id).state == pb.JOB_STATE_CANCELLED
+    assert store.queue_uploaded("no-such-job", frames_total=2) is None
+
+
+def test_holding_the_store_keeps_other_threads_out_but_not_the_holder(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    claimed: list = []
+    with store.holding():
+        job = store.add(_spec("held"))  # the holder reads and writes as usual (the hold is re-entrant)
+        other = threading.Thread(target=lambda: claimed.append(store.claim_next()))
+        other.start()
+        other.join(0.3)
+        assert other.is_alive() and claimed == []  # another thread waits for the hold to end
+    other.join(5)
+    assert [j.id for j in claimed] == [job.id]

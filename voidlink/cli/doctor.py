@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     from voidlink.bridge.client import Client
     from voidlink.errors import VoidlinkError
     from voidlink.inference.backends import BACKEND_NAMES, availability, weights_dir
-    from voidlink.inference.server import default_data_dir, library_versions
+    from voidlink.inference.daemon import library_versions
+    from voidlink.inference.datadir import default_data_dir
 
     report: dict = {"libraries": library_versions()}
     versions = qt_versions()

@@ -134,7 +134,7 @@ def cluster_executor(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from voidlink.inference.server import Daemon
+    from voidlink.inference.daemon import Daemon
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(name)s %(levelname)s %(message)s"

@@ -1,0 +1,141 @@
+"""What a client asks of the daemon's jobs: submit, watch, cancel, get, list, and fetch the result.
+
+`Jobs` is the daemon's core as the service sees it: each RPC about a job is one call here. A job
+is checked (backend, roots, its frames and output) and written to the store before it is
+acknowledged; a streamed job whose frames follow waits in `Uploads`; a watcher gets the job's state
+now, then every event until the job ends (and until its result is fetched, when it is being
+fetched); a cancel of a job that waits for frames also stops the wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+
+from voidlink.inference import pipeline
+from voidlink.inference.downloads import Downloads
+from voidlink.inference.events import EventBus
+from voidlink.inference.probe import check_client_paths
+from voidlink.inference.scheduler import Scheduler
+from voidlink.inference.security import Roots
+from voidlink.inference.store import TERMINAL_STATES, JobStore
+from voidlink.inference.transfer import Transfers
+from voidlink.inference.uploads import Uploads
+from voidlink.protos import pb
+
+from voidlink.errors import InvalidInput, NotFound
+
+log = logging.getLogger("voidlink.daemon")
+
+_POLL_SECONDS = 0.25  # how often a watcher with no event looks whether its client or the daemon left
+
+
+class Jobs:
+    """The daemon's jobs, as clients ask for them."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        bus: EventBus,
+        scheduler: Scheduler,
+        transfers: Transfers,
+        roots: Roots,
+        uploads: Uploads,
+        downloads: Downloads,
+        stopping: threading.Event,
+    ) -> None:
+        self.store, self.bus, self.scheduler, self.transfers = store, bus, scheduler, transfers
+        self.roots, self.uploads, self.downloads = roots, uploads, downloads
+        self.stopping = stopping  # set when the daemon shuts down: watchers are told and let go
+
+    def get(self, job_id: str) -> pb.Job:
+        if not job_id:
+            raise InvalidInput("no job id given", reason="MISSING_FIELD", field="job_id")
+        job = self.store.get(job_id)
+        if job is None:
+            raise NotFound(f"no job with id '{job_id}'", reason="JOB_NOT_FOUND", field="job_id")
+        return job
+
+    def list(self, states: Iterable[int] = (), limit: int = 0) -> list[pb.Job]:
+        return self.store.list(states, limit)
+
+    def submit(self, spec: pb.JobSpec, upload_follows: bool = False) -> pb.Job:
+        """Check `spec` and store it as a queued job (or as one waiting for its frames, when they follow)."""
+        self.scheduler.executor.resolve(spec.params.backend)  # unknown or unavailable backend: refuse now
+        check_client_paths(self.roots, spec)
+        if self.transfers.streamed(spec):
+            spec = self.transfers.materialise(spec, missing_ok=upload_follows)
+            if upload_follows:
+                job = self.uploads.add_uploading(spec)
+                if job is not None:
+                    return job
+        try:
+            prepared = pipeline.prepare_job(spec)
+        except BaseException:
+            self.transfers.discard_inputs(spec)
+            raise
+        job = self.store.add(spec, frames_total=prepared.last - prepared.first + 1)
+        log.info("job %s queued: %s", job.id, spec.name or spec.output.path_template)
+        self.scheduler.wake()
+        return job
+
+    def watch(self, job_id: str, previews: bool, active: Callable[[], bool]) -> Iterator[pb.JobEvent]:
+        """The job's state now, then its events until it ends, while `active()` (the client is there)."""
+        job = self.get(job_id)
+        events = self.bus.subscribe(job.id)
+        try:
+            job = self.get(job_id)  # re-read after subscribing: no event can slip between
+            downloads = self.downloads
+            yield self.snapshot(job)
+            # An ended job whose result is being fetched is followed until the download ends (its last
+            # event is published before the download counts as ended, so it is never missed).
+            ended = job.state in TERMINAL_STATES
+            if ended and not downloads.active(job.id):
+                return
+            while active() and not self.stopping.is_set():
+                try:
+                    event = events.get(timeout=_POLL_SECONDS)
+                except queue.Empty:
+                    if ended and not downloads.active(job.id) and events.empty():
+                        return
+                    continue
+                if not previews and event.HasField("preview"):
+                    event = _without_preview(event)
+                yield event
+                ended = ended or event.state in TERMINAL_STATES
+                if ended and not downloads.active(job.id) and events.empty():
+                    return
+            if self.stopping.is_set():
+                yield self.snapshot(
+                    self.get(job.id), message="the daemon is shutting down; watch again after it restarts"
+                )
+        finally:
+            self.bus.unsubscribe(job.id, events)
+
+    def cancel(self, job_id: str) -> pb.Job:
+        before = self.get(job_id)
+        job = self.scheduler.cancel(job_id)
+        if before.state == pb.JOB_STATE_UPLOADING:
+            self.uploads.forget(job)
+        return job
+
+    def download(self, job_id: str, have: Iterable[pb.FileDigest] = ()) -> Iterator[pb.FileChunk]:
+        """A succeeded job's streamed-back files, as chunks (see `Downloads.stream`)."""
+        yield from self.downloads.stream(self.get(job_id), have)
+
+    def snapshot(self, job: pb.Job, message: str = "") -> pb.JobEvent:
+        """A job's current state as an event, with how far its upload (or the fetch of its result) is."""
+        event = self.uploads.snapshot(job, message)
+        progress = self.downloads.last(job.id) if job.state in TERMINAL_STATES else None
+        if progress is not None:
+            event.transfer.CopyFrom(progress)
+        return event
+
+
+def _without_preview(event: pb.JobEvent) -> pb.JobEvent:
+    copy = pb.JobEvent()
+    copy.CopyFrom(event)
+    copy.ClearField("preview")
+    return copy
