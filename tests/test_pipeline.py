@@ -19,6 +19,7 @@ from shots import read_pixels, write_shot
 from voidlink.bridge import build_spec
 from voidlink.inference import pipeline
 from voidlink.inference.backends.base import Backend, BackendResult
+from voidlink.inference.job import staging
 from voidlink.media import image, quadmask
 from voidlink.media.quadmask import KEEP
 from voidlink.protos import pb
@@ -571,13 +572,13 @@ def test_a_cancel_stops_a_job_before_its_commit_and_not_after(shot, tmp_path, mo
     # Cancelled during the move: refused, and the move is finished.
     flag = pipeline.CancelFlag()
     answers = []
-    move = pipeline._move
+    move = staging._move
 
     def cancel_then_move(staged, final):
         answers.append(flag.cancel())
         move(staged, final)
 
-    monkeypatch.setattr(pipeline, "_move", cancel_then_move)
+    monkeypatch.setattr(staging, "_move", cancel_then_move)
     _run(build_spec(shot.plate, shot.mask, output=output), job_id="c", cancelled=flag)
     assert answers and not any(answers) and flag.committing
     assert _jobs(str(output), shot.first, shot.last) == ["c"] * 6
