@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import cv2
@@ -638,3 +639,71 @@ def test_scheduler_cancel_of_a_queued_job_removes_its_staging_unless_its_commit_
     assert _jobs(str(output), shot.first, shot.last) == [job.id] * 6
     assert scheduler.cancel(job.id).state == pb.JOB_STATE_SUCCEEDED
     store.close()
+
+
+def test_prepare_job_hands_the_prepared_job_to_the_guard_it_is_given(shot, tmp_path, monkeypatch):
+    from voidlink.inference.job.prepare import prepare_job
+
+    spec = build_spec(shot.plate, shot.mask, output=tmp_path / "o" / "o.####.exr")
+    seen = []
+    prepared = prepare_job(spec, guard=seen.append)
+    assert seen == [prepared]
+
+    def refuse(job):
+        raise errors.PermissionDenied(f"{job.output.directory} is outside the roots", reason="OUTSIDE_ROOTS")
+
+    with pytest.raises(errors.PermissionDenied):
+        prepare_job(spec, guard=refuse)
+    assert prepare_job(spec).first == shot.first  # no guard: not confined, whatever the old face holds
+    # The old face honours its module global only when no guard is handed in.
+    monkeypatch.setattr(pipeline, "PATH_GUARD", refuse)
+    with pytest.raises(errors.PermissionDenied):
+        pipeline.prepare_job(spec)
+    assert pipeline.prepare_job(spec, guard=seen.append) is seen[-1]
+
+
+def test_a_job_is_prepared_once_the_scheduler_runs_the_job_prepared_at_submission(shot, tmp_path, monkeypatch):
+    from voidlink.inference.backends import BackendRegistry
+    from voidlink.inference.events import EventBus
+    from voidlink.inference.scheduler import Scheduler
+    from voidlink.inference.store import JobStore
+
+    prepared_again = []
+    prepare = pipeline.prepare_job
+
+    def counting(spec, *, guard=None):
+        prepared_again.append(spec.output.path_template)
+        return prepare(spec, guard=guard)
+
+    monkeypatch.setattr(pipeline, "prepare_job", counting)  # what the scheduler prepares with
+    store = JobStore(tmp_path / "jobs.sqlite")
+    scheduler = Scheduler(store, EventBus(), BackendRegistry())
+    try:
+        # Submitted: the job prepared then is the one that runs.
+        spec = build_spec(shot.plate, shot.mask, output=tmp_path / "a" / "a.####.exr", backend="classical")
+        prepared = prepare(spec)
+        job = scheduler.submit(lambda: store.add(spec, frames_total=len(prepared.frames)), prepared)
+        assert job is not None and job.id in scheduler.prepared
+        # Cancelled in the queue: its prepared job is dropped with it.
+        other = build_spec(shot.plate, shot.mask, output=tmp_path / "b" / "b.####.exr", backend="classical")
+        cancelled = scheduler.submit(lambda: store.add(other), prepare(other))
+        assert scheduler.cancel(cancelled.id).state == pb.JOB_STATE_CANCELLED
+        assert cancelled.id not in scheduler.prepared
+        # Queued before a restart (nothing handed in): prepared when it runs, as the disk may have changed.
+        again = build_spec(shot.plate, shot.mask, output=tmp_path / "c" / "c.####.exr", backend="classical")
+        restarted = store.add(again)
+        # Not queued after all (`add` says so): the prepared job is closed, not kept.
+        assert scheduler.submit(lambda: None, prepare(again)) is None and len(scheduler.prepared) == 1
+        scheduler.start()
+        for job_id in (job.id, restarted.id):
+            for _ in range(600):
+                if store.get(job_id).state == pb.JOB_STATE_SUCCEEDED:
+                    break
+                assert store.get(job_id).state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
+                time.sleep(0.05)
+            assert store.get(job_id).state == pb.JOB_STATE_SUCCEEDED
+        assert prepared_again == [again.output.path_template]
+        assert len(scheduler.prepared) == 0
+    finally:
+        scheduler.stop()
+        store.close()

@@ -72,7 +72,7 @@ def render(
             nonfinite.append(result.index)
         writer.write(plates.load(result.index), result)
         done += 1
-        progress.frame_written(result.index, done, total, _preview(result.image))
+        progress.frame_written(result.index, done, total, _preview_pixels(result.image))
     missing = _unrendered(prepared, staging, frames, done_elsewhere)
     if missing:
         raise VoidlinkError(
@@ -259,7 +259,7 @@ def composite_frame(
     return composite.composite(source.pixels, rgb, filled, alpha, changed)
 
 
-def _preview(model: np.ndarray, width: int = 256) -> np.ndarray:
+def _preview_pixels(model: np.ndarray, width: int = 256) -> np.ndarray:
     """A small copy of the backend's output for the watchers' preview."""
     import cv2
 
