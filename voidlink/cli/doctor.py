@@ -108,7 +108,7 @@ def qt_problems(
 def run(args: argparse.Namespace) -> int:
     from voidlink.bridge.client import Client
     from voidlink.errors import VoidlinkError
-    from voidlink.inference.backends import BACKEND_NAMES, availability, weights_dir
+    from voidlink.inference.backends import BACKENDS, weights_dir
     from voidlink.inference.server import default_data_dir, library_versions
 
     report: dict = {"libraries": library_versions()}
@@ -125,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
     }
     report["ocio_config"] = os.environ.get("OCIO") or "built-in (set $OCIO to use the studio's config)"
     report["backends"] = {}
-    for name in BACKEND_NAMES:
-        state = availability(name, args.weights)
+    for name, backend in BACKENDS.items():
+        state = backend.availability(args.weights)
         report["backends"][name] = {"available": state.available, "reason": state.reason, "detail": state.detail}
     report["weights_dir"] = str(weights_dir(args.weights))
     from voidlink.inference.backends.void.weights import check_weights, download_commands
