@@ -20,7 +20,7 @@ from shots import read_pixels, write_shot
 from voidlink.bridge import build_spec
 from voidlink.inference import pipeline
 from voidlink.inference.backends.base import Backend, BackendResult
-from voidlink.inference.job import staging
+from voidlink.inference.job import staging as job_staging
 from voidlink.media import image, quadmask
 from voidlink.media.quadmask import KEEP
 from voidlink.protos import pb
@@ -573,13 +573,13 @@ def test_a_cancel_stops_a_job_before_its_commit_and_not_after(shot, tmp_path, mo
     # Cancelled during the move: refused, and the move is finished.
     flag = pipeline.CancelFlag()
     answers = []
-    move = staging._move
+    move = job_staging._move
 
     def cancel_then_move(staged, final):
         answers.append(flag.cancel())
         move(staged, final)
 
-    monkeypatch.setattr(staging, "_move", cancel_then_move)
+    monkeypatch.setattr(job_staging, "_move", cancel_then_move)
     _run(build_spec(shot.plate, shot.mask, output=output), job_id="c", cancelled=flag)
     assert answers and not any(answers) and flag.committing
     assert _jobs(str(output), shot.first, shot.last) == ["c"] * 6
@@ -707,3 +707,17 @@ def test_a_job_is_prepared_once_the_scheduler_runs_the_job_prepared_at_submissio
     finally:
         scheduler.stop()
         store.close()
+
+
+def test_the_old_face_keeps_every_name_its_callers_use():
+    """`voidlink.inference.pipeline` re-exports what the daemon's other modules still call it for."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    used = set()
+    for path in [*(root / "inference").glob("*.py"), *(root / "tests").glob("*.py")]:
+        if path.name != "pipeline.py":
+            used |= set(re.findall(r"\bpipeline\.([A-Za-z_]\w*)", path.read_text(encoding="utf-8")))
+    used.discard("py")  # prose ("inference/pipeline.py"), not an attribute
+    assert {"prepare_job", "run_job", "commit_segments", "stage_file", "PATH_GUARD"} <= used
+    assert not [name for name in sorted(used) if not hasattr(pipeline, name)]
