@@ -196,6 +196,9 @@ class PreparedJobs:
         self._jobs: dict[str, PreparedJob] = {}
 
     def hand_in(self, job_id: str, prepared: PreparedJob) -> None:
+        # A queued job holds no open file: a movie's decoder, opened to read its header, is reopened
+        # by the run (closing a prepared job releases its decoders and keeps everything else).
+        prepared.close()
         with self._lock:
             earlier = self._jobs.pop(job_id, None)
             self._jobs[job_id] = prepared
