@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Optional
 
 import grpc
-from voidlink.inference import pipeline
 from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
 from voidlink.inference.datadir import DataDirLock, default_data_dir
 from voidlink.inference.downloads import RESULT_DAYS, Downloads
@@ -38,7 +37,6 @@ from voidlink.inference.service import VoidLinkService
 from voidlink.inference.store import JobStore
 from voidlink.inference.transfer import FrameCache, Transfers
 from voidlink.inference.uploads import Uploads
-from voidlink.media import image
 from voidlink.protos import DEFAULT_ADDRESS, PROTOCOL_VERSION, pb
 
 import voidlink
@@ -99,12 +97,10 @@ class Daemon:
                 confined=bool(security.roots) or not loopback,
                 internal=[str(self.transfers.inputs), str(self.transfers.results)],
             )
-            # The pipeline's and the image reader's path guards are module-wide (they belong to those
-            # modules): the one process-wide state a daemon sets, undone at stop.
-            pipeline.PATH_GUARD = self.roots.prepared_guard() if self.roots.confined else None
-            image.CONFINE = self.roots.opened_guard() if self.roots.confined else None
             self._discard_finished_inputs()
-            self.scheduler = Scheduler(self.store, self.bus, self.registry, executor=self.executor)
+            self.scheduler = Scheduler(
+                self.store, self.bus, self.registry, executor=self.executor, guard=self.roots.confinement()
+            )
             self.uploads = Uploads(
                 self.store, self.bus, self.cache, self.transfers, self.scheduler, security.max_upload_bytes
             )
@@ -141,8 +137,6 @@ class Daemon:
                 log.warning(warning)
             return self.address
         except BaseException:
-            pipeline.PATH_GUARD = None
-            image.CONFINE = None
             self._lock.release()
             raise
 
@@ -155,8 +149,6 @@ class Daemon:
         self.scheduler.stop(timeout=30.0)
         self.server.stop(grace)
         self.store.close()
-        pipeline.PATH_GUARD = None
-        image.CONFINE = None
         self._lock.release()
 
     def serve_forever(self) -> None:

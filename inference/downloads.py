@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Optional
 
-from voidlink.inference import pipeline
 from voidlink.inference.events import EventBus
+from voidlink.inference.job.outputs import STAGING_PREFIX
 from voidlink.inference.transfer import Transfers
 from voidlink.protos import pb, wire
 from voidlink.protos.clips import SequencePattern
@@ -162,7 +162,7 @@ def _file_chunks(
 
 
 def _staged(path: Path, folder: Path) -> bool:
-    return any(part.startswith(pipeline.STAGING_PREFIX) for part in path.relative_to(folder).parts)
+    return any(part.startswith(STAGING_PREFIX) for part in path.relative_to(folder).parts)
 
 
 def _trailing_number(name: str) -> int:

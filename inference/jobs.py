@@ -14,9 +14,9 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
-from voidlink.inference import pipeline
 from voidlink.inference.downloads import Downloads
 from voidlink.inference.events import EventBus
+from voidlink.inference.job.prepare import prepare_job
 from voidlink.inference.probe import check_client_paths
 from voidlink.inference.scheduler import Scheduler
 from voidlink.inference.security import Roots
@@ -72,13 +72,13 @@ class Jobs:
                 if job is not None:
                     return job
         try:
-            prepared = pipeline.prepare_job(spec)
+            prepared = prepare_job(spec, guard=self.scheduler.guard)
         except BaseException:
             self.transfers.discard_inputs(spec)
             raise
-        job = self.store.add(spec, frames_total=prepared.last - prepared.first + 1)
+        frames = prepared.last - prepared.first + 1
+        job = self.scheduler.submit(lambda: self.store.add(spec, frames_total=frames), prepared)
         log.info("job %s queued: %s", job.id, spec.name or spec.output.path_template)
-        self.scheduler.wake()
         return job
 
     def watch(self, job_id: str, previews: bool, active: Callable[[], bool]) -> Iterator[pb.JobEvent]:

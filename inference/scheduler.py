@@ -3,12 +3,14 @@
 Where a job runs is the executor's business: in the daemon's process by default, on a pool of
 workers (`voidlink.inference.cluster`) when the daemon fronts one.
 
-The job's own state lives in the JobStore; the scheduler only keeps what a running job needs in
-memory (its cancel flag). Backends stay resident in the BackendRegistry between jobs.
+The job's own state lives in the JobStore; the scheduler only keeps in memory what a job needs
+between its submission and its end: the job prepared when it was submitted (`PreparedJobs`: a job is
+checked against the disk once) and a running job's cancel flag. Backends stay resident in the
+BackendRegistry between jobs.
 
 A cancel removes the job's staging folder, whether it was running or waiting in the queue; a job
 that has begun moving its frames into place is not cancelled but finishes the move (see
-`pipeline.CancelFlag`), and at start-up `recover` finishes the moves a crash interrupted before any
+`job.control.CancelFlag`), and at start-up `recover` finishes the moves a crash interrupted before any
 job runs or any call is served.
 """
 
@@ -21,10 +23,18 @@ import traceback
 from typing import Callable, Optional, Protocol
 
 import numpy as np
-from voidlink.inference import pipeline
 from voidlink.inference.backends import BackendRegistry
 from voidlink.inference.backends.base import BackendRequest, Cancelled
 from voidlink.inference.events import EventBus
+from voidlink.inference.job.control import CancelFlag, ProgressSink
+from voidlink.inference.job.prepare import Confinement, PreparedJob, prepare_job
+from voidlink.inference.job.run import run_job
+from voidlink.inference.job.staging import (
+    commit_begun,
+    discard_staging,
+    discard_staging_of,
+    finish_interrupted_commit,
+)
 from voidlink.inference.store import TERMINAL_STATES, JobStore
 from voidlink.protos import pb, status, vocabulary
 from voidlink.protos.events import job_event
@@ -34,8 +44,10 @@ from voidlink.errors import JobCancelled, NotFound, VoidlinkError
 log = logging.getLogger("voidlink.scheduler")
 
 
-
-def backend_request(spec: pb.JobSpec, first: int, last: int, cancelled, on_message) -> BackendRequest:
+def backend_request(
+    spec: pb.JobSpec, first: int, last: int, cancelled: Callable[[], bool], on_message: Callable[[str], None]
+) -> BackendRequest:
+    """What a backend is asked for the job's frames `first`-`last`, from its spec's params."""
     params = spec.params
     return BackendRequest(
         prompt=params.prompt,
@@ -57,8 +69,8 @@ def backend_request(spec: pb.JobSpec, first: int, last: int, cancelled, on_messa
 PREVIEW_SECONDS = 0.25
 
 
-class _Progress:
-    """The pipeline's ProgressSink: records to the store, publishes to watchers."""
+class JobProgress:
+    """A running job's ProgressSink: records to the store, publishes to watchers."""
 
     def __init__(self, store: JobStore, bus: EventBus, job: pb.Job) -> None:
         self.store, self.bus, self.job_id = store, bus, job.id
@@ -96,7 +108,7 @@ class _Progress:
         now = time.monotonic()
         if preview is not None and (done >= total or now - self._preview_at >= PREVIEW_SECONDS):
             self._preview_at = now
-            event.preview.CopyFrom(_preview(preview, frame))
+            event.preview.CopyFrom(_encode_preview(preview, frame))
         self.bus.publish(event)
 
     def log(self, message: str) -> None:
@@ -111,7 +123,7 @@ class _Progress:
         return max(0.0, (self.total - self.done) * elapsed / since)
 
 
-def _preview(image: np.ndarray, frame: int) -> pb.Preview:
+def _encode_preview(image: np.ndarray, frame: int) -> pb.Preview:
     import cv2
 
     rgb = np.ascontiguousarray(image[..., :3])
@@ -134,9 +146,9 @@ class Executor(Protocol):
     def execute(
         self,
         job: pb.Job,
-        prepared: pipeline.PreparedJob,
+        prepared: PreparedJob,
         backend_name: str,
-        progress: pipeline.ProgressSink,
+        progress: ProgressSink,
         cancelled: Callable[[], bool],
     ) -> pb.JobResult: ...
 
@@ -156,23 +168,73 @@ class LocalExecutor:
     def execute(
         self,
         job: pb.Job,
-        prepared: pipeline.PreparedJob,
+        prepared: PreparedJob,
         backend_name: str,
-        progress: pipeline.ProgressSink,
+        progress: ProgressSink,
         cancelled: Callable[[], bool],
     ) -> pb.JobResult:
         progress.stage("load", f"loading the {backend_name} backend")
         backend = self.registry.get(backend_name)
         request = backend_request(job.spec, prepared.first, prepared.last, cancelled, progress.log)
-        return pipeline.run_job(
-            prepared, backend, job_id=job.id, progress=progress, cancelled=cancelled, request=request
-        )
+        return run_job(prepared, backend, job_id=job.id, progress=progress, cancelled=cancelled, request=request)
 
     def close(self) -> None:
         pass
 
 
+class PreparedJobs:
+    """The jobs prepared when they were submitted, by job id, until they run: a job is checked against
+    the disk once, not again when a worker takes it.
+
+    Handed in when the job is queued (`Scheduler.submit`), taken when it runs, dropped when it ends
+    before that (cancelled in the queue, the daemon stopping). Memory only: after a daemon restart a
+    job is prepared again when it runs, as the disk may have changed meanwhile."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, PreparedJob] = {}
+
+    def hand_in(self, job_id: str, prepared: PreparedJob) -> None:
+        # A queued job holds no open file: a movie's decoder, opened to read its header, is reopened
+        # by the run (closing a prepared job releases its decoders and keeps everything else).
+        prepared.close()
+        with self._lock:
+            earlier = self._jobs.pop(job_id, None)
+            self._jobs[job_id] = prepared
+        if earlier is not None and earlier is not prepared:
+            earlier.close()
+
+    def take(self, job_id: str) -> Optional[PreparedJob]:
+        """The job's prepared job, no longer held here (the run closes it); None when none was handed in."""
+        with self._lock:
+            return self._jobs.pop(job_id, None)
+
+    def drop(self, job_id: str) -> None:
+        prepared = self.take(job_id)
+        if prepared is not None:
+            prepared.close()
+
+    def clear(self) -> None:
+        with self._lock:
+            held, self._jobs = list(self._jobs.values()), {}
+        for prepared in held:
+            prepared.close()
+
+    def __contains__(self, job_id: object) -> bool:
+        with self._lock:
+            return job_id in self._jobs
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+
 class Scheduler:
+    """Runs the store's queued jobs on the executor's slots, one worker thread per slot.
+
+    `guard`: the daemon's confinement to its roots, for a job prepared here (one queued before a
+    restart); None: the daemon is not confined."""
+
     def __init__(
         self,
         store: JobStore,
@@ -180,13 +242,16 @@ class Scheduler:
         registry: BackendRegistry,
         devices: int = 1,
         executor: Optional[Executor] = None,
+        guard: Optional[Confinement] = None,
     ) -> None:
         self.store, self.bus, self.registry = store, bus, registry
         self.executor: Executor = executor or LocalExecutor(registry, devices)
+        self.guard = guard
+        self.prepared = PreparedJobs()
         devices = self.executor.slots
         self._wake = threading.Condition()
         self._stopping = False
-        self._cancel: dict[str, pipeline.CancelFlag] = {}
+        self._cancel: dict[str, CancelFlag] = {}
         self._threads = [
             threading.Thread(target=self._loop, name=f"voidlink-worker-{i}", daemon=True) for i in range(devices)
         ]
@@ -201,6 +266,20 @@ class Scheduler:
         with self._wake:
             self._wake.notify_all()
 
+    def submit(self, add: Callable[[], Optional[pb.Job]], prepared: PreparedJob) -> Optional[pb.Job]:
+        """Queue a job with the job prepared for it, and wake a worker. `add` puts the job in the store's
+        queue (`store.add`, or `store.queue_uploaded` once its frames are in) and returns it, or None
+        when it was not queued; it runs under the lock the workers claim jobs under, so no worker starts
+        the job before its prepared job is handed in."""
+        with self._wake:
+            job = add()
+            if job is not None:
+                self.prepared.hand_in(job.id, prepared)
+            self._wake.notify_all()
+        if job is None:
+            prepared.close()
+        return job
+
     def stop(self, timeout: float = 30.0) -> None:
         """Interrupt running jobs at their next frame; they go back to the queue, not cancelled."""
         with self._wake:
@@ -212,6 +291,7 @@ class Scheduler:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(max(0.0, deadline - time.monotonic()))
+        self.prepared.clear()
         self.executor.close()
 
     def running(self) -> int:
@@ -231,9 +311,10 @@ class Scheduler:
                 if flag.cancel():  # the worker finishes the job as cancelled at its next frame
                     return job
                 return self._too_late(job)
-            if pipeline.commit_begun(job.spec, job_id):  # an interrupted commit its next run finishes
+            if commit_begun(job.spec, job_id):  # an interrupted commit its next run finishes
                 return self._too_late(job)
             job = self.store.finish(job_id, pb.JOB_STATE_CANCELLED, message="cancelled before it started")
+        self.prepared.drop(job_id)
         self._discard_spec(job)
         self._publish_final(job)
         return job
@@ -255,7 +336,7 @@ class Scheduler:
         jobs += [j for j in self.store.list([pb.JOB_STATE_FAILED], 0) if j.error.reason == "COMMIT_INCOMPLETE"]
         for job in jobs:
             try:
-                result = pipeline.finish_interrupted_commit(job.spec, job.id)
+                result = finish_interrupted_commit(job.spec, job.id)
             except VoidlinkError as error:
                 log.error("job %s: %s", job.id, error)
                 self.store.append_log(job.id, f"finishing the interrupted commit failed: {error}")
@@ -285,7 +366,7 @@ class Scheduler:
                 if job is None:
                     self._wake.wait(timeout=1.0)
                     continue
-                flag = pipeline.CancelFlag()
+                flag = CancelFlag()
                 self._cancel[job.id] = flag
             try:
                 self._run(job, flag)
@@ -293,12 +374,12 @@ class Scheduler:
                 with self._wake:
                     self._cancel.pop(job.id, None)
 
-    def _run(self, job: pb.Job, flag: pipeline.CancelFlag) -> None:
-        progress = _Progress(self.store, self.bus, job)
+    def _run(self, job: pb.Job, flag: CancelFlag) -> None:
+        progress = JobProgress(self.store, self.bus, job)
         prepared = None
         try:
             progress.stage("validate")
-            prepared = pipeline.prepare_job(job.spec)
+            prepared = self.prepared.take(job.id) or self._prepare(job.spec)
             backend_name = self.executor.resolve(job.spec.params.backend)
             result = self.executor.execute(job, prepared, backend_name, progress, flag)
         except (JobCancelled, Cancelled):
@@ -323,18 +404,22 @@ class Scheduler:
             message = f"{result.frames.last - result.frames.first + 1} frames written to {result.output_pattern}"
             self._publish_final(self.store.finish(job.id, pb.JOB_STATE_SUCCEEDED, message=message, result=result))
 
-    def _discard(self, prepared: Optional[pipeline.PreparedJob], job: pb.Job) -> None:
+    def _prepare(self, spec: pb.JobSpec) -> PreparedJob:
+        """A job not prepared at submission in this daemon's life (queued before a restart)."""
+        return prepare_job(spec, guard=self.guard)
+
+    def _discard(self, prepared: Optional[PreparedJob], job: pb.Job) -> None:
         if prepared is None:  # refused when it ran: a staging folder of an earlier attempt may be there
             self._discard_spec(job)
             return
         try:
-            pipeline.discard_staging(prepared, job.id)
+            discard_staging(prepared, job.id)
         except OSError:
             log.warning("could not remove the staging folder of job %s", job.id, exc_info=True)
 
     def _discard_spec(self, job: pb.Job) -> None:
         try:
-            pipeline.discard_staging_of(job.spec, job.id)
+            discard_staging_of(job.spec, job.id)
         except OSError:
             log.warning("could not remove the staging folder of job %s", job.id, exc_info=True)
 

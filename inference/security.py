@@ -281,7 +281,7 @@ class Roots:
         )
 
     def opened_guard(self) -> Callable[[str, str, str, Optional[int]], None]:
-        """`image.CONFINE` for this daemon: the real path of a file opened for reading (given by the OS
+        """The readers' `confine` for this daemon: the real path of a file opened for reading (given by the OS
         for the open descriptor) must be under the roots, or the daemon's own transfer folders."""
 
         def guard(real: str, path: str, label: str, frame: Optional[int]) -> None:
@@ -303,6 +303,12 @@ class Roots:
     def check_paths(self, items: Iterable[tuple[str, str]]) -> None:
         for path, label in items:
             self.check(path, label)
+
+    def confinement(self):
+        """What prepare_job checks a job with when this daemon is confined (None when it is not)."""
+        from voidlink.inference.job.prepare import Confinement
+
+        return Confinement(self.prepared_guard(), self.opened_guard()) if self.confined else None
 
     def prepared_guard(self) -> Callable[[object], None]:
         """A check of a prepared job's every frame file and output folder (runs at submit and at run time)."""

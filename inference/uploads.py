@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Optional
 
-from voidlink.inference import pipeline
 from voidlink.inference.events import EventBus
+from voidlink.inference.job.prepare import prepare_job
 from voidlink.inference.scheduler import Scheduler
 from voidlink.inference.security import format_size
 from voidlink.inference.store import UPLOAD_STAGE, JobStore
@@ -175,7 +175,7 @@ class Uploads:
             return  # cancelled meanwhile
         self.bus.publish(last)
         try:
-            prepared = pipeline.prepare_job(job.spec)
+            prepared = prepare_job(job.spec, guard=self.scheduler.guard)
         except Exception as error:  # the frames are in but the job cannot run: it fails, named like any refusal
             if not isinstance(error, VoidlinkError):
                 log.exception("job %s: checking the uploaded frames failed", job_id)
@@ -184,11 +184,11 @@ class Uploads:
             final = self.store.finish(job_id, pb.JOB_STATE_FAILED, message=str(error), error=status.detail_of(error))
             self.bus.publish(self.snapshot(final))
             return
-        job = self.store.queue_uploaded(job_id, prepared.last - prepared.first + 1)
+        frames = prepared.last - prepared.first + 1
+        job = self.scheduler.submit(lambda: self.store.queue_uploaded(job_id, frames), prepared)
         if job is not None:
             log.info("job %s queued: its frames are in", job_id)
             self.bus.publish(self.snapshot(job))
-            self.scheduler.wake()
 
 
 class WaitingJobs:

@@ -40,13 +40,13 @@ _FILE_ATTRIBUTES = re.compile(
 
 T = TypeVar("T")
 
-# A daemon confined to roots sets this: `CONFINE(real, path, field, frame)` raises (PermissionDenied)
-# when `real`, the real path of a file voidlink has just opened to read as `path`, is outside the roots.
-# Each frame file is then opened once, that open file is checked, and its pixels are read through it
-# (OpenImageIO and OpenCV open the descriptor's /proc/self/fd or /dev/fd name, the same file), so a
-# path swapped for a link to a file elsewhere after the job was checked is refused, not read. None
-# (an unconfined local daemon): files are opened by their path, as any local tool does.
-CONFINE: Optional[Callable[[str, str, str, Optional[int]], None]] = None
+# What a daemon confined to roots hands the readers: `confine(real, path, field, frame)` raises
+# (PermissionDenied) when `real`, the real path of a file voidlink has just opened to read as `path`, is
+# outside the roots. Each frame file is then opened once, that open file is checked, and its pixels are
+# read through it (OpenImageIO and OpenCV open the descriptor's /proc/self/fd or /dev/fd name, the same
+# file), so a path swapped for a link to a file elsewhere after the job was checked is refused, not read.
+# None (an unconfined local daemon): files are opened by their path, as any local tool does.
+OpenedGuard = Callable[[str, str, str, Optional[int]], None]
 
 
 @dataclass
@@ -100,13 +100,15 @@ def _fd_real_path(fd: int, path: str) -> str:
 
 
 @contextlib.contextmanager
-def open_checked(path: str, field: str, frame: Optional[int] = None) -> Iterator[str]:
+def open_checked(
+    path: str, field: str, frame: Optional[int] = None, confine: Optional[OpenedGuard] = None
+) -> Iterator[str]:
     """Open `path` once for reading, check the file actually opened, and yield the name to read it by.
 
-    With CONFINE set the file must be a regular file whose real path CONFINE accepts; the name yielded
-    reads that very file (the open descriptor's) for as long as the block runs. Without CONFINE the
-    path itself is yielded, untouched."""
-    guard = CONFINE
+    With `confine` the file must be a regular file whose real path `confine` accepts; the name yielded
+    reads that very file (the open descriptor's) for as long as the block runs. Without it the path
+    itself is yielded, untouched."""
+    guard = confine
     if guard is None:
         yield path
         return
@@ -158,9 +160,15 @@ def _open(path: str, part: str, field: str, frame: Optional[int], name: str = ""
     )
 
 
-def read_spec(path: str, part: str = "", field: str = "clip", frame: Optional[int] = None) -> oiio.ImageSpec:
-    """The header of one frame (cheap: no pixels)."""
-    with open_checked(path, field, frame) as name:
+def read_spec(
+    path: str,
+    part: str = "",
+    field: str = "clip",
+    frame: Optional[int] = None,
+    confine: Optional[OpenedGuard] = None,
+) -> oiio.ImageSpec:
+    """The header of one frame (cheap: no pixels); `confine` as in `open_checked`."""
+    with open_checked(path, field, frame, confine) as name:
         image, _ = _open(path, part, field, frame, name)
         try:
             return oiio.ImageSpec(image.spec())
@@ -277,9 +285,11 @@ def read_image(
     part: str = "",
     field: str = "clip",
     frame: Optional[int] = None,
+    confine: Optional[OpenedGuard] = None,
 ) -> ImageFrame:
-    """Read one frame's data window as float32 with the requested channels (all of them when "all")."""
-    with open_checked(path, field, frame) as name:
+    """Read one frame's data window as float32 with the requested channels (all of them when "all");
+    `confine` as in `open_checked`."""
+    with open_checked(path, field, frame, confine) as name:
         image, index = _open(path, part, field, frame, name)
         try:
             spec = oiio.ImageSpec(image.spec())

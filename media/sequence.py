@@ -89,6 +89,34 @@ def format_frames(frames: list[int], limit: int = 12) -> str:
     return text + (f" and {len(runs) - limit} more runs" if len(runs) > limit else "")
 
 
+def check_frames(media: MediaSource, first: int, last: int, field_name: str) -> None:
+    """Refuse a frame range the clip's media does not hold: outside its frames (InvalidInput,
+    FRAME_RANGE_OUTSIDE_SOURCE, on `spec.frames`), or with frames missing inside (NotFound,
+    MISSING_FRAMES, on the clip's field). A single image holds every frame.
+
+    The one rule the daemon's `prepare_job` and the panel's checks before submitting share, so both
+    word a refusal alike."""
+    if media.kind == "image":
+        return
+    if first < media.first or last > media.last:
+        raise InvalidInput(
+            f"{field_name}: frames {first}-{last} are outside {media.path} (frames {media.first}-{media.last})",
+            reason="FRAME_RANGE_OUTSIDE_SOURCE",
+            field="spec.frames",
+            file=media.path,
+            frames=[f for f in (first, last) if f < media.first or f > media.last],
+        )
+    missing = media.missing(first, last)
+    if missing:
+        raise NotFound(
+            f"{field_name}: {len(missing)} frame(s) missing from {media.path}: {format_frames(missing)}",
+            reason="MISSING_FRAMES",
+            field=field_name,
+            file=media.path,
+            frames=missing,
+        )
+
+
 def discover(clip: ClipMedia, field_name: str = "clip") -> MediaSource:
     """Find the frames of a clip on disk; raises NotFound naming the clip when there are none."""
     path = clip.path

@@ -13,7 +13,7 @@ from typing import Optional
 from voidlink.protos import pb
 from voidlink.protos.clips import SequencePattern, clip_media
 
-from voidlink.errors import InvalidInput, NotFound, PermissionDenied, VoidlinkError
+from voidlink.errors import InvalidInput, PermissionDenied, VoidlinkError
 
 # Which form field each part of a spec comes from, for pointing at the widget to fix.
 FORM_FIELDS = {
@@ -45,30 +45,6 @@ def _frames_of(clip: pb.ClipSpec, field_name: str):
     return sequence.discover(media, field_name)
 
 
-def _check_range(source, field_name: str, first: int, last: int) -> None:
-    from voidlink.media import sequence
-
-    if source.kind == "image":
-        return
-    if first < source.first or last > source.last:
-        raise InvalidInput(
-            f"{field_name}: frames {first}-{last} are outside {source.path} (frames {source.first}-{source.last})",
-            reason="FRAME_RANGE_OUTSIDE_SOURCE",
-            field="spec.frames",
-            file=source.path,
-            frames=[f for f in (first, last) if f < source.first or f > source.last],
-        )
-    missing = source.missing(first, last)
-    if missing:
-        raise NotFound(
-            f"{field_name}: {len(missing)} frame(s) missing from {source.path}: {sequence.format_frames(missing)}",
-            reason="MISSING_FRAMES",
-            field=field_name,
-            file=source.path,
-            frames=missing,
-        )
-
-
 def validate_spec(spec: pb.JobSpec) -> Optional[VoidlinkError]:
     """The first problem the daemon would refuse this spec for, as the daemon's error; None when none is seen."""
     try:
@@ -90,8 +66,10 @@ def _validate(spec: pb.JobSpec) -> None:
     first, last = int(spec.frames.first), int(spec.frames.last)
     if last < first:
         raise InvalidInput(f"spec.frames: the range {first}-{last} is empty", reason="EMPTY_RANGE", field="spec.frames")
+    from voidlink.media import sequence
+
     for name, clip in clips:
-        _check_range(clip, name, first, last)
+        sequence.check_frames(clip, first, last, name)
 
     template = spec.output.path_template
     output = SequencePattern.parse(template) if template else None

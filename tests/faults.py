@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from voidlink.inference import pipeline
+from voidlink.inference.job import staging
 
 
 class Killed(BaseException):
@@ -11,7 +11,7 @@ class Killed(BaseException):
 
 def crash_mid_commit(monkeypatch, moves: int) -> None:
     """Make the next commit in this process die after `moves` renames, as a daemon killed there would."""
-    move = pipeline._move
+    move = staging._move
     count = [0]
 
     def dying(staged, final):
@@ -20,4 +20,4 @@ def crash_mid_commit(monkeypatch, moves: int) -> None:
         count[0] += 1
         move(staged, final)
 
-    monkeypatch.setattr(pipeline, "_move", dying)
+    monkeypatch.setattr(staging, "_move", dying)

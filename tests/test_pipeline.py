@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import cv2
@@ -19,6 +20,7 @@ from shots import read_pixels, write_shot
 from voidlink.bridge import build_spec
 from voidlink.inference import pipeline
 from voidlink.inference.backends.base import Backend, BackendResult
+from voidlink.inference.job import staging as job_staging
 from voidlink.media import image, quadmask
 from voidlink.media.quadmask import KEEP
 from voidlink.protos import pb
@@ -571,13 +573,13 @@ def test_a_cancel_stops_a_job_before_its_commit_and_not_after(shot, tmp_path, mo
     # Cancelled during the move: refused, and the move is finished.
     flag = pipeline.CancelFlag()
     answers = []
-    move = pipeline._move
+    move = job_staging._move
 
     def cancel_then_move(staged, final):
         answers.append(flag.cancel())
         move(staged, final)
 
-    monkeypatch.setattr(pipeline, "_move", cancel_then_move)
+    monkeypatch.setattr(job_staging, "_move", cancel_then_move)
     _run(build_spec(shot.plate, shot.mask, output=output), job_id="c", cancelled=flag)
     assert answers and not any(answers) and flag.committing
     assert _jobs(str(output), shot.first, shot.last) == ["c"] * 6
@@ -637,3 +639,85 @@ def test_scheduler_cancel_of_a_queued_job_removes_its_staging_unless_its_commit_
     assert _jobs(str(output), shot.first, shot.last) == [job.id] * 6
     assert scheduler.cancel(job.id).state == pb.JOB_STATE_SUCCEEDED
     store.close()
+
+
+def test_prepare_job_hands_the_prepared_job_to_the_confinement_it_is_given(shot, tmp_path):
+    from voidlink.inference.job.prepare import Confinement, prepare_job
+
+    spec = build_spec(shot.plate, shot.mask, output=tmp_path / "o" / "o.####.exr")
+    seen, opened = [], []
+    prepared = prepare_job(spec, guard=Confinement(seen.append, lambda real, *where: opened.append(real)))
+    assert seen == [prepared]
+    # Each file the job reads is checked as it is opened, by the job's own confinement (no module state).
+    assert opened and all(path.endswith(".exr") for path in opened)
+    prepared.source.read(shot.first)
+    assert opened[-1] == os.path.realpath(shot.plate.replace("####", f"{shot.first:04d}"))
+
+    def refuse(job):
+        raise errors.PermissionDenied(f"{job.output.directory} is outside the roots", reason="OUTSIDE_ROOTS")
+
+    with pytest.raises(errors.PermissionDenied):
+        prepare_job(spec, guard=Confinement(refuse, lambda *args: None))
+    assert prepare_job(spec).first == shot.first  # no guard: not confined
+
+
+def test_a_job_is_prepared_once_the_scheduler_runs_the_job_prepared_at_submission(shot, tmp_path, monkeypatch):
+    from voidlink.inference import scheduler as scheduler_module
+    from voidlink.inference.backends import BackendRegistry
+    from voidlink.inference.events import EventBus
+    from voidlink.inference.scheduler import Scheduler
+    from voidlink.inference.store import JobStore
+
+    prepared_again = []
+    prepare = pipeline.prepare_job
+
+    def counting(spec, *, guard=None):
+        prepared_again.append(spec.output.path_template)
+        return prepare(spec, guard=guard)
+
+    monkeypatch.setattr(scheduler_module, "prepare_job", counting)  # what the scheduler prepares with
+    store = JobStore(tmp_path / "jobs.sqlite")
+    scheduler = Scheduler(store, EventBus(), BackendRegistry())
+    try:
+        # Submitted: the job prepared then is the one that runs.
+        spec = build_spec(shot.plate, shot.mask, output=tmp_path / "a" / "a.####.exr", backend="classical")
+        prepared = prepare(spec)
+        job = scheduler.submit(lambda: store.add(spec, frames_total=len(prepared.frames)), prepared)
+        assert job is not None and job.id in scheduler.prepared
+        # Cancelled in the queue: its prepared job is dropped with it.
+        other = build_spec(shot.plate, shot.mask, output=tmp_path / "b" / "b.####.exr", backend="classical")
+        cancelled = scheduler.submit(lambda: store.add(other), prepare(other))
+        assert scheduler.cancel(cancelled.id).state == pb.JOB_STATE_CANCELLED
+        assert cancelled.id not in scheduler.prepared
+        # Queued before a restart (nothing handed in): prepared when it runs, as the disk may have changed.
+        again = build_spec(shot.plate, shot.mask, output=tmp_path / "c" / "c.####.exr", backend="classical")
+        restarted = store.add(again)
+        # Not queued after all (`add` says so): the prepared job is closed, not kept.
+        assert scheduler.submit(lambda: None, prepare(again)) is None and len(scheduler.prepared) == 1
+        scheduler.start()
+        for job_id in (job.id, restarted.id):
+            for _ in range(600):
+                if store.get(job_id).state == pb.JOB_STATE_SUCCEEDED:
+                    break
+                assert store.get(job_id).state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
+                time.sleep(0.05)
+            assert store.get(job_id).state == pb.JOB_STATE_SUCCEEDED
+        assert prepared_again == [again.output.path_template]
+        assert len(scheduler.prepared) == 0
+    finally:
+        scheduler.stop()
+        store.close()
+
+
+def test_the_old_face_keeps_every_name_its_callers_use():
+    """`voidlink.inference.pipeline` re-exports what the daemon's other modules still call it for."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    used = set()
+    for path in [*(root / "inference").glob("*.py"), *(root / "tests").glob("*.py")]:
+        if path.name != "pipeline.py":
+            used |= set(re.findall(r"\bpipeline\.([A-Za-z_]\w*)", path.read_text(encoding="utf-8")))
+    used.discard("py")  # prose ("inference/pipeline.py"), not an attribute
+    assert {"prepare_job", "run_job", "commit_segments", "stage_file"} <= used
+    assert not [name for name in sorted(used) if not hasattr(pipeline, name)]

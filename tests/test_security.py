@@ -331,16 +331,17 @@ def test_a_fifo_in_a_frames_place_is_refused_not_waited_on(tmp_path, monkeypatch
     from voidlink.inference.security import Roots
     from voidlink.media import image
 
-    monkeypatch.setattr(image, "CONFINE", Roots([str(tmp_path)], confined=True).opened_guard())
+    confine = Roots([str(tmp_path)], confined=True).opened_guard()
     fifo = tmp_path / "plate.1001.exr"
     os.mkfifo(fifo)
     with pytest.raises(errors.InvalidInput, match=r"plate.1001.exr \(frame 1001\) is not a regular file"):
-        image.read_image(str(fifo), field="spec.source", frame=1001)
+        image.read_image(str(fifo), field="spec.source", frame=1001, confine=confine)
     shot = write_shot(tmp_path / "plates", frames=1)
     plate = shot.plate.replace("####", "1001")
-    assert np.array_equal(image.read_image(plate, "all").pixels, read_pixels(plate))  # read through the open file
+    read = image.read_image(plate, "all", confine=confine).pixels
+    assert np.array_equal(read, read_pixels(plate))  # read through the open file
     os.symlink(plate, tmp_path / "inside-link.exr")  # a link within the roots is fine
-    assert image.read_spec(str(tmp_path / "inside-link.exr")).width == shot.width
+    assert image.read_spec(str(tmp_path / "inside-link.exr"), confine=confine).width == shot.width
 
 
 def test_probe_paths_reports_what_the_daemon_sees(rooted, tmp_path):

@@ -88,3 +88,33 @@ def test_no_cuda_and_no_weights_are_both_reported(monkeypatch, tmp_path):
     reason = availability("void").reason
     assert reason.startswith("void: no CUDA device; weights incomplete in ")
     assert str(tmp_path / "nowhere" / weights.BASE) in reason
+
+
+def test_one_table_of_backends_lists_checks_and_creates_them(monkeypatch, complete):
+    from voidlink.inference import backends
+    from voidlink.inference.backends.classical import ClassicalBackend
+
+    from voidlink.errors import InvalidInput
+
+    assert backends.BACKEND_NAMES == tuple(backends.BACKENDS) == ("classical", "void")
+    assert set(backends.AUTO_ORDER) <= set(backends.BACKENDS)
+    with pytest.raises(TypeError):
+        backends.BACKENDS["other"] = backends.BACKENDS["classical"]  # type: ignore[index]  # read-only
+    factory, check = backends.BACKENDS["classical"]
+    assert check(None).available and isinstance(factory(None), ClassicalBackend)
+    # A row is all it takes: the registry lists, checks and creates from the table alone.
+    made = []
+
+    def make(weights):
+        made.append(weights)
+        return ClassicalBackend()
+
+    row = backends.BackendEntry(make, backends.classical_availability)
+    monkeypatch.setattr(backends, "BACKENDS", {**backends.BACKENDS, "other": row})
+    registry = BackendRegistry(str(complete))
+    assert registry.resolve("other") == "other" and registry.get("other") is registry.get("other")
+    assert made == [str(complete)]
+    with pytest.raises(InvalidInput) as caught:
+        registry.resolve("nope")
+    assert str(caught.value) == "unknown backend 'nope' (choose auto, classical, void, other)"
+    assert caught.value.reason == "UNKNOWN_BACKEND" and caught.value.field == "spec.params.backend"

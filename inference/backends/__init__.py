@@ -4,6 +4,9 @@
 install and is the embedded default. `auto` takes `void` when it is available, else `classical`.
 Availability is decided without importing torch when torch is not installed, so the daemon
 starts fast on machines without it.
+
+`BACKENDS` is the one table of them, `{name: (factory, availability)}`: a new backend is one row
+there, and everything that lists, checks or creates backends reads it.
 """
 
 from __future__ import annotations
@@ -11,14 +14,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional
+from types import MappingProxyType
+from typing import Callable, NamedTuple, Optional
 
 from voidlink.inference.backends.base import Availability, Backend
 
 from voidlink.errors import InvalidInput, Unavailable
-
-BACKEND_NAMES = ("classical", "void")
 
 
 def weights_dir(explicit: Optional[str] = None) -> Path:
@@ -60,16 +63,57 @@ def void_availability(weights: Optional[str] = None) -> Availability:
     return Availability(True, detail=f"weights in {folder}{extra}")
 
 
+def classical_availability(weights: Optional[str] = None) -> Availability:
+    """The classical backend runs wherever the daemon does."""
+    return Availability(True, detail="CPU: optical-flow propagation and spatial fill")
+
+
+def _classical(weights: Optional[str]) -> Backend:
+    from voidlink.inference.backends.classical import ClassicalBackend
+
+    return ClassicalBackend()
+
+
+def _void(weights: Optional[str]) -> Backend:
+    from voidlink.inference.backends import void  # type: ignore[attr-defined]
+
+    return void.VoidBackend(weights_dir(weights))
+
+
+class BackendEntry(NamedTuple):
+    """A row of the table: how to make the backend (not yet loaded), and whether it can run here."""
+
+    factory: Callable[[Optional[str]], Backend]  # the --weights folder given (or None) -> a backend
+    availability: Callable[[Optional[str]], Availability]  # the same -> whether and why not
+
+
+# The backends, in the order they are listed (GetInfo, doctor, the choices a refusal names).
+BACKENDS: Mapping[str, BackendEntry] = MappingProxyType(
+    {
+        "classical": BackendEntry(_classical, classical_availability),
+        "void": BackendEntry(_void, void_availability),
+    }
+)
+BACKEND_NAMES = tuple(BACKENDS)
+# What `auto` takes: the first of these available here (the last one always is).
+AUTO_ORDER = ("void", "classical")
+
+
+def backend_entry(name: str) -> BackendEntry:
+    """The table's row for `name`; raises InvalidInput (UNKNOWN_BACKEND) naming the choices."""
+    entry = BACKENDS.get(name)
+    if entry is None:
+        raise InvalidInput(
+            f"unknown backend '{name}' (choose auto, {', '.join(BACKENDS)})",
+            reason="UNKNOWN_BACKEND",
+            field="spec.params.backend",
+        )
+    return entry
+
+
 def availability(name: str, weights: Optional[str] = None) -> Availability:
-    if name == "classical":
-        return Availability(True, detail="CPU: optical-flow propagation and spatial fill")
-    if name == "void":
-        return void_availability(weights)
-    raise InvalidInput(
-        f"unknown backend '{name}' (choose auto, {', '.join(BACKEND_NAMES)})",
-        reason="UNKNOWN_BACKEND",
-        field="spec.params.backend",
-    )
+    """Whether backend `name` can run here, and why not; raises for an unknown name."""
+    return backend_entry(name).availability(weights)
 
 
 class BackendRegistry:
@@ -90,7 +134,7 @@ class BackendRegistry:
         """The backend a job asking for `requested` runs on; raises naming the field when it cannot."""
         requested = (requested or "auto").strip().lower()
         if requested == "auto":
-            return "void" if self.availability("void").available else "classical"
+            return next((name for name in AUTO_ORDER[:-1] if self.availability(name).available), AUTO_ORDER[-1])
         state = self.availability(requested)  # raises for unknown names
         if not state.available:
             raise Unavailable(state.reason, reason="BACKEND_UNAVAILABLE", field="spec.params.backend")
@@ -99,21 +143,9 @@ class BackendRegistry:
     def get(self, name: str) -> Backend:
         with self._lock:
             if name not in self._loaded:
-                self._loaded[name] = _create(name, self.weights)
+                self._loaded[name] = backend_entry(name).factory(self.weights)
                 self._loaded[name].load()
             return self._loaded[name]
 
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
-
-
-def _create(name: str, weights: Optional[str]) -> Backend:
-    if name == "classical":
-        from voidlink.inference.backends.classical import ClassicalBackend
-
-        return ClassicalBackend()
-    if name == "void":
-        from voidlink.inference.backends import void  # type: ignore[attr-defined]
-
-        return void.VoidBackend(weights_dir(weights))
-    raise InvalidInput(f"unknown backend '{name}'", reason="UNKNOWN_BACKEND", field="spec.params.backend")

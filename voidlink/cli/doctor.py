@@ -108,7 +108,7 @@ def qt_problems(
 def run(args: argparse.Namespace) -> int:
     from voidlink.bridge.client import Client
     from voidlink.errors import VoidlinkError
-    from voidlink.inference.backends import BACKEND_NAMES, availability, weights_dir
+    from voidlink.inference.backends import BACKENDS, weights_dir
     from voidlink.inference.daemon import library_versions
     from voidlink.inference.datadir import default_data_dir
 
@@ -126,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
     }
     report["ocio_config"] = os.environ.get("OCIO") or "built-in (set $OCIO to use the studio's config)"
     report["backends"] = {}
-    for name in BACKEND_NAMES:
-        state = availability(name, args.weights)
+    for name, backend in BACKENDS.items():
+        state = backend.availability(args.weights)
         report["backends"][name] = {"available": state.available, "reason": state.reason, "detail": state.detail}
     report["weights_dir"] = str(weights_dir(args.weights))
     from voidlink.inference.backends.void.weights import check_weights, download_commands

@@ -1,0 +1,107 @@
+"""Where one job's files go: its final sequence patterns by kind (output, quadmask, raw), the name
+of its staging folder, and the refusal to write over files voidlink did not write.
+
+Read from the spec alone (no disk) where the job need not be prepared: a job cancelled in the
+queue, or one whose commit a crash interrupted, still knows where its files are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Union
+
+from voidlink.media import image, sequence
+from voidlink.protos import pb
+from voidlink.protos.clips import SequencePattern
+
+from voidlink.errors import InvalidInput, OutputExists
+
+STAGING_PREFIX = ".voidlink-"
+
+# The spec field each kind of final file comes from, for naming it in a refusal.
+LABELS = {
+    "output": "spec.output.path_template",
+    "quadmask": "spec.output.quadmask_template",
+    "raw": "spec.output.raw_template",
+}
+
+Finals = list[tuple[str, SequencePattern]]  # (kind, pattern) of every kind of file the job writes
+
+
+def staging_folder(directory: Union[str, Path], job_id: str) -> Path:
+    """The job's staging folder beside its output: `.voidlink-<job id>/`."""
+    return Path(directory) / f"{STAGING_PREFIX}{job_id}"
+
+
+def side_pattern(output: SequencePattern, template: str, kind: str, suffix: str) -> SequencePattern:
+    """Where the quadmask or raw sequence goes: the job's template, else `<out>/<kind>/<stem>_<kind>.####.png`."""
+    if template:
+        pattern = SequencePattern.parse(template)
+        if pattern is None:
+            raise InvalidInput(
+                f"spec.output.{kind}_template: '{template}' has no frame number (use ####, %04d or @)",
+                reason="BAD_PATTERN",
+                field=f"spec.output.{kind}_template",
+            )
+        return pattern if pattern.padding else pattern.with_padding(4)
+    folder, stem = os.path.split(output.prefix)
+    stem = stem.rstrip("._-") or "frame"
+    return SequencePattern(os.path.join(folder, kind, f"{stem}_{kind}."), suffix, max(output.padding, 4))
+
+
+def side_patterns(spec: pb.JobSpec, output: SequencePattern) -> Iterator[tuple[str, SequencePattern]]:
+    """The quadmask and raw patterns the job asks for (none, one or both), quadmask first; each parsed
+    as it is reached, so a caller checking each in turn refuses in the order the spec reads."""
+    if spec.output.write_quadmask:
+        yield "quadmask", side_pattern(output, spec.output.quadmask_template, "quadmask", ".png")
+    if spec.output.write_raw:
+        yield "raw", side_pattern(output, spec.output.raw_template, "raw", ".png")
+
+
+def spec_finals(spec: pb.JobSpec) -> Finals:
+    """The job's final patterns by kind, from its spec alone (what prepare_job makes of it, no disk);
+    empty when its output template has no frame number (such a job was never accepted)."""
+    output = SequencePattern.parse(spec.output.path_template)
+    if output is None:
+        return []
+    output = output if output.padding else output.with_padding(4)
+    return [("output", output), *side_patterns(spec, output)]
+
+
+def foreign_files(pattern: SequencePattern, frames: Collection[int]) -> list[tuple[int, str]]:
+    """(frame, path) of the files at this pattern's paths that voidlink did not write, in frame order.
+
+    One listing of the folder, then a header read for each file of the job's frames that is there:
+    the cost is the files on disk, nothing for a new output."""
+    try:
+        names = set(os.listdir(pattern.directory))
+    except OSError:  # no folder yet (or none to list: prepare's writable check names that)
+        return []
+    found = []
+    for frame in frames:
+        path = pattern.path(frame)
+        if os.path.basename(path) in names and image.job_of(path) is None:
+            found.append((frame, path))
+    return found
+
+
+def output_exists(found: list[tuple[int, str]], label: str, when: str = "") -> OutputExists:
+    """The refusal for files voidlink did not write at the job's final names (`found`, in frame order)."""
+    frame, path = found[0]
+    others = [f for f, _ in found[1:]]
+    more = f", and {len(others)} more (frames {sequence.format_frames(others)})" if others else ""
+    kinds = "" if path.lower().endswith(image.JOB_FORMATS) else (
+        f" ({os.path.splitext(path)[1]} files cannot record the voidlink job that wrote them, so replacing even "
+        "an earlier voidlink result in that format needs overwrite)"
+    )
+    return OutputExists(
+        f"{label}: {path} (frame {frame}) exists{when} and was not written by voidlink{more}; voidlink never "
+        f"writes over files it did not write{kinds}. Choose another output, or pass --overwrite "
+        "(overwrite=True in Python) to replace them",
+        field=label,
+        file=path,
+        frame=frame,
+        frames=[f for f, _ in found],
+    )
