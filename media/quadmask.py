@@ -14,6 +14,7 @@ from typing import Optional
 
 import cv2
 import numpy as np
+from voidlink.protos.vocabulary import MATTE_THRESHOLD
 
 # The quadmask's four values, per pixel: the model's interface, shared by every floor that draws or reads one.
 OBJECT = 0  # the object to remove
@@ -21,7 +22,7 @@ OVERLAP = 63  # object and affected region at once
 AFFECTED = 127  # what the object's interactions touched (shadows, reflections, things it moved)
 KEEP = 255  # everything else, kept
 VALUES = np.array([OBJECT, OVERLAP, AFFECTED, KEEP], dtype=np.uint8)
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = MATTE_THRESHOLD
 DEFAULT_FEATHER = 3.0
 
 

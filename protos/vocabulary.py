@@ -88,6 +88,9 @@ JOB_STATE = Vocabulary(
 )
 TERMINAL = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
 
+# The matte value at which a pixel counts, when MatteOptions.threshold is 0 (unset): every side's default.
+MATTE_THRESHOLD = 0.5
+
 QUALITY = Vocabulary(
     "Quality",
     {pb.QUALITY_DRAFT: "draft", pb.QUALITY_BALANCED: "balanced", pb.QUALITY_BEST: "best"},

@@ -208,7 +208,7 @@ def test_interrupted_upload_resumes_from_what_the_daemon_kept(studio, tmp_path):
             raise Unplugged  # the artist's machine drops off mid-frame
 
     with pytest.raises(Unplugged):
-        client.upload_job(spec, plan, on_progress=unplug)
+        client.upload_frames(client.hash_frames(spec, plan)[1], on_progress=unplug)
     first_try = client.stats.bytes_sent
     assert 0 < first_try < total
     stub = rpc.VoidLinkStub(grpc.insecure_channel(daemon.address))
@@ -416,7 +416,8 @@ def test_watchers_see_the_upload_before_the_job_runs_and_the_result_being_fetche
 
     # An older client's order (upload, then submit without upload_follows) still works.
     old = Client(daemon.address)
-    uploaded = old.upload_job(spec, plan)
+    uploaded, files = old.hash_frames(spec, plan)
+    old.upload_frames(files)
     assert old.submit(uploaded).state == pb.JOB_STATE_QUEUED
 
 
@@ -544,7 +545,7 @@ def test_a_job_waiting_for_its_frames_survives_a_daemon_restart(tmp_path, source
 
     def restart(event: pb.JobEvent) -> None:
         if len(daemons) == 1 and event.job_id and event.transfer.bytes_done > event.transfer.bytes_reused:
-            daemons[0].stop(grace=0.1)  # mid-upload: the stream breaks and the job waits in the store
+            daemons[0].stop(grace=0)  # mid-upload: the stream is cut at once and the job waits in the store
             daemons.append(Daemon(data_dir=tmp_path / "data", security=security, listen=address))
             daemons[1].start()
 

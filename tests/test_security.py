@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from shots import read_pixels, write_shot
 from voidlink.bridge import Client, build_spec
-from voidlink.bridge.client import _safe_parts
+from voidlink.bridge.download import safe_parts
 from voidlink.inference.daemon import Daemon
 from voidlink.inference.security import SecurityConfig, is_loopback, parse_size, read_tokens
 from voidlink.protos import pb, rpc
@@ -414,7 +414,7 @@ def test_frame_hashes_and_result_names_cannot_name_other_files(start_daemon, tmp
         chunk = pb.FrameChunk(sha256=name, size=1, data=b"x")
         error = _status(lambda: list(stub.UploadFrames(iter([chunk]))))  # noqa: B023 - called at once
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert _safe_parts("quadmask/clean_quadmask.1001.png") == ["quadmask", "clean_quadmask.1001.png"]
+    assert safe_parts("quadmask/clean_quadmask.1001.png") == ["quadmask", "clean_quadmask.1001.png"]
     for bad in ("../evil.exr", "quadmask/../../x", "/etc/x", "C:/x", "a\\..\\b", ""):
         with pytest.raises(errors.InvalidInput, match="not a plain path under the output folder"):
-            _safe_parts(bad)
+            safe_parts(bad)

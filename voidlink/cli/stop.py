@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from voidlink.bridge.client import Client, _is_local
+    from voidlink.bridge.client import Client, is_local
     from voidlink.errors import Unavailable
 
     client = Client(args.address)
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
         raise Unavailable(
             f"no voidlink daemon answers at {client.address}; nothing to stop", reason="DAEMON_UNREACHABLE"
         )
-    if not _is_local(client.address):
+    if not is_local(client.address):
         # A signal reaches only this machine's processes; a remote daemon is its host's service to stop.
         raise Unavailable(
             f"the daemon at {client.address} runs on another machine: stop its service there",

@@ -1,0 +1,153 @@
+"""Fetching a streamed-back job's files: each checked by hash, all renamed into place at once.
+
+Each file lands under a temporary name first, and every one is renamed into place only when all
+arrived whole, so a broken download leaves any earlier result as it was; a retry asks only for what
+did not arrive whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from typing import Optional
+
+import grpc
+from voidlink.bridge.connection import BROKEN_CONNECTION, Connection
+from voidlink.bridge.pathmap import PathMap, is_windows_path
+from voidlink.bridge.result import RemoveResult, result_or_raise
+from voidlink.bridge.transfer import ProgressCallback, TransferStats, report
+from voidlink.protos import pb
+from voidlink.protos.clips import SequencePattern
+
+from voidlink import errors
+
+
+def download_result(
+    link: Connection,
+    stats: TransferStats,
+    job: pb.Job,
+    output_template: str,
+    result: Optional[RemoveResult] = None,
+    on_progress: Optional[ProgressCallback] = None,
+) -> RemoveResult:
+    """Fetch a streamed-back job's files and write them at `output_template` (and beside it)."""
+    result = result or result_or_raise(job)
+    pattern = SequencePattern.parse(os.path.basename(output_template))
+    if pattern is None:
+        raise errors.InvalidInput(
+            f"output '{output_template}' has no frame number", reason="BAD_PATTERN", field="output"
+        )
+    folder = os.path.dirname(output_template)
+    local = SequencePattern(os.path.join(folder, pattern.prefix), pattern.suffix, pattern.padding or 4)
+    whole: dict = {}  # relative path -> (temporary, final, sha256): arrived whole, kept across a break
+    progress = pb.TransferProgress(direction="download")
+    try:
+        for attempt in range(4):
+            try:
+                _receive(link, stats, job, folder, local, whole, progress, on_progress)
+                break
+            except grpc.RpcError as exc:
+                if exc.code() not in BROKEN_CONNECTION or attempt == 3:
+                    raise link.error(exc) from None
+                stats.resumes += 1
+                time.sleep(0.5 * (attempt + 1))  # the connection broke: ask again for what did not arrive whole
+        for temporary, final, _ in whole.values():
+            os.replace(temporary, final)
+        whole = {}
+    finally:
+        for temporary, _, _ in whole.values():
+            try:
+                os.remove(temporary)
+            except OSError:
+                pass
+    daemon_folder = os.path.dirname(job.spec.output.path_template)
+    back = PathMap([(folder, daemon_folder)], client_os="windows" if is_windows_path(folder) else "linux")
+    # The daemon's result names its own folder: point it at where the files now are.
+    result.output_pattern = local.hashes()
+    if result.quadmask_pattern:
+        result.quadmask_pattern = back.to_client(job.result.quadmask_pattern)
+    result.otio_json = back._otio(job.result.otio_json, False)
+    return result
+
+
+def _receive(
+    link: Connection,
+    stats: TransferStats,
+    job: pb.Job,
+    folder: str,
+    local: SequencePattern,
+    whole: dict,
+    progress: pb.TransferProgress,
+    on_progress: Optional[ProgressCallback],
+) -> None:
+    """One DownloadResult stream into temporary files; `whole` gains each file that arrived whole and
+    names, on a retry, the files not to send again."""
+    link.ready()
+    have = [pb.FileDigest(relative_path=name, sha256=sha) for name, (_, _, sha) in whole.items()]
+    progress.bytes_done = sum(os.path.getsize(temporary) for temporary, _, _ in whole.values())
+    request = pb.DownloadResultRequest(job_id=job.id, have=have)
+    stream = link.stub.DownloadResult(request, metadata=link.metadata)
+    handle = None
+    temporary = ""
+    try:
+        for chunk in stream:
+            data = chunk.data  # each read of the field copies the bytes: once is enough
+            if chunk.offset == 0 or (chunk.offset == chunk.size and not data):
+                if chunk.kind == "output":
+                    final = local.path(chunk.frame)
+                else:
+                    final = os.path.join(folder, *safe_parts(chunk.relative_path))
+                temporary = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.voidlink-{job.id}.part")
+                progress.files_total = chunk.files_total or progress.files_total
+                progress.bytes_total = chunk.bytes_total or progress.bytes_total
+                if chunk.offset == chunk.size and not data:
+                    # The daemon names a file this client already holds whole: nothing to write.
+                    if chunk.relative_path not in whole or whole[chunk.relative_path][2] != chunk.sha256:
+                        raise errors.VoidlinkError(
+                            f"the daemon skipped {chunk.relative_path} of job {job.id}, which did not arrive "
+                            "whole here; download again",
+                            reason="HASH_MISMATCH",
+                            file=final,
+                        )
+                    continue
+                os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+                whole.pop(chunk.relative_path, None)
+                handle = open(temporary, "wb")
+                digest = hashlib.sha256()
+            handle.write(data)
+            digest.update(data)
+            stats.bytes_received += len(data)
+            progress.bytes_done += len(data)
+            if chunk.offset + len(data) >= chunk.size:
+                handle.close()
+                handle = None
+                if chunk.sha256 != digest.hexdigest():
+                    raise errors.VoidlinkError(
+                        f"{chunk.relative_path} of job {job.id} arrived damaged (hash mismatch); download again",
+                        reason="HASH_MISMATCH",
+                        file=final,
+                    )
+                whole[chunk.relative_path] = (temporary, final, chunk.sha256)
+                progress.files_done = len(whole)
+                report(on_progress, progress, job.id, job.state)
+    finally:
+        stream.cancel()
+        if handle is not None:  # a file cut short: it is fetched again whole
+            handle.close()
+            try:
+                os.remove(temporary)
+            except OSError:
+                pass
+
+
+def safe_parts(relative: str) -> list:
+    """The parts of a path the daemon named under the output folder; nothing may climb out of it."""
+    parts = relative.split("/")
+    if not relative or any(part in ("", ".", "..") or "\\" in part or ":" in part for part in parts):
+        raise errors.InvalidInput(
+            f"the daemon sent a result file named '{relative}', which is not a plain path under the output folder",
+            reason="BAD_RESULT_PATH",
+            file=relative,
+        )
+    return parts
