@@ -4,7 +4,9 @@ Imports on Python 3.9+ without torch or Qt. `state_name` (a job state's word) is
 (`voidlink.protos.vocabulary`), offered here for hosts' scripts.
 """
 
-from voidlink.bridge.client import Client, RemoveResult, build_spec
+from voidlink.bridge.client import Client
+from voidlink.bridge.result import RemoveResult
+from voidlink.bridge.spec import build_spec
 from voidlink.protos.vocabulary import state_name
 
 __all__ = ["Client", "RemoveResult", "build_spec", "state_name"]

@@ -2,8 +2,8 @@
 
 A host adapter (Nuke, Resolve, the CLI) describes what the user picked as `ClipInput`s and
 parameter values; `RemoveEffect` checks them the way a host can explain (naming the clip,
-parameter and frame), builds the `pb.JobSpec` (clips as OTIO JSON), and turns the finished job
-back into an `EffectResult` (output pattern, frame range, OTIO clip) the host can read in.
+parameter and frame) and builds the `pb.JobSpec` through the one spec builder
+(`bridge.spec.build_spec`); the finished job comes back as the client's `RemoveResult`.
 
 Frame ranges are inclusive and in each clip's own numbering (a plate numbered 1001-1100 is
 rendered as 1001-1100, never 0-99). Handles widen the rendered range on both sides.
@@ -17,14 +17,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from voidlink.bridge.spec import build_spec
 from voidlink.protos import pb, vocabulary
-from voidlink.protos.clips import SequencePattern, clip_json, is_movie
+from voidlink.protos.clips import SequencePattern, is_movie
 
 from voidlink import errors
-
-EFFECT_IDENTIFIER = "com.voidlink.remove"
-EFFECT_LABEL = "VOID Remove"
-CONTEXT_GENERAL = "general"
 
 SOURCE = "Source"
 MASK = "Mask"
@@ -100,7 +97,7 @@ PARAMS = (
         "mask_threshold",
         "matte threshold",
         "double",
-        0.5,
+        vocabulary.MATTE_THRESHOLD,
         "matte value at which a pixel counts",
         minimum=0.0,
         maximum=1.0,
@@ -153,18 +150,6 @@ PARAMS = (
     ParamDescriptor("priority", "priority", "int", 0, "higher runs first", group="output"),
 )
 PARAMS_BY_NAME = {param.name: param for param in PARAMS}
-
-
-@dataclass(frozen=True)
-class EffectDescriptor:
-    identifier: str
-    label: str
-    contexts: tuple
-    clips: tuple
-    params: tuple
-
-
-DESCRIPTOR = EffectDescriptor(EFFECT_IDENTIFIER, EFFECT_LABEL, (CONTEXT_GENERAL,), CLIPS, PARAMS)
 
 
 def default_params() -> dict:
@@ -254,59 +239,6 @@ class ClipInput:
         if pattern is None:
             return self.path
         return (pattern if pattern.padding else pattern.with_padding(4)).path(frame)
-
-
-@dataclass
-class EffectResult:
-    """What a host reads back: the written sequence and its frames."""
-
-    job_id: str
-    output_pattern: str  # with #### as the daemon wrote it
-    first: int
-    last: int
-    otio_json: str = ""
-    notes: list = field(default_factory=list)
-    backend: str = ""
-
-    @property
-    def printf_pattern(self) -> str:
-        """The pattern with %04d, as Nuke's Read and most tools take it."""
-        pattern = SequencePattern.parse(self.output_pattern)
-        return pattern.printf() if pattern else self.output_pattern
-
-    @property
-    def hash_pattern(self) -> str:
-        pattern = SequencePattern.parse(self.output_pattern)
-        return pattern.hashes() if pattern else self.output_pattern
-
-    def frame_paths(self) -> list:
-        pattern = SequencePattern.parse(self.output_pattern)
-        if pattern is None:
-            return [self.output_pattern]
-        return [pattern.path(frame) for frame in range(self.first, self.last + 1)]
-
-    def otio_clip(self):
-        import opentimelineio as otio
-
-        return otio.adapters.read_from_string(self.otio_json, "otio_json")
-
-    @classmethod
-    def from_job(cls, job: pb.Job) -> EffectResult:
-        """The result of a succeeded job; raises the client's errors for failed or cancelled ones."""
-        if job.state != pb.JOB_STATE_SUCCEEDED:
-            from voidlink.bridge.client import result_or_raise
-
-            result_or_raise(job)  # raises JobFailed / JobCancelled naming the job
-        result = job.result
-        return cls(
-            job_id=job.id,
-            output_pattern=result.output_pattern,
-            first=int(result.frames.first),
-            last=int(result.frames.last),
-            otio_json=result.otio_json,
-            notes=list(result.notes),
-            backend=result.backend,
-        )
 
 
 @dataclass
@@ -437,57 +369,32 @@ class RemoveEffect:
                 )
 
     def to_job_spec(self) -> pb.JobSpec:
-        """The JobSpec every host submits; validates first."""
+        """The JobSpec every host submits (through the one builder, `bridge.spec.build_spec`); validates first."""
         first, last = self.validate()
         params = self.checked_params()
-        source, mask, affected = self.source, self.mask, self.affected
-        assert source is not None and mask is not None  # validate() refused otherwise
-        mask_options = pb.MatteOptions(
-            is_quadmask=params["quadmask"],
-            threshold=params["mask_threshold"],
+        assert self.source is not None and self.mask is not None  # validate() refused otherwise
+        return build_spec(
+            self.source,
+            self.mask,
+            self.affected,
+            (first, last),
+            params["prompt"],
+            self.output,
+            params["backend"],
+            quadmask=params["quadmask"],
+            steps=params["steps"],
+            guidance=params["guidance"],
+            seed=params["seed"],
+            passes=params["passes"],
+            quality=params["quality"],
+            crop=params["crop_mode"],
+            priority=params["priority"],
+            pixel_type=params["pixel_type"],
+            compression=params["compression"],
+            resample_mattes=params["resample_mattes"],
+            name=self.name,
             dilate=params["mask_dilate"],
             feather=params["mask_feather"],
+            threshold=params["mask_threshold"],
+            labels=self.labels,
         )
-        spec = pb.JobSpec(
-            name=self.name,
-            source=_clip_spec(source, first, last),
-            mask=_clip_spec(mask, first, last, mask_options),
-            frames=pb.FrameRange(first=first, last=last),
-            params=pb.JobParams(
-                prompt=params["prompt"],
-                backend=params["backend"],
-                passes=params["passes"],
-                steps=params["steps"],
-                guidance=params["guidance"],
-                quality=vocabulary.QUALITY.value(params["quality"], "quality"),
-                crop_mode=vocabulary.CROP_MODE.value(params["crop_mode"], "crop_mode"),
-                priority=params["priority"],
-                resample_mattes=params["resample_mattes"],
-            ),
-            output=pb.OutputSpec(
-                path_template=os.path.abspath(self.output),
-                pixel_type=vocabulary.PIXEL_TYPE.value(params["pixel_type"], "pixel_type"),
-                compression=vocabulary.COMPRESSION.value(params["compression"], "compression"),
-                write_quadmask=True,
-            ),
-        )
-        if affected is not None:
-            affected_options = pb.MatteOptions(threshold=params["mask_threshold"], dilate=params["mask_dilate"])
-            spec.affected.CopyFrom(_clip_spec(affected, first, last, affected_options))
-        if params["seed"] >= 0:
-            spec.params.seed = params["seed"]
-        for key, value in self.labels.items():
-            spec.labels[str(key)] = str(value)
-        return spec
-
-
-def _clip_spec(clip: ClipInput, first: int, last: int, matte: Optional[pb.MatteOptions] = None) -> pb.ClipSpec:
-    path = os.path.abspath(clip.path)
-    spec = pb.ClipSpec(
-        otio_json=clip_json(path, first, last, rate=clip.rate, name=clip.label),
-        channels=clip.channels,
-        colorspace=clip.colorspace,
-    )
-    if matte is not None:
-        spec.matte.CopyFrom(matte)
-    return spec

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from voidlink.bridge.client import build_spec, default_output
+from voidlink.bridge.spec import build_spec, default_output
 from voidlink.protos import pb
 
 from voidlink import errors

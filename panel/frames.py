@@ -8,7 +8,6 @@ viewer shows is what the backends see. Movies are already display-referred and p
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -24,15 +23,6 @@ QUADMASK_COLOURS = {
     63: (1.0, 0.65, 0.0),
     127: (0.2, 0.45, 1.0),
 }
-
-
-@dataclass
-class Picture:
-    """One frame ready to draw: display-referred RGB uint8 (H, W, 3)."""
-
-    rgb: np.ndarray
-    frame: int
-    path: str
 
 
 def to_display(pixels: np.ndarray, linear: bool = True, exposure: float = 0.0) -> np.ndarray:

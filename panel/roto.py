@@ -83,9 +83,6 @@ class Shape:
                 )
         self.keys[int(frame)] = points
 
-    def remove_key(self, frame: int) -> None:
-        self.keys.pop(int(frame), None)
-
     def points_at(self, frame: float) -> np.ndarray:
         """The keyed points at `frame`: interpolated between keys, held outside them."""
         if not self.keys:

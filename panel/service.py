@@ -14,7 +14,7 @@ from typing import Optional, Union
 
 from voidlink.bridge.client import Client, TransferPlan
 from voidlink.protos import pb
-from voidlink.protos.vocabulary import TERMINAL, state_name
+from voidlink.protos.vocabulary import TERMINAL
 
 from voidlink import errors
 
@@ -30,7 +30,6 @@ class JobService(QtCore.QObject):
     finished = Signal(object)  # pb.Job, in a terminal state
     jobs_listed = Signal(list)  # [pb.Job]
     failed = Signal(str)  # a call other than submit went wrong: the message to show
-    info_ready = Signal(object)  # pb.GetInfoResponse
     job_ready = Signal(object)  # pb.Job asked for with `fetch`
     unreachable = Signal(str)  # no daemon answers: the message (a local one can be started)
     daemon_ready = Signal()  # `start_daemon` has a daemon serving
@@ -180,20 +179,7 @@ class JobService(QtCore.QObject):
 
         return self._run(work, "start-daemon")
 
-    def fetch_info(self) -> threading.Thread:
-        def work() -> None:
-            try:
-                self.info_ready.emit(self.client.info())
-            except errors.VoidlinkError as error:
-                self.failed.emit(str(error))
-
-        return self._run(work, "info")
-
     def close(self) -> None:
         """Stop following jobs. The channel is left to the garbage collector: closing it under grpc's own
         connectivity poller (still waiting on an absent daemon) makes that thread fail."""
         self._closed.set()
-
-
-def describe_state(job: pb.Job) -> str:
-    return state_name(job.state)

@@ -7,7 +7,9 @@ import os
 import opentimelineio as otio
 import pytest
 from voidlink.bridge import effect
-from voidlink.bridge.effect import ClipInput, EffectResult, RemoveEffect
+from voidlink.bridge.effect import ClipInput, RemoveEffect
+from voidlink.bridge.result import result_or_raise
+from voidlink.bridge.spec import build_spec
 from voidlink.protos import pb
 from voidlink.protos.clips import clip_media
 
@@ -26,13 +28,12 @@ def _effect(folder: str = "/shots/sh010", **overrides) -> RemoveEffect:
     return RemoveEffect(**values)
 
 
-def test_descriptor_declares_general_context_clips_and_params():
-    assert effect.DESCRIPTOR.contexts == ("general",)
-    clips = {clip.name: clip for clip in effect.DESCRIPTOR.clips}
+def test_the_effect_declares_its_clips_and_params():
+    clips = {clip.name: clip for clip in effect.CLIPS}
     assert list(clips) == ["Source", "Mask", "Affected", "Output"]
     assert clips["Affected"].optional and not clips["Mask"].optional
     assert clips["Mask"].is_mask and clips["Output"].is_output
-    names = {param.name for param in effect.DESCRIPTOR.params}
+    names = {param.name for param in effect.PARAMS}
     for expected in (
         "prompt",
         "backend",
@@ -184,16 +185,16 @@ def test_result_from_a_job_gives_patterns_frames_and_otio():
     job.result.output_pattern = "/out/clean.####.exr"
     job.result.frames.first, job.result.frames.last = 1001, 1003
     job.result.otio_json = otio.adapters.write_to_string(otio.schema.Clip(name="clean"), "otio_json")
-    result = EffectResult.from_job(job)
+    result = result_or_raise(job)
     assert result.printf_pattern == "/out/clean.%04d.exr"
     assert result.frame_paths() == ["/out/clean.1001.exr", "/out/clean.1002.exr", "/out/clean.1003.exr"]
     assert result.otio_clip().name == "clean"
     failed = pb.Job(id="j2", state=pb.JOB_STATE_FAILED)
     failed.error.reason, failed.error.message = "MISSING_FRAMES", "frame 1002 missing"
     with pytest.raises(errors.JobFailed, match="frame 1002 missing"):
-        EffectResult.from_job(failed)
+        result_or_raise(failed)
     with pytest.raises(errors.JobCancelled):
-        EffectResult.from_job(pb.Job(id="j3", state=pb.JOB_STATE_CANCELLED))
+        result_or_raise(pb.Job(id="j3", state=pb.JOB_STATE_CANCELLED))
 
 
 def test_effect_job_runs_on_the_daemon(daemon, tmp_path, source_guard):
@@ -209,9 +210,27 @@ def test_effect_job_runs_on_the_daemon(daemon, tmp_path, source_guard):
     )
     client = daemon.client()
     job = client.wait(client.submit(job_effect.to_job_spec()).id)
-    result = EffectResult.from_job(job)
+    result = result_or_raise(job)
     assert (result.first, result.last) == (shot.first + 1, shot.last)
     assert [os.path.exists(path) for path in result.frame_paths()] == [True] * 3
     assert not os.path.exists(str(tmp_path / "out" / f"clean.{shot.first:04d}.exr"))
     media = clip_media(result.otio_json)
     assert (media.first, media.last) == (shot.first + 1, shot.last)
+
+
+def test_the_effect_builds_what_build_spec_builds_with_one_set_of_defaults(tmp_path):
+    """One spec builder: an effect left at its defaults asks for exactly what `build_spec` does."""
+    plate, mask = str(tmp_path / "plate.####.exr"), str(tmp_path / "roto.####.exr")
+    output = str(tmp_path / "void" / "clean.####.exr")
+    from_effect = RemoveEffect(ClipInput(plate, 1001, 1010), ClipInput(mask, 1001, 1010), output).to_job_spec()
+    assert from_effect == build_spec(plate, mask, frames=(1001, 1010), output=output)
+    assert from_effect.mask.matte.threshold == pytest.approx(0.5) and not from_effect.params.HasField("seed")
+    tuned = RemoveEffect(
+        ClipInput(plate, 1001, 1010, label="Read1", rate=25.0),
+        ClipInput(mask, 1001, 1010),
+        output,
+        params={"seed": 7, "mask_threshold": 0.25, "quality": "best"},
+        labels={"shot": "sh010"},
+    ).to_job_spec()
+    assert tuned.params.seed == 7 and tuned.mask.matte.threshold == pytest.approx(0.25)
+    assert tuned.labels["shot"] == "sh010" and clip_media(tuned.source.otio_json).rate == 25.0

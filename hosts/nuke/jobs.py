@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import nuke
 from voidlink.bridge.client import Client, TransferPlan
-from voidlink.bridge.effect import EffectResult
+from voidlink.bridge.result import RemoveResult, result_or_raise
 from voidlink.hosts.nuke import node as void_node
 from voidlink.protos import pb
 from voidlink.protos.vocabulary import TERMINAL, state_name
@@ -147,7 +147,7 @@ def _finish(job_id: str, job_bytes: bytes) -> None:
     for group in void_node.find_by_job(job_id):
         group["job_state"].setValue(state_name(job.state))
         try:
-            result = EffectResult.from_job(job)
+            result = result_or_raise(job)
         except errors.JobCancelled:
             group["status"].setValue(f"cancelled: job {job_id}; any earlier result is kept")
             continue
@@ -305,7 +305,7 @@ def detach_all() -> None:
 # -- batch -----------------------------------------------------------------------------------------
 
 
-def render(group_or_name, on_progress: Optional[Callable[[str], None]] = None) -> EffectResult:
+def render(group_or_name, on_progress: Optional[Callable[[str], None]] = None) -> RemoveResult:
     """Submit the node's job and wait for it (batch, `nuke -t`, farm). Raises voidlink errors."""
     group = _resolve(group_or_name)
     report = on_progress or (lambda line: print(line, flush=True))
@@ -330,4 +330,4 @@ def render(group_or_name, on_progress: Optional[Callable[[str], None]] = None) -
 
     final = client.finish(client.wait(job.id, on_progress=progress), plan)
     _finish(job.id, final.SerializeToString())
-    return EffectResult.from_job(final)
+    return result_or_raise(final)

@@ -145,6 +145,7 @@ def export(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace):
     from voidlink.bridge.conform import build_plan, parse_rate, read_timeline
+
     if args.handles < 0:
         raise InvalidInput(f"--handles {args.handles} is negative", reason="BAD_VALUE", field="handles")
     timeline_file = read_timeline(args.input, parse_rate(args.rate) if args.rate else None)
@@ -294,7 +295,7 @@ def check_command_line(shot, source: str) -> None:
 
 
 def _plate_stem(spec) -> str:
-    from voidlink.bridge.client import default_output
+    from voidlink.bridge.spec import default_output
 
     # default_output() names `<folder>/void/<stem>_void.####.exr`: its file name carries the plate's stem.
     from voidlink.protos.clips import clip_media
