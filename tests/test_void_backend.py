@@ -11,7 +11,8 @@ from test_void import tiny_pipeline
 from voidlink.inference.backends import base
 from voidlink.inference.backends.void import backend as void_backend
 from voidlink.inference.backends.void import helpers, memory, weights
-from voidlink.inference.backends.void.backend import Geometry, VoidBackend, VoidSettings
+from voidlink.inference.backends.void.backend import VoidBackend, VoidSettings
+from voidlink.inference.backends.void.geometry import Geometry
 from voidlink.inference.backends.void.pipeline import VoidPipeline
 
 from voidlink.errors import InvalidInput, NotFound, VoidlinkError

@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_void import TINY, tiny_clip, tiny_components, tiny_pipeline
 from voidlink.inference.backends.void import decode
-from voidlink.inference.backends.void.backend import Geometry, area_resize
+from voidlink.inference.backends.void.geometry import Geometry, area_resize
 
 # -- 1. decode order ---------------------------------------------------------------------------------
 
