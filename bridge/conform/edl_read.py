@@ -307,7 +307,7 @@ def choose_rate(lines: list, path: str, rate: Optional[float]) -> tuple:
                     hint = None
         if hint is not None:
             rate = hint
-            notes.append(f"rate {match.group(1)} from the title")
+            notes.append(f"rate {hint:g} from the title")
         elif drop:
             rate = RATES["29.97"]
         elif highest == 24:

@@ -156,6 +156,9 @@ def survey_markers(timeline) -> tuple:
     def mark(path, number, track_name, item, prompts, source):
         if not prompts:
             return
+        edl_number = (item.metadata.get("voidlink_edl") or {}).get("number", "")
+        if str(edl_number).isdigit():
+            number = int(edl_number)  # the event number the editor wrote
         if path not in found:
             found[path] = (MarkedEvent(path[0], path[-1], number, track_name, item, path=path), [])
         found[path][1].extend((prompt, source) for prompt in prompts)
