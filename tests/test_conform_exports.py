@@ -195,7 +195,7 @@ def test_real_exports_conform_frame_accurate_and_write_the_edl_back_whole(tmp_pa
             line.startswith(("* VOIDLINK: VOID", "* SOURCE FILE:", "* FROM")) or "VOID000" in line for line in changed
         )
         kept = [line for line in original if line in written]
-        assert len(original) - len(kept) == len(done) + sum("FROM FILE" in l or "FROM CLIP:" in l for l in original)
+        assert len(original) - len(kept) == len(done) + sum("FROM FILE" in x or "FROM CLIP:" in x for x in original)
         assert sum(line.startswith("* SOURCE FILE:") for line in written) == len(done)
         # Re-read: the same cut, the marked events pointing at their clean media.
         before, after = read_timeline(str(edl)), read_timeline(str(written_edl))
