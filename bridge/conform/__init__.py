@@ -10,7 +10,8 @@ back with the marked events pointing at the clean EXR sequences.
     write_otio(plan, "out/cut_void.otio")
 """
 
-from voidlink.bridge.conform.markers import MarkedEvent, find_marked_events, void_prompt
+from voidlink.bridge.conform.edl_writer import EdlError
+from voidlink.bridge.conform.markers import MarkedEvent, MarkerSeen, find_marked_events, survey_markers, void_prompt
 from voidlink.bridge.conform.media import EventMedia, MediaError, MediaIndex, resolve_event_media
 from voidlink.bridge.conform.plan import ConformPlan, EventPlan, build_plan, run_plan
 from voidlink.bridge.conform.timeline import RATES, TimelineError, TimelineFile, parse_rate, read_timeline
@@ -19,9 +20,11 @@ from voidlink.bridge.conform.writer import conformed_timeline, write_edl, write_
 __all__ = [
     "RATES",
     "ConformPlan",
+    "EdlError",
     "EventMedia",
     "EventPlan",
     "MarkedEvent",
+    "MarkerSeen",
     "MediaError",
     "MediaIndex",
     "TimelineError",
@@ -33,6 +36,7 @@ __all__ = [
     "read_timeline",
     "resolve_event_media",
     "run_plan",
+    "survey_markers",
     "void_prompt",
     "write_edl",
     "write_otio",

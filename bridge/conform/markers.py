@@ -8,10 +8,13 @@ looked for in:
   where Resolve keeps a marker's note);
 * OTIO markers on a track, or on the timeline's stack: they mark the clip under the marker's start
   (on a stack marker: the clip of the topmost enabled video track there);
-* EDL locators (`* LOC: 01:00:01:14 RED VOID: ...`, Avid), which the cmx_3600 adapter turns into
-  clip markers;
-* Resolve EDL marker comments (` |C:ResolveColorBlue |M:VOID: ... |D:1`), which the adapter keeps
-  as the clip's unparsed comments.
+* EDL locators (`* LOC: 1:00:01:14 RED VOID: ...`, Avid; any hours form), which the EDL reader
+  turns into clip markers;
+* Resolve EDL marker comments (` |C:ResolveColorBlue |M:VOID: ... |D:1`), kept as the clip's comments.
+
+Clips inside nested stacks (a stack inside a track, at any depth) are looked at like any other; an
+event's `path` leads from `timeline.tracks` down to its item. Every VOID marker seen is returned by
+`survey_markers` with what became of it: the event it marks, or why it marks none.
 
 An event with several VOID markers uses the first non-empty prompt and warns when others differ.
 A marker on a gap cannot be honoured (there is nothing to remove from) and is reported; so is a
@@ -43,6 +46,7 @@ class MarkedEvent:
     marker_source: str = ""  # "clip marker", "track marker", "timeline marker", "EDL locator", "Resolve comment"
     warnings: list = field(default_factory=list)
     refusal: str = ""  # why this event is not processed; empty when it is
+    path: tuple = ()  # child indices from timeline.tracks down to the item (nested stacks included)
 
     @property
     def name(self) -> str:
@@ -106,66 +110,129 @@ def _resolve_comment_prompts(item) -> list:
     return prompts
 
 
+@dataclass
+class MarkerSeen:
+    """A VOID marker as found, and what became of it (`event` when it marks one, else `skipped`)."""
+
+    text: str
+    source: str  # "clip marker", "EDL locator", ...
+    where: str  # the item or place it sits on
+    prompt: str = ""
+    event: Optional[MarkedEvent] = None
+    skipped: str = ""  # why it marks no event
+
+
 def find_marked_events(timeline) -> list:
     """Every marked event of `timeline` (an opentimelineio Timeline), in track then time order."""
+    return survey_markers(timeline)[0]
+
+
+def _walk(composition, path: tuple, names: tuple):
+    """(path, names, track) for every track at any depth: the timeline's and those inside nested stacks."""
     import opentimelineio as otio
 
-    found: dict = {}  # (track index, item index) → (MarkedEvent, [(prompt, source)])
+    for index, child in enumerate(composition):
+        if isinstance(child, otio.schema.Track):
+            yield path + (index,), names + (child.name or f"T{index + 1}",), child
+            for item_index, item in enumerate(child):
+                if isinstance(item, otio.schema.Stack):
+                    yield from _walk(item, path + (index, item_index), names + (child.name or "", item.name or "S"))
 
-    def mark(track_index, item_index, number, track, item, prompts, source):
+
+def item_at_path(timeline, path: tuple):
+    node = timeline.tracks
+    for index in path:
+        node = node[index]
+    return node
+
+
+def survey_markers(timeline) -> tuple:
+    """(marked events, every VOID marker seen as `MarkerSeen`), nested stacks included."""
+    import opentimelineio as otio
+
+    found: dict = {}  # item path → (MarkedEvent, [(prompt, source)])
+    seen: list = []
+
+    def mark(path, number, track_name, item, prompts, source):
         if not prompts:
             return
-        key = (track_index, item_index)
-        if key not in found:
-            found[key] = (MarkedEvent(track_index, item_index, number, track.name or "", item), [])
-        found[key][1].extend((prompt, source) for prompt in prompts)
+        edl_number = (item.metadata.get("voidlink_edl") or {}).get("number", "")
+        if str(edl_number).isdigit():
+            number = int(edl_number)  # the event number the editor wrote
+        if path not in found:
+            found[path] = (MarkedEvent(path[0], path[-1], number, track_name, item, path=path), [])
+        found[path][1].extend((prompt, source) for prompt in prompts)
+        for prompt in prompts:
+            seen.append(MarkerSeen(f"VOID: {prompt}".strip(), source, item.name or f"item {number}", prompt))
+            seen[-1].event = found[path][0]
 
-    tracks = list(timeline.tracks)
-    numbers = []  # per track: item index → event number
-    for track in tracks:
-        number, by_item = 0, {}
+    tracks = list(_walk(timeline.tracks, (), ()))
+    for track_path, names, track in tracks:
+        track_name = "/".join(name for name in names if name) if len(names) > 1 else names[0]
+        numbers, number = {}, 0
         for item_index, child in enumerate(track):
             if isinstance(child, otio.core.Item):
                 number += 1
-                by_item[item_index] = number
-        numbers.append(by_item)
-
-    for track_index, track in enumerate(tracks):
+                numbers[item_index] = number
         for item_index, child in enumerate(track):
             if not isinstance(child, otio.core.Item):
                 continue  # transitions carry no markers; their neighbours do
-            number = numbers[track_index][item_index]
-            from_locators = any("cmx_3600" in m.metadata for m in child.markers)
-            mark(
-                track_index,
-                item_index,
-                number,
-                track,
-                child,
-                _marker_prompts(child.markers),
-                "EDL locator" if from_locators else "clip marker",
-            )
-            mark(track_index, item_index, number, track, child, _resolve_comment_prompts(child), "Resolve comment")
-        for marker in track.markers:
-            prompts = _marker_prompts([marker])
-            if prompts:
-                item_index = _item_at(track, marker.marked_range.start_time)
-                if item_index is not None:
-                    number = numbers[track_index][item_index]
-                    mark(track_index, item_index, number, track, track[item_index], prompts, "track marker")
-    for marker in timeline.tracks.markers:
-        prompts = _marker_prompts([marker])
-        if not prompts:
-            continue
-        for track_index in reversed(range(len(tracks))):  # topmost video track first: what the viewer shows
-            track = tracks[track_index]
-            if track.kind != otio.schema.TrackKind.Video or not track.enabled:
+            path = track_path + (item_index,)
+            if isinstance(child, otio.schema.Stack):
+                for prompt in _marker_prompts(child.markers):
+                    seen.append(
+                        MarkerSeen(
+                            f"VOID: {prompt}",
+                            "clip marker",
+                            child.name or "nested stack",
+                            prompt,
+                            skipped="marker on a nested stack, not on a clip inside it: put it on the clip",
+                        )
+                    )
                 continue
-            item_index = _item_at_stack_time(timeline, track, marker.marked_range.start_time)
-            if item_index is not None and isinstance(track[item_index], otio.schema.Clip):
-                number = numbers[track_index][item_index]
-                mark(track_index, item_index, number, track, track[item_index], prompts, "timeline marker")
-                break
+            from_locators = any("cmx_3600" in m.metadata for m in child.markers)
+            source = "EDL locator" if from_locators else "clip marker"
+            mark(path, numbers[item_index], track_name, child, _marker_prompts(child.markers), source)
+            mark(path, numbers[item_index], track_name, child, _resolve_comment_prompts(child), "Resolve comment")
+        for marker in track.markers:
+            for prompt in _marker_prompts([marker]):
+                item_index = _item_at(track, marker.marked_range.start_time)
+                if item_index is None or isinstance(track[item_index], otio.schema.Stack):
+                    at = marker.marked_range.start_time.value
+                    seen.append(
+                        MarkerSeen(
+                            f"VOID: {prompt}",
+                            "track marker",
+                            f"track {track_name} at {at:g}",
+                            prompt,
+                            skipped="no clip under the marker",
+                        )
+                    )
+                    continue
+                path = track_path + (item_index,)
+                mark(path, numbers[item_index], track_name, track[item_index], [prompt], "track marker")
+    top = [(p, n, t) for p, n, t in tracks if len(p) == 1]
+    for marker in timeline.tracks.markers:
+        for prompt in _marker_prompts([marker]):
+            for track_path, names, track in reversed(top):  # topmost video track first: what the viewer shows
+                if track.kind != otio.schema.TrackKind.Video or not track.enabled:
+                    continue
+                item_index = _item_at_stack_time(timeline, track, marker.marked_range.start_time)
+                if item_index is not None and isinstance(track[item_index], otio.schema.Clip):
+                    number = sum(isinstance(c, otio.core.Item) for c in list(track)[: item_index + 1])
+                    mark(track_path + (item_index,), number, names[0], track[item_index], [prompt], "timeline marker")
+                    break
+            else:
+                at = marker.marked_range.start_time.value
+                seen.append(
+                    MarkerSeen(
+                        f"VOID: {prompt}",
+                        "timeline marker",
+                        f"timeline at {at:g}",
+                        prompt,
+                        skipped="no clip on any enabled video track under the marker",
+                    )
+                )
 
     events = []
     for key in sorted(found):
@@ -182,7 +249,10 @@ def find_marked_events(timeline) -> list:
             event.warnings.append("empty prompt: the removal runs without a description of the clean scene")
         event.refusal = refusal_for(event.item)
         events.append(event)
-    return events
+    for marker in seen:
+        if marker.event is not None and marker.prompt != marker.event.prompt:
+            marker.skipped = f"another VOID marker on the same event gives its prompt ('{marker.event.prompt}')"
+    return events, seen
 
 
 def refusal_for(item) -> str:

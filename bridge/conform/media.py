@@ -5,7 +5,11 @@ Source media, in order:
 1. `pins` (`--media NAME=PATH`): a reel or clip name the user tied to a file or sequence;
 2. the clip's OTIO media reference, when its files exist (relative paths are taken from the
    timeline's folder);
-3. a search of the media roots by reel name, then clip name: an image sequence whose name stem
+3. the source file paths editorial wrote (`FROM CLIP:`, `FROM FILE:`, `SOURCE FILE:`; Windows
+   paths through the path map), when they exist;
+4. a search of the media roots by the best evidence first: the clip name (also without its frame
+   number and extension, as Premiere names clips), the file names of those paths, then the reel
+   (Avid's trailing `.` padding removed): an image sequence whose name stem
    is that name (`A001C003.####.exr`, `A001C003_####.dpx`), an image sequence inside a folder of
    that name, or a movie of that stem (`A001C003.mov`). Names compare case-insensitively, since
    EDLs upper-case reels. Several different matches are an error asking for a pin.
@@ -24,11 +28,12 @@ The frames processed are the event's visible source range (including the frames 
 plus `handles` on each side, cut to the frames that exist (with a warning).
 
 Mattes: `--mattes PATTERN` (and `--affected PATTERN`) with `{dir}` (the plate's folder), `{stem}`
-(the plate's name without frame number and extension), `{reel}`, `{clip}` and `{event}`, and a
-frame token (`####`, `%04d`). Without it the first existing of `{dir}/{stem}_mask.####.exr`,
-`{dir}/{stem}_matte.####.exr`, `{dir}/mattes/{stem}.####.exr` is the object matte, and
-`{dir}/{stem}_affected.####.exr`, when it exists, the matte of the object's effects (shadows...).
-Mattes are numbered like the plate.
+(the plate's name without frame number and extension), `{reel}`, `{clip}`, `{event}`, `{sep}`,
+`{frame}` and `{ext}` (the plate's separator, frame token and extension), or a frame token of its
+own (`####`, `%04d`). Without it the mattes follow the plate's own naming and padding: for
+`A001C003.0086501.exr` the first existing of `A001C003_mask.#######.exr`, `A001C003_matte...`,
+`mattes/A001C003.#######.exr` is the object matte, and `A001C003_affected.#######.exr`, when it
+exists, the matte of the object's effects (shadows...). Mattes are numbered like the plate.
 """
 
 from __future__ import annotations
@@ -43,8 +48,17 @@ from voidlink.protos.clips import MOVIE_SUFFIXES, SequencePattern, is_movie, url
 from voidlink.errors import InvalidInput, NotFound
 
 IMAGE_SUFFIXES = (".exr", ".dpx", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
-DEFAULT_MATTES = ("{dir}/{stem}_mask.####.exr", "{dir}/{stem}_matte.####.exr", "{dir}/mattes/{stem}.####.exr")
-DEFAULT_AFFECTED = ("{dir}/{stem}_affected.####.exr",)
+# Mattes follow the plate's own naming: its separator before the frame number, its padding, its extension
+# (then .exr, for DPX or TIFF plates with EXR roto).
+DEFAULT_MATTES = (
+    "{dir}/{stem}_mask{sep}{frame}{ext}",
+    "{dir}/{stem}_mask{sep}{frame}.exr",
+    "{dir}/{stem}_matte{sep}{frame}{ext}",
+    "{dir}/{stem}_matte{sep}{frame}.exr",
+    "{dir}/mattes/{stem}{sep}{frame}{ext}",
+    "{dir}/mattes/{stem}{sep}{frame}.exr",
+)
+DEFAULT_AFFECTED = ("{dir}/{stem}_affected{sep}{frame}{ext}", "{dir}/{stem}_affected{sep}{frame}.exr")
 # Sequences with these name endings are mattes or outputs, never a plate.
 _NOT_PLATES = ("_mask", "_matte", "_affected", "_void", "_quadmask")
 _NUMBERED = re.compile(r"^(.*?)(\d+)(\.[A-Za-z0-9]+)$")
@@ -70,8 +84,10 @@ class EventMedia:
     event_last: int
     mask: str
     affected: Optional[str] = None
-    origin: str = ""  # "pin", "timeline reference" or "media root"
+    origin: str = ""  # "pin", "timeline reference", "source file", "clip name" or "reel"
     warnings: list = field(default_factory=list)
+    padding: int = 4  # the plate's frame-number digits (the clean frames are numbered alike)
+    reel: str = ""
 
     @property
     def frame_count(self) -> int:
@@ -141,22 +157,71 @@ class MediaIndex:
 
     def lookup(self, names: list) -> list:
         """Candidates for the first of `names` that matches anything."""
+        return self.lookup_named(names)[1]
+
+    def lookup_named(self, names: list) -> tuple:
+        """(the first of `names` that matches anything, its candidates), or ("", [])."""
         for name in names:
             if name and name.lower() in self.by_name:
-                return list(self.by_name[name.lower()])
-        return []
+                return name, list(self.by_name[name.lower()])
+        return "", []
 
 
-def event_names(clip) -> list:
-    """Names to look a clip's media up by: its reel, its name, its name without extension."""
+def _file_stems(name: str) -> list:
+    """`ZZ100_501.take_1.0001.exr` → itself, without extension, without frame number and extension."""
+    name = name.strip()
+    out = [name, os.path.splitext(name)[0]]
+    numbered = re.match(r"^(.*?)[._-]?(?:\[\d+-\d+\]|#+|%0?\d*d|\d+)\.[A-Za-z0-9]+$", name)
+    if numbered:
+        out.append(numbered.group(1))
+    return out
+
+
+def normal_reel(reel: str) -> str:
+    """A reel as the plates are named: Avid pads reels with trailing dots (`Z677_4C.`)."""
+    return reel.strip().rstrip(".").strip()
+
+
+def source_file_paths(clip) -> list:
+    """Paths editorial wrote for the clip (`FROM CLIP:`, `FROM FILE:`, `SOURCE FILE:`), Windows ones mapped."""
+    from voidlink.bridge.pathmap import PathMap, is_windows_path
+
+    paths = list((clip.metadata.get("cmx_3600") or {}).get("source_files") or [])
+    out = []
+    windows = None
+    for path in paths:
+        if is_windows_path(path):
+            windows = windows or PathMap.from_environment(client_os="windows")
+            mapped = windows.to_daemon(path)
+            if mapped != path:
+                out.append(mapped)
+        out.append(path)
+    return out
+
+
+def name_evidence(clip) -> list:
+    """(name, what it is) to look a clip's media up by, best evidence first: clip name, file names, reel."""
     reel = (clip.metadata.get("cmx_3600") or {}).get("reel") or ""
-    names = [reel.strip(), clip.name or ""]
-    names.append(os.path.splitext(clip.name or "")[0])
+    names = [(stem, "clip name") for stem in _file_stems(clip.name or "")]
+    for path in source_file_paths(clip):
+        base = re.split(r"[\\/]", path)[-1]
+        names.extend((stem, "source file") for stem in _file_stems(base))
     ref = clip.media_reference
     url = getattr(ref, "target_url", "") or ""
     if url:
-        names.append(os.path.splitext(os.path.basename(url_to_path(url)))[0])
-    return [name for name in dict.fromkeys(names) if name and name not in ("AX", "BL")]
+        names.append((os.path.splitext(os.path.basename(url_to_path(url)))[0], "timeline reference"))
+    names.extend([(reel.strip(), "reel"), (normal_reel(reel), "reel")])
+    out, done = [], set()
+    for name, kind in names:
+        if name and name.upper() not in ("AX", "BL") and name.lower() not in done:
+            done.add(name.lower())
+            out.append((name, kind))
+    return out
+
+
+def event_names(clip) -> list:
+    """Names to look a clip's media up by, best evidence first."""
+    return [name for name, _ in name_evidence(clip)]
 
 
 def frames_of(time_range, rate: float) -> tuple:
@@ -216,12 +281,16 @@ def resolve_event_media(
             f"only {event_first - first}+{last - event_last} of {handles}+{handles} handle frames exist in {found.path}"
         )
     reel = (clip.metadata.get("cmx_3600") or {}).get("reel") or ""
+    padding, sep, ext = _numbering(found)
     tokens = {
         "dir": os.path.dirname(found.path),
         "stem": found.stem,
-        "reel": reel.strip(),
+        "reel": normal_reel(reel),
         "clip": clip.name or "",
         "event": label,
+        "sep": sep,
+        "frame": "#" * padding,
+        "ext": ext,
     }
     mask = _find_matte(mattes, DEFAULT_MATTES, tokens, first, last, "matte", required=True)
     affected_path = _find_matte(affected, DEFAULT_AFFECTED, tokens, first, last, "affected matte", required=False)
@@ -235,7 +304,19 @@ def resolve_event_media(
         affected=affected_path,
         origin=origin,
         warnings=warnings,
+        padding=padding,
+        reel=reel.strip(),
     )
+
+
+def _numbering(found: FoundMedia) -> tuple:
+    """(padding, separator before the frame number, extension) of a plate; a movie's mattes: 4, '.', '.exr'."""
+    pattern = SequencePattern.parse(found.path) if found.kind == "sequence" else None
+    if pattern is None:
+        return 4, ".", ".exr"
+    base = os.path.basename(pattern.prefix)
+    stem = base.rstrip("._-")
+    return max(pattern.padding, 1), base[len(stem) :] or ".", pattern.suffix or ".exr"
 
 
 def _find_plate(clip, rate: float, index, timeline_dir: str, pins: dict, names: list):
@@ -272,9 +353,16 @@ def _find_plate(clip, rate: float, index, timeline_dir: str, pins: dict, names: 
                 start = int(round(ref.available_range.start_time.rescaled_to(rate).value))
                 return found, "timeline reference", lambda frame: 1 + frame - start
             return found, "timeline reference", _mapping_for_disk(found, rate)
+    for path in source_file_paths(clip):
+        if not os.path.isabs(path) and not re.match(r"^[A-Za-z]:[\\/]", path):
+            path = os.path.join(timeline_dir, path)
+        found = _as_found(os.path.normpath(path))
+        if _exists(found):
+            return found, "source file", _mapping_for_disk(found, rate)
     if index is None:
         raise MediaError(f"no media for '{clip.name}' (no media reference and no --media-root)", "missing_media")
-    candidates = index.lookup(names)
+    evidence = dict(name_evidence(clip))
+    hit, candidates = index.lookup_named(names)
     if not candidates:
         raise MediaError(
             f"no media named {' or '.join(repr(n) for n in names) or 'after the event'} under "
@@ -288,7 +376,7 @@ def _find_plate(clip, rate: float, index, timeline_dir: str, pins: dict, names: 
             "ambiguous_media",
             candidates=[c.path for c in candidates],
         )
-    return candidates[0], "media root", _mapping_for_disk(candidates[0], rate)
+    return candidates[0], evidence.get(hit, "media root"), _mapping_for_disk(candidates[0], rate)
 
 
 def _as_found(path: str) -> FoundMedia:
@@ -384,6 +472,8 @@ def _find_matte(
     for template in templates:
         try:
             path = os.path.normpath(template.format(**tokens))
+            if path in tried:
+                continue
         except (KeyError, IndexError) as exc:
             raise InvalidInput(
                 f"--mattes pattern '{template}' uses an unknown token {exc} (use {{dir}} {{stem}} {{reel}} "

@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from voidlink.bridge.conform.markers import MarkedEvent, find_marked_events
+from voidlink.bridge.conform.markers import MarkedEvent, MarkerSeen, item_at_path, survey_markers
 from voidlink.bridge.conform.media import EventMedia, MediaError, MediaIndex, resolve_event_media
 from voidlink.bridge.conform.timeline import TimelineFile
 
@@ -86,6 +86,21 @@ class ConformPlan:
     output_dir: str  # where `<stem>_void/` goes
     handles: int
     events: list = field(default_factory=list)
+    markers: list = field(default_factory=list)  # every VOID marker seen (MarkerSeen), with its fate
+
+    def marker_rows(self) -> list:
+        """(marker, where, what became of it) for every VOID marker seen."""
+        rows = []
+        for marker in self.markers:
+            entry = next((e for e in self.events if e.event is marker.event), None)
+            if marker.skipped:
+                fate = f"skipped: {marker.skipped}"
+            elif entry is not None:
+                fate = f"{entry.event.label}: {entry.status}" + (f" ({entry.message})" if entry.message else "")
+            else:
+                fate = "skipped"
+            rows.append((marker.text, f"{marker.source} on {marker.where}", fate))
+        return rows
 
     def to_dict(self) -> dict:
         counts: dict = {}
@@ -97,6 +112,7 @@ class ConformPlan:
             "drop_frame": self.timeline_file.drop_frame,
             "handles": self.handles,
             "events": [plan.to_dict() for plan in self.events],
+            "markers": [{"marker": text, "where": where, "outcome": fate} for text, where, fate in self.marker_rows()],
             "counts": counts,
         }
 
@@ -118,6 +134,17 @@ def record_range_of(timeline, track, item_index: int):
     return opentime.TimeRange(start, cut.duration)
 
 
+def record_range_of_item(timeline, item):
+    """An item's cut in record time at any depth (nested stacks too): its range in the top stack plus the start."""
+    rng = item.transformed_time_range(item.trimmed_range(), timeline.tracks)
+    start = rng.start_time
+    if timeline.global_start_time is not None:
+        start = start + timeline.global_start_time.rescaled_to(start.rate)
+    from opentimelineio import opentime
+
+    return opentime.TimeRange(start, rng.duration)
+
+
 def build_plan(
     timeline_file: TimelineFile,
     output_dir: str,
@@ -134,10 +161,14 @@ def build_plan(
     plan = ConformPlan(timeline_file, os.path.abspath(output_dir), handles)
     root = os.path.join(plan.output_dir, f"{timeline_file.stem}_void")
     timeline_dir = os.path.dirname(os.path.abspath(timeline_file.path))
-    for event in find_marked_events(timeline):
-        track = timeline.tracks[event.track_index]
-        record = record_range_of(timeline, track, event.item_index)
-        source = event.item.trimmed_range()  # the event's own source in/out, as the EDL line has it
+    events, plan.markers = survey_markers(timeline)
+    plan.markers.extend(_unplaced_locators(timeline_file))
+    for event in events:
+        if len(event.path) == 2:
+            record = record_range_of(timeline, timeline.tracks[event.path[0]], event.path[1])
+        else:
+            record = record_range_of_item(timeline, item_at_path(timeline, event.path))
+        source = _source_range(event.item)  # the event's own source in/out, as the EDL line has it
         entry = EventPlan(
             event=event,
             record_range=(timecode(record.start_time, rate, drop), timecode(record.end_time_exclusive(), rate, drop)),
@@ -158,8 +189,64 @@ def build_plan(
             entry.status, entry.message, entry.candidates = error.status, error.message, error.candidates
             continue
         stem = _plate_stem(entry.media.plate)
-        entry.output = os.path.join(root, event.label, f"{stem}_void.####.exr")
+        entry.output = os.path.join(root, event.label, f"{stem}_void.{'#' * entry.media.padding}.exr")
+    _refuse_shared_reels(plan)
     return plan
+
+
+def _source_range(item):
+    """The item's own source in/out; a clip without a source range shows its media's available range."""
+    from opentimelineio import opentime
+
+    try:
+        return item.trimmed_range()
+    except Exception:  # no source range and no available range: nothing to time it by
+        zero = opentime.RationalTime(0, 24)
+        return opentime.TimeRange(zero, zero)
+
+
+def _refuse_shared_reels(plan: ConformPlan) -> None:
+    """Two events found by the same (truncated) reel but with different clip names may be two takes: refuse both."""
+    by_plate: dict = {}
+    for entry in plan.events:
+        if entry.media is not None and entry.media.origin == "reel":
+            by_plate.setdefault(entry.media.plate, []).append(entry)
+    for plate, entries in by_plate.items():
+        names = {entry.event.item.name for entry in entries}
+        if len(names) < 2:
+            continue
+        listed = " and ".join(f"{e.event.label} ('{e.event.item.name}')" for e in entries)
+        for entry in entries:
+            entry.status = "ambiguous_media"
+            entry.candidates = [plate]
+            entry.message = (
+                f"{listed} share reel '{entry.media.reel}' but not their clip name: the reel may be truncated and "
+                f"they may be different takes; pin each with --media CLIP=PATH"
+            )
+            entry.output = ""
+
+
+def _unplaced_locators(timeline_file: TimelineFile) -> list:
+    """VOID locators an EDL holds outside every event (before the first): listed, never silently dropped."""
+    from voidlink.bridge.conform.edl_read import _LOC
+    from voidlink.bridge.conform.markers import void_prompt
+
+    doc = timeline_file.edl
+    if doc is None:
+        return []
+    out = []
+    for index in doc.header:
+        match = _LOC.match(doc.lines[index])
+        text = match.group(2) if match else ""
+        words = text.split(None, 1)
+        for candidate in (text, words[1] if len(words) > 1 else ""):
+            prompt = void_prompt(candidate)
+            if prompt is not None:
+                where = f"line {index + 1}"
+                skip = "locator before the first event: it belongs to no event"
+                out.append(MarkerSeen(candidate.strip(), "EDL locator", where, prompt, skipped=skip))
+                break
+    return out
 
 
 def _plate_stem(path: str) -> str:

@@ -1,15 +1,13 @@
 """Writing the conformed timeline back: OTIO, and CMX3600 EDLs through OpenTimelineIO's adapter.
 
-Only the finished marked clips change: their media reference becomes an `ImageSequenceReference`
-to the clean EXRs whose available range starts at the first handle frame's source timecode, so the
-clip's source range (and with it every record timecode) stays exactly as it was. The clip is named
-`<name>_void`, its EDL reel `<reel>_void`, and `metadata["voidlink"]` keeps what it was before.
-Every other clip, gap, transition, track and marker is left as read.
+Only the finished marked clips change (at any depth of nested stacks): their media reference
+becomes an `ImageSequenceReference` to the clean EXRs whose available range starts at the first
+handle frame's source timecode, so the clip's source range (and with it every record timecode)
+stays exactly as it was. The clip is named `<name>_void` and `metadata["voidlink"]` keeps what it
+was before. Every other clip, gap, transition, track and marker is left as read.
 
-EDLs: the adapter writes one video track, so a timeline with several writes one EDL per video
-track (`OUT.V1.edl`, `OUT.V2.edl`; `OUT.edl` when there is one). Its timecodes are rewritten in
-the timeline's own counting (the adapter writes 29.97 as drop-frame whatever the source used) and
-an `FCM:` line says which; clean events get a `* SOURCE FILE:` comment naming their frames.
+EDLs are written by `edl_writer`: an EDL that was read comes back line for line, an OTIO timeline
+as one EDL per video track.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import re
 from typing import Optional
 
 from voidlink.bridge.conform.plan import FINISHED, ConformPlan
-from voidlink.bridge.conform.timeline import TimelineFile
 
 _EVENT_TIMECODES = re.compile(r"(\d\d:\d\d:\d\d[:;]\d\d)")
 
@@ -35,7 +32,9 @@ def conformed_timeline(plan: ConformPlan):
         if entry.status not in FINISHED:
             continue
         event, media = entry.event, entry.media
-        clip = timeline.tracks[event.track_index][event.item_index]
+        from voidlink.bridge.conform.markers import item_at_path
+
+        clip = item_at_path(timeline, event.path)
         pattern = SequencePattern.parse(entry.output)
         directory, prefix = os.path.split(pattern.prefix)
         # Time of the first handle frame, in the clip's source time: the event's first visible frame minus handles.
@@ -72,9 +71,6 @@ def conformed_timeline(plan: ConformPlan):
             clip.metadata["voidlink"]["provenance"] = dict(entry.provenance)
         clip.media_reference = reference
         clip.name = f"{clip.name or event.label}_void"
-        cmx = clip.metadata.get("cmx_3600")
-        if cmx is not None and cmx.get("reel"):
-            cmx["reel"] = f"{cmx['reel'].strip()}_void"
     return timeline
 
 
@@ -93,84 +89,27 @@ def write_otio(plan: ConformPlan, path: str):
     return timeline
 
 
-def write_edl(plan: ConformPlan, path: str, timeline=None) -> list:
-    """Write CMX3600 EDL(s) of the conformed timeline; returns the paths written."""
-    import opentimelineio as otio
+def write_edl(plan: ConformPlan, path: str, timeline=None, otio_path: str = "") -> list:
+    """Write CMX3600 EDL(s) of the conformed timeline (see edl_writer); returns the paths written."""
+    from voidlink.bridge.conform.edl_writer import otio_edls, write_back
 
+    doc = plan.timeline_file.edl
+    if doc is not None:
+        _make_parent(path)
+        with open(path, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(write_back(plan, doc))
+        return [path]
     timeline = timeline if timeline is not None else conformed_timeline(plan)
-    tf = plan.timeline_file
-    videos = [
-        index
-        for index, track in enumerate(timeline.tracks)
-        if track.kind == otio.schema.TrackKind.Video and track.enabled
-    ]
+    edls = otio_edls(plan, timeline, os.path.basename(otio_path) if otio_path else "")
     stem, extension = os.path.splitext(path)
     written = []
-    for count, index in enumerate(videos, start=1):
-        single = _single_track(timeline, index)
-        text = otio.adapters.write_to_string(single, "cmx_3600", rate=tf.rate, style="avid")
-        text = _edl_text(text, tf, plan, index)
-        name = timeline.tracks[index].name or f"V{count}"
-        target = path if len(videos) == 1 else f"{stem}.{re.sub(r'[^A-Za-z0-9]+', '', name) or count}{extension}"
+    for count, (name, text) in enumerate(edls, start=1):
+        target = path if len(edls) == 1 else f"{stem}.{re.sub(r'[^A-Za-z0-9]+', '', name) or count}{extension}"
         _make_parent(target)
         with open(target, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
         written.append(target)
     return written
-
-
-def _single_track(timeline, index: int):
-    """A timeline of one track (the adapter writes only the first), placed at the record start."""
-    import opentimelineio as otio
-
-    copy = otio.schema.Timeline(name=timeline.name)
-    track = timeline.tracks[index].deepcopy()
-    for clip in track.find_clips():
-        _add_source_file_comment(clip)
-    start = timeline.global_start_time
-    if track.source_range is None and start is not None and start.value:
-        # The adapter takes record time from the track alone: shift the track to the timeline's start.
-        available = track.available_range()
-        track.source_range = otio.opentime.TimeRange(
-            available.start_time - start.rescaled_to(available.duration.rate), available.duration
-        )
-    copy.tracks.append(track)
-    return copy
-
-
-def _add_source_file_comment(clip) -> None:
-    conform = (clip.metadata.get("voidlink") or {}).get("conform")
-    if not conform:
-        return
-    ref = clip.media_reference
-    first, last = conform["frames"]
-    cmx = clip.metadata.setdefault("cmx_3600", {})
-    comments = list(cmx.get("comments") or [])
-    frames = f"{ref.target_url_base}{ref.name_prefix}[{first:0{ref.frame_zero_padding}d}-{last}]{ref.name_suffix}"
-    comments.append(f"SOURCE FILE: {frames}")
-    cmx["comments"] = comments
-
-
-def _edl_text(text: str, tf: TimelineFile, plan: ConformPlan, track_index: int) -> str:
-    """Timecodes in the timeline's counting, and an FCM line after the title."""
-    from opentimelineio import opentime
-
-    def recount(match) -> str:
-        tc = match.group(1)
-        frames = opentime.from_timecode(tc, tf.rate)
-        return opentime.to_timecode(frames, tf.rate, tf.drop_frame)
-
-    lines = []
-    for line in text.splitlines():
-        if line[:1].isdigit() or line.startswith("* LOC:") or line.startswith("M2"):
-            line = _EVENT_TIMECODES.sub(recount, line)
-        lines.append(line)
-    fcm = "FCM: DROP FRAME" if tf.drop_frame else "FCM: NON-DROP FRAME"
-    if lines and lines[0].startswith("TITLE:"):
-        lines.insert(1, fcm)
-    else:
-        lines.insert(0, fcm)
-    return "\n".join(lines) + "\n"
 
 
 def _make_parent(path: str) -> None:

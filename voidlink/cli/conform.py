@@ -48,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rate",
-        help="timeline rate (23.976 24 25 29.97 30 48 50 59.94 60); EDLs: default 24, "
-        "29.97 with FCM: DROP FRAME; OTIO: read from the file",
+        help="timeline rate (23.976 24 25 29.97 30 48 50 59.94 60); EDLs: read from the header (a rate in the "
+        "TITLE, FCM: DROP FRAME for 29.97) or the frame field, else 24; OTIO: read from the file",
     )
     parser.add_argument("-o", "--output", required=True, metavar="OUT.otio", help="conformed timeline to write")
     parser.add_argument("--edl", metavar="OUT.edl", help="also write a CMX3600 EDL (one per video track)")
@@ -87,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
         pins=parse_pins(args.media),
     )
     if not args.json:
+        if timeline_file.edl is not None:
+            for note in timeline_file.edl.notes:
+                print(f"voidlink: note: {note}", file=sys.stderr)
         for entry in plan.events:
             for warning in entry.warnings:
                 print(f"voidlink: warning: {entry.event.label}: {warning}", file=sys.stderr)
@@ -95,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
             print_json({**plan.to_dict(), "dry_run": True})
         else:
             _print_plan(plan)
-        return 0 if all(entry.status == "planned" for entry in plan.events) else 1
+            _print_markers(plan)
+        return 0 if all(entry.status == "planned" for entry in plan.events) and not _skipped(plan) else 1
 
     if args.farm:
         from voidlink.cli.farm import export_plan
@@ -109,14 +113,39 @@ def run(args: argparse.Namespace) -> int:
             client.ensure_daemon()
         on_progress = None if args.json else _Progress(plan)
         run_plan(plan, client, parallel=args.parallel, backend=args.backend, on_progress=on_progress)
+    from voidlink.bridge.conform.edl_writer import EdlError
+
     timeline = write_otio(plan, args.output)
-    edls = write_edl(plan, args.edl, timeline) if args.edl else []
+    edl_error = None
+    try:
+        edls = write_edl(plan, args.edl, timeline, otio_path=args.output) if args.edl else []
+    except EdlError as error:
+        edls, edl_error = [], error
     if args.json:
-        print_json({**plan.to_dict(), "output": os.path.abspath(args.output), "edl": edls})
+        extra = {"edl_error": {"reason": edl_error.reason, "message": str(edl_error)}} if edl_error else {}
+        print_json({**plan.to_dict(), "output": os.path.abspath(args.output), "edl": edls, **extra})
     else:
         print_table(report_rows(plan))
+        _print_markers(plan)
         print(f"wrote {args.output}" + "".join(f", {path}" for path in edls))
-    return 0 if all(entry.status in ("done", "reused") for entry in plan.events) else 1
+        if edl_error is not None:
+            print(f"voidlink: error: no EDL written ({edl_error.reason}): {edl_error}", file=sys.stderr)
+    done = all(entry.status in ("done", "reused") for entry in plan.events)
+    return 0 if done and edl_error is None and not _skipped(plan) else 1
+
+
+def _skipped(plan) -> bool:
+    return any(marker.skipped and marker.event is None for marker in plan.markers)
+
+
+def _print_markers(plan) -> None:
+    """Every VOID marker seen and what became of it: none is passed over in silence."""
+    rows = plan.marker_rows()
+    if not rows:
+        return
+    print(f"{len(rows)} VOID marker{'s' if len(rows) != 1 else ''} seen:")
+    for text, where, fate in rows:
+        print(f"  {text!r}  {where}  ->  {fate}")
 
 
 class _Progress:
@@ -143,6 +172,8 @@ class _Progress:
 def _print_plan(plan) -> None:
     if not plan.events:
         print("no marked events (markers starting with 'VOID:')")
+    rate = f"{plan.timeline_file.rate:.3f}".rstrip("0").rstrip(".")
+    print(f"timeline {plan.timeline_file.path}: {rate} fps{' drop-frame' if plan.timeline_file.drop_frame else ''}")
     for entry in plan.events:
         data = entry.to_dict()
         print(f"{data['event']}  [{data['status']}]")
