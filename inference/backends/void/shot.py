@@ -10,19 +10,33 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional, Protocol
 
 import numpy as np
 import torch
 from voidlink.inference.backends import base
 from voidlink.inference.backends.void import helpers, memory
 from voidlink.inference.backends.void.geometry import REFERENCE_SIZE, Geometry
-from voidlink.inference.backends.void.pipeline import NEGATIVE_PROMPT
+from voidlink.inference.backends.void.pipeline import NEGATIVE_PROMPT, VoidPipeline
 
 from voidlink.errors import InvalidInput, VoidlinkError
 
-if TYPE_CHECKING:
-    from voidlink.inference.backends.void.backend import VoidBackend
+
+class ResidentModel(Protocol):
+    """What a run asks of the backend that holds the model (`VoidBackend`), shared between jobs."""
+
+    pipe: Optional[VoidPipeline]
+    settings: Any  # VoidSettings
+    device: torch.device
+    mode: Optional[str]
+    mode_reason: str
+    memory_mode: str
+
+    def _place(self, mode: str) -> None: ...
+
+    def _use_checkpoint(self, which: str, notes: list[str]) -> None: ...
+
+    def provenance(self, passes: int) -> dict[str, str]: ...
 
 # The reference's sampling defaults (config/quadmask_cogvideox.py).
 DEFAULT_SEED = 42
@@ -51,7 +65,7 @@ def _out_of_memory(error: BaseException) -> bool:
 class ShotRun:
     """One job: segments over the shot, each denoised (and refined) then streamed out."""
 
-    def __init__(self, backend: VoidBackend, request: base.BackendRequest) -> None:
+    def __init__(self, backend: ResidentModel, request: base.BackendRequest) -> None:
         self.backend = backend
         self.request = request
         self.settings = backend.settings
