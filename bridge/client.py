@@ -123,8 +123,21 @@ class Client:
         return self.path_map.job_to_client(self._call("CancelJob", pb.CancelJobRequest(job_id=job_id)).job)
 
     def jobs(self, states: Sequence[int] = (), limit: int = 0) -> list:
-        jobs = self._call("ListJobs", pb.ListJobsRequest(states=states, limit=limit)).jobs
-        return [self.path_map.job_to_client(job) for job in jobs]
+        """Job summaries, newest first (`limit`: at most this many; 0: all), page by page. A summary has
+        no clips: `get` returns a job's whole spec."""
+        jobs: list = []
+        token = ""
+        while True:
+            page, token = self.jobs_page(states, min(limit - len(jobs), 1000) if limit else 1000, token)
+            jobs += page
+            if not token or (limit and len(jobs) >= limit):
+                return jobs[:limit] if limit else jobs
+
+    def jobs_page(self, states: Sequence[int] = (), page_size: int = 100, page_token: str = "") -> tuple[list, str]:
+        """One page of job summaries and the token of the next ("" on the last)."""
+        request = pb.ListJobsRequest(states=states, page_size=page_size, page_token=page_token, limit=page_size)
+        reply = self._call("ListJobs", request)
+        return [self.path_map.job_to_client(job) for job in reply.jobs], reply.next_page_token
 
     def watch(self, job_id: str, previews: bool = False) -> Iterator[pb.JobEvent]:
         """Events of one job until it ends: the current state first, then each change."""

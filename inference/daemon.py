@@ -34,12 +34,15 @@ from voidlink.inference.scheduler import Executor, Scheduler
 from voidlink.inference.security import Roots, SecurityConfig, TokenFile, is_loopback
 from voidlink.inference.server import RpcServer
 from voidlink.inference.service import VoidLinkService
-from voidlink.inference.store import JobStore
+from voidlink.inference.store import DEFAULT_RETENTION, JobStore, Retention
 from voidlink.inference.transfer import FrameCache, Transfers
 from voidlink.inference.uploads import Uploads
 from voidlink.protos import DEFAULT_ADDRESS, PROTOCOL_VERSION, pb
 
 import voidlink
+
+HEALTH_SECONDS = 5.0  # how often the daemon looks whether its job store takes writes
+PRUNE_SECONDS = 3600.0  # how often it forgets ended jobs beyond its retention
 
 log = logging.getLogger("voidlink.daemon")
 
@@ -55,8 +58,10 @@ class Daemon:
         max_workers: int = 16,
         security: Optional[SecurityConfig] = None,
         executor: Optional[Executor] = None,
+        retention: Retention = DEFAULT_RETENTION,
     ) -> None:
         self.listen = listen
+        self.retention = retention
         self.executor = executor  # None: jobs run in this process; else where it sends them (a Ray pool)
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.security = security or SecurityConfig()
@@ -64,6 +69,7 @@ class Daemon:
         self.registry = BackendRegistry(weights)
         self.bus = EventBus()
         self.stopping = threading.Event()
+        self._health_problem: Optional[str] = None
         self._lock = DataDirLock(self.data_dir)
         self._max_workers = max_workers
         self.address = ""
@@ -115,7 +121,13 @@ class Daemon:
                 self.stopping,
             )
             self.server = RpcServer(
-                VoidLinkService(self.jobs, self.uploads, self.roots, self.info),
+                VoidLinkService(
+                    self.jobs,
+                    self.uploads,
+                    self.roots,
+                    self.info,
+                    callers=(lambda context: tokens.caller(context.invocation_metadata())) if tokens else None,
+                ),
                 max_workers=self._max_workers,
                 max_message_bytes=security.max_message_bytes,
                 tokens=tokens,
@@ -130,6 +142,8 @@ class Daemon:
             self.scheduler.start()
             self.uploads.follow_uploading_jobs()
             self.server.serving(True)
+            self._health = threading.Thread(target=self._watch_health, name="voidlink-health", daemon=True)
+            self._health.start()
             self._write_state()
             if resumed:
                 log.info("resuming %d interrupted job(s): %s", len(resumed), ", ".join(resumed))
@@ -139,6 +153,38 @@ class Daemon:
         except BaseException:
             self._lock.release()
             raise
+
+    def check_health(self) -> bool:
+        """Whether the daemon can take work now (its store takes writes), as health then answers:
+        NOT_SERVING while the store cannot be written, SERVING again once it can."""
+        problem = self.store.writable()
+        if problem != self._health_problem:
+            if problem:
+                log.error("not serving: %s", problem)
+            else:
+                log.info("serving again: the job store takes writes")
+            self._health_problem = problem
+        if not self.stopping.is_set():
+            self.server.serving(problem is None)
+        return problem is None
+
+    def prune(self) -> list[str]:
+        """Forget the ended jobs beyond the retention (their output files stay); returns their ids."""
+        gone = self.store.prune(self.retention)
+        if gone:
+            log.info("forgot %d ended job(s) beyond the retention (%s)", len(gone), self.retention)
+        return gone
+
+    def _watch_health(self) -> None:
+        pruned = 0.0
+        while not self.stopping.wait(HEALTH_SECONDS):
+            try:
+                self.check_health()
+                if time.monotonic() - pruned > PRUNE_SECONDS:
+                    pruned = time.monotonic()
+                    self.prune()
+            except Exception:  # noqa: BLE001 - the watch goes on; the next look may succeed
+                log.exception("the health check failed")
 
     def stop(self, grace: float = 5.0) -> None:
         if self.stopping.is_set():

@@ -5,6 +5,9 @@ is checked (backend, roots, its frames and output) and written to the store befo
 acknowledged; a streamed job whose frames follow waits in `Uploads`; a watcher gets the job's state
 now, then every event until the job ends (and until its result is fetched, when it is being
 fetched); a cancel of a job that waits for frames also stops the wait.
+
+Every call names its `Caller`: a job belongs to the caller that submitted it, and another caller
+(not an admin) is told there is no such job, exactly as for one that does not exist.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
+from voidlink.inference.bounds import MAX_PAGE, check_page, check_spec
 from voidlink.inference.downloads import Downloads
 from voidlink.inference.events import EventBus
 from voidlink.inference.job.prepare import prepare_job
 from voidlink.inference.probe import check_client_paths
 from voidlink.inference.scheduler import Scheduler
-from voidlink.inference.security import Roots
-from voidlink.inference.store import TERMINAL_STATES, JobStore
+from voidlink.inference.security import ANYONE, Caller, Roots
+from voidlink.inference.store import DEFAULT_PAGE, TERMINAL_STATES, JobStore
 from voidlink.inference.transfer import Transfers
 from voidlink.inference.uploads import Uploads
 from voidlink.protos import pb
@@ -50,25 +54,37 @@ class Jobs:
         self.roots, self.uploads, self.downloads = roots, uploads, downloads
         self.stopping = stopping  # set when the daemon shuts down: watchers are told and let go
 
-    def get(self, job_id: str) -> pb.Job:
+    def get(self, job_id: str, caller: Caller = ANYONE) -> pb.Job:
         if not job_id:
             raise InvalidInput("no job id given", reason="MISSING_FIELD", field="job_id")
         job = self.store.get(job_id)
-        if job is None:
-            raise NotFound(f"no job with id '{job_id}'", reason="JOB_NOT_FOUND", field="job_id")
+        if job is None or not caller.may_see(job.owner):
+            raise NotFound(f"no job with id '{job_id[:64]}'", reason="JOB_NOT_FOUND", field="job_id")
         return job
 
-    def list(self, states: Iterable[int] = (), limit: int = 0) -> list[pb.Job]:
-        return self.store.list(states, limit)
+    def list(
+        self,
+        states: Iterable[int] = (),
+        limit: int = 0,
+        caller: Caller = ANYONE,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[pb.Job], str]:
+        """One page of the caller's job summaries, newest first, and the next page's token ("" at the end).
+        `limit` (older clients) caps the page when no page size is given."""
+        size = page_size or (min(limit, MAX_PAGE) if limit > 0 else DEFAULT_PAGE)
+        check_page(size)
+        return self.store.page(states, size, page_token, caller.owner_filter)
 
-    def submit(self, spec: pb.JobSpec, upload_follows: bool = False) -> pb.Job:
+    def submit(self, spec: pb.JobSpec, upload_follows: bool = False, caller: Caller = ANYONE) -> pb.Job:
         """Check `spec` and store it as a queued job (or as one waiting for its frames, when they follow)."""
+        check_spec(spec)  # bounded before anything else looks at it
         self.scheduler.executor.resolve(spec.params.backend)  # unknown or unavailable backend: refuse now
         check_client_paths(self.roots, spec)
         if self.transfers.streamed(spec):
             spec = self.transfers.materialise(spec, missing_ok=upload_follows)
             if upload_follows:
-                job = self.uploads.add_uploading(spec)
+                job = self.uploads.add_uploading(spec, caller.name)
                 if job is not None:
                     return job
         try:
@@ -77,16 +93,18 @@ class Jobs:
             self.transfers.discard_inputs(spec)
             raise
         frames = prepared.last - prepared.first + 1
-        job = self.scheduler.submit(lambda: self.store.add(spec, frames_total=frames), prepared)
+        job = self.scheduler.submit(lambda: self.store.add(spec, frames_total=frames, owner=caller.name), prepared)
         log.info("job %s queued: %s", job.id, spec.name or spec.output.path_template)
         return job
 
-    def watch(self, job_id: str, previews: bool, active: Callable[[], bool]) -> Iterator[pb.JobEvent]:
+    def watch(
+        self, job_id: str, previews: bool, active: Callable[[], bool], caller: Caller = ANYONE
+    ) -> Iterator[pb.JobEvent]:
         """The job's state now, then its events until it ends, while `active()` (the client is there)."""
-        job = self.get(job_id)
+        job = self.get(job_id, caller)
         events = self.bus.subscribe(job.id)
         try:
-            job = self.get(job_id)  # re-read after subscribing: no event can slip between
+            job = self.get(job_id, caller)  # re-read after subscribing: no event can slip between
             downloads = self.downloads
             yield self.snapshot(job)
             # An ended job whose result is being fetched is followed until the download ends (its last
@@ -114,16 +132,18 @@ class Jobs:
         finally:
             self.bus.unsubscribe(job.id, events)
 
-    def cancel(self, job_id: str) -> pb.Job:
-        before = self.get(job_id)
+    def cancel(self, job_id: str, caller: Caller = ANYONE) -> pb.Job:
+        before = self.get(job_id, caller)
         job = self.scheduler.cancel(job_id)
         if before.state == pb.JOB_STATE_UPLOADING:
             self.uploads.forget(job)
         return job
 
-    def download(self, job_id: str, have: Iterable[pb.FileDigest] = ()) -> Iterator[pb.FileChunk]:
+    def download(
+        self, job_id: str, have: Iterable[pb.FileDigest] = (), caller: Caller = ANYONE
+    ) -> Iterator[pb.FileChunk]:
         """A succeeded job's streamed-back files, as chunks (see `Downloads.stream`)."""
-        yield from self.downloads.stream(self.get(job_id), have)
+        yield from self.downloads.stream(self.get(job_id, caller), have)
 
     def snapshot(self, job: pb.Job, message: str = "") -> pb.JobEvent:
         """A job's current state as an event, with how far its upload (or the fetch of its result) is."""

@@ -9,13 +9,15 @@ daemon's roots before anything looks at the disk there. Neither holds state: bot
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
 from voidlink.inference.security import Roots
 from voidlink.inference.transfer import CLIP_FIELDS
 from voidlink.protos import pb
 from voidlink.protos.clips import SequencePattern, clip_media
+
+from voidlink.errors import InvalidInput, LimitExceeded
 
 
 def check_client_paths(roots: Roots, spec: pb.JobSpec) -> None:
@@ -44,8 +46,24 @@ def check_client_paths(roots: Roots, spec: pb.JobSpec) -> None:
             roots.check(path, label)
 
 
-def probe_paths(roots: Roots, paths: Iterable[str], write: bool) -> list[pb.PathProbe]:
+MAX_PROBES = 64
+
+
+def probe_paths(roots: Roots, paths: Sequence[str], write: bool) -> list[pb.PathProbe]:
     """What the daemon sees of each path (a file, or a sequence pattern), for reading or for writing."""
+    if len(paths) > MAX_PROBES:
+        raise LimitExceeded(
+            f"{len(paths)} paths to probe; ask about at most {MAX_PROBES} at once",
+            reason="TOO_MANY_PATHS",
+            field="paths",
+        )
+    for index, path in enumerate(paths):
+        if "\x00" in path or len(path) > 4096:
+            raise InvalidInput(
+                f"paths[{index}] is not a path (a NUL character, or over 4096 characters)",
+                reason="BAD_PATH",
+                field=f"paths[{index}]",
+            )
     return [probe_path(roots, path, write) for path in paths]
 
 

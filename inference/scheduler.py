@@ -252,6 +252,8 @@ class Scheduler:
         self._wake = threading.Condition()
         self._stopping = False
         self._cancel: dict[str, CancelFlag] = {}
+        # Ends of jobs the store could not record yet (job id -> (state, finish's fields)).
+        self._pending_ends: dict[str, tuple[int, dict]] = {}
         self._threads = [
             threading.Thread(target=self._loop, name=f"voidlink-worker-{i}", daemon=True) for i in range(devices)
         ]
@@ -321,7 +323,7 @@ class Scheduler:
 
     def _too_late(self, job: pb.Job) -> pb.Job:
         message = "too late to cancel: the job is moving its frames into place and finishes that move"
-        self.store.append_log(job.id, message)
+        self._log(job.id, message)
         log.info("job %s: %s", job.id, message)
         job.message = message
         return job
@@ -358,11 +360,19 @@ class Scheduler:
     # -- work ----------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        """One worker: claim, run, record; a store that cannot be written (disk full, locked) fails the
+        job at hand, never the worker, which keeps trying to record what it could not and takes the next."""
         while True:
             with self._wake:
                 if self._stopping:
                     return
-                job = self.store.claim_next()
+                self._record_pending_ends()
+                try:
+                    job = self.store.claim_next()
+                except VoidlinkError as error:
+                    log.error("cannot claim the next job: %s", error)
+                    self._wake.wait(timeout=1.0)
+                    continue
                 if job is None:
                     self._wake.wait(timeout=1.0)
                     continue
@@ -370,9 +380,46 @@ class Scheduler:
                 self._cancel[job.id] = flag
             try:
                 self._run(job, flag)
+            except Exception:  # noqa: BLE001 - the worker outlives any one job
+                log.exception("job %s: the worker could not finish it", job.id)
             finally:
                 with self._wake:
                     self._cancel.pop(job.id, None)
+
+    def _log(self, job_id: str, line: str) -> None:
+        """A line in the job's log; when the store cannot take it, in the daemon's log instead."""
+        try:
+            self.store.append_log(job_id, line)
+        except VoidlinkError as error:
+            log.warning("job %s: %s (not in the job's log: %s)", job_id, line, error)
+
+    def _record_end(self, job: pb.Job, state: int, **fields) -> pb.Job:
+        """Store how a job ended and tell its watchers. When the store cannot be written the end is
+        kept and stored again at each turn of the workers, and watchers are told from memory."""
+        try:
+            final = self.store.finish(job.id, state, **fields)
+        except VoidlinkError as error:
+            log.error("job %s ended but the store cannot record it (%s): retrying", job.id, error)
+            self._pending_ends[job.id] = (state, fields)
+            final = pb.Job()
+            final.CopyFrom(job)
+            final.state = state
+            final.message = fields.get("message", "")
+            if fields.get("error") is not None:
+                final.error.CopyFrom(fields["error"])
+            if fields.get("result") is not None:
+                final.result.CopyFrom(fields["result"])
+        self._publish_final(final)
+        return final
+
+    def _record_pending_ends(self) -> None:
+        for job_id, (state, fields) in list(self._pending_ends.items()):
+            try:
+                self.store.finish(job_id, state, **fields)
+            except VoidlinkError:
+                return  # still not writable: try again at the next turn
+            del self._pending_ends[job_id]
+            log.info("job %s: its end is recorded now", job_id)
 
     def _run(self, job: pb.Job, flag: CancelFlag) -> None:
         progress = JobProgress(self.store, self.bus, job)
@@ -384,25 +431,27 @@ class Scheduler:
             result = self.executor.execute(job, prepared, backend_name, progress, flag)
         except (JobCancelled, Cancelled):
             if self._stopping:
-                self.store.requeue(job.id, "interrupted by daemon shutdown; resumes at the next start")
+                try:
+                    self.store.requeue(job.id, "interrupted by daemon shutdown; resumes at the next start")
+                except VoidlinkError:
+                    pass  # left running in the store: the next start requeues it all the same
                 log.info("job %s interrupted by shutdown, left queued", job.id)
                 return
             self._discard(prepared, job)
-            self._publish_final(self.store.finish(job.id, pb.JOB_STATE_CANCELLED, message="cancelled"))
+            self._record_end(job, pb.JOB_STATE_CANCELLED, message="cancelled")
         except VoidlinkError as error:
             self._discard(prepared, job)
-            self.store.append_log(job.id, f"failed: {error}")
-            final = self.store.finish(job.id, pb.JOB_STATE_FAILED, message=str(error), error=status.detail_of(error))
-            self._publish_final(final)
+            self._log(job.id, f"failed: {error}")
+            self._record_end(job, pb.JOB_STATE_FAILED, message=str(error), error=status.detail_of(error))
         except Exception as error:  # a bug or an unexpected library error: keep serving
             log.exception("job %s failed", job.id)
             self._discard(prepared, job)
-            self.store.append_log(job.id, traceback.format_exc())
+            self._log(job.id, traceback.format_exc())
             detail = pb.ErrorDetail(reason="INTERNAL", message=f"{type(error).__name__}: {error}")
-            self._publish_final(self.store.finish(job.id, pb.JOB_STATE_FAILED, message=detail.message, error=detail))
+            self._record_end(job, pb.JOB_STATE_FAILED, message=detail.message, error=detail)
         else:
             message = f"{result.frames.last - result.frames.first + 1} frames written to {result.output_pattern}"
-            self._publish_final(self.store.finish(job.id, pb.JOB_STATE_SUCCEEDED, message=message, result=result))
+            self._record_end(job, pb.JOB_STATE_SUCCEEDED, message=message, result=result)
 
     def _prepare(self, spec: pb.JobSpec) -> PreparedJob:
         """A job not prepared at submission in this daemon's life (queued before a restart)."""

@@ -88,6 +88,27 @@ class Token:
     name: str
     secret: str
     expires: Optional[float] = None  # seconds since the epoch; None: never
+    admin: bool = False  # sees and cancels every owner's jobs
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a call: the token's name (the owner of the jobs it submits) and whether it is an admin."""
+
+    name: str
+    admin: bool = False
+
+    def may_see(self, owner: str) -> bool:
+        return self.admin or owner == self.name
+
+    @property
+    def owner_filter(self) -> Optional[str]:
+        """The owner a listing is limited to (None: every owner's jobs)."""
+        return None if self.admin else self.name
+
+
+# A daemon without tokens (loopback): every caller is everyone, as before owners.
+ANYONE = Caller("", admin=True)
 
 
 def _parse_expiry(text: str, where: str) -> float:
@@ -104,7 +125,8 @@ def _parse_expiry(text: str, where: str) -> float:
 
 
 def read_tokens(path: Path) -> list[Token]:
-    """Lines of `NAME TOKEN [EXPIRES]`; `#` starts a comment. EXPIRES is ISO 8601, UTC unless it says."""
+    """Lines of `NAME TOKEN [EXPIRES] [admin]`; `#` starts a comment. EXPIRES is ISO 8601, UTC unless it
+    says; `admin` lets the token see and cancel every owner's jobs."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -117,9 +139,12 @@ def read_tokens(path: Path) -> list[Token]:
         if not words:
             continue
         where = f"{path} line {number}"
+        admin = len(words) > 2 and words[-1].lower() == "admin"
+        if admin:
+            words = words[:-1]
         if len(words) not in (2, 3):
             raise InvalidInput(
-                f"{where}: expected NAME TOKEN [EXPIRES], found {len(words)} words",
+                f"{where}: expected NAME TOKEN [EXPIRES] [admin], found {len(words) + admin} words",
                 reason="BAD_TOKENS_FILE",
                 file=str(path),
             )
@@ -131,7 +156,7 @@ def read_tokens(path: Path) -> list[Token]:
                 file=str(path),
             )
         expires = _parse_expiry(words[2], where) if len(words) == 3 else None
-        tokens.append(Token(words[0], words[1], expires))
+        tokens.append(Token(words[0], words[1], expires, admin))
     if not tokens:
         raise InvalidInput(f"the tokens file {path} holds no token", reason="BAD_TOKENS_FILE", file=str(path))
     return tokens
@@ -171,8 +196,20 @@ class TokenFile:
                     self._mtime = mtime
             return self._tokens
 
+    def caller(self, metadata: Iterable[tuple[str, str]]) -> Optional[Caller]:
+        """The caller a call's metadata names by its one valid token; None without one."""
+        values = [value for key, value in metadata or () if key == "authorization"]
+        if len(values) != 1:
+            return None
+        token, _ = self._token(values[0])
+        return None if token is None else Caller(token.name, token.admin)
+
     def verify(self, authorization: Optional[str]) -> tuple[Optional[str], str]:
         """(token name, "") when valid, else (None, why) — the reason is for the log and the caller alone."""
+        token, why = self._token(authorization)
+        return (token.name, "") if token is not None else (None, why)
+
+    def _token(self, authorization: Optional[str]) -> tuple[Optional[Token], str]:
         if not authorization:
             return None, "no token given: send 'authorization: Bearer <token>'"
         scheme, _, given = authorization.partition(" ")
@@ -188,7 +225,7 @@ class TokenFile:
             return None, "the token is not valid for this daemon"
         if match.expires is not None and time.time() >= match.expires:
             return None, "the token has expired; ask for a new one"
-        return match.name, ""
+        return match, ""
 
 
 def _deny(handler: Optional[grpc.RpcMethodHandler], message: str) -> grpc.RpcMethodHandler:
@@ -219,11 +256,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
         method = handler_call_details.method or ""
         if method.startswith(HEALTH_PREFIX) or (self.open_reflection and method.startswith(REFLECTION_PREFIX)):
             return continuation(handler_call_details)
-        authorization = None
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == "authorization":
-                authorization = value
-        name, why = self.tokens.verify(authorization)
+        values = [value for key, value in handler_call_details.invocation_metadata or () if key == "authorization"]
+        if len(values) > 1:
+            # Which of two tokens would be the caller is not for the daemon to guess.
+            log.warning("refused %s: %d authorization values", method, len(values))
+            return _deny(continuation(handler_call_details), "send one 'authorization: Bearer <token>', not several")
+        name, why = self.tokens.verify(values[0] if values else None)
         if name is not None:
             return continuation(handler_call_details)
         log.warning("refused %s: %s", method, why)
@@ -235,11 +273,6 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
 def _real(path: str) -> str:
     return os.path.normcase(os.path.realpath(os.path.abspath(path)))
-
-
-def _pattern_folder(path: str) -> str:
-    """The folder of a path or sequence pattern (frame tokens live only in the file name)."""
-    return os.path.dirname(path) or "."
 
 
 @dataclass
@@ -299,10 +332,6 @@ class Roots:
             )
 
         return guard
-
-    def check_paths(self, items: Iterable[tuple[str, str]]) -> None:
-        for path, label in items:
-            self.check(path, label)
 
     def confinement(self):
         """What prepare_job checks a job with when this daemon is confined (None when it is not)."""

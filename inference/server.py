@@ -15,15 +15,16 @@ from typing import Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from voidlink.inference.security import AuthInterceptor, TokenFile
-from voidlink.inference.service import VoidLinkService
+from voidlink.inference.service import VoidLinkService, tolerant
 from voidlink.protos import SERVICE_NAME, pb, rpc, wire
 
 from voidlink.errors import Unavailable
 
 # The names health answers for: the server as a whole ("") and the VoidLink service.
 _HEALTH_NAMES = ("", SERVICE_NAME)
+V1_REFLECTION = "grpc.reflection.v1.ServerReflection"
 
 
 class RpcServer:
@@ -50,7 +51,7 @@ class RpcServer:
         )
         upload = grpc.stream_stream_rpc_method_handler(
             service.UploadFrames,
-            request_deserializer=wire.parse_frame_chunk,
+            request_deserializer=tolerant(wire.parse_frame_chunk),
             response_serializer=pb.FrameAck.SerializeToString,
         )
         rpc.add_VoidLinkServicer_to_server(service, _Registrar(self.grpc, {"UploadFrames": upload}))
@@ -58,9 +59,23 @@ class RpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         if loopback or tokens is not None:
             # Beyond loopback the service list is for authenticated clients only (the interceptor checks).
-            reflection.enable_server_reflection(
-                (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-                self.grpc,
+            names = (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+                V1_REFLECTION,
+            )
+            servicer = reflection.ReflectionServicer(names)
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, self.grpc)
+            # Reflection v1 as well (grpcurl and newer tools ask it first): its messages are v1alpha's
+            # field for field, under another package name, so the same servicer answers both.
+            v1 = grpc.stream_stream_rpc_method_handler(
+                servicer.ServerReflectionInfo,
+                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+            self.grpc.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(V1_REFLECTION, {"ServerReflectionInfo": v1}),)
             )
 
     def bind(self, address: str, credentials: Optional[grpc.ServerCredentials] = None) -> str:
@@ -102,8 +117,16 @@ class RpcServer:
         self.grpc.stop(grace).wait()
 
 
+def _tolerant_handler(handler: Optional[grpc.RpcMethodHandler]) -> Optional[grpc.RpcMethodHandler]:
+    """The handler with a request parser that hands the servicer `Malformed` bytes instead of failing."""
+    if handler is None or handler.request_deserializer is None:
+        return handler
+    return handler._replace(request_deserializer=tolerant(handler.request_deserializer))
+
+
 class _Registrar:
-    """Passes the generated service registration on to the server with some methods' handlers replaced."""
+    """Passes the generated service registration on to the server with some methods' handlers replaced
+    and every request parsed tolerantly."""
 
     def __init__(self, server: grpc.Server, replacements: dict) -> None:
         self.server = server
@@ -115,7 +138,8 @@ class _Registrar:
         )
 
     def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
-        self.server.add_registered_method_handlers(service, {**handlers, **self.replacements})
+        tolerant_handlers = {name: _tolerant_handler(handler) for name, handler in handlers.items()}
+        self.server.add_registered_method_handlers(service, {**tolerant_handlers, **self.replacements})
 
 
 class _ReplacingHandler(grpc.GenericRpcHandler):
@@ -124,4 +148,5 @@ class _ReplacingHandler(grpc.GenericRpcHandler):
         self.replacements = {f"/{SERVICE_NAME}/{name}": method for name, method in replacements.items()}
 
     def service(self, handler_call_details):
-        return self.replacements.get(handler_call_details.method) or self.handler.service(handler_call_details)
+        replaced = self.replacements.get(handler_call_details.method)
+        return replaced or _tolerant_handler(self.handler.service(handler_call_details))

@@ -97,7 +97,7 @@ class Uploads:
 
     # -- jobs waiting for frames -----------------------------------------------------------
 
-    def add_uploading(self, spec: pb.JobSpec) -> Optional[pb.Job]:
+    def add_uploading(self, spec: pb.JobSpec, owner: str = "") -> Optional[pb.Job]:
         """Store a materialised job whose frames are still to come (JOB_STATE_UPLOADING); None when
         every frame is in the cache already, so it can be queued as any job."""
         if not WaitingJobs(self.cache).register("", spec):  # a trial run: is any frame missing?
@@ -107,7 +107,7 @@ class Uploads:
         else:
             frames_total = len(spec.source.uploaded_frames)
         with self.store.holding():  # registered before the first chunk can ask for it
-            job = self.store.add_uploading(spec, frames_total)
+            job = self.store.add_uploading(spec, frames_total, owner)
             self.waiting.register(job.id, spec)
         progress = self.waiting.progress(job.id)
         log.info(

@@ -11,8 +11,10 @@ Writes are atomic: a hidden temporary file in the destination folder, then a ren
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import shutil
 import stat
 import sys
 import threading
@@ -24,7 +26,7 @@ from typing import Callable, Optional, TypeVar, Union
 import numpy as np
 import OpenImageIO as oiio
 
-from voidlink.errors import InvalidInput
+from voidlink.errors import InvalidInput, LimitExceeded
 
 COMPRESSIONS = ("zip", "piz", "dwaa", "none")
 # Header attributes voidlink writes into its results (the job that wrote the file, what made it).
@@ -381,6 +383,23 @@ def temporary_path(path: str) -> str:
     return os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.tmp{os.path.splitext(name)[1]}")
 
 
+def _write_failed(path: str, why: str, size: int) -> Exception:
+    """A failed write named for what it is: "disk full at <folder>" when the disk (or a quota) is full."""
+    folder = os.path.dirname(path) or "."
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if "no space left" in why.lower() or "quota" in why.lower() or (free is not None and free < size):
+        return LimitExceeded(
+            f"disk full at {folder}: cannot write {os.path.basename(path)} ({why}); free space there and run the "
+            "job again (the frames written so far are kept)",
+            reason="DISK_FULL",
+            file=path,
+        )
+    return OSError(f"cannot write {path}: {why}")
+
+
 def write_image(
     path: str,
     pixels: np.ndarray,
@@ -414,8 +433,12 @@ def write_image(
         raise OSError(f"cannot write {path}: {oiio.geterror()}")
     try:
         if not out.open(temp, spec) or not out.write_image(pixels) or not out.close():
-            raise OSError(f"cannot write {path}: {out.geterror() or oiio.geterror()}")
+            raise _write_failed(path, out.geterror() or oiio.geterror(), pixels.nbytes)
         os.replace(temp, path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _write_failed(path, exc.strerror or str(exc), pixels.nbytes) from None
+        raise
     finally:
         if os.path.exists(temp):
             os.unlink(temp)

@@ -13,7 +13,7 @@ from typing import Optional
 
 from voidlink.protos.clips import ClipMedia, SequencePattern, is_movie
 
-from voidlink.errors import InvalidInput, NotFound
+from voidlink.errors import InvalidInput, LimitExceeded, NotFound
 
 # Image formats we read as sequences; anything OpenImageIO opens works, these are the ones we test.
 IMAGE_SUFFIXES = (".exr", ".dpx", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".cin", ".hdr", ".sgi", ".tga")
@@ -89,6 +89,31 @@ def format_frames(frames: list[int], limit: int = 12) -> str:
     return text + (f" and {len(runs) - limit} more runs" if len(runs) > limit else "")
 
 
+# The most frames one clip or job may span, and the largest frame number: bounds checked before any
+# per-frame list is made, so a clip "1e9 frames long" is refused instead of filling memory.
+MAX_FRAMES = 100_000
+MAX_FRAME_NUMBER = 1_000_000_000
+
+
+def check_range(first: int, last: int, field_name: str) -> None:
+    """Refuse a frame range beyond the bounds: a frame number past +-MAX_FRAME_NUMBER, or more than
+    MAX_FRAMES frames (an empty range is the caller's to word)."""
+    for frame in (first, last):
+        if abs(frame) > MAX_FRAME_NUMBER:
+            raise InvalidInput(
+                f"{field_name}: frame {frame} is beyond +-{MAX_FRAME_NUMBER:,}; no shot is numbered so",
+                reason="FRAME_OUT_OF_RANGE",
+                field=field_name,
+            )
+    if last - first + 1 > MAX_FRAMES:
+        raise LimitExceeded(
+            f"{field_name}: frames {first}-{last} are {last - first + 1:,} frames; a job takes at most "
+            f"{MAX_FRAMES:,}: split the range",
+            reason="TOO_MANY_FRAMES",
+            field=field_name,
+        )
+
+
 def check_frames(media: MediaSource, first: int, last: int, field_name: str) -> None:
     """Refuse a frame range the clip's media does not hold: outside its frames (InvalidInput,
     FRAME_RANGE_OUTSIDE_SOURCE, on `spec.frames`), or with frames missing inside (NotFound,
@@ -128,7 +153,10 @@ def discover(clip: ClipMedia, field_name: str = "clip") -> MediaSource:
             raise NotFound(
                 f"{field_name}: file not found: {path}", reason="FILE_NOT_FOUND", field=field_name, file=path
             )
-        frames = list(range(clip.first, clip.last + 1)) if clip.first is not None and clip.last is not None else []
+        frames = []
+        if clip.first is not None and clip.last is not None:
+            check_range(clip.first, clip.last, field_name)
+            frames = list(range(clip.first, clip.last + 1))
         return MediaSource(kind="image", path=path, frames=frames, rate=clip.rate)
     folder = Path(pattern.directory)
     if not folder.is_dir():

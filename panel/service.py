@@ -131,10 +131,11 @@ class JobService(QtCore.QObject):
         return self._run(work, "cancel")
 
     def resubmit(self, job: pb.Job) -> threading.Thread:
-        """The same spec again, as a new job (the old one and its result stay as they are)."""
-        spec = pb.JobSpec()
-        spec.CopyFrom(job.spec)
-        return self.submit(spec)
+        """The same spec again, as a new job (the old one and its result stay as they are).
+
+        The job list holds summaries (no clips): the whole spec is asked of the daemon first."""
+        job_id = job.id
+        return self.submit(lambda: self.client.get(job_id).spec)
 
     def refresh(self, limit: int = 200) -> Optional[threading.Thread]:
         """List jobs; a refresh asked for while one is under way is dropped, not queued."""

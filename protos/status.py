@@ -81,3 +81,35 @@ def detail_in(metadata: Optional[Iterable]) -> pb.ErrorDetail:
             except Exception:  # noqa: BLE001 - a trailer that is not an ErrorDetail tells us nothing
                 return pb.ErrorDetail()
     return detail
+
+
+# The ErrorInfo domain of voidlink's errors in the standard `grpc-status-details-bin` trailer.
+DOMAIN = "voidlink"
+
+
+def standard_status(error: errors.VoidlinkError, code_value: int):
+    """The error as a standard `google.rpc.Status` (for `grpc-status-details-bin`): an `ErrorInfo`
+    (reason, domain "voidlink", field/file/frame(s) as metadata) and, when a request field is at fault,
+    a `BadRequest` naming it. Needs grpcio-status (the daemon's dependency; clients need not have it)."""
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    info = error_details_pb2.ErrorInfo(reason=error.reason or "ERROR", domain=DOMAIN)
+    for key, value in (("field", error.field), ("file", error.file)):
+        if value:
+            info.metadata[key] = value
+    if error.frame is not None:
+        info.metadata["frame"] = str(error.frame)
+    if error.frames:
+        info.metadata["frames"] = ",".join(str(f) for f in error.frames[:1000])
+    details = [info]
+    if error.field and error.grpc_code in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "OUT_OF_RANGE"):
+        request = error_details_pb2.BadRequest()
+        request.field_violations.add(field=error.field, description=error.message)
+        details.append(request)
+    packed = []
+    for detail in details:
+        wrapper = any_pb2.Any()
+        wrapper.Pack(detail)
+        packed.append(wrapper)
+    return status_pb2.Status(code=code_value, message=error.message, details=packed)

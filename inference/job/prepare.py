@@ -166,6 +166,7 @@ def _job_frames(spec: pb.JobSpec, source: Clip) -> tuple[int, int]:
         last = hi if hi is not None else source.media.last
     if last < first:
         raise InvalidInput(f"spec.frames: the range {first}-{last} is empty", reason="EMPTY_RANGE", field="spec.frames")
+    sequence.check_range(first, last, "spec.frames")
     return first, last
 
 

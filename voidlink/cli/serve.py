@@ -73,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--max-message", default="16M", help="largest gRPC message accepted (default 16M)")
     limits.add_argument("--max-upload", default="64G", help="most frame bytes uploaded per job (default 64G)")
     limits.add_argument("--cache-size", default="100G", help="disk the uploaded-frame cache may use (default 100G)")
+    limits.add_argument(
+        "--keep-jobs",
+        default="90d,10000",
+        help="ended jobs the store keeps: days (30d), a count (5000), both (30d,5000) or 'all' (default 90d,10000); "
+        "their output files are never touched",
+    )
 
 
 def security_config(args: argparse.Namespace):
@@ -141,8 +147,16 @@ def run(args: argparse.Namespace) -> int:
     )
     listen = args.listen or os.environ.get("VOIDLINK_LISTEN") or DEFAULT_ADDRESS
     executor = cluster_executor(args)
+    from voidlink.inference.store import Retention
+
+    retention = Retention.parse(args.keep_jobs)
     daemon = Daemon(
-        listen=listen, data_dir=args.data_dir, weights=args.weights, security=security_config(args), executor=executor
+        listen=listen,
+        data_dir=args.data_dir,
+        weights=args.weights,
+        security=security_config(args),
+        executor=executor,
+        retention=retention,
     )
     try:
         address = daemon.start()

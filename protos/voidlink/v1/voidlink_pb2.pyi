@@ -267,7 +267,7 @@ class JobResult(_message.Message):
     def __init__(self, output_pattern: _Optional[str] = ..., frames: _Optional[_Union[FrameRange, _Mapping]] = ..., otio_json: _Optional[str] = ..., quadmask_pattern: _Optional[str] = ..., raw_pattern: _Optional[str] = ..., backend: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., provenance: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "stage", "frames_done", "frames_total", "created_at", "started_at", "finished_at", "error", "result", "message", "eta_seconds", "attempts")
+    __slots__ = ("id", "spec", "state", "stage", "frames_done", "frames_total", "created_at", "started_at", "finished_at", "error", "result", "message", "eta_seconds", "attempts", "owner")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +282,7 @@ class Job(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -296,7 +297,8 @@ class Job(_message.Message):
     message: str
     eta_seconds: float
     attempts: int
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[str] = ..., frames_done: _Optional[int] = ..., frames_total: _Optional[int] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., message: _Optional[str] = ..., eta_seconds: _Optional[float] = ..., attempts: _Optional[int] = ...) -> None: ...
+    owner: str
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[str] = ..., frames_done: _Optional[int] = ..., frames_total: _Optional[int] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., message: _Optional[str] = ..., eta_seconds: _Optional[float] = ..., attempts: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("job_id", "state", "stage", "frames_done", "frames_total", "eta_seconds", "message", "preview", "error", "result", "time", "frame", "transfer")
@@ -391,18 +393,24 @@ class GetJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("states", "limit")
+    __slots__ = ("states", "limit", "page_size", "page_token")
     STATES_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[JobState]
     limit: int
-    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., limit: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
-    __slots__ = ("jobs",)
+    __slots__ = ("jobs", "next_page_token")
     JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
-    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetInfoRequest(_message.Message):
     __slots__ = ()

@@ -94,6 +94,12 @@ class VoidLinkServicer(object):
         INVALID_ARGUMENT / NOT_FOUND and an ErrorDetail naming the field, file or frame; an output that
         would replace files voidlink did not write with FAILED_PRECONDITION (reason OUTPUT_EXISTS)
         unless OutputSpec.overwrite.
+        RESOURCE_EXHAUSTED for a request beyond the daemon's bounds, checked before any work (reason
+        TOO_MANY_FRAMES: over 100,000 frames; FRAME_OUT_OF_RANGE: a frame number beyond +-1e9;
+        PROMPT_TOO_LONG: over 8 KiB; CLIP_TOO_LARGE: a clip's JSON over 1 MiB; TOO_MANY_LABELS: over
+        64, or a label over 64 KiB; DISK_FULL at the data dir); UNAVAILABLE (STORE_BUSY) when another
+        process holds the job store; PERMISSION_DENIED for a path outside the roots or onto the job's
+        sources.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,13 +129,19 @@ class VoidLinkServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The job as stored, its whole spec included. NOT_FOUND (JOB_NOT_FOUND) for an unknown job or
+        another owner's; INVALID_ARGUMENT (MISSING_FIELD) without a job id.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The caller's jobs, newest first, as summaries (GetJob has the whole spec), a page at a time:
+        pass next_page_token back as page_token until it comes back empty. INVALID_ARGUMENT
+        (BAD_PAGE_TOKEN) for a token this daemon did not give; RESOURCE_EXHAUSTED (PAGE_TOO_LARGE)
+        for a page_size over 1000.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
