@@ -122,14 +122,12 @@ DEFAULT_RETENTION = Retention(days=90.0, count=10_000)
 
 
 class JobStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_seconds: float = BUSY_SECONDS) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection guarded by a lock: the daemon's writes are few (a row per frame at most)
         # and this keeps every statement serialised without per-thread connections.
-        self._db = sqlite3.connect(
-            str(self.path), check_same_thread=False, isolation_level=None, timeout=BUSY_SECONDS
-        )
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=busy_seconds)
         self._lock = threading.RLock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -425,8 +423,23 @@ class JobStore:
 
 
 def _to_job(row: tuple) -> pb.Job:
-    (job_id, _priority, state, spec, created, started, finished, stage, message, done, total, error, result,
-     attempts, owner) = row
+    (
+        job_id,
+        _priority,
+        state,
+        spec,
+        created,
+        started,
+        finished,
+        stage,
+        message,
+        done,
+        total,
+        error,
+        result,
+        attempts,
+        owner,
+    ) = row
     job = pb.Job(
         id=job_id,
         state=state,
