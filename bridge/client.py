@@ -31,12 +31,16 @@ from voidlink.bridge.result import RemoveResult, result_or_raise
 from voidlink.bridge.spec import FrameRange, PathLike, build_spec, clip_spec, default_output
 from voidlink.bridge.transfer import TRANSFER_MODES, TransferPlan, TransferStats, plan_transfer, probe_paths
 from voidlink.protos import PROTOCOL_VERSION, pb, vocabulary
+from voidlink.protos.events import job_event
 from voidlink.protos.vocabulary import state_name
 from voidlink.protos.wire import CHUNK_BYTES
 
 from voidlink import errors
 
 TERMINAL = vocabulary.TERMINAL
+# How long `wait` waits for a daemon that went away (restarting) before it gives up.
+RECONNECT_SECONDS = 120.0
+_RECONNECT_REASONS = ("DAEMON_UNREACHABLE", "STORE_BUSY")
 
 # The names hosts' scripts and the CLI have imported from here; each lives in its own room now.
 __all__ = [
@@ -155,19 +159,49 @@ class Client:
             stream.cancel()
 
     def wait(
-        self, job_id: str, on_progress: Optional[Callable[[pb.JobEvent], None]] = None, previews: bool = False
+        self,
+        job_id: str,
+        on_progress: Optional[Callable[[pb.JobEvent], None]] = None,
+        previews: bool = False,
+        reconnect: float = RECONNECT_SECONDS,
     ) -> pb.Job:
-        """Follow a job to its end (re-attaching if the stream drops); returns the final Job."""
+        """Follow a job to its end; returns the final Job.
+
+        A daemon that goes away (restarting after a crash, a kill -9 or an upgrade) is waited for, with
+        a growing pause, for up to `reconnect` seconds at a time, then watched again: the daemon resumes
+        the job where it stopped. Past that, `errors.Unavailable` says the job goes on without us."""
+        lost_since: Optional[float] = None
+        pause = 0.25
+        state = pb.JOB_STATE_QUEUED  # as last heard, for the progress told while reconnecting
         while True:
-            for event in self.watch(job_id, previews=previews):
+            try:
+                for event in self.watch(job_id, previews=previews):
+                    lost_since, pause, state = None, 0.25, event.state or state
+                    if on_progress is not None:
+                        on_progress(event)
+                    if event.state in TERMINAL:
+                        return self.get(job_id)
+                job = self.get(job_id)  # the stream closed early (the daemon is stopping): look, then watch again
+                if job.state in TERMINAL:
+                    return job
+                time.sleep(0.5)
+            except errors.Unavailable as error:
+                if error.reason not in _RECONNECT_REASONS:
+                    raise
+                now = time.monotonic()
+                lost_since = now if lost_since is None else lost_since
+                if now - lost_since >= reconnect:
+                    raise errors.Unavailable(
+                        f"lost the voidlink daemon at {self.address} while following job {job_id}, and it did not "
+                        f"come back within {reconnect:.0f} s; a daemon that restarts resumes the job: follow it again "
+                        f"with `voidlink jobs watch {job_id}`",
+                        reason="DAEMON_UNREACHABLE",
+                    ) from None
                 if on_progress is not None:
-                    on_progress(event)
-                if event.state in TERMINAL:
-                    return self.get(job_id)
-            job = self.get(job_id)  # stream closed early (daemon restarting): poll, then watch again
-            if job.state in TERMINAL:
-                return job
-            time.sleep(0.5)
+                    message = f"the daemon at {self.address} is unreachable; reconnecting"
+                    on_progress(job_event(job_id=job_id, state=state, stage="reconnect", message=message))
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     # -- submit -> wait -> fetch ----------------------------------------------------------
 

@@ -3,6 +3,7 @@ model, tolerant parsing, reflection v1. Real daemons on loopback, tokens written
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -266,3 +267,33 @@ def test_reflection_answers_v1_and_v1alpha(open_daemon):
         reply = next(iter(info(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))))
         names = {service.name for service in reply.list_services_response.service}
         assert "voidlink.v1.VoidLink" in names and "grpc.reflection.v1.ServerReflection" in names
+
+
+@pytest.mark.parametrize("how", ["kill -9", "SIGTERM"])
+def test_a_waiting_client_reconnects_while_the_daemon_restarts(daemon_factory, tmp_path, how):
+    first = daemon_factory(tmp_path / "data").start()
+    client = first.client()
+    job = client.submit(_spec(tmp_path))
+    restarted: list = []
+    told: list[str] = []
+
+    def progress(event: pb.JobEvent) -> None:
+        if event.state == pb.JOB_STATE_RUNNING and first.process.poll() is None and not restarted:
+            first.kill() if how == "kill -9" else first.signal(signal.SIGTERM)  # mid-job, the client attached
+        if event.stage == "reconnect":
+            told.append(event.message)
+            if not restarted:  # the client has found the daemon gone: now a new one takes its place
+                restarted.append(daemon_factory(tmp_path / "data", listen=first.address).start())
+
+    final = client.wait(job.id, on_progress=progress)
+    assert restarted and final.state == pb.JOB_STATE_SUCCEEDED
+    assert told and "reconnecting" in told[0]
+
+
+def test_a_client_gives_up_on_a_daemon_that_does_not_come_back(daemon_factory, tmp_path):
+    first = daemon_factory(tmp_path / "data").start()
+    client = Client(first.address, connect_timeout=0.2)
+    job = client.submit(_spec(tmp_path))
+    first.kill()
+    with pytest.raises(errors.Unavailable, match=f"voidlink jobs watch {job.id}"):
+        client.wait(job.id, reconnect=1.0)
