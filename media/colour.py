@@ -32,6 +32,9 @@ MODEL_LINEAR = ("lin_rec709", "Linear Rec.709 (sRGB)", "lin_rec709_scene")
 BUILTIN_CONFIG = "ocio://default"
 # Largest model value handed back to the inverse; 1.0 itself would map to infinity.
 _MODEL_MAX = 1.0 - 1e-6
+# The brightest value a result is given back at: a half EXR's largest finite number. The roll-off's
+# inverse maps its cap to about 3.6e9, which a half output would store as infinity.
+LARGEST = 65504.0
 
 _lock = threading.Lock()
 _configs: dict[str, ocio.Config] = {}
@@ -159,5 +162,7 @@ class ModelTransform:
         return linear_to_model(linear)
 
     def from_model(self, model: np.ndarray) -> np.ndarray:
-        linear = model_to_linear(model)
-        return linear if self.identity else self._apply(self._from_linear, linear)
+        """Model values back in the clip's colour space, finite and within a half EXR's range."""
+        linear = np.clip(model_to_linear(model), -LARGEST, LARGEST)
+        out = linear if self.identity else self._apply(self._from_linear, linear)
+        return np.clip(np.nan_to_num(out, nan=0.0, posinf=LARGEST, neginf=-LARGEST), -LARGEST, LARGEST)

@@ -11,6 +11,7 @@ alone: any padding, found on disk; `@@@@`: four digits), and a literal frame num
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -162,6 +163,23 @@ def clip_json(
     return otio.adapters.write_to_string(clip, "otio_json")
 
 
+def _why_not_otio(text: str, exc: Exception) -> str:
+    """What is wrong with a clip's JSON, in a client's words: where strict JSON breaks, else which OTIO
+    rule it misses (with a minimal example), never only a C++ type name."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as error:
+        return f"not valid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+    message = str(exc)
+    if "OTIO_SCHEMA" in message or "schema" in message.lower():
+        return (
+            f"not an OTIO clip ({message}): every object needs its OTIO_SCHEMA, e.g. "
+            '{"OTIO_SCHEMA": "Clip.2", "media_references": {"DEFAULT_MEDIA": {"OTIO_SCHEMA": '
+            '"ImageSequenceReference.1", ...}}, "active_media_reference_key": "DEFAULT_MEDIA"}'
+        )
+    return f"not valid OTIO JSON ({message})"
+
+
 def clip_media(otio_json: str, field: str = "clip") -> ClipMedia:
     """Read a `ClipSpec.otio_json` back; raises ValueError naming `field` when it is not a usable clip."""
     import opentimelineio as otio
@@ -169,12 +187,13 @@ def clip_media(otio_json: str, field: str = "clip") -> ClipMedia:
     if not otio_json.strip():
         raise ValueError(f"{field}: no clip given")
     try:
-        json.loads(otio_json)
+        # OpenTimelineIO first: it reads what strict JSON does not (Inf, NaN in otio_big_int files).
         clip = otio.adapters.read_from_string(otio_json, "otio_json")
     except Exception as exc:  # otio raises several unrelated types for bad JSON
-        raise ValueError(f"{field}: not valid OTIO JSON ({exc})") from exc
+        raise ValueError(f"{field}: {_why_not_otio(otio_json, exc)}") from exc
     if not isinstance(clip, otio.schema.Clip):
-        raise ValueError(f"{field}: expected an OTIO Clip, got {type(clip).__name__}")
+        got = "a plain object with no OTIO_SCHEMA" if type(clip).__name__ == "AnyDictionary" else type(clip).__name__
+        raise ValueError(f'{field}: expected an OTIO Clip (an object with "OTIO_SCHEMA": "Clip.2"), got {got}')
     ref = clip.media_reference
     rate = 24.0
     rng = clip.source_range
@@ -182,6 +201,9 @@ def clip_media(otio_json: str, field: str = "clip") -> ClipMedia:
         rng = ref.available_range
     first = last = None
     if rng is not None:
+        numbers = (rng.start_time.value, rng.duration.value, rng.start_time.rate)
+        if not all(math.isfinite(n) for n in numbers):
+            raise ValueError(f"{field}: clip '{clip.name}' has a source range that is not finite ({rng})")
         rate = rng.start_time.rate or rate
         first = int(round(rng.start_time.value))
         last = first + int(round(rng.duration.value)) - 1

@@ -40,7 +40,7 @@ def test_clip_round_trip_sequence_and_movie():
 
 
 def test_bad_clips_name_the_field():
-    with pytest.raises(ValueError, match="spec.mask.otio_json: not valid OTIO JSON"):
+    with pytest.raises(ValueError, match="spec.mask.otio_json: not valid JSON at line 1 column 2"):
         clip_media("{", field="spec.mask.otio_json")
     with pytest.raises(ValueError, match="no clip given"):
         clip_media("  ")

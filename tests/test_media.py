@@ -353,3 +353,30 @@ def test_plan_native_backend_crops_with_context():
     assert p.crop[0] <= 900 - 48 and p.crop[2] >= 1000 + 48
     image_ = RNG.random((1080, 1920, 3)).astype(np.float32)
     assert np.array_equal(p.from_backend(p.to_backend(image_)), image_[p.crop[1] : p.crop[3], p.crop[0] : p.crop[2]])
+
+
+def test_a_saturated_model_colour_comes_back_finite_in_a_half_output(tmp_path):
+    """The roll-off's inverse maps its cap to ~3.6e9: beyond half's range, stored as infinity unclamped."""
+    transform = colour.ModelTransform(colour.model_linear_space())
+    back = transform.from_model(np.ones((4, 4, 3), np.float32))
+    assert np.isfinite(back).all() and back.max() == pytest.approx(colour.LARGEST)
+    path = str(tmp_path / "hot.exr")
+    image.write_image(path, back, pixel_type="half")
+    assert np.isfinite(image.read_image(path).pixels).all()
+    srgb = colour.ModelTransform("sRGB - Texture").from_model(np.ones((2, 2, 3), np.float32))
+    assert np.isfinite(srgb).all() and np.abs(srgb).max() <= colour.LARGEST
+
+
+def test_otio_is_read_before_strict_json_and_errors_say_what_is_wrong():
+    from voidlink.protos.clips import clip_json, clip_media
+
+    text = clip_json("/shots/a/plate.####.exr", 1001, 1010)
+    assert clip_media(text.replace('"rate": 24.0', '"rate": 24.0', 1)).first == 1001
+    # OpenTimelineIO reads Inf and NaN (strict JSON does not); a range that is not finite is named.
+    infinite = text.replace('"value": 10.0', '"value": Inf', 1)
+    with pytest.raises(ValueError, match="not finite"):
+        clip_media(infinite, "spec.source")
+    with pytest.raises(ValueError, match="line 1 column"):
+        clip_media('{"OTIO_SCHEMA": "Clip.2",', "spec.source")
+    with pytest.raises(ValueError, match="OTIO_SCHEMA"):
+        clip_media('{"name": "plate"}', "spec.source")
