@@ -424,14 +424,14 @@ def test_watchers_see_the_upload_before_the_job_runs_and_the_result_being_fetche
 def test_a_job_cancelled_while_its_frames_upload_never_runs(studio, tmp_path):
     daemon, _, shot = studio
     client = Client(daemon.address)
-    client.chunk_bytes = 4096
     spec = build_spec(shot.plate, shot.mask, backend="classical", output=tmp_path / "o" / "c.####.exr")
-
-    def cancel_once(event: pb.JobEvent) -> None:
-        if event.job_id and event.transfer.files_done == 2 and event.state == pb.JOB_STATE_UPLOADING:
-            Client(daemon.address).cancel(event.job_id)
-
-    job, _ = client.start(spec, "stream", cancel_once)
+    uploaded, files = client.hash_frames(spec, client.plan_transfer(spec, "stream"))
+    job = client.submit(uploaded, upload_follows=True)
+    assert job.state == pb.JOB_STATE_UPLOADING
+    # The upload stops at a known point: two frames in, the rest still to come; then the cancel.
+    client.upload_frames(files[:2], job=job)
+    assert client.cancel(job.id).state == pb.JOB_STATE_CANCELLED
+    client.upload_frames(files[2:])  # the rest arriving after the cancel must not start it
     final = client.wait(job.id)
     assert final.state == pb.JOB_STATE_CANCELLED and final.started_at == 0
     assert not any((daemon.data_dir / "transfers").iterdir())
