@@ -17,7 +17,10 @@ from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
 from shots import write_shot
 from voidlink.bridge import Client, build_spec
+from voidlink.inference.backends.base import Backend, BackendResult
 from voidlink.inference.daemon import Daemon
+from voidlink.inference.job.prepare import prepare_job
+from voidlink.inference.job.run import run_job
 from voidlink.inference.security import SecurityConfig
 from voidlink.inference.store import JobStore, Retention
 from voidlink.protos import PROTOCOL_METADATA_KEY, PROTOCOL_VERSION, pb, rpc
@@ -297,3 +300,43 @@ def test_a_client_gives_up_on_a_daemon_that_does_not_come_back(daemon_factory, t
     first.kill()
     with pytest.raises(errors.Unavailable, match=f"voidlink jobs watch {job.id}"):
         client.wait(job.id, reconnect=1.0)
+
+
+class _Tally(Backend):
+    """Copies the plate; each frame reports how many of its pixels it 'filled' (its index's last digit)."""
+
+    name = "tally"
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.fail_after = fail_after
+
+    def run(self, frames, request):
+        for number, frame in enumerate(frames):
+            if self.fail_after is not None and number >= self.fail_after:
+                raise RuntimeError("simulated crash")
+            yield BackendResult(frame.index, frame.image.copy(), counts={"filled": float(frame.index % 10)})
+
+    def shot_notes(self, totals):
+        return [f"filled {totals.get('filled', 0):g} pixels over the shot"]
+
+
+def test_a_resumed_jobs_notes_describe_the_whole_shot(tmp_path):
+    shot = write_shot(tmp_path / "src", frames=8, width=32, height=24)
+    whole = run_job(
+        prepare_job(build_spec(shot.plate, shot.mask, output=tmp_path / "a" / "a.####.exr")), _Tally(), job_id="a"
+    )
+    spec = build_spec(shot.plate, shot.mask, output=tmp_path / "b" / "b.####.exr")
+    with pytest.raises(RuntimeError, match="simulated"):
+        run_job(prepare_job(spec), _Tally(fail_after=5), job_id="b")
+    resumed = run_job(prepare_job(spec), _Tally(), job_id="b")  # renders only frames 1006-1008
+    expected = f"filled {sum(f % 10 for f in range(1001, 1009))} pixels over the shot"
+    assert expected in whole.notes and expected in resumed.notes
+
+
+def test_classical_counts_sum_to_its_shot_note():
+    from voidlink.inference.backends.classical.backend import ClassicalBackend
+
+    backend = ClassicalBackend()
+    assert backend.shot_notes({"filled": 100.0, "unrevealed": 1.0}) == []
+    (note,) = backend.shot_notes({"filled": 100.0, "unrevealed": 30.0})
+    assert note.startswith("30% of the removed area was never revealed")

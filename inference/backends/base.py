@@ -39,6 +39,9 @@ class BackendResult:
     # Where the backend changed the frame (1) or left it (0), (H, W) float32; None means
     # "wherever the quadmask is not KEEP". Lets a backend keep affected pixels it cannot fix.
     changed: Optional[np.ndarray] = None
+    # This frame's tallies (pixels filled, pixels never revealed ...), summed over the whole shot for
+    # `Backend.shot_notes`; kept with the staged frame, so a resumed job sums them as a whole run does.
+    counts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,6 +88,10 @@ class Backend(ABC):
 
     def notes(self) -> list[str]:
         """Plain-words limits of this backend, shown in every job result."""
+        return []
+
+    def shot_notes(self, totals: dict[str, float]) -> list[str]:
+        """Notes about the whole shot from its frames' `BackendResult.counts`, summed."""
         return []
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from voidlink.inference.backends.base import Backend, BackendRequest
 from voidlink.inference.job.prepare import PreparedJob
-from voidlink.inference.job.staging import staged_path
+from voidlink.inference.job.staging import counted, staged_path
 from voidlink.media import image
 from voidlink.protos import pb
 from voidlink.protos.clips import clip_json
@@ -42,8 +42,10 @@ def describe_run(
     notes: list[str],
     job_id: str,
 ) -> pb.JobResult:
-    """The result of a run on `backend`: its notes and the request's come before the run's own."""
-    return describe(prepared, backend.name, [*backend.notes(), *request.notes, *notes], metrics, job_id)
+    """The result of a run on `backend`: its notes, the request's and the whole shot's (from every
+    frame's counts, those a run before a resume staged included) come before the run's own."""
+    shot = backend.shot_notes(counted(prepared.staging(job_id), prepared.frames))
+    return describe(prepared, backend.name, [*backend.notes(), *request.notes, *shot, *notes], metrics, job_id)
 
 
 def describe(

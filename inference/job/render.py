@@ -21,7 +21,7 @@ from voidlink.inference.job.control import ProgressSink, check_cancelled
 from voidlink.inference.job.describe import provenance
 from voidlink.inference.job.mattes import frame_quadmask
 from voidlink.inference.job.prepare import PreparedJob
-from voidlink.inference.job.staging import is_output_staged, staged_path
+from voidlink.inference.job.staging import is_output_staged, staged_path, write_counts
 from voidlink.media import colour, composite, image, quadmask, sequence
 from voidlink.media.plan import ProcessingPlan
 
@@ -71,6 +71,8 @@ def render(
         if bad:
             nonfinite.append(result.index)
         writer.write(plates.load(result.index), result)
+        if result.counts:
+            write_counts(staging, result.index, result.counts)
         done += 1
         progress.frame_written(result.index, done, total, _preview_pixels(result.image))
     missing = _unrendered(prepared, staging, frames, done_elsewhere)

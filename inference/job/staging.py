@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -51,6 +52,33 @@ def staged_path(staging: Path, kind: str, pattern: SequencePattern, frame: int) 
 def is_output_staged(prepared: PreparedJob, staging: Path, frame: int) -> bool:
     """Whether the frame's output is in the staging folder (a frame counts as done once it is)."""
     return staged_path(staging, "output", prepared.output, frame).exists()
+
+
+# Per-frame tallies a backend reports (`BackendResult.counts`), kept beside the staged frames so a
+# resumed job's notes are summed over the whole shot, as an uninterrupted run's are.
+COUNTS = "counts"
+
+
+def write_counts(staging: Path, frame: int, counts: Mapping[str, float]) -> None:
+    """Keep a frame's tallies in the staging folder (written whole: a temporary name, then renamed)."""
+    folder = staging / COUNTS
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / f".{frame}.json.tmp"
+    temporary.write_text(json.dumps({key: float(value) for key, value in counts.items()}), encoding="utf-8")
+    os.replace(temporary, folder / f"{frame}.json")
+
+
+def counted(staging: Path, frames: Iterable[int]) -> dict[str, float]:
+    """The tallies of `frames` summed, as kept by `write_counts` (a frame without them adds nothing)."""
+    totals: dict[str, float] = {}
+    for frame in frames:
+        try:
+            counts = json.loads((staging / COUNTS / f"{frame}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for key, value in counts.items():
+            totals[key] = totals.get(key, 0.0) + float(value)
+    return totals
 
 
 def staged_files(prepared: PreparedJob, job_id: str, frame: int) -> dict[str, Path]:

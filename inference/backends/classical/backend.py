@@ -96,6 +96,13 @@ class ClassicalBackend(base.Backend):
     def notes(self) -> list[str]:
         return [PHYSICAL_NOTE]
 
+    def shot_notes(self, totals: dict[str, float]) -> list[str]:
+        filled, unrevealed = totals.get("filled", 0.0), totals.get("unrevealed", 0.0)
+        if not filled or unrevealed / filled <= 0.02:
+            return []
+        share = 100.0 * unrevealed / filled
+        return [f"{share:.0f}% of the removed area was never revealed by nearby frames and was filled spatially."]
+
     def run(self, frames: Iterator[base.BackendFrame], request: base.BackendRequest) -> Iterator[base.BackendResult]:
         radius, preset = _settings(request.quality)
         request.provenance["window_radius"] = str(radius)
@@ -136,11 +143,6 @@ class _Stream:
         while emitted < position:
             yield self._emit(emitted)
             emitted += 1
-        if self.filled and self.unrevealed / self.filled > 0.02:
-            share = 100.0 * self.unrevealed / self.filled
-            self.request.notes.append(
-                f"{share:.0f}% of the removed area was never revealed by nearby frames and was filled spatially."
-            )
 
     # -- input -------------------------------------------------------------------------------------
 
@@ -200,10 +202,12 @@ class _Stream:
     def _emit(self, position: int) -> base.BackendResult:
         self._check_cancel()
         frame = self.frames[position]
+        filled, unrevealed = self.filled, self.unrevealed
         image, changed = self._fill(position)
         if position and position % 25 == 0:
             self.request.on_message(f"classical: propagated {position} frames")
-        return base.BackendResult(index=frame.index, image=image, changed=changed)
+        counts = {"filled": float(self.filled - filled), "unrevealed": float(self.unrevealed - unrevealed)}
+        return base.BackendResult(index=frame.index, image=image, changed=changed, counts=counts)
 
     def _fill(self, position: int) -> tuple[np.ndarray, np.ndarray]:
         frame = self.frames[position]
