@@ -213,6 +213,9 @@ def test_resume_with_temporal_context_matches_an_uninterrupted_run():
     frames = _frames(shot)
     whole = _run(frames, quality="best")
     resumed = _run(frames[start:], quality="best")
+    # Each frame tallies what it filled: a resumed run's frames tally as the whole run's same frames.
+    assert sum(r.counts["filled"] for r in whole) > 0
+    assert [r.counts for r in whole[k:]] == [r.counts for r in resumed[k - start :]]
     assert [r.index for r in resumed] == list(range(start, count))
     for full, part in zip(whole[k:], resumed[k - start :]):
         assert full.index == part.index
