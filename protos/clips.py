@@ -171,6 +171,10 @@ def _why_not_otio(text: str, exc: Exception) -> str:
     except json.JSONDecodeError as error:
         return f"not valid JSON at line {error.lineno} column {error.colno}: {error.msg}"
     message = str(exc)
+    missing = re.search(r"of type '\w*?(\d?[A-Za-z]+)E'\): (\w+)", message)
+    if missing:
+        kind = re.sub(r"^\d+", "", missing.group(1))
+        return f"not an OTIO clip: its {kind} has no '{missing.group(2)}' field (OpenTimelineIO needs it)"
     if "OTIO_SCHEMA" in message or "schema" in message.lower():
         return (
             f"not an OTIO clip ({message}): every object needs its OTIO_SCHEMA, e.g. "

@@ -380,3 +380,8 @@ def test_otio_is_read_before_strict_json_and_errors_say_what_is_wrong():
         clip_media('{"OTIO_SCHEMA": "Clip.2",', "spec.source")
     with pytest.raises(ValueError, match="OTIO_SCHEMA"):
         clip_media('{"name": "plate"}', "spec.source")
+    # A field OpenTimelineIO needs is named as the client wrote the object, not as a C++ type.
+    without_step = text.replace('"frame_step": 1,', "", 1)
+    assert without_step != text
+    with pytest.raises(ValueError, match="its ImageSequenceReference has no 'frame_step' field"):
+        clip_media(without_step, "spec.source")

@@ -340,3 +340,19 @@ def test_classical_counts_sum_to_its_shot_note():
     assert backend.shot_notes({"filled": 100.0, "unrevealed": 1.0}) == []
     (note,) = backend.shot_notes({"filled": 100.0, "unrevealed": 30.0})
     assert note.startswith("30% of the removed area was never revealed")
+
+
+def test_the_readmes_hand_written_job_for_foreign_clients_is_read_as_written():
+    import json
+    import re
+
+    from google.protobuf import json_format
+    from voidlink.protos.clips import clip_media
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("**Clients in other languages.**") :]
+    example = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    request = json_format.ParseDict(example, pb.SubmitJobRequest())
+    media = clip_media(request.spec.source.otio_json, "spec.source")
+    assert (media.path, media.first, media.last) == ("/shows/sh010/plate.####.exr", 1001, 1100)
+    assert request.spec.output.path_template.endswith("clean.####.exr") and request.spec.frames.last == 1100
