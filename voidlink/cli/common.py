@@ -92,6 +92,7 @@ def job_to_dict(job: pb.Job) -> dict:
         "frames_total": job.frames_total,
         "message": job.message,
         "attempts": job.attempts,
+        "owner": job.owner,
         "created_at": job.created_at,
         "started_at": job.started_at or None,
         "finished_at": job.finished_at or None,

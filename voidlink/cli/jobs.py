@@ -55,9 +55,11 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print_json({"jobs": [job_to_dict(j) for j in jobs]})
         else:
+            owners = any(job.owner for job in jobs)  # a daemon with tokens: whose job is it
             for job in jobs:
+                owner = f"{job.owner or '-':12}  " if owners else ""
                 print(
-                    f"{job.id}  {state_name(job.state):9}  {job.frames_done:>5}/{job.frames_total:<5}  "
+                    f"{job.id}  {state_name(job.state):9}  {job.frames_done:>5}/{job.frames_total:<5}  {owner}"
                     f"{job.spec.name or job.spec.output.path_template}"
                 )
         return 0
