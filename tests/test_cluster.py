@@ -418,6 +418,51 @@ def test_placement_prefers_a_worker_with_the_backend_loaded_and_keeps_gpus_for_v
     assert place(pool, "classical") is None
 
 
+def test_the_worker_link_speaks_typed_messages_that_survive_pickling():
+    """Ray pickles what crosses the link: every message comes back equal, and the daemon replays only
+    the pool's own events (an untyped tuple, as the link once spoke, is refused, not misread)."""
+    import pickle
+
+    import numpy as np
+    from voidlink.inference.pool import messages as m
+    from voidlink.inference.pool.relay import replay
+
+    preview = np.zeros((2, 3, 3), np.float32)
+    frame = m.FrameEvent(1001, 1, 2, preview, {"output": b"exr"})
+    outcome = m.RunOutcome("w", 7, "succeeded", 0.5, ("classical",), (m.StageEvent("load", "x"), frame), b"r")
+    back = pickle.loads(pickle.dumps(outcome))
+    assert (back.state, back.loaded, back.result) == ("succeeded", ("classical",), b"r")
+    assert back.events[0] == outcome.events[0]
+    assert back.events[1].files == {"output": b"exr"} and np.array_equal(back.events[1].preview, preview)
+    for message in (
+        m.RunRequest("j", b"spec", "classical", (1001, 1040), (1001,)),
+        m.Poll((m.LogEvent("hi"),), True),
+        m.Hello("w", 7, "node", ("classical",)),
+        m.Availability(False, "no GPU"),
+        m.WorkerStats("w", 7, (), jobs=2, frames=80),
+        m.FrameLack("ab", 10, 4),
+        m.FramePiece("ab", 10, 4, b"123456"),
+    ):
+        assert pickle.loads(pickle.dumps(message)) == message
+
+    told = []
+
+    class Progress:
+        def stage(self, name, message=""):
+            told.append(("stage", name, message))
+
+        def frame_written(self, frame, done, total, preview):
+            told.append(("frame", frame, done, total))
+
+        def log(self, message):
+            told.append(("log", message))
+
+    replay([m.StageEvent("render"), m.FrameEvent(1001, 1, 2), m.LogEvent("note")], Progress())
+    assert told == [("stage", "render", ""), ("frame", 1001, 1, 2), ("log", "note")]
+    with pytest.raises(TypeError):
+        replay([("log", "untyped")], Progress())
+
+
 _WITHOUT_RAY = """
 import importlib.abc, sys
 
