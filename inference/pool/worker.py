@@ -168,8 +168,8 @@ class PoolWorker:
         """Write the pieces into this worker's cache; each frame is verified when whole."""
         assert self._transfers is not None, "store() is for private storage"
         for piece in pieces:
-            self._transfers.cache.write(pb.FrameChunk(sha256=piece.sha256, size=piece.size, offset=piece.offset),
-                                        piece.data)  # fmt: skip
+            chunk = pb.FrameChunk(sha256=piece.sha256, size=piece.size, offset=piece.offset)
+            self._transfers.cache.write(chunk, piece.data)
         return len(pieces)
 
     def _recorder(self, key: str) -> Optional[_Recorder]:
