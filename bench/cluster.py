@@ -80,7 +80,7 @@ def measure(
 
     executor = None
     if workers is not None:
-        from voidlink.inference.cluster import RayExecutor
+        from voidlink.inference.pool.executor import RayExecutor
 
         executor = RayExecutor("auto", cpu_workers=workers)
         executor.start()
@@ -90,7 +90,7 @@ def measure(
     try:
         client = Client(daemon.start())
         _run_set(client, plate, mask, root / f"warm-{label}", workers or 1, (FIRST, FIRST + 1))
-        before = {s["name"]: s["jobs"] for s in executor.worker_stats()} if executor is not None else {}
+        before = {s.name: s.jobs for s in executor.worker_stats()} if executor is not None else {}
         note(f"{label}: running {jobs} jobs of {frames} frames")
         # Other processes on the machine take cores from the workers: the load before the run says how many.
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0
@@ -104,7 +104,7 @@ def measure(
             "load_average_before": round(load, 2),
         }
         if executor is not None:
-            report["jobs_per_worker"] = sorted(s["jobs"] - before.get(s["name"], 0) for s in executor.worker_stats())
+            report["jobs_per_worker"] = sorted(s.jobs - before.get(s.name, 0) for s in executor.worker_stats())
         if long_shot is not None:
             long_plate, long_mask, long_frames = long_shot
             note(f"{label}: one job of {long_frames} frames")

@@ -1,7 +1,7 @@
 """Scheduler: runs queued jobs one at a time per device, by priority then submission order.
 
 Where a job runs is the executor's business: in the daemon's process by default, on a pool of
-workers (`voidlink.inference.cluster`) when the daemon fronts one.
+workers (`voidlink.inference.pool`) when the daemon fronts one.
 
 The job's own state lives in the JobStore; the scheduler only keeps in memory what a job needs
 between its submission and its end: the job prepared when it was submitted (`PreparedJobs`: a job is

@@ -22,7 +22,8 @@ import pytest
 from conftest import DaemonProcess, wait_for
 from shots import write_shot
 from voidlink.bridge import Client, build_spec
-from voidlink.inference.cluster import WorkerRecord, place, plan_segments
+from voidlink.inference.pool.placement import WorkerRecord, place
+from voidlink.inference.pool.segments import plan_segments
 from voidlink.protos import pb
 
 
@@ -243,39 +244,45 @@ def test_a_long_shot_is_split_over_both_workers_with_one_runs_output(pool, daemo
 
 
 def test_a_worker_without_the_daemons_storage_renders_from_its_own_cache(tmp_path, monkeypatch):
-    from voidlink.inference import pipeline
     from voidlink.inference.backends.classical.backend import ClassicalBackend
-    from voidlink.inference.cluster import PoolWorker, RayExecutor, _replay
+    from voidlink.inference.job.control import NullProgress
+    from voidlink.inference.job.prepare import prepare_job
+    from voidlink.inference.job.run import commit_segments, run_job
+    from voidlink.inference.pool.executor import RayExecutor
+    from voidlink.inference.pool.messages import FrameEvent, FramePiece, FrameRef, RunRequest
+    from voidlink.inference.pool.relay import replay
+    from voidlink.inference.pool.worker import PoolWorker
 
     shot = write_shot(tmp_path / "src", frames=6, width=48, height=32)
-    reference = pipeline.run_job(
-        pipeline.prepare_job(build_spec(shot.plate, shot.mask, shot.affected, output=tmp_path / "ref" / "r.####.exr")),
+    reference = run_job(
+        prepare_job(build_spec(shot.plate, shot.mask, shot.affected, output=tmp_path / "ref" / "r.####.exr")),
         ClassicalBackend(),
         job_id="j",  # the same job as below: each frame's header names it (voidlink:job), bytes must match
     )
     spec = build_spec(shot.plate, shot.mask, shot.affected, output=tmp_path / "out" / "clean.####.exr")
-    prepared = pipeline.prepare_job(spec)
+    prepared = prepare_job(spec)
     executor = RayExecutor("auto", cpu_workers=1, storage="private")  # no Ray is started: only its daemon side
-    private = executor._private(pb.Job(id="j", spec=spec), prepared)
+    private = executor.private_job(pb.Job(id="j", spec=spec), prepared)
     assert private.spec.output.stream_back and len(private.spec.source.uploaded_frames) == 6
-    refs = [(sha, size) for sha, (size, _) in private.frames.items()]
+    refs = [FrameRef(sha, size) for sha, (size, _) in private.frames.items()]
     (tmp_path / "node-tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "node-tmp"))
     worker = PoolWorker("w", None, 0, storage="private")
     lacking = worker.missing(refs)
     assert len(lacking) == len(refs) == 18  # plate, object and affected mattes: 6 frames each
-    worker.store([(sha, size, 0, Path(private.frames[sha][1]).read_bytes()) for sha, size, _ in lacking])
+    worker.store([FramePiece(f.sha256, f.size, 0, Path(private.frames[f.sha256][1]).read_bytes()) for f in lacking])
     assert worker.missing(refs) == []
     (tmp_path / "src").rename(tmp_path / "gone")  # the worker never reads the daemon's paths
 
-    outcome = worker.run("j", private.spec.SerializeToString(), "classical", None, private.done(None))
-    assert outcome["state"] == "succeeded", outcome.get("message") or outcome.get("error")
+    request = RunRequest("j", private.spec.SerializeToString(), "classical", None, private.done(None))
+    outcome = worker.run(request)
+    assert outcome.state == "succeeded", outcome.message or outcome.error
     assert not list((tmp_path / "out").glob("clean.*.exr"))  # nothing in place: the frames are in the events
-    _replay(outcome["events"], pipeline.NullProgress(), private)
-    assert private.done(None) == list(range(1001, 1007))
-    again = worker.run("j", private.spec.SerializeToString(), "classical", None, private.done(None))
-    assert again["state"] == "succeeded" and not [e for e in again["events"] if e[0] == "frame"]
-    result = pipeline.commit_segments(prepared, "j", "classical", [], {"frames": 6.0})
+    replay(outcome.events, NullProgress(), private)
+    assert private.done(None) == tuple(range(1001, 1007))
+    again = worker.run(RunRequest("j", request.spec, "classical", None, private.done(None)))
+    assert again.state == "succeeded" and not [e for e in again.events if isinstance(e, FrameEvent)]
+    result = commit_segments(prepared, "j", "classical", [], {"frames": 6.0})
     for a, b in zip(
         _frame_files(reference.output_pattern, 1001, 1006), _frame_files(result.output_pattern, 1001, 1006)
     ):
@@ -409,6 +416,51 @@ def test_placement_prefers_a_worker_with_the_backend_loaded_and_keeps_gpus_for_v
     cold.state = gpu_cold.state = "busy"
     assert place(pool, "void") is None
     assert place(pool, "classical") is None
+
+
+def test_the_worker_link_speaks_typed_messages_that_survive_pickling():
+    """Ray pickles what crosses the link: every message comes back equal, and the daemon replays only
+    the pool's own events (an untyped tuple, as the link once spoke, is refused, not misread)."""
+    import pickle
+
+    import numpy as np
+    from voidlink.inference.pool import messages as m
+    from voidlink.inference.pool.relay import replay
+
+    preview = np.zeros((2, 3, 3), np.float32)
+    frame = m.FrameEvent(1001, 1, 2, preview, {"output": b"exr"})
+    outcome = m.RunOutcome("w", 7, "succeeded", 0.5, ("classical",), (m.StageEvent("load", "x"), frame), b"r")
+    back = pickle.loads(pickle.dumps(outcome))
+    assert (back.state, back.loaded, back.result) == ("succeeded", ("classical",), b"r")
+    assert back.events[0] == outcome.events[0]
+    assert back.events[1].files == {"output": b"exr"} and np.array_equal(back.events[1].preview, preview)
+    for message in (
+        m.RunRequest("j", b"spec", "classical", (1001, 1040), (1001,)),
+        m.Poll((m.LogEvent("hi"),), True),
+        m.Hello("w", 7, "node", ("classical",)),
+        m.Availability(False, "no GPU"),
+        m.WorkerStats("w", 7, (), jobs=2, frames=80),
+        m.FrameLack("ab", 10, 4),
+        m.FramePiece("ab", 10, 4, b"123456"),
+    ):
+        assert pickle.loads(pickle.dumps(message)) == message
+
+    told = []
+
+    class Progress:
+        def stage(self, name, message=""):
+            told.append(("stage", name, message))
+
+        def frame_written(self, frame, done, total, preview):
+            told.append(("frame", frame, done, total))
+
+        def log(self, message):
+            told.append(("log", message))
+
+    replay([m.StageEvent("render"), m.FrameEvent(1001, 1, 2), m.LogEvent("note")], Progress())
+    assert told == [("stage", "render", ""), ("frame", 1001, 1, 2), ("log", "note")]
+    with pytest.raises(TypeError):
+        replay([("log", "untyped")], Progress())
 
 
 _WITHOUT_RAY = """

@@ -275,8 +275,9 @@ def test_a_rerun_killed_mid_commit_then_cancelled_after_restart_is_wholly_the_re
     """Fault injection: the re-run's daemon is killed mid-render, its commit then dies after 5 of its 24
     renames (at a known rename, as a killed daemon leaves it), and the job is cancelled right after
     the daemon restarts: the move is finished, never mixed, never undone."""
-    from voidlink.inference import pipeline
     from voidlink.inference.backends.classical.backend import ClassicalBackend
+    from voidlink.inference.job.prepare import prepare_job
+    from voidlink.inference.job.run import run_job
     from voidlink.media.image import job_of
 
     shot = write_shot(tmp_path / "src", frames=12)
@@ -296,7 +297,7 @@ def test_a_rerun_killed_mid_commit_then_cancelled_after_restart_is_wholly_the_re
     # The rest of the re-run, then its commit dying part way (5 renames of 24), as a killed daemon leaves it.
     crash_mid_commit(monkeypatch, 5)
     with pytest.raises(Killed):
-        pipeline.run_job(pipeline.prepare_job(spec), ClassicalBackend(), job_id=rerun.id)
+        run_job(prepare_job(spec), ClassicalBackend(), job_id=rerun.id)
     monkeypatch.undo()
     on_disk = [job_of(str(p)) for p in _frames_on_disk(str(output), shot.first, shot.last)]
     assert on_disk == [rerun.id] * 5 + [earlier.job_id] * 7  # the mix, until the daemon comes back

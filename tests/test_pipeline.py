@@ -18,9 +18,19 @@ import pytest
 from faults import Killed, crash_mid_commit
 from shots import read_pixels, write_shot
 from voidlink.bridge import build_spec
-from voidlink.inference import pipeline
 from voidlink.inference.backends.base import Backend, BackendResult
 from voidlink.inference.job import staging as job_staging
+from voidlink.inference.job.control import CancelFlag, NullProgress
+from voidlink.inference.job.prepare import prepare_job
+from voidlink.inference.job.run import commit_segments, run_job
+from voidlink.inference.job.staging import (
+    COMMIT_MARKER,
+    commit_begun,
+    discard_staging,
+    discard_staging_of,
+    finish_interrupted_commit,
+    staging_of,
+)
 from voidlink.media import image, quadmask
 from voidlink.media.quadmask import KEEP
 from voidlink.protos import pb
@@ -62,11 +72,11 @@ def _frames(pattern: str, first: int, last: int) -> list[str]:
 
 
 def _run(spec: pb.JobSpec, backend: Backend | None = None, job_id: str = "job1", **kw) -> pb.JobResult:
-    prepared = pipeline.prepare_job(spec)
+    prepared = prepare_job(spec)
     try:
-        return pipeline.run_job(prepared, backend or MeanFill(), job_id=job_id, **kw)
+        return run_job(prepared, backend or MeanFill(), job_id=job_id, **kw)
     except BaseException:
-        pipeline.discard_staging(prepared, job_id)
+        discard_staging(prepared, job_id)
         raise
 
 
@@ -233,16 +243,16 @@ def test_crash_then_resume_computes_only_missing_frames(tmp_path, source_guard):
     spec = build_spec(files.plate, files.mask, output=tmp_path / "o" / "o.####.exr")
     reference = _run(build_spec(files.plate, files.mask, output=tmp_path / "ref" / "r.####.exr"))
 
-    prepared = pipeline.prepare_job(spec)
+    prepared = prepare_job(spec)
     with pytest.raises(RuntimeError, match="simulated"):
-        pipeline.run_job(prepared, MeanFill(fail_after=6), job_id="j")
+        run_job(prepared, MeanFill(fail_after=6), job_id="j")
     staging = prepared.staging("j")
     staged = sorted(p.name for p in (staging / "output").iterdir())
     assert staged == [f"o.{f:04d}.exr" for f in range(1001, 1007)]
     assert not list((tmp_path / "o").glob("o.*.exr"))  # nothing in place before the end
 
     again = MeanFill()
-    pipeline.run_job(pipeline.prepare_job(spec), again, job_id="j")
+    run_job(prepare_job(spec), again, job_id="j")
     assert again.seen == list(range(1007 - again.temporal_context, 1011))  # context, then the missing ones
     assert not staging.exists()
     for a, b in zip(
@@ -260,9 +270,9 @@ def test_segments_stage_only_their_frames_fed_with_context_and_match_one_run(tmp
     reference = _run(build_spec(files.plate, files.mask, output=tmp_path / "ref" / "r.####.exr"), ClassicalBackend())
 
     fed = MeanFill()
-    pipeline.run_job(pipeline.prepare_job(spec), fed, job_id="probe", segment=(1021, 1050))
+    run_job(prepare_job(spec), fed, job_id="probe", segment=(1021, 1050))
     assert fed.seen == list(range(1021 - fed.temporal_context, 1051 + fed.temporal_context))
-    staged = pipeline.prepare_job(spec).staging("probe")
+    staged = prepare_job(spec).staging("probe")
     assert sorted(p.name for p in (staged / "output").iterdir()) == [f"o.{f:04d}.exr" for f in range(1021, 1051)]
     assert sorted(p.name for p in (staged / "quadmask").iterdir()) == [f"o_quadmask.{f}.png" for f in range(1021, 1051)]
     assert not list((tmp_path / "o").glob("o.*.exr"))
@@ -271,34 +281,34 @@ def test_segments_stage_only_their_frames_fed_with_context_and_match_one_run(tmp
     segments = [(1056, 1080), (1001, 1030), (1031, 1055)]
     notes = []
     for segment in segments:
-        part = pipeline.run_job(pipeline.prepare_job(spec), ClassicalBackend(), job_id="j", segment=segment)
+        part = run_job(prepare_job(spec), ClassicalBackend(), job_id="j", segment=segment)
         notes += part.notes
         if segment == (1001, 1030):
             with pytest.raises(errors.VoidlinkError, match="left frames 1031-1055 unrendered"):
-                pipeline.commit_segments(pipeline.prepare_job(spec), "j", "classical", notes, {})
+                commit_segments(prepare_job(spec), "j", "classical", notes, {})
     assert not list((tmp_path / "o").glob("o.*.exr"))
-    result = pipeline.commit_segments(pipeline.prepare_job(spec), "j", "classical", notes, {"frames": 80.0})
+    result = commit_segments(prepare_job(spec), "j", "classical", notes, {"frames": 80.0})
     assert result.frames.first == 1001 and result.frames.last == 1080 and result.backend == "classical"
     assert len(result.notes) == len(set(notes))  # each segment's same note said once
-    assert not pipeline.prepare_job(spec).staging("j").exists()
+    assert not prepare_job(spec).staging("j").exists()
     for a, b in zip(_frames(reference.output_pattern, 1001, 1080), _frames(result.output_pattern, 1001, 1080)):
         assert np.array_equal(read_pixels(a), read_pixels(b)), f"{b} differs from one run's {a}"
     with pytest.raises(errors.InvalidInput, match="segment 1070-1090 is not inside the job's frames 1001-1080"):
-        pipeline.run_job(pipeline.prepare_job(spec), MeanFill(), job_id="k", segment=(1070, 1090))
+        run_job(prepare_job(spec), MeanFill(), job_id="k", segment=(1070, 1090))
 
 
 def test_interrupted_commit_is_finished_not_recomputed(shot, tmp_path):
     spec = build_spec(shot.plate, shot.mask, output=tmp_path / "o" / "o.####.exr")
-    prepared = pipeline.prepare_job(spec)
+    prepared = prepare_job(spec)
     staging = prepared.staging("j")
-    pipeline.run_job(prepared, MeanFill(), job_id="j")
+    run_job(prepared, MeanFill(), job_id="j")
     # Pretend the daemon died after moving two frames: put the rest back in staging with the marker.
     (staging / "output").mkdir(parents=True)
     for f in range(shot.first + 2, shot.last + 1):
         os.replace(prepared.output.path(f), staging / "output" / os.path.basename(prepared.output.path(f)))
-    (staging / pipeline.COMMIT_MARKER).write_text("{}")
+    (staging / COMMIT_MARKER).write_text("{}")
     backend = MeanFill()
-    pipeline.run_job(pipeline.prepare_job(spec), backend, job_id="j")
+    run_job(prepare_job(spec), backend, job_id="j")
     assert backend.seen == []
     assert all(os.path.exists(p) for p in _frames(str(tmp_path / "o" / "o.####.exr"), shot.first, shot.last))
     assert not staging.exists()
@@ -328,7 +338,7 @@ def test_missing_frames_are_listed(shot):
     Path(shot.mask.replace("####", "1004")).rename(shot.folder / "aside4.exr")
     try:
         with pytest.raises(errors.NotFound) as info:
-            pipeline.prepare_job(build_spec(shot.plate, shot.mask))
+            prepare_job(build_spec(shot.plate, shot.mask))
         assert info.value.reason == "MISSING_FRAMES" and list(info.value.frames) == [1003, 1004]
         assert "1003-1004" in str(info.value) and info.value.field == "spec.mask"
     finally:
@@ -340,7 +350,7 @@ def test_size_mismatch_names_both_files_unless_resampling(tmp_path):
     plate = write_shot(tmp_path / "p", frames=3, width=96, height=64)
     half = write_shot(tmp_path / "h", frames=3, width=48, height=32)
     with pytest.raises(errors.InvalidInput) as info:
-        pipeline.prepare_job(build_spec(plate.plate, half.mask, output=tmp_path / "o" / "o.####.exr"))
+        prepare_job(build_spec(plate.plate, half.mask, output=tmp_path / "o" / "o.####.exr"))
     message = str(info.value)
     assert info.value.reason == "SIZE_MISMATCH" and "48x32" in message and "96x64" in message
     assert "mask.1001.exr" in message and "plate.1001.exr" in message
@@ -352,7 +362,7 @@ def test_matte_without_the_channel(shot):
     spec = build_spec(shot.plate, shot.mask)
     spec.mask.channels = "matte.A"
     with pytest.raises(errors.InvalidInput) as info:
-        pipeline.prepare_job(spec)
+        prepare_job(spec)
     assert info.value.reason == "MISSING_CHANNEL" and "matte.A" in str(info.value) and info.value.frame == 1001
 
 
@@ -360,16 +370,16 @@ def test_empty_range_bad_pattern_and_unknown_colorspace(shot, tmp_path):
     spec = build_spec(shot.plate, shot.mask)
     spec.frames.first, spec.frames.last = 1005, 1002
     with pytest.raises(errors.InvalidInput) as info:
-        pipeline.prepare_job(spec)
+        prepare_job(spec)
     assert info.value.reason == "EMPTY_RANGE"
     spec = build_spec(shot.plate, shot.mask, output=tmp_path / "clean.exr")
     with pytest.raises(errors.InvalidInput) as info:
-        pipeline.prepare_job(spec)
+        prepare_job(spec)
     assert info.value.reason == "BAD_PATTERN" and info.value.field == "spec.output.path_template"
     spec = build_spec(shot.plate, shot.mask)
     spec.source.colorspace = "no such space"
     with pytest.raises(errors.InvalidInput) as info:
-        pipeline.prepare_job(spec)
+        prepare_job(spec)
     assert info.value.field == "spec.source.colorspace"
 
 
@@ -471,7 +481,7 @@ def test_output_over_files_voidlink_did_not_write_is_refused_unless_overwrite(sh
     for frame in range(shot.first, shot.last + 1):
         shutil.copy(other.plate.replace("####", f"{frame:04d}"), str(output).replace("####", f"{frame:04d}"))
     with pytest.raises(errors.OutputExists) as info:
-        pipeline.prepare_job(build_spec(shot.plate, shot.mask, output=output))
+        prepare_job(build_spec(shot.plate, shot.mask, output=output))
     error = info.value
     first = str(output).replace("####", f"{shot.first:04d}")
     assert error.reason == "OUTPUT_EXISTS" and error.grpc_code == "FAILED_PRECONDITION"
@@ -493,14 +503,14 @@ def test_output_over_files_voidlink_did_not_write_is_refused_unless_overwrite(sh
         taken.parent.mkdir()
         make(Path(str(taken).replace("####", "1003")))
         with pytest.raises(errors.OutputExists, match=r"t\.1003\.exr \(frame 1003\) exists"):
-            pipeline.prepare_job(build_spec(shot.plate, shot.mask, output=taken))
+            prepare_job(build_spec(shot.plate, shot.mask, output=taken))
 
     # The side outputs follow the same rule: a hand-made quadmask is kept.
     side = tmp_path / "v" / "quadmask" / "v_quadmask.1002.png"
     hand = image.read_image(str(side), matte=True).pixels
     image.write_image(str(side), hand, pixel_type="uint8", channel_names=["Y"])
     with pytest.raises(errors.OutputExists) as info:
-        pipeline.prepare_job(build_spec(shot.plate, shot.mask, output=tmp_path / "v" / "v.####.exr"))
+        prepare_job(build_spec(shot.plate, shot.mask, output=tmp_path / "v" / "v.####.exr"))
     assert info.value.field == "spec.output.quadmask_template" and info.value.file == str(side)
 
     # overwrite=True replaces them; every file the job writes then carries its id, so a re-run needs nothing.
@@ -517,7 +527,7 @@ def test_output_over_files_voidlink_did_not_write_is_refused_unless_overwrite(sh
 
     # overwrite never lets a job write its own sources.
     with pytest.raises(errors.PermissionDenied) as info:
-        pipeline.prepare_job(build_spec(shot.plate, shot.mask, output=shot.plate, overwrite=True))
+        prepare_job(build_spec(shot.plate, shot.mask, output=shot.plate, overwrite=True))
     assert info.value.reason == "OUTPUT_OVERWRITES_SOURCE"
 
 
@@ -547,8 +557,8 @@ def test_a_file_appearing_while_the_job_runs_is_not_overwritten(shot, tmp_path):
     assert sorted(p.name for p in output.parent.iterdir()) == ["o.1004.exr"]  # nothing moved, no staging left
 
 
-class _CancelAt(pipeline.NullProgress):
-    def __init__(self, flag: pipeline.CancelFlag, stage: str):
+class _CancelAt(NullProgress):
+    def __init__(self, flag: CancelFlag, stage: str):
         self.flag, self.at, self.answers = flag, stage, []
 
     def stage(self, name: str, message: str = "") -> None:
@@ -562,7 +572,7 @@ def test_a_cancel_stops_a_job_before_its_commit_and_not_after(shot, tmp_path, mo
     earlier = {p: Path(p).read_bytes() for p in _frames(str(output), shot.first, shot.last)}
 
     # Cancelled after the last frame, before the move: nothing moved, staging removed.
-    flag = pipeline.CancelFlag()
+    flag = CancelFlag()
     progress = _CancelAt(flag, "commit")
     with pytest.raises(errors.JobCancelled):
         _run(build_spec(shot.plate, shot.mask, output=output), job_id="b", cancelled=flag, progress=progress)
@@ -571,7 +581,7 @@ def test_a_cancel_stops_a_job_before_its_commit_and_not_after(shot, tmp_path, mo
     assert not [p for p in output.parent.rglob("*") if p.name.startswith(".")]
 
     # Cancelled during the move: refused, and the move is finished.
-    flag = pipeline.CancelFlag()
+    flag = CancelFlag()
     answers = []
     move = job_staging._move
 
@@ -591,17 +601,17 @@ def test_an_interrupted_commit_is_finished_from_the_spec_alone(shot, tmp_path, m
     spec = build_spec(shot.plate, shot.mask, output=output)
     crash_mid_commit(monkeypatch, 4)
     with pytest.raises(Killed):
-        pipeline.run_job(pipeline.prepare_job(spec), MeanFill(), job_id="b")
+        run_job(prepare_job(spec), MeanFill(), job_id="b")
     monkeypatch.undo()
     assert _jobs(str(output), shot.first, shot.last) == ["b"] * 4 + ["a"] * 2  # the mix a crash leaves
-    assert pipeline.commit_begun(spec, "b")
-    assert not pipeline.discard_staging_of(spec, "b")  # a begun move is never thrown away
-    result = pipeline.finish_interrupted_commit(spec, "b")
+    assert commit_begun(spec, "b")
+    assert not discard_staging_of(spec, "b")  # a begun move is never thrown away
+    result = finish_interrupted_commit(spec, "b")
     assert result is not None and result.backend == "meanfill" and result.metrics["frames"] == 6
     assert _jobs(str(output), shot.first, shot.last) == ["b"] * 6
     assert _jobs(result.quadmask_pattern, shot.first, shot.last) == ["b"] * 6
-    assert not pipeline.staging_of(spec, "b").exists()
-    assert pipeline.finish_interrupted_commit(spec, "b") is None  # nothing left to do
+    assert not staging_of(spec, "b").exists()
+    assert finish_interrupted_commit(spec, "b") is None  # nothing left to do
 
 
 def test_scheduler_cancel_of_a_queued_job_removes_its_staging_unless_its_commit_began(shot, tmp_path, monkeypatch):
@@ -619,17 +629,17 @@ def test_scheduler_cancel_of_a_queued_job_removes_its_staging_unless_its_commit_
     # Queued again after a restart, with half its frames staged: the cancel takes the staging folder too.
     spec = build_spec(shot.plate, shot.mask, output=output)
     job = store.add(spec)
-    pipeline.run_job(pipeline.prepare_job(spec), MeanFill(), job_id=job.id, segment=(shot.first, shot.first + 2))
-    assert pipeline.staging_of(spec, job.id).is_dir()
+    run_job(prepare_job(spec), MeanFill(), job_id=job.id, segment=(shot.first, shot.first + 2))
+    assert staging_of(spec, job.id).is_dir()
     assert scheduler.cancel(job.id).state == pb.JOB_STATE_CANCELLED
-    assert not pipeline.staging_of(spec, job.id).exists()
+    assert not staging_of(spec, job.id).exists()
     assert {p: Path(p).read_bytes() for p in earlier} == earlier
 
     # Its commit began before the restart: the cancel is refused and start-up finishes the move.
     job = store.add(spec)
     crash_mid_commit(monkeypatch, 3)
     with pytest.raises(Killed):
-        pipeline.run_job(pipeline.prepare_job(spec), MeanFill(), job_id=job.id)
+        run_job(prepare_job(spec), MeanFill(), job_id=job.id)
     monkeypatch.undo()
     refused = scheduler.cancel(job.id)
     assert refused.state == pb.JOB_STATE_QUEUED and refused.message.startswith("too late to cancel")
@@ -669,7 +679,7 @@ def test_a_job_is_prepared_once_the_scheduler_runs_the_job_prepared_at_submissio
     from voidlink.inference.store import JobStore
 
     prepared_again = []
-    prepare = pipeline.prepare_job
+    prepare = prepare_job
 
     def counting(spec, *, guard=None):
         prepared_again.append(spec.output.path_template)
@@ -707,17 +717,3 @@ def test_a_job_is_prepared_once_the_scheduler_runs_the_job_prepared_at_submissio
     finally:
         scheduler.stop()
         store.close()
-
-
-def test_the_old_face_keeps_every_name_its_callers_use():
-    """`voidlink.inference.pipeline` re-exports what the daemon's other modules still call it for."""
-    import re
-
-    root = Path(__file__).resolve().parents[1]
-    used = set()
-    for path in [*(root / "inference").glob("*.py"), *(root / "tests").glob("*.py")]:
-        if path.name != "pipeline.py":
-            used |= set(re.findall(r"\bpipeline\.([A-Za-z_]\w*)", path.read_text(encoding="utf-8")))
-    used.discard("py")  # prose ("inference/pipeline.py"), not an attribute
-    assert {"prepare_job", "run_job", "commit_segments", "stage_file"} <= used
-    assert not [name for name in sorted(used) if not hasattr(pipeline, name)]

@@ -292,10 +292,12 @@ def test_vae_tiling_follows_the_area():
 
 
 def test_exr_job_end_to_end_on_the_void_backend(tmp_path):
-    """A real EXR shot through inference.pipeline.run_job with the tiny VOID model; then cancel and resume."""
+    """A real EXR shot through `run_job` with the tiny VOID model; then cancel and resume."""
     from shots import read_pixels, write_shot
     from voidlink.bridge import build_spec
-    from voidlink.inference import pipeline
+    from voidlink.inference.job.control import NullProgress
+    from voidlink.inference.job.prepare import prepare_job
+    from voidlink.inference.job.run import run_job
     from voidlink.media import quadmask
 
     from voidlink.errors import JobCancelled
@@ -315,11 +317,11 @@ def test_exr_job_end_to_end_on_the_void_backend(tmp_path):
             seed=1,
             backend="void",
         )
-        prepared = pipeline.prepare_job(spec)
+        prepared = prepare_job(spec)
         logs: list[str] = []
         written: list[int] = []
 
-        class Progress(pipeline.NullProgress):
+        class Progress(NullProgress):
             def log(self, message: str) -> None:
                 logs.append(message)
 
@@ -338,7 +340,7 @@ def test_exr_job_end_to_end_on_the_void_backend(tmp_path):
             on_message=logs.append,
             cancelled=cancelled,
         )
-        result = pipeline.run_job(prepared, backend, job_id=name, progress=Progress(), request=req, cancelled=cancelled)
+        result = run_job(prepared, backend, job_id=name, progress=Progress(), request=req, cancelled=cancelled)
         return result, prepared, output, logs
 
     result, prepared, output, logs = job("whole")

@@ -306,20 +306,21 @@ def _void_job(folder, files, output, job_id: str, digests):
     """One real EXR job through the daemon's pipeline with a tiny VOID backend loaded from `folder`."""
     from test_void_backend import TINY as SETTINGS
     from voidlink.bridge import build_spec
-    from voidlink.inference import pipeline
     from voidlink.inference.backends import base
     from voidlink.inference.backends.void.backend import VoidBackend
+    from voidlink.inference.job.prepare import prepare_job
+    from voidlink.inference.job.run import run_job
 
     backend = VoidBackend(folder, device="cpu", settings=SETTINGS, digests=digests)
     backend.load()
     spec = build_spec(
         files.plate, files.mask, files.affected, output=str(output), prompt="a textured wall", steps=2, seed=5
     )
-    prepared = pipeline.prepare_job(spec)
+    prepared = prepare_job(spec)
     request = base.BackendRequest(
         first=prepared.first, last=prepared.last, prompt="a textured wall", steps=2, seed=5, quality="balanced"
     )
-    return pipeline.run_job(prepared, backend, job_id=job_id, request=request)
+    return run_job(prepared, backend, job_id=job_id, request=request)
 
 
 def test_every_frame_and_the_result_record_what_made_them_and_a_rerun_is_bit_identical(tmp_path):

@@ -116,7 +116,7 @@ def cluster_executor(args: argparse.Namespace):
                 print(f"voidlink serve: {flag} needs --cluster", file=sys.stderr)
                 raise SystemExit(2)
         return None
-    from voidlink.inference.cluster import RayExecutor
+    from voidlink.inference.pool.executor import RayExecutor
 
     workers = args.cluster_workers if args.cluster_workers is not None else min(os.cpu_count() or 1, 8)
     executor = RayExecutor(
