@@ -1,0 +1,285 @@
+"""What voidlink may write over, and the commit: foreign files refused, the roll-forward move, cancels
+before and after the point of no return, the prepared job handed on."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support.faults import Killed, crash_mid_commit
+from support.jobs import MeanFill, frame_paths, run_spec
+from support.shots import read_pixels, write_shot
+from voidlink.bridge import build_spec
+from voidlink.inference.job import staging as job_staging
+from voidlink.inference.job.control import CancelFlag, NullProgress
+from voidlink.inference.job.prepare import prepare_job
+from voidlink.inference.job.run import run_job
+from voidlink.inference.job.staging import (
+    commit_begun,
+    discard_staging_of,
+    finish_interrupted_commit,
+    staging_of,
+)
+from voidlink.media import image
+from voidlink.protos import pb
+
+from voidlink import errors
+
+# -- what voidlink may write over, and the commit ---------------------------------------------
+
+
+def _jobs(pattern: str, first: int, last: int) -> list:
+    """The voidlink job recorded in each frame's header (None: not voidlink's)."""
+    return [image.job_of(p) for p in frame_paths(pattern, first, last)]
+
+
+def test_output_over_files_voidlink_did_not_write_is_refused_unless_overwrite(shot, tmp_path, source_guard):
+    import shutil
+
+    from support.shots import write_exr
+
+    output = tmp_path / "o" / "o.####.exr"
+    output.parent.mkdir()
+    other = write_shot(tmp_path / "sh020", frames=6)  # another shot's plates sit where this job would write
+    for frame in range(shot.first, shot.last + 1):
+        shutil.copy(other.plate.replace("####", f"{frame:04d}"), str(output).replace("####", f"{frame:04d}"))
+    with pytest.raises(errors.OutputExists) as info:
+        prepare_job(build_spec(shot.plate, shot.mask, output=output))
+    error = info.value
+    first = str(output).replace("####", f"{shot.first:04d}")
+    assert error.reason == "OUTPUT_EXISTS" and error.grpc_code == "FAILED_PRECONDITION"
+    assert error.field == "spec.output.path_template" and error.file == first and error.frame == shot.first
+    assert error.frames == list(range(shot.first, shot.last + 1))
+    assert f"{first} (frame {shot.first}) exists and was not written by voidlink, and 5 more" in str(error)
+    assert "Choose another output, or pass --overwrite" in str(error)
+
+    # A folder, a text file, a link (even to a voidlink result) or an unreadable image are not voidlink's either.
+    taken = tmp_path / "t" / "t.####.exr"
+    done = run_spec(build_spec(shot.plate, shot.mask, output=tmp_path / "v" / "v.####.exr"), job_id="v")
+    for make in (
+        lambda p: p.mkdir(),
+        lambda p: p.write_text("notes"),
+        lambda p: p.symlink_to(done.output_pattern.replace("####", "1001")),
+        lambda p: write_exr(p, np.zeros((4, 4, 3), np.float32)),
+    ):
+        shutil.rmtree(taken.parent, ignore_errors=True)
+        taken.parent.mkdir()
+        make(Path(str(taken).replace("####", "1003")))
+        with pytest.raises(errors.OutputExists, match=r"t\.1003\.exr \(frame 1003\) exists"):
+            prepare_job(build_spec(shot.plate, shot.mask, output=taken))
+
+    # The side outputs follow the same rule: a hand-made quadmask is kept.
+    side = tmp_path / "v" / "quadmask" / "v_quadmask.1002.png"
+    hand = image.read_image(str(side), matte=True).pixels
+    image.write_image(str(side), hand, pixel_type="uint8", channel_names=["Y"])
+    with pytest.raises(errors.OutputExists) as info:
+        prepare_job(build_spec(shot.plate, shot.mask, output=tmp_path / "v" / "v.####.exr"))
+    assert info.value.field == "spec.output.quadmask_template" and info.value.file == str(side)
+
+    # overwrite=True replaces them; every file the job writes then carries its id, so a re-run needs nothing.
+    source_guard(other.folder)
+    run_spec(build_spec(shot.plate, shot.mask, output=output, overwrite=True), job_id="a")
+    assert _jobs(str(output), shot.first, shot.last) == ["a"] * 6
+    result = run_spec(build_spec(shot.plate, shot.mask, output=output), job_id="b")
+    assert _jobs(str(output), shot.first, shot.last) == ["b"] * 6
+    assert _jobs(result.quadmask_pattern, shot.first, shot.last) == ["b"] * 6
+    spec = build_spec(shot.plate, shot.mask, output=tmp_path / "r" / "r.####.exr")
+    spec.output.write_raw = True
+    raw = run_spec(spec, job_id="d")
+    assert _jobs(raw.raw_pattern, shot.first, shot.last) == ["d"] * 6
+
+    # overwrite never lets a job write its own sources.
+    with pytest.raises(errors.PermissionDenied) as info:
+        prepare_job(build_spec(shot.plate, shot.mask, output=shot.plate, overwrite=True))
+    assert info.value.reason == "OUTPUT_OVERWRITES_SOURCE"
+
+
+class _Intruder(MeanFill):
+    """Another program writes a file at one of the job's output names while the job renders."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def run(self, frames, request):
+        from support.shots import write_exr
+
+        for i, result in enumerate(super().run(frames, request)):
+            if i == 0:
+                write_exr(Path(self.path), np.ones((4, 4, 3), np.float32))
+            yield result
+
+
+def test_a_file_appearing_while_the_job_runs_is_not_overwritten(shot, tmp_path):
+    output = tmp_path / "o" / "o.####.exr"
+    intruder = str(output).replace("####", "1004")
+    with pytest.raises(errors.OutputExists) as info:
+        run_spec(build_spec(shot.plate, shot.mask, output=output), _Intruder(intruder))
+    assert info.value.file == intruder and "appeared after the job was submitted" in str(info.value)
+    assert image.job_of(intruder) is None and read_pixels(intruder).shape == (4, 4, 3)
+    assert sorted(p.name for p in output.parent.iterdir()) == ["o.1004.exr"]  # nothing moved, no staging left
+
+
+class _CancelAt(NullProgress):
+    def __init__(self, flag: CancelFlag, stage: str):
+        self.flag, self.at, self.answers = flag, stage, []
+
+    def stage(self, name: str, message: str = "") -> None:
+        if name == self.at:
+            self.answers.append(self.flag.cancel())
+
+
+def test_a_cancel_stops_a_job_before_its_commit_and_not_after(shot, tmp_path, monkeypatch):
+    output = tmp_path / "o" / "o.####.exr"
+    run_spec(build_spec(shot.plate, shot.mask, output=output), job_id="a")
+    earlier = {p: Path(p).read_bytes() for p in frame_paths(str(output), shot.first, shot.last)}
+
+    # Cancelled after the last frame, before the move: nothing moved, staging removed.
+    flag = CancelFlag()
+    progress = _CancelAt(flag, "commit")
+    with pytest.raises(errors.JobCancelled):
+        run_spec(build_spec(shot.plate, shot.mask, output=output), job_id="b", cancelled=flag, progress=progress)
+    assert progress.answers == [True]
+    assert {p: Path(p).read_bytes() for p in earlier} == earlier
+    assert not [p for p in output.parent.rglob("*") if p.name.startswith(".")]
+
+    # Cancelled during the move: refused, and the move is finished.
+    flag = CancelFlag()
+    answers = []
+    move = job_staging._move
+
+    def cancel_then_move(staged, final):
+        answers.append(flag.cancel())
+        move(staged, final)
+
+    monkeypatch.setattr(job_staging, "_move", cancel_then_move)
+    run_spec(build_spec(shot.plate, shot.mask, output=output), job_id="c", cancelled=flag)
+    assert answers and not any(answers) and flag.committing
+    assert _jobs(str(output), shot.first, shot.last) == ["c"] * 6
+
+
+def test_an_interrupted_commit_is_finished_from_the_spec_alone(shot, tmp_path, monkeypatch):
+    output = tmp_path / "o" / "o.####.exr"
+    run_spec(build_spec(shot.plate, shot.mask, output=output), job_id="a")
+    spec = build_spec(shot.plate, shot.mask, output=output)
+    crash_mid_commit(monkeypatch, 4)
+    with pytest.raises(Killed):
+        run_job(prepare_job(spec), MeanFill(), job_id="b")
+    monkeypatch.undo()
+    assert _jobs(str(output), shot.first, shot.last) == ["b"] * 4 + ["a"] * 2  # the mix a crash leaves
+    assert commit_begun(spec, "b")
+    assert not discard_staging_of(spec, "b")  # a begun move is never thrown away
+    result = finish_interrupted_commit(spec, "b")
+    assert result is not None and result.backend == "meanfill" and result.metrics["frames"] == 6
+    assert _jobs(str(output), shot.first, shot.last) == ["b"] * 6
+    assert _jobs(result.quadmask_pattern, shot.first, shot.last) == ["b"] * 6
+    assert not staging_of(spec, "b").exists()
+    assert finish_interrupted_commit(spec, "b") is None  # nothing left to do
+
+
+def test_scheduler_cancel_of_a_queued_job_removes_its_staging_unless_its_commit_began(shot, tmp_path, monkeypatch):
+    from voidlink.inference.backends import BackendRegistry
+    from voidlink.inference.events import EventBus
+    from voidlink.inference.scheduler import Scheduler
+    from voidlink.inference.store import JobStore
+
+    store = JobStore(tmp_path / "jobs.sqlite")
+    scheduler = Scheduler(store, EventBus(), BackendRegistry())  # not started: the jobs stay queued
+    output = tmp_path / "o" / "o.####.exr"
+    run_spec(build_spec(shot.plate, shot.mask, output=output), job_id="earlier")
+    earlier = {p: Path(p).read_bytes() for p in frame_paths(str(output), shot.first, shot.last)}
+
+    # Queued again after a restart, with half its frames staged: the cancel takes the staging folder too.
+    spec = build_spec(shot.plate, shot.mask, output=output)
+    job = store.add(spec)
+    run_job(prepare_job(spec), MeanFill(), job_id=job.id, segment=(shot.first, shot.first + 2))
+    assert staging_of(spec, job.id).is_dir()
+    assert scheduler.cancel(job.id).state == pb.JOB_STATE_CANCELLED
+    assert not staging_of(spec, job.id).exists()
+    assert {p: Path(p).read_bytes() for p in earlier} == earlier
+
+    # Its commit began before the restart: the cancel is refused and start-up finishes the move.
+    job = store.add(spec)
+    crash_mid_commit(monkeypatch, 3)
+    with pytest.raises(Killed):
+        run_job(prepare_job(spec), MeanFill(), job_id=job.id)
+    monkeypatch.undo()
+    refused = scheduler.cancel(job.id)
+    assert refused.state == pb.JOB_STATE_QUEUED and refused.message.startswith("too late to cancel")
+    assert scheduler.recover() == [job.id]
+    final = store.get(job.id)
+    assert final.state == pb.JOB_STATE_SUCCEEDED and final.result.output_pattern == str(output)
+    assert _jobs(str(output), shot.first, shot.last) == [job.id] * 6
+    assert scheduler.cancel(job.id).state == pb.JOB_STATE_SUCCEEDED
+    store.close()
+
+
+def test_prepare_job_hands_the_prepared_job_to_the_confinement_it_is_given(shot, tmp_path):
+    from voidlink.inference.job.prepare import Confinement, prepare_job
+
+    spec = build_spec(shot.plate, shot.mask, output=tmp_path / "o" / "o.####.exr")
+    seen, opened = [], []
+    prepared = prepare_job(spec, guard=Confinement(seen.append, lambda real, *where: opened.append(real)))
+    assert seen == [prepared]
+    # Each file the job reads is checked as it is opened, by the job's own confinement (no module state).
+    assert opened and all(path.endswith(".exr") for path in opened)
+    prepared.source.read(shot.first)
+    assert opened[-1] == os.path.realpath(shot.plate.replace("####", f"{shot.first:04d}"))
+
+    def refuse(job):
+        raise errors.PermissionDenied(f"{job.output.directory} is outside the roots", reason="OUTSIDE_ROOTS")
+
+    with pytest.raises(errors.PermissionDenied):
+        prepare_job(spec, guard=Confinement(refuse, lambda *args: None))
+    assert prepare_job(spec).first == shot.first  # no guard: not confined
+
+
+def test_a_job_is_prepared_once_the_scheduler_runs_the_job_prepared_at_submission(shot, tmp_path, monkeypatch):
+    from voidlink.inference import scheduler as scheduler_module
+    from voidlink.inference.backends import BackendRegistry
+    from voidlink.inference.events import EventBus
+    from voidlink.inference.scheduler import Scheduler
+    from voidlink.inference.store import JobStore
+
+    prepared_again = []
+    prepare = prepare_job
+
+    def counting(spec, *, guard=None):
+        prepared_again.append(spec.output.path_template)
+        return prepare(spec, guard=guard)
+
+    monkeypatch.setattr(scheduler_module, "prepare_job", counting)  # what the scheduler prepares with
+    store = JobStore(tmp_path / "jobs.sqlite")
+    scheduler = Scheduler(store, EventBus(), BackendRegistry())
+    try:
+        # Submitted: the job prepared then is the one that runs.
+        spec = build_spec(shot.plate, shot.mask, output=tmp_path / "a" / "a.####.exr", backend="classical")
+        prepared = prepare(spec)
+        job = scheduler.submit(lambda: store.add(spec, frames_total=len(prepared.frames)), prepared)
+        assert job is not None and job.id in scheduler.prepared
+        # Cancelled in the queue: its prepared job is dropped with it.
+        other = build_spec(shot.plate, shot.mask, output=tmp_path / "b" / "b.####.exr", backend="classical")
+        cancelled = scheduler.submit(lambda: store.add(other), prepare(other))
+        assert scheduler.cancel(cancelled.id).state == pb.JOB_STATE_CANCELLED
+        assert cancelled.id not in scheduler.prepared
+        # Queued before a restart (nothing handed in): prepared when it runs, as the disk may have changed.
+        again = build_spec(shot.plate, shot.mask, output=tmp_path / "c" / "c.####.exr", backend="classical")
+        restarted = store.add(again)
+        # Not queued after all (`add` says so): the prepared job is closed, not kept.
+        assert scheduler.submit(lambda: None, prepare(again)) is None and len(scheduler.prepared) == 1
+        scheduler.start()
+        for job_id in (job.id, restarted.id):
+            for _ in range(600):
+                if store.get(job_id).state == pb.JOB_STATE_SUCCEEDED:
+                    break
+                assert store.get(job_id).state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
+                time.sleep(0.05)
+            assert store.get(job_id).state == pb.JOB_STATE_SUCCEEDED
+        assert prepared_again == [again.output.path_template]
+        assert len(scheduler.prepared) == 0
+    finally:
+        scheduler.stop()
+        store.close()
