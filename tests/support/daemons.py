@@ -13,6 +13,11 @@ import threading
 import time
 from pathlib import Path
 
+# A small, fixed flow-control window: the daemon cannot run ahead of what the client has read, so a
+# download is still under way on the daemon while the client holds its first files (and a stream
+# moves a little at a time, for a test to watch or cut it).
+NARROW_WINDOWS = (("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 8192))
+
 
 class DaemonProcess:
     """`voidlink serve` in a subprocess; its stdout is collected so tests can read the log."""

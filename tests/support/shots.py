@@ -73,3 +73,8 @@ def write_shot(folder: Path, frames: int = 8, width: int = 96, height: int = 64,
 def read_pixels(path: str) -> np.ndarray:
     buf = oiio.ImageBuf(path)
     return buf.get_pixels(oiio.FLOAT)
+
+
+def frame_files(pattern: str, first: int, last: int) -> list[Path]:
+    """The files of a `####` sequence pattern, first to last."""
+    return [Path(pattern.replace("####", f"{f:04d}")) for f in range(first, last + 1)]
