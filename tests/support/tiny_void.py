@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from voidlink.inference.backends.void.pipeline import VoidPipeline
 
 
 def tiny_components(seed: int = 0):
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel, DDIMScheduler
+    from diffusers import AutoencoderKLCogVideoX, DDIMScheduler
 
     torch.manual_seed(seed)
     vae = AutoencoderKLCogVideoX(
@@ -26,22 +27,7 @@ def tiny_components(seed: int = 0):
         latent_channels=16,
         temporal_compression_ratio=4,
     ).eval()
-    transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=2,
-        attention_head_dim=16,
-        in_channels=48,
-        out_channels=16,
-        time_embed_dim=8,
-        text_embed_dim=16,
-        num_layers=1,
-        sample_width=16,
-        sample_height=16,
-        sample_frames=9,
-        patch_size=2,
-        patch_size_t=2,
-        max_text_seq_length=8,
-        use_rotary_positional_embeddings=True,
-    ).eval()
+    transformer = tiny_transformer(seed=None)  # drawn on from the VAE's seed, as before
     scheduler = DDIMScheduler(
         beta_schedule="scaled_linear",
         beta_start=0.00085,
@@ -97,10 +83,13 @@ def tiny_clip(frames: int = 9, size: int = 32):
     return video, quadmask
 
 
-def tiny_transformer(in_channels: int = 48, seed: int = 0):
+def tiny_transformer(in_channels: int = 48, seed: Optional[int] = 0):
+    """A random CogVideoX-Fun transformer (48 input channels: latents, mask, masked video); `seed` None
+    draws on from torch's generator as it stands."""
     from diffusers import CogVideoXTransformer3DModel
 
-    torch.manual_seed(seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     return CogVideoXTransformer3DModel(
         num_attention_heads=2,
         attention_head_dim=16,
