@@ -19,6 +19,7 @@ from voidlink.panel.form import FormValues, sequence_pattern_for  # noqa: E402
 from voidlink.panel.frames import QUADMASK_COLOURS, to_display  # noqa: E402
 from voidlink.panel.qt import QtCore, QtGui, QtWidgets  # noqa: E402
 from voidlink.panel.queue import format_eta  # noqa: E402
+from voidlink.panel.validate import user_message  # noqa: E402
 from voidlink.panel.window import PanelWindow, save_screenshot  # noqa: E402
 from voidlink.protos import pb  # noqa: E402
 
@@ -59,7 +60,8 @@ def test_form_checks_with_the_daemons_messages_then_submits(window, served, qtbo
         form.set_values(values)
         error = form.validate()
         assert error is not None and error.reason == reason, (change, error)
-        assert form.message.text() == str(error)
+        # Worded with the form's labels ("Frames: …", not "spec.source: …").
+        assert form.message.text() == user_message(error) and not form.message.text().startswith("spec.")
         # What the daemon answers for the very same spec, word for word.
         with pytest.raises(errors.VoidlinkError) as refused:
             client.submit(form.build(values))
@@ -73,7 +75,9 @@ def test_form_checks_with_the_daemons_messages_then_submits(window, served, qtbo
     assert "border" in form.mask.edit.styleSheet()  # the field to fix is marked
 
     form.set_values(good)
-    assert form.validate() is None
+    with qtbot.waitSignal(form.validated) as checked:  # asked of the daemon too
+        assert form.validate() is None
+    assert checked.args == [None] and form.message.text() == "Ready to submit."
     with qtbot.waitSignal(window.job_finished, timeout=JOB_TIMEOUT_MS) as finished:
         qtbot.mouseClick(form.submit_button, QtCore.Qt.MouseButton.LeftButton)
     job = finished.args[0]
