@@ -48,6 +48,8 @@ def user_message(error: VoidlinkError) -> str:
     head, sep, rest = text.partition(": ")
     if sep and head.startswith("spec.") and (name or form_field(head)):
         return f"{FIELD_LABELS[name or form_field(head)]}: {rest}"
+    if name:  # a message that names no field ("void: no CUDA device …"): say which one it is about
+        return f"{FIELD_LABELS[name]}: {text}"
     return text
 
 
