@@ -96,7 +96,7 @@ class QueueView(QtWidgets.QWidget):
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.table.setContextMenuPolicy(QtCore.Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._context_menu)
-        self.table.cellDoubleClicked.connect(lambda _row, _column: self._view())
+        self.table.cellDoubleClicked.connect(self._double_clicked)
         self._update_buttons()
 
     # -- data ----------------------------------------------------------------------------------
@@ -251,6 +251,10 @@ class QueueView(QtWidgets.QWidget):
         job = self.selected()
         if job is not None and job.state not in TERMINAL:
             self.cancel_requested.emit(job.id)
+
+    def _double_clicked(self, row: int, _column: int) -> None:
+        self.table.selectRow(row)
+        self._view()
 
     def view_selected(self) -> None:
         """Enter: show the selected job in the viewer."""
