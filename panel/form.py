@@ -37,8 +37,8 @@ class FormValues:
     plate: str = ""
     mask: str = ""
     affected: str = ""
-    first: int = 1001
-    last: int = 1001
+    first: Optional[int] = None  # None: the plate's first frame (1001 without a plate to read)
+    last: Optional[int] = None
     prompt: str = ""
     backend: str = "auto"
     quality: str = "balanced"
@@ -221,7 +221,7 @@ class JobForm(QtWidgets.QWidget):
     # -- values ------------------------------------------------------------------------------
 
     def set_values(self, values: FormValues) -> None:
-        """Fill the form as given (the range as given too, not the plate's)."""
+        """Fill the form as given (a range left None is the plate's whole range)."""
         self.plate.blockSignals(True)
         self.plate.setText(values.plate)
         self.plate.blockSignals(False)
@@ -229,8 +229,9 @@ class JobForm(QtWidgets.QWidget):
         self._update_output_hint(values.plate)
         self.mask.setText(values.mask)
         self.affected.setText(values.affected)
-        self.first.setValue(values.first)
-        self.last.setValue(values.last)
+        whole = self._plate_range or (1001, 1001)
+        self.first.setValue(whole[0] if values.first is None else values.first)
+        self.last.setValue(whole[1] if values.last is None else values.last)
         self.prompt.setPlainText(values.prompt)
         self.backend.setCurrentText(values.backend)
         self.quality.setCurrentText(values.quality)

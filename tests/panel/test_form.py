@@ -55,6 +55,8 @@ def test_the_range_comes_from_the_plate(qtbot, window, tmp_path):
     form.plate.setText(shot.plate)  # what Browse does with a picked frame
     assert (form.first.value(), form.last.value()) == (1001, 1006)
     assert plate_range(str(tmp_path / "nothing.####.exr")) is None
+    form.set_values(FormValues(plate=shot.plate))  # what `voidlink panel --plate` and hosts do
+    assert (form.first.value(), form.last.value()) == (1001, 1006)
 
 
 def test_default_outputs_are_versioned_and_never_reused(qtbot, window, tmp_path):
