@@ -130,10 +130,10 @@ class RotoEditing:
         return self._history_step(back=False)
 
     def _history_step(self, back: bool) -> bool:
+        # The shapes become new objects: the selection stays on the same place in the list.
+        index = self._selected_index
         if self.document is None or not self.history.step(self.document, back):
             return False
-        # The shapes are new objects now: keep the selection on the same place in the list.
-        index = self._selected_index
         self.selected = self.document.shapes[index] if index is not None and index < len(self.document.shapes) else None
         self._edited()
         return True
