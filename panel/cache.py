@@ -41,6 +41,8 @@ class Source:
     mask_is_quadmask: bool = False
     first: int = 1
     last: int = 1
+    mask_channels: str = ""  # the clips' channels option, as the job gives it to the daemon
+    affected_channels: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,10 @@ def read_frame(source: Source, frame: int, mode: str) -> RawFrame:
 
 
 def _quadmask(source: Source, frame: int, width: int, height: int, step: int) -> np.ndarray:
-    mask, _ = source.mask.read(frame, matte=True)
-    affected = source.affected.read(frame, matte=True)[0] if source.affected is not None else None
+    mask, _ = source.mask.read(frame, matte=True, channels=source.mask_channels)
+    affected = None
+    if source.affected is not None:
+        affected = source.affected.read(frame, matte=True, channels=source.affected_channels)[0]
     if mask.shape[:2] != (height, width) or (affected is not None and affected.shape[:2] != (height, width)):
         raise VoidlinkError(
             f"frame {frame}: the mattes are {mask.shape[1]}x{mask.shape[0]} but the plate is "
@@ -229,7 +233,10 @@ class FrameCache(QtCore.QObject):
             raw = self._frames.get((view.mode, frame))
         if raw is None or raw.error:  # what failed is tried afresh when asked again
             raw = read_frame(source, frame, view.mode)
-        result = render(raw, view)
+        try:
+            result = render(raw, view)
+        except Exception as error:  # never let one bad frame end the worker: the next request is served
+            result = LoadedFrame(frame, error=_failure(frame, error))
         with self._lock:
             if self._stopped:
                 return

@@ -177,7 +177,12 @@ class Viewer(QtWidgets.QWidget):
         mask: str = "",
         affected: str = "",
         mask_is_quadmask: bool = False,
+        mask_channels: str = "",
+        affected_channels: str = "",
     ) -> None:
+        """Show these clips from `first`; the mattes' channels are picked by the daemon's rule from the clips'
+        channels option (empty: alpha, else the single channel, else luminance).
+        """
         # The old readers are not closed here: the cache's thread may still be reading with them.
         self.first, self.last = first, max(last, first)
         self.source = Source(
@@ -188,6 +193,8 @@ class Viewer(QtWidgets.QWidget):
             mask_is_quadmask,
             self.first,
             self.last,
+            mask_channels,
+            affected_channels,
         )
         self.loader.set_source(self.source)
         for widget in (self.slider, self.frame_entry):

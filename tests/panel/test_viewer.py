@@ -176,6 +176,18 @@ def test_quadmask_over_the_plate_with_the_daemons_channel_rule_and_a_matte_that_
     tinted = np.array(pixel(viewer.canvas.before, cx, cy))
     assert np.abs(tinted - (untinted[cy, cx] * 0.45 + red * 0.55)).max() <= 2
     assert pixel(viewer.canvas.before, 2, 2) == tuple(int(v) for v in untinted[2, 2])  # keep: the plate as it is
+    # The clip's channels option picks the matte's channel as it does for the daemon (here R of an RGBA file whose
+    # alpha is empty: by default alpha is taken, and nothing is tinted).
+    rgba = tmp_path / "rgba"
+    rgba.mkdir()
+    for frame in range(shot.first, shot.last + 1):
+        matte = read_pixels(shot.mask.replace("####", str(frame)))[..., 0]
+        write_exr(rgba / f"m.{frame:04d}.exr", np.stack([matte, matte * 0, matte * 0, matte * 0], axis=2))
+    args = (shot.plate, "", shot.first, shot.last, str(rgba / "m.####.exr"))
+    shown(qtbot, viewer, viewer.set_clips, *args)
+    assert pixel(viewer.canvas.before, cx, cy) == tuple(int(v) for v in untinted[cy, cx])
+    shown(qtbot, viewer, viewer.set_clips, *args, "", False, "R")
+    assert np.abs(np.array(pixel(viewer.canvas.before, cx, cy)) - tinted).max() <= 2
     # A matte that cannot be used (the wrong size here): the plate stays in view, the reason beside it.
     small = tmp_path / "small"
     small.mkdir()
