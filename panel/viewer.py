@@ -1,12 +1,13 @@
 """The viewer: a job's plate, result and mattes on a time line, with the controls a Nuke or Resolve user reaches for.
 
-Modes: before/after with a wipe, the quadmask over the plate, roto drawing. View: zoom (wheel),
-pan (middle drag), F fit, 1 for 1:1; channels R, G, B, A, Y (luminance; the same key again: RGB);
-exposure and gamma; the scene-linear values under the cursor. Time: the frame entry, Left/Right
-step a frame, Space plays (looping), Alt+Left/Right jump to the previous/next roto key. Roto keys:
-Ctrl+Z undo, Ctrl+Shift+Z redo, Del deletes the selected shape, Shift+Del its key on this frame.
-Frames are read on a worker thread with read-ahead (`cache.FrameCache`); until the frame the
-counter shows is drawn, the canvas says "loading…".
+Modes: before/after with a wipe, the quadmask over the plate, roto drawing. View: zoom (wheel,
+about the cursor), pan (middle drag, or Alt+left drag), + and - double and halve the zoom, F fit,
+1 for 1:1; channels R, G, B, A, Y (luminance; the same key again: RGB); exposure and gamma; the
+scene-linear values under the cursor. Time: the frame entry, Left/Right step a frame, Space plays
+(looping), Alt+Left/Right jump to the previous/next roto key. Roto keys: Ctrl+Z undo,
+Ctrl+Shift+Z redo, Del deletes the selected shape, Shift+Del its key on this frame. Frames are
+read on a worker thread with read-ahead (`cache.FrameCache`); until the frame the counter shows is
+drawn, the canvas says "loading…".
 """
 
 from __future__ import annotations
@@ -332,6 +333,9 @@ class Viewer(QtWidgets.QWidget):
             self.canvas.fit()
         elif plain and key == QtCore.Qt.Key.Key_1:
             self.canvas.one_to_one()
+        elif key in (QtCore.Qt.Key.Key_Plus, QtCore.Qt.Key.Key_Equal, QtCore.Qt.Key.Key_Minus):
+            zoom_in = key != QtCore.Qt.Key.Key_Minus
+            self.canvas.set_zoom(self.canvas.scale * (2.0 if zoom_in else 0.5))  # as Nuke's + and -
         elif plain and key in CHANNEL_KEYS:
             channel = CHANNEL_KEYS[key]
             self.set_channel("rgb" if self.view.channel == channel else channel)

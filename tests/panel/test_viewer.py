@@ -83,6 +83,11 @@ def test_zoom_about_the_cursor_pan_fit_and_one_to_one(viewer, shot, qtbot):
     assert canvas.scale == pytest.approx(200 / 64) and canvas.to_widget(0, 0).x() == pytest.approx((500 - 300) / 2)
     qtbot.mouseClick(viewer.one_button, QtCore.Qt.MouseButton.LeftButton)
     assert canvas.scale == 1.0
+    qtbot.keyClick(canvas, Key.Key_Plus)
+    assert canvas.scale == 2.0
+    qtbot.keyClick(canvas, Key.Key_Minus)
+    qtbot.keyClick(canvas, Key.Key_Minus)
+    assert canvas.scale == 0.5
     qtbot.mouseClick(viewer.fit_button, QtCore.Qt.MouseButton.LeftButton)
     assert canvas.fitted
 
