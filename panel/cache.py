@@ -69,10 +69,17 @@ class RawFrame:
     size: Optional[tuple[int, int]] = None
     step: int = 1
     error: str = ""
+    # Drawn under the last view asked for: the display transform costs more than reading a frame from
+    # memory, so a frame read ahead is drawn ahead too, and stepping onto it only hands the images over.
+    shown: Optional[tuple[View, LoadedFrame]] = None
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.rgb, self.alpha, self.after, self.quadmask) if a is not None)
+        arrays = sum(a.nbytes for a in (self.rgb, self.alpha, self.after, self.quadmask) if a is not None)
+        if self.shown is not None:
+            images = (self.shown[1].before, self.shown[1].after)
+            arrays += sum(image.sizeInBytes() for image in images if image is not None)
+        return arrays
 
 
 @dataclass
@@ -175,6 +182,7 @@ class FrameCache(QtCore.QObject):
         self._frames: dict[tuple[str, int], RawFrame] = {}
         self._pending: Optional[tuple[int, int, View]] = None
         self._around: Optional[tuple[int, str]] = None  # the frame last shown, and its mode: read ahead of it
+        self._view = View()  # the view last asked for: frames read ahead are drawn under it
         self._thread: Optional[threading.Thread] = None
         self._stopped = False
 
@@ -191,6 +199,7 @@ class FrameCache(QtCore.QObject):
             if self._stopped:
                 return
             self._pending = (request_id, frame, view)
+            self._view = view
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="voidlink-panel-frames", daemon=True)
                 self._thread.start()
@@ -215,6 +224,7 @@ class FrameCache(QtCore.QObject):
                 pending, self._pending = self._pending, None
                 source = self._source
                 ahead = None if pending else self._next_ahead()
+                view = self._view
                 if pending is None and ahead is None:
                     self._wake.clear()
             if pending is None and ahead is None:
@@ -224,7 +234,7 @@ class FrameCache(QtCore.QObject):
                 if pending is not None:
                     self._answer(source, *pending)
                 else:
-                    self._fill(source, *ahead)
+                    self._fill(source, *ahead, view)
             except RuntimeError:  # the viewer was deleted while this frame was read
                 return
 
@@ -233,10 +243,7 @@ class FrameCache(QtCore.QObject):
             raw = self._frames.get((view.mode, frame))
         if raw is None or raw.error:  # what failed is tried afresh when asked again
             raw = read_frame(source, frame, view.mode)
-        try:
-            result = render(raw, view)
-        except Exception as error:  # never let one bad frame end the worker: the next request is served
-            result = LoadedFrame(frame, error=_failure(frame, error))
+        result = self._drawn(raw, view)
         with self._lock:
             if self._stopped:
                 return
@@ -245,13 +252,27 @@ class FrameCache(QtCore.QObject):
                 self._around = (frame, view.mode)
         self.loaded.emit(request_id, result)
 
-    def _fill(self, source: Source, frame: int, mode: str) -> None:
+    def _fill(self, source: Source, frame: int, mode: str, view: View) -> None:
         raw = read_frame(source, frame, mode)
+        if view.mode == mode:
+            self._drawn(raw, view)
         with self._lock:
             if self._stopped or source is not self._source:
                 return
             self._store(mode, raw)
         self.cached.emit(frame)
+
+    @staticmethod
+    def _drawn(raw: RawFrame, view: View) -> LoadedFrame:
+        """The frame drawn under `view`: as drawn before when the view is the same, else drawn now and kept."""
+        if raw.shown is not None and raw.shown[0] == view:
+            return raw.shown[1]
+        try:
+            result = render(raw, view)
+        except Exception as error:  # never let one bad frame end the worker: the next request is served
+            return LoadedFrame(raw.frame, error=_failure(raw.frame, error))
+        raw.shown = (view, result)
+        return result
 
     def _next_ahead(self) -> Optional[tuple[int, str]]:
         """The next frame to read ahead (called with the lock held), or None when all are in."""
