@@ -319,9 +319,9 @@ def test_viewer_names_the_file_and_frame_it_cannot_read(qtbot, tmp_path):
 
 
 def test_wide_frames_are_shown_subsampled_at_their_full_geometry(qtbot, tmp_path, monkeypatch):
-    from voidlink.panel import viewer as viewer_module
+    from voidlink.panel import cache as cache_module
 
-    monkeypatch.setattr(viewer_module, "DISPLAY_MAX_WIDTH", 40)  # as a 4K plate is against the real limit
+    monkeypatch.setattr(cache_module, "DISPLAY_MAX_WIDTH", 40)  # as a 4K plate is against the real limit
     shot = write_shot(tmp_path / "src", frames=2)
     panel = PanelWindow("127.0.0.1:9", refresh_ms=0)
     qtbot.addWidget(panel)
