@@ -186,7 +186,12 @@ class PanelWindow(QtWidgets.QWidget):
         self.show_tab("viewer")
 
     def show_job(self, job: pb.Job) -> None:
-        """A job's plate before/after its result (or its quadmask while it has none)."""
+        """A job's plate before/after its result (or its quadmask while it has none).
+
+        A job from the queue's list is a summary (no clips): the whole job is fetched first."""
+        if not job.spec.source.otio_json.strip():
+            self.open_job(job.id)
+            return
         frames = job.result.frames if job.result.output_pattern else job.spec.frames
         first, last = int(frames.first), int(frames.last)
         self.viewer.set_clips(
@@ -197,6 +202,8 @@ class PanelWindow(QtWidgets.QWidget):
             mask=clip_path(job.spec.mask),
             affected=clip_path(job.spec.affected),
             mask_is_quadmask=job.spec.mask.matte.is_quadmask,
+            mask_channels=job.spec.mask.channels,
+            affected_channels=job.spec.affected.channels,
         )
         self.viewer.set_mode("wipe" if job.result.output_pattern else "quadmask")
         self.show_tab("viewer")

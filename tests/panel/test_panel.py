@@ -427,3 +427,21 @@ def test_a_thousand_refreshes_edits_and_frames_keep_none_alive(qtbot, tmp_path):
     assert sorted(shape.keys) == [0, *range(shot.first, shot.last + 1)]  # the edits did happen
     assert len(panel.queue.jobs) == len(jobs) + 1 and panel.queue.jobs["live-job"].frames_total == 40
     panel.close()
+
+
+def test_a_job_viewed_from_the_queues_list_is_fetched_whole_first(window, served, qtbot, tmp_path):
+    """ListJobs gives summaries (no clips): viewing one asks the daemon for the whole job, then shows it."""
+    from voidlink.bridge import build_spec
+
+    shot = write_shot(tmp_path / "sh", frames=2, width=48, height=32)
+    client = served.client()
+    spec = build_spec(shot.plate, shot.mask, backend="classical", output=tmp_path / "out" / "c.####.exr")
+    spec.mask.channels = "Y"
+    job = client.wait(client.submit(spec).id)
+    (summary,) = [j for j in client.jobs() if j.id == job.id]
+    assert not summary.spec.source.otio_json  # what the queue holds
+    with qtbot.waitSignal(window.viewer.frame_shown, timeout=15_000):
+        window.queue.view_requested.emit(summary)
+    source = window.viewer.source
+    assert source.before.path == shot.plate and source.mask.path == shot.mask
+    assert source.mask_channels == "Y"
