@@ -120,6 +120,24 @@ class Client:
         request = pb.SubmitJobRequest(spec=spec, upload_follows=upload_follows)
         return self.path_map.job_to_client(self._call("SubmitJob", request).job)
 
+    def validate(self, spec: pb.JobSpec) -> pb.Job:
+        """Have the daemon check `spec` exactly as `submit` would, queueing nothing: the job it would queue
+        (no id), or the `VoidlinkError` `submit` would raise. A daemon too old to validate queues the job
+        instead: it is cancelled at once and `ProtocolMismatch` (DAEMON_TOO_OLD) says so."""
+        request = pb.SubmitJobRequest(spec=self.path_map.spec_to_daemon(spec), validate_only=True)
+        job = self.path_map.job_to_client(self._call("SubmitJob", request).job)
+        if job.id:
+            try:
+                self.cancel(job.id)
+            except errors.VoidlinkError:
+                pass  # it may have ended already; the answer below holds either way
+            raise errors.ProtocolMismatch(
+                f"the daemon at {self.address} is too old to validate a job (it queued job {job.id}, "
+                "cancelled at once); upgrade it, or submit to check",
+                reason="DAEMON_TOO_OLD",
+            )
+        return job
+
     def get(self, job_id: str) -> pb.Job:
         return self.path_map.job_to_client(self._call("GetJob", pb.GetJobRequest(job_id=job_id)).job)
 

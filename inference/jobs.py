@@ -76,14 +76,19 @@ class Jobs:
         check_page(size)
         return self.store.page(states, size, page_token, caller.owner_filter)
 
-    def submit(self, spec: pb.JobSpec, upload_follows: bool = False, caller: Caller = ANYONE) -> pb.Job:
-        """Check `spec` and store it as a queued job (or as one waiting for its frames, when they follow)."""
+    def submit(
+        self, spec: pb.JobSpec, upload_follows: bool = False, caller: Caller = ANYONE, validate_only: bool = False
+    ) -> pb.Job:
+        """Check `spec` and store it as a queued job (or as one waiting for its frames, when they follow).
+
+        `validate_only`: check it exactly so and answer with the job it would queue, stored nowhere (its id
+        empty, its message "valid"); a spec that would be refused raises the same error."""
         check_spec(spec)  # bounded before anything else looks at it
         self.scheduler.executor.resolve(spec.params.backend)  # unknown or unavailable backend: refuse now
         check_client_paths(self.roots, spec)
         if self.transfers.streamed(spec):
-            spec = self.transfers.materialise(spec, missing_ok=upload_follows)
-            if upload_follows:
+            spec = self.transfers.materialise(spec, missing_ok=upload_follows and not validate_only)
+            if upload_follows and not validate_only:
                 job = self.uploads.add_uploading(spec, caller.name)
                 if job is not None:
                     return job
@@ -93,6 +98,12 @@ class Jobs:
             self.transfers.discard_inputs(spec)
             raise
         frames = prepared.last - prepared.first + 1
+        if validate_only:
+            prepared.close()
+            self.transfers.discard_inputs(spec)
+            return pb.Job(
+                spec=spec, state=pb.JOB_STATE_QUEUED, frames_total=frames, owner=caller.name, message="valid"
+            )
         job = self.scheduler.submit(lambda: self.store.add(spec, frames_total=frames, owner=caller.name), prepared)
         log.info("job %s queued: %s", job.id, spec.name or spec.output.path_template)
         return job

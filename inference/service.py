@@ -162,7 +162,8 @@ class VoidLinkService(rpc.VoidLinkServicer):
     @_rpc
     def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
         caller = self._caller(context)
-        return pb.SubmitJobResponse(job=self.jobs.submit(request.spec, request.upload_follows, caller))
+        job = self.jobs.submit(request.spec, request.upload_follows, caller, validate_only=request.validate_only)
+        return pb.SubmitJobResponse(job=job)
 
     @_stream_rpc
     def WatchJob(self, request: pb.WatchJobRequest, context) -> Iterator[pb.JobEvent]:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Optional
 
-from voidlink.bridge.spec import build_spec, default_output
+from voidlink.bridge.spec import build_spec
 from voidlink.protos import pb
+from voidlink.protos.clips import ClipMedia
 
 from voidlink import errors
 
 from . import roto
 from .qt import QtCore, QtWidgets, Signal
-from .validate import form_field, validate_spec
+from .validate import FIELD_LABELS, existing_frames, form_field, user_message, validate_spec, versioned_output
 
 PROMPT_HINT = (
     "Describe the scene after removal, not the object: e.g. 'an empty street, wet asphalt', "
@@ -21,6 +23,10 @@ PROMPT_HINT = (
 )
 BACKENDS = ("auto", "classical", "void")
 QUALITIES = ("draft", "balanced", "best")
+ERROR_STYLE = "border: 1px solid #d33"
+WARNING_STYLE = "border: 1px solid #c90"
+MESSAGE_LINES = 4  # the message area's fixed height: the buttons below it never move
+EDIT_SETTLE_MS = 300  # an edit re-checks (and the viewer follows) once typing pauses this long
 MEDIA_FILTER = "Images and movies (*.exr *.dpx *.tif *.tiff *.png *.jpg *.mov *.mp4 *.mxf);;All files (*)"
 
 
@@ -31,8 +37,8 @@ class FormValues:
     plate: str = ""
     mask: str = ""
     affected: str = ""
-    first: int = 1001
-    last: int = 1001
+    first: Optional[int] = None  # None: the plate's first frame (1001 without a plate to read)
+    last: Optional[int] = None
     prompt: str = ""
     backend: str = "auto"
     quality: str = "balanced"
@@ -40,6 +46,20 @@ class FormValues:
     use_roto: bool = False
     name: str = ""
     labels: dict = field(default_factory=dict)
+
+
+def plate_range(plate: str) -> Optional[tuple[int, int]]:
+    """The first and last frame of a plate on disk (a sequence's numbers, a movie's length); None when it has
+    none to read yet."""
+    from voidlink.media import sequence
+
+    try:
+        media = sequence.discover(ClipMedia(path=plate), "spec.source")
+    except (errors.VoidlinkError, OSError):
+        return None
+    if not media.frames:
+        return None
+    return media.first, media.last
 
 
 def sequence_pattern_for(path: str) -> str:
@@ -90,12 +110,21 @@ class JobForm(QtWidgets.QWidget):
     """Plate, mattes (or roto), range, prompt, backend, output; Validate and Submit."""
 
     submit_requested = Signal(object)  # a callable returning the pb.JobSpec (runs on the worker)
-    validated = Signal(object)  # None when fine, else the VoidlinkError
+    validated = Signal(object)  # None when fine, else the VoidlinkError (after the daemon's answer, when asked)
+    clips_changed = Signal()  # plate, mattes or range changed (settled): the viewer follows
 
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
         super().__init__(parent)
         self.document: Optional[roto.RotoDocument] = None
         self.labels: dict = {}
+        # Outputs of jobs queued from here or listed by the daemon: a default output never reuses one.
+        self.taken: set[str] = set()
+        # Asks the daemon to check a spec (the panel sets it to its service's `validate`): called with a
+        # callable building the spec and a ticket; the answer comes back through `daemon_answered`.
+        self.remote_validate: Optional[Callable[[Callable[[], pb.JobSpec], int], object]] = None
+        self._ticket = 0
+        self._plate_range: Optional[tuple[int, int]] = None
+        self._name = ""
         self.plate = PathField("/shots/sh010/plate.####.exr (or a movie)")
         self.mask = PathField("object matte: /shots/sh010/roto.####.exr")
         self.affected = PathField("optional: shadow/reflection matte")
@@ -117,9 +146,11 @@ class JobForm(QtWidgets.QWidget):
         self.quality = QtWidgets.QComboBox()
         self.quality.addItems(list(QUALITIES))
         self.quality.setCurrentText("balanced")
-        self.output = PathField("default: <plate folder>/void/<plate>_void.####.exr", save=True)
+        self.output = PathField(self.DEFAULT_OUTPUT_HINT, save=True)
         self.message = QtWidgets.QLabel("")
         self.message.setWordWrap(True)
+        self.message.setAlignment(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignTop)
+        self.message.setFixedHeight(self.message.fontMetrics().lineSpacing() * MESSAGE_LINES + 4)
         self.message.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         self.validate_button = QtWidgets.QPushButton("Validate")
         self.submit_button = QtWidgets.QPushButton("Submit")
@@ -136,15 +167,15 @@ class JobForm(QtWidgets.QWidget):
         engine.addWidget(self.quality)
         engine.addStretch(1)
         grid = QtWidgets.QFormLayout()
-        grid.addRow("Plate", self.plate)
-        grid.addRow("Object matte", self.mask)
-        grid.addRow("Affected matte", self.affected)
+        grid.addRow(FIELD_LABELS["plate"], self.plate)
+        grid.addRow(FIELD_LABELS["mask"], self.mask)
+        grid.addRow(FIELD_LABELS["affected"], self.affected)
         grid.addRow("", self.use_roto)
-        grid.addRow("Frames", frames)
-        grid.addRow("Prompt", self.prompt)
+        grid.addRow(FIELD_LABELS["frames"], frames)
+        grid.addRow(FIELD_LABELS["prompt"], self.prompt)
         grid.addRow("", hint)
-        grid.addRow("Backend", engine)
-        grid.addRow("Output", self.output)
+        grid.addRow(FIELD_LABELS["backend"], engine)
+        grid.addRow(FIELD_LABELS["output"], self.output)
         self.preview_button = QtWidgets.QPushButton("Preview in viewer")
         buttons = QtWidgets.QHBoxLayout()
         buttons.addWidget(self.preview_button)
@@ -168,15 +199,39 @@ class JobForm(QtWidgets.QWidget):
         self.validate_button.clicked.connect(self.validate)
         self.submit_button.clicked.connect(self.submit)
         self.use_roto.toggled.connect(self._roto_toggled)
+        self._settle = QtCore.QTimer(self)
+        self._settle.setSingleShot(True)
+        self._settle.setInterval(EDIT_SETTLE_MS)
+        self._settle.timeout.connect(self._settled)
+        self.plate.changed.connect(self._plate_changed)
+        for signal in (
+            self.mask.changed,
+            self.affected.changed,
+            self.output.changed,
+            self.first.valueChanged,
+            self.last.valueChanged,
+            self.backend.currentTextChanged,
+            self.prompt.textChanged,
+            self.use_roto.toggled,
+        ):
+            signal.connect(self._edited)
+
+    DEFAULT_OUTPUT_HINT = "default: <plate folder>/void/<plate>_void_v001.####.exr (next free version)"
 
     # -- values ------------------------------------------------------------------------------
 
     def set_values(self, values: FormValues) -> None:
+        """Fill the form as given (a range left None is the plate's whole range)."""
+        self.plate.blockSignals(True)
         self.plate.setText(values.plate)
+        self.plate.blockSignals(False)
+        self._plate_range = plate_range(values.plate) if values.plate else None
+        self._update_output_hint(values.plate)
         self.mask.setText(values.mask)
         self.affected.setText(values.affected)
-        self.first.setValue(values.first)
-        self.last.setValue(values.last)
+        whole = self._plate_range or (1001, 1001)
+        self.first.setValue(whole[0] if values.first is None else values.first)
+        self.last.setValue(whole[1] if values.last is None else values.last)
         self.prompt.setPlainText(values.prompt)
         self.backend.setCurrentText(values.backend)
         self.quality.setCurrentText(values.quality)
@@ -197,7 +252,7 @@ class JobForm(QtWidgets.QWidget):
             quality=self.quality.currentText(),
             output=self.output.text(),
             use_roto=self.use_roto.isChecked(),
-            name=getattr(self, "_name", ""),
+            name=self._name,
             labels=dict(self.labels),
         )
 
@@ -205,10 +260,51 @@ class JobForm(QtWidgets.QWidget):
         self.mask.setEnabled(not on)
         self.affected.setEnabled(not on)
 
+    def _plate_changed(self, plate: str) -> None:
+        """A new plate: its whole range goes into the form (a sequence's numbers, a movie's length)."""
+        self._plate_range = plate_range(plate.strip()) if plate.strip() else None
+        if self._plate_range is not None:
+            self.first.blockSignals(True)
+            self.last.blockSignals(True)
+            self.first.setValue(self._plate_range[0])
+            self.last.setValue(self._plate_range[1])
+            self.first.blockSignals(False)
+            self.last.blockSignals(False)
+        self._update_output_hint(plate.strip())
+        self._edited()
+
+    def _update_output_hint(self, plate: str) -> None:
+        hint = f"default: {versioned_output(plate, self.taken)}" if plate else self.DEFAULT_OUTPUT_HINT
+        self.output.edit.setPlaceholderText(hint)
+
+    def _edited(self, *_args: object) -> None:
+        self._ticket += 1  # a daemon answer for the form as it was no longer holds
+        self._settle.start()
+
+    def _settled(self) -> None:
+        """Typing paused: a message shown earlier is checked again (cleared once fixed); the viewer follows."""
+        if self.message.text() and self.message.property("kind") in ("error", "warning"):
+            error = self.check()
+            if error is None:
+                self._clear_marks()
+                self.message.setText("")
+                self.message.setProperty("kind", "")
+            else:
+                self.show_error(error)
+        self.clips_changed.emit()
+
     # -- the spec ------------------------------------------------------------------------------
 
     def output_template(self, values: FormValues) -> str:
-        return values.output or (default_output(values.plate) if values.plate else "")
+        """The output as typed, else the plate's next free versioned default (`…/void/<stem>_void_v003.####.exr`)."""
+        return values.output or (versioned_output(values.plate, self.taken) if values.plate else "")
+
+    def job_name(self, values: FormValues) -> str:
+        """A name that tells jobs apart: the output's versioned stem and the range (`plate_void_v002 1001-1096`)."""
+        if values.name:
+            return values.name
+        stem = os.path.basename(self.output_template(values)).split(".")[0] or os.path.basename(values.plate)
+        return f"{stem} {values.first}-{values.last}"
 
     def roto_patterns(self, values: FormValues) -> tuple[str, str]:
         """Where the roto mattes of this job are written: a `roto` folder beside the output."""
@@ -274,7 +370,7 @@ class JobForm(QtWidgets.QWidget):
             self.output_template(values),
             values.backend,
             quality=values.quality,
-            name=values.name or os.path.basename(values.plate),
+            name=self.job_name(values),
         )
         for key, value in values.labels.items():
             spec.labels[key] = str(value)
@@ -295,25 +391,98 @@ class JobForm(QtWidgets.QWidget):
 
     # -- actions -------------------------------------------------------------------------------
 
-    def show_error(self, error: Optional[errors.VoidlinkError]) -> None:
-        self.submit_button.setEnabled(True)
-        for widget in self._fields.values():
+    def _clear_marks(self) -> None:
+        for widget in (*self._fields.values(), self.last):
             widget.setStyleSheet("")
+
+    def _set_message(self, text: str, kind: str) -> None:
+        colours = {"error": "#d33", "warning": "#c90", "ok": "#3a3"}
+        self.message.setStyleSheet(f"color: {colours[kind]}" if kind in colours else "")
+        self.message.setProperty("kind", kind)
+        self.message.setText(text)
+        self.message.setToolTip(text)
+
+    def marked(self) -> list[str]:
+        """The form fields marked as the ones to fix (for hosts and tests)."""
+        names = [name for name, widget in self._fields.items() if widget.styleSheet() == ERROR_STYLE]
+        if self.last.styleSheet() == ERROR_STYLE:
+            names.append("last")
+        return names
+
+    def _targets(self, error: errors.VoidlinkError) -> list[QtWidgets.QWidget]:
+        """The widgets an error points at: a range outside the plate marks the end that lies outside."""
+        name = form_field(error.field or "")
+        if name != "frames":
+            return [self._fields[name]] if name in self._fields else []
+        first, last = self.first.value(), self.last.value()
+        if last < first:
+            return [self.last]
+        if self._plate_range is not None:
+            outside = [
+                box
+                for box, bad in ((self.first, first < self._plate_range[0]), (self.last, last > self._plate_range[1]))
+                if bad
+            ]
+            if outside:
+                return outside
+        return [self.first, self.last]
+
+    def show_error(self, error: Optional[errors.VoidlinkError]) -> None:
+        """Show the answer of a check: the error worded with the form's labels and its field marked, or ready."""
+        self.submit_button.setEnabled(True)
+        self._clear_marks()
         if error is None:
-            self.message.setStyleSheet("color: #3a3")
-            self.message.setText("Ready to submit.")
+            values = self.values()
+            if not values.prompt:
+                self.prompt.setStyleSheet(WARNING_STYLE)
+                self._set_message(
+                    "Ready to submit, but the prompt is empty: VOID fills the hole from a description of the "
+                    "scene after removal. " + PROMPT_HINT,
+                    "warning",
+                )
+            else:
+                self._set_message("Ready to submit.", "ok")
             return
-        self.message.setStyleSheet("color: #d33")
-        self.message.setText(str(error))
-        target = self._fields.get(form_field(error.field))
-        if target is not None:
-            target.setStyleSheet("border: 1px solid #d33")
+        self._set_message(user_message(error), "error")
+        for target in self._targets(error):
+            target.setStyleSheet(ERROR_STYLE)
 
     def validate(self) -> Optional[errors.VoidlinkError]:
-        error = self.check()
+        """Check here (what the panel can see), then ask the daemon (backend, roots, what it sees on its disks).
+
+        Returns the local answer; `validated` carries the final one (the daemon's, when it is asked)."""
+        values = self.values()
+        error = self.check(values)
+        if error is not None or self.remote_validate is None or values.use_roto:
+            self.show_error(error)
+            self.validated.emit(error)
+            return error
+        self._ticket += 1
+        self._set_message("Asking the daemon…", "")
+        values.output = self.output_template(values)
+        self.remote_validate(lambda: self.build(values, write_roto=False), self._ticket)
+        return None
+
+    def daemon_answered(self, ticket: int, error: Optional[errors.VoidlinkError]) -> None:
+        """The daemon's answer to `validate` (dropped when the form changed since it was asked)."""
+        if ticket != self._ticket:
+            return
         self.show_error(error)
         self.validated.emit(error)
-        return error
+
+    def confirm_overwrite(self, template: str, present: list[str]) -> bool:
+        """Ask before a job replaces files already at its output."""
+        box = QtWidgets.QMessageBox(self)
+        box.setIcon(QtWidgets.QMessageBox.Icon.Warning)
+        box.setWindowTitle("Replace the existing result?")
+        box.setText(f"{len(present)} frame(s) already exist at {template}.")
+        box.setInformativeText("Replace them with this job's result? (A failed or cancelled job keeps them.)")
+        box.setStandardButtons(QtWidgets.QMessageBox.StandardButton.Yes | QtWidgets.QMessageBox.StandardButton.No)
+        box.setDefaultButton(QtWidgets.QMessageBox.StandardButton.No)
+        box.setObjectName("voidlink-overwrite")
+        answer = box.exec()
+        box.deleteLater()
+        return answer == QtWidgets.QMessageBox.StandardButton.Yes
 
     def submit(self) -> bool:
         """Check, then hand a spec builder to whoever submits (the worker runs it, roto writing included)."""
@@ -323,8 +492,15 @@ class JobForm(QtWidgets.QWidget):
         if error is not None:
             self.validated.emit(error)
             return False
-        self.message.setStyleSheet("")
-        self.message.setText("Submitting…")
+        present = existing_frames(values.output, values.first, values.last) if values.output else []
+        if present and not self.confirm_overwrite(values.output, present):
+            self._set_message("Not submitted: the existing result stays. Choose another output.", "warning")
+            self.output.edit.setStyleSheet(WARNING_STYLE)
+            return False
+        values.output = self.output_template(values)  # the default's version is fixed now, once
+        self.taken.add(values.output)
+        self._update_output_hint(values.plate)
+        self._set_message("Submitting…", "")
         self.submit_button.setEnabled(False)  # one job per click: enabled again when the daemon has answered
         # The worker rasterises a copy: the user may go on drawing while it writes the mattes.
         document = roto.RotoDocument.from_dict(self.document.to_dict()) if self.document is not None else None

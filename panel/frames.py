@@ -25,8 +25,37 @@ QUADMASK_COLOURS = {
 }
 
 
-def to_display(pixels: np.ndarray, linear: bool = True, exposure: float = 0.0) -> np.ndarray:
-    """Float RGB (scene-linear unless `linear` is False) → display sRGB uint8, highlights rolled off."""
+# The viewer's channel views, as Nuke's and Resolve's viewers name them.
+CHANNELS = ("rgb", "r", "g", "b", "a", "luminance")
+_REC709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
+
+
+def pick_channel(rgb: np.ndarray, channel: str, alpha: Optional[np.ndarray] = None) -> np.ndarray:
+    """The (H, W, 3) float image a channel view shows: one channel repeated as grey, or RGB as it is.
+    A frame with no alpha shows A as black, as a host's viewer does."""
+    if channel == "rgb":
+        return rgb
+    if channel == "a":
+        grey = alpha[..., 0] if alpha is not None else np.zeros(rgb.shape[:2], np.float32)
+    elif channel == "luminance":
+        grey = rgb @ _REC709
+    else:
+        grey = rgb[..., "rgb".index(channel)]
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def to_display(
+    pixels: np.ndarray,
+    linear: bool = True,
+    exposure: float = 0.0,
+    gamma: float = 1.0,
+    channel: str = "rgb",
+    alpha: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """Float RGB (scene-linear unless `linear` is False) → display sRGB uint8, highlights rolled off.
+
+    Exposure (stops) and gamma act on the values before the display encoding, as a host viewer's
+    f-stop and gamma knobs do, so a gamma of 1 and exposure of 0 show the plate as the backends see it."""
     from voidlink.media.colour import roll_off, srgb_encode
 
     rgb = np.asarray(pixels, np.float32)
@@ -34,9 +63,13 @@ def to_display(pixels: np.ndarray, linear: bool = True, exposure: float = 0.0) -
         rgb = rgb[..., None]
     if rgb.shape[2] == 1:
         rgb = np.repeat(rgb, 3, axis=2)
-    rgb = rgb[..., :3]
+    rgb = pick_channel(rgb[..., :3], channel, alpha)
+    if exposure:
+        rgb = rgb * np.float32(2.0**exposure)
+    if gamma != 1.0 and gamma > 0:
+        rgb = np.power(np.maximum(rgb, 0.0), np.float32(1.0 / gamma))
     if linear:
-        rgb = roll_off(srgb_encode(rgb * np.float32(2.0**exposure)))
+        rgb = roll_off(srgb_encode(rgb))
     return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -66,8 +99,12 @@ class ClipReader:
         except Exception:  # a pattern whose folder is gone
             return False
 
-    def read(self, frame: int, matte: bool = False) -> tuple[np.ndarray, bool]:
-        """(pixels float32 (H, W, C), scene_linear) for `frame`; raises the media layer's errors."""
+    def read(self, frame: int, matte: bool = False, channels: str = "") -> tuple[np.ndarray, bool]:
+        """(pixels float32 (H, W, C), scene_linear) for `frame`; raises the media layer's errors.
+
+        A matte's channel is the one the daemon takes for the same clip options (`channels`, empty:
+        alpha, else a single channel, else luminance): read_image applies the media layer's
+        select_channels, the rule both ends share, so the viewer never refuses a matte the daemon takes."""
         if self.movie:
             import cv2
             from voidlink.media.image import read_movie_frame
@@ -79,14 +116,38 @@ class ClipReader:
         from voidlink.media.image import read_image
 
         path = self.file_for(frame)
-        image = read_image(path, "alpha" if matte else "rgb", matte=matte, field="viewer", frame=frame)
-        linear = not path.lower().endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dpx"))
-        return image.pixels, linear
+        image = read_image(path, channels if matte else (channels or "rgb"), matte=matte, field="viewer", frame=frame)
+        return image.pixels, _linear(path)
+
+    def read_view(self, frame: int) -> tuple[np.ndarray, Optional[np.ndarray], bool]:
+        """(RGB (H, W, 3), alpha (H, W, 1) or None, scene_linear): what the viewer shows of a plate or result.
+        The channels are found by the shared rule (select_channels) in one read of the file."""
+        if self.movie:
+            return self.read(frame)[0], None, False
+        from voidlink.media.image import read_image, select_channels
+
+        from voidlink.errors import InvalidInput
+
+        path = self.file_for(frame)
+        image = read_image(path, "all", field="viewer", frame=frame)
+        rgb_index, _ = select_channels(image.spec, "rgb", matte=False, field="viewer", path=path, frame=frame)
+        try:
+            alpha_index, _ = select_channels(image.spec, "alpha", matte=True, field="viewer", path=path, frame=frame)
+        except InvalidInput:
+            alpha_index = None
+        rgb = np.take(image.pixels, rgb_index, axis=2)
+        alpha = np.take(image.pixels, alpha_index, axis=2) if alpha_index else None
+        return rgb, alpha, _linear(path)
 
     def close(self) -> None:
         if self._capture is not None:
             self._capture.release()
             self._capture = None
+
+
+def _linear(path: str) -> bool:
+    """Display-referred file types are shown as they are; everything else (EXR) is scene-linear."""
+    return not path.lower().endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dpx"))
 
 
 def quadmask_overlay(plate_rgb: np.ndarray, quadmask: np.ndarray, opacity: float = 0.55) -> np.ndarray:

@@ -11,7 +11,9 @@ from voidlink.protos.vocabulary import TERMINAL, state_name
 
 from .qt import QtCore, QtGui, QtWidgets, Signal
 
-COLUMNS = ("Job", "Name", "State", "Progress", "ETA", "Output")
+QAction = getattr(QtGui, "QAction", None) or QtWidgets.QAction  # QtWidgets' in Qt 5
+
+COLUMNS = ("Job", "Name", "State", "Progress", "ETA", "Submitted", "Output")
 STATE_COLOURS = {
     "queued": QtGui.QColor(150, 150, 150),
     "running": QtGui.QColor(70, 140, 255),
@@ -19,6 +21,22 @@ STATE_COLOURS = {
     "failed": QtGui.QColor(220, 60, 60),
     "cancelled": QtGui.QColor(200, 150, 40),
 }
+
+
+def format_submitted(created_at: float, now: Optional[float] = None) -> str:
+    """When a job was submitted: the time of day today, else the date and time."""
+    if created_at <= 0:
+        return ""
+    now = time.time() if now is None else now
+    when = time.localtime(created_at)
+    if time.strftime("%Y-%m-%d", when) == time.strftime("%Y-%m-%d", time.localtime(now)):
+        return time.strftime("%H:%M:%S", when)
+    return time.strftime("%Y-%m-%d %H:%M", when)
+
+
+def open_folder_with_desktop(folder: str) -> bool:
+    """Open a folder in the desktop's file browser; False when none could be started."""
+    return bool(QtGui.QDesktopServices.openUrl(QtCore.QUrl.fromLocalFile(folder)))
 
 
 def format_eta(seconds: float) -> str:
@@ -44,10 +62,9 @@ class QueueView(QtWidgets.QWidget):
         super().__init__(parent)
         self.jobs: dict[str, pb.Job] = {}
         self._order: list[str] = []
-        # How "open output folder" opens it; a host or a test may replace it.
-        self.open_folder: Callable[[str], None] = lambda folder: QtGui.QDesktopServices.openUrl(
-            QtCore.QUrl.fromLocalFile(folder)
-        )
+        # How "open output folder" opens it (False: it could not); a host or a test may replace it.
+        self.open_folder: Callable[[str], Optional[bool]] = open_folder_with_desktop
+        self.problem = ""  # the last action's failure, shown under the table until the selection changes
         self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
@@ -77,6 +94,9 @@ class QueueView(QtWidgets.QWidget):
         self.open_button.clicked.connect(self._open)
         self.view_button.clicked.connect(self._view)
         self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.table.setContextMenuPolicy(QtCore.Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._context_menu)
+        self.table.cellDoubleClicked.connect(self._double_clicked)
         self._update_buttons()
 
     # -- data ----------------------------------------------------------------------------------
@@ -132,6 +152,7 @@ class QueueView(QtWidgets.QWidget):
                 state + (f" · {job.stage}" if state == "running" and job.stage else ""),
                 None,
                 format_eta(job.eta_seconds) if state == "running" else "",
+                format_submitted(job.created_at),
                 job.result.output_pattern or job.spec.output.path_template,
             )
             for column, text in enumerate(values):
@@ -168,6 +189,8 @@ class QueueView(QtWidgets.QWidget):
             self.detail.setText("")
             return
         lines = [f"{job.id}  {state_name(job.state)}"]
+        if self.problem:
+            lines.insert(0, self.problem)
         if job.error.message:
             lines.append(job.error.message)
         elif job.message:
@@ -182,6 +205,8 @@ class QueueView(QtWidgets.QWidget):
     # -- actions -------------------------------------------------------------------------------
 
     def _selection_changed(self) -> None:
+        self.problem = ""
+        self.detail.setStyleSheet("")
         self._update_buttons()
         self.selection_changed.emit(self.selected())
 
@@ -197,8 +222,71 @@ class QueueView(QtWidgets.QWidget):
 
     def _open(self) -> None:
         job = self.selected()
-        if job is not None and self._output_folder(job):
-            self.open_folder(self._output_folder(job))
+        if job is None or not self._output_folder(job):
+            return
+        folder = self._output_folder(job)
+        if not os.path.isdir(folder):
+            self.show_problem(f"Open output folder: {folder} does not exist (yet): the job has written nothing there")
+            return
+        try:
+            opened = self.open_folder(folder)
+        except OSError as error:
+            self.show_problem(f"Open output folder: {folder}: {error.strerror or error}")
+            return
+        if opened is False:
+            self.show_problem(
+                f"Open output folder: no program here opens folders (no desktop file browser); the folder is {folder}"
+            )
+
+    def show_problem(self, message: str) -> None:
+        """A failed action, shown in the panel (red, above the selected job's details)."""
+        self.problem = message
+        self._update_buttons()
+        self.detail.setStyleSheet("color: #d33")
+        if self.selected() is None:
+            self.detail.setText(message)
+
+    def cancel_selected(self) -> None:
+        """Del: cancel the selected job (when it has not ended)."""
+        job = self.selected()
+        if job is not None and job.state not in TERMINAL:
+            self.cancel_requested.emit(job.id)
+
+    def _double_clicked(self, row: int, _column: int) -> None:
+        self.table.selectRow(row)
+        self._view()
+
+    def view_selected(self) -> None:
+        """Enter: show the selected job in the viewer."""
+        self._view()
+
+    def context_actions(self) -> list[QtGui.QAction]:
+        """The right-click menu's actions for the selected job (enabled as the buttons are)."""
+        job = self.selected()
+        entries = (
+            ("View", self._view, self.view_button.isEnabled()),
+            ("Cancel", self._cancel, self.cancel_button.isEnabled()),
+            ("Re-submit", self._resubmit, self.resubmit_button.isEnabled()),
+            ("Open output folder", self._open, self.open_button.isEnabled()),
+            ("Copy job id", lambda: QtWidgets.QApplication.clipboard().setText(job.id if job else ""), job is not None),
+        )
+        actions = []
+        for text, slot, enabled in entries:
+            action = QAction(text, self)
+            action.setEnabled(enabled)
+            action.triggered.connect(slot)
+            actions.append(action)
+        return actions
+
+    def _context_menu(self, point: QtCore.QPoint) -> None:
+        row = self.table.rowAt(point.y())
+        if row >= 0:
+            self.table.selectRow(row)
+        menu = QtWidgets.QMenu(self)
+        for action in self.context_actions():
+            menu.addAction(action)
+        menu.exec(self.table.viewport().mapToGlobal(point))
+        menu.deleteLater()
 
     def _view(self) -> None:
         job = self.selected()

@@ -33,6 +33,7 @@ class JobService(QtCore.QObject):
     job_ready = Signal(object)  # pb.Job asked for with `fetch`
     unreachable = Signal(str)  # no daemon answers: the message (a local one can be started)
     daemon_ready = Signal()  # `start_daemon` has a daemon serving
+    checked = Signal(int, object)  # `validate`'s ticket and None (the daemon would take it) or the VoidlinkError
 
     def __init__(self, address: Optional[str] = None, parent: Optional[QtCore.QObject] = None) -> None:
         super().__init__(parent)
@@ -79,6 +80,20 @@ class JobService(QtCore.QObject):
             self.watch(job.id, plan)
 
         return self._run(work, "submit")
+
+    def validate(self, spec: Union[pb.JobSpec, Callable[[], pb.JobSpec]], ticket: int = 0) -> threading.Thread:
+        """Have the daemon check a spec as it would a submit, queueing nothing; `checked` carries (ticket, None
+        or the error)."""
+
+        def work() -> None:
+            try:
+                self.client.validate(spec() if callable(spec) else spec)
+            except errors.VoidlinkError as error:
+                self.checked.emit(ticket, error)
+                return
+            self.checked.emit(ticket, None)
+
+        return self._run(work, "validate")
 
     def _transfer(self, event: pb.JobEvent) -> None:
         if event.job_id:  # an older daemon takes frames before the job exists: nothing to show them on

@@ -8,8 +8,10 @@ wrong, with the same field names and the same messages the daemon would send bac
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Optional
 
+from voidlink.bridge.spec import default_output
 from voidlink.protos import pb
 from voidlink.protos.clips import SequencePattern, clip_media
 
@@ -25,6 +27,59 @@ FORM_FIELDS = {
     "spec.params.backend": "backend",
     "spec.params.prompt": "prompt",
 }
+
+
+# What the user sees each form field called (the form's own labels).
+FIELD_LABELS = {
+    "plate": "Plate",
+    "mask": "Object matte",
+    "affected": "Affected matte",
+    "frames": "Frames",
+    "output": "Output",
+    "backend": "Backend",
+    "prompt": "Prompt",
+}
+
+
+def user_message(error: VoidlinkError) -> str:
+    """The error worded with the form's labels: "spec.source.otio_json: no clip" reads "Plate: no clip"."""
+    text = str(error)
+    name = form_field(error.field or "")
+    head, sep, rest = text.partition(": ")
+    if sep and head.startswith("spec.") and (name or form_field(head)):
+        return f"{FIELD_LABELS[name or form_field(head)]}: {rest}"
+    if name:  # a message that names no field ("void: no CUDA device …"): say which one it is about
+        return f"{FIELD_LABELS[name]}: {text}"
+    return text
+
+
+def versioned_output(plate: str, taken: Iterable[str] = ()) -> str:
+    """`<plate folder>/void/<stem>_void_v001.####.exr` at the first version with no file on disk (a frame, a
+    staging folder's frame) and not in `taken` (outputs of jobs queued but not written yet)."""
+    base = default_output(plate)  # <folder>/void/<stem>_void.####.exr
+    folder, name = os.path.split(base)
+    stem = name[: -len(".####.exr")]
+    try:
+        present = os.listdir(folder)
+    except OSError:
+        present = []
+    claimed = {os.path.normpath(t) for t in taken}
+    version = 1
+    while True:
+        head = f"{stem}_v{version:03d}."
+        template = os.path.join(folder, f"{head}####.exr")
+        if os.path.normpath(template) not in claimed and not any(n.startswith(head) for n in present):
+            return template
+        version += 1
+
+
+def existing_frames(template: str, first: int, last: int) -> list[str]:
+    """Files of the frames first..last already at an output template (what a submit would replace)."""
+    pattern = SequencePattern.parse(template)
+    if pattern is None:
+        return [template] if os.path.exists(template) else []
+    pattern = pattern if pattern.padding else pattern.with_padding(4)
+    return [pattern.path(f) for f in range(first, last + 1) if os.path.exists(pattern.path(f))]
 
 
 def form_field(spec_field: str) -> str:

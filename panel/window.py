@@ -15,12 +15,13 @@ from . import roto
 from .autosave import RotoAutosave
 from .form import FormValues, JobForm
 from .frames import ClipReader
-from .qt import QtCore, QtWidgets, Signal
+from .qt import QtCore, QtGui, QtWidgets, Signal
 from .queue import QueueView
 from .service import JobService
 from .viewer import Viewer
 
 TABS = ("job", "viewer", "queue")
+QShortcut = getattr(QtGui, "QShortcut", None) or QtWidgets.QShortcut  # QtWidgets' in Qt 5
 REFRESH_MS = 1000
 
 
@@ -68,6 +69,9 @@ class PanelWindow(QtWidgets.QWidget):
         layout.addLayout(status)
         self.resize(980, 680)
 
+        self.form.remote_validate = self.service.validate
+        self.service.checked.connect(self.form.daemon_answered)
+        self.form.clips_changed.connect(self.follow_form)
         self.form.submit_requested.connect(self.service.submit)
         self.form.submit_requested.connect(self._submitting)
         self.viewer.canvas.shapes_changed.connect(self.autosave.changed)
@@ -89,6 +93,7 @@ class PanelWindow(QtWidgets.QWidget):
         self.queue.cancel_requested.connect(self.service.cancel)
         self.queue.resubmit_requested.connect(self.service.resubmit)
         self.queue.view_requested.connect(self.show_job)
+        self._shortcuts()
         self.timer = QtCore.QTimer(self)
         self.timer.setInterval(refresh_ms)
         self.timer.timeout.connect(self.service.refresh)
@@ -103,6 +108,35 @@ class PanelWindow(QtWidgets.QWidget):
         if values.plate:
             self.preview()
         self.show_tab("job")
+
+    def _shortcuts(self) -> None:
+        """The hosts' habits: Ctrl+Enter submits the form; in the queue Del cancels and Enter views the job."""
+        keys = QtGui.QKeySequence
+        for sequence in ("Ctrl+Return", "Ctrl+Enter"):
+            shortcut = QShortcut(keys(sequence), self.form)
+            shortcut.setContext(QtCore.Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(self.form.submit)
+        for sequence, slot in (
+            ("Del", self.queue.cancel_selected),
+            ("Return", self.queue.view_selected),
+            ("Enter", self.queue.view_selected),
+        ):
+            shortcut = QShortcut(keys(sequence), self.queue.table)
+            shortcut.setContext(QtCore.Qt.ShortcutContext.WidgetShortcut)
+            shortcut.activated.connect(slot)
+
+    def follow_form(self) -> None:
+        """The viewer shows the form's clips as they are now (the tab stays where the user is)."""
+        values = self.form.values()
+        if not values.plate:
+            return
+        self.viewer.set_clips(
+            before=values.plate,
+            first=values.first,
+            last=values.last,
+            mask="" if values.use_roto else values.mask,
+            affected="" if values.use_roto else values.affected,
+        )
 
     def show_tab(self, name: str) -> None:
         self.tabs.setCurrentIndex(TABS.index(name))
@@ -152,7 +186,12 @@ class PanelWindow(QtWidgets.QWidget):
         self.show_tab("viewer")
 
     def show_job(self, job: pb.Job) -> None:
-        """A job's plate before/after its result (or its quadmask while it has none)."""
+        """A job's plate before/after its result (or its quadmask while it has none).
+
+        A job from the queue's list is a summary (no clips): the whole job is fetched first."""
+        if not job.spec.source.otio_json.strip():
+            self.open_job(job.id)
+            return
         frames = job.result.frames if job.result.output_pattern else job.spec.frames
         first, last = int(frames.first), int(frames.last)
         self.viewer.set_clips(
@@ -163,6 +202,8 @@ class PanelWindow(QtWidgets.QWidget):
             mask=clip_path(job.spec.mask),
             affected=clip_path(job.spec.affected),
             mask_is_quadmask=job.spec.mask.matte.is_quadmask,
+            mask_channels=job.spec.mask.channels,
+            affected_channels=job.spec.affected.channels,
         )
         self.viewer.set_mode("wipe" if job.result.output_pattern else "quadmask")
         self.show_tab("viewer")
@@ -203,6 +244,7 @@ class PanelWindow(QtWidgets.QWidget):
     def _submitted(self, job: pb.Job) -> None:
         self._resave_roto()
         self.mine.add(job.id)
+        self.form.taken.add(job.spec.output.path_template)
         self.queue.update_job(job)
         self.queue.select(job.id)
         self.form.message.setStyleSheet("")
@@ -226,6 +268,7 @@ class PanelWindow(QtWidgets.QWidget):
         self.start_button.setVisible(False)
         self.connection.setText(f"daemon {self.service.address} · {len(jobs)} job(s)")
         self.queue.update_jobs(jobs)
+        self.form.taken.update(job.spec.output.path_template for job in jobs if job.spec.output.path_template)
         for job in jobs:  # follow running jobs started elsewhere too, for live progress
             if job.state not in TERMINAL:
                 self.service.watch(job.id)

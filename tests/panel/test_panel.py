@@ -19,6 +19,7 @@ from voidlink.panel.form import FormValues, sequence_pattern_for  # noqa: E402
 from voidlink.panel.frames import QUADMASK_COLOURS, to_display  # noqa: E402
 from voidlink.panel.qt import QtCore, QtGui, QtWidgets  # noqa: E402
 from voidlink.panel.queue import format_eta  # noqa: E402
+from voidlink.panel.validate import user_message  # noqa: E402
 from voidlink.panel.window import PanelWindow, save_screenshot  # noqa: E402
 from voidlink.protos import pb  # noqa: E402
 
@@ -59,7 +60,8 @@ def test_form_checks_with_the_daemons_messages_then_submits(window, served, qtbo
         form.set_values(values)
         error = form.validate()
         assert error is not None and error.reason == reason, (change, error)
-        assert form.message.text() == str(error)
+        # Worded with the form's labels ("Frames: …", not "spec.source: …").
+        assert form.message.text() == user_message(error) and not form.message.text().startswith("spec.")
         # What the daemon answers for the very same spec, word for word.
         with pytest.raises(errors.VoidlinkError) as refused:
             client.submit(form.build(values))
@@ -73,7 +75,9 @@ def test_form_checks_with_the_daemons_messages_then_submits(window, served, qtbo
     assert "border" in form.mask.edit.styleSheet()  # the field to fix is marked
 
     form.set_values(good)
-    assert form.validate() is None
+    with qtbot.waitSignal(form.validated) as checked:  # asked of the daemon too
+        assert form.validate() is None
+    assert checked.args == [None] and form.message.text() == "Ready to submit."
     with qtbot.waitSignal(window.job_finished, timeout=JOB_TIMEOUT_MS) as finished:
         qtbot.mouseClick(form.submit_button, QtCore.Qt.MouseButton.LeftButton)
     job = finished.args[0]
@@ -315,9 +319,9 @@ def test_viewer_names_the_file_and_frame_it_cannot_read(qtbot, tmp_path):
 
 
 def test_wide_frames_are_shown_subsampled_at_their_full_geometry(qtbot, tmp_path, monkeypatch):
-    from voidlink.panel import viewer as viewer_module
+    from voidlink.panel import cache as cache_module
 
-    monkeypatch.setattr(viewer_module, "DISPLAY_MAX_WIDTH", 40)  # as a 4K plate is against the real limit
+    monkeypatch.setattr(cache_module, "DISPLAY_MAX_WIDTH", 40)  # as a 4K plate is against the real limit
     shot = write_shot(tmp_path / "src", frames=2)
     panel = PanelWindow("127.0.0.1:9", refresh_ms=0)
     qtbot.addWidget(panel)
@@ -423,3 +427,21 @@ def test_a_thousand_refreshes_edits_and_frames_keep_none_alive(qtbot, tmp_path):
     assert sorted(shape.keys) == [0, *range(shot.first, shot.last + 1)]  # the edits did happen
     assert len(panel.queue.jobs) == len(jobs) + 1 and panel.queue.jobs["live-job"].frames_total == 40
     panel.close()
+
+
+def test_a_job_viewed_from_the_queues_list_is_fetched_whole_first(window, served, qtbot, tmp_path):
+    """ListJobs gives summaries (no clips): viewing one asks the daemon for the whole job, then shows it."""
+    from voidlink.bridge import build_spec
+
+    shot = write_shot(tmp_path / "sh", frames=2, width=48, height=32)
+    client = served.client()
+    spec = build_spec(shot.plate, shot.mask, backend="classical", output=tmp_path / "out" / "c.####.exr")
+    spec.mask.channels = "Y"
+    job = client.wait(client.submit(spec).id)
+    (summary,) = [j for j in client.jobs() if j.id == job.id]
+    assert not summary.spec.source.otio_json  # what the queue holds
+    with qtbot.waitSignal(window.viewer.frame_shown, timeout=15_000):
+        window.queue.view_requested.emit(summary)
+    source = window.viewer.source
+    assert source.before.path == shot.plate and source.mask.path == shot.mask
+    assert source.mask_channels == "Y"

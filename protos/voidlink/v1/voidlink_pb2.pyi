@@ -347,12 +347,14 @@ class TransferProgress(_message.Message):
     def __init__(self, direction: _Optional[str] = ..., files_done: _Optional[int] = ..., files_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., bytes_reused: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("spec", "upload_follows")
+    __slots__ = ("spec", "upload_follows", "validate_only")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     UPLOAD_FOLLOWS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
     upload_follows: bool
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., upload_follows: bool = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., upload_follows: bool = ..., validate_only: bool = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job",)
