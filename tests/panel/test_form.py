@@ -175,5 +175,6 @@ def test_the_viewer_follows_the_form(qtbot, window, tmp_path):
     form.plate.setText(first.plate)
     with qtbot.waitSignal(form.clips_changed, timeout=5_000):
         form.plate.setText(second.plate)
-    assert window.viewer.before_reader is not None and window.viewer.before_reader.path == second.plate
+    before = window.viewer.source.before
+    assert before is not None and before.path == second.plate
     assert (window.viewer.first, window.viewer.last) == (second.first, second.last)
