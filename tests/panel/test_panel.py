@@ -217,6 +217,19 @@ def test_cli_screenshot_of_a_job(served, tmp_path):
     assert (image.width(), image.height()) == (900, 600)
     colours = {image.pixel(x, y) for x in range(0, 900, 7) for y in range(0, 600, 7)}
     assert len(colours) > 50  # the plate and result are drawn, not an empty window
+    # The viewer's channel view and zoom, for the docs' screenshots: the alpha of an RGB plate is black.
+    alpha = tmp_path / "shots" / "alpha.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "voidlink", "panel", "--address", served.address, "--job", result.job_id]
+        + ["--screenshot", str(alpha), "--size", "900x600", "--channel", "a", "--zoom", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    shown = QtGui.QImage(str(alpha))
+    assert len({shown.pixel(x, y) for x in range(0, 900, 7) for y in range(0, 600, 7)}) < len(colours)
     missing = subprocess.run(
         [sys.executable, "-m", "voidlink", "panel", "--address", served.address, "--job", "nope"]
         + ["--screenshot", str(tmp_path / "none.png")],

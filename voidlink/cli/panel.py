@@ -18,6 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tab", choices=TABS, help="the tab to show (default: viewer with --job, else job)")
     parser.add_argument("--plate", help="pre-fill the form with this plate (a sequence pattern or a movie)")
     parser.add_argument("--size", default="1100x720", help="window size WIDTHxHEIGHT (default 1100x720)")
+    parser.add_argument(
+        "--channel", choices=("rgb", "r", "g", "b", "a", "luminance"), help="the viewer's channel view"
+    )
+    parser.add_argument("--zoom", type=float, help="the viewer's zoom (1: one image pixel per screen pixel)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,15 +62,31 @@ def run(args: argparse.Namespace) -> int:
             window.connection.setText(str(error))
     if args.tab:
         window.show_tab(args.tab)
+    if args.zoom is not None and args.zoom <= 0:
+        raise InvalidInput(f"--zoom {args.zoom:g} is not a positive zoom", reason="BAD_VALUE", field="zoom")
     if args.screenshot:
+        window.show()  # laid out at its size first: a zoom is about the viewer's centre
         if args.job:
             _wait_for_frame(app, window.viewer)
+        if _set_view(window, args) and args.job:
+            _wait_for_frame(app, window.viewer)  # drawn again in the channel asked for
         path = save_screenshot(window, args.screenshot)
         print(path)
         window.close()  # stops the panel's threads before Qt and Python tear down
         return 0
+    _set_view(window, args)
     window.show()
     return int(app.exec())
+
+
+def _set_view(window, args: argparse.Namespace) -> bool:
+    """The viewer's channel view and zoom as asked; True when the channel changed (the frame is redrawn)."""
+    if args.zoom:
+        window.viewer.canvas.set_zoom(args.zoom)
+    if args.channel and args.channel != "rgb":
+        window.viewer.set_channel(args.channel)
+        return True
+    return False
 
 
 def _wait_for_frame(app, viewer, seconds: float = 10.0) -> None:
