@@ -147,6 +147,14 @@ PARAMS = (
     ParamDescriptor(
         "compression", "compression", "choice", "zip", "EXR compression", choices=COMPRESSIONS, group="output"
     ),
+    ParamDescriptor(
+        "layers",
+        "write layers",
+        "bool",
+        False,
+        "also write the change in the output EXR: void.delta (result - plate), void.change, void.quadmask",
+        group="output",
+    ),
     ParamDescriptor("priority", "priority", "int", 0, "higher runs first", group="output"),
 )
 PARAMS_BY_NAME = {param.name: param for param in PARAMS}
@@ -391,6 +399,7 @@ class RemoveEffect:
             priority=params["priority"],
             pixel_type=params["pixel_type"],
             compression=params["compression"],
+            layers=params["layers"],
             resample_mattes=params["resample_mattes"],
             name=self.name,
             dilate=params["mask_dilate"],

@@ -96,6 +96,7 @@ def build_spec(
     pixel_type: str = "auto",
     compression: str = "zip",
     write_quadmask: bool = True,
+    layers: bool = False,
     resample_mattes: bool = False,
     name: str = "",
     dilate: int = 0,
@@ -109,7 +110,8 @@ def build_spec(
 
     `seed`: None or -1 for the backend's default. `overwrite=True` lets the job replace files at its
     output that voidlink did not write (without it the daemon refuses them: `errors.OutputExists`);
-    earlier voidlink results are replaced either way, and a job's own sources never."""
+    earlier voidlink results are replaced either way, and a job's own sources never. `layers=True`
+    also writes the change as layers in the output EXR (void.delta.R/G/B, void.change, void.quadmask)."""
     quality_value = vocabulary.QUALITY.value(quality, "quality")
     crop_value = vocabulary.CROP_MODE.value(crop, "crop")
     pixel_value = vocabulary.PIXEL_TYPE.value(pixel_type, "pixel_type")
@@ -149,6 +151,7 @@ def build_spec(
             pixel_type=pixel_value,
             compression=compression_value,
             write_quadmask=write_quadmask,
+            write_layers=layers,
             overwrite=overwrite,
         ),
     )

@@ -46,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", default="zip", choices=vocabulary.COMPRESSION.offered)
     parser.add_argument("--resample-mattes", action="store_true", help="resample mattes of another size to the plate")
     parser.add_argument(
+        "--layers",
+        action="store_true",
+        help="also write the change in the output EXR: void.delta.R/G/B (result - plate), void.change, void.quadmask",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace files at the output that voidlink did not write (refused without it; earlier voidlink "
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         priority=args.priority,
         pixel_type=args.pixel_type,
         compression=args.compression,
+        layers=args.layers,
         resample_mattes=args.resample_mattes,
         name=args.name,
         dilate=args.dilate,

@@ -152,7 +152,7 @@ class JobParams(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., backend: _Optional[str] = ..., passes: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., seed: _Optional[int] = ..., quality: _Optional[_Union[Quality, str]] = ..., crop_mode: _Optional[_Union[CropMode, str]] = ..., priority: _Optional[int] = ..., resample_mattes: bool = ...) -> None: ...
 
 class OutputSpec(_message.Message):
-    __slots__ = ("path_template", "pixel_type", "compression", "colorspace", "write_quadmask", "quadmask_template", "write_raw", "raw_template", "stream_back", "overwrite")
+    __slots__ = ("path_template", "pixel_type", "compression", "colorspace", "write_quadmask", "quadmask_template", "write_raw", "raw_template", "stream_back", "overwrite", "write_layers")
     PATH_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     PIXEL_TYPE_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +163,7 @@ class OutputSpec(_message.Message):
     RAW_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     STREAM_BACK_FIELD_NUMBER: _ClassVar[int]
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    WRITE_LAYERS_FIELD_NUMBER: _ClassVar[int]
     path_template: str
     pixel_type: PixelType
     compression: Compression
@@ -173,7 +174,8 @@ class OutputSpec(_message.Message):
     raw_template: str
     stream_back: bool
     overwrite: bool
-    def __init__(self, path_template: _Optional[str] = ..., pixel_type: _Optional[_Union[PixelType, str]] = ..., compression: _Optional[_Union[Compression, str]] = ..., colorspace: _Optional[str] = ..., write_quadmask: bool = ..., quadmask_template: _Optional[str] = ..., write_raw: bool = ..., raw_template: _Optional[str] = ..., stream_back: bool = ..., overwrite: bool = ...) -> None: ...
+    write_layers: bool
+    def __init__(self, path_template: _Optional[str] = ..., pixel_type: _Optional[_Union[PixelType, str]] = ..., compression: _Optional[_Union[Compression, str]] = ..., colorspace: _Optional[str] = ..., write_quadmask: bool = ..., quadmask_template: _Optional[str] = ..., write_raw: bool = ..., raw_template: _Optional[str] = ..., stream_back: bool = ..., overwrite: bool = ..., write_layers: bool = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("name", "source", "mask", "affected", "frames", "params", "output", "labels")
@@ -431,18 +433,20 @@ class Device(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., description: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class BackendInfo(_message.Message):
-    __slots__ = ("name", "available", "reason", "detail", "loaded")
+    __slots__ = ("name", "available", "reason", "detail", "loaded", "licences")
     NAME_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     LOADED_FIELD_NUMBER: _ClassVar[int]
+    LICENCES_FIELD_NUMBER: _ClassVar[int]
     name: str
     available: bool
     reason: str
     detail: str
     loaded: bool
-    def __init__(self, name: _Optional[str] = ..., available: bool = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ..., loaded: bool = ...) -> None: ...
+    licences: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., available: bool = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ..., loaded: bool = ..., licences: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class QueueInfo(_message.Message):
     __slots__ = ("queued", "running")
