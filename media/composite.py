@@ -23,6 +23,12 @@ def paste(plan: ProcessingPlan, result: np.ndarray, frame_shape: tuple[int, int]
     return out
 
 
+def blend_weight(alpha: np.ndarray, changed: Optional[np.ndarray] = None) -> np.ndarray:
+    """How much of the fill each pixel takes (H, W) 0-1: the feathered mask, times the backend's own
+    change mask when it gives one."""
+    return alpha if changed is None else alpha * np.clip(changed, 0.0, 1.0)
+
+
 def composite(
     source: np.ndarray, rgb: list[int], filled: np.ndarray, alpha: np.ndarray, changed: Optional[np.ndarray] = None
 ) -> np.ndarray:
@@ -30,7 +36,7 @@ def composite(
     `filled` (H, W, 3) in the source's colour space; `alpha` (H, W) 0–1; `changed` (H, W) 0–1 where
     the backend actually changed the frame (None: everywhere it was asked to)."""
     out = source.copy()
-    weight = alpha if changed is None else alpha * np.clip(changed, 0.0, 1.0)
+    weight = blend_weight(alpha, changed)
     inside = weight > 0
     if not inside.any():
         return out
@@ -47,3 +53,33 @@ def composite(
     channels[inside] = blended
     out[..., rgb] = channels
     return out
+
+
+# The change as layers beside RGB(A), for a compositor to grade or dial back: EXR names with a layer
+# prefix, which Nuke's Shuffle and Fusion's loader list as layers of their own.
+DELTA_CHANNELS = ("void.delta.R", "void.delta.G", "void.delta.B")
+CHANGE_CHANNEL = "void.change"
+QUADMASK_CHANNEL = "void.quadmask"
+LAYER_CHANNELS = (*DELTA_CHANNELS, CHANGE_CHANNEL, QUADMASK_CHANNEL)
+LAYER_PREFIX = "void."
+
+
+def change_layers(
+    plate: np.ndarray, result: np.ndarray, rgb: list[int], weight: np.ndarray, quadmask: np.ndarray
+) -> np.ndarray:
+    """(H, W, 5) float32 in LAYER_CHANNELS order: result - plate on the colour channels (`rgb`, three
+    indices, repeated for a grey plate), the blend weight, and the quadmask's values / 255.
+
+    `result` should hold the values as written (already rounded to the file's pixel type) so that
+    plate + delta gives back the file's RGB. The delta is exactly 0 wherever the weight is 0, also on
+    a NaN/Inf plate pixel there; inside, a non-finite plate pixel counts as 0 (the fill replaced it)."""
+    rgb3 = list(rgb) * 3 if len(rgb) == 1 else list(rgb)
+    before = np.nan_to_num(plate[..., rgb3], nan=0.0, posinf=0.0, neginf=0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        delta = result[..., rgb3] - before
+    delta[weight <= 0] = 0.0
+    layers = np.empty((*weight.shape, len(LAYER_CHANNELS)), np.float32)
+    layers[..., :3] = delta
+    layers[..., 3] = weight
+    layers[..., 4] = quadmask.astype(np.float32) / 255.0
+    return layers

@@ -354,8 +354,12 @@ def output_spec(
     compression: str,
     path: str,
     attributes: Optional[Mapping[str, Union[str, int, float]]] = None,
+    channel_types: Optional[Mapping[str, str]] = None,
 ) -> oiio.ImageSpec:
     """A spec for writing: the template's windows and metadata, our pixel type and compression.
+
+    `channel_types`: a pixel type for some channels by name ("float" for a delta that must add back
+    exactly); the others get `pixel_type`. EXR only.
 
     `attributes` are added to the header (voidlink's own, `voidlink:*`); the template's `voidlink:*`
     attributes are not copied, so a plate that was itself a voidlink result never lends its record.
@@ -365,6 +369,8 @@ def output_spec(
     spec.full_x, spec.full_y = template.full_x, template.full_y
     spec.full_width, spec.full_height = template.full_width, template.full_height
     spec.channelnames = tuple(channel_names)
+    if channel_types:
+        spec.channelformats = tuple(oiio.TypeDesc(channel_types.get(name, pixel_type)) for name in channel_names)
     if "A" in channel_names:
         spec.alpha_channel = channel_names.index("A")
     for attr in template.extra_attribs:

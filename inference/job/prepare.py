@@ -50,6 +50,7 @@ class PreparedJob:
     crop_mode: str
     quadmask_output: Optional[SequencePattern] = None
     raw_output: Optional[SequencePattern] = None
+    layers: bool = False  # the change as extra channels in the output EXR
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -127,6 +128,7 @@ def prepare_job(spec: pb.JobSpec, *, guard: Optional[Confinement] = None) -> Pre
         crop_mode=_crop_mode(spec),
         quadmask_output=sides.get("quadmask"),
         raw_output=sides.get("raw"),
+        layers=_layers(spec, template),
     )
     if guard is not None:
         guard.check(prepared)
@@ -266,6 +268,20 @@ def _check_writable(folder: Path, label: str) -> None:
             field=label,
             file=str(folder),
         )
+
+
+def _layers(spec: pb.JobSpec, template: str) -> bool:
+    """Whether the job writes the change as layers; only an EXR holds named extra channels."""
+    if not spec.output.write_layers:
+        return False
+    if not template.lower().endswith(".exr"):
+        raise InvalidInput(
+            f"spec.output: layers are written into an EXR output, and {template} is not one: "
+            "write the result as .exr or leave layers off",
+            reason="BAD_VALUE",
+            field="spec.output.write_layers",
+        )
+    return True
 
 
 def _default_pixel_type(spec: Optional[oiio.ImageSpec], output_path: str) -> str:

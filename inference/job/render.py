@@ -210,21 +210,36 @@ class _StagedWriter:
     def write(self, loaded: Loaded, result: BackendResult) -> None:
         prepared = self.prepared
         _, source, qm = loaded
-        out = composite_frame(prepared, self.work, self.transform, source, qm, result)
+        out, weight = _composite(prepared, self.work, self.transform, source, qm, result)
+        layers = None
+        if prepared.layers:
+            # The delta is taken in the plate's colour space, from RGB as the file will hold it.
+            written = out if self.to_output is not None else _rounded(out, prepared.pixel_type)
+            layers = composite.change_layers(source.pixels, written, prepared.source.rgb, weight, qm)
         if self.to_output is not None:
             rgb_index = prepared.source.rgb
             converted = np.ascontiguousarray(out[..., rgb_index])
             self.to_output.applyRGB(converted)
             out[..., rgb_index] = converted
+        names = list(source.channels)
+        channel_types = None
+        if layers is not None:
+            # A layered plate (an earlier result) has ours already: they are replaced, not doubled.
+            kept = [i for i, name in enumerate(names) if not name.startswith(composite.LAYER_PREFIX)]
+            out = np.concatenate([out[..., kept], layers], axis=2)
+            names = [names[i] for i in kept] + list(composite.LAYER_CHANNELS)
+            # A float delta adds back onto a half plate exactly; the mattes are fine at the file's type.
+            channel_types = dict.fromkeys(composite.DELTA_CHANNELS, "float")
         target = staged_path(self.staging, "output", prepared.output, result.index)
         spec = image.output_spec(
             source.spec,
             out.shape[2],
-            source.channels,
+            names,
             prepared.pixel_type,
             prepared.compression,
             str(target),
             attributes={f"{image.OWN_PREFIX}{key}": value for key, value in self.made_by.items()},
+            channel_types=channel_types,
         )
         image.write_image(str(target), out, spec)
         if prepared.raw_output is not None:
@@ -246,6 +261,18 @@ def composite_frame(
 ) -> np.ndarray:
     """The backend's fill scaled and pasted back, out of model space, composited over the plate's
     pixels through the feathered quadmask (and the backend's own change mask, when it gives one)."""
+    return _composite(prepared, work, transform, source, qm, result)[0]
+
+
+def _composite(
+    prepared: PreparedJob,
+    work: ProcessingPlan,
+    transform: colour.ModelTransform,
+    source: image.ImageFrame,
+    qm: np.ndarray,
+    result: BackendResult,
+) -> tuple[np.ndarray, np.ndarray]:
+    """composite_frame's pixels and the blend weight each pixel took the fill with."""
     frame_shape = source.pixels.shape[:2]
     filled = transform.from_model(work.from_backend(np.asarray(result.image, np.float32)))
     filled = composite.paste(work, filled, frame_shape)
@@ -258,7 +285,15 @@ def composite_frame(
     rgb = prepared.source.rgb
     if len(set(rgb)) == 1:  # a grey plate read as R=G=B: write back one channel
         rgb, filled = rgb[:1], filled.mean(axis=2, keepdims=True)
-    return composite.composite(source.pixels, rgb, filled, alpha, changed)
+    return composite.composite(source.pixels, rgb, filled, alpha, changed), composite.blend_weight(alpha, changed)
+
+
+def _rounded(pixels: np.ndarray, pixel_type: str) -> np.ndarray:
+    """The pixels as a file of `pixel_type` holds them (half rounds; float is already exact)."""
+    if pixel_type == "half":
+        with np.errstate(over="ignore"):
+            return pixels.astype(np.float16).astype(np.float32)
+    return pixels
 
 
 def _preview_pixels(model: np.ndarray, width: int = 256) -> np.ndarray:
