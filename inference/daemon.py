@@ -229,6 +229,7 @@ class Daemon:
                 reason=state.reason,
                 detail=state.detail,
                 loaded=self.registry.is_loaded(name),
+                licences=state.licences,
             )
         info.default_backend = self.registry.resolve("auto")
         info.libraries.update(library_versions())

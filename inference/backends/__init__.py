@@ -38,6 +38,7 @@ def weights_dir(explicit: Optional[str] = None) -> Path:
 def void_availability(weights: Optional[str] = None) -> Availability:
     """Whether VOID can run here; when not, every reason at once (libraries, CUDA, each missing file)."""
     # The weights module reads only file headers and imports neither torch nor diffusers.
+    from voidlink.inference.backends.void.licences import licences
     from voidlink.inference.backends.void.weights import check_weights, download_commands
 
     reasons = []
@@ -58,9 +59,10 @@ def void_availability(weights: Optional[str] = None) -> Availability:
     if reasons:
         # GetInfo and doctor show the detail beside the reason: how to get the files.
         fetch = "" if report.ok else "on a machine with internet, run: " + " && ".join(download_commands(folder))
-        return Availability(False, "void: " + "; ".join(reasons), detail=fetch)
+        # The terms are stated also while VOID cannot run: they matter before the download.
+        return Availability(False, "void: " + "; ".join(reasons), detail=fetch, licences=licences(folder))
     extra = ", pass 2 available" if report.pass2 else ", no void_pass2.safetensors (pass 2 unavailable)"
-    return Availability(True, detail=f"weights in {folder}{extra}")
+    return Availability(True, detail=f"weights in {folder}{extra}", licences=licences(folder))
 
 
 def classical_availability(weights: Optional[str] = None) -> Availability:

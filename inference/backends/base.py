@@ -100,3 +100,4 @@ class Availability:
     available: bool
     reason: str = ""  # why not, in words a user can act on
     detail: str = ""
+    licences: list[str] = field(default_factory=list)  # of the weights it uses, one line each

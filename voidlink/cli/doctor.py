@@ -128,7 +128,12 @@ def run(args: argparse.Namespace) -> int:
     report["backends"] = {}
     for name, backend in BACKENDS.items():
         state = backend.availability(args.weights)
-        report["backends"][name] = {"available": state.available, "reason": state.reason, "detail": state.detail}
+        report["backends"][name] = {
+            "available": state.available,
+            "reason": state.reason,
+            "detail": state.detail,
+            "licences": state.licences,
+        }
     report["weights_dir"] = str(weights_dir(args.weights))
     from voidlink.inference.backends.void.weights import check_weights, download_commands
 
@@ -203,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
     for name, state in report["backends"].items():
         status = "available" if state["available"] else f"unavailable: {state['reason']}"
         print(f"backend {name:9} {status}")
+        for line in state["licences"]:
+            print(f"  licence: {line}")
     return 0
 
 

@@ -226,7 +226,9 @@ class VoidBackend(base.Backend):
     # -- the Backend interface -------------------------------------------------------------------
 
     def notes(self) -> list[str]:
-        return [PLAIN_NOTE, *self._load_warnings.values()]
+        from voidlink.inference.backends.void.licences import licences
+
+        return [PLAIN_NOTE, *self._load_warnings.values(), *(f"Licence: {line}" for line in licences(self._folder()))]
 
     def run(self, frames: Iterator[base.BackendFrame], request: base.BackendRequest) -> Iterator[base.BackendResult]:
         if self.pipe is None or self.mode is None:

@@ -217,7 +217,8 @@ def test_pass_two_uses_its_checkpoint_and_warped_noise(tmp_path, monkeypatch):
     assert backend.checkpoint == "pass2"
     assert "Pass 2 warped its initial noise along OpenCV DIS optical flow of the pass-1 result." in req.notes
     assert backend.load_notes == ["void_pass2.safetensors: missing keys: 0, unexpected keys: 0"]
-    assert backend.notes() == [void_backend.PLAIN_NOTE]  # a clean load adds nothing to the job notes
+    # A clean load adds nothing to the job notes beyond the plain note and the weights' licences.
+    assert [n for n in backend.notes() if not n.startswith("Licence: ")] == [void_backend.PLAIN_NOTE]
     assert any("pass 2/2: step 2/2" in m for m in seen)
     assert not all(np.array_equal(a.image, b.image) for a, b in zip(one, two))
     # Back to pass 1 for the next job: the original weights were kept and come back exactly.
@@ -309,6 +310,8 @@ def test_exr_job_end_to_end_on_the_void_backend(tmp_path):
 
     result, prepared, output, logs = job("whole")
     assert result.backend == "void" and void_backend.PLAIN_NOTE in result.notes
+    assert any(n.startswith("Licence: VOID checkpoints: Apache-2.0") for n in result.notes)
+    assert any(n.startswith("Licence: CogVideoX-Fun base model: CogVideoX licence") for n in result.notes)
     assert any("region at" in n for n in result.notes)
     assert any(": step 2/2" in m for m in logs)
     for frame in range(files.first, files.last + 1):
