@@ -347,6 +347,19 @@ def render_inputs(group, pending: list, first: int, last: int) -> None:
             nuke.delete(write)
 
 
+def result_layers(group) -> list[str]:
+    """The layers of the clean plate the node outputs (rgba first, then void_delta, void when the job
+    wrote layers): the Group passes every channel of its internal Read, so Shuffle sees them all."""
+    with group:
+        read = nuke.toNode("result")
+    layers: list[str] = []
+    for channel in read.channels():
+        layer = channel.split(".")[0]
+        if layer not in layers:
+            layers.append(layer)
+    return layers
+
+
 def show_result(group, output_printf: str, first: int, last: int) -> None:
     """Point the internal Read at the clean plate and switch it in."""
     with group:

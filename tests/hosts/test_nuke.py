@@ -410,3 +410,20 @@ def test_no_daemon_offers_to_start_one(session, shot, tmp_path, monkeypatch):
         if client.is_serving(timeout=1):
             os.kill(client.info().pid, signal.SIGTERM)
             wait_for(lambda: not client.is_serving(timeout=0.2), timeout=30)
+
+
+def test_the_layers_knob_writes_layers_the_node_lists(session, daemon, shot, tmp_path):
+    from voidlink.hosts.nuke import node as void_node
+
+    group = _node(shot, tmp_path, daemon)
+    assert group["layers"].value() is False  # opt-in per job
+    group["layers"].setValue(True)
+    group["submit"].execute()
+    nuke._pump(until=lambda: group["job_state"].value() in ("succeeded", "failed", "cancelled"), timeout=60)
+    assert group["job_state"].value() == "succeeded", group["status"].value()
+    assert void_node.result_layers(group) == ["rgba", "void", "void_delta"]
+    with group:
+        read = nuke.toNode("result")
+    assert {"void_delta.red", "void_delta.green", "void_delta.blue", "void.change", "void.quadmask"} <= set(
+        read.channels()
+    )

@@ -630,6 +630,18 @@ class Read(Node):
     def _frame_file(self, frame: int) -> str:
         return _frame_path(self["file"].value(), frame)
 
+    def channels(self) -> list:
+        """Nuke's names for the file's channels: layer.channel, as its EXR reader makes them."""
+        path = self._frame_file(self["first"].value())
+        if not os.path.isfile(path):
+            return []
+        import OpenImageIO as oiio
+
+        image = oiio.ImageInput.open(path)
+        names = list(image.spec().channelnames)
+        image.close()
+        return [_nuke_channel(name) for name in names]
+
     def format(self) -> Format:
         path = self._frame_file(self["first"].value())
         if not os.path.isfile(path):
@@ -997,6 +1009,17 @@ def _frame_path(pattern: str, frame: int) -> str:
     return pattern
 
 
+_NUKE_CHANNEL = {"R": "red", "G": "green", "B": "blue", "A": "alpha"}
+
+
+def _nuke_channel(exr_name: str) -> str:
+    # Nuke's reader: the part before the last dot is the layer (further dots become "_"); bare
+    # R/G/B/A are rgba; single letters become Nuke's channel words.
+    layer, _, channel = exr_name.rpartition(".")
+    layer = layer.replace(".", "_") or ("rgba" if channel in _NUKE_CHANNEL else "other")
+    return f"{layer}.{_NUKE_CHANNEL.get(channel, channel)}"
+
+
 def _read_rgba(path: str) -> np.ndarray:
     import OpenImageIO as oiio
 
@@ -1009,7 +1032,10 @@ def _read_rgba(path: str) -> np.ndarray:
     image.close()
     rgba = np.zeros((spec.height, spec.width, 4), np.float32)
     for index, channel in enumerate(names):
-        short = channel.split(".")[-1].upper()
+        layer, _, short = channel.rpartition(".")
+        if layer not in ("", "rgba", "rgb"):
+            continue  # another layer's R (void.delta.R) is not the image's red
+        short = short.upper()
         if short in ("R", "G", "B", "A"):
             rgba[..., "RGBA".index(short)] = pixels[..., index]
         elif short == "Y":
