@@ -36,7 +36,7 @@ PARTS = (
     Part(
         "CogVideoX-Fun base model",
         BASE,
-        "CogVideoX licence (commercial use needs registration)",
+        "CogVideoX licence: commercial use needs registration",
         f"https://huggingface.co/{BASE_REPO}/blob/main/LICENSE",
     ),
 )
@@ -52,7 +52,7 @@ def licences(weights: Path) -> list[str]:
             lines.append(f"{part.name}: {part.terms}; no licence file in {folder}, read {part.link}")
         else:
             terms, source = found
-            lines.append(f"{part.name}: {terms} (read from {source})")
+            lines.append(f"{part.name}: {terms}; read from {source}")
     return lines
 
 
@@ -87,7 +87,7 @@ def _name_licence(text: str) -> str:
         return "Apache-2.0"
     if "cogvideox" in lowered:
         commercial = "registration" in lowered or "register" in lowered
-        return "CogVideoX licence" + (" (commercial use needs registration)" if commercial else "")
+        return "CogVideoX licence" + (": commercial use needs registration" if commercial else "")
     if "mit license" in lowered:
         return "MIT"
     if "creative commons" in lowered and "noncommercial" in lowered.replace("-", ""):

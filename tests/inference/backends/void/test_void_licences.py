@@ -22,7 +22,7 @@ def test_without_files_the_known_terms_with_a_link(tmp_path):
     void, base = licences(folder)
     assert void.startswith("VOID checkpoints: Apache-2.0; no licence file in")
     assert void.endswith("read https://huggingface.co/netflix/void-model")
-    assert base.startswith("CogVideoX-Fun base model: CogVideoX licence (commercial use needs registration)")
+    assert base.startswith("CogVideoX-Fun base model: CogVideoX licence: commercial use needs registration")
     assert "https://huggingface.co/alibaba-pai/CogVideoX-Fun-V1.5-5b-InP/blob/main/LICENSE" in base
 
 
@@ -31,21 +31,21 @@ def test_read_from_the_licence_and_model_card_files(tmp_path):
     (folder / "LICENSE").write_text(APACHE)
     (folder / weights.BASE / "README.md").write_text(COGVIDEOX_CARD)
     void, base = licences(folder)
-    assert void == f"VOID checkpoints: Apache-2.0 (read from {folder / 'LICENSE'})"
+    assert void == f"VOID checkpoints: Apache-2.0; read from {folder / 'LICENSE'}"
     card = folder / weights.BASE / "README.md"
-    assert base == f"CogVideoX-Fun base model: cogvideox-license, LICENSE (read from {card})"
+    assert base == f"CogVideoX-Fun base model: cogvideox-license, LICENSE; read from {card}"
     # The LICENSE file, when there, wins over the card.
     (folder / weights.BASE / "LICENSE").write_text(COGVIDEOX_LICENSE)
     assert licences(folder)[1] == (
-        "CogVideoX-Fun base model: CogVideoX licence (commercial use needs registration) "
-        f"(read from {folder / weights.BASE / 'LICENSE'})"
+        "CogVideoX-Fun base model: CogVideoX licence: commercial use needs registration; "
+        f"read from {folder / weights.BASE / 'LICENSE'}"
     )
 
 
 def test_a_folder_with_other_terms_says_so(tmp_path):
     folder = write_weights_folder(tmp_path / "weights")
     (folder / "LICENSE").write_text("\n  Studio internal licence v3\nAll rights reserved.\n")
-    assert licences(folder)[0] == f"VOID checkpoints: Studio internal licence v3 (read from {folder / 'LICENSE'})"
+    assert licences(folder)[0] == f"VOID checkpoints: Studio internal licence v3; read from {folder / 'LICENSE'}"
 
 
 def test_availability_states_them_also_when_void_cannot_run(tmp_path):
@@ -63,7 +63,7 @@ def test_doctor_states_the_licences(tmp_path):
     assert "  licence: VOID checkpoints: Apache-2.0; no licence file in" in text.stdout
     (folder / "LICENSE").write_text(APACHE)
     report = json.loads(subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=120).stdout)
-    assert report["backends"]["void"]["licences"][0] == f"VOID checkpoints: Apache-2.0 (read from {folder / 'LICENSE'})"
+    assert report["backends"]["void"]["licences"][0] == f"VOID checkpoints: Apache-2.0; read from {folder / 'LICENSE'}"
     assert report["backends"]["classical"]["licences"] == []
 
 
@@ -78,7 +78,7 @@ def test_get_info_states_the_licences(tmp_path, daemon_factory):
     void = list(backends["void"].licences)
     assert void[0].startswith("VOID checkpoints: Apache-2.0; no licence file in")
     assert void[1] == (
-        "CogVideoX-Fun base model: CogVideoX licence (commercial use needs registration) "
-        f"(read from {folder / weights.BASE / 'LICENSE'})"
+        "CogVideoX-Fun base model: CogVideoX licence: commercial use needs registration; "
+        f"read from {folder / weights.BASE / 'LICENSE'}"
     )
     assert not backends["classical"].licences
