@@ -44,6 +44,7 @@ class FormValues:
     quality: str = "balanced"
     output: str = ""
     use_roto: bool = False
+    layers: bool = False  # the change as layers in the output EXR (void.delta, void.change, void.quadmask)
     name: str = ""
     labels: dict = field(default_factory=dict)
 
@@ -129,6 +130,7 @@ class JobForm(QtWidgets.QWidget):
         self.mask = PathField("object matte: /shots/sh010/roto.####.exr")
         self.affected = PathField("optional: shadow/reflection matte")
         self.use_roto = QtWidgets.QCheckBox("Use the roto drawn in the viewer instead of matte clips")
+        self.layers = QtWidgets.QCheckBox("Write the change as layers too (void.delta, void.change, void.quadmask)")
         self.first = QtWidgets.QSpinBox()
         self.last = QtWidgets.QSpinBox()
         for box in (self.first, self.last):
@@ -176,6 +178,7 @@ class JobForm(QtWidgets.QWidget):
         grid.addRow("", hint)
         grid.addRow(FIELD_LABELS["backend"], engine)
         grid.addRow(FIELD_LABELS["output"], self.output)
+        grid.addRow("", self.layers)
         self.preview_button = QtWidgets.QPushButton("Preview in viewer")
         buttons = QtWidgets.QHBoxLayout()
         buttons.addWidget(self.preview_button)
@@ -237,6 +240,7 @@ class JobForm(QtWidgets.QWidget):
         self.quality.setCurrentText(values.quality)
         self.output.setText(values.output)
         self.use_roto.setChecked(values.use_roto)
+        self.layers.setChecked(values.layers)
         self.labels = dict(values.labels)
         self._name = values.name
 
@@ -252,6 +256,7 @@ class JobForm(QtWidgets.QWidget):
             quality=self.quality.currentText(),
             output=self.output.text(),
             use_roto=self.use_roto.isChecked(),
+            layers=self.layers.isChecked(),
             name=self._name,
             labels=dict(self.labels),
         )
@@ -371,6 +376,7 @@ class JobForm(QtWidgets.QWidget):
             values.backend,
             quality=values.quality,
             name=self.job_name(values),
+            layers=values.layers,
         )
         for key, value in values.labels.items():
             spec.labels[key] = str(value)

@@ -178,3 +178,12 @@ def test_the_viewer_follows_the_form(qtbot, window, tmp_path):
     before = window.viewer.source.before
     assert before is not None and before.path == second.plate
     assert (window.viewer.first, window.viewer.last) == (second.first, second.last)
+
+
+def test_the_layers_tick_asks_the_job_for_the_change_as_layers(qtbot, window, tmp_path):
+    shot = write_shot(tmp_path / "sh", frames=2)
+    form = window.form
+    form.set_values(_values(shot))
+    assert not form.layers.isChecked() and not form.build(form.values(), write_roto=False).output.write_layers
+    form.layers.setChecked(True)
+    assert form.values().layers and form.build(form.values(), write_roto=False).output.write_layers
