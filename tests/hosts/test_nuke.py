@@ -28,6 +28,12 @@ from voidlink import errors  # noqa: E402
 
 
 @pytest.fixture
+
+def _ended(group) -> bool:
+    """The node has taken its job's end in: its state word comes with the watch's events, the result (or
+    why there is none) only once the ended job is read, which is the point a test may look at."""
+    return group["status"].value().startswith(("done:", "failed:", "cancelled:"))
+
 def session():
     """A fresh GUI Nuke; at the end, stop following jobs (as closing Nuke would)."""
     state = nuke._reset(gui=True)
@@ -120,7 +126,7 @@ def test_create_from_selection_submit_progress_and_result(session, daemon, shot,
     group["submit"].execute()  # the button, with nuke.thisNode() the group
     job_id = group["job_id"].value()
     assert job_id and not session.messages
-    nuke._pump(until=lambda: group["job_state"].value() in ("succeeded", "failed", "cancelled"), timeout=60)
+    nuke._pump(until=lambda: _ended(group), timeout=60)
     assert group["job_state"].value() == "succeeded", group["status"].value()
     assert group["status"].value().startswith(f"done: 8 frames {shot.first}-{shot.last} (classical)")
 
@@ -155,7 +161,7 @@ def test_cancel_button_and_progress_cancel_keep_the_previous_result(session, dae
     group["frame_first"].setValue(shot.first)
     group["frame_last"].setValue(shot.first + 1)
     assert void.submit(group)
-    nuke._pump(until=lambda: group["job_state"].value() == "succeeded", timeout=60)
+    nuke._pump(until=lambda: _ended(group), timeout=60)
     with group:
         read, switch = nuke.toNode("result"), nuke.toNode("result_switch")
     first_result = read["file"].value()
@@ -169,7 +175,7 @@ def test_cancel_button_and_progress_cancel_keep_the_previous_result(session, dae
         else:
             task = wait_for(lambda job=job_id: next((t for t in session.progress_tasks if job in t.title), None))
             task._user_cancels()  # the user presses cancel in Nuke's progress window
-        nuke._pump(until=lambda: group["job_state"].value() in ("succeeded", "failed", "cancelled"), timeout=60)
+        nuke._pump(until=lambda: _ended(group), timeout=60)
         assert group["job_state"].value() == "cancelled", (how, group["status"].value())
         assert group["status"].value().startswith(f"cancelled: job {job_id}")
         assert Client(daemon.address).get(job_id).state == pb.JOB_STATE_CANCELLED
@@ -193,7 +199,7 @@ def test_closing_does_not_cancel_and_reopening_reattaches(session, daemon, shot,
     nuke.scriptOpen(str(tmp_path / "comp.nk"))
     group = nuke.toNode("VoidRemove1")
     assert group["job_id"].value() == job_id and job_id in jobs.watchers()
-    nuke._pump(until=lambda: group["job_state"].value() == "succeeded", timeout=30)
+    nuke._pump(until=lambda: _ended(group), timeout=30)
     with group:
         read, switch = nuke.toNode("result"), nuke.toNode("result_switch")
     assert switch["which"].value() == 1 and _frames_exist(read["file"].value(), shot.first, shot.last)
@@ -217,7 +223,7 @@ def test_following_survives_a_daemon_restart(session, daemon, tmp_path, source_g
 
     daemon.listen = daemon.address  # the same address and data dir: the daemon resumes the job
     daemon.start()
-    nuke._pump(until=lambda: group["job_state"].value() in ("succeeded", "failed", "cancelled"), timeout=60)
+    nuke._pump(until=lambda: _ended(group), timeout=60)
     assert group["job_state"].value() == "succeeded", group["status"].value()
     with group:
         read = nuke.toNode("result")
@@ -363,7 +369,7 @@ def test_output_over_the_plates_is_refused(session, daemon, shot, tmp_path):
 def test_rendering_an_input_over_its_own_files_is_refused(session, daemon, shot, tmp_path, source_guard):
     group = _node(shot, tmp_path, daemon)
     void.submit(group)  # renders the graded plate into void/VoidRemove1/VoidRemove1_inputs/
-    nuke._pump(until=lambda: group["job_state"].value() == "succeeded", timeout=60)
+    nuke._pump(until=lambda: _ended(group), timeout=60)
     rendered = tmp_path / "void" / "VoidRemove1" / "VoidRemove1_inputs"
     source_guard(rendered)
     # Someone reads those rendered frames back and grades them again into the same node.
@@ -405,7 +411,7 @@ def test_no_daemon_offers_to_start_one(session, shot, tmp_path, monkeypatch):
     try:
         job_id = void.submit(group)
         assert job_id and len(session.asked) == 2
-        nuke._pump(until=lambda: group["job_state"].value() == "succeeded", timeout=60)
+        nuke._pump(until=lambda: _ended(group), timeout=60)
     finally:
         if client.is_serving(timeout=1):
             os.kill(client.info().pid, signal.SIGTERM)
@@ -419,7 +425,7 @@ def test_the_layers_knob_writes_layers_the_node_lists(session, daemon, shot, tmp
     assert group["layers"].value() is False  # opt-in per job
     group["layers"].setValue(True)
     group["submit"].execute()
-    nuke._pump(until=lambda: group["job_state"].value() in ("succeeded", "failed", "cancelled"), timeout=60)
+    nuke._pump(until=lambda: _ended(group), timeout=60)
     assert group["job_state"].value() == "succeeded", group["status"].value()
     assert void_node.result_layers(group) == ["rgba", "void", "void_delta"]
     with group:
