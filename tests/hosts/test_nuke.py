@@ -27,13 +27,13 @@ from voidlink.protos import pb  # noqa: E402
 from voidlink import errors  # noqa: E402
 
 
-@pytest.fixture
-
 def _ended(group) -> bool:
     """The node has taken its job's end in: its state word comes with the watch's events, the result (or
     why there is none) only once the ended job is read, which is the point a test may look at."""
     return group["status"].value().startswith(("done:", "failed:", "cancelled:"))
 
+
+@pytest.fixture
 def session():
     """A fresh GUI Nuke; at the end, stop following jobs (as closing Nuke would)."""
     state = nuke._reset(gui=True)
