@@ -42,6 +42,7 @@ from voidlink.protos import pb
 from voidlink.protos.wire import CHUNK_BYTES, hash_files
 
 RATIO_TARGET = 0.5
+CEILING_TARGET = 0.9  # of what Python gRPC moves to a server that drops the chunks, in the same run
 WIDTH, HEIGHT = 1920, 1080
 
 
@@ -175,11 +176,11 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
             client.info()  # connected before the clock starts
             started = time.perf_counter()
             hashes = hash_files([str(p) for p in paths])
-            hashed = time.perf_counter()
-            files = [(str(p), pb.FrameRef(sha256=sha, size=p.stat().st_size)) for p, sha in zip(paths, hashes)]
-            client.upload_frames(files)
-            hash_seconds.append(hashed - started)
-            upload_seconds.append(time.perf_counter() - hashed)
+            hash_seconds.append(time.perf_counter() - started)  # hashing alone, for the table
+            started = time.perf_counter()
+            refs = client.upload_paths([str(p) for p in paths])  # read, hash and send in one pipeline
+            upload_seconds.append(time.perf_counter() - started)
+            assert [ref.sha256 for ref in refs] == hashes
             assert client.stats.bytes_sent == total, (client.stats.bytes_sent, total)
             sent_before = client.stats.bytes_sent
             again = [(str(p), pb.FrameRef(sha256=sha, size=p.stat().st_size)) for p, sha in zip(paths, hashes)]
@@ -191,8 +192,10 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
 
     copy = statistics.median(copy_seconds)
     hashing, upload = statistics.median(hash_seconds), statistics.median(upload_seconds)
-    sending = statistics.median([h + u for h, u in zip(hash_seconds, upload_seconds)])
     null = statistics.median(null_seconds)
+    # Same-repeat ratios: the transport's run and ours sit side by side in time, so a burst of outside load
+    # weighs on both of a pair; the spread says how much the machine moved between pairs.
+    of_ceiling = [n / u for n, u in zip(null_seconds, upload_seconds)]
     return {
         "frames": frames,
         "frame_size": [WIDTH, HEIGHT],
@@ -203,11 +206,15 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
         "copy_mb_per_s": total / copy / 1e6,
         "hash_mb_per_s": total / hashing / 1e6,
         "upload_mb_per_s": total / upload / 1e6,
-        "transfer_ratio": copy / sending,
+        "transfer_ratio": copy / upload,
         "transfer_ratio_target": RATIO_TARGET,
-        "transfer_ratio_met": copy / sending >= RATIO_TARGET,
+        "transfer_ratio_met": copy / upload >= RATIO_TARGET,
         "null_mb_per_s": total / null / 1e6,
         "ratio_ceiling": copy / null,
+        "upload_of_ceiling": statistics.median(of_ceiling),
+        "upload_of_ceiling_spread": [min(of_ceiling), max(of_ceiling)],
+        "upload_of_ceiling_target": CEILING_TARGET,
+        "upload_of_ceiling_met": statistics.median(of_ceiling) >= CEILING_TARGET,
         "resubmit_bytes": resubmit_bytes,
         "resubmit_bytes_met": resubmit_bytes == 0,
         "repeats": repeats,
@@ -222,11 +229,16 @@ def format_table(report: dict) -> str:
             f"{report['bytes'] / 1e6:.1f} MB",
             f"  local copy      {report['copy_seconds']:.3f} s  ({report['copy_mb_per_s']:.0f} MB/s)",
             f"  hashing         {report['hash_seconds']:.3f} s  ({report['hash_mb_per_s']:.0f} MB/s)",
-            f"  gRPC upload     {report['upload_seconds']:.3f} s  ({report['upload_mb_per_s']:.0f} MB/s)",
+            f"  gRPC upload     {report['upload_seconds']:.3f} s  ({report['upload_mb_per_s']:.0f} MB/s, "
+            "hashing included: read, hash and send in one pipeline)",
             f"  transfer_ratio  {report['transfer_ratio']:.2f}  (goal >= {RATIO_TARGET}: "
             f"{mark[report['transfer_ratio_met']]})",
             f"  gRPC alone      {report['null_mb_per_s']:.0f} MB/s: a transfer doing nothing else would reach "
             f"{report['ratio_ceiling']:.2f}",
+            f"  upload_of_ceiling {report['upload_of_ceiling']:.2f}  "
+            f"(spread {report['upload_of_ceiling_spread'][0]:.2f}-{report['upload_of_ceiling_spread'][1]:.2f}; "
+            f"goal >= {CEILING_TARGET}: "
+            f"{mark[report['upload_of_ceiling_met']]})",
             f"  resubmit_bytes  {report['resubmit_bytes']}  (goal 0: {mark[report['resubmit_bytes_met']]})",
         ]
     )

@@ -6,10 +6,12 @@ again, and a broken stream resumes where the daemon's copy ends (`upload_frames`
 
 from __future__ import annotations
 
+import hashlib
 import os
+import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Callable, Optional
 
 import grpc
@@ -179,3 +181,161 @@ def _send(
         with lock:
             stopped[0] = True
         stream.cancel()
+
+
+# -- hash, read and send in one pipeline ------------------------------------------------------------
+
+_READ_AHEAD = 3  # frames hashed and held ahead of the one being sent: bounds the memory the pipeline takes
+_END = object()
+
+
+def _read_and_hash(paths: Sequence[str], out: queue.Queue, stop: threading.Event) -> None:
+    """Each file read once, whole, and hashed from memory: the bytes that are sent are the bytes hashed,
+    and the sender never waits on the disk. Runs in its own thread (hashlib and reads let go of the GIL)."""
+    try:
+        for path in paths:
+            with open(path, "rb") as handle:
+                data = handle.read()
+            item = (path, pb.FrameRef(sha256=hashlib.sha256(data).hexdigest(), size=len(data)), data)
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+    except BaseException as error:  # handed to the sender, which raises it where the caller sees it
+        out.put(error)
+        return
+    out.put(_END)
+
+
+def upload_paths(
+    link: Connection,
+    stats: TransferStats,
+    paths: Sequence[str],
+    on_progress: Optional[ProgressCallback] = None,
+    job: Optional[pb.Job] = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> list[pb.FrameRef]:
+    """Put these files into the daemon's frame cache and return their FrameRefs (in order): the next
+    frame is read and hashed while this one is sent, so hashing costs no time of its own where a core
+    is free for it. Frames the daemon holds are not sent (asked in batches as they are hashed); a
+    connection that breaks falls back to `upload_frames`, which resumes where the daemon's copies end."""
+    job_id, state = (job.id, job.state) if job is not None else ("", 0)
+    refs: list[pb.FrameRef] = []
+    progress = pb.TransferProgress(
+        direction="upload", files_total=len(paths), bytes_total=sum(os.path.getsize(p) for p in paths)
+    )
+    try:
+        _pipeline(link, stats, paths, refs, progress, lambda p: report(on_progress, p, job_id, state), chunk_bytes)
+        return refs
+    except grpc.RpcError as exc:
+        if exc.code() not in BROKEN_CONNECTION:
+            raise link.error(exc) from None
+    stats.resumes += 1
+    rest = [str(p) for p in paths[len(refs) :]]
+    hashes = hash_files(rest)
+    refs += [pb.FrameRef(sha256=sha, size=os.path.getsize(p)) for p, sha in zip(rest, hashes)]
+    upload_frames(link, stats, list(zip([str(p) for p in paths], refs)), on_progress, job, chunk_bytes)
+    return refs
+
+
+def _pipeline(
+    link: Connection,
+    stats: TransferStats,
+    paths: Sequence[str],
+    refs: list,
+    progress: pb.TransferProgress,
+    on_progress: Callable[[pb.TransferProgress], None],
+    chunk_bytes: int,
+) -> None:
+    """One UploadFrames stream fed as frames come out of `_read_and_hash`; `refs` gains each hashed frame."""
+    link.ready()
+    hashed: queue.Queue = queue.Queue(maxsize=_READ_AHEAD)
+    stop = threading.Event()
+    reader = threading.Thread(
+        target=_read_and_hash, args=([str(p) for p in paths], hashed, stop), name="voidlink-upload-hash", daemon=True
+    )
+    failure: list[BaseException] = []
+    lock = threading.Lock()
+    seen: set[str] = set()
+    acked: dict[str, int] = {}
+
+    def next_batch() -> list:
+        """The next hashed frame and any others already waiting: asked about in one HasFrames."""
+        items = [hashed.get()]
+        while not isinstance(items[-1], BaseException) and items[-1] is not _END:
+            try:
+                items.append(hashed.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def chunks() -> Iterator[bytes]:
+        while True:
+            items = next_batch()
+            frames = [item for item in items if isinstance(item, tuple)]
+            for _, ref, _ in frames:
+                refs.append(ref)
+            fresh = {ref.sha256: ref for _, ref, _ in frames if ref.sha256 not in seen}
+            held = {}
+            if fresh:
+                reply = link.call("HasFrames", pb.HasFramesRequest(frames=list(fresh.values())))
+                held = {s.sha256: s for s in reply.frames}
+            for _, ref, data in frames:
+                if ref.sha256 in seen:  # the same content as an earlier frame: sent (or held) once
+                    progress.files_done += 1
+                    continue
+                seen.add(ref.sha256)
+                status = held[ref.sha256]
+                if status.present:
+                    stats.bytes_reused += ref.size
+                    progress.bytes_reused += ref.size
+                    progress.bytes_done += ref.size
+                    progress.files_done += 1
+                    continue
+                view = memoryview(data)
+                offset = status.offset  # a partial copy from an earlier stream: the rest only
+                acked[ref.sha256] = offset
+                progress.bytes_done += offset
+                while offset < ref.size:
+                    piece = view[offset : offset + chunk_bytes]
+                    with lock:
+                        if stop.is_set():  # gRPC may pull one more chunk after the call ended: not sent, nor counted
+                            return
+                        stats.bytes_sent += len(piece)
+                    yield frame_chunk_bytes(ref.sha256, ref.size, offset, piece)
+                    offset += len(piece)
+            last = items[-1]
+            if isinstance(last, BaseException):
+                failure.append(last)
+                return
+            if last is _END:
+                return
+
+    upload = link.channel.stream_stream(
+        _UPLOAD_FRAMES, request_serializer=None, response_deserializer=pb.FrameAck.FromString
+    )
+    reader.start()
+    try:
+        stream = upload(chunks(), metadata=link.metadata)
+        try:
+            for ack in stream:
+                progress.bytes_done += ack.offset - acked.get(ack.sha256, 0)
+                acked[ack.sha256] = ack.offset
+                if ack.complete:
+                    progress.files_done += 1
+                    stats.frames_sent += 1
+                on_progress(progress)
+        finally:
+            with lock:
+                stop.set()
+            stream.cancel()
+    finally:
+        stop.set()
+        reader.join()
+    if failure:
+        raise failure[0]
+    on_progress(progress)
