@@ -2,19 +2,18 @@
 
 What is measured, on 1920x1080 RGB half-float zip EXR frames generated for the run:
 - `transfer_ratio`: the seconds a local `shutil.copyfile` of the frames takes, divided by the seconds
-  a client takes to put the same frames into a fresh daemon's frame cache: hashing the files
-  (`hash_files`, what a job names its frames by), then `Client.upload_frames` (asking which frames
-  the daemon lacks, streaming the chunks, the daemon writing and verifying them). 1.0 means as fast
-  as copying the files on this machine; the goal is >= 0.5. `hash_seconds` and `upload_seconds`
-  split the time, and `hash_mb_per_s` bounds the ratio: the client hashes every byte once and the
-  daemon again to verify it, so with a copy faster than SHA-256 the ratio stays under
-  hash speed / copy speed even before one byte is sent.
+  a client takes to put the same frames into a fresh daemon's frame cache with `Client.upload_paths`:
+  each frame read and hashed (what a job names its frames by) while the one before it is sent, the
+  daemon writing and verifying each as it arrives. 1.0 means as fast as copying the files on this
+  machine. `hash_seconds` is hashing alone (`hash_files`), for comparison: in the pipeline it
+  overlaps the sending.
 - `resubmit_bytes`: frame bytes sent when the same frames are uploaded again (the goal is 0: the
   daemon's cache already holds them).
 - `null_mb_per_s` and `ratio_ceiling`: the same bytes in the same chunks streamed to a gRPC server
   (its own process, like the daemon) that only drops them and acknowledges each chunk, and the ratio
-  such a transfer would reach against the copy. It is what Python gRPC itself allows on this
-  machine, so a `transfer_ratio` near `ratio_ceiling` leaves nothing to gain on our side.
+  such a transfer would reach against the copy. It is what Python gRPC itself allows on this machine.
+- `upload_of_ceiling`: that transport's seconds over our upload's, median of the per-repeat ratios
+  (each repeat runs both side by side), with their spread; the goal is >= 0.9.
 
 The daemon is a real `voidlink serve` subprocess on 127.0.0.1 (its own process, as in production).
 Both sides read frames the run has just written, so both read from a warm page cache; each side runs
