@@ -14,6 +14,10 @@ What is measured, on 1920x1080 RGB half-float zip EXR frames generated for the r
   such a transfer would reach against the copy. It is what Python gRPC itself allows on this machine.
 - `upload_of_ceiling`: that transport's seconds over our upload's, median of the per-repeat ratios
   (each repeat runs both side by side), with their spread; the goal is >= 0.9.
+- `download_of_ceiling`: the same for a result streamed back: a classical job over the first
+  DOWNLOAD_FRAMES uploaded frames (its run is not timed), then `Client.finish` fetching its output and
+  quadmask (each file checked by hash, renamed into place), against a server streaming those files'
+  bytes in the same chunks to a client that drops them.
 
 The daemon is a real `voidlink serve` subprocess on 127.0.0.1 (its own process, as in production).
 Both sides read frames the run has just written, so both read from a warm page cache; each side runs
@@ -41,6 +45,7 @@ from voidlink.protos import pb
 from voidlink.protos.wire import CHUNK_BYTES, hash_files
 
 RATIO_TARGET = 0.5
+DOWNLOAD_FRAMES = 8  # frames of the job whose result is streamed back (the classical run is not timed)
 CEILING_TARGET = 0.9  # of what Python gRPC moves to a server that drops the chunks, in the same run
 WIDTH, HEIGHT = 1920, 1080
 
@@ -63,6 +68,24 @@ def write_frames(folder: Path, frames: int) -> list[Path]:
         out.close()
         paths.append(path)
     return paths
+
+
+def write_mattes(folder: Path, frames: int) -> str:
+    """A square object matte per frame (one channel, half, zip), for the job whose result is streamed back."""
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    for index in range(frames):
+        x0 = 400 + index * 20
+        matte = ((xx >= x0) & (xx < x0 + 240) & (yy >= 420) & (yy < 660)).astype(np.float32)[..., None]
+        path = folder / f"mask.{1001 + index:04d}.exr"
+        spec = oiio.ImageSpec(WIDTH, HEIGHT, 1, "half")
+        spec.channelnames = ("A",)
+        spec.attribute("compression", "zip")
+        out = oiio.ImageOutput.create(str(path))
+        out.open(str(path), spec)
+        out.write_image(np.ascontiguousarray(matte))
+        out.close()
+    return str(folder / "mask.####.exr")
 
 
 def start_daemon(data_dir: Path) -> tuple[subprocess.Popen, str]:
@@ -101,7 +124,15 @@ def serve_null() -> None:
         for _ in messages:
             yield b""
 
-    handler = grpc.method_handlers_generic_handler(_NULL_SERVICE, {"Drop": grpc.stream_stream_rpc_method_handler(drop)})
+    def send(request, context):  # the request names files, one per line: their bytes come back in chunks
+        for path in request.decode().splitlines():
+            with open(path, "rb") as handle:
+                yield from iter(functools.partial(handle.read, CHUNK_BYTES), b"")
+
+    handler = grpc.method_handlers_generic_handler(
+        _NULL_SERVICE,
+        {"Drop": grpc.stream_stream_rpc_method_handler(drop), "Send": grpc.unary_stream_rpc_method_handler(send)},
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
     )
@@ -113,8 +144,9 @@ def serve_null() -> None:
     server.stop(0)
 
 
-def null_stream_seconds(paths: list[Path], chunk_bytes: int) -> float:
-    """Seconds to stream the files' bytes, in `chunk_bytes` messages, to a server that drops them."""
+def null_stream_seconds(paths: list[Path], chunk_bytes: int, download: bool = False) -> float:
+    """Seconds to stream the files' bytes, in `chunk_bytes` messages, to a server that drops them (or,
+    `download`, from a server that reads them to a client that drops them)."""
     import grpc
 
     process = subprocess.Popen(
@@ -125,9 +157,10 @@ def null_stream_seconds(paths: list[Path], chunk_bytes: int) -> float:
     )
     try:
         address = re.search(r"listening on (\S+)", process.stdout.readline()).group(1)
-        channel = grpc.insecure_channel(address)
+        channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
         grpc.channel_ready_future(channel).result(timeout=30)
         drop = channel.stream_stream(f"/{_NULL_SERVICE}/Drop")
+        send = channel.unary_stream(f"/{_NULL_SERVICE}/Send")
 
         def chunks():
             for path in paths:
@@ -135,7 +168,7 @@ def null_stream_seconds(paths: list[Path], chunk_bytes: int) -> float:
                     yield from iter(functools.partial(handle.read, chunk_bytes), b"")
 
         started = time.perf_counter()
-        for _ in drop(chunks()):
+        for _ in send("\n".join(str(p) for p in paths).encode()) if download else drop(chunks()):
             pass
         seconds = time.perf_counter() - started
         channel.close()
@@ -145,15 +178,33 @@ def null_stream_seconds(paths: list[Path], chunk_bytes: int) -> float:
         process.wait(30)
 
 
+def download_seconds(client: Client, plates: str, mattes: str, frames: int, out: Path) -> tuple[float, list[Path]]:
+    """A classical job over the uploaded frames with its result streamed back; seconds to fetch that
+    result (the job's run is not timed), and the files fetched."""
+    from voidlink.bridge import build_spec
+
+    spec = build_spec(plates, mattes, frames=(1001, 1000 + frames), backend="classical", output=out / "c.####.exr")
+    job, plan = client.start(spec, "stream")
+    job = client.wait(job.id)
+    if job.state != pb.JOB_STATE_SUCCEEDED:
+        raise RuntimeError(f"the job whose result is downloaded failed: {job.message}")
+    started = time.perf_counter()
+    client.finish(job, plan)
+    seconds = time.perf_counter() - started
+    return seconds, sorted(p for p in out.rglob("*") if p.is_file())
+
+
 def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
     say = progress or (lambda text: None)
     say(f"writing {frames} 1080p half EXR frames")
     paths = write_frames(root / "frames", frames)
+    mattes = write_mattes(root / "frames", min(frames, DOWNLOAD_FRAMES))
     total = sum(p.stat().st_size for p in paths)
     for path in paths:  # warm the page cache for both sides alike
         path.read_bytes()
 
     copy_seconds, hash_seconds, upload_seconds, null_seconds = [], [], [], []
+    down_seconds, null_down_seconds, down_bytes = [], [], 0
     resubmit_bytes = 0
     for repeat in range(repeats):
         say(f"local copy, run {repeat + 1}")
@@ -185,6 +236,14 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
             again = [(str(p), pb.FrameRef(sha256=sha, size=p.stat().st_size)) for p, sha in zip(paths, hashes)]
             client.upload_frames(again)
             resubmit_bytes = max(resubmit_bytes, client.stats.bytes_sent - sent_before)
+
+            say(f"a job's result streamed back, run {repeat + 1}")
+            plates = str(root / "frames" / "plate.####.exr")
+            seconds, fetched = download_seconds(client, plates, mattes, min(frames, DOWNLOAD_FRAMES), root / "result")
+            down_seconds.append(seconds)
+            down_bytes = sum(p.stat().st_size for p in fetched)
+            null_down_seconds.append(null_stream_seconds(fetched, CHUNK_BYTES, download=True))
+            shutil.rmtree(root / "result")
         finally:
             stop_daemon(process)
             shutil.rmtree(root / f"daemon-{repeat}", ignore_errors=True)
@@ -195,6 +254,7 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
     # Same-repeat ratios: the transport's run and ours sit side by side in time, so a burst of outside load
     # weighs on both of a pair; the spread says how much the machine moved between pairs.
     of_ceiling = [n / u for n, u in zip(null_seconds, upload_seconds)]
+    down_of_ceiling = [n / d for n, d in zip(null_down_seconds, down_seconds)]
     return {
         "frames": frames,
         "frame_size": [WIDTH, HEIGHT],
@@ -214,6 +274,12 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
         "upload_of_ceiling_spread": [min(of_ceiling), max(of_ceiling)],
         "upload_of_ceiling_target": CEILING_TARGET,
         "upload_of_ceiling_met": statistics.median(of_ceiling) >= CEILING_TARGET,
+        "download_bytes": down_bytes,
+        "download_mb_per_s": down_bytes / statistics.median(down_seconds) / 1e6,
+        "null_download_mb_per_s": down_bytes / statistics.median(null_down_seconds) / 1e6,
+        "download_of_ceiling": statistics.median(down_of_ceiling),
+        "download_of_ceiling_spread": [min(down_of_ceiling), max(down_of_ceiling)],
+        "download_of_ceiling_met": statistics.median(down_of_ceiling) >= CEILING_TARGET,
         "resubmit_bytes": resubmit_bytes,
         "resubmit_bytes_met": resubmit_bytes == 0,
         "repeats": repeats,
@@ -238,6 +304,11 @@ def format_table(report: dict) -> str:
             f"(spread {report['upload_of_ceiling_spread'][0]:.2f}-{report['upload_of_ceiling_spread'][1]:.2f}; "
             f"goal >= {CEILING_TARGET}: "
             f"{mark[report['upload_of_ceiling_met']]})",
+            f"  result download {report['download_mb_per_s']:.0f} MB/s of {report['download_bytes'] / 1e6:.1f} MB; "
+            f"gRPC alone {report['null_download_mb_per_s']:.0f} MB/s",
+            f"  download_of_ceiling {report['download_of_ceiling']:.2f}  "
+            f"(spread {report['download_of_ceiling_spread'][0]:.2f}-{report['download_of_ceiling_spread'][1]:.2f}; "
+            f"goal >= {CEILING_TARGET}: {mark[report['download_of_ceiling_met']]})",
             f"  resubmit_bytes  {report['resubmit_bytes']}  (goal 0: {mark[report['resubmit_bytes_met']]})",
         ]
     )
