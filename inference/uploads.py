@@ -12,7 +12,6 @@ whoever sent it; when a job's last frame is in, the job is checked as any submit
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -21,6 +20,7 @@ from typing import Optional
 
 from voidlink.inference.events import EventBus
 from voidlink.inference.job.prepare import prepare_job
+from voidlink.inference.readahead import read_ahead
 from voidlink.inference.scheduler import Scheduler
 from voidlink.inference.security import format_size
 from voidlink.inference.store import UPLOAD_STAGE, JobStore
@@ -33,7 +33,6 @@ from voidlink.errors import Conflict, InvalidInput, LimitExceeded, VoidlinkError
 
 log = logging.getLogger("voidlink.daemon")
 
-_READ_AHEAD = 4  # chunks received while the one before them is written and hashed
 _PUBLISH_SECONDS = 0.2  # upload progress events per job at most this often (each whole frame always)
 
 # What a frame's arrival means to one waiting job: (job id, its upload progress, all its frames in).
@@ -74,7 +73,7 @@ class Uploads:
         pinned: list[str] = []
         touched: set[str] = set()
         try:
-            for chunk in read_ahead(chunks):
+            for chunk in read_ahead(chunks, name="voidlink-upload-receive"):
                 if getattr(chunk, "malformed", ""):
                     raise InvalidInput(f"a frame chunk that is not a FrameChunk: {chunk.malformed}", reason="BAD_CHUNK")
                 touched.add(chunk.sha256)
@@ -310,40 +309,3 @@ def uploaded_targets(spec: pb.JobSpec) -> list[tuple[pb.FrameRef, Path]]:
         out += [(ref, Path(pattern.path(ref.frame))) for ref in clip.uploaded_frames]
     return out
 
-
-_END = object()
-
-
-def read_ahead(chunks: Iterable, depth: int = _READ_AHEAD) -> Iterator:
-    """The stream's messages, the next ones received by a thread of their own while this one is written
-    and hashed: the transport and the disk work at once rather than in turn (both let go of the GIL)."""
-    ahead: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def receive() -> None:
-        try:
-            for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        ahead.put(chunk, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            ahead.put(_END)
-        except BaseException as error:  # the stream broke or was cancelled: the consumer raises it
-            ahead.put(error)
-
-    thread = threading.Thread(target=receive, name="voidlink-upload-receive", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = ahead.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()  # the receiver ends at its next message, or when the RPC ends

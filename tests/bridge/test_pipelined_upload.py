@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 from voidlink.bridge import Client
-from voidlink.inference.uploads import read_ahead
+from voidlink.inference.readahead import read_ahead
 from voidlink.protos import pb, rpc
 from voidlink.protos.wire import file_sha256
 
