@@ -189,14 +189,20 @@ _READ_AHEAD = 3  # frames hashed and held ahead of the one being sent: bounds th
 _END = object()
 
 
-def _read_and_hash(paths: Sequence[str], out: queue.Queue, stop: threading.Event) -> None:
-    """Each file read once, whole, and hashed from memory: the bytes that are sent are the bytes hashed,
-    and the sender never waits on the disk. Runs in its own thread (hashlib and reads let go of the GIL)."""
+def _read_and_hash(paths: Sequence[str], out: queue.Queue, stop: threading.Event, chunk_bytes: int) -> None:
+    """Each file read once, in the chunks it is sent in, and hashed from memory: the bytes that are sent
+    are the bytes hashed, and the sender never waits on the disk. Runs in its own thread (hashlib and
+    reads let go of the GIL). Chunk-sized reads, not one read of the whole file: the allocator reuses
+    blocks of that size, where a fresh frame-sized block costs a page fault per page."""
     try:
         for path in paths:
+            digest = hashlib.sha256()
+            pieces = []
             with open(path, "rb") as handle:
-                data = handle.read()
-            item = (path, pb.FrameRef(sha256=hashlib.sha256(data).hexdigest(), size=len(data)), data)
+                for piece in iter(lambda: handle.read(chunk_bytes), b""):
+                    digest.update(piece)
+                    pieces.append(piece)
+            item = (path, pb.FrameRef(sha256=digest.hexdigest(), size=sum(len(p) for p in pieces)), pieces)
             while not stop.is_set():
                 try:
                     out.put(item, timeout=0.1)
@@ -256,7 +262,10 @@ def _pipeline(
     hashed: queue.Queue = queue.Queue(maxsize=_READ_AHEAD)
     stop = threading.Event()
     reader = threading.Thread(
-        target=_read_and_hash, args=([str(p) for p in paths], hashed, stop), name="voidlink-upload-hash", daemon=True
+        target=_read_and_hash,
+        args=([str(p) for p in paths], hashed, stop, chunk_bytes),
+        name="voidlink-upload-hash",
+        daemon=True,
     )
     failure: list[BaseException] = []
     lock = threading.Lock()
@@ -296,12 +305,15 @@ def _pipeline(
                     progress.bytes_done += ref.size
                     progress.files_done += 1
                     continue
-                view = memoryview(data)
                 offset = status.offset  # a partial copy from an earlier stream: the rest only
                 acked[ref.sha256] = offset
                 progress.bytes_done += offset
-                while offset < ref.size:
-                    piece = view[offset : offset + chunk_bytes]
+                start = 0
+                for whole in data:
+                    start += len(whole)
+                    if start <= offset:
+                        continue
+                    piece = memoryview(whole)[len(whole) - (start - offset) :]
                     with lock:
                         if stop.is_set():  # gRPC may pull one more chunk after the call ended: not sent, nor counted
                             return
