@@ -283,11 +283,21 @@ def _pipeline(
         return items
 
     def chunks() -> Iterator[bytes]:
+        try:
+            yield from frame_chunks()
+        except GeneratorExit:  # gRPC closed the stream: nothing to report
+            raise
+        except BaseException as error:  # raised where the caller sees it, not logged by gRPC's thread
+            failure.append(error)
+
+    def frame_chunks() -> Iterator[bytes]:
         while True:
             items = next_batch()
             frames = [item for item in items if isinstance(item, tuple)]
-            for _, ref, _ in frames:
-                refs.append(ref)
+            with lock:
+                if stop.is_set():  # the call ended: the caller has counted what was hashed
+                    return
+                refs.extend(ref for _, ref, _ in frames)
             fresh = {ref.sha256: ref for _, ref, _ in frames if ref.sha256 not in seen}
             held = {}
             if fresh:

@@ -83,3 +83,30 @@ def test_a_corrupted_frame_sent_in_chunks_is_still_refused(studio):
         list(stub.UploadFrames(iter(chunks)))
     assert "corrupted" in caught.value.details()
     assert not _held(daemon.address, [pb.FrameRef(sha256="b" * 64, size=30)])[0].present
+
+
+def test_a_connection_that_breaks_mid_pipeline_is_resumed_and_every_frame_gets_in(studio, monkeypatch):
+    from voidlink.bridge import upload
+
+    daemon, _, shot = studio
+    paths = sorted(str(p) for p in shot.folder.iterdir())
+    client = Client(daemon.address)
+    client.chunk_bytes = 4096
+    made = upload.frame_chunk_bytes
+    sent = [0]
+
+    class Cut(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+    def cut_after_some(*args):
+        sent[0] += 1
+        if sent[0] == 7:  # the network drops mid-frame, while later frames are still being hashed
+            raise Cut()
+        return made(*args)
+
+    monkeypatch.setattr(upload, "frame_chunk_bytes", cut_after_some)
+    refs = client.upload_paths(paths)
+    assert [ref.sha256 for ref in refs] == [file_sha256(p) for p in paths]
+    assert client.stats.resumes == 1
+    assert all(s.present for s in _held(daemon.address, refs))
