@@ -185,7 +185,9 @@ def _send(
 
 # -- hash, read and send in one pipeline ------------------------------------------------------------
 
-_READ_AHEAD = 3  # frames hashed and held ahead of the one being sent: bounds the memory the pipeline takes
+# Frames hashed and held ahead of the ones being sent (a batch takes what is waiting, and the reader refills
+# behind it): about twice this many in memory at most, which bounds what 4K float frames cost.
+_READ_AHEAD = 2
 _END = object()
 
 
@@ -203,18 +205,23 @@ def _read_and_hash(paths: Sequence[str], out: queue.Queue, stop: threading.Event
                     digest.update(piece)
                     pieces.append(piece)
             item = (path, pb.FrameRef(sha256=digest.hexdigest(), size=sum(len(p) for p in pieces)), pieces)
-            while not stop.is_set():
-                try:
-                    out.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set():
+            if not _offer(out, item, stop):
                 return
     except BaseException as error:  # handed to the sender, which raises it where the caller sees it
-        out.put(error)
+        _offer(out, error, stop)
         return
-    out.put(_END)
+    _offer(out, _END, stop)
+
+
+def _offer(out: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Queue `item` unless the sender has stopped (then nobody would take it, and a put would never end)."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def upload_paths(

@@ -110,3 +110,19 @@ def test_a_connection_that_breaks_mid_pipeline_is_resumed_and_every_frame_gets_i
     assert [ref.sha256 for ref in refs] == [file_sha256(p) for p in paths]
     assert client.stats.resumes == 1
     assert all(s.present for s in _held(daemon.address, refs))
+
+
+def test_a_refused_upload_ends_the_pipeline_with_the_daemons_reason(tmp_path, start_daemon, source_guard):
+    from support.shots import write_shot
+
+    from voidlink import errors
+
+    shot = write_shot(tmp_path / "ws" / "sh040", frames=12)
+    source_guard(shot.folder)
+    frame = Path(shot.plate.replace("####", "1001")).stat().st_size
+    small = start_daemon(max_upload_bytes=frame * 2)
+    client = Client(small.address)
+    client.chunk_bytes = 1024  # the reader is frames ahead, its queue full, when the daemon refuses
+    with pytest.raises(errors.VoidlinkError) as caught:
+        client.upload_paths(sorted(str(p) for p in shot.folder.iterdir()))
+    assert caught.value.reason == "UPLOAD_TOO_LARGE"
