@@ -187,18 +187,20 @@ def _ratios(bare_s: list[float], ours_s: list[float]) -> list[float]:
 def settle(
     bare: Callable[[], float], ours: Callable[[], float], config: Config, first: int
 ) -> tuple[list[float], list[float], bool]:
-    """Interleaved repetitions, `first` of them and then pairs more until the median ratio moves by less
-    than `config.tolerance` with a pair added (settled), or `config.most` repetitions were run (not settled).
+    """Interleaved repetitions, `first` of them and then pairs more until two pairs in a row each move the
+    median ratio by less than `config.tolerance` (settled), or `config.most` repetitions were run (not).
 
     One machine's figures swing between runs with the load beside them; a run that stops when its ratio
     holds still says whether the target is met, and its spread says how sure that is."""
     bare_s, ours_s = _interleave(bare, ours, first)
+    still = 0  # pairs in a row that left the median where it was: one alone can be chance
     while len(bare_s) < config.most:
         before = statistics.median(_ratios(bare_s, ours_s))
         more_bare, more_ours = _interleave(bare, ours, 2)
         bare_s += more_bare
         ours_s += more_ours
-        if abs(statistics.median(_ratios(bare_s, ours_s)) - before) <= config.tolerance:
+        still = still + 1 if abs(statistics.median(_ratios(bare_s, ours_s)) - before) <= config.tolerance else 0
+        if still == 2:
             return bare_s, ours_s, True
     return bare_s, ours_s, False
 

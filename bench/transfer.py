@@ -13,7 +13,8 @@ What is measured, on 1920x1080 RGB half-float zip EXR frames generated for the r
   (its own process, like the daemon) that only drops them and acknowledges each chunk, and the ratio
   such a transfer would reach against the copy. It is what Python gRPC itself allows on this machine.
 - `upload_of_ceiling`: that transport's seconds over our upload's, median of the per-repeat ratios
-  (each repeat runs both side by side), with their spread; the goal is >= 0.9.
+  (each repeat runs both side by side), with their spread; the goal is >= 0.9. `sequential_of_ceiling`
+  is the same for hashing every frame first and uploading after (the order before the pipeline).
 - `download_of_ceiling`: the same for a result streamed back: a classical job over the first
   DOWNLOAD_FRAMES uploaded frames (its run is not timed), then `Client.finish` fetching its output and
   quadmask (each file checked by hash, renamed into place), against a server streaming those files'
@@ -178,6 +179,24 @@ def null_stream_seconds(paths: list[Path], chunk_bytes: int, download: bool = Fa
         process.wait(30)
 
 
+def sequential_upload_seconds(paths: list[Path], hashes: list[str], data_dir: Path) -> float:
+    """Seconds to hash every frame (`hash_files`, all cores) and only then upload them (`upload_frames`)
+    into a fresh daemon: the order without the pipeline, measured beside it for comparison."""
+    process, address = start_daemon(data_dir)
+    try:
+        client = Client(address)
+        client.info()
+        started = time.perf_counter()
+        hashed = hash_files([str(p) for p in paths])
+        client.upload_frames([(str(p), pb.FrameRef(sha256=s, size=p.stat().st_size)) for p, s in zip(paths, hashed)])
+        seconds = time.perf_counter() - started
+        assert hashed == hashes
+        return seconds
+    finally:
+        stop_daemon(process)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def download_seconds(client: Client, plates: str, mattes: str, frames: int, out: Path) -> tuple[float, list[Path]]:
     """A classical job over the uploaded frames with its result streamed back; seconds to fetch that
     result (the job's run is not timed), and the files fetched."""
@@ -205,6 +224,7 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
 
     copy_seconds, hash_seconds, upload_seconds, null_seconds = [], [], [], []
     down_seconds, null_down_seconds, down_bytes = [], [], 0
+    sequential_seconds: list[float] = []
     resubmit_bytes = 0
     for repeat in range(repeats):
         say(f"local copy, run {repeat + 1}")
@@ -237,6 +257,9 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
             client.upload_frames(again)
             resubmit_bytes = max(resubmit_bytes, client.stats.bytes_sent - sent_before)
 
+            say(f"hashing, then uploading (one after the other, as before the pipeline), run {repeat + 1}")
+            sequential_seconds.append(sequential_upload_seconds(paths, hashes, root / f"daemon-seq-{repeat}"))
+
             say(f"a job's result streamed back, run {repeat + 1}")
             plates = str(root / "frames" / "plate.####.exr")
             seconds, fetched = download_seconds(client, plates, mattes, min(frames, DOWNLOAD_FRAMES), root / "result")
@@ -255,6 +278,7 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
     # weighs on both of a pair; the spread says how much the machine moved between pairs.
     of_ceiling = [n / u for n, u in zip(null_seconds, upload_seconds)]
     down_of_ceiling = [n / d for n, d in zip(null_down_seconds, down_seconds)]
+    sequential_of_ceiling = [n / q for n, q in zip(null_seconds, sequential_seconds)]
     return {
         "frames": frames,
         "frame_size": [WIDTH, HEIGHT],
@@ -274,6 +298,7 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
         "upload_of_ceiling_spread": [min(of_ceiling), max(of_ceiling)],
         "upload_of_ceiling_target": CEILING_TARGET,
         "upload_of_ceiling_met": statistics.median(of_ceiling) >= CEILING_TARGET,
+        "sequential_of_ceiling": statistics.median(sequential_of_ceiling),
         "download_bytes": down_bytes,
         "download_mb_per_s": down_bytes / statistics.median(down_seconds) / 1e6,
         "null_download_mb_per_s": down_bytes / statistics.median(null_down_seconds) / 1e6,
@@ -304,6 +329,7 @@ def format_table(report: dict) -> str:
             f"(spread {report['upload_of_ceiling_spread'][0]:.2f}-{report['upload_of_ceiling_spread'][1]:.2f}; "
             f"goal >= {CEILING_TARGET}: "
             f"{mark[report['upload_of_ceiling_met']]})",
+            f"  without the pipeline (hash all, then upload) {report['sequential_of_ceiling']:.2f} of the ceiling",
             f"  result download {report['download_mb_per_s']:.0f} MB/s of {report['download_bytes'] / 1e6:.1f} MB; "
             f"gRPC alone {report['null_download_mb_per_s']:.0f} MB/s",
             f"  download_of_ceiling {report['download_of_ceiling']:.2f}  "
