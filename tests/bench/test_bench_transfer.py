@@ -19,6 +19,7 @@ def test_quick_json_report(capsys):
     assert math.isclose(report["transfer_ratio"], report["copy_seconds"] / report["upload_seconds"], rel_tol=1e-9)
     low, high = report["upload_of_ceiling_spread"]
     assert 0 < low <= report["upload_of_ceiling"] <= high
+    assert report["sequential_of_ceiling"] > 0 and report["download_of_ceiling"] > 0
     assert report["upload_of_ceiling_met"] == (report["upload_of_ceiling"] >= report["upload_of_ceiling_target"])
     assert report["transfer_ratio_met"] == (report["transfer_ratio"] >= report["transfer_ratio_target"])
     assert report["resubmit_bytes"] == 0 and report["resubmit_bytes_met"]
