@@ -55,12 +55,14 @@ class Config:
     rss_size: tuple[int, int]
     rss_frames: tuple[int, int]  # the short and the long shot
     distinct: int  # distinct frames generated; the rest of a shot links to them
+    most: int = 21  # repetitions at most while a ratio has not settled
+    tolerance: float = 0.01  # a ratio has settled when a pair of repetitions moves its median less than this
 
 
 DEFAULT = Config(throughput=((1920, 1080, 24), (3840, 2160, 6)), repeats=3, read_repeats=7, rss_size=(1920, 1080),
                  rss_frames=(50, 200), distinct=10)
 QUICK = Config(throughput=((1920, 1080, 4), (3840, 2160, 1)), repeats=3, read_repeats=3, rss_size=(512, 288),
-               rss_frames=(20, 80), distinct=4)
+               rss_frames=(20, 80), distinct=4, most=7)
 
 
 # --- generated media -------------------------------------------------------------------------------------------
@@ -178,32 +180,61 @@ def _interleave(bare: Callable[[], float], ours: Callable[[], float], repeats: i
     return bare_s, ours_s
 
 
-def _summary(bare_s: list[float], ours_s: list[float], frames: int, megabytes: float) -> dict:
+def _ratios(bare_s: list[float], ours_s: list[float]) -> list[float]:
+    return [b / o for b, o in zip(bare_s, ours_s)]
+
+
+def settle(
+    bare: Callable[[], float], ours: Callable[[], float], config: Config, first: int
+) -> tuple[list[float], list[float], bool]:
+    """Interleaved repetitions, `first` of them and then pairs more until two pairs in a row each move the
+    median ratio by less than `config.tolerance` (settled), or `config.most` repetitions were run (not).
+
+    One machine's figures swing between runs with the load beside them; a run that stops when its ratio
+    holds still says whether the target is met, and its spread says how sure that is."""
+    bare_s, ours_s = _interleave(bare, ours, first)
+    still = 0  # pairs in a row that left the median where it was: one alone can be chance
+    while len(bare_s) < config.most:
+        before = statistics.median(_ratios(bare_s, ours_s))
+        more_bare, more_ours = _interleave(bare, ours, 2)
+        bare_s += more_bare
+        ours_s += more_ours
+        still = still + 1 if abs(statistics.median(_ratios(bare_s, ours_s)) - before) <= config.tolerance else 0
+        if still == 2:
+            return bare_s, ours_s, True
+    return bare_s, ours_s, False
+
+
+def _summary(bare_s: list[float], ours_s: list[float], frames: int, megabytes: float, settled: bool) -> dict:
     bare_fps = frames / statistics.median(bare_s)
     ours_fps = frames / statistics.median(ours_s)
+    # Per-repetition ratios: a repetition's two runs are adjacent in time, so a burst of outside load
+    # hits both of them rather than only one side's median.
+    ratios = sorted(_ratios(bare_s, ours_s))
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     return {
         "frames": frames,
         "bare_fps": bare_fps,
         "ours_fps": ours_fps,
         "bare_mbps": bare_fps * megabytes / frames,
         "ours_mbps": ours_fps * megabytes / frames,
-        # Median of per-repetition ratios: a repetition's two runs are adjacent in time, so a burst of
-        # outside load hits both of them rather than only one side's median.
-        "ratio": statistics.median(b / o for b, o in zip(bare_s, ours_s)),
+        "ratio": statistics.median(ratios),
+        "ratio_spread": [quartiles[0], quartiles[2]],  # interquartile range of the per-repetition ratios
+        "ratio_range": [ratios[0], ratios[-1]],
+        "repetitions": len(ratios),
+        "settled": settled,
     }
 
 
-def measure_throughput(
-    root: str, width: int, height: int, frames: int, distinct: int, repeats: int, read_repeats: int
-) -> dict:
+def measure_throughput(root: str, width: int, height: int, frames: int, distinct: int, config: Config) -> dict:
     """Read and write throughput of both sides on one generated sequence."""
     pattern = make_sequence(os.path.join(root, f"src_{width}x{height}"), width, height, frames, distinct)
     files = sequence_files(pattern)
     file_mb = sum(os.path.getsize(p) for p in files) / 1e6
     bare_read(files)  # warm the page cache for both sides
 
-    read_bare, read_ours = _interleave(lambda: _timed(lambda: bare_read(files)),
-                                       lambda: _timed(lambda: ours_read(pattern)), read_repeats)
+    read_bare, read_ours, read_settled = settle(lambda: _timed(lambda: bare_read(files)),
+                                                lambda: _timed(lambda: ours_read(pattern)), config, config.read_repeats)
 
     loaded = [read_image(path, "rgba") for path in files[:distinct]]
     pixels = [loaded[i % len(loaded)].pixels for i in range(frames)]
@@ -222,15 +253,16 @@ def measure_throughput(
             shutil.rmtree(folder, ignore_errors=True)
 
     written_mb: list[float] = []
-    write_bare, write_ours = _interleave(lambda: write_side(lambda d: bare_write(d, pixels)),
-                                         lambda: write_side(lambda d: ours_write(d, pixels, template)), repeats)
+    write_bare, write_ours, write_settled = settle(lambda: write_side(lambda d: bare_write(d, pixels)),
+                                                   lambda: write_side(lambda d: ours_write(d, pixels, template)),
+                                                   config, config.repeats)
     shutil.rmtree(os.path.dirname(pattern), ignore_errors=True)
     return {
         "size": f"{width}x{height}",
         "frames": frames,
         "file_mb_per_frame": file_mb / frames,
-        "read": _summary(read_bare, read_ours, frames, file_mb),
-        "write": _summary(write_bare, write_ours, frames, statistics.median(written_mb)),
+        "read": _summary(read_bare, read_ours, frames, file_mb, read_settled),
+        "write": _summary(write_bare, write_ours, frames, statistics.median(written_mb), write_settled),
     }
 
 
@@ -298,8 +330,7 @@ def run(config: Config, root: str, progress: Callable[[str], None] | None = None
     for width, height, frames in config.throughput:
         say(f"throughput {width}x{height}, {frames} frames x {config.read_repeats} read and {config.repeats} "
             "write repetitions")
-        shots.append(measure_throughput(root, width, height, frames, min(frames, config.distinct), config.repeats,
-                                        config.read_repeats))
+        shots.append(measure_throughput(root, width, height, frames, min(frames, config.distinct), config))
 
     width, height = config.rss_size
     rss: dict[int, dict] = {}
@@ -311,12 +342,17 @@ def run(config: Config, root: str, progress: Callable[[str], None] | None = None
     short, long = config.rss_frames
     rss_short, rss_long = rss[short]["peak_rss_mb"], rss[long]["peak_rss_mb"]
 
-    read_ratio = min(s["read"]["ratio"] for s in shots)  # the worst size is the one the target must hold for
-    write_ratio = min(s["write"]["ratio"] for s in shots)
+    worst_read = min((s["read"] for s in shots), key=lambda r: r["ratio"])  # the size the target must hold for
+    worst_write = min((s["write"] for s in shots), key=lambda r: r["ratio"])
+    read_ratio, write_ratio = worst_read["ratio"], worst_write["ratio"]
     growth = rss_long / rss_short - 1.0
     return {
         "read_ratio": read_ratio,
+        "read_ratio_spread": worst_read["ratio_spread"],
+        "read_settled": all(s["read"]["settled"] for s in shots),
         "write_ratio": write_ratio,
+        "write_ratio_spread": worst_write["ratio_spread"],
+        "write_settled": all(s["write"]["settled"] for s in shots),
         "rss_50_mb": rss_short,
         "rss_200_mb": rss_long,
         "rss_growth": growth,
@@ -343,30 +379,36 @@ def _verdict(met: bool) -> str:
     return "met" if met else "MISSED"
 
 
+def _spread(report: dict, op: str) -> str:
+    low, high = report[f"{op}_ratio_spread"]
+    settled = "settled" if report[f"{op}_settled"] else "NOT SETTLED (the machine's load swung; run again)"
+    return f"(interquartile {low:.3f}-{high:.3f}, {settled})"
+
+
 def format_table(report: dict) -> str:
     head = (f"{'shot':<16} {'op':<6} {'frames':>6} {'bare fps':>9} {'ours fps':>9} {'bare MB/s':>10} "
             f"{'ours MB/s':>10} {'ratio':>6}")
-    lines = [head, "-" * len(head)]
+    lines = [head + "   reps", "-" * (len(head) + 7)]
     for shot in report["shots"]:
         for op in ("read", "write"):
             r = shot[op]
             lines.append(f"{shot['size']:<16} {op:<6} {r['frames']:>6} {r['bare_fps']:>9.2f} {r['ours_fps']:>9.2f} "
-                         f"{r['bare_mbps']:>10.1f} {r['ours_mbps']:>10.1f} {r['ratio']:>6.3f}")
-    lines.append("-" * len(head))
+                         f"{r['bare_mbps']:>10.1f} {r['ours_mbps']:>10.1f} {r['ratio']:>6.3f} {r['repetitions']:>6}")
+    lines.append("-" * (len(head) + 7))
     t = report["targets"]
     short, long = report["rss_frames"]
     lines += [
         f"read ratio  (ours / bare OIIO, worst size): {report['read_ratio']:.3f}  "
-        f"target >= {t['read_ratio']}: {_verdict(t['read_met'])}",
+        f"target >= {t['read_ratio']}: {_verdict(t['read_met'])}  {_spread(report, 'read')}",
         f"write ratio (ours / bare OIIO, worst size): {report['write_ratio']:.3f}  "
-        f"target >= {t['write_ratio']}: {_verdict(t['write_met'])}",
+        f"target >= {t['write_ratio']}: {_verdict(t['write_met'])}  {_spread(report, 'write')}",
         f"peak RSS streaming {report['rss_size']}: {short} frames {report['rss_50_mb']:.1f} MB, "
         f"{long} frames {report['rss_200_mb']:.1f} MB, growth {report['rss_growth'] * 100:+.1f} %  "
         f"target <= {t['rss_growth'] * 100:.0f} %: {_verdict(t['rss_met'])}  "
         f"(interpreter with imports only: {report['rss_idle_mb']:.1f} MB)",
         f"OpenImageIO {report['oiio_version']} on {report['oiio_threads']} threads; "
-        f"median of {report['read_repeats']} (reads) and {report['repeats']} (writes) interleaved repetitions; "
-        "MB/s of EXR file bytes",
+        f"interleaved repetitions ({report['read_repeats']} reads and {report['repeats']} writes at first, then "
+        "pairs more until the median ratio holds still); MB/s of EXR file bytes",
     ]
     return "\n".join(lines)
 

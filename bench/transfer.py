@@ -2,19 +2,23 @@
 
 What is measured, on 1920x1080 RGB half-float zip EXR frames generated for the run:
 - `transfer_ratio`: the seconds a local `shutil.copyfile` of the frames takes, divided by the seconds
-  a client takes to put the same frames into a fresh daemon's frame cache: hashing the files
-  (`hash_files`, what a job names its frames by), then `Client.upload_frames` (asking which frames
-  the daemon lacks, streaming the chunks, the daemon writing and verifying them). 1.0 means as fast
-  as copying the files on this machine; the goal is >= 0.5. `hash_seconds` and `upload_seconds`
-  split the time, and `hash_mb_per_s` bounds the ratio: the client hashes every byte once and the
-  daemon again to verify it, so with a copy faster than SHA-256 the ratio stays under
-  hash speed / copy speed even before one byte is sent.
+  a client takes to put the same frames into a fresh daemon's frame cache with `Client.upload_paths`:
+  each frame read and hashed (what a job names its frames by) while the one before it is sent, the
+  daemon writing and verifying each as it arrives. 1.0 means as fast as copying the files on this
+  machine. `hash_seconds` is hashing alone (`hash_files`), for comparison: in the pipeline it
+  overlaps the sending.
 - `resubmit_bytes`: frame bytes sent when the same frames are uploaded again (the goal is 0: the
   daemon's cache already holds them).
 - `null_mb_per_s` and `ratio_ceiling`: the same bytes in the same chunks streamed to a gRPC server
   (its own process, like the daemon) that only drops them and acknowledges each chunk, and the ratio
-  such a transfer would reach against the copy. It is what Python gRPC itself allows on this
-  machine, so a `transfer_ratio` near `ratio_ceiling` leaves nothing to gain on our side.
+  such a transfer would reach against the copy. It is what Python gRPC itself allows on this machine.
+- `upload_of_ceiling`: that transport's seconds over our upload's, median of the per-repeat ratios
+  (each repeat runs both side by side), with their spread; the goal is >= 0.9. `sequential_of_ceiling`
+  is the same for hashing every frame first and uploading after (the order before the pipeline).
+- `download_of_ceiling`: the same for a result streamed back: a classical job over the first
+  DOWNLOAD_FRAMES uploaded frames (its run is not timed), then `Client.finish` fetching its output and
+  quadmask (each file checked by hash, renamed into place), against a server streaming those files'
+  bytes in the same chunks to a client that drops them.
 
 The daemon is a real `voidlink serve` subprocess on 127.0.0.1 (its own process, as in production).
 Both sides read frames the run has just written, so both read from a warm page cache; each side runs
@@ -42,6 +46,8 @@ from voidlink.protos import pb
 from voidlink.protos.wire import CHUNK_BYTES, hash_files
 
 RATIO_TARGET = 0.5
+DOWNLOAD_FRAMES = 8  # frames of the job whose result is streamed back (the classical run is not timed)
+CEILING_TARGET = 0.9  # of what Python gRPC moves to a server that drops the chunks, in the same run
 WIDTH, HEIGHT = 1920, 1080
 
 
@@ -63,6 +69,24 @@ def write_frames(folder: Path, frames: int) -> list[Path]:
         out.close()
         paths.append(path)
     return paths
+
+
+def write_mattes(folder: Path, frames: int) -> str:
+    """A square object matte per frame (one channel, half, zip), for the job whose result is streamed back."""
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    for index in range(frames):
+        x0 = 400 + index * 20
+        matte = ((xx >= x0) & (xx < x0 + 240) & (yy >= 420) & (yy < 660)).astype(np.float32)[..., None]
+        path = folder / f"mask.{1001 + index:04d}.exr"
+        spec = oiio.ImageSpec(WIDTH, HEIGHT, 1, "half")
+        spec.channelnames = ("A",)
+        spec.attribute("compression", "zip")
+        out = oiio.ImageOutput.create(str(path))
+        out.open(str(path), spec)
+        out.write_image(np.ascontiguousarray(matte))
+        out.close()
+    return str(folder / "mask.####.exr")
 
 
 def start_daemon(data_dir: Path) -> tuple[subprocess.Popen, str]:
@@ -101,7 +125,15 @@ def serve_null() -> None:
         for _ in messages:
             yield b""
 
-    handler = grpc.method_handlers_generic_handler(_NULL_SERVICE, {"Drop": grpc.stream_stream_rpc_method_handler(drop)})
+    def send(request, context):  # the request names files, one per line: their bytes come back in chunks
+        for path in request.decode().splitlines():
+            with open(path, "rb") as handle:
+                yield from iter(functools.partial(handle.read, CHUNK_BYTES), b"")
+
+    handler = grpc.method_handlers_generic_handler(
+        _NULL_SERVICE,
+        {"Drop": grpc.stream_stream_rpc_method_handler(drop), "Send": grpc.unary_stream_rpc_method_handler(send)},
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
     )
@@ -113,8 +145,9 @@ def serve_null() -> None:
     server.stop(0)
 
 
-def null_stream_seconds(paths: list[Path], chunk_bytes: int) -> float:
-    """Seconds to stream the files' bytes, in `chunk_bytes` messages, to a server that drops them."""
+def null_stream_seconds(paths: list[Path], chunk_bytes: int, download: bool = False) -> float:
+    """Seconds to stream the files' bytes, in `chunk_bytes` messages, to a server that drops them (or,
+    `download`, from a server that reads them to a client that drops them)."""
     import grpc
 
     process = subprocess.Popen(
@@ -125,9 +158,10 @@ def null_stream_seconds(paths: list[Path], chunk_bytes: int) -> float:
     )
     try:
         address = re.search(r"listening on (\S+)", process.stdout.readline()).group(1)
-        channel = grpc.insecure_channel(address)
+        channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
         grpc.channel_ready_future(channel).result(timeout=30)
         drop = channel.stream_stream(f"/{_NULL_SERVICE}/Drop")
+        send = channel.unary_stream(f"/{_NULL_SERVICE}/Send")
 
         def chunks():
             for path in paths:
@@ -135,7 +169,7 @@ def null_stream_seconds(paths: list[Path], chunk_bytes: int) -> float:
                     yield from iter(functools.partial(handle.read, chunk_bytes), b"")
 
         started = time.perf_counter()
-        for _ in drop(chunks()):
+        for _ in send("\n".join(str(p) for p in paths).encode()) if download else drop(chunks()):
             pass
         seconds = time.perf_counter() - started
         channel.close()
@@ -145,15 +179,52 @@ def null_stream_seconds(paths: list[Path], chunk_bytes: int) -> float:
         process.wait(30)
 
 
+def sequential_upload_seconds(paths: list[Path], hashes: list[str], data_dir: Path) -> float:
+    """Seconds to hash every frame (`hash_files`, all cores) and only then upload them (`upload_frames`)
+    into a fresh daemon: the order without the pipeline, measured beside it for comparison."""
+    process, address = start_daemon(data_dir)
+    try:
+        client = Client(address)
+        client.info()
+        started = time.perf_counter()
+        hashed = hash_files([str(p) for p in paths])
+        client.upload_frames([(str(p), pb.FrameRef(sha256=s, size=p.stat().st_size)) for p, s in zip(paths, hashed)])
+        seconds = time.perf_counter() - started
+        assert hashed == hashes
+        return seconds
+    finally:
+        stop_daemon(process)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def download_seconds(client: Client, plates: str, mattes: str, frames: int, out: Path) -> tuple[float, list[Path]]:
+    """A classical job over the uploaded frames with its result streamed back; seconds to fetch that
+    result (the job's run is not timed), and the files fetched."""
+    from voidlink.bridge import build_spec
+
+    spec = build_spec(plates, mattes, frames=(1001, 1000 + frames), backend="classical", output=out / "c.####.exr")
+    job, plan = client.start(spec, "stream")
+    job = client.wait(job.id)
+    if job.state != pb.JOB_STATE_SUCCEEDED:
+        raise RuntimeError(f"the job whose result is downloaded failed: {job.message}")
+    started = time.perf_counter()
+    client.finish(job, plan)
+    seconds = time.perf_counter() - started
+    return seconds, sorted(p for p in out.rglob("*") if p.is_file())
+
+
 def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
     say = progress or (lambda text: None)
     say(f"writing {frames} 1080p half EXR frames")
     paths = write_frames(root / "frames", frames)
+    mattes = write_mattes(root / "frames", min(frames, DOWNLOAD_FRAMES))
     total = sum(p.stat().st_size for p in paths)
     for path in paths:  # warm the page cache for both sides alike
         path.read_bytes()
 
     copy_seconds, hash_seconds, upload_seconds, null_seconds = [], [], [], []
+    down_seconds, null_down_seconds, down_bytes = [], [], 0
+    sequential_seconds: list[float] = []
     resubmit_bytes = 0
     for repeat in range(repeats):
         say(f"local copy, run {repeat + 1}")
@@ -175,24 +246,39 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
             client.info()  # connected before the clock starts
             started = time.perf_counter()
             hashes = hash_files([str(p) for p in paths])
-            hashed = time.perf_counter()
-            files = [(str(p), pb.FrameRef(sha256=sha, size=p.stat().st_size)) for p, sha in zip(paths, hashes)]
-            client.upload_frames(files)
-            hash_seconds.append(hashed - started)
-            upload_seconds.append(time.perf_counter() - hashed)
+            hash_seconds.append(time.perf_counter() - started)  # hashing alone, for the table
+            started = time.perf_counter()
+            refs = client.upload_paths([str(p) for p in paths])  # read, hash and send in one pipeline
+            upload_seconds.append(time.perf_counter() - started)
+            assert [ref.sha256 for ref in refs] == hashes
             assert client.stats.bytes_sent == total, (client.stats.bytes_sent, total)
             sent_before = client.stats.bytes_sent
             again = [(str(p), pb.FrameRef(sha256=sha, size=p.stat().st_size)) for p, sha in zip(paths, hashes)]
             client.upload_frames(again)
             resubmit_bytes = max(resubmit_bytes, client.stats.bytes_sent - sent_before)
+
+            say(f"hashing, then uploading (one after the other, as before the pipeline), run {repeat + 1}")
+            sequential_seconds.append(sequential_upload_seconds(paths, hashes, root / f"daemon-seq-{repeat}"))
+
+            say(f"a job's result streamed back, run {repeat + 1}")
+            plates = str(root / "frames" / "plate.####.exr")
+            seconds, fetched = download_seconds(client, plates, mattes, min(frames, DOWNLOAD_FRAMES), root / "result")
+            down_seconds.append(seconds)
+            down_bytes = sum(p.stat().st_size for p in fetched)
+            null_down_seconds.append(null_stream_seconds(fetched, CHUNK_BYTES, download=True))
+            shutil.rmtree(root / "result")
         finally:
             stop_daemon(process)
             shutil.rmtree(root / f"daemon-{repeat}", ignore_errors=True)
 
     copy = statistics.median(copy_seconds)
     hashing, upload = statistics.median(hash_seconds), statistics.median(upload_seconds)
-    sending = statistics.median([h + u for h, u in zip(hash_seconds, upload_seconds)])
     null = statistics.median(null_seconds)
+    # Same-repeat ratios: the transport's run and ours sit side by side in time, so a burst of outside load
+    # weighs on both of a pair; the spread says how much the machine moved between pairs.
+    of_ceiling = [n / u for n, u in zip(null_seconds, upload_seconds)]
+    down_of_ceiling = [n / d for n, d in zip(null_down_seconds, down_seconds)]
+    sequential_of_ceiling = [n / q for n, q in zip(null_seconds, sequential_seconds)]
     return {
         "frames": frames,
         "frame_size": [WIDTH, HEIGHT],
@@ -203,11 +289,22 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
         "copy_mb_per_s": total / copy / 1e6,
         "hash_mb_per_s": total / hashing / 1e6,
         "upload_mb_per_s": total / upload / 1e6,
-        "transfer_ratio": copy / sending,
+        "transfer_ratio": copy / upload,
         "transfer_ratio_target": RATIO_TARGET,
-        "transfer_ratio_met": copy / sending >= RATIO_TARGET,
+        "transfer_ratio_met": copy / upload >= RATIO_TARGET,
         "null_mb_per_s": total / null / 1e6,
         "ratio_ceiling": copy / null,
+        "upload_of_ceiling": statistics.median(of_ceiling),
+        "upload_of_ceiling_spread": [min(of_ceiling), max(of_ceiling)],
+        "upload_of_ceiling_target": CEILING_TARGET,
+        "upload_of_ceiling_met": statistics.median(of_ceiling) >= CEILING_TARGET,
+        "sequential_of_ceiling": statistics.median(sequential_of_ceiling),
+        "download_bytes": down_bytes,
+        "download_mb_per_s": down_bytes / statistics.median(down_seconds) / 1e6,
+        "null_download_mb_per_s": down_bytes / statistics.median(null_down_seconds) / 1e6,
+        "download_of_ceiling": statistics.median(down_of_ceiling),
+        "download_of_ceiling_spread": [min(down_of_ceiling), max(down_of_ceiling)],
+        "download_of_ceiling_met": statistics.median(down_of_ceiling) >= CEILING_TARGET,
         "resubmit_bytes": resubmit_bytes,
         "resubmit_bytes_met": resubmit_bytes == 0,
         "repeats": repeats,
@@ -222,11 +319,22 @@ def format_table(report: dict) -> str:
             f"{report['bytes'] / 1e6:.1f} MB",
             f"  local copy      {report['copy_seconds']:.3f} s  ({report['copy_mb_per_s']:.0f} MB/s)",
             f"  hashing         {report['hash_seconds']:.3f} s  ({report['hash_mb_per_s']:.0f} MB/s)",
-            f"  gRPC upload     {report['upload_seconds']:.3f} s  ({report['upload_mb_per_s']:.0f} MB/s)",
+            f"  gRPC upload     {report['upload_seconds']:.3f} s  ({report['upload_mb_per_s']:.0f} MB/s, "
+            "hashing included: read, hash and send in one pipeline)",
             f"  transfer_ratio  {report['transfer_ratio']:.2f}  (goal >= {RATIO_TARGET}: "
             f"{mark[report['transfer_ratio_met']]})",
             f"  gRPC alone      {report['null_mb_per_s']:.0f} MB/s: a transfer doing nothing else would reach "
             f"{report['ratio_ceiling']:.2f}",
+            f"  upload_of_ceiling {report['upload_of_ceiling']:.2f}  "
+            f"(spread {report['upload_of_ceiling_spread'][0]:.2f}-{report['upload_of_ceiling_spread'][1]:.2f}; "
+            f"goal >= {CEILING_TARGET}: "
+            f"{mark[report['upload_of_ceiling_met']]})",
+            f"  without the pipeline (hash all, then upload) {report['sequential_of_ceiling']:.2f} of the ceiling",
+            f"  result download {report['download_mb_per_s']:.0f} MB/s of {report['download_bytes'] / 1e6:.1f} MB; "
+            f"gRPC alone {report['null_download_mb_per_s']:.0f} MB/s",
+            f"  download_of_ceiling {report['download_of_ceiling']:.2f}  "
+            f"(spread {report['download_of_ceiling_spread'][0]:.2f}-{report['download_of_ceiling_spread'][1]:.2f}; "
+            f"goal >= {CEILING_TARGET}: {mark[report['download_of_ceiling_met']]})",
             f"  resubmit_bytes  {report['resubmit_bytes']}  (goal 0: {mark[report['resubmit_bytes_met']]})",
         ]
     )

@@ -1,4 +1,8 @@
-"""`voidlink bench void`: seconds per denoising step, VAE encode/decode seconds and peak VRAM per memory mode.
+"""`voidlink bench void`: VOID's seconds per step, VAE seconds, peak VRAM, first progress and load time.
+
+Per memory mode: seconds per denoising step, VAE encode/decode seconds, peak VRAM and the seconds from
+the pipeline's call to its first progress event; once: the transformer and VAE's load time from
+safetensors, cold (their files evicted from the page cache) and from the page cache.
 
 The transformer and VAE are built at full size from the configs of the base model
 (CogVideoX-Fun-V1.5-5b-InP: CogVideoX 1.5's 5B transformer widened to 48 input channels for VOID's
@@ -13,9 +17,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 # CogVideoX 1.5 5B (diffusers layout) with VOID's 48 input channels: 16 noisy + 16 mask + 16 video latents.
@@ -85,7 +92,7 @@ TINY_TRANSFORMER = {
     "sample_width": 16,
 }
 TINY_VAE = {**VAE_CONFIG, "block_out_channels": (4, 4, 4, 4), "layers_per_block": 1, "norm_num_groups": 2}
-KEYS = ("s_per_step", "peak_vram_gb", "vae_encode_s", "vae_decode_s")
+KEYS = ("s_per_step", "peak_vram_gb", "vae_encode_s", "vae_decode_s", "first_progress_s")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -162,8 +169,12 @@ def measure(mode: str, frames: int, size: tuple[int, int], steps: int, device_na
         config = pipe.transformer.config
         embeds = torch.randn(1, config.max_text_seq_length, config.text_embed_dim)
         stamps: list[float] = []
+        first_event: list[float] = []
 
         def on_window(step: int, total: int, window_index: int, windows: int) -> None:
+            if not first_event:  # what a job's watcher sees first: a frame of progress
+                _sync(torch, device)
+                first_event.append(time.perf_counter())
             if window_index == windows - 1:
                 _sync(torch, device)
                 stamps.append(time.perf_counter())
@@ -191,13 +202,77 @@ def measure(mode: str, frames: int, size: tuple[int, int], steps: int, device_na
         _sync(torch, device)
         decode_s = time.perf_counter() - started
         peak = torch.cuda.max_memory_allocated(device) / memory.GB if device.type == "cuda" else None
-        return {"s_per_step": per_step, "peak_vram_gb": peak, "vae_encode_s": encode_s, "vae_decode_s": decode_s}
+        return {
+            "s_per_step": per_step,
+            "peak_vram_gb": peak,
+            "vae_encode_s": encode_s,
+            "vae_decode_s": decode_s,
+            # From the pipeline's call (the clip in memory, the models placed) to its first progress callback.
+            "first_progress_s": first_event[0] - stamps[0],
+        }
     finally:
         pipe.remove_all_hooks()
         del pipe
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _evict(folder: Path) -> bool:
+    """Drop the folder's files from the page cache (written back first), so the next read comes from the
+    disk; False where the platform cannot (no posix_fadvise): the load then reads from the cache."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    for path in folder.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+    return True
+
+
+def measure_load(tiny: bool, device_name: str) -> dict:
+    """Seconds to load the transformer and the VAE from safetensors onto the device: once with their
+    files out of the page cache (cold, where the platform can evict them) and once from the cache.
+
+    The models are written by diffusers' own saver, so the load is the one a daemon does from a weights
+    folder (VOID's pass-1 checkpoint is the transformer's size again on top of the base)."""
+    import torch
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+
+    device = torch.device(device_name)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    pipe = _build(torch, tiny, device)
+    with tempfile.TemporaryDirectory(prefix="voidlink-bench-void-") as root:
+        folder = Path(root)
+        pipe.transformer.save_pretrained(folder / "transformer")
+        pipe.vae.save_pretrained(folder / "vae")
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        del pipe
+        gc.collect()
+
+        def load() -> float:
+            _sync(torch, device)
+            started = time.perf_counter()
+            transformer = CogVideoXTransformer3DModel.from_pretrained(folder / "transformer", torch_dtype=dtype)
+            vae = AutoencoderKLCogVideoX.from_pretrained(folder / "vae", torch_dtype=dtype)
+            transformer.to(device)
+            vae.to(device)
+            _sync(torch, device)
+            seconds = time.perf_counter() - started
+            del transformer, vae
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            return seconds
+
+        evicted = _evict(folder)
+        cold = load()
+        cached = load()
+    return {"load_cold_s": cold if evicted else None, "load_cached_s": cached, "weights_gb": size / 1e9}
 
 
 def run(modes: list[str], frames: int, size: tuple[int, int], steps: int, device: str, tiny: bool) -> dict:
@@ -210,6 +285,7 @@ def run(modes: list[str], frames: int, size: tuple[int, int], steps: int, device
         "steps": steps,
         "model": "tiny (bench check)" if tiny else "CogVideoX-Fun-V1.5-5b-InP transformer (48 channels) + VAE",
         "modes": {},
+        "load": measure_load(tiny, device),
     }
     for mode in modes:
         try:
@@ -223,7 +299,8 @@ def format_table(report: dict) -> str:
     lines = [
         f"VOID on {report['device']}: {report['frames']} frames at {report['size']}, {report['steps']} steps "
         f"({report['model']}, random weights)",
-        f"{'mode':<12} {'s/step':>8} {'peak VRAM GB':>13} {'VAE encode s':>13} {'VAE decode s':>13}",
+        f"{'mode':<12} {'s/step':>8} {'peak VRAM GB':>13} {'VAE encode s':>13} {'VAE decode s':>13} "
+        f"{'1st progress s':>15}",
     ]
 
     def cell(value: Optional[float], width: int) -> str:
@@ -232,9 +309,15 @@ def format_table(report: dict) -> str:
     for mode, row in report["modes"].items():
         line = (
             f"{mode:<12} {cell(row['s_per_step'], 8)} {cell(row['peak_vram_gb'], 13)} "
-            f"{cell(row['vae_encode_s'], 13)} {cell(row['vae_decode_s'], 13)}"
+            f"{cell(row['vae_encode_s'], 13)} {cell(row['vae_decode_s'], 13)} {cell(row['first_progress_s'], 15)}"
         )
         lines.append(line + (f"  ({row['error']})" if "error" in row else ""))
+    load = report["load"]
+    cold = f"{load['load_cold_s']:.2f} s" if load["load_cold_s"] is not None else "not measured (no posix_fadvise)"
+    lines.append(
+        f"model load (transformer + VAE, {load['weights_gb']:.2f} GB of safetensors): cold {cold}, "
+        f"from the page cache {load['load_cached_s']:.2f} s"
+    )
     return "\n".join(lines)
 
 

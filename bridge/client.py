@@ -347,6 +347,16 @@ class Client:
         `job`: the job waiting for these frames, named in the progress events."""
         upload.upload_frames(self.link, self.stats, files, on_progress, job, self.chunk_bytes)
 
+    def upload_paths(
+        self,
+        paths: Sequence[str],
+        on_progress: Optional[Callable[[pb.JobEvent], None]] = None,
+        job: Optional[pb.Job] = None,
+    ) -> list:
+        """Put these files into the daemon's frame cache, each read and hashed while the one before it is
+        sent; returns their `pb.FrameRef`s in order (what a spec's uploaded_frames name them by)."""
+        return upload.upload_paths(self.link, self.stats, paths, on_progress, job, self.chunk_bytes)
+
     def download_result(
         self,
         job: pb.Job,

@@ -19,8 +19,11 @@ from voidlink.bridge.result import RemoveResult, result_or_raise
 from voidlink.bridge.transfer import ProgressCallback, TransferStats, report
 from voidlink.protos import pb
 from voidlink.protos.clips import SequencePattern
+from voidlink.protos.wire import split_file_chunk
 
 from voidlink import errors
+
+_DOWNLOAD_RESULT = "/voidlink.v1.VoidLink/DownloadResult"
 
 
 def download_result(
@@ -87,12 +90,22 @@ def _receive(
     have = [pb.FileDigest(relative_path=name, sha256=sha) for name, (_, _, sha) in whole.items()]
     progress.bytes_done = sum(os.path.getsize(temporary) for temporary, _, _ in whole.values())
     request = pb.DownloadResultRequest(job_id=job.id, have=have)
-    stream = link.stub.DownloadResult(request, metadata=link.metadata)
+    download = link.channel.unary_stream(  # the chunks come as wire bytes, their data read in place
+        _DOWNLOAD_RESULT, request_serializer=pb.DownloadResultRequest.SerializeToString, response_deserializer=None
+    )
+    stream = download(request, metadata=link.metadata)
     handle = None
     temporary = ""
     try:
-        for chunk in stream:
-            data = chunk.data  # each read of the field copies the bytes: once is enough
+        for raw in stream:
+            try:
+                fields, data = split_file_chunk(raw)
+                chunk = pb.FileChunk.FromString(fields)
+            except Exception as error:  # noqa: BLE001 - protobuf's DecodeError or ours: the daemon sent garbage
+                raise errors.VoidlinkError(
+                    f"the daemon sent a result chunk of job {job.id} that is not a FileChunk ({error})",
+                    reason="BAD_CHUNK",
+                ) from None
             if chunk.offset == 0 or (chunk.offset == chunk.size and not data):
                 if chunk.kind == "output":
                     final = local.path(chunk.frame)
@@ -123,6 +136,10 @@ def _receive(
                 handle.close()
                 handle = None
                 if chunk.sha256 != digest.hexdigest():
+                    try:
+                        os.remove(temporary)  # a damaged copy is no part of any result
+                    except OSError:
+                        pass
                     raise errors.VoidlinkError(
                         f"{chunk.relative_path} of job {job.id} arrived damaged (hash mismatch); download again",
                         reason="HASH_MISMATCH",

@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -40,6 +41,7 @@ from voidlink.inference.uploads import Uploads
 from voidlink.protos import DEFAULT_ADDRESS, PROTOCOL_VERSION, pb
 
 import voidlink
+from voidlink.errors import VoidlinkError
 
 HEALTH_SECONDS = 5.0  # how often the daemon looks whether its job store takes writes
 PRUNE_SECONDS = 3600.0  # how often it forgets ended jobs beyond its retention
@@ -59,8 +61,10 @@ class Daemon:
         security: Optional[SecurityConfig] = None,
         executor: Optional[Executor] = None,
         retention: Retention = DEFAULT_RETENTION,
+        preload: Sequence[str] = (),
     ) -> None:
         self.listen = listen
+        self.preload = tuple(preload)  # backends to load once serving, ahead of the first job
         self.retention = retention
         self.executor = executor  # None: jobs run in this process; else where it sends them (a Ray pool)
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
@@ -138,6 +142,7 @@ class Daemon:
             finished = self.scheduler.recover()
             if finished:
                 log.info("finished moving the frames of %d job(s) into place: %s", len(finished), ", ".join(finished))
+            self._start_preloads()
             self.server.start()
             self.scheduler.start()
             self.uploads.follow_uploading_jobs()
@@ -197,6 +202,19 @@ class Daemon:
         self.store.close()
         self._lock.release()
 
+    def _start_preloads(self) -> None:
+        """Load the --preload backends in the background: the daemon answers calls while a model that
+        takes a minute to load comes in, and the first job waits only for what is left of that minute."""
+        for name in self.preload:
+            if self.executor is not None:
+                # The pool's workers keep their own backends resident; this process runs no job itself.
+                self.warnings.append(f"--preload {name}: the Ray pool's workers load backends, not the daemon")
+                continue
+            try:
+                self.registry.preload(name)
+            except VoidlinkError as error:  # refused before loading: the daemon serves without it
+                self.warnings.append(str(error))
+
     def serve_forever(self) -> None:
         """Block until SIGTERM/SIGINT, then shut down gracefully (running jobs resume next start)."""
         done = threading.Event()
@@ -231,6 +249,10 @@ class Daemon:
                 loaded=self.registry.is_loaded(name),
                 licences=state.licences,
             )
+            if name in self.registry.preload_errors:
+                info.backends[-1].detail += f" (preload failed: {self.registry.preload_errors[name]})"
+            elif name in self.preload and not self.registry.is_loaded(name) and state.available:
+                info.backends[-1].detail += " (loading ahead of the first job)"
         info.default_backend = self.registry.resolve("auto")
         info.libraries.update(library_versions())
         info.roots.extend(self.roots.folders)

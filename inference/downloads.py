@@ -17,10 +17,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from voidlink.inference.events import EventBus
 from voidlink.inference.job.outputs import STAGING_PREFIX
+from voidlink.inference.readahead import read_ahead
 from voidlink.inference.transfer import Transfers
 from voidlink.protos import pb, wire
 from voidlink.protos.clips import SequencePattern
@@ -45,9 +46,10 @@ class Downloads:
         self._last: OrderedDict[str, pb.TransferProgress] = OrderedDict()
         self._published: dict[str, float] = {}
 
-    def stream(self, job: pb.Job, have: Iterable[pb.FileDigest] = ()) -> Iterator[pb.FileChunk]:
-        """The files `job` streamed back, as chunks; the files in `have` whose hash still matches are
-        named by one chunk and not sent. The job's uploaded inputs are dropped once all is sent."""
+    def stream(self, job: pb.Job, have: Iterable[pb.FileDigest] = ()) -> Iterator[Union[pb.FileChunk, bytes]]:
+        """The files `job` streamed back, as chunks (a FileChunk or its wire bytes: see `wire_or_message`);
+        the files in `have` whose hash still matches are named by one chunk and not sent. The job's
+        uploaded inputs are dropped once all is sent."""
         if job.state != pb.JOB_STATE_SUCCEEDED:
             raise Conflict(
                 f"job {job.id} has not succeeded (state {pb.JobState.Name(job.state)}); its result can be "
@@ -92,7 +94,9 @@ class Downloads:
                     self.report(job, progress)
                     yield header
                     continue
-                yield from _file_chunks(path, size, header, progress, lambda: self.report(job, progress))
+                # The next chunks are read and hashed while this one is sent.
+                chunks = _file_chunks(path, size, header, progress, lambda: self.report(job, progress))
+                yield from read_ahead(chunks, name="voidlink-download-read")
                 progress.files_done += 1
                 self.report(job, progress, force=True)
         finally:
@@ -140,7 +144,9 @@ class Downloads:
 
 def _file_chunks(
     path: Path, size: int, header: pb.FileChunk, progress: pb.TransferProgress, report: Callable[[], None]
-) -> Iterator[pb.FileChunk]:
+) -> Iterator[bytes]:
+    """One file's FileChunks as wire bytes (`wire.file_chunk_bytes`): hashed as they are read, so the
+    last one carries the file's SHA-256 without a second pass, and the data copied once on its way out."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         offset = 0
@@ -150,11 +156,11 @@ def _file_chunks(
             last = offset + len(data) >= size
             chunk = pb.FileChunk()
             chunk.CopyFrom(header)
-            chunk.offset, chunk.data = offset, data
+            chunk.offset = offset
             if last:
                 chunk.sha256 = digest.hexdigest()
             progress.bytes_done += len(data)
-            yield chunk
+            yield wire.file_chunk_bytes(chunk.SerializeToString(), data)
             report()
             offset += len(data)
             if last:
@@ -168,3 +174,8 @@ def _staged(path: Path, folder: Path) -> bool:
 def _trailing_number(name: str) -> int:
     digits = re.findall(r"(\d+)", name)
     return int(digits[-1]) if digits else 0
+
+
+def wire_or_message(chunk: Union[pb.FileChunk, bytes]) -> bytes:
+    """DownloadResult's response serialiser: data chunks come as wire bytes already, the rest as messages."""
+    return chunk if isinstance(chunk, bytes) else chunk.SerializeToString()

@@ -16,6 +16,7 @@ from typing import Optional
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from voidlink.inference.downloads import wire_or_message
 from voidlink.inference.security import AuthInterceptor, TokenFile
 from voidlink.inference.service import VoidLinkService, tolerant
 from voidlink.protos import SERVICE_NAME, pb, rpc, wire
@@ -54,7 +55,14 @@ class RpcServer:
             request_deserializer=tolerant(wire.parse_frame_chunk),
             response_serializer=pb.FrameAck.SerializeToString,
         )
-        rpc.add_VoidLinkServicer_to_server(service, _Registrar(self.grpc, {"UploadFrames": upload}))
+        download = grpc.unary_stream_rpc_method_handler(
+            service.DownloadResult,
+            request_deserializer=tolerant(pb.DownloadResultRequest.FromString),
+            response_serializer=wire_or_message,  # data chunks are wire bytes made once (wire.file_chunk_bytes)
+        )
+        rpc.add_VoidLinkServicer_to_server(
+            service, _Registrar(self.grpc, {"UploadFrames": upload, "DownloadResult": download})
+        )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         if loopback or tokens is not None:

@@ -17,7 +17,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import grpc
 from voidlink.inference.jobs import Jobs
@@ -201,5 +201,5 @@ class VoidLinkService(rpc.VoidLinkServicer):
         yield from self.uploads.receive(_checked(request_iterator))
 
     @_stream_rpc
-    def DownloadResult(self, request: pb.DownloadResultRequest, context) -> Iterator[pb.FileChunk]:
+    def DownloadResult(self, request: pb.DownloadResultRequest, context) -> Iterator[Union[pb.FileChunk, bytes]]:
         yield from self.jobs.download(request.job_id, request.have, self._caller(context))

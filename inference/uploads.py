@@ -20,6 +20,7 @@ from typing import Optional
 
 from voidlink.inference.events import EventBus
 from voidlink.inference.job.prepare import prepare_job
+from voidlink.inference.readahead import read_ahead
 from voidlink.inference.scheduler import Scheduler
 from voidlink.inference.security import format_size
 from voidlink.inference.store import UPLOAD_STAGE, JobStore
@@ -72,7 +73,7 @@ class Uploads:
         pinned: list[str] = []
         touched: set[str] = set()
         try:
-            for chunk in chunks:
+            for chunk in read_ahead(chunks, name="voidlink-upload-receive"):
                 if getattr(chunk, "malformed", ""):
                     raise InvalidInput(f"a frame chunk that is not a FrameChunk: {chunk.malformed}", reason="BAD_CHUNK")
                 touched.add(chunk.sha256)
@@ -307,3 +308,4 @@ def uploaded_targets(spec: pb.JobSpec) -> list[tuple[pb.FrameRef, Path]]:
         pattern = SequencePattern.parse(clip_media(clip.otio_json).path)
         out += [(ref, Path(pattern.path(ref.frame))) for ref in clip.uploaded_frames]
     return out
+

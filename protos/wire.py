@@ -128,3 +128,50 @@ def parse_frame_chunk(raw: bytes) -> FrameChunkView:
     except (ValueError, IndexError, UnicodeDecodeError) as error:
         chunk.malformed = str(error) or "truncated message"
     return chunk
+
+
+# -- FileChunk ---------------------------------------------------------------------------------------
+
+_FILE_CHUNK_DATA = 6  # FileChunk.data's field number
+
+
+def file_chunk_bytes(header: bytes, data: bytes) -> bytes:
+    """A `pb.FileChunk`'s wire bytes: `header` (the other fields, serialised; no data) and then the data
+    field, `data` copied once. Protobuf takes fields in any order, so a generated client reads it."""
+    return b"".join((header, b"\x32", _put_varint(len(data)), data))
+
+
+def split_file_chunk(raw: bytes) -> tuple[bytes, memoryview]:
+    """A FileChunk's wire bytes as (every field but `data`, as wire bytes to parse; `data`, a view into
+    `raw`): the frame bytes are not copied by protobuf on the way in nor at each read of the field.
+    Raises ValueError for bytes that are not a protobuf message."""
+    view = memoryview(raw)
+    fields = []
+    data = view[0:0]
+    pos, end = 0, len(raw)
+    try:
+        while pos < end:
+            start = pos
+            key, pos = _get_varint(raw, pos)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                _, pos = _get_varint(raw, pos)
+            elif wire == 2:
+                length, pos = _get_varint(raw, pos)
+                if pos + length > end:
+                    raise ValueError(f"field {number} runs past the end of the message")
+                if number == _FILE_CHUNK_DATA:
+                    data = view[pos : pos + length]
+                    pos += length
+                    continue
+                pos += length
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:
+                raise ValueError(f"wire type {wire} of field {number} is not one protobuf uses here")
+            fields.append(view[start:pos])
+    except IndexError:
+        raise ValueError("truncated message") from None
+    if pos != end:
+        raise ValueError("the last field runs past the end of the message")
+    return b"".join(fields), data

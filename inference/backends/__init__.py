@@ -12,8 +12,10 @@ there, and everything that lists, checks or creates backends reads it.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -22,6 +24,8 @@ from typing import Callable, NamedTuple, Optional
 from voidlink.inference.backends.base import Availability, Backend
 
 from voidlink.errors import InvalidInput, Unavailable
+
+log = logging.getLogger("voidlink.daemon")
 
 
 def weights_dir(explicit: Optional[str] = None) -> Path:
@@ -126,6 +130,8 @@ class BackendRegistry:
         self._loaded: dict[str, Backend] = {}
         self._lock = threading.Lock()
         self._availability: dict[str, Availability] = {}
+        self.load_seconds: dict[str, float] = {}  # how long each resident backend took to load
+        self.preload_errors: dict[str, str] = {}  # a preload that failed: why (a job loading it tries again)
 
     def availability(self, name: str) -> Availability:
         if name not in self._availability:
@@ -143,11 +149,38 @@ class BackendRegistry:
         return requested
 
     def get(self, name: str) -> Backend:
+        """The resident backend `name`, loaded first if it is not; a job arriving while a preload is
+        under way waits for that load rather than starting a second one."""
         with self._lock:
             if name not in self._loaded:
-                self._loaded[name] = backend_entry(name).factory(self.weights)
-                self._loaded[name].load()
+                started = time.perf_counter()
+                backend = backend_entry(name).factory(self.weights)
+                backend.load()
+                # Only a backend whose load finished counts as loaded (GetInfo's BackendInfo.loaded).
+                self._loaded[name] = backend
+                self.load_seconds[name] = time.perf_counter() - started
+                self.preload_errors.pop(name, None)
             return self._loaded[name]
 
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
+
+    def preload(self, name: str) -> threading.Thread:
+        """Load `name` in the background (the daemon serves meanwhile); raises at once when it cannot run
+        here. A load that fails is logged and kept in `preload_errors`; the first job needing it tries again."""
+        backend_entry(name)  # unknown names are refused before any thread starts
+        state = self.availability(name)
+        if not state.available:
+            raise Unavailable(f"cannot preload: {state.reason}", reason="BACKEND_UNAVAILABLE", field="preload")
+
+        def load() -> None:
+            try:
+                self.get(name)
+                log.info("backend %s loaded ahead of the first job in %.1f s", name, self.load_seconds[name])
+            except Exception as error:  # the daemon keeps serving; the job that needs it reports the failure
+                self.preload_errors[name] = f"{type(error).__name__}: {error}"
+                log.exception("preloading backend %s failed", name)
+
+        thread = threading.Thread(target=load, name=f"voidlink-preload-{name}", daemon=True)
+        thread.start()
+        return thread

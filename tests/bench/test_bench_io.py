@@ -19,3 +19,18 @@ def test_quick_json_report(capsys):
         for op in ("read", "write"):
             for key in ("bare_fps", "ours_fps", "bare_mbps", "ours_mbps", "ratio"):
                 assert math.isfinite(shot[op][key]) and shot[op][key] > 0, (shot["size"], op, key)
+    assert report["read_ratio_spread"][0] <= report["read_ratio_spread"][1]
+    assert isinstance(report["read_settled"], bool) and isinstance(report["write_settled"], bool)
+
+
+def test_repetitions_go_on_until_the_ratio_settles_and_no_further_than_the_cap():
+    from itertools import count
+
+    from voidlink.bench.io import QUICK, settle
+
+    steady = settle(lambda: 1.0, lambda: 1.25, QUICK, first=3)
+    assert steady[2] and len(steady[0]) == 7  # the first two pairs added left the median where it was
+
+    slower = count(1)  # ours takes longer each time: the ratio never holds still
+    drifting = settle(lambda: 1.0, lambda: float(next(slower)), QUICK, first=3)
+    assert not drifting[2] and len(drifting[0]) == QUICK.most

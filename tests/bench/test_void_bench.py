@@ -45,6 +45,11 @@ def test_json_report_has_the_figures_for_each_mode(capsys):
         assert set(row) == set(void.KEYS)
         assert row["s_per_step"] > 0 and row["vae_encode_s"] > 0 and row["vae_decode_s"] > 0
         assert row["peak_vram_gb"] is None  # no GPU: no VRAM figure rather than a made-up one
+        assert 0 < row["first_progress_s"]
+    load = report["load"]
+    assert load["load_cached_s"] > 0 and load["weights_gb"] > 0
+    assert load["load_cold_s"] is None or load["load_cold_s"] > 0
+    assert "from the page cache" in void.format_table(report)
     assert "full" in void.format_table(report) and "VAE decode s" in void.format_table(report)
 
 

@@ -17,6 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-dir", help="where the job store lives (default: the platform's user data dir)")
     parser.add_argument("--weights", help="folder with the VOID weights (default: $VOIDLINK_WEIGHTS, else data dir)")
+    parser.add_argument(
+        "--preload",
+        action="append",
+        default=[],
+        metavar="BACKEND",
+        help="load a backend (e.g. void) in the background as the daemon starts, so the first job does not "
+        "wait for it (repeatable); GetInfo says when it is loaded",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     security = parser.add_argument_group("network and security (required beyond loopback)")
     security.add_argument("--tls-cert", help="PEM certificate chain the daemon presents")
@@ -157,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         security=security_config(args),
         executor=executor,
         retention=retention,
+        preload=args.preload,
     )
     try:
         address = daemon.start()
