@@ -158,6 +158,25 @@ PARAMS = (
     ParamDescriptor("priority", "priority", "int", 0, "higher runs first", group="output"),
 )
 PARAMS_BY_NAME = {param.name: param for param in PARAMS}
+# Each effect parameter build_spec takes, by build_spec's keyword: one table, so a new knob cannot be
+# left out of the job.
+BUILD_SPEC_KEYWORDS = {
+    "quadmask": "quadmask",
+    "steps": "steps",
+    "guidance": "guidance",
+    "seed": "seed",
+    "passes": "passes",
+    "quality": "quality",
+    "crop": "crop_mode",
+    "priority": "priority",
+    "pixel_type": "pixel_type",
+    "compression": "compression",
+    "layers": "layers",
+    "resample_mattes": "resample_mattes",
+    "dilate": "mask_dilate",
+    "feather": "mask_feather",
+    "threshold": "mask_threshold",
+}
 
 
 def default_params() -> dict:
@@ -381,6 +400,7 @@ class RemoveEffect:
         first, last = self.validate()
         params = self.checked_params()
         assert self.source is not None and self.mask is not None  # validate() refused otherwise
+        keywords = {keyword: params[param] for keyword, param in BUILD_SPEC_KEYWORDS.items()}
         return build_spec(
             self.source,
             self.mask,
@@ -389,21 +409,7 @@ class RemoveEffect:
             params["prompt"],
             self.output,
             params["backend"],
-            quadmask=params["quadmask"],
-            steps=params["steps"],
-            guidance=params["guidance"],
-            seed=params["seed"],
-            passes=params["passes"],
-            quality=params["quality"],
-            crop=params["crop_mode"],
-            priority=params["priority"],
-            pixel_type=params["pixel_type"],
-            compression=params["compression"],
-            layers=params["layers"],
-            resample_mattes=params["resample_mattes"],
             name=self.name,
-            dilate=params["mask_dilate"],
-            feather=params["mask_feather"],
-            threshold=params["mask_threshold"],
             labels=self.labels,
+            **keywords,
         )

@@ -169,14 +169,7 @@ def _send(
     )
     stream = upload(chunks(), metadata=link.metadata)
     try:
-        for ack in stream:
-            before = acked.get(ack.sha256, 0)
-            progress.bytes_done += ack.offset - before
-            acked[ack.sha256] = ack.offset
-            if ack.complete:
-                progress.files_done += 1
-                stats.frames_sent += 1
-            on_progress(progress)
+        _follow_acks(stream, acked, progress, stats, on_progress)
     finally:
         with lock:
             stopped[0] = True
@@ -351,13 +344,7 @@ def _pipeline(
     try:
         stream = upload(chunks(), metadata=link.metadata)
         try:
-            for ack in stream:
-                progress.bytes_done += ack.offset - acked.get(ack.sha256, 0)
-                acked[ack.sha256] = ack.offset
-                if ack.complete:
-                    progress.files_done += 1
-                    stats.frames_sent += 1
-                on_progress(progress)
+            _follow_acks(stream, acked, progress, stats, on_progress)
         finally:
             with lock:
                 stop.set()
@@ -368,3 +355,16 @@ def _pipeline(
     if failure:
         raise failure[0]
     on_progress(progress)
+
+
+def _follow_acks(
+    stream, acked: dict, progress: pb.TransferProgress, stats: TransferStats, on_progress: Callable
+) -> None:
+    """Count each acknowledgement into the progress (bytes the daemon holds, frames it holds whole)."""
+    for ack in stream:
+        progress.bytes_done += ack.offset - acked.get(ack.sha256, 0)
+        acked[ack.sha256] = ack.offset
+        if ack.complete:
+            progress.files_done += 1
+            stats.frames_sent += 1
+        on_progress(progress)

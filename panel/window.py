@@ -130,6 +130,10 @@ class PanelWindow(QtWidgets.QWidget):
         values = self.form.values()
         if not values.plate:
             return
+        self._show_form_clips(values)
+
+    def _show_form_clips(self, values) -> None:
+        """The form's plate and mattes (none while the roto stands for them) in the viewer."""
         self.viewer.set_clips(
             before=values.plate,
             first=values.first,
@@ -175,13 +179,7 @@ class PanelWindow(QtWidgets.QWidget):
         values = self.form.values()
         if values.use_roto:
             self.ensure_document()
-        self.viewer.set_clips(
-            before=values.plate,
-            first=values.first,
-            last=values.last,
-            mask="" if values.use_roto else values.mask,
-            affected="" if values.use_roto else values.affected,
-        )
+        self._show_form_clips(values)
         self.viewer.set_mode("roto" if values.use_roto else ("quadmask" if values.mask else "wipe"))
         self.show_tab("viewer")
 

@@ -234,3 +234,10 @@ def test_the_effect_builds_what_build_spec_builds_with_one_set_of_defaults(tmp_p
     ).to_job_spec()
     assert tuned.params.seed == 7 and tuned.mask.matte.threshold == pytest.approx(0.25)
     assert tuned.labels["shot"] == "sh010" and clip_media(tuned.source.otio_json).rate == 25.0
+
+
+def test_every_effect_parameter_reaches_the_job():
+    """The parameters build_spec takes by keyword are all in the effect's table; the rest go positionally
+    (prompt, backend) or widen the range (handles)."""
+    by_keyword = set(effect.BUILD_SPEC_KEYWORDS.values())
+    assert {param.name for param in effect.PARAMS} - by_keyword == {"prompt", "backend", "handles"}

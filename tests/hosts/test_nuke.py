@@ -149,14 +149,20 @@ def test_create_from_selection_submit_progress_and_result(session, daemon, shot,
     assert Client(daemon.address).get(job_id).spec.labels["node"] == "VoidRemove1"
 
 
-def test_cancel_button_and_progress_cancel_keep_the_previous_result(session, daemon, tmp_path, source_guard):
-    shot = write_shot(tmp_path / "long", frames=40, width=320, height=192)
+
+def _long_shot_node(tmp_path, daemon, source_guard, frames: int, width: int, height: int):
+    """A guarded shot long enough to act on mid-job, read in a saved script, and a classical node on it."""
+    shot = write_shot(tmp_path / "long", frames=frames, width=width, height=height)
     source_guard(shot.folder)
     _reads(shot, plate_through_grade=False)
     nuke.scriptSave(str(tmp_path / "comp.nk"))
     group = void.create_node()
     group["backend"].setValue("classical")
     group["address"].setValue(daemon.address)
+    return shot, group
+
+def test_cancel_button_and_progress_cancel_keep_the_previous_result(session, daemon, tmp_path, source_guard):
+    shot, group = _long_shot_node(tmp_path, daemon, source_guard, 40, 320, 192)
     group["use_input_range"].setValue(False)
     group["frame_first"].setValue(shot.first)
     group["frame_last"].setValue(shot.first + 1)
@@ -206,13 +212,7 @@ def test_closing_does_not_cancel_and_reopening_reattaches(session, daemon, shot,
 
 
 def test_following_survives_a_daemon_restart(session, daemon, tmp_path, source_guard):
-    shot = write_shot(tmp_path / "long", frames=24, width=160, height=96)
-    source_guard(shot.folder)
-    _reads(shot, plate_through_grade=False)
-    nuke.scriptSave(str(tmp_path / "comp.nk"))
-    group = void.create_node()
-    group["backend"].setValue("classical")
-    group["address"].setValue(daemon.address)
+    shot, group = _long_shot_node(tmp_path, daemon, source_guard, 24, 160, 96)
     job_id = void.submit(group)
     nuke._pump(until=lambda: group["job_state"].value() == "running", timeout=30)
     daemon.kill()

@@ -197,21 +197,24 @@ def test_no_daemon_is_reported_without_blocking(qtbot, tmp_path):
     panel.close()
 
 
+
+def _panel_cli(served, *args: str) -> subprocess.CompletedProcess:
+    """`voidlink panel` against the served daemon, offscreen."""
+    return subprocess.run(
+        [sys.executable, "-m", "voidlink", "panel", "--address", served.address, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+        timeout=120,
+    )
+
 def test_cli_screenshot_of_a_job(served, tmp_path):
     shot = write_shot(tmp_path / "src", frames=3)
     result = served.client().remove(
         shot.plate, shot.mask, frames=(shot.first, shot.last), backend="classical", output=tmp_path / "o.####.exr"
     )
     target = tmp_path / "shots" / "job.png"
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    done = subprocess.run(
-        [sys.executable, "-m", "voidlink", "panel", "--address", served.address, "--job", result.job_id]
-        + ["--screenshot", str(target), "--size", "900x600"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    done = _panel_cli(served, "--job", result.job_id, "--screenshot", str(target), "--size", "900x600")
     assert done.returncode == 0, done.stderr
     image = QtGui.QImage(str(target))
     assert (image.width(), image.height()) == (900, 600)
@@ -219,25 +222,13 @@ def test_cli_screenshot_of_a_job(served, tmp_path):
     assert len(colours) > 50  # the plate and result are drawn, not an empty window
     # The viewer's channel view and zoom, for the docs' screenshots: the alpha of an RGB plate is black.
     alpha = tmp_path / "shots" / "alpha.png"
-    done = subprocess.run(
-        [sys.executable, "-m", "voidlink", "panel", "--address", served.address, "--job", result.job_id]
-        + ["--screenshot", str(alpha), "--size", "900x600", "--channel", "a", "--zoom", "2"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
+    done = _panel_cli(
+        served, "--job", result.job_id, "--screenshot", str(alpha), "--size", "900x600", "--channel", "a", "--zoom", "2"
     )
     assert done.returncode == 0, done.stderr
     shown = QtGui.QImage(str(alpha))
     assert len({shown.pixel(x, y) for x in range(0, 900, 7) for y in range(0, 600, 7)}) < len(colours)
-    missing = subprocess.run(
-        [sys.executable, "-m", "voidlink", "panel", "--address", served.address, "--job", "nope"]
-        + ["--screenshot", str(tmp_path / "none.png")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    missing = _panel_cli(served, "--job", "nope", "--screenshot", str(tmp_path / "none.png"))
     assert missing.returncode == 2 and "no job with id 'nope'" in missing.stderr
 
 
