@@ -179,7 +179,8 @@ class JobStore:
                 reason="STORE_BUSY",
                 file=str(self.path),
             )
-        if "full" in text or "disk" in text or getattr(error, "sqlite_errorcode", 0) == 13:
+        # SQLITE_FULL (13): "database or disk is full"; a "disk I/O error" is not a full disk.
+        if getattr(error, "sqlite_errorcode", 0) == 13 or "is full" in text:
             return LimitExceeded(
                 f"disk full at {self.path.parent}: the job store cannot be written; free space there",
                 reason="DISK_FULL",

@@ -210,7 +210,7 @@ class _StagedWriter:
     def write(self, loaded: Loaded, result: BackendResult) -> None:
         prepared = self.prepared
         _, source, qm = loaded
-        out, weight = _composite(prepared, self.work, self.transform, source, qm, result)
+        out, weight = composite_frame(prepared, self.work, self.transform, source, qm, result)
         layers = None
         if prepared.layers:
             # The delta is taken in the plate's colour space, from RGB as the file will hold it.
@@ -258,21 +258,10 @@ def composite_frame(
     source: image.ImageFrame,
     qm: np.ndarray,
     result: BackendResult,
-) -> np.ndarray:
-    """The backend's fill scaled and pasted back, out of model space, composited over the plate's
-    pixels through the feathered quadmask (and the backend's own change mask, when it gives one)."""
-    return _composite(prepared, work, transform, source, qm, result)[0]
-
-
-def _composite(
-    prepared: PreparedJob,
-    work: ProcessingPlan,
-    transform: colour.ModelTransform,
-    source: image.ImageFrame,
-    qm: np.ndarray,
-    result: BackendResult,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """composite_frame's pixels and the blend weight each pixel took the fill with."""
+    """The backend's fill scaled and pasted back, out of model space, composited over the plate's pixels
+    through the feathered quadmask (and the backend's own change mask, when it gives one); and the blend
+    weight each pixel took the fill with (the `void.change` layer)."""
     frame_shape = source.pixels.shape[:2]
     filled = transform.from_model(work.from_backend(np.asarray(result.image, np.float32)))
     filled = composite.paste(work, filled, frame_shape)
