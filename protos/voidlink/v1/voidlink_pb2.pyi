@@ -27,6 +27,7 @@ class PixelType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PIXEL_TYPE_UNSPECIFIED: _ClassVar[PixelType]
     PIXEL_TYPE_HALF: _ClassVar[PixelType]
     PIXEL_TYPE_FLOAT: _ClassVar[PixelType]
+    PIXEL_TYPE_UINT8: _ClassVar[PixelType]
 
 class Compression(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -62,6 +63,7 @@ JOB_STATE_UPLOADING: JobState
 PIXEL_TYPE_UNSPECIFIED: PixelType
 PIXEL_TYPE_HALF: PixelType
 PIXEL_TYPE_FLOAT: PixelType
+PIXEL_TYPE_UINT8: PixelType
 COMPRESSION_UNSPECIFIED: Compression
 COMPRESSION_ZIP: Compression
 COMPRESSION_PIZ: Compression
@@ -178,7 +180,7 @@ class OutputSpec(_message.Message):
     def __init__(self, path_template: _Optional[str] = ..., pixel_type: _Optional[_Union[PixelType, str]] = ..., compression: _Optional[_Union[Compression, str]] = ..., colorspace: _Optional[str] = ..., write_quadmask: bool = ..., quadmask_template: _Optional[str] = ..., write_raw: bool = ..., raw_template: _Optional[str] = ..., stream_back: bool = ..., overwrite: bool = ..., write_layers: bool = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "source", "mask", "affected", "frames", "params", "output", "labels")
+    __slots__ = ("name", "source", "mask", "affected", "frames", "params", "output", "labels", "matte")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +196,7 @@ class JobSpec(_message.Message):
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    MATTE_FIELD_NUMBER: _ClassVar[int]
     name: str
     source: ClipSpec
     mask: ClipSpec
@@ -202,7 +205,70 @@ class JobSpec(_message.Message):
     params: JobParams
     output: OutputSpec
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[ClipSpec, _Mapping]] = ..., mask: _Optional[_Union[ClipSpec, _Mapping]] = ..., affected: _Optional[_Union[ClipSpec, _Mapping]] = ..., frames: _Optional[_Union[FrameRange, _Mapping]] = ..., params: _Optional[_Union[JobParams, _Mapping]] = ..., output: _Optional[_Union[OutputSpec, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    matte: MatteParams
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[ClipSpec, _Mapping]] = ..., mask: _Optional[_Union[ClipSpec, _Mapping]] = ..., affected: _Optional[_Union[ClipSpec, _Mapping]] = ..., frames: _Optional[_Union[FrameRange, _Mapping]] = ..., params: _Optional[_Union[JobParams, _Mapping]] = ..., output: _Optional[_Union[OutputSpec, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., matte: _Optional[_Union[MatteParams, _Mapping]] = ...) -> None: ...
+
+class MattePoint(_message.Message):
+    __slots__ = ("x", "y", "negative")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    x: float
+    y: float
+    negative: bool
+    def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ..., negative: bool = ...) -> None: ...
+
+class MatteBox(_message.Message):
+    __slots__ = ("x0", "y0", "x1", "y1")
+    X0_FIELD_NUMBER: _ClassVar[int]
+    Y0_FIELD_NUMBER: _ClassVar[int]
+    X1_FIELD_NUMBER: _ClassVar[int]
+    Y1_FIELD_NUMBER: _ClassVar[int]
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    def __init__(self, x0: _Optional[float] = ..., y0: _Optional[float] = ..., x1: _Optional[float] = ..., y1: _Optional[float] = ...) -> None: ...
+
+class MattePrompt(_message.Message):
+    __slots__ = ("frame", "points", "boxes", "outline")
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    BOXES_FIELD_NUMBER: _ClassVar[int]
+    OUTLINE_FIELD_NUMBER: _ClassVar[int]
+    frame: int
+    points: _containers.RepeatedCompositeFieldContainer[MattePoint]
+    boxes: _containers.RepeatedCompositeFieldContainer[MatteBox]
+    outline: _containers.RepeatedCompositeFieldContainer[MattePoint]
+    def __init__(self, frame: _Optional[int] = ..., points: _Optional[_Iterable[_Union[MattePoint, _Mapping]]] = ..., boxes: _Optional[_Iterable[_Union[MatteBox, _Mapping]]] = ..., outline: _Optional[_Iterable[_Union[MattePoint, _Mapping]]] = ...) -> None: ...
+
+class MatteParams(_message.Message):
+    __slots__ = ("prompts", "affected_text", "propose_affected", "tracker", "affected_template", "affected_grid")
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    AFFECTED_TEXT_FIELD_NUMBER: _ClassVar[int]
+    PROPOSE_AFFECTED_FIELD_NUMBER: _ClassVar[int]
+    TRACKER_FIELD_NUMBER: _ClassVar[int]
+    AFFECTED_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    AFFECTED_GRID_FIELD_NUMBER: _ClassVar[int]
+    prompts: _containers.RepeatedCompositeFieldContainer[MattePrompt]
+    affected_text: str
+    propose_affected: bool
+    tracker: str
+    affected_template: str
+    affected_grid: int
+    def __init__(self, prompts: _Optional[_Iterable[_Union[MattePrompt, _Mapping]]] = ..., affected_text: _Optional[str] = ..., propose_affected: bool = ..., tracker: _Optional[str] = ..., affected_template: _Optional[str] = ..., affected_grid: _Optional[int] = ...) -> None: ...
+
+class MatteFinding(_message.Message):
+    __slots__ = ("check", "severity", "message", "frame")
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    check: str
+    severity: str
+    message: str
+    frame: int
+    def __init__(self, check: _Optional[str] = ..., severity: _Optional[str] = ..., message: _Optional[str] = ..., frame: _Optional[int] = ...) -> None: ...
 
 class ErrorDetail(_message.Message):
     __slots__ = ("reason", "message", "field", "file", "frame", "frames")
@@ -233,7 +299,7 @@ class Preview(_message.Message):
     def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., png: _Optional[bytes] = ..., frame: _Optional[int] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("output_pattern", "frames", "otio_json", "quadmask_pattern", "raw_pattern", "backend", "notes", "metrics", "provenance")
+    __slots__ = ("output_pattern", "frames", "otio_json", "quadmask_pattern", "raw_pattern", "backend", "notes", "metrics", "provenance", "findings")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -257,6 +323,7 @@ class JobResult(_message.Message):
     NOTES_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
     output_pattern: str
     frames: FrameRange
     otio_json: str
@@ -266,7 +333,8 @@ class JobResult(_message.Message):
     notes: _containers.RepeatedScalarFieldContainer[str]
     metrics: _containers.ScalarMap[str, float]
     provenance: _containers.ScalarMap[str, str]
-    def __init__(self, output_pattern: _Optional[str] = ..., frames: _Optional[_Union[FrameRange, _Mapping]] = ..., otio_json: _Optional[str] = ..., quadmask_pattern: _Optional[str] = ..., raw_pattern: _Optional[str] = ..., backend: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., provenance: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    findings: _containers.RepeatedCompositeFieldContainer[MatteFinding]
+    def __init__(self, output_pattern: _Optional[str] = ..., frames: _Optional[_Union[FrameRange, _Mapping]] = ..., otio_json: _Optional[str] = ..., quadmask_pattern: _Optional[str] = ..., raw_pattern: _Optional[str] = ..., backend: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., provenance: _Optional[_Mapping[str, str]] = ..., findings: _Optional[_Iterable[_Union[MatteFinding, _Mapping]]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "spec", "state", "stage", "frames_done", "frames_total", "created_at", "started_at", "finished_at", "error", "result", "message", "eta_seconds", "attempts", "owner")
@@ -457,7 +525,7 @@ class QueueInfo(_message.Message):
     def __init__(self, queued: _Optional[int] = ..., running: _Optional[int] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("version", "protocol_version", "devices", "backends", "queue", "data_dir", "default_backend", "libraries", "pid", "roots", "confined", "tls", "tokens_required", "max_message_bytes", "max_upload_bytes", "cache_max_bytes", "cache_bytes")
+    __slots__ = ("version", "protocol_version", "devices", "backends", "queue", "data_dir", "default_backend", "libraries", "pid", "roots", "confined", "tls", "tokens_required", "max_message_bytes", "max_upload_bytes", "cache_max_bytes", "cache_bytes", "matte_trackers")
     class LibrariesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -482,6 +550,7 @@ class GetInfoResponse(_message.Message):
     MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     CACHE_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MATTE_TRACKERS_FIELD_NUMBER: _ClassVar[int]
     version: str
     protocol_version: int
     devices: _containers.RepeatedCompositeFieldContainer[Device]
@@ -499,7 +568,8 @@ class GetInfoResponse(_message.Message):
     max_upload_bytes: int
     cache_max_bytes: int
     cache_bytes: int
-    def __init__(self, version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., backends: _Optional[_Iterable[_Union[BackendInfo, _Mapping]]] = ..., queue: _Optional[_Union[QueueInfo, _Mapping]] = ..., data_dir: _Optional[str] = ..., default_backend: _Optional[str] = ..., libraries: _Optional[_Mapping[str, str]] = ..., pid: _Optional[int] = ..., roots: _Optional[_Iterable[str]] = ..., confined: bool = ..., tls: bool = ..., tokens_required: bool = ..., max_message_bytes: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., cache_max_bytes: _Optional[int] = ..., cache_bytes: _Optional[int] = ...) -> None: ...
+    matte_trackers: _containers.RepeatedCompositeFieldContainer[BackendInfo]
+    def __init__(self, version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., backends: _Optional[_Iterable[_Union[BackendInfo, _Mapping]]] = ..., queue: _Optional[_Union[QueueInfo, _Mapping]] = ..., data_dir: _Optional[str] = ..., default_backend: _Optional[str] = ..., libraries: _Optional[_Mapping[str, str]] = ..., pid: _Optional[int] = ..., roots: _Optional[_Iterable[str]] = ..., confined: bool = ..., tls: bool = ..., tokens_required: bool = ..., max_message_bytes: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., cache_max_bytes: _Optional[int] = ..., cache_bytes: _Optional[int] = ..., matte_trackers: _Optional[_Iterable[_Union[BackendInfo, _Mapping]]] = ...) -> None: ...
 
 class ProbePathsRequest(_message.Message):
     __slots__ = ("paths", "write")
