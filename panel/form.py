@@ -312,8 +312,10 @@ class JobForm(QtWidgets.QWidget):
         return f"{stem} {values.first}-{values.last}"
 
     def roto_patterns(self, values: FormValues) -> tuple[str, str]:
-        """Where the roto mattes of this job are written: a `roto` folder beside the output."""
-        folder = os.path.join(os.path.dirname(os.path.abspath(self.output_template(values))), "roto")
+        """Where the roto mattes of this job are written: `roto/<output's name>/` beside the output, one folder per
+        output, so a second version's mattes never replace those a queued first version is still to read."""
+        output = os.path.abspath(self.output_template(values))
+        folder = os.path.join(os.path.dirname(output), "roto", os.path.basename(output).split(".")[0] or "shot")
         return os.path.join(folder, "object.####.exr"), os.path.join(folder, "affected.####.exr")
 
     def roto_file(self, values: Optional[FormValues] = None) -> Optional[str]:

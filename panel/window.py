@@ -203,8 +203,27 @@ class PanelWindow(QtWidgets.QWidget):
             mask_channels=job.spec.mask.channels,
             affected_channels=job.spec.affected.channels,
         )
+        self._open_job_roto(job)
         self.viewer.set_mode("wipe" if job.result.output_pattern else "quadmask")
         self.show_tab("viewer")
+
+    def _open_job_roto(self, job: pb.Job) -> None:
+        """A job whose mattes were drawn in the panel opens with its shapes (the roto.json written beside them).
+
+        That file is the record of what made the job's result: edits made now are kept in the panel's unsaved roto
+        (and move to the next job submitted with them), never written back over it."""
+        mask = clip_path(job.spec.mask)
+        saved = os.path.join(os.path.dirname(mask), "roto.json") if mask else ""
+        if not saved or not os.path.isfile(saved):
+            return
+        try:
+            document = roto.RotoDocument.load(saved)
+        except errors.VoidlinkError as error:
+            self.viewer.status.setText(str(error))
+            return
+        self.form.document = document
+        self.autosave.attach(document, None)
+        self.viewer.set_document(document)
 
     def open_job(self, job_id: str) -> None:
         """Show a job by id (fetched on the worker; the viewer follows when it arrives)."""

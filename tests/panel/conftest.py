@@ -12,6 +12,12 @@ from support.daemons import DaemonProcess  # noqa: E402
 from voidlink.panel.window import PanelWindow  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def panel_data_home(tmp_path, monkeypatch):
+    """The panel's data folder (its unsaved roto) under the test's folder, never the user's own."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     process = DaemonProcess(tmp_path_factory.mktemp("panel-daemon")).start()

@@ -112,7 +112,7 @@ def test_roto_drawn_on_the_viewer_becomes_the_jobs_mattes(window, qtbot, tmp_pat
         assert window.form.submit()
     job = finished.args[0]
     assert job.state == pb.JOB_STATE_SUCCEEDED, job.error.message
-    roto_folder = tmp_path / "out" / "roto"
+    roto_folder = tmp_path / "out" / "roto" / "clean"  # one folder per output: versions never share mattes
     assert (roto_folder / "roto.json").is_file()
     assert str(roto_folder) in job.spec.mask.otio_json and "object." in job.spec.mask.otio_json
     last_matte = read_pixels(str(roto_folder / f"object.{shot.last}.exr"))[..., 0]
@@ -127,6 +127,17 @@ def test_roto_drawn_on_the_viewer_becomes_the_jobs_mattes(window, qtbot, tmp_pat
     again.form.set_values(window.form.values())
     assert again.ensure_document().to_dict() == window.form.document.to_dict()
     again.close()
+    # Opened from the queue, the job shows its shapes and keys; an edit then leaves the job's record as it was.
+    queued = PanelWindow(window.service.address, refresh_ms=0)
+    qtbot.addWidget(queued)
+    shown(qtbot, queued.viewer, queued.show_job, job)
+    assert queued.viewer.canvas.document.to_dict() == window.form.document.to_dict()
+    assert queued.viewer.slider.keys == [shot.first, shot.last]
+    recorded = (roto_folder / "roto.json").read_bytes()
+    queued.viewer.canvas.document.shapes.pop()
+    queued.viewer.canvas.shapes_changed.emit()
+    assert queued.autosave.flush() == queued.autosave.scratch and (roto_folder / "roto.json").read_bytes() == recorded
+    queued.close()
 
 
 @pytest.fixture
@@ -145,7 +156,7 @@ def test_every_roto_edit_is_autosaved_as_the_jobs_roto_json(qtbot, tmp_path, pan
         output=str(tmp_path / "out" / "clean.####.exr"),
         use_roto=True,
     )
-    saved = tmp_path / "out" / "roto" / "roto.json"  # where submit writes it, beside the roto mattes
+    saved = tmp_path / "out" / "roto" / "clean" / "roto.json"  # where submit writes it, beside the roto mattes
     panel = _roto_panel(qtbot, values)
     viewer, document = panel.viewer, panel.form.document
     assert panel.autosave.path == str(saved) == panel.form.roto_file()
@@ -193,7 +204,7 @@ def test_every_roto_edit_is_autosaved_as_the_jobs_roto_json(qtbot, tmp_path, pan
 
     # Another job with a roto of its own opens on it; the edit not yet written for the first job goes to its file first.
     other = roto.RotoDocument(shot.width, shot.height, [roto.Shape("ellipse", keys={shot.first: [(1, 1), (9, 9)]})])
-    other.save(str(tmp_path / "other" / "roto" / "roto.json"))
+    other.save(str(tmp_path / "other" / "roto" / "clean" / "roto.json"))
     viewer.canvas.selected = shape
     viewer.feather.setValue(3.0)  # pending: the event loop has not turned since, so no timer has fired
     panel.set_values(FormValues(**{**values.__dict__, "output": str(tmp_path / "other" / "clean.####.exr")}))
@@ -234,15 +245,15 @@ def test_roto_drawn_before_the_job_has_an_output_is_kept_in_the_panels_data_fold
     assert panel.form.document.to_dict() == drawn  # carried over to the job, not dropped
     assert panel.autosave.flush() == str(unsaved)
     (failure,) = failures
-    assert failure.startswith(f"cannot autosave the roto to {blocker / 'out' / 'roto' / 'roto.json'}")
+    assert failure.startswith(f"cannot autosave the roto to {blocker / 'out' / 'roto' / 'clean' / 'roto.json'}")
     assert str(unsaved) in failure and panel.form.message.text() == failure
     assert _saved_shapes(unsaved) == drawn
 
     # An output that can be written: the shapes move there, and the panel's own copy goes.
     output = tmp_path / "out" / "clean.####.exr"
     panel.set_values(FormValues(**{**stuck.__dict__, "output": str(output)}))
-    assert panel.autosave.flush() == str(tmp_path / "out" / "roto" / "roto.json")
-    assert _saved_shapes(tmp_path / "out" / "roto" / "roto.json") == drawn and not unsaved.exists()
+    assert panel.autosave.flush() == str(tmp_path / "out" / "roto" / "clean" / "roto.json")
+    assert _saved_shapes(tmp_path / "out" / "roto" / "clean" / "roto.json") == drawn and not unsaved.exists()
     assert panel.form.message.text() == ""  # the failure shown earlier is over
     panel.close()
     again = _roto_panel(qtbot, FormValues(**{**stuck.__dict__, "output": str(output)}))
@@ -261,3 +272,22 @@ def _roto_panel(qtbot, values: FormValues) -> PanelWindow:
     panel.show()
     panel.set_values(values)
     return panel
+
+
+def test_each_version_of_a_roto_job_keeps_its_own_mattes(qtbot, tmp_path):
+    """A second job on the plate (its output the next version) writes its roto mattes apart from the first's, which
+    may still be queued to read them."""
+    from voidlink.panel.form import JobForm
+
+    shot = write_shot(tmp_path / "src", frames=2)
+    form = JobForm()
+    qtbot.addWidget(form)
+    values = FormValues(plate=shot.plate, first=shot.first, last=shot.last, use_roto=True)
+    first = form.output_template(values)
+    first_mattes, first_file = form.roto_patterns(values), form.roto_file(values)
+    form.taken.add(first)  # submitted, not written yet
+    second = form.output_template(values)
+    assert first != second and "_v001." in first and "_v002." in second
+    second_mattes = form.roto_patterns(values)
+    assert not {os.path.dirname(p) for p in first_mattes} & {os.path.dirname(p) for p in second_mattes}
+    assert form.roto_file(values) != first_file
