@@ -232,6 +232,28 @@ def test_cli_screenshot_of_a_job(served, tmp_path):
     assert missing.returncode == 2 and "no job with id 'nope'" in missing.stderr
 
 
+def test_cli_screenshot_of_a_roto_with_keys(served, tmp_path):
+    from voidlink.panel import roto
+
+    shot = write_shot(tmp_path / "src", frames=5, width=160, height=96)
+    shape = roto.Shape("ellipse", keys={shot.first: [(20, 20), (70, 60)], shot.last: [(80, 20), (130, 60)]})
+    saved = tmp_path / "roto.json"
+    roto.RotoDocument(shot.width, shot.height, [shape]).save(str(saved))
+    recorded = saved.read_bytes()
+
+    def screenshot(name: str, *extra: str) -> QtGui.QImage:
+        target = tmp_path / "shots" / name
+        done = _panel_cli(served, "--plate", shot.plate, "--screenshot", str(target), "--size", "900x600", *extra)
+        assert done.returncode == 0, done.stderr
+        return QtGui.QImage(str(target))
+
+    plain = screenshot("plate.png", "--tab", "viewer", "--frame", str(shot.first + 2))
+    keyed = screenshot("roto.png", "--roto", str(saved), "--frame", str(shot.first + 2))
+    differing = sum(plain.pixel(x, y) != keyed.pixel(x, y) for x in range(0, 900, 3) for y in range(0, 600, 3))
+    assert differing > 200  # the shape's outline, the roto tools and the key marks are drawn
+    assert saved.read_bytes() == recorded  # shown, never rewritten
+
+
 def test_sequence_pattern_from_a_picked_frame_and_nuke_pane_registration(qtbot):
     assert sequence_pattern_for("/s/plate.1001.exr") == "/s/plate.####.exr"
     assert sequence_pattern_for("/s/A001_C002.mov") == "/s/A001_C002.mov"

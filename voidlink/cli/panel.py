@@ -22,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--channel", choices=("rgb", "r", "g", "b", "a", "luminance"), help="the viewer's channel view"
     )
     parser.add_argument("--zoom", type=float, help="the viewer's zoom (1: one image pixel per screen pixel)")
+    parser.add_argument(
+        "--roto", metavar="ROTO.json", help="open this roto document (a job's roto.json) on the plate, in roto mode"
+    )
+    parser.add_argument("--frame", type=int, help="the frame the viewer shows (default: the range's first)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,16 +64,19 @@ def run(args: argparse.Namespace) -> int:
             if args.job:
                 raise
             window.connection.setText(str(error))
+    if args.roto:
+        _open_roto(window, args.roto)
     if args.tab:
         window.show_tab(args.tab)
     if args.zoom is not None and args.zoom <= 0:
         raise InvalidInput(f"--zoom {args.zoom:g} is not a positive zoom", reason="BAD_VALUE", field="zoom")
+    showing = bool(args.job or args.plate)
     if args.screenshot:
         window.show()  # laid out at its size first: a zoom is about the viewer's centre
-        if args.job:
+        if showing:
             _wait_for_frame(app, window.viewer)
-        if _set_view(window, args) and args.job:
-            _wait_for_frame(app, window.viewer)  # drawn again in the channel asked for
+        if _set_view(window, args) and showing:
+            _wait_for_frame(app, window.viewer)  # drawn again at the frame and in the channel asked for
         path = save_screenshot(window, args.screenshot)
         print(path)
         window.close()  # stops the panel's threads before Qt and Python tear down
@@ -79,14 +86,31 @@ def run(args: argparse.Namespace) -> int:
     return int(app.exec())
 
 
+def _open_roto(window, path: str) -> None:
+    """The roto document on the form's plate, in the viewer's roto mode (the form's roto is this document)."""
+    from voidlink.panel.roto import RotoDocument
+
+    document = RotoDocument.load(path)
+    window.form.use_roto.setChecked(True)
+    window.form.document = document
+    window.autosave.attach(document, None)  # looked at, not edited: the file given is never written
+    window.viewer.set_document(document)
+    window.viewer.set_mode("roto")
+    window.show_tab("viewer")
+
+
 def _set_view(window, args: argparse.Namespace) -> bool:
-    """The viewer's channel view and zoom as asked; True when the channel changed (the frame is redrawn)."""
+    """The viewer's frame, channel view and zoom as asked; True when the frame is redrawn."""
     if args.zoom:
         window.viewer.canvas.set_zoom(args.zoom)
+    redrawn = False
+    if args.frame is not None and args.frame != window.viewer.canvas.frame:
+        window.viewer.show_frame(args.frame)
+        redrawn = True
     if args.channel and args.channel != "rgb":
         window.viewer.set_channel(args.channel)
-        return True
-    return False
+        redrawn = True
+    return redrawn
 
 
 def _wait_for_frame(app, viewer, seconds: float = 10.0) -> None:
