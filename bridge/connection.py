@@ -119,12 +119,24 @@ class Connection:
         if token:
             metadata.append(("authorization", f"Bearer {token}"))
         self.metadata = tuple(metadata)
+        # The channel's state as gRPC last reported it. Calls on a connected channel skip the ready-wait: each wait
+        # subscribes to the channel with try_to_connect, and gRPC's poll thread, woken by the close that follows
+        # a call within its 0.2 s poll, then asks a closed channel its state and dies with a traceback on the
+        # host's console ("Cannot invoke RPC: Channel closed!").
+        self._connectivity: Optional[grpc.ChannelConnectivity] = None
+        self.channel.subscribe(self._connectivity_changed)
+
+    def _connectivity_changed(self, connectivity: grpc.ChannelConnectivity) -> None:
+        self._connectivity = connectivity
 
     def close(self) -> None:
+        self.channel.unsubscribe(self._connectivity_changed)
         self.channel.close()
 
     def ready(self, timeout: Optional[float] = None) -> None:
         """Wait for the channel to connect; raises `errors.Unavailable` naming the address."""
+        if self._connectivity is grpc.ChannelConnectivity.READY:
+            return
         try:
             grpc.channel_ready_future(self.channel).result(timeout=timeout or self.connect_timeout)
         except grpc.FutureTimeoutError:
