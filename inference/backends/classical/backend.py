@@ -34,6 +34,7 @@ from voidlink.inference.backends.classical.flow import (
     resize_mask,
     to_grey,
 )
+from voidlink.inference.backends.classical.patchfill import patch_fill, telea
 from voidlink.media.quadmask import AFFECTED, KEEP, OBJECT, OVERLAP
 
 from voidlink.errors import InvalidInput
@@ -58,8 +59,17 @@ SAMPLING = cv2.INTER_LINEAR
 # Where the flow chain lands within this many pixels of the camera (homography) chain, the camera
 # chain is taken: it is exact for background moving with the camera and does not drift over steps.
 SNAP_TOLERANCE = 1.0
+# The exemplar fill's crop reaches this many times the unrevealed part's extent around it (at least
+# PATCH_MARGIN pixels): nearby texture is the likeliest continuation, and a small crop keeps it fast.
+CONTEXT = 0.75
+PATCH_MARGIN = 24
+# Half-size of the window over which forward and backward colours are compared (see `_propagate`).
+AGREE_WINDOW = 2
 # Flow-resolution pixels of flow distrusted around each hole (DIS drags the object's motion across edges).
 FLOW_MARGIN = 14
+
+# Kept importable from here (the bench and tests use it as the spatial baseline).
+__all__ = ["ClassicalBackend", "remove", "remove_stream", "telea"]
 
 PHYSICAL_NOTE = (
     "The classical backend fills the object from what other frames reveal; it cannot re-simulate "
@@ -89,8 +99,10 @@ class ClassicalBackend(base.Backend):
     """Optical-flow propagation with camera compensation and spatial fill; CPU only, no weights."""
 
     name = "classical"
-    # The last frames of a shot look up to 2 × radius frames back (see `_Stream._reach`).
-    temporal_context = 2 * MAX_RADIUS
+    # The last frames of a shot look up to 2 × radius frames back (see `_Stream._reach`), and a
+    # frame's spatial fill follows a key frame up to radius - 1 frames back, itself exact only with
+    # its own 2 × radius frames before it.
+    temporal_context = 3 * MAX_RADIUS
     working_size = None
 
     def notes(self) -> list[str]:
@@ -123,6 +135,7 @@ class _Stream:
         self.noted_nan = False
         self.unrevealed = 0
         self.filled = 0
+        self.keys: dict[int, tuple[int, np.ndarray]] = {}  # key frame index → (position, result)
 
     def _check_cancel(self) -> None:
         if self.request.cancelled():
@@ -204,6 +217,10 @@ class _Stream:
         frame = self.frames[position]
         filled, unrevealed = self.filled, self.unrevealed
         image, changed = self._fill(position)
+        if frame.index % self.radius == 0:
+            # A key frame: the frames after it take their spatially filled part from it (see `_spatial`).
+            self.keys = {i: k for i, k in self.keys.items() if i > frame.index - 2 * self.radius}
+            self.keys[frame.index] = (position, image)
         if position and position % 25 == 0:
             self.request.on_message(f"classical: propagated {position} frames")
         counts = {"filled": float(self.filled - filled), "unrevealed": float(self.unrevealed - unrevealed)}
@@ -225,7 +242,9 @@ class _Stream:
         tracked = cv2.dilate(box_hole.astype(np.uint8), ring_kernel) > 0
         ring = tracked & ~box_hole & (frame.source[y0:y1, x0:x1] > 0)
 
-        colour, have = self._propagate(position, (x0, y0, x1, y1), tracked)
+        key = self._key_for(position)
+        colour, have, key_where = self._propagate(position, (x0, y0, x1, y1), tracked,
+                                                  position - key[0] if key else None)
         box_pixels = frame.pixels[y0:y1, x0:x1]
         if have.any():
             # Seam blend: the median frame-vs-propagated difference on the ring (an exposure or
@@ -247,7 +266,7 @@ class _Stream:
         self.filled += int(must.sum())
         if missing.any():
             self.unrevealed += int(missing.sum())
-            result = _spatial_fill(result, missing)
+            result = self._spatial(position, (x0, y0, x1, y1), result, missing, key, key_where)
         done = take | missing
         image = frame.image.copy()
         region = image[y0:y1, x0:x1]
@@ -255,55 +274,149 @@ class _Stream:
         changed[y0:y1, x0:x1] = done.astype(np.float32)
         return image, changed
 
-    def _propagate(self, position: int, box: tuple[int, int, int, int], tracked: np.ndarray):
-        """Colour each tracked pixel from the nearest frame each way that shows it free of the object (weighted)."""
+    def _key_for(self, position: int) -> Optional[tuple[int, np.ndarray]]:
+        """The result of the key frame this frame's spatial fill follows, if there is one."""
+        index = self.frames[position].index
+        key = self.keys.get(index - index % self.radius)
+        if key is None or key[0] == position or key[0] not in self.frames:
+            return None
+        return key
+
+    def _spatial(self, position: int, box: tuple[int, int, int, int], result: np.ndarray, missing: np.ndarray,
+                 key: Optional[tuple[int, np.ndarray]], key_where) -> np.ndarray:
+        """Fill what no frame revealed: from the key frame's result along the flow chain, else by patches.
+
+        Temporal consistency: one key frame every `radius` frames (by frame index) gets its own
+        exemplar fill, and the frames up to the next key sample that result where the chain back
+        to it lands, so the invented texture moves with the scene instead of being re-invented
+        (and flickering) every frame. The key frame is inside each frame's window, so outputs
+        still depend only on raw frames within `temporal_context` of them.
+        """
         x0, y0, x1, y1 = box
         height, width = self.shape
+        rest = missing
+        if key is not None and key_where is not None:
+            kx, ky = key_where
+            inside = missing & np.isfinite(kx) & (kx >= 0) & (kx <= width - 1) & (ky >= 0) & (ky <= height - 1)
+            if inside.any():
+                sample = cv2.remap(key[1].astype(np.float32, copy=False), np.nan_to_num(kx), np.nan_to_num(ky),
+                                   SAMPLING, borderMode=cv2.BORDER_REPLICATE)
+                result = result.copy()
+                result[inside] = sample[inside]
+                rest = missing & ~inside
+        if not rest.any():
+            return result
+        # The exemplar fill needs context around the hole: a crop of the frame (the propagated
+        # fill pasted in) reaching CONTEXT × the hole's extent beyond it.
+        canvas = self.frames[position].pixels.copy()
+        canvas[y0:y1, x0:x1] = result
+        full = np.zeros((height, width), bool)
+        full[y0:y1, x0:x1] = rest
+        ys, xs = np.nonzero(full)
+        margin = int(max(PATCH_MARGIN, CONTEXT * max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)))
+        cy0, cy1 = max(0, ys.min() - margin), min(height, ys.max() + margin + 1)
+        cx0, cx1 = max(0, xs.min() - margin), min(width, xs.max() + margin + 1)
+        filled = patch_fill(canvas[cy0:cy1, cx0:cx1], full[cy0:cy1, cx0:cx1])
+        canvas[cy0:cy1, cx0:cx1] = filled
+        return canvas[y0:y1, x0:x1]
+
+    def _propagate(self, position: int, box: tuple[int, int, int, int], tracked: np.ndarray,
+                   record: Optional[int] = None):
+        """Colour each tracked pixel from the nearest frame each way that shows it free of the object.
+
+        Two chains run each way: the flow chain (snapped onto the camera chain where they agree) and
+        the camera (homography) chain alone. Where both directions reach a pixel, the chain whose
+        forward and backward colours agree better there (over a small window) is taken: a flow
+        chain misled at an edge or an occlusion boundary lands on different colours forward and
+        backward, while on a layer the camera model does not explain (parallax) the camera chain
+        does. Hits are weighted by 1 / distance in frames. With `record`, also where the
+        backward flow chain is `record` frames back (NaN where it did not get there).
+        """
+        x0, y0, x1, y1 = box
         gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        total = np.zeros(gx.shape + (3,), np.float32)
-        weight = np.zeros(gx.shape, np.float32)
+        hits = {}
         for direction in (1, -1):
             self._check_cancel()
-            px, py = gx.copy(), gy.copy()
-            alive = tracked.copy()
-            found = np.zeros_like(alive)
-            chain = np.eye(3)
-            for step in range(1, self._reach(position, direction) + 1):
-                target = position + direction * step
-                if target not in self.frames:
-                    break
-                if direction > 0:
-                    flow = self.motions[target - 1].forward
-                else:
-                    flow = self.motions[target].backward
-                fx, fy = self._sample_flow(flow, px, py)
-                px += fx
-                py += fy
-                # The camera chain: exact for background that moves with the camera, no drift.
-                step_model = self._full_model(self.motions[target - 1].model if direction > 0
-                                              else self.motions[target].inverse)
-                chain = step_model @ chain
-                hx, hy = _apply(chain, gx, gy)
-                agree = np.hypot(px - hx, py - hy) <= SNAP_TOLERANCE
-                px[agree] = hx[agree]
-                py[agree] = hy[agree]
-                alive &= (px >= 0) & (px <= width - 1) & (py >= 0) & (py <= height - 1)
-                source = self.frames[target]
-                usable = cv2.remap(source.source, px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+            hits[direction] = self._chains(position, direction, gx, gy, tracked, record if direction < 0 else None)
+        (f_flow, f_flow_d, f_cam, f_cam_d, _), (b_flow, b_flow_d, b_cam, b_cam_d, where) = hits[1], hits[-1]
+
+        def mix(a, da, b, db):
+            wa = np.where(da > 0, 1.0 / np.maximum(da, 1) ** DISTANCE_POWER, 0.0).astype(np.float32)
+            wb = np.where(db > 0, 1.0 / np.maximum(db, 1) ** DISTANCE_POWER, 0.0).astype(np.float32)
+            total = wa + wb
+            have = total > 0
+            colour = np.zeros(a.shape, np.float32)
+            colour[have] = (wa[have, None] * a[have] + wb[have, None] * b[have]) / total[have, None]
+            return colour, have
+
+        colour, have = mix(f_flow, f_flow_d, b_flow, b_flow_d)
+        both = (f_flow_d > 0) & (b_flow_d > 0) & (f_cam_d > 0) & (b_cam_d > 0)
+        if both.any():
+            window = (2 * AGREE_WINDOW + 1, 2 * AGREE_WINDOW + 1)
+            d_flow = cv2.blur(np.abs(f_flow - b_flow).sum(axis=2) * both, window)
+            d_cam = cv2.blur(np.abs(f_cam - b_cam).sum(axis=2) * both, window)
+            camera = both & (d_cam < d_flow)
+            if camera.any():
+                cam_colour, _ = mix(f_cam, f_cam_d, b_cam, b_cam_d)
+                colour[camera] = cam_colour[camera]
+        return colour, have, where
+
+    def _chains(self, position: int, direction: int, gx: np.ndarray, gy: np.ndarray, tracked: np.ndarray,
+                record: Optional[int] = None):
+        """The flow chain's and the camera chain's first clean hits one way: (colour, distance) each.
+
+        Last comes where the flow chain is after `record` steps (None unless asked; NaN if it stopped).
+        """
+        height, width = self.shape
+        px, py = gx.copy(), gy.copy()
+        chain = np.eye(3)
+        out = []
+        for _ in range(2):
+            out += [np.zeros(gx.shape + (3,), np.float32), np.zeros(gx.shape, np.int32)]
+        alive = [tracked.copy(), tracked.copy()]
+        where = None
+        if record is not None:
+            where = (np.full(gx.shape, np.nan, np.float32), np.full(gx.shape, np.nan, np.float32))
+        reach = self._reach(position, direction)
+        for step in range(1, max(reach, record or 0) + 1):
+            target = position + direction * step
+            if target not in self.frames:
+                break
+            if direction > 0:
+                flow = self.motions[target - 1].forward
+            else:
+                flow = self.motions[target].backward
+            fx, fy = self._sample_flow(flow, px, py)
+            px += fx
+            py += fy
+            # The camera chain: exact for background that moves with the camera, no drift.
+            step_model = self._full_model(self.motions[target - 1].model if direction > 0
+                                          else self.motions[target].inverse)
+            chain = step_model @ chain
+            hx, hy = _apply(chain, gx, gy)
+            agree = np.hypot(px - hx, py - hy) <= SNAP_TOLERANCE
+            px[agree] = hx[agree]
+            py[agree] = hy[agree]
+            if step == record:
+                where = (px.copy(), py.copy())
+            if step > reach:
+                continue
+            source = self.frames[target]
+            for k, (qx, qy) in enumerate(((px, py), (hx, hy))):
+                alive[k] &= (qx >= 0) & (qx <= width - 1) & (qy >= 0) & (qy <= height - 1)
+                if not alive[k].any():
+                    continue
+                usable = cv2.remap(source.source, qx, qy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
                                    borderValue=0) > 0
-                hit = alive & ~found & usable
+                hit = alive[k] & usable
                 if hit.any():
-                    sample = cv2.remap(source.pixels, px, py, SAMPLING, borderMode=cv2.BORDER_REPLICATE)
-                    w = 1.0 / float(step) ** DISTANCE_POWER
-                    total[hit] += w * sample[hit]
-                    weight[hit] += w
-                    found |= hit
-                if not (alive & ~found).any():
-                    break
-        have = weight > 0
-        colour = np.zeros_like(total)
-        colour[have] = total[have] / weight[have][:, None]
-        return colour, have
+                    sample = cv2.remap(source.pixels, qx, qy, SAMPLING, borderMode=cv2.BORDER_REPLICATE)
+                    out[2 * k][hit] = sample[hit]
+                    out[2 * k + 1][hit] = step
+                    alive[k] &= ~hit
+            if not (alive[0].any() or alive[1].any()) and (record is None or step >= record):
+                break
+        return out + [where]
 
     def _reach(self, position: int, direction: int) -> int:
         """How many frames the chains go in `direction`: radius, plus what the other side lacks.
@@ -343,34 +456,6 @@ def _apply(model: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarra
     hx = (model[0, 0] * gx + model[0, 1] * gy + model[0, 2]) / denominator
     hy = (model[1, 0] * gx + model[1, 1] * gy + model[1, 2]) / denominator
     return hx.astype(np.float32), hy.astype(np.float32)
-
-
-def _spatial_fill(pixels: np.ndarray, missing: np.ndarray) -> np.ndarray:
-    """Telea inpainting of the pixels no frame revealed.
-
-    Per channel in 16 bits: OpenCV's 8-bit path loses precision and its float path is not usable
-    (it returns values far outside the input range).
-    """
-    return telea(pixels, missing)
-
-
-def telea(pixels: np.ndarray, missing: np.ndarray, radius: int = 5) -> np.ndarray:
-    """cv2.inpaint (Telea) of an RGB float image over `missing`, keeping 16-bit precision.
-
-    The 16 bits span 0–1, widened to the known pixels' range where they leave it (values outside
-    0–1 are legitimate in model space and must not be clipped).
-    """
-    mask = missing.astype(np.uint8)
-    out = pixels.copy()
-    known = pixels[~missing]
-    low = min(0.0, float(known.min())) if known.size else 0.0
-    high = max(1.0, float(known.max())) if known.size else 1.0
-    span = high - low
-    for c in range(3):
-        channel = ((np.clip(pixels[..., c], low, high) - low) * (65535.0 / span) + 0.5).astype(np.uint16)
-        filled = cv2.inpaint(channel, mask, radius, cv2.INPAINT_TELEA).astype(np.float32) * (span / 65535.0) + low
-        out[..., c] = np.where(missing, filled, pixels[..., c])
-    return out
 
 
 # -- library calls ------------------------------------------------------------------------------

@@ -19,6 +19,11 @@ FLOW_MAX_SIDE = 960
 
 # Pixels of non-camera motion ignored when completing flow inside a hole (see `complete_flow`).
 RESIDUAL_SHRINK = 1.0
+# Flow is trusted only where the image has texture in two directions: the smaller eigenvalue of
+# the local structure tensor (cv2.cornerMinEigenVal, 7×7) at least this. Along a lone edge or on a
+# flat area the flow's component along the edge is a guess (the aperture problem) and is replaced
+# by the camera motion plus the residual of trusted pixels around.
+TEXTURE_MIN = 0.0
 
 _IDENTITY = np.eye(3, dtype=np.float64)
 
@@ -179,6 +184,9 @@ class MotionEstimator:
         backward = self._dis.calc(grey_b, grey_a, None)
         ok_f = _consistency(forward, backward) & ~wide_a
         ok_b = _consistency(backward, forward) & ~wide_b
+        if TEXTURE_MIN > 0:
+            ok_f &= cv2.cornerMinEigenVal(grey_a, 7, 3) >= TEXTURE_MIN
+            ok_b &= cv2.cornerMinEigenVal(grey_b, 7, 3) >= TEXTURE_MIN
         inverse = np.linalg.inv(model)
         inverse = inverse / inverse[2, 2]
         return PairMotion(
