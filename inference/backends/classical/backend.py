@@ -31,6 +31,8 @@ from voidlink.inference.backends.classical.flow import (
     FLOW_MAX_SIDE,
     MotionEstimator,
     PairMotion,
+    corners,
+    fit_homography,
     resize_mask,
     to_grey,
 )
@@ -89,6 +91,8 @@ class _Frame:
     grey: np.ndarray  # flow-resolution luma
     hole_small: np.ndarray  # flow-resolution hole
     had_nan: bool
+    keep_small: np.ndarray  # flow-resolution pixels clear of the (widened) hole
+    points: Optional[np.ndarray]  # features there, for direct homographies to other frames
 
 
 def _settings(quality: str) -> tuple[int, int]:
@@ -136,6 +140,8 @@ class _Stream:
         self.unrevealed = 0
         self.filled = 0
         self.keys: dict[int, tuple[int, np.ndarray]] = {}  # key frame index → (position, result)
+        self.direct: dict[tuple[int, int], np.ndarray] = {}  # (a, b) → homography a → b, flow resolution
+        self.margin_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * FLOW_MARGIN + 1, 2 * FLOW_MARGIN + 1))
 
     def _check_cancel(self) -> None:
         if self.request.cancelled():
@@ -196,14 +202,18 @@ class _Stream:
         # Sources stay a pixel clear of the hole so bilinear sampling never mixes in object colour.
         source = (cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0).astype(np.uint8)
         grey = to_grey(pixels, self.scale)
-        record = _Frame(frame.index, image, pixels, quadmask, must, may, source, grey,
-                        resize_mask(hole, grey.shape), had_nan)
+        hole_small = resize_mask(hole, grey.shape)
+        keep_small = cv2.dilate(hole_small.astype(np.uint8), self.margin_kernel) == 0
+        record = _Frame(frame.index, image, pixels, quadmask, must, may, source, grey, hole_small, had_nan,
+                        keep_small, corners(grey, keep_small))
         # The window ends 2 × radius frames back: a frame `radius` back is emitted next and looks
         # `radius` further back, and if the shot ends here the last frame looks 2 × radius back.
         for old in [p for p in self.frames if p < position - 2 * self.radius]:
             del self.frames[old]
         for old in [p for p in self.motions if p < position - 2 * self.radius]:
             del self.motions[old]
+        for pair in [p for p in self.direct if min(p) < position - 2 * self.radius]:
+            del self.direct[pair]
         self.frames[position] = record
         previous = self.frames.get(position - 1)
         if previous is not None:
@@ -329,8 +339,9 @@ class _Stream:
         forward and backward colours agree better there (over a small window) is taken: a flow
         chain misled at an edge or an occlusion boundary lands on different colours forward and
         backward, while on a layer the camera model does not explain (parallax) the camera chain
-        does. Hits are weighted by 1 / distance in frames. With `record`, also where the
-        backward flow chain is `record` frames back (NaN where it did not get there).
+        does. Where they cannot be compared, the camera chain is taken if it got there. Hits are
+        weighted by 1 / distance in frames. With `record`, also where the backward flow chain is
+        `record` frames back (NaN where it did not get there).
         """
         x0, y0, x1, y1 = box
         gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
@@ -350,16 +361,19 @@ class _Stream:
             return colour, have
 
         colour, have = mix(f_flow, f_flow_d, b_flow, b_flow_d)
+        cam_colour, cam_have = mix(f_cam, f_cam_d, b_cam, b_cam_d)
         both = (f_flow_d > 0) & (b_flow_d > 0) & (f_cam_d > 0) & (b_cam_d > 0)
+        camera = np.zeros_like(both)
         if both.any():
             window = (2 * AGREE_WINDOW + 1, 2 * AGREE_WINDOW + 1)
             d_flow = cv2.blur(np.abs(f_flow - b_flow).sum(axis=2) * both, window)
             d_cam = cv2.blur(np.abs(f_cam - b_cam).sum(axis=2) * both, window)
             camera = both & (d_cam < d_flow)
-            if camera.any():
-                cam_colour, _ = mix(f_cam, f_cam_d, b_cam, b_cam_d)
-                colour[camera] = cam_colour[camera]
-        return colour, have, where
+        # Where the directions cannot be compared, the camera chain (if it got there) is the safer
+        # guess: it has few parameters and does not follow the flow's guesses along lone edges.
+        camera |= ~both & cam_have
+        colour[camera] = cam_colour[camera]
+        return colour, have | cam_have, where
 
     def _chains(self, position: int, direction: int, gx: np.ndarray, gy: np.ndarray, tracked: np.ndarray,
                 record: Optional[int] = None):
@@ -369,7 +383,7 @@ class _Stream:
         """
         height, width = self.shape
         px, py = gx.copy(), gy.copy()
-        chain = np.eye(3)
+        guess = np.eye(3)
         out = []
         for _ in range(2):
             out += [np.zeros(gx.shape + (3,), np.float32), np.zeros(gx.shape, np.int32)]
@@ -389,11 +403,12 @@ class _Stream:
             fx, fy = self._sample_flow(flow, px, py)
             px += fx
             py += fy
-            # The camera chain: exact for background that moves with the camera, no drift.
-            step_model = self._full_model(self.motions[target - 1].model if direction > 0
-                                          else self.motions[target].inverse)
-            chain = step_model @ chain
-            hx, hy = _apply(chain, gx, gy)
+            # The camera chain: exact for background that moves with the camera. Each frame's model
+            # is fitted directly between the pair (starting from the chained neighbours' models), so
+            # errors do not pile up along the chain.
+            step_model = self.motions[target - 1].model if direction > 0 else self.motions[target].inverse
+            guess = step_model @ guess
+            hx, hy = _apply(self._full_model(self._direct(position, target, guess)), gx, gy)
             agree = np.hypot(px - hx, py - hy) <= SNAP_TOLERANCE
             px[agree] = hx[agree]
             py[agree] = hy[agree]
@@ -417,6 +432,18 @@ class _Stream:
             if not (alive[0].any() or alive[1].any()) and (record is None or step >= record):
                 break
         return out + [where]
+
+    def _direct(self, a: int, b: int, guess: np.ndarray) -> np.ndarray:
+        """Homography frame a → frame b (flow resolution), fitted on the pair; `guess` where that fails."""
+        if abs(a - b) == 1:
+            return guess
+        model = self.direct.get((a, b))
+        if model is None:
+            first, second = self.frames[a], self.frames[b]
+            fitted = fit_homography(first.grey, second.grey, first.points, second.keep_small, guess)
+            model = guess if fitted is None else fitted
+            self.direct[(a, b)] = model
+        return model
 
     def _reach(self, position: int, direction: int) -> int:
         """How many frames the chains go in `direction`: radius, plus what the other side lacks.
