@@ -1,21 +1,31 @@
-"""The classical backend: fill the object from what neighbouring frames reveal, then spatially.
+"""The classical backend: fill the object from what neighbouring frames reveal, then by patches.
 
-For every output frame t, each pixel of the hole follows the completed flow chain frame by frame
-forward (t+1, t+2, ...) and backward (t-1, ...) inside a window of `radius` frames (near the
-shot's ends the window slides inward: up to 2 × radius frames to the one side there is) until it
-lands on a pixel some frame shows free of the object; the nearest hit of each direction is taken
-and the two are blended by distance. Chains go through the neighbours' holes on the completed flow
-(homography + smooth residual), so background hidden in t+1 but visible in t+5 is still reached.
-Where the flow chain agrees with the chained camera homography within a pixel, the homography
-position is taken: it is exact for background moving with the camera and does not drift, while
-flow still carries what the camera model does not explain (parallax). What no frame reveals gets
-a spatial fill (Telea). A thin ring around the hole is tracked too: the median difference between
-the frame and its propagated version there is removed from the fill, which hides seams from
-exposure or colour drift between frames.
+For every output frame t, each pixel of the hole follows two chains frame by frame forward (t+1,
+t+2, ...) and backward (t-1, ...) inside a window of `radius` frames (near the shot's ends the
+window slides inward: up to 2 × radius frames to the one side there is) until it lands on a pixel
+some frame shows free of the object:
+- the camera chain: a homography fitted directly between t and each other frame (its feature
+  tracking seeded by the neighbours' chained homographies), exact for background that moves with
+  the camera, with no drift piling up along the chain;
+- the flow chain: the completed flow (homography + a smooth local residual, flow.py), snapped
+  onto the camera chain where they agree within a pixel, which carries what one homography does
+  not explain (parallax, several depth layers).
+The nearest hit of each direction is taken and the two are blended by distance. Where both chains
+reach a pixel from both sides, the one whose forward and backward colours agree better there is
+kept (a chain misled at an occlusion boundary or along a lone edge lands on different colours
+each way); elsewhere the camera chain is preferred. A thin ring around the hole is tracked too:
+the median difference between the frame and its propagated version there is removed from the
+fill, which hides seams from exposure or colour drift between frames.
 
-Each output depends only on the raw frames inside its window (no state carried from earlier
-results), so a run started `temporal_context` frames early gives the same results as an
-uninterrupted one, and memory is bounded by the window.
+What no frame reveals gets an exemplar fill (patchfill.py: PatchMatch completion, continuing
+stripes, edges and texture from around the hole). For temporal consistency that fill is made on
+key frames (one every `radius` frames, by frame index), and the frames up to the next key take it
+from the key frame's result along the flow chain, so it moves with the scene instead of being
+re-invented each frame.
+
+Each output depends only on the raw frames inside its window (the key frame it follows is inside
+it too; no state is carried from results outside it), so a run started `temporal_context` frames
+early gives the same results as an uninterrupted one, and memory is bounded by the window.
 """
 
 from __future__ import annotations
@@ -32,11 +42,11 @@ from voidlink.inference.backends.classical.flow import (
     MotionEstimator,
     PairMotion,
     corners,
-    fit_homography,
     resize_mask,
     to_grey,
 )
 from voidlink.inference.backends.classical.patchfill import patch_fill, telea
+from voidlink.inference.backends.classical.propagate import SAMPLING, Propagation
 from voidlink.media.quadmask import AFFECTED, KEEP, OBJECT, OVERLAP
 
 from voidlink.errors import InvalidInput
@@ -54,19 +64,10 @@ MASK_LIMIT = 0.9
 SEAM_RING = 4
 # Largest correction the seam blend may apply (a bigger mismatch is misalignment, not exposure).
 SEAM_CLIP = 0.15
-# Weight of a hit at d frames: 1 / d ** DISTANCE_POWER (nearer frames have moved less since t).
-DISTANCE_POWER = 1.0
-# Colour sampling of the source frames (cubic was tried: sharper on zooms, ringing at hard edges).
-SAMPLING = cv2.INTER_LINEAR
-# Where the flow chain lands within this many pixels of the camera (homography) chain, the camera
-# chain is taken: it is exact for background moving with the camera and does not drift over steps.
-SNAP_TOLERANCE = 1.0
 # The exemplar fill's crop reaches this many times the unrevealed part's extent around it (at least
 # PATCH_MARGIN pixels): nearby texture is the likeliest continuation, and a small crop keeps it fast.
 CONTEXT = 0.75
 PATCH_MARGIN = 24
-# Half-size of the window over which forward and backward colours are compared (see `_propagate`).
-AGREE_WINDOW = 2
 # Flow-resolution pixels of flow distrusted around each hole (DIS drags the object's motion across edges).
 FLOW_MARGIN = 14
 
@@ -125,7 +126,7 @@ class ClassicalBackend(base.Backend):
         return _Stream(radius, preset, request).run(frames)
 
 
-class _Stream:
+class _Stream(Propagation):
     """One run: the sliding window of frames and the motion between neighbours."""
 
     def __init__(self, radius: int, preset: int, request: base.BackendRequest) -> None:
@@ -142,10 +143,6 @@ class _Stream:
         self.keys: dict[int, tuple[int, np.ndarray]] = {}  # key frame index → (position, result)
         self.direct: dict[tuple[int, int], np.ndarray] = {}  # (a, b) → homography a → b, flow resolution
         self.margin_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * FLOW_MARGIN + 1, 2 * FLOW_MARGIN + 1))
-
-    def _check_cancel(self) -> None:
-        if self.request.cancelled():
-            raise base.Cancelled()
 
     def run(self, frames: Iterator[base.BackendFrame]) -> Iterator[base.BackendResult]:
         position = 0
@@ -329,160 +326,6 @@ class _Stream:
         filled = patch_fill(canvas[cy0:cy1, cx0:cx1], full[cy0:cy1, cx0:cx1])
         canvas[cy0:cy1, cx0:cx1] = filled
         return canvas[y0:y1, x0:x1]
-
-    def _propagate(self, position: int, box: tuple[int, int, int, int], tracked: np.ndarray,
-                   record: Optional[int] = None):
-        """Colour each tracked pixel from the nearest frame each way that shows it free of the object.
-
-        Two chains run each way: the flow chain (snapped onto the camera chain where they agree) and
-        the camera (homography) chain alone. Where both directions reach a pixel, the chain whose
-        forward and backward colours agree better there (over a small window) is taken: a flow
-        chain misled at an edge or an occlusion boundary lands on different colours forward and
-        backward, while on a layer the camera model does not explain (parallax) the camera chain
-        does. Where they cannot be compared, the camera chain is taken if it got there. Hits are
-        weighted by 1 / distance in frames. With `record`, also where the backward flow chain is
-        `record` frames back (NaN where it did not get there).
-        """
-        x0, y0, x1, y1 = box
-        gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        hits = {}
-        for direction in (1, -1):
-            self._check_cancel()
-            hits[direction] = self._chains(position, direction, gx, gy, tracked, record if direction < 0 else None)
-        (f_flow, f_flow_d, f_cam, f_cam_d, _), (b_flow, b_flow_d, b_cam, b_cam_d, where) = hits[1], hits[-1]
-
-        def mix(a, da, b, db):
-            wa = np.where(da > 0, 1.0 / np.maximum(da, 1) ** DISTANCE_POWER, 0.0).astype(np.float32)
-            wb = np.where(db > 0, 1.0 / np.maximum(db, 1) ** DISTANCE_POWER, 0.0).astype(np.float32)
-            total = wa + wb
-            have = total > 0
-            colour = np.zeros(a.shape, np.float32)
-            colour[have] = (wa[have, None] * a[have] + wb[have, None] * b[have]) / total[have, None]
-            return colour, have
-
-        colour, have = mix(f_flow, f_flow_d, b_flow, b_flow_d)
-        cam_colour, cam_have = mix(f_cam, f_cam_d, b_cam, b_cam_d)
-        both = (f_flow_d > 0) & (b_flow_d > 0) & (f_cam_d > 0) & (b_cam_d > 0)
-        camera = np.zeros_like(both)
-        if both.any():
-            window = (2 * AGREE_WINDOW + 1, 2 * AGREE_WINDOW + 1)
-            d_flow = cv2.blur(np.abs(f_flow - b_flow).sum(axis=2) * both, window)
-            d_cam = cv2.blur(np.abs(f_cam - b_cam).sum(axis=2) * both, window)
-            camera = both & (d_cam < d_flow)
-        # Where the directions cannot be compared, the camera chain (if it got there) is the safer
-        # guess: it has few parameters and does not follow the flow's guesses along lone edges.
-        camera |= ~both & cam_have
-        colour[camera] = cam_colour[camera]
-        return colour, have | cam_have, where
-
-    def _chains(self, position: int, direction: int, gx: np.ndarray, gy: np.ndarray, tracked: np.ndarray,
-                record: Optional[int] = None):
-        """The flow chain's and the camera chain's first clean hits one way: (colour, distance) each.
-
-        Last comes where the flow chain is after `record` steps (None unless asked; NaN if it stopped).
-        """
-        height, width = self.shape
-        px, py = gx.copy(), gy.copy()
-        guess = np.eye(3)
-        out = []
-        for _ in range(2):
-            out += [np.zeros(gx.shape + (3,), np.float32), np.zeros(gx.shape, np.int32)]
-        alive = [tracked.copy(), tracked.copy()]
-        where = None
-        if record is not None:
-            where = (np.full(gx.shape, np.nan, np.float32), np.full(gx.shape, np.nan, np.float32))
-        reach = self._reach(position, direction)
-        for step in range(1, max(reach, record or 0) + 1):
-            target = position + direction * step
-            if target not in self.frames:
-                break
-            if direction > 0:
-                flow = self.motions[target - 1].forward
-            else:
-                flow = self.motions[target].backward
-            fx, fy = self._sample_flow(flow, px, py)
-            px += fx
-            py += fy
-            # The camera chain: exact for background that moves with the camera. Each frame's model
-            # is fitted directly between the pair (starting from the chained neighbours' models), so
-            # errors do not pile up along the chain.
-            step_model = self.motions[target - 1].model if direction > 0 else self.motions[target].inverse
-            guess = step_model @ guess
-            hx, hy = _apply(self._full_model(self._direct(position, target, guess)), gx, gy)
-            agree = np.hypot(px - hx, py - hy) <= SNAP_TOLERANCE
-            px[agree] = hx[agree]
-            py[agree] = hy[agree]
-            if step == record:
-                where = (px.copy(), py.copy())
-            if step > reach:
-                continue
-            source = self.frames[target]
-            for k, (qx, qy) in enumerate(((px, py), (hx, hy))):
-                alive[k] &= (qx >= 0) & (qx <= width - 1) & (qy >= 0) & (qy <= height - 1)
-                if not alive[k].any():
-                    continue
-                usable = cv2.remap(source.source, qx, qy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                                   borderValue=0) > 0
-                hit = alive[k] & usable
-                if hit.any():
-                    sample = cv2.remap(source.pixels, qx, qy, SAMPLING, borderMode=cv2.BORDER_REPLICATE)
-                    out[2 * k][hit] = sample[hit]
-                    out[2 * k + 1][hit] = step
-                    alive[k] &= ~hit
-            if not (alive[0].any() or alive[1].any()) and (record is None or step >= record):
-                break
-        return out + [where]
-
-    def _direct(self, a: int, b: int, guess: np.ndarray) -> np.ndarray:
-        """Homography frame a → frame b (flow resolution), fitted on the pair; `guess` where that fails."""
-        if abs(a - b) == 1:
-            return guess
-        model = self.direct.get((a, b))
-        if model is None:
-            first, second = self.frames[a], self.frames[b]
-            fitted = fit_homography(first.grey, second.grey, first.points, second.keep_small, guess)
-            model = guess if fitted is None else fitted
-            self.direct[(a, b)] = model
-        return model
-
-    def _reach(self, position: int, direction: int) -> int:
-        """How many frames the chains go in `direction`: radius, plus what the other side lacks.
-
-        Frames near the shot's ends have neighbours on one side only. With a window of radius frames
-        each way they would see half as many frames as the others, and a region the object or its
-        shadow covers for longer than that (the far edge of a shadow trailing the object) would stay
-        unrevealed: kept as it is (affected) or spatially filled (object). The window keeps its size
-        instead and slides inward, so these frames look up to 2 × radius frames to the one side.
-        """
-        other = position - min(self.frames) if direction > 0 else max(self.frames) - position
-        return 2 * self.radius - min(other, self.radius)
-
-    def _full_model(self, model: np.ndarray) -> np.ndarray:
-        """A flow-resolution homography expressed in full-resolution pixels (pixel centres aligned)."""
-        s = self.scale
-        if s == 1.0:
-            return model
-        shift = 0.5 * s - 0.5
-        to_small = np.array([[s, 0, shift], [0, s, shift], [0, 0, 1]], np.float64)
-        return np.linalg.inv(to_small) @ model @ to_small
-
-    def _sample_flow(self, flow: np.ndarray, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Flow (full-resolution pixels) at full-resolution positions, from the flow-resolution field."""
-        s = self.scale
-        if s == 1.0:
-            value = cv2.remap(flow, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            return value[..., 0], value[..., 1]
-        value = cv2.remap(flow, (px + 0.5) * s - 0.5, (py + 0.5) * s - 0.5, cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
-        return value[..., 0] / s, value[..., 1] / s
-
-
-def _apply(model: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the grid (gx, gy) under a homography."""
-    denominator = model[2, 0] * gx + model[2, 1] * gy + model[2, 2]
-    hx = (model[0, 0] * gx + model[0, 1] * gy + model[0, 2]) / denominator
-    hy = (model[1, 0] * gx + model[1, 1] * gy + model[1, 2]) / denominator
-    return hx.astype(np.float32), hy.astype(np.float32)
 
 
 # -- library calls ------------------------------------------------------------------------------

@@ -115,9 +115,11 @@ def fit_homography(grey_a: np.ndarray, grey_b: np.ndarray, points: np.ndarray | 
     if points is None:
         return None
     if guess is not None:
+        # The guess is within a few pixels: two pyramid levels and every other point are enough.
+        points = np.ascontiguousarray(points[::2]) if len(points) >= 48 else points
         start = cv2.perspectiveTransform(points, guess).astype(np.float32)
         tracked, status, _ = cv2.calcOpticalFlowPyrLK(grey_a, grey_b, points, start.copy(), winSize=(21, 21),
-                                                      maxLevel=3, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+                                                      maxLevel=1, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
     else:
         tracked, status, _ = cv2.calcOpticalFlowPyrLK(grey_a, grey_b, points, None, winSize=(21, 21), maxLevel=3)
     if tracked is None:

@@ -51,8 +51,11 @@ class _Level:
         self.offsets = _offsets(patch)
         # Distances are taken on every other pixel of the patch (a quarter of the work, the same
         # extent); votes use them all.
-        self.sparse = self.offsets[(self.offsets[:, 0] % 2 == 1) & (self.offsets[:, 1] % 2 == 1)] \
-            if patch % 4 == 3 else self.offsets[(self.offsets[:, 0] % 2 == 0) & (self.offsets[:, 1] % 2 == 0)]
+        self.sparse = (
+            self.offsets[(self.offsets[:, 0] % 2 == 1) & (self.offsets[:, 1] % 2 == 1)]
+            if patch % 4 == 3
+            else self.offsets[(self.offsets[:, 0] % 2 == 0) & (self.offsets[:, 1] % 2 == 0)]
+        )
 
     def padded(self) -> np.ndarray:
         r = self.r
