@@ -346,7 +346,7 @@ def format_table(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voidlink bench classical", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--quick", action="store_true", help="fewer frames per shot (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="fewer frames per shot (a minute or two)")
     parser.add_argument("--quality", default="balanced", choices=sorted(QUALITY), help="backend quality")
     parser.add_argument("--kinds", nargs="+", metavar="KIND", help="score only these shot kinds")
     args = parser.parse_args(argv)
