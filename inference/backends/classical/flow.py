@@ -1,7 +1,7 @@
 """Motion between neighbouring frames: camera homography, dense flow, and flow completed inside holes.
 
 Everything here works on the "flow resolution" grey images (large frames are analysed at a reduced
-size; the chains in `fill.py` scale positions back to full resolution). Flow inside the object's
+size; the chains in `propagate.py` scale positions back to full resolution). Flow inside the object's
 hole is meaningless (it tracks the object, or nothing), so it is replaced by the camera homography
 plus a smooth residual diffused from the valid flow around the hole: the background behind the
 object moves like the background around it.
@@ -19,11 +19,6 @@ FLOW_MAX_SIDE = 960
 
 # Pixels of non-camera motion ignored when completing flow inside a hole (see `complete_flow`).
 RESIDUAL_SHRINK = 1.0
-# Flow is trusted only where the image has texture in two directions: the smaller eigenvalue of
-# the local structure tensor (cv2.cornerMinEigenVal, 7×7) at least this. Along a lone edge or on a
-# flat area the flow's component along the edge is a guess (the aperture problem) and is replaced
-# by the camera motion plus the residual of trusted pixels around.
-TEXTURE_MIN = 0.0
 
 _IDENTITY = np.eye(3, dtype=np.float64)
 
@@ -206,9 +201,6 @@ class MotionEstimator:
         backward = self._dis.calc(grey_b, grey_a, None)
         ok_f = _consistency(forward, backward) & ~wide_a
         ok_b = _consistency(backward, forward) & ~wide_b
-        if TEXTURE_MIN > 0:
-            ok_f &= cv2.cornerMinEigenVal(grey_a, 7, 3) >= TEXTURE_MIN
-            ok_b &= cv2.cornerMinEigenVal(grey_b, 7, 3) >= TEXTURE_MIN
         inverse = np.linalg.inv(model)
         inverse = inverse / inverse[2, 2]
         return PairMotion(

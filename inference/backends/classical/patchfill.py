@@ -8,6 +8,7 @@ and random search around the current match, and each hole pixel is then voted fr
 pixels that the patches overlapping it map it to. The hole is filled coarse to fine; the coarsest
 level starts from a smooth (push-pull) fill, and each finer level starts from the upsampled
 matches. Unlike a diffusion fill (Telea), stripes, edges and texture are continued into the hole.
+Where the overlapping patches' votes disagree, the copied detail is shrunk towards Telea's fill.
 
 Everything is deterministic: a fixed seed drives the random search, so the same input gives the
 same fill (the backend's resume contract needs it).
