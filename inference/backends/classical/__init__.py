@@ -1,4 +1,4 @@
-"""The classical backend: optical-flow propagation with camera compensation, then spatial fill.
+"""The classical backend: optical-flow propagation with camera compensation, then exemplar fill.
 
 Needs only numpy and OpenCV, so it is the backend that always works (and the embedded default).
 """

@@ -1,21 +1,31 @@
-"""The classical backend: fill the object from what neighbouring frames reveal, then spatially.
+"""The classical backend: fill the object from what neighbouring frames reveal, then by patches.
 
-For every output frame t, each pixel of the hole follows the completed flow chain frame by frame
-forward (t+1, t+2, ...) and backward (t-1, ...) inside a window of `radius` frames (near the
-shot's ends the window slides inward: up to 2 × radius frames to the one side there is) until it
-lands on a pixel some frame shows free of the object; the nearest hit of each direction is taken
-and the two are blended by distance. Chains go through the neighbours' holes on the completed flow
-(homography + smooth residual), so background hidden in t+1 but visible in t+5 is still reached.
-Where the flow chain agrees with the chained camera homography within a pixel, the homography
-position is taken: it is exact for background moving with the camera and does not drift, while
-flow still carries what the camera model does not explain (parallax). What no frame reveals gets
-a spatial fill (Telea). A thin ring around the hole is tracked too: the median difference between
-the frame and its propagated version there is removed from the fill, which hides seams from
-exposure or colour drift between frames.
+For every output frame t, each pixel of the hole follows two chains frame by frame forward (t+1,
+t+2, ...) and backward (t-1, ...) inside a window of `radius` frames (near the shot's ends the
+window slides inward: up to 2 × radius frames to the one side there is) until it lands on a pixel
+some frame shows free of the object:
+- the camera chain: a homography fitted directly between t and each other frame (its feature
+  tracking seeded by the neighbours' chained homographies), exact for background that moves with
+  the camera, with no drift piling up along the chain;
+- the flow chain: the completed flow (homography + a smooth local residual, flow.py), snapped
+  onto the camera chain where they agree within a pixel, which carries what one homography does
+  not explain (parallax, several depth layers).
+The nearest hit of each direction is taken and the two are blended by distance. Where both chains
+reach a pixel from both sides, the one whose forward and backward colours agree better there is
+kept (a chain misled at an occlusion boundary or along a lone edge lands on different colours
+each way); elsewhere the camera chain is preferred. A thin ring around the hole is tracked too:
+the median difference between the frame and its propagated version there is removed from the
+fill, which hides seams from exposure or colour drift between frames.
 
-Each output depends only on the raw frames inside its window (no state carried from earlier
-results), so a run started `temporal_context` frames early gives the same results as an
-uninterrupted one, and memory is bounded by the window.
+What no frame reveals gets an exemplar fill (patchfill.py: PatchMatch completion, continuing
+stripes, edges and texture from around the hole). For temporal consistency that fill is made on
+key frames (one every `radius` frames, by frame index), and the frames up to the next key take it
+from the key frame's result along the flow chain, so it moves with the scene instead of being
+re-invented each frame.
+
+Each output depends only on the raw frames inside its window (the key frame it follows is inside
+it too; no state is carried from results outside it), so a run started `temporal_context` frames
+early gives the same results as an uninterrupted one, and memory is bounded by the window.
 """
 
 from __future__ import annotations
@@ -31,9 +41,12 @@ from voidlink.inference.backends.classical.flow import (
     FLOW_MAX_SIDE,
     MotionEstimator,
     PairMotion,
+    corners,
     resize_mask,
     to_grey,
 )
+from voidlink.inference.backends.classical.patchfill import patch_fill, telea
+from voidlink.inference.backends.classical.propagate import SAMPLING, Propagation
 from voidlink.media.quadmask import AFFECTED, KEEP, OBJECT, OVERLAP
 
 from voidlink.errors import InvalidInput
@@ -51,15 +64,15 @@ MASK_LIMIT = 0.9
 SEAM_RING = 4
 # Largest correction the seam blend may apply (a bigger mismatch is misalignment, not exposure).
 SEAM_CLIP = 0.15
-# Weight of a hit at d frames: 1 / d ** DISTANCE_POWER (nearer frames have moved less since t).
-DISTANCE_POWER = 1.0
-# Colour sampling of the source frames (cubic was tried: sharper on zooms, ringing at hard edges).
-SAMPLING = cv2.INTER_LINEAR
-# Where the flow chain lands within this many pixels of the camera (homography) chain, the camera
-# chain is taken: it is exact for background moving with the camera and does not drift over steps.
-SNAP_TOLERANCE = 1.0
+# The exemplar fill's crop reaches this many times the unrevealed part's extent around it (at least
+# PATCH_MARGIN pixels): nearby texture is the likeliest continuation, and a small crop keeps it fast.
+CONTEXT = 0.75
+PATCH_MARGIN = 24
 # Flow-resolution pixels of flow distrusted around each hole (DIS drags the object's motion across edges).
 FLOW_MARGIN = 14
+
+# Kept importable from here (the bench and tests use it as the spatial baseline).
+__all__ = ["ClassicalBackend", "remove", "remove_stream", "telea"]
 
 PHYSICAL_NOTE = (
     "The classical backend fills the object from what other frames reveal; it cannot re-simulate "
@@ -79,6 +92,8 @@ class _Frame:
     grey: np.ndarray  # flow-resolution luma
     hole_small: np.ndarray  # flow-resolution hole
     had_nan: bool
+    keep_small: np.ndarray  # flow-resolution pixels clear of the (widened) hole
+    points: Optional[np.ndarray]  # features there, for direct homographies to other frames
 
 
 def _settings(quality: str) -> tuple[int, int]:
@@ -89,8 +104,10 @@ class ClassicalBackend(base.Backend):
     """Optical-flow propagation with camera compensation and spatial fill; CPU only, no weights."""
 
     name = "classical"
-    # The last frames of a shot look up to 2 × radius frames back (see `_Stream._reach`).
-    temporal_context = 2 * MAX_RADIUS
+    # The last frames of a shot look up to 2 × radius frames back (see `_Stream._reach`), and a
+    # frame's spatial fill follows a key frame up to radius - 1 frames back, itself exact only with
+    # its own 2 × radius frames before it.
+    temporal_context = 3 * MAX_RADIUS
     working_size = None
 
     def notes(self) -> list[str]:
@@ -109,7 +126,7 @@ class ClassicalBackend(base.Backend):
         return _Stream(radius, preset, request).run(frames)
 
 
-class _Stream:
+class _Stream(Propagation):
     """One run: the sliding window of frames and the motion between neighbours."""
 
     def __init__(self, radius: int, preset: int, request: base.BackendRequest) -> None:
@@ -123,10 +140,9 @@ class _Stream:
         self.noted_nan = False
         self.unrevealed = 0
         self.filled = 0
-
-    def _check_cancel(self) -> None:
-        if self.request.cancelled():
-            raise base.Cancelled()
+        self.keys: dict[int, tuple[int, np.ndarray]] = {}  # key frame index → (position, result)
+        self.direct: dict[tuple[int, int], np.ndarray] = {}  # (a, b) → homography a → b, flow resolution
+        self.margin_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * FLOW_MARGIN + 1, 2 * FLOW_MARGIN + 1))
 
     def run(self, frames: Iterator[base.BackendFrame]) -> Iterator[base.BackendResult]:
         position = 0
@@ -183,14 +199,18 @@ class _Stream:
         # Sources stay a pixel clear of the hole so bilinear sampling never mixes in object colour.
         source = (cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0).astype(np.uint8)
         grey = to_grey(pixels, self.scale)
-        record = _Frame(frame.index, image, pixels, quadmask, must, may, source, grey,
-                        resize_mask(hole, grey.shape), had_nan)
+        hole_small = resize_mask(hole, grey.shape)
+        keep_small = cv2.dilate(hole_small.astype(np.uint8), self.margin_kernel) == 0
+        record = _Frame(frame.index, image, pixels, quadmask, must, may, source, grey, hole_small, had_nan,
+                        keep_small, corners(grey, keep_small))
         # The window ends 2 × radius frames back: a frame `radius` back is emitted next and looks
         # `radius` further back, and if the shot ends here the last frame looks 2 × radius back.
         for old in [p for p in self.frames if p < position - 2 * self.radius]:
             del self.frames[old]
         for old in [p for p in self.motions if p < position - 2 * self.radius]:
             del self.motions[old]
+        for pair in [p for p in self.direct if min(p) < position - 2 * self.radius]:
+            del self.direct[pair]
         self.frames[position] = record
         previous = self.frames.get(position - 1)
         if previous is not None:
@@ -204,6 +224,10 @@ class _Stream:
         frame = self.frames[position]
         filled, unrevealed = self.filled, self.unrevealed
         image, changed = self._fill(position)
+        if frame.index % self.radius == 0:
+            # A key frame: the frames after it take their spatially filled part from it (see `_spatial`).
+            self.keys = {i: k for i, k in self.keys.items() if i > frame.index - 2 * self.radius}
+            self.keys[frame.index] = (position, image)
         if position and position % 25 == 0:
             self.request.on_message(f"classical: propagated {position} frames")
         counts = {"filled": float(self.filled - filled), "unrevealed": float(self.unrevealed - unrevealed)}
@@ -225,7 +249,9 @@ class _Stream:
         tracked = cv2.dilate(box_hole.astype(np.uint8), ring_kernel) > 0
         ring = tracked & ~box_hole & (frame.source[y0:y1, x0:x1] > 0)
 
-        colour, have = self._propagate(position, (x0, y0, x1, y1), tracked)
+        key = self._key_for(position)
+        colour, have, key_where = self._propagate(position, (x0, y0, x1, y1), tracked,
+                                                  position - key[0] if key else None)
         box_pixels = frame.pixels[y0:y1, x0:x1]
         if have.any():
             # Seam blend: the median frame-vs-propagated difference on the ring (an exposure or
@@ -247,7 +273,7 @@ class _Stream:
         self.filled += int(must.sum())
         if missing.any():
             self.unrevealed += int(missing.sum())
-            result = _spatial_fill(result, missing)
+            result = self._spatial(position, (x0, y0, x1, y1), result, missing, key, key_where)
         done = take | missing
         image = frame.image.copy()
         region = image[y0:y1, x0:x1]
@@ -255,122 +281,51 @@ class _Stream:
         changed[y0:y1, x0:x1] = done.astype(np.float32)
         return image, changed
 
-    def _propagate(self, position: int, box: tuple[int, int, int, int], tracked: np.ndarray):
-        """Colour each tracked pixel from the nearest frame each way that shows it free of the object (weighted)."""
+    def _key_for(self, position: int) -> Optional[tuple[int, np.ndarray]]:
+        """The result of the key frame this frame's spatial fill follows, if there is one."""
+        index = self.frames[position].index
+        key = self.keys.get(index - index % self.radius)
+        if key is None or key[0] == position or key[0] not in self.frames:
+            return None
+        return key
+
+    def _spatial(self, position: int, box: tuple[int, int, int, int], result: np.ndarray, missing: np.ndarray,
+                 key: Optional[tuple[int, np.ndarray]], key_where) -> np.ndarray:
+        """Fill what no frame revealed: from the key frame's result along the flow chain, else by patches.
+
+        Temporal consistency: one key frame every `radius` frames (by frame index) gets its own
+        exemplar fill, and the frames up to the next key sample that result where the chain back
+        to it lands, so the invented texture moves with the scene instead of being re-invented
+        (and flickering) every frame. The key frame is inside each frame's window, so outputs
+        still depend only on raw frames within `temporal_context` of them.
+        """
         x0, y0, x1, y1 = box
         height, width = self.shape
-        gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        total = np.zeros(gx.shape + (3,), np.float32)
-        weight = np.zeros(gx.shape, np.float32)
-        for direction in (1, -1):
-            self._check_cancel()
-            px, py = gx.copy(), gy.copy()
-            alive = tracked.copy()
-            found = np.zeros_like(alive)
-            chain = np.eye(3)
-            for step in range(1, self._reach(position, direction) + 1):
-                target = position + direction * step
-                if target not in self.frames:
-                    break
-                if direction > 0:
-                    flow = self.motions[target - 1].forward
-                else:
-                    flow = self.motions[target].backward
-                fx, fy = self._sample_flow(flow, px, py)
-                px += fx
-                py += fy
-                # The camera chain: exact for background that moves with the camera, no drift.
-                step_model = self._full_model(self.motions[target - 1].model if direction > 0
-                                              else self.motions[target].inverse)
-                chain = step_model @ chain
-                hx, hy = _apply(chain, gx, gy)
-                agree = np.hypot(px - hx, py - hy) <= SNAP_TOLERANCE
-                px[agree] = hx[agree]
-                py[agree] = hy[agree]
-                alive &= (px >= 0) & (px <= width - 1) & (py >= 0) & (py <= height - 1)
-                source = self.frames[target]
-                usable = cv2.remap(source.source, px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                                   borderValue=0) > 0
-                hit = alive & ~found & usable
-                if hit.any():
-                    sample = cv2.remap(source.pixels, px, py, SAMPLING, borderMode=cv2.BORDER_REPLICATE)
-                    w = 1.0 / float(step) ** DISTANCE_POWER
-                    total[hit] += w * sample[hit]
-                    weight[hit] += w
-                    found |= hit
-                if not (alive & ~found).any():
-                    break
-        have = weight > 0
-        colour = np.zeros_like(total)
-        colour[have] = total[have] / weight[have][:, None]
-        return colour, have
-
-    def _reach(self, position: int, direction: int) -> int:
-        """How many frames the chains go in `direction`: radius, plus what the other side lacks.
-
-        Frames near the shot's ends have neighbours on one side only. With a window of radius frames
-        each way they would see half as many frames as the others, and a region the object or its
-        shadow covers for longer than that (the far edge of a shadow trailing the object) would stay
-        unrevealed: kept as it is (affected) or spatially filled (object). The window keeps its size
-        instead and slides inward, so these frames look up to 2 × radius frames to the one side.
-        """
-        other = position - min(self.frames) if direction > 0 else max(self.frames) - position
-        return 2 * self.radius - min(other, self.radius)
-
-    def _full_model(self, model: np.ndarray) -> np.ndarray:
-        """A flow-resolution homography expressed in full-resolution pixels (pixel centres aligned)."""
-        s = self.scale
-        if s == 1.0:
-            return model
-        shift = 0.5 * s - 0.5
-        to_small = np.array([[s, 0, shift], [0, s, shift], [0, 0, 1]], np.float64)
-        return np.linalg.inv(to_small) @ model @ to_small
-
-    def _sample_flow(self, flow: np.ndarray, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Flow (full-resolution pixels) at full-resolution positions, from the flow-resolution field."""
-        s = self.scale
-        if s == 1.0:
-            value = cv2.remap(flow, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            return value[..., 0], value[..., 1]
-        value = cv2.remap(flow, (px + 0.5) * s - 0.5, (py + 0.5) * s - 0.5, cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
-        return value[..., 0] / s, value[..., 1] / s
-
-
-def _apply(model: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the grid (gx, gy) under a homography."""
-    denominator = model[2, 0] * gx + model[2, 1] * gy + model[2, 2]
-    hx = (model[0, 0] * gx + model[0, 1] * gy + model[0, 2]) / denominator
-    hy = (model[1, 0] * gx + model[1, 1] * gy + model[1, 2]) / denominator
-    return hx.astype(np.float32), hy.astype(np.float32)
-
-
-def _spatial_fill(pixels: np.ndarray, missing: np.ndarray) -> np.ndarray:
-    """Telea inpainting of the pixels no frame revealed.
-
-    Per channel in 16 bits: OpenCV's 8-bit path loses precision and its float path is not usable
-    (it returns values far outside the input range).
-    """
-    return telea(pixels, missing)
-
-
-def telea(pixels: np.ndarray, missing: np.ndarray, radius: int = 5) -> np.ndarray:
-    """cv2.inpaint (Telea) of an RGB float image over `missing`, keeping 16-bit precision.
-
-    The 16 bits span 0–1, widened to the known pixels' range where they leave it (values outside
-    0–1 are legitimate in model space and must not be clipped).
-    """
-    mask = missing.astype(np.uint8)
-    out = pixels.copy()
-    known = pixels[~missing]
-    low = min(0.0, float(known.min())) if known.size else 0.0
-    high = max(1.0, float(known.max())) if known.size else 1.0
-    span = high - low
-    for c in range(3):
-        channel = ((np.clip(pixels[..., c], low, high) - low) * (65535.0 / span) + 0.5).astype(np.uint16)
-        filled = cv2.inpaint(channel, mask, radius, cv2.INPAINT_TELEA).astype(np.float32) * (span / 65535.0) + low
-        out[..., c] = np.where(missing, filled, pixels[..., c])
-    return out
+        rest = missing
+        if key is not None and key_where is not None:
+            kx, ky = key_where
+            inside = missing & np.isfinite(kx) & (kx >= 0) & (kx <= width - 1) & (ky >= 0) & (ky <= height - 1)
+            if inside.any():
+                sample = cv2.remap(key[1].astype(np.float32, copy=False), np.nan_to_num(kx), np.nan_to_num(ky),
+                                   SAMPLING, borderMode=cv2.BORDER_REPLICATE)
+                result = result.copy()
+                result[inside] = sample[inside]
+                rest = missing & ~inside
+        if not rest.any():
+            return result
+        # The exemplar fill needs context around the hole: a crop of the frame (the propagated
+        # fill pasted in) reaching CONTEXT × the hole's extent beyond it.
+        canvas = self.frames[position].pixels.copy()
+        canvas[y0:y1, x0:x1] = result
+        full = np.zeros((height, width), bool)
+        full[y0:y1, x0:x1] = rest
+        ys, xs = np.nonzero(full)
+        margin = int(max(PATCH_MARGIN, CONTEXT * max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)))
+        cy0, cy1 = max(0, ys.min() - margin), min(height, ys.max() + margin + 1)
+        cx0, cx1 = max(0, xs.min() - margin), min(width, xs.max() + margin + 1)
+        filled = patch_fill(canvas[cy0:cy1, cx0:cx1], full[cy0:cy1, cx0:cx1])
+        canvas[cy0:cy1, cx0:cx1] = filled
+        return canvas[y0:y1, x0:x1]
 
 
 # -- library calls ------------------------------------------------------------------------------

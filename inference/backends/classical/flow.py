@@ -1,7 +1,7 @@
 """Motion between neighbouring frames: camera homography, dense flow, and flow completed inside holes.
 
 Everything here works on the "flow resolution" grey images (large frames are analysed at a reduced
-size; the chains in `fill.py` scale positions back to full resolution). Flow inside the object's
+size; the chains in `propagate.py` scale positions back to full resolution). Flow inside the object's
 hole is meaningless (it tracks the object, or nothing), so it is replaced by the camera homography
 plus a smooth residual diffused from the valid flow around the hole: the background behind the
 object moves like the background around it.
@@ -83,6 +83,12 @@ def resize_mask(hole: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return small > 0.0
 
 
+def corners(grey: np.ndarray, keep: np.ndarray) -> np.ndarray | None:
+    """Features to track outside the hole: (N, 1, 2) float32, or None when there are too few."""
+    found = cv2.goodFeaturesToTrack(grey, maxCorners=500, qualityLevel=0.01, minDistance=7, mask=keep.astype(np.uint8))
+    return found if found is not None and len(found) >= 12 else None
+
+
 def homography(grey_a: np.ndarray, grey_b: np.ndarray, keep_a: np.ndarray, keep_b: np.ndarray) -> np.ndarray:
     """Robust homography mapping points of frame a onto frame b, from features outside the holes.
 
@@ -90,15 +96,31 @@ def homography(grey_a: np.ndarray, grey_b: np.ndarray, keep_a: np.ndarray, keep_
     outside b's hole are used. Returns the identity when the frame has no features (flat frames) or
     RANSAC finds no consistent model: flow alone then carries the motion.
     """
-    corners = cv2.goodFeaturesToTrack(grey_a, maxCorners=500, qualityLevel=0.01, minDistance=7,
-                                      mask=keep_a.astype(np.uint8))
-    if corners is None or len(corners) < 12:
-        return _IDENTITY.copy()
-    tracked, status, _ = cv2.calcOpticalFlowPyrLK(grey_a, grey_b, corners, None, winSize=(21, 21), maxLevel=3)
+    model = fit_homography(grey_a, grey_b, corners(grey_a, keep_a), keep_b)
+    return _IDENTITY.copy() if model is None else model
+
+
+def fit_homography(grey_a: np.ndarray, grey_b: np.ndarray, points: np.ndarray | None, keep_b: np.ndarray,
+                   guess: np.ndarray | None = None) -> np.ndarray | None:
+    """The homography a → b fitted by RANSAC on `points` of a tracked into b; None if none holds.
+
+    With `guess` (e.g. the chained homographies of the frames between, for frames far apart) the
+    tracking starts from where the guess puts each point, so large motions are followed.
+    """
+    if points is None:
+        return None
+    if guess is not None:
+        # The guess is within a few pixels: two pyramid levels and every other point are enough.
+        points = np.ascontiguousarray(points[::2]) if len(points) >= 48 else points
+        start = cv2.perspectiveTransform(points, guess).astype(np.float32)
+        tracked, status, _ = cv2.calcOpticalFlowPyrLK(grey_a, grey_b, points, start.copy(), winSize=(21, 21),
+                                                      maxLevel=1, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+    else:
+        tracked, status, _ = cv2.calcOpticalFlowPyrLK(grey_a, grey_b, points, None, winSize=(21, 21), maxLevel=3)
     if tracked is None:
-        return _IDENTITY.copy()
+        return None
     ok = status.ravel() == 1
-    pts_a, pts_b = corners.reshape(-1, 2)[ok], tracked.reshape(-1, 2)[ok]
+    pts_a, pts_b = points.reshape(-1, 2)[ok], tracked.reshape(-1, 2)[ok]
     h, w = grey_b.shape
     inside = (pts_b[:, 0] >= 0) & (pts_b[:, 0] <= w - 1) & (pts_b[:, 1] >= 0) & (pts_b[:, 1] <= h - 1)
     pts_a, pts_b = pts_a[inside], pts_b[inside]
@@ -106,14 +128,14 @@ def homography(grey_a: np.ndarray, grey_b: np.ndarray, keep_a: np.ndarray, keep_
         landed = keep_b[pts_b[:, 1].round().astype(int), pts_b[:, 0].round().astype(int)]
         pts_a, pts_b = pts_a[landed], pts_b[landed]
     if len(pts_a) < 12:
-        return _IDENTITY.copy()
+        return None
     model, inliers = cv2.findHomography(pts_a, pts_b, cv2.RANSAC, 2.0, maxIters=1000, confidence=0.995)
     if model is None or inliers is None or inliers.sum() < 10 or not np.all(np.isfinite(model)):
-        return _IDENTITY.copy()
+        return None
     model = model / model[2, 2]
     # A wildly distorting model is a RANSAC accident on a degenerate set, not camera motion.
     if abs(np.linalg.det(model[:2, :2]) - 1.0) > 0.5 or np.abs(model[2, :2]).max() > 1e-2:
-        return _IDENTITY.copy()
+        return None
     return model
 
 

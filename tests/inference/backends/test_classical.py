@@ -204,17 +204,21 @@ def test_streaming_holds_a_bounded_window(quality):
     assert state["most"] >= radius  # it does look ahead: the window is real
 
 
-def test_resume_with_temporal_context_matches_an_uninterrupted_run():
+# parallax: propagation; unrevealed: the spatial fill, carried from key frames, is exact on resume too.
+@pytest.mark.parametrize("kind", ["parallax", "unrevealed"])
+def test_resume_with_temporal_context_matches_an_uninterrupted_run(kind):
     backend = ClassicalBackend()
-    count, k = 40, 28
+    count, k = 56, 45
     start = k - backend.temporal_context
     assert start > 0
-    shot = list(make_shot("parallax", W, H, count))
+    shot = list(make_shot(kind, W, H, count))
     frames = _frames(shot)
     whole = _run(frames, quality="best")
     resumed = _run(frames[start:], quality="best")
     # Each frame tallies what it filled: a resumed run's frames tally as the whole run's same frames.
     assert sum(r.counts["filled"] for r in whole) > 0
+    if kind == "unrevealed":
+        assert sum(r.counts["unrevealed"] for r in whole[k:]) > 0
     assert [r.counts for r in whole[k:]] == [r.counts for r in resumed[k - start :]]
     assert [r.index for r in resumed] == list(range(start, count))
     for full, part in zip(whole[k:], resumed[k - start :]):

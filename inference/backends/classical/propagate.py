@@ -1,0 +1,207 @@
+"""Propagation: where each hole pixel lands in the other frames of the window, and the colour found there.
+
+Two chains run each way from a frame (see `Propagation._propagate`): the camera chain, one
+homography per pair of frames fitted directly between them, and the flow chain along the completed
+flow. This module holds the part of the backend's stream that follows them; the stream (backend.py)
+holds the frames, the pair motions and the key frames.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import cv2
+import numpy as np
+from voidlink.inference.backends import base
+from voidlink.inference.backends.classical.flow import fit_homography
+
+# Weight of a hit at d frames: 1 / d ** DISTANCE_POWER (nearer frames have moved less since t).
+DISTANCE_POWER = 1.0
+# Colour sampling of the source frames (cubic was tried: sharper on zooms, ringing at hard edges).
+SAMPLING = cv2.INTER_LINEAR
+# Where the flow chain lands within this many pixels of the camera (homography) chain, the camera
+# chain is taken: it is exact for background moving with the camera and does not drift over steps.
+SNAP_TOLERANCE = 1.0
+# Half-size of the window over which forward and backward colours are compared (see `_propagate`).
+AGREE_WINDOW = 2
+
+
+class Propagation:
+    """Mixed into the backend's stream: needs `frames`, `motions`, `direct`, `shape`, `scale`, `radius`."""
+
+    frames: dict
+    motions: dict
+    direct: dict
+    shape: Optional[tuple[int, int]]
+    scale: float
+    radius: int
+    request: base.BackendRequest
+
+    def _check_cancel(self) -> None:
+        if self.request.cancelled():
+            raise base.Cancelled()
+
+    def _propagate(
+        self, position: int, box: tuple[int, int, int, int], tracked: np.ndarray, record: Optional[int] = None
+    ):
+        """Colour each tracked pixel from the nearest frame each way that shows it free of the object.
+
+        Two chains run each way: the flow chain (snapped onto the camera chain where they agree) and
+        the camera (homography) chain alone. Where both directions reach a pixel, the chain whose
+        forward and backward colours agree better there (over a small window) is taken: a flow
+        chain misled at an edge or an occlusion boundary lands on different colours forward and
+        backward, while on a layer the camera model does not explain (parallax) the camera chain
+        does. Where they cannot be compared, the camera chain is taken if it got there. Hits are
+        weighted by 1 / distance in frames. With `record`, also where the backward flow chain is
+        `record` frames back (NaN where it did not get there).
+        """
+        x0, y0, x1, y1 = box
+        gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        hits = {}
+        for direction in (1, -1):
+            self._check_cancel()
+            hits[direction] = self._chains(position, direction, gx, gy, tracked, record if direction < 0 else None)
+        (f_flow, f_flow_d, f_cam, f_cam_d, _), (b_flow, b_flow_d, b_cam, b_cam_d, where) = hits[1], hits[-1]
+
+        def mix(a, da, b, db):
+            wa = np.where(da > 0, 1.0 / np.maximum(da, 1) ** DISTANCE_POWER, 0.0).astype(np.float32)
+            wb = np.where(db > 0, 1.0 / np.maximum(db, 1) ** DISTANCE_POWER, 0.0).astype(np.float32)
+            total = wa + wb
+            have = total > 0
+            colour = np.zeros(a.shape, np.float32)
+            colour[have] = (wa[have, None] * a[have] + wb[have, None] * b[have]) / total[have, None]
+            return colour, have
+
+        colour, have = mix(f_flow, f_flow_d, b_flow, b_flow_d)
+        cam_colour, cam_have = mix(f_cam, f_cam_d, b_cam, b_cam_d)
+        both = (f_flow_d > 0) & (b_flow_d > 0) & (f_cam_d > 0) & (b_cam_d > 0)
+        camera = np.zeros_like(both)
+        if both.any():
+            window = (2 * AGREE_WINDOW + 1, 2 * AGREE_WINDOW + 1)
+            d_flow = cv2.blur(np.abs(f_flow - b_flow).sum(axis=2) * both, window)
+            d_cam = cv2.blur(np.abs(f_cam - b_cam).sum(axis=2) * both, window)
+            camera = both & (d_cam < d_flow)
+        # Where the directions cannot be compared, the camera chain (if it got there) is the safer
+        # guess: it has few parameters and does not follow the flow's guesses along lone edges.
+        camera |= ~both & cam_have
+        colour[camera] = cam_colour[camera]
+        return colour, have | cam_have, where
+
+    def _chains(
+        self,
+        position: int,
+        direction: int,
+        gx: np.ndarray,
+        gy: np.ndarray,
+        tracked: np.ndarray,
+        record: Optional[int] = None,
+    ):
+        """The flow chain's and the camera chain's first clean hits one way: (colour, distance) each.
+
+        Last comes where the flow chain is after `record` steps (None unless asked; NaN if it stopped).
+        """
+        height, width = self.shape
+        px, py = gx.copy(), gy.copy()
+        guess = np.eye(3)
+        out = []
+        for _ in range(2):
+            out += [np.zeros(gx.shape + (3,), np.float32), np.zeros(gx.shape, np.int32)]
+        alive = [tracked.copy(), tracked.copy()]
+        where = None
+        if record is not None:
+            where = (np.full(gx.shape, np.nan, np.float32), np.full(gx.shape, np.nan, np.float32))
+        reach = self._reach(position, direction)
+        for step in range(1, max(reach, record or 0) + 1):
+            target = position + direction * step
+            if target not in self.frames:
+                break
+            if direction > 0:
+                flow = self.motions[target - 1].forward
+            else:
+                flow = self.motions[target].backward
+            fx, fy = self._sample_flow(flow, px, py)
+            px += fx
+            py += fy
+            # The camera chain: exact for background that moves with the camera. Each frame's model
+            # is fitted directly between the pair (starting from the chained neighbours' models), so
+            # errors do not pile up along the chain.
+            step_model = self.motions[target - 1].model if direction > 0 else self.motions[target].inverse
+            guess = step_model @ guess
+            hx, hy = _apply(self._full_model(self._direct(position, target, guess)), gx, gy)
+            agree = np.hypot(px - hx, py - hy) <= SNAP_TOLERANCE
+            px[agree] = hx[agree]
+            py[agree] = hy[agree]
+            if step == record:
+                where = (px.copy(), py.copy())
+            if step > reach:
+                continue
+            source = self.frames[target]
+            for k, (qx, qy) in enumerate(((px, py), (hx, hy))):
+                alive[k] &= (qx >= 0) & (qx <= width - 1) & (qy >= 0) & (qy <= height - 1)
+                if not alive[k].any():
+                    continue
+                usable = (
+                    cv2.remap(source.source, qx, qy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                    > 0
+                )
+                hit = alive[k] & usable
+                if hit.any():
+                    sample = cv2.remap(source.pixels, qx, qy, SAMPLING, borderMode=cv2.BORDER_REPLICATE)
+                    out[2 * k][hit] = sample[hit]
+                    out[2 * k + 1][hit] = step
+                    alive[k] &= ~hit
+            if not (alive[0].any() or alive[1].any()) and (record is None or step >= record):
+                break
+        return out + [where]
+
+    def _direct(self, a: int, b: int, guess: np.ndarray) -> np.ndarray:
+        """Homography frame a → frame b (flow resolution), fitted on the pair; `guess` where that fails."""
+        if abs(a - b) == 1:
+            return guess
+        model = self.direct.get((a, b))
+        if model is None:
+            first, second = self.frames[a], self.frames[b]
+            fitted = fit_homography(first.grey, second.grey, first.points, second.keep_small, guess)
+            model = guess if fitted is None else fitted
+            self.direct[(a, b)] = model
+        return model
+
+    def _reach(self, position: int, direction: int) -> int:
+        """How many frames the chains go in `direction`: radius, plus what the other side lacks.
+
+        Frames near the shot's ends have neighbours on one side only. With a window of radius frames
+        each way they would see half as many frames as the others, and a region the object or its
+        shadow covers for longer than that (the far edge of a shadow trailing the object) would stay
+        unrevealed: kept as it is (affected) or spatially filled (object). The window keeps its size
+        instead and slides inward, so these frames look up to 2 × radius frames to the one side.
+        """
+        other = position - min(self.frames) if direction > 0 else max(self.frames) - position
+        return 2 * self.radius - min(other, self.radius)
+
+    def _full_model(self, model: np.ndarray) -> np.ndarray:
+        """A flow-resolution homography expressed in full-resolution pixels (pixel centres aligned)."""
+        s = self.scale
+        if s == 1.0:
+            return model
+        shift = 0.5 * s - 0.5
+        to_small = np.array([[s, 0, shift], [0, s, shift], [0, 0, 1]], np.float64)
+        return np.linalg.inv(to_small) @ model @ to_small
+
+    def _sample_flow(self, flow: np.ndarray, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flow (full-resolution pixels) at full-resolution positions, from the flow-resolution field."""
+        s = self.scale
+        if s == 1.0:
+            value = cv2.remap(flow, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            return value[..., 0], value[..., 1]
+        value = cv2.remap(
+            flow, (px + 0.5) * s - 0.5, (py + 0.5) * s - 0.5, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        return value[..., 0] / s, value[..., 1] / s
+
+
+def _apply(model: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the grid (gx, gy) under a homography."""
+    denominator = model[2, 0] * gx + model[2, 1] * gy + model[2, 2]
+    hx = (model[0, 0] * gx + model[0, 1] * gy + model[0, 2]) / denominator
+    hy = (model[1, 0] * gx + model[1, 1] * gy + model[1, 2]) / denominator
+    return hx.astype(np.float32), hy.astype(np.float32)

@@ -1,0 +1,95 @@
+"""The classical backend's parts on cases built to show what each is for: patch fill, flow checks, key fills."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from voidlink.inference.backends import base
+from voidlink.inference.backends.classical import ClassicalBackend
+from voidlink.inference.backends.classical.flow import _consistency
+from voidlink.inference.backends.classical.patchfill import patch_fill, telea
+from voidlink.media.quadmask import KEEP, OBJECT
+
+
+def _psnr(result: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> float:
+    error = float(np.mean((result[mask] - clean[mask]) ** 2))
+    return 10.0 * np.log10(1.0 / max(error, 1e-12))
+
+
+def _stripes(height: int, width: int, period: float = 12.0) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    s = (np.sin(2 * np.pi * (xx * 0.8 + yy * 0.6) / period) > 0).astype(np.float32)
+    return np.dstack([0.2 + 0.6 * s, 0.3 + 0.3 * s, 0.7 - 0.4 * s]).astype(np.float32)
+
+
+def _ellipse(height: int, width: int, centre: tuple[int, int], axes: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros((height, width), np.uint8)
+    cv2.ellipse(mask, centre, axes, 0, 0, 360, 1, -1)
+    return mask > 0
+
+
+def test_patch_fill_continues_stripes_where_telea_smears_them():
+    image = _stripes(96, 128)
+    hole = _ellipse(96, 128, (64, 48), (18, 24))
+    ours = patch_fill(image, hole)
+    # Measured: 23 dB against Telea's 12 (Telea fills the hole with blurred rays).
+    assert _psnr(ours, image, hole) > _psnr(telea(image, hole), image, hole) + 6.0
+    assert np.array_equal(ours[~hole], image[~hole])
+    assert np.array_equal(patch_fill(image, hole), ours)  # deterministic
+
+
+def test_patch_fill_copes_with_tiny_and_empty_cases():
+    image = _stripes(20, 20)
+    assert np.array_equal(patch_fill(image, np.zeros((20, 20), bool)), image)
+    most = np.ones((20, 20), bool)
+    most[0, 0] = False  # no whole patch anywhere: a smooth fill, still finite
+    out = patch_fill(image, most)
+    assert np.isfinite(out).all() and out.shape == image.shape
+
+
+def test_forward_backward_check_marks_the_occlusion_boundary():
+    # Background slides right by 3 px, a textured square in front slides left by 4: the background
+    # strip it covers has no match in the next frame and must fail the round trip, while the open
+    # background and the square's inside pass it.
+    rng = np.random.default_rng(0)
+
+    def noise(size: int) -> np.ndarray:
+        field = cv2.GaussianBlur(rng.random((size, size + 60)).astype(np.float32), (0, 0), 2.0)
+        return (field - field.min()) / np.ptp(field)
+
+    texture, square = noise(140), noise(60)[10:50, 10:50]
+
+    def frame(t: int) -> np.ndarray:
+        image = np.roll(texture, 3 * t, axis=1)[20:120, 20:180].copy()
+        x = 70 - 4 * t
+        image[30:70, x : x + 40] = square
+        return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+    a, b = frame(0), frame(1)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    ok = _consistency(dis.calc(a, b, None), dis.calc(b, a, None))
+    covered = np.zeros(ok.shape, bool)
+    covered[34:66, 63:70] = True  # left of the square in frame a: under it in frame b
+    # Measured: 83% of the covered strip fails, none of the open background or the square's inside.
+    assert (~ok[covered]).mean() > 0.5
+    assert (~ok[5:25, 10:150]).mean() < 0.05
+    assert (~ok[36:64, 80:100]).mean() < 0.05
+
+
+def test_unrevealed_fill_is_carried_from_the_key_frame_not_reinvented():
+    # A locked-off camera and an object that never moves: nothing reveals the stripes behind it, so
+    # every frame is filled spatially. Frames after a key frame carry its fill: identical fills up to
+    # the next key, where a fresh one starts.
+    image = _stripes(96, 128)
+    quadmask = np.full((96, 128), KEEP, np.uint8)
+    quadmask[_ellipse(96, 128, (64, 48), (14, 20))] = OBJECT
+    frames = [base.BackendFrame(t, image, quadmask) for t in range(12)]
+    results = list(ClassicalBackend().run(iter(frames), base.BackendRequest(quality="draft")))
+    hole = quadmask != KEEP
+    radius = 4
+    for t in range(1, 12):
+        same = np.allclose(results[t].image[hole], results[t - (t % radius)].image[hole], atol=1e-4)
+        assert same, t
+    assert sum(r.counts["unrevealed"] for r in results) == 12 * hole.sum()
+    for result in results:
+        assert _psnr(result.image, image, hole) > _psnr(telea(image, hole), image, hole) + 3.0
