@@ -42,7 +42,7 @@ class _State:
     grey: np.ndarray  # uint8 luma
     colour: np.ndarray  # uint8 RGB
     matte: np.ndarray  # float32 0-1
-    velocity: np.ndarray  # (dx, dy) the object moved by into this frame
+    velocity: Optional[np.ndarray]  # (dx, dy) the object moved by into this frame; None on a prompt frame
 
 
 def _kernel(radius: int) -> np.ndarray:
@@ -128,7 +128,7 @@ def _guided_upsample(matte: np.ndarray, guide: np.ndarray, radius: int, eps: flo
 
 
 def _match(before: np.ndarray, region: np.ndarray, after: np.ndarray, candidates: Sequence[np.ndarray],
-           size: float) -> np.ndarray:
+           reach: float) -> np.ndarray:
     """The object's shift from `before` to `after`: its pixels matched (masked SSD) around the candidates.
 
     Matching the object's own pixels, silhouette included, holds where flow inside it fails:
@@ -139,7 +139,8 @@ def _match(before: np.ndarray, region: np.ndarray, after: np.ndarray, candidates
     h, w = region.shape
     template = before[y0:y1, x0:x1].astype(np.float32)
     weight = region[y0:y1, x0:x1].astype(np.float32)
-    reach = max(8.0, 0.6 * size)
+    size = float(np.sqrt(region.sum()))
+    reach = max(8.0, reach)
     cands = np.array(candidates, np.float64).reshape(-1, 2)
     lo = cands.min(axis=0) - reach
     hi = cands.max(axis=0) + reach
@@ -249,19 +250,22 @@ class ClassicalTracker(Tracker):
 
     # -- one propagation step -----------------------------------------------------------------
 
-    def _carry(self, state: _State, grey: np.ndarray, colour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _carry(self, state: _State, grey: np.ndarray,
+               colour: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """The matte of the previous frame carried onto this one and re-snapped; and the shift used."""
         h, w = grey.shape
         obj = state.matte > 0.5
         if not obj.any():
-            return state.matte, np.zeros(2)
+            return state.matte, None
         size = float(np.sqrt(obj.sum()))
         near = cv2.dilate(obj.astype(np.uint8), _kernel(max(3, int(0.15 * size)))) > 0
         ys, xs = np.nonzero(obj)
         centre = np.array([xs.mean(), ys.mean()])
         # Where the object may have gone: on with its last velocity, with the camera (homography
         # fitted off the object), or with the flow inside it where forward and backward agree.
-        candidates = [state.velocity]
+        # Without a velocity yet (the step off a prompt frame) the search reaches farther.
+        reach = max(0.6 * size, (0.1 if state.velocity is None else 0.0) * max(h, w))
+        candidates = [np.zeros(2) if state.velocity is None else state.velocity]
         model = homography(state.grey, grey, ~near, ~near)
         moved = cv2.perspectiveTransform(centre.reshape(1, 1, 2), model).reshape(2)
         candidates.append(moved - centre)
@@ -275,7 +279,7 @@ class ClassicalTracker(Tracker):
         agree = np.linalg.norm(f + backward[ty, tx], axis=-1) <= 1.0 + 0.1 * np.linalg.norm(f, axis=-1)
         if agree.sum() >= max(8, 0.2 * len(f)):
             candidates.append(np.median(f[agree], axis=0))
-        shift = _match(state.colour, obj, colour, candidates, size)
+        shift = _match(state.colour, obj, colour, candidates, reach)
         carried = cv2.warpAffine(state.matte, np.float32([[1, 0, shift[0]], [0, 1, shift[1]]]), (w, h),
                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0) > 0.5
         if not carried.any():
@@ -307,7 +311,7 @@ class ClassicalTracker(Tracker):
             image = reader.read(frame)
             grey, colour = self._small(image, scale)
             if state is None:
-                matte, velocity = start, np.zeros(2)
+                matte, velocity = start, None
             else:
                 matte, velocity = self._carry(state, grey, colour)
             state = _State(grey=grey, colour=colour, matte=matte, velocity=velocity)
