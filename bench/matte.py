@@ -69,9 +69,17 @@ def score_track(kind: str, width: int, height: int, frames: int, prompt: str) ->
     mattes = dict(ClassicalTracker().track(reader, [prompt_for(shot[0], prompt)], MatteRequest()))
     seconds = time.perf_counter() - started
     per_frame = [iou(mattes[t] >= 0.5, shot[t].object_matte > 0.5) for t in range(frames)]
-    return {"kind": kind, "size": f"{width}x{height}", "prompt": prompt, "frames": frames,
-            "iou": per_frame, "iou_mean": float(np.mean(per_frame)), "iou_min": float(np.min(per_frame)),
-            "seconds": seconds, "fps": frames / seconds}
+    return {
+        "kind": kind,
+        "size": f"{width}x{height}",
+        "prompt": prompt,
+        "frames": frames,
+        "iou": per_frame,
+        "iou_mean": float(np.mean(per_frame)),
+        "iou_min": float(np.min(per_frame)),
+        "seconds": seconds,
+        "fps": frames / seconds,
+    }
 
 
 def score_proposal(width: int, height: int, frames: int, grid: int = 0) -> dict:
@@ -82,13 +90,23 @@ def score_proposal(width: int, height: int, frames: int, grid: int = 0) -> dict:
     proposed = dict(MotionProposer(grid=grid).propose(reader, lambda t: shot[t].object_matte, "", request))
     seconds = time.perf_counter() - started
     per_frame = [iou(proposed[t] >= 0.5, shot[t].quadmask == AFFECTED) for t in range(frames)]
-    return {"kind": "shadow", "size": f"{width}x{height}", "frames": frames, "grid": grid, "iou": per_frame,
-            "iou_mean": float(np.mean(per_frame)), "iou_min": float(np.min(per_frame)), "seconds": seconds,
-            "fps": frames / seconds, "notes": request.notes}
+    return {
+        "kind": "shadow",
+        "size": f"{width}x{height}",
+        "frames": frames,
+        "grid": grid,
+        "iou": per_frame,
+        "iou_mean": float(np.mean(per_frame)),
+        "iou_min": float(np.min(per_frame)),
+        "seconds": seconds,
+        "fps": frames / seconds,
+        "notes": request.notes,
+    }
 
 
-def run(quick: bool = False, size: tuple[int, int] = (672, 384), large: tuple[int, int] = (1920, 1080),
-        progress=None) -> dict:
+def run(
+    quick: bool = False, size: tuple[int, int] = (672, 384), large: tuple[int, int] = (1920, 1080), progress=None
+) -> dict:
     """Every kind (quick: three) at `size` with both prompts, one pan at `large`, and the proposal."""
     kinds = QUICK_KINDS if quick else SHOT_KINDS
     frames_small, frames_large = (12, 8) if quick else (24, 24)
@@ -127,15 +145,21 @@ def format_table(report: dict) -> str:
     head = f"{'shot':<34} {'prompt':<8} {'IoU mean':>8} {'IoU min':>8} {'fps':>6}"
     lines = [head, "-" * len(head)]
     for r in report["shots"]:
-        lines.append(f"{r['kind'] + ' ' + r['size']:<34} {r['prompt']:<8} {r['iou_mean']:>8.3f} "
-                     f"{r['iou_min']:>8.3f} {r['fps']:>6.1f}")
+        lines.append(
+            f"{r['kind'] + ' ' + r['size']:<34} {r['prompt']:<8} {r['iou_mean']:>8.3f} "
+            f"{r['iou_min']:>8.3f} {r['fps']:>6.1f}"
+        )
     p = report["proposal"]
     lines.append("-" * len(head))
-    lines.append(f"{'affected proposal ' + p['kind'] + ' ' + p['size']:<34} {'motion':<8} {p['iou_mean']:>8.3f} "
-                 f"{p['iou_min']:>8.3f} {p['fps']:>6.1f}")
+    lines.append(
+        f"{'affected proposal ' + p['kind'] + ' ' + p['size']:<34} {'motion':<8} {p['iou_mean']:>8.3f} "
+        f"{p['iou_min']:>8.3f} {p['fps']:>6.1f}"
+    )
     lines.append("")
-    lines.append(f"mean IoU: box {report['iou_mean']['box']:.3f}, outline {report['iou_mean']['outline']:.3f}; "
-                 f"on {report['threads']} OpenCV threads")
+    lines.append(
+        f"mean IoU: box {report['iou_mean']['box']:.3f}, outline {report['iou_mean']['outline']:.3f}; "
+        f"on {report['threads']} OpenCV threads"
+    )
     return "\n".join(lines)
 
 

@@ -27,7 +27,6 @@ from typing import Optional
 
 import cv2
 import numpy as np
-
 from voidlink.media.quadmask import AFFECTED, KEEP, OBJECT, OVERLAP
 
 __all__ = ["Finding", "check_quadmask", "check_sequence"]
@@ -72,36 +71,66 @@ def check_quadmask(quadmask: np.ndarray, frame: int) -> list[Finding]:
     if strays:
         share = strays / q.size
         severity = "error" if share > STRAY_ERROR_SHARE else "warning"
-        findings.append(Finding(
-            "stray_grey", severity,
-            f"frame {frame}: {strays} pixels ({100 * share:.2g}%) are not one of 0, 63, 127, 255 "
-            "(compression or resampling); they will be snapped to the nearest value", frame))
+        findings.append(
+            Finding(
+                "stray_grey",
+                severity,
+                f"frame {frame}: {strays} pixels ({100 * share:.2g}%) are not one of 0, 63, 127, 255 "
+                "(compression or resampling); they will be snapped to the nearest value",
+                frame,
+            )
+        )
     # Judge the regions on snapped values so stray greys are not counted twice.
     snapped = np.asarray((OBJECT, OVERLAP, AFFECTED, KEEP), np.uint8)[
-        np.argmin(np.abs(q[..., None].astype(np.int16) - np.array([0, 63, 127, 255], np.int16)), axis=-1)]
+        np.argmin(np.abs(q[..., None].astype(np.int16) - np.array([0, 63, 127, 255], np.int16)), axis=-1)
+    ]
     obj = (snapped == OBJECT) | (snapped == OVERLAP)
     affected = (snapped == AFFECTED) | (snapped == OVERLAP)
     if not obj.any() and not affected.any():
-        findings.append(Finding("empty", "warning", f"frame {frame}: no object and no affected region: "
-                                "nothing is removed on this frame", frame))
+        findings.append(
+            Finding(
+                "empty",
+                "warning",
+                f"frame {frame}: no object and no affected region: nothing is removed on this frame",
+                frame,
+            )
+        )
         return findings
     if not obj.any():
-        findings.append(Finding("affected_without_object", "warning",
-                                f"frame {frame}: an affected region but no object; the affected area is "
-                                "removed although the object is not on this frame", frame))
+        findings.append(
+            Finding(
+                "affected_without_object",
+                "warning",
+                f"frame {frame}: an affected region but no object; the affected area is "
+                "removed although the object is not on this frame",
+                frame,
+            )
+        )
     elif _touches_border(obj):
-        findings.append(Finding("edge", "warning", f"frame {frame}: the object touches the frame's edge; "
-                                "it may continue outside the frame, where nothing can be reconstructed", frame))
+        findings.append(
+            Finding(
+                "edge",
+                "warning",
+                f"frame {frame}: the object touches the frame's edge; "
+                "it may continue outside the frame, where nothing can be reconstructed",
+                frame,
+            )
+        )
     if obj.any() and not (snapped == OVERLAP).any():
         only_object = (snapped == OBJECT).astype(np.uint8)
         grown = cv2.dilate(only_object, np.ones((3, 3), np.uint8)) > 0
         seam = int((grown & (snapped == AFFECTED)).sum())
         if seam:
-            findings.append(Finding(
-                "overlap", "warning",
-                f"frame {frame}: the affected region meets the object along {seam} pixels but no pixel is "
-                "marked 63 (object and affected); the affected matte looks cut around the object, "
-                "where the reference marks their overlap 63", frame))
+            findings.append(
+                Finding(
+                    "overlap",
+                    "warning",
+                    f"frame {frame}: the affected region meets the object along {seam} pixels but no pixel is "
+                    "marked 63 (object and affected); the affected matte looks cut around the object, "
+                    "where the reference marks their overlap 63",
+                    frame,
+                )
+            )
     return findings
 
 
@@ -113,19 +142,25 @@ def check_sequence(quadmasks: Iterable[tuple[int, np.ndarray]]) -> list[Finding]
     for frame, quadmask in quadmasks:
         findings.extend(check_quadmask(quadmask, frame))
         q = _as_quadmask(quadmask)
-        area = int(((q <= (OVERLAP + AFFECTED) // 2)).sum())  # snapped to object or overlap
+        area = int((q <= (OVERLAP + AFFECTED) // 2).sum())  # snapped to object or overlap
         if previous is not None:
             last_frame, last_area = previous
             small, large = sorted((last_area, area))
             if large >= AREA_JUMP_MIN_PIXELS and (small == 0 or large / small > AREA_JUMP_FACTOR):
                 jumps.append(frame)
-                findings.append(Finding(
-                    "area_jump", "warning",
-                    f"frame {frame}: the object's area jumps from {last_area} pixels on frame {last_frame} "
-                    f"to {area}; check the matte there", frame))
+                findings.append(
+                    Finding(
+                        "area_jump",
+                        "warning",
+                        f"frame {frame}: the object's area jumps from {last_area} pixels on frame {last_frame} "
+                        f"to {area}; check the matte there",
+                        frame,
+                    )
+                )
         previous = (frame, area)
     if jumps:
         listed = ", ".join(str(f) for f in jumps[:8]) + (" ..." if len(jumps) > 8 else "")
-        findings.append(Finding("area_jump", "warning",
-                                f"the object's area jumps on {len(jumps)} frame(s) of the shot: {listed}"))
+        findings.append(
+            Finding("area_jump", "warning", f"the object's area jumps on {len(jumps)} frame(s) of the shot: {listed}")
+        )
     return findings

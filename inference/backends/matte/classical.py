@@ -23,7 +23,6 @@ from typing import Optional
 
 import cv2
 import numpy as np
-
 from voidlink.inference.backends.classical.flow import homography, to_grey
 from voidlink.inference.backends.matte.base import Cancelled, FrameReader, MatteRequest, Prompt, Tracker
 
@@ -55,8 +54,12 @@ def _box_of(region: np.ndarray, margin: int) -> Optional[tuple[int, int, int, in
     if not len(ys):
         return None
     h, w = region.shape
-    return (max(0, xs.min() - margin), max(0, ys.min() - margin),
-            min(w, xs.max() + margin + 1), min(h, ys.max() + margin + 1))
+    return (
+        max(0, xs.min() - margin),
+        max(0, ys.min() - margin),
+        min(w, xs.max() + margin + 1),
+        min(h, ys.max() + margin + 1),
+    )
 
 
 def _grabcut(colour: np.ndarray, labels: np.ndarray, iterations: int) -> np.ndarray:
@@ -77,8 +80,7 @@ def _grabcut(colour: np.ndarray, labels: np.ndarray, iterations: int) -> np.ndar
         return result
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     try:
-        cv2.grabCut(np.ascontiguousarray(colour[y0:y1, x0:x1]), crop, None, bgd, fgd, iterations,
-                    cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(np.ascontiguousarray(colour[y0:y1, x0:x1]), crop, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
         result[y0:y1, x0:x1] = fg
         return result
@@ -127,8 +129,9 @@ def _guided_upsample(matte: np.ndarray, guide: np.ndarray, radius: int, eps: flo
     return out
 
 
-def _match(before: np.ndarray, region: np.ndarray, after: np.ndarray, candidates: Sequence[np.ndarray],
-           reach: float) -> np.ndarray:
+def _match(
+    before: np.ndarray, region: np.ndarray, after: np.ndarray, candidates: Sequence[np.ndarray], reach: float
+) -> np.ndarray:
     """The object's shift from `before` to `after`: its pixels matched (masked SSD) around the candidates.
 
     Matching the object's own pixels, silhouette included, holds where flow inside it fails:
@@ -155,9 +158,14 @@ def _match(before: np.ndarray, region: np.ndarray, after: np.ndarray, candidates
         window = after[cy0:cy1, cx0:cx1].astype(np.float32)
         t, m = template, weight
         if scale < 1.0:
+
             def down(x: np.ndarray) -> np.ndarray:
-                return cv2.resize(x, (max(1, round(x.shape[1] * scale)), max(1, round(x.shape[0] * scale))),
-                                  interpolation=cv2.INTER_AREA)
+                return cv2.resize(
+                    x,
+                    (max(1, round(x.shape[1] * scale)), max(1, round(x.shape[0] * scale))),
+                    interpolation=cv2.INTER_AREA,
+                )
+
             t, m, window = down(t), down(m), down(window)
             if window.shape[0] < t.shape[0] or window.shape[1] < t.shape[1]:
                 return None
@@ -223,7 +231,9 @@ class ClassicalTracker(Tracker):
         for x0, y0, x1, y1 in boxes:
             xa, xb = sorted((x0 * scale, x1 * scale))
             ya, yb = sorted((y0 * scale, y1 * scale))
-            labels[max(0, int(ya)):min(h, int(np.ceil(yb))), max(0, int(xa)):min(w, int(np.ceil(xb)))] = cv2.GC_PR_FGD
+            labels[max(0, int(ya)) : min(h, int(np.ceil(yb))), max(0, int(xa)) : min(w, int(np.ceil(xb)))] = (
+                cv2.GC_PR_FGD
+            )
         if not boxes and positives:
             # Points alone: a box grown around them, the rest only probably background.
             pts = np.array(positives) * scale
@@ -232,7 +242,7 @@ class ClassicalTracker(Tracker):
             labels[:] = cv2.GC_PR_BGD
             xa, ya = pts.min(axis=0) - grow
             xb, yb = pts.max(axis=0) + grow
-            labels[max(0, int(ya)):min(h, int(yb)), max(0, int(xa)):min(w, int(xb))] = cv2.GC_PR_FGD
+            labels[max(0, int(ya)) : min(h, int(yb)), max(0, int(xa)) : min(w, int(xb))] = cv2.GC_PR_FGD
         dab = max(2, int(round(0.012 * min(h, w))))
         seeds = np.zeros((h, w), bool)
         for x, y in positives:
@@ -250,8 +260,7 @@ class ClassicalTracker(Tracker):
 
     # -- one propagation step -----------------------------------------------------------------
 
-    def _carry(self, state: _State, grey: np.ndarray,
-               colour: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def _carry(self, state: _State, grey: np.ndarray, colour: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """The matte of the previous frame carried onto this one and re-snapped; and the shift used."""
         h, w = grey.shape
         obj = state.matte > 0.5
@@ -280,8 +289,17 @@ class ClassicalTracker(Tracker):
         if agree.sum() >= max(8, 0.2 * len(f)):
             candidates.append(np.median(f[agree], axis=0))
         shift = _match(state.colour, obj, colour, candidates, reach)
-        carried = cv2.warpAffine(state.matte, np.float32([[1, 0, shift[0]], [0, 1, shift[1]]]), (w, h),
-                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0) > 0.5
+        carried = (
+            cv2.warpAffine(
+                state.matte,
+                np.float32([[1, 0, shift[0]], [0, 1, shift[1]]]),
+                (w, h),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0.0,
+            )
+            > 0.5
+        )
         if not carried.any():
             return carried.astype(np.float32), shift
         band = max(2, int(round(0.08 * size)))
@@ -301,8 +319,15 @@ class ClassicalTracker(Tracker):
 
     # -- the range ----------------------------------------------------------------------------
 
-    def _run(self, reader: FrameReader, order: Sequence[int], start: np.ndarray, scale: float,
-             request: MatteRequest, label: str) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    def _run(
+        self,
+        reader: FrameReader,
+        order: Sequence[int],
+        start: np.ndarray,
+        scale: float,
+        request: MatteRequest,
+        label: str,
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(frame, low-res matte, full image) along `order`, whose first frame carries `start`."""
         state: Optional[_State] = None
         for step, frame in enumerate(order):
@@ -319,8 +344,9 @@ class ClassicalTracker(Tracker):
                 request.on_message(f"{label}: frame {frame}")
             yield frame, matte, image
 
-    def track(self, reader: FrameReader, prompts: Sequence[Prompt],
-              request: MatteRequest) -> Iterator[tuple[int, np.ndarray]]:
+    def track(
+        self, reader: FrameReader, prompts: Sequence[Prompt], request: MatteRequest
+    ) -> Iterator[tuple[int, np.ndarray]]:
         frames = list(reader.frames)
         if not prompts:
             raise ValueError("the classical tracker needs at least one prompt")
@@ -328,14 +354,15 @@ class ClassicalTracker(Tracker):
         groups: dict[int, list[Prompt]] = {}
         for prompt in prompts:
             if prompt.frame not in position:
-                raise ValueError(f"the prompt on frame {prompt.frame} is outside the range "
-                                 f"{frames[0]}-{frames[-1]}")
+                raise ValueError(f"the prompt on frame {prompt.frame} is outside the range {frames[0]}-{frames[-1]}")
             groups.setdefault(prompt.frame, []).append(prompt)
         keys = sorted(groups, key=position.__getitem__)
         scale = self._scale(reader.size)
         request.provenance.setdefault("tracker", "classical (DIS flow, homography, GrabCut)")
-        request.notes.append("classical tracker: flow and colour segmentation, no learned model; check "
-                             "thin parts, motion blur and where the object crosses similar colours")
+        request.notes.append(
+            "classical tracker: flow and colour segmentation, no learned model; check "
+            "thin parts, motion blur and where the object crosses similar colours"
+        )
 
         def prompt_start(frame: int) -> tuple[np.ndarray, np.ndarray]:
             image = reader.read(frame)
@@ -367,13 +394,15 @@ class ClassicalTracker(Tracker):
             next_small, next_full = prompt_start(there)
             request.on_message(f"tracking backward from frame {there} to {here}")
             stored: dict[int, bytes] = {}
-            for frame, matte, _ in self._run(reader, frames[start + 1: end + 1][::-1], next_small, scale,
-                                             request, f"backward from {there}"):
+            for frame, matte, _ in self._run(
+                reader, frames[start + 1 : end + 1][::-1], next_small, scale, request, f"backward from {there}"
+            ):
                 if frame != there:
                     stored[frame] = cv2.imencode(".png", (matte * 255.0 + 0.5).astype(np.uint8))[1].tobytes()
             request.on_message(f"tracking forward from frame {here} to {there}")
-            for frame, matte, image in self._run(reader, frames[start:end], small, scale, request,
-                                                 f"forward from {here}"):
+            for frame, matte, image in self._run(
+                reader, frames[start:end], small, scale, request, f"forward from {here}"
+            ):
                 if frame == here:
                     continue
                 back = cv2.imdecode(np.frombuffer(stored.pop(frame), np.uint8), cv2.IMREAD_GRAYSCALE)

@@ -20,7 +20,6 @@ from typing import Callable
 
 import cv2
 import numpy as np
-
 from voidlink.inference.backends.classical.flow import homography, to_grey
 from voidlink.inference.backends.matte.base import AffectedProposer, Cancelled, FrameReader, MatteRequest
 
@@ -67,8 +66,15 @@ class MotionProposer(AffectedProposer):
 
     name = "motion"
 
-    def __init__(self, window: int = 12, samples: int = 8, grid: int = 0, high: float = 0.10,
-                 low: float = 0.05, max_side: int = ANALYSIS_MAX_SIDE) -> None:
+    def __init__(
+        self,
+        window: int = 12,
+        samples: int = 8,
+        grid: int = 0,
+        high: float = 0.10,
+        low: float = 0.05,
+        max_side: int = ANALYSIS_MAX_SIDE,
+    ) -> None:
         self.window, self.samples, self.grid = int(window), int(samples), int(grid)
         self.high, self.low, self.max_side = float(high), float(low), int(max_side)
 
@@ -84,15 +90,17 @@ class MotionProposer(AffectedProposer):
         near = cv2.dilate(obj.astype(np.uint8), _kernel(radius)) > 0 if area else obj
         return _Small(colour=colour, grey=grey, near=near, obj=obj, area=area)
 
-    def propose(self, reader: FrameReader, object_matte: Callable[[int], np.ndarray], text: str,
-                request: MatteRequest) -> Iterator[tuple[int, np.ndarray]]:
+    def propose(
+        self, reader: FrameReader, object_matte: Callable[[int], np.ndarray], text: str, request: MatteRequest
+    ) -> Iterator[tuple[int, np.ndarray]]:
         frames = list(reader.frames)
         width, height = reader.size
         scale = min(1.0, self.max_side / float(max(width, height)))
         request.notes.append(
             "affected proposal (motion): regions near the object that differ from the background seen "
             "in neighbouring frames; a conservative proposal to edit, not a final answer"
-            + ("" if not text else f"; the words '{text}' are not used by this proposer"))
+            + ("" if not text else f"; the words '{text}' are not used by this proposer")
+        )
         held: dict[int, _Small] = {}
         step: dict[int, np.ndarray] = {}  # homography of frame i onto frame i+1 (indices)
         thin = 0
@@ -124,7 +132,8 @@ class MotionProposer(AffectedProposer):
         if thin:
             request.notes.append(
                 f"affected proposal: on {thin} frame(s) the object stayed too long in place for the "
-                "background near it to be seen; little or nothing is proposed there")
+                "background near it to be seen; little or nothing is proposed there"
+            )
 
     def _to(self, i: int, j: int, step: dict[int, np.ndarray]) -> np.ndarray:
         """Homography taking frame index j onto frame index i."""
@@ -163,7 +172,7 @@ class MotionProposer(AffectedProposer):
         padded = cv2.copyMakeBorder(background, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
         for dy in range(3):
             for dx in range(3):
-                shifted = padded[dy:dy + h, dx:dx + w]
+                shifted = padded[dy : dy + h, dx : dx + w]
                 diff = np.minimum(diff, np.abs(here.colour - shifted).max(axis=-1))
         diff[~seen] = 0.0
         quiet = seen & ~here.near
