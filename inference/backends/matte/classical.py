@@ -1,18 +1,21 @@
-"""The weights-free matte tracker: a prompt's region carried through the range along flow, re-snapped to edges.
+"""The weights-free matte tracker: a prompt's region carried through the range, re-snapped to edges.
 
 On a prompt frame the object is the drawn shape when there is one, else a GrabCut segmentation
 seeded by the boxes and points. From each prompt frame the matte is carried forward and backward
-one frame at a time: the backward flow of each new frame (DIS, forward-backward checked) says
-where its pixels were; where the check fails (occlusion edges) the camera's homography, fitted on
-the background, stands in, so uncovered background is never dragged along with the object. Each
-carried matte is re-snapped to the image's edges by GrabCut in a band around it, so errors do not
-accumulate into drift or blur. Between two prompt frames the forward and backward propagations are
-blended by distance (the nearer prompt weighs more); a later prompt rules from its own frame on.
+one frame at a time. Each step first finds how the object moved as a whole: its own pixels,
+silhouette included, are matched (masked SSD, coarse to fine) around three guesses: its last
+velocity, the camera's motion (a homography fitted on the background) and the median of the dense
+flow inside it where forward and backward flow agree. Matching the whole object holds where
+per-pixel flow fails inside it (repetitive or faint texture, motion larger than its detail). The
+shifted matte is then re-snapped to the image's edges by GrabCut in a band around it, which also
+follows moderate changes of shape, so errors do not accumulate into drift or blur. Between two
+prompt frames the forward and backward propagations are blended by distance (the nearer prompt
+weighs more); a later prompt rules from its own frame on.
 
-Flow and GrabCut run at a reduced scale (longest side at most `FLOW_MAX_SIDE`); the matte is
-brought back to the frame's size by a guided filter on the full-resolution luma, which puts the
-edge where the image has it. Only the previous frame's grey image and matte are held while
-tracking; the backward pass between two prompts is kept as PNG-compressed low-resolution mattes.
+Flow, matching and GrabCut run at a reduced scale (longest side at most `FLOW_MAX_SIDE`); the
+matte is brought back to the frame's size by a guided filter on the full-resolution luma, which
+puts the edge where the image has it. Only the previous frame's small images and matte are held
+while tracking; the backward pass between two prompts is kept as PNG-compressed small mattes.
 """
 
 from __future__ import annotations
@@ -278,13 +281,16 @@ class ClassicalTracker(Tracker):
         model = homography(state.grey, grey, ~near, ~near)
         moved = cv2.perspectiveTransform(centre.reshape(1, 1, 2), model).reshape(2)
         candidates.append(moved - centre)
-        forward = self._dis.calc(state.grey, grey, None)
-        backward = self._dis.calc(grey, state.grey, None)
+        # Flow is only wanted inside the object: compute it on a box around it and its reach.
+        x0, y0, x1, y1 = _box_of(obj, int(reach) + 8)
+        before, after = np.ascontiguousarray(state.grey[y0:y1, x0:x1]), np.ascontiguousarray(grey[y0:y1, x0:x1])
+        forward = self._dis.calc(before, after, None)
+        backward = self._dis.calc(after, before, None)
         inner = cv2.erode(obj.astype(np.uint8), _kernel(max(1, int(0.1 * size)))) > 0
-        iy, ix = np.nonzero(inner if inner.any() else obj)
+        iy, ix = np.nonzero((inner if inner.any() else obj)[y0:y1, x0:x1])
         f = forward[iy, ix]
-        tx = np.clip(np.rint(ix + f[:, 0]).astype(int), 0, w - 1)
-        ty = np.clip(np.rint(iy + f[:, 1]).astype(int), 0, h - 1)
+        tx = np.clip(np.rint(ix + f[:, 0]).astype(int), 0, x1 - x0 - 1)
+        ty = np.clip(np.rint(iy + f[:, 1]).astype(int), 0, y1 - y0 - 1)
         agree = np.linalg.norm(f + backward[ty, tx], axis=-1) <= 1.0 + 0.1 * np.linalg.norm(f, axis=-1)
         if agree.sum() >= max(8, 0.2 * len(f)):
             candidates.append(np.median(f[agree], axis=0))

@@ -54,7 +54,7 @@ def _kernel(radius: float) -> np.ndarray:
 
 @dataclass
 class _Small:
-    colour: np.ndarray  # float32 RGB at analysis scale
+    colour: np.ndarray  # uint8 RGB at analysis scale (a window of these is held)
     grey: np.ndarray  # uint8
     near: np.ndarray  # bool: the object grown by its radius (where its effects may be)
     obj: np.ndarray  # bool object at analysis scale
@@ -68,7 +68,7 @@ class MotionProposer(AffectedProposer):
 
     def __init__(
         self,
-        window: int = 12,
+        window: int = 16,
         samples: int = 8,
         grid: int = 0,
         high: float = 0.10,
@@ -88,6 +88,7 @@ class MotionProposer(AffectedProposer):
         area = int(full.sum())
         radius = RADIUS_FACTOR * np.sqrt(area) * scale
         near = cv2.dilate(obj.astype(np.uint8), _kernel(radius)) > 0 if area else obj
+        colour = (colour * 255.0 + 0.5).astype(np.uint8)
         return _Small(colour=colour, grey=grey, near=near, obj=obj, area=area)
 
     def propose(
@@ -148,13 +149,14 @@ class MotionProposer(AffectedProposer):
         """The proposal on frame index i at analysis scale, and whether the background was seen."""
         here = held[i]
         h, w = here.grey.shape
+        colour = here.colour.astype(np.float32)
         others = sorted((j for j in held if j != i), key=lambda j: -abs(j - i))
         # The farthest neighbours first: there the object is most likely away from here.
         others = [j for j in others if not (held[j].near & here.near).all()][: self.samples]
         stack = np.full((max(1, len(others)), h, w, 3), np.nan, np.float32)
         for n, j in enumerate(others):
             model = self._to(i, j, step)
-            warped = cv2.warpPerspective(held[j].colour, model, (w, h), flags=cv2.INTER_LINEAR)
+            warped = cv2.warpPerspective(held[j].colour, model, (w, h), flags=cv2.INTER_LINEAR).astype(np.float32)
             free = (~held[j].near).astype(np.uint8)
             valid = cv2.warpPerspective(free, model, (w, h), flags=cv2.INTER_NEAREST, borderValue=0) > 0
             stack[n][valid] = warped[valid]
@@ -165,7 +167,7 @@ class MotionProposer(AffectedProposer):
             return region, False
         background = np.zeros((h, w, 3), np.float32)
         background[seen] = np.nanmedian(stack[:, seen], axis=0)
-        background = np.where(seen[..., None], background, here.colour)
+        background = np.where(seen[..., None], background, colour)
         # The least difference over a pixel's 3x3 neighbourhood of the background: a sub-pixel
         # misalignment at a hard edge is not a change, a shadow or reflection (smooth) still is.
         diff = np.full((h, w), np.inf, np.float32)
@@ -173,7 +175,7 @@ class MotionProposer(AffectedProposer):
         for dy in range(3):
             for dx in range(3):
                 shifted = padded[dy : dy + h, dx : dx + w]
-                diff = np.minimum(diff, np.abs(here.colour - shifted).max(axis=-1))
+                diff = np.minimum(diff, np.abs(colour - shifted).max(axis=-1) / 255.0)
         diff[~seen] = 0.0
         quiet = seen & ~here.near
         noise = float(np.median(diff[quiet])) if quiet.any() else 0.0
