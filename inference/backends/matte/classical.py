@@ -374,6 +374,8 @@ class ClassicalTracker(Tracker):
             image = reader.read(frame)
             request.on_message(f"segmenting the prompt on frame {frame}")
             small = self._prompt_region(image, groups[frame], scale)
+            if not (small > 0.5).any():
+                request.notes.append(f"the prompt on frame {frame} found no object there; add a point or a box on it")
             shapes = [np.asarray(p.shape, bool) for p in groups[frame] if p.shape is not None]
             if shapes:  # the user drew it: exactly that, at full resolution
                 return small, np.logical_or.reduce(shapes).astype(np.float32)

@@ -124,3 +124,12 @@ def test_a_prompt_outside_the_range_is_refused():
     reader = Reader("pan_textured")
     with pytest.raises(ValueError, match="frame 2000"):
         list(ClassicalTracker().track(reader, [Prompt(frame=2000, boxes=((1, 1, 9, 9),))], MatteRequest()))
+
+
+def test_a_prompt_that_finds_nothing_says_so():
+    reader = Reader("pan_textured")
+    request = MatteRequest()
+    nothing = np.zeros((H, W), bool)
+    mattes = track(reader, [Prompt(frame=1001, shape=nothing)], request=request)
+    assert not any(m.any() for m in mattes.values())
+    assert any("frame 1001 found no object" in note for note in request.notes)
