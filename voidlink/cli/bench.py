@@ -1,4 +1,4 @@
-"""`voidlink bench io|classical`: benchmarks that print ratios against a baseline run beside them."""
+"""`voidlink bench io|classical|matte`: benchmarks that print ratios against a baseline run beside them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import importlib
 BENCHMARKS = {
     "io": "voidlink.bench.io",
     "classical": "voidlink.bench.classical",
+    "matte": "voidlink.bench.matte",
     "transfer": "voidlink.bench.transfer",
     "load": "voidlink.bench.load",
     "void": "voidlink.bench.void",
