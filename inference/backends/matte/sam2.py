@@ -57,9 +57,15 @@ def pick_device(device: Optional[str] = None) -> tuple[Any, Any]:
 class Preprocess:
     """RGB float32 (H, W, 3) 0-1 -> the model's (3, S, S) input, as the folder's processor config says."""
 
-    def __init__(self, folder: Path, image_size: int) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        image_size: int,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+    ) -> None:
         self.size = (int(image_size), int(image_size))
-        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        self.mean, self.std = mean, std
         for name in PREPROCESSOR_FILES:
             path = Path(folder) / name
             if not path.is_file():

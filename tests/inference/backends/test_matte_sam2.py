@@ -81,6 +81,15 @@ def write_preprocessor(folder: Path) -> None:
     )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """A tiny model on two shared cores: one thread is steady, two spin against each other (seconds to a minute)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     torch.manual_seed(0)
