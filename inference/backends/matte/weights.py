@@ -34,6 +34,7 @@ __all__ = [
     "download_commands",
     "edgetam_availability",
     "find_sam2",
+    "incomplete",
     "licence_line",
     "sam2_availability",
     "sam3_availability",
@@ -168,6 +169,12 @@ def find_sam2(weights: Path) -> ModelReport:
     # A folder that is there but broken says more than the default that is not there at all.
     present = next((report for report in reports if report.folder.is_dir()), None)
     return present or reports[SAM2_MODELS.index(SAM2_DEFAULT)]
+
+
+def incomplete(weights: Path) -> tuple[str, ...]:
+    """The kinds ("sam2", "edgetam", "sam3") whose weights are not whole in `weights`."""
+    reports = {"sam2": find_sam2(weights), "edgetam": check_model(weights, EDGETAM), "sam3": check_model(weights, SAM3)}
+    return tuple(kind for kind, report in reports.items() if not report.ok)
 
 
 def download_commands(weights: Path, kinds: tuple[str, ...] = ("sam2", "edgetam", "sam3")) -> list[str]:
