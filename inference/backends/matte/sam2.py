@@ -263,25 +263,28 @@ class Sam2Tracker(Tracker):
             done.add(index)
             return frames[index], self._matte(output.pred_masks, height, width)
 
-        with torch.inference_mode():
-            for frame in sorted(by_frame):
-                self._check(request)
-                request.on_message(f"reading the prompt on frame {frame}")
+        # Inference mode only around the model's own work: never held while the caller runs between
+        # yields (the iterator below enters and leaves it on each step).
+        for frame in sorted(by_frame):
+            self._check(request)
+            request.on_message(f"reading the prompt on frame {frame}")
+            with torch.inference_mode():
                 self._add_prompt(session, object_index, position[frame], by_frame[frame], width, height)
                 self.model(inference_session=session, frame_idx=position[frame])
-            for reverse in (False, True):
-                if reverse and first == 0:
-                    break
-                request.on_message(f"tracking {'backward' if reverse else 'forward'} from frame {frames[first]}")
-                steps = self.model.propagate_in_video_iterator(session, start_frame_idx=first, reverse=reverse)
-                try:
-                    for output in steps:
+        for reverse in (False, True):
+            if reverse and first == 0:
+                break
+            request.on_message(f"tracking {'backward' if reverse else 'forward'} from frame {frames[first]}")
+            steps = self.model.propagate_in_video_iterator(session, start_frame_idx=first, reverse=reverse)
+            try:
+                for output in steps:
+                    with torch.inference_mode():
                         result = emit(output)
-                        if result is not None:
-                            yield result
-                        self._check(request)
-                finally:
-                    steps.close()
+                    if result is not None:
+                        yield result
+                    self._check(request)
+            finally:
+                steps.close()
         session.reset_inference_session()
 
     @staticmethod

@@ -176,30 +176,33 @@ class Sam3Proposer(AffectedProposer):
         input_ids = tokens["input_ids"].to(self.device)
         attention_mask = tokens["attention_mask"].to(self.device)
         empty_frames = 0
+        # Inference mode only around the model's work, never held while the caller runs between yields.
         with torch.inference_mode():
             text_embeds = [
                 self.model.get_text_features(input_ids=input_ids[i : i + 1], attention_mask=attention_mask[i : i + 1])
                 for i in range(len(phrases))
             ]
-            for frame in reader.frames:
-                if request.cancelled():
-                    raise Cancelled()
-                request.on_message(f"segmenting {', '.join(phrases)} on frame {frame}")
-                matte = np.asarray(object_matte(frame), dtype=np.float32)
-                if matte.shape != (height, width):
-                    raise InvalidInput(
-                        f"the object matte of frame {frame} is {matte.shape[1]}x{matte.shape[0]}, "
-                        f"the frames {width}x{height}",
-                        reason="SIZE_MISMATCH",
-                        frame=frame,
-                    )
-                if not (matte > 0.5).any():
-                    empty_frames += 1
-                    yield frame, np.zeros((height, width), np.float32)
-                    continue
+        for frame in reader.frames:
+            if request.cancelled():
+                raise Cancelled()
+            request.on_message(f"segmenting {', '.join(phrases)} on frame {frame}")
+            matte = np.asarray(object_matte(frame), dtype=np.float32)
+            if matte.shape != (height, width):
+                raise InvalidInput(
+                    f"the object matte of frame {frame} is {matte.shape[1]}x{matte.shape[0]}, "
+                    f"the frames {width}x{height}",
+                    reason="SIZE_MISMATCH",
+                    frame=frame,
+                )
+            if not (matte > 0.5).any():
+                empty_frames += 1
+                yield frame, np.zeros((height, width), np.float32)
+                continue
+            with torch.inference_mode():
                 pixels = self.preprocess(reader.read(frame), self.device, self.dtype)[None]
                 vision = self.model.get_vision_features(pixel_values=pixels)
-                yield frame, self._affected(vision, text_embeds, attention_mask, matte)
+                affected = self._affected(vision, text_embeds, attention_mask, matte)
+            yield frame, affected
         if empty_frames:
             request.notes.append(f"{empty_frames} frame(s) without the object: no affected region proposed there")
 

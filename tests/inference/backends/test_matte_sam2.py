@@ -217,3 +217,24 @@ def test_missing_weights_name_the_file_and_the_command(tmp_path):
         Sam2Tracker(folder=folder).load()
     message = str(caught.value)
     assert str(folder / "model.safetensors") in message and "hf download facebook/sam2.1-hiera-small" in message
+
+
+def test_edgetam_shares_the_tracker_and_names_its_own_files(tmp_path):
+    # EdgeTAM's image encoder is a timm model (timm needs torchvision): its tracking runs through the
+    # same code as SAM 2.1's, and here only its classes and its folder are checked.
+    import importlib
+
+    from voidlink.inference.backends.matte.sam2 import EdgeTamTracker
+
+    assert hasattr(transformers, EdgeTamTracker.model_class)
+    assert hasattr(importlib.import_module(EdgeTamTracker.session_module), EdgeTamTracker.session_class)
+    tracker = EdgeTamTracker(str(tmp_path))
+    assert tracker.name == "edgetam" and tracker.folder == tmp_path / "EdgeTAM-hf"
+    with pytest.raises(NotFound) as caught:
+        tracker.load()
+    assert "hf download yonigozlan/EdgeTAM-hf" in str(caught.value)
+
+
+def test_the_caller_never_runs_in_inference_mode(tracker):
+    for _ in tracker.track(Frames(count=3), [Prompt(1002, points=((18.5, 20.5, True),))], MatteRequest()):
+        assert not torch.is_inference_mode_enabled()

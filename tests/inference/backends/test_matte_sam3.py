@@ -118,7 +118,10 @@ def object_matte(frame: int) -> np.ndarray:
 def test_every_frame_once_at_the_frames_size(proposer):
     reader = Frames()
     request = MatteRequest()
-    got = list(proposer.propose(reader, object_matte, "its shadow; reflection;  ; its shadow", request))
+    got = []
+    for frame, matte in proposer.propose(reader, object_matte, "its shadow; reflection;  ; its shadow", request):
+        assert not torch.is_inference_mode_enabled()  # never held while the caller runs
+        got.append((frame, matte))
     assert [frame for frame, _ in got] == reader.frames
     for _, matte in got:
         assert matte.shape == (48, 64) and matte.dtype == np.float32
