@@ -230,6 +230,7 @@ class Sam3Proposer(AffectedProposer):
             chosen = near_instances((masks > self.mask_threshold).cpu().numpy(), low.numpy() > 0.5, reach=self.reach)
             if not chosen:
                 continue
-            full = F.interpolate(masks[chosen][None].cpu(), size=(height, width), mode="bilinear", align_corners=False)
-            proposal = torch.maximum(proposal, full[0].amax(dim=0))
+            # Brought to the frame's size where the model runs, and only their union comes back.
+            full = F.interpolate(masks[chosen][None], size=(height, width), mode="bilinear", align_corners=False)
+            proposal = torch.maximum(proposal, full[0].amax(dim=0).cpu())
         return proposal.clamp_(0, 1).numpy().astype(np.float32)
