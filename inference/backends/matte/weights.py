@@ -14,6 +14,7 @@ before either is imported).
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 from dataclasses import dataclass, field
@@ -202,13 +203,20 @@ def licence_line(weights: Path, model: ModelFiles) -> str:
 
 
 def _missing_libraries(model: ModelFiles) -> list[str]:
-    """Libraries the model needs that are not installed (found by their files, none imported)."""
-    missing = [name for name in ("torch", "transformers", *model.libraries) if importlib.util.find_spec(name) is None]
-    if "transformers" not in missing:
+    """What the model needs of the Python libraries and is not here, one sentence each (none imported)."""
+    absent = [name for name in ("torch", "transformers", *model.libraries) if importlib.util.find_spec(name) is None]
+    missing = []
+    if absent:
+        extra = f" {' '.join(model.libraries)}" if model.libraries else ""
+        missing.append(f"{', '.join(absent)} not installed (pip install 'voidlink[void]'{extra})")
+    if "transformers" not in absent:
         spec = importlib.util.find_spec("transformers")
         locations = list(spec.submodule_search_locations or []) if spec else []
         if not any((Path(place) / "models" / model.transformers_model).is_dir() for place in locations):
-            missing.append(f"a transformers with {model.transformers_model} (5.0 or later)")
+            version = importlib.metadata.version("transformers")
+            missing.append(
+                f"transformers {version} has no {model.transformers_model} (pip install -U 'transformers>=5')"
+            )
     return missing
 
 
@@ -218,12 +226,7 @@ def _availability(weights: Optional[str], report: ModelReport) -> Availability:
     model = report.model
     folder = weights_dir(weights)
     reasons = []
-    missing = _missing_libraries(model)
-    if missing:
-        reasons.append(
-            f"{', '.join(missing)} not installed (pip install 'voidlink[void]'"
-            + (f" {' '.join(model.libraries)})" if model.libraries else ")")
-        )
+    reasons.extend(_missing_libraries(model))
     if not report.ok:
         reasons.append(f"weights incomplete in {folder}: " + "; ".join(report.problems))
     licences = [licence_line(folder, model)]
