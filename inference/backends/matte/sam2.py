@@ -153,7 +153,16 @@ class Sam2Tracker(Tracker):
     session_module = "transformers.models.sam2_video.modeling_sam2_video"
     session_class = "Sam2VideoInferenceSession"
 
-    def __init__(self, weights: Optional[str] = None, *, folder: Optional[Path] = None, device: Optional[str] = None):
+    def __init__(
+        self,
+        weights: Optional[str] = None,
+        *,
+        folder: Optional[Path] = None,
+        device: Optional[str] = None,
+        digests: Any = None,
+    ):
+        """`weights`: the weights folder (None: the default); `folder`: a model folder of any name instead;
+        `digests`: the daemon's `Digests` (weights' SHA-256 remembered across restarts), else one of its own."""
         from voidlink.inference.backends import weights_dir
 
         self.weights = weights_dir(weights) if folder is None else Path(folder).parent
@@ -165,7 +174,7 @@ class Sam2Tracker(Tracker):
         self.model: Any = None
         self.preprocess: Optional[Preprocess] = None
         self._lock = threading.Lock()
-        self._digests: Any = None
+        self._digests: Any = digests
         self._weights_files: list[Path] = []
         self.last_frames: Optional[LazyFrames] = None  # the last track's frame table (how many reads it took)
 
@@ -193,7 +202,8 @@ class Sam2Tracker(Tracker):
 
             self.device, self.dtype = pick_device(self.device_name)
             self._weights_files = [path for path in weight_files(self.folder) if path.is_file()]
-            self._digests = Digests()
+            if self._digests is None:
+                self._digests = Digests()
             for path in self._weights_files:
                 self._digests.start(path)  # hashed while the model loads and runs
             model_class = getattr(transformers, self.model_class)

@@ -89,6 +89,7 @@ class Sam3Proposer(AffectedProposer):
         threshold: float = 0.3,
         mask_threshold: float = 0.5,
         reach: float = 0.5,
+        digests: Any = None,
     ) -> None:
         from voidlink.inference.backends import weights_dir
 
@@ -101,7 +102,7 @@ class Sam3Proposer(AffectedProposer):
         self.tokenizer: Any = None
         self.preprocess: Optional[Preprocess] = None
         self._lock = threading.Lock()
-        self._digests: Any = None
+        self._digests: Any = digests
         self._weights_files: list[Path] = []
 
     def load(self) -> None:
@@ -124,7 +125,8 @@ class Sam3Proposer(AffectedProposer):
 
             self.device, self.dtype = pick_device(self.device_name)
             self._weights_files = [path for path in weight_files(self.folder) if path.is_file()]
-            self._digests = Digests()
+            if self._digests is None:
+                self._digests = Digests()
             for path in self._weights_files:
                 self._digests.start(path)
             try:

@@ -8,6 +8,7 @@ once, both directions, prompts reaching the model, cancelling, memory kept bound
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ transformers = pytest.importorskip("transformers")
 
 from voidlink.inference.backends.matte.base import Cancelled, MatteRequest, Prompt  # noqa: E402
 from voidlink.inference.backends.matte.sam2 import Sam2Tracker, merge_prompts  # noqa: E402
+from voidlink.inference.backends.void.weights import Digests  # noqa: E402
 
 from voidlink.errors import InvalidInput, NotFound  # noqa: E402
 
@@ -100,10 +102,22 @@ def folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tracker(folder) -> Sam2Tracker:
-    resident = Sam2Tracker(folder=folder, device="cpu")
+def tracker(folder, tmp_path_factory) -> Sam2Tracker:
+    cache = tmp_path_factory.mktemp("cache") / "weights-sha256.json"
+    resident = Sam2Tracker(folder=folder, device="cpu", digests=Digests(cache))
     resident.load()
     return resident
+
+
+def test_loaded_once_and_the_weights_hash_is_the_files(tracker, folder):
+    model = tracker.model
+    tracker.load()
+    assert tracker.model is model  # resident: a second job does not load again
+    request = MatteRequest()
+    list(tracker.track(Frames(count=2), [Prompt(1001, points=((18.5, 20.5, True),))], request))
+    expected = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert request.provenance["weights_sha256"] == expected
+    assert request.provenance["device"] == "cpu float32"
 
 
 class Frames:

@@ -19,6 +19,7 @@ tokenizers = pytest.importorskip("tokenizers")
 from voidlink.inference.backends.matte import sam3  # noqa: E402
 from voidlink.inference.backends.matte.base import Cancelled, MatteRequest  # noqa: E402
 from voidlink.inference.backends.matte.sam3 import Sam3Proposer, near_instances, split_phrases  # noqa: E402
+from voidlink.inference.backends.void.weights import Digests  # noqa: E402
 
 from voidlink.errors import InvalidInput, NotFound  # noqa: E402
 
@@ -89,7 +90,9 @@ def proposer(tmp_path_factory) -> Sam3Proposer:
     folder = tmp_path_factory.mktemp("weights") / "sam3"
     transformers.Sam3Model(tiny_sam3_config()).eval().save_pretrained(str(folder))
     write_tokenizer(folder)
-    resident = Sam3Proposer(folder=folder, device="cpu", threshold=0.0)  # keep every instance the model finds
+    cache = tmp_path_factory.mktemp("cache") / "weights-sha256.json"
+    # threshold 0: keep every instance the model finds
+    resident = Sam3Proposer(folder=folder, device="cpu", threshold=0.0, digests=Digests(cache))
     resident.load()
     return resident
 
