@@ -160,7 +160,7 @@ class Sam2Tracker(Tracker):
         folder: Optional[Path] = None,
         device: Optional[str] = None,
         digests: Any = None,
-    ):
+    ) -> None:
         """`weights`: the weights folder (None: the default); `folder`: a model folder of any name instead;
         `digests`: the daemon's `Digests` (weights' SHA-256 remembered across restarts), else one of its own."""
         from voidlink.inference.backends import weights_dir

@@ -169,6 +169,8 @@ def test_a_later_prompt_changes_its_frame(tracker):
     alone = run(tracker, Frames(), [first])
     corrected = run(tracker, Frames(), [first, Prompt(1006, points=((30.5, 20.5, True), (5.5, 5.5, False)))])
     assert not np.allclose(alone[1006], corrected[1006])
+    # ... and the frames tracked from it, through the memory (slightly: random weights carry little).
+    assert not np.array_equal(alone[1008], corrected[1008])
 
 
 def test_boxes_and_shapes_prompt_too(tracker):
