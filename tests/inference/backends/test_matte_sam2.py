@@ -254,3 +254,38 @@ def test_edgetam_shares_the_tracker_and_names_its_own_files(tmp_path):
 def test_the_caller_never_runs_in_inference_mode(tracker):
     for _ in tracker.track(Frames(count=3), [Prompt(1002, points=((18.5, 20.5, True),))], MatteRequest()):
         assert not torch.is_inference_mode_enabled()
+
+
+def test_prompts_reach_the_session_in_the_models_pixels(tracker):
+    class Session:
+        def __init__(self) -> None:
+            self.points: dict = {}
+            self.masks: dict = {}
+            self.obj_with_new_inputs: list = []
+
+        def add_point_inputs(self, obj, index, inputs):
+            self.points[index] = inputs
+
+        def remove_mask_inputs(self, obj, index):
+            self.masks.pop(index, None)
+
+        def add_mask_inputs(self, obj, index, mask):
+            self.masks[index] = mask
+
+        def remove_point_inputs(self, obj, index):
+            self.points.pop(index, None)
+
+    session = Session()
+    # 48 x 40 frames into the 64 x 64 model: the centre of pixel (23, 19) lands on the model's pixel 31.5.
+    prompt = Prompt(1001, points=((24.0, 20.0, True), (0.75, 0.625, False)), boxes=((12, 10, 36, 30),))
+    tracker._add_prompt(session, 0, 0, prompt, 48, 40)
+    coords = session.points[0]["point_coords"][0, 0].tolist()
+    labels = session.points[0]["point_labels"][0, 0].tolist()
+    assert labels == [2, 3, 1, 0]  # the box's corners first, as SAM expects
+    np.testing.assert_allclose(coords, [[15.5, 15.5], [47.5, 47.5], [31.5, 31.5], [0.5, 0.5]], atol=1e-5)
+    assert session.obj_with_new_inputs == [1]
+    shape = np.zeros((40, 48), bool)
+    shape[:, :24] = True
+    tracker._add_prompt(session, 0, 0, Prompt(1001, shape=shape), 48, 40)
+    assert 0 not in session.points and tuple(session.masks[0].shape) == (1, 1, 64, 64)
+    assert session.masks[0][0, 0, :, :30].min() == 1 and session.masks[0][0, 0, :, 34:].max() == 0
