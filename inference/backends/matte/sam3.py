@@ -229,7 +229,10 @@ class Sam3Proposer(AffectedProposer):
                 continue
             masks = output.pred_masks[0][keep].float().sigmoid()  # (n, h, w) at the model's mask size
             low = F.interpolate(torch.from_numpy(matte)[None, None], size=masks.shape[-2:], mode="area")[0, 0]
-            chosen = near_instances((masks > self.mask_threshold).cpu().numpy(), low.numpy() > 0.5, reach=self.reach)
+            at_mask_size = low.numpy() > 0.5
+            if not at_mask_size.any():  # an object smaller than a pixel of the model's masks: where it touches
+                at_mask_size = low.numpy() > 0
+            chosen = near_instances((masks > self.mask_threshold).cpu().numpy(), at_mask_size, reach=self.reach)
             if not chosen:
                 continue
             # Brought to the frame's size where the model runs, and only their union comes back.
