@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         # What a user runs on a machine with internet, then copies into the folder above.
         "download_commands": download_commands(weights.folder) if not (weights.ok and weights.pass2) else [],
     }
+    report["matte_models"] = _matte_section(weights_dir(args.weights))
     client = Client(args.address, connect_timeout=2.0)
     try:
         info = client.info()
@@ -210,7 +211,38 @@ def run(args: argparse.Namespace) -> int:
         print(f"backend {name:9} {status}")
         for line in state["licences"]:
             print(f"  licence: {line}")
+    _print_matte(report["matte_models"])
     return 0
+
+
+def _matte_section(folder: Path) -> dict:
+    """The matte models (trackers and the affected-region proposer): whether each runs here, and the
+    commands that fetch the weights that are not whole."""
+    from voidlink.inference.backends.matte import weights as matte
+
+    checks = {"sam2": matte.sam2_availability, "edgetam": matte.edgetam_availability, "sam3": matte.sam3_availability}
+    section: dict = {"models": {}, "download_commands": []}
+    for name, check in checks.items():
+        state = check(str(folder))
+        section["models"][name] = {"available": state.available, "reason": state.reason, "licences": state.licences}
+    missing = matte.incomplete(folder)
+    if missing:
+        section["download_commands"] = matte.download_commands(folder, missing)
+    return section
+
+
+def _print_matte(section: dict) -> None:
+    for name, state in section["models"].items():
+        status = "available" if state["available"] else f"unavailable: {state['reason']}"
+        print(f"matte {name:11} {status}")
+        for line in state["licences"]:
+            print(f"  licence: {line}")
+    if section["download_commands"]:
+        commands = section["download_commands"]
+        gated = " (SAM 3: accept its terms on its page first)" if "hf auth login" in commands else ""
+        print(f"matte weights: to get them, run on a machine with internet{gated}:")
+        for command in section["download_commands"]:
+            print(f"    {command}")
 
 
 def _paths_section(client, info, paths: list) -> dict:
