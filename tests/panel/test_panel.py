@@ -157,8 +157,9 @@ def test_progress_cancel_resubmit_and_open_folder(window, served, qtbot, tmp_pat
     assert queue.table.item(row, 4).text() == (format_eta(eta) if eta >= 0 else "–")
     window.show_tab("queue")
     save_screenshot(window, str(artifacts / "panel-queue-running.png"))
+    queue.table.setFocus()
     with qtbot.waitSignal(window.job_finished, timeout=JOB_TIMEOUT_MS) as finished:
-        qtbot.mouseClick(queue.cancel_button, QtCore.Qt.MouseButton.LeftButton)
+        qtbot.keyClick(queue.table, QtCore.Qt.Key.Key_Delete)  # the hosts' habit: Del cancels the selected job
     cancelled = finished.args[0]
     assert cancelled.id == job_id and cancelled.state == pb.JOB_STATE_CANCELLED
     assert cancelled.frames_done < cancelled.frames_total
@@ -174,8 +175,10 @@ def test_progress_cancel_resubmit_and_open_folder(window, served, qtbot, tmp_pat
         qtbot.mouseClick(queue.resubmit_button, QtCore.Qt.MouseButton.LeftButton)
     resubmitted = again.args[0]
     assert resubmitted.id != job_id and resubmitted.spec.source.otio_json == cancelled.spec.source.otio_json
-    served.client().cancel(resubmitted.id)
+    queue.select(resubmitted.id)
+    qtbot.mouseClick(queue.cancel_button, QtCore.Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: window.queue.jobs[resubmitted.id].state in (pb.JOB_STATE_CANCELLED,), timeout=20_000)
+    assert served.client().get(resubmitted.id).state == pb.JOB_STATE_CANCELLED
     save_screenshot(window, str(artifacts / "panel-queue.png"))
 
 
