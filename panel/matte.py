@@ -196,7 +196,10 @@ class MatteTracking(QtCore.QObject):
         self.controls = MatteControls()
         self.tracks: dict[str, Track] = {}  # by object pattern (known before the job id is)
         self._taken: set[str] = set()
-        window.viewer.roto_bar.layout().addWidget(self.controls)
+        # Under the roto tools, and shown in the quadmask view too: the tracked matte is looked at there.
+        layout = window.viewer.layout()
+        layout.insertWidget(layout.indexOf(window.viewer.roto_bar) + 1, self.controls)
+        self.controls.setVisible(window.viewer.canvas.mode in ("roto", "quadmask"))
         self.controls.track_button.clicked.connect(self.track)
         self.controls.edit_button.clicked.connect(self.edit_as_roto)
         window.viewer.mode.currentIndexChanged.connect(self._mode_changed)
@@ -207,8 +210,10 @@ class MatteTracking(QtCore.QObject):
     # -- Track ---------------------------------------------------------------------------------
 
     def _mode_changed(self, _index: int) -> None:
+        mode = self.window.viewer.canvas.mode
+        self.controls.setVisible(mode in ("roto", "quadmask"))
         # Points can be clicked in roto mode before any shape was drawn or the form asked for roto.
-        if self.window.viewer.canvas.mode == "roto" and self.window.viewer.canvas.document is None:
+        if mode == "roto" and self.window.viewer.canvas.document is None:
             self.window.ensure_document()
 
     def track(self) -> Optional[Track]:
@@ -297,6 +302,7 @@ class MatteTracking(QtCore.QObject):
             before=track.plate, first=track.first, last=track.last, mask=pattern, affected=track.affected_pattern
         )
         viewer.set_mode("quadmask")
+        self.window.show_tab("viewer")
         if track.first <= frame <= track.last:
             viewer.show_frame(frame)
         found = f"; {len(track.findings)} finding(s) below" if track.findings else ""
