@@ -288,15 +288,15 @@ class MatteTracking(QtCore.QObject):
             return
         self.apply(track, job.result.output_pattern or track.object_pattern)
 
-    def apply(self, track: Track, pattern: str) -> None:
+    def apply(self, track: Track, pattern: str, proposed: bool = True) -> None:
         """The tracked matte becomes the job's object matte (the proposal its affected one) in the form, and the
-        viewer shows both in the quadmask tint."""
+        viewer shows both in the quadmask tint; `proposed`: the affected matte is labelled as a proposal."""
         form, viewer = self.window.form, self.window.viewer
         form.use_roto.setChecked(False)
         form.mask.setText(pattern)
         if track.affected_pattern:
             form.affected.setText(track.affected_pattern)
-        viewer.notice = PROPOSAL_NOTE if track.affected_pattern else ""
+        viewer.notice = PROPOSAL_NOTE if track.affected_pattern and proposed else ""
         frame = viewer.canvas.frame
         viewer.set_clips(
             before=track.plate, first=track.first, last=track.last, mask=pattern, affected=track.affected_pattern
