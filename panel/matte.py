@@ -306,7 +306,7 @@ class MatteTracking(QtCore.QObject):
         if track.first <= frame <= track.last:
             viewer.show_frame(frame)
         found = f"; {len(track.findings)} finding(s) below" if track.findings else ""
-        self._say(f"Tracked: {pattern} is the object matte{found}.")
+        self._say(f"Tracked: {os.path.basename(pattern)} is the object matte{found}.")
         self.tracked.emit(track)
 
     # -- Edit as roto --------------------------------------------------------------------------
