@@ -34,6 +34,7 @@ def prompts(document: roto.RotoDocument, first: int, last: int) -> list[pb.Matte
     rectangles keyed there as boxes and its other shapes keyed there as outlines (affected shapes are not the
     object and say nothing to the tracker)."""
     by_frame: dict[int, pb.MattePrompt] = {}
+    extra: list[pb.MattePrompt] = []
 
     def prompt(frame: int) -> pb.MattePrompt:
         return by_frame.setdefault(frame, pb.MattePrompt(frame=frame))
@@ -50,9 +51,13 @@ def prompts(document: roto.RotoDocument, first: int, last: int) -> list[pb.Matte
             if shape.kind == "rectangle":
                 (x0, y0), (x1, y1) = outline.min(axis=0), outline.max(axis=0)
                 prompt(frame).boxes.append(pb.MatteBox(x0=x0, y0=y0, x1=x1, y1=y1))
-            elif not prompt(frame).outline:  # the message has one outline per frame: the first shape's
-                prompt(frame).outline.extend(pb.MattePoint(x=float(x), y=float(y)) for x, y in outline)
-    return [by_frame[frame] for frame in sorted(by_frame)]
+            else:
+                # A prompt holds one outline: another shape on the same frame is a prompt of its own.
+                target = prompt(frame) if not prompt(frame).outline else pb.MattePrompt(frame=frame)
+                target.outline.extend(pb.MattePoint(x=float(x), y=float(y)) for x, y in outline)
+                if target is not by_frame[frame]:
+                    extra.append(target)
+    return sorted([*by_frame.values(), *extra], key=lambda p: p.frame)
 
 
 def next_track_folder(output: str, taken: set[str]) -> str:

@@ -95,9 +95,12 @@ def test_prompts_are_the_points_boxes_and_outlines_of_the_object(tmp_path):
     document.shapes.append(roto.Shape("rectangle", keys={1003: [(10, 10), (30, 40)]}))
     document.shapes.append(roto.Shape("polygon", keys={1004: [(0, 0), (20, 0), (20, 20)]}))
     document.shapes.append(roto.Shape("ellipse", role="affected", keys={1004: [(0, 0), (9, 9)]}))
+    document.shapes.append(roto.Shape("ellipse", keys={1004: [(40, 10), (50, 20)]}))
     spec = matte_spec("/shots/p.####.exr", 1001, 1005, document, str(tmp_path / "t"), "matte p", True, "its shadow")
-    prompts = {p.frame: p for p in spec.matte.prompts}
-    assert sorted(prompts) == [1001, 1003, 1004]  # frame 990 lies outside the range
+    frames = [p.frame for p in spec.matte.prompts]
+    assert frames == [1001, 1003, 1004, 1004]  # frame 990 lies outside the range; one outline per prompt
+    prompts = {p.frame: p for p in reversed(spec.matte.prompts)}
+    assert len(spec.matte.prompts[3].outline) == 96  # the second object shape on 1004: the ellipse
     assert [(p.x, p.y, p.negative) for p in prompts[1001].points] == [(10, 20, False), (50, 5, True)]
     box = prompts[1003].boxes[0]
     assert (box.x0, box.y0, box.x1, box.y1) == (10, 10, 30, 40)
@@ -164,6 +167,21 @@ def test_track_without_prompts_says_what_to_do(window, qtbot, tmp_path):
     window.set_values(FormValues(plate=shot.plate))
     assert window.matte.track() is None
     assert "click points on the object" in window.matte.controls.state.text()
+
+
+def test_track_on_a_daemon_without_matte_jobs_says_so_and_submits_nothing(window, served, qtbot, tmp_path):
+    if served.client().info().matte_trackers:
+        pytest.skip("this daemon runs matte jobs")
+    shot = write_shot(tmp_path / "src", frames=3)
+    window.set_values(FormValues(plate=shot.plate))
+    window.ensure_document().points[shot.first] = [(20.0, 25.0, False)]
+    before = len(served.client().jobs())
+    with qtbot.waitSignal(window.service.submit_failed, timeout=15_000):
+        assert window.matte.track() is not None
+        assert not window.matte.controls.track_button.isEnabled()  # one track per click, off the GUI thread
+    assert "runs no matte jobs" in window.matte.controls.state.text()
+    assert window.matte.controls.track_button.isEnabled()
+    assert len(served.client().jobs()) == before  # never taken for a removal
 
 
 def test_track_end_to_end_on_the_daemon(window, served, qtbot, tmp_path):
