@@ -199,7 +199,10 @@ class MatteTracking(QtCore.QObject):
         super().__init__(window)
         self.window = window
         self.controls = MatteControls()
-        self.tracks: dict[str, Track] = {}  # by object pattern (known before the job id is)
+        self.tracks: dict[str, Track] = {}  # by job id
+        # The track submitted and not yet answered (Track is disabled meanwhile: one at a time). Matched by
+        # being a matte job, not by its output: a daemon streaming results back names its own.
+        self._pending: Optional[Track] = None
         self._taken: set[str] = set()
         # Under the roto tools, and shown in the quadmask view too: the tracked matte is looked at there.
         layout = window.viewer.layout()
@@ -249,7 +252,7 @@ class MatteTracking(QtCore.QObject):
             spec.output.path_template,
             spec.matte.affected_template,
         )
-        self.tracks[track.object_pattern] = track
+        self._pending = track
         client = self.window.service.client
 
         def checked() -> pb.JobSpec:
@@ -268,21 +271,24 @@ class MatteTracking(QtCore.QObject):
         return track
 
     def _submitted(self, job: pb.Job) -> None:
-        track = self.tracks.get(job.spec.output.path_template)
+        track = self._pending
         if track is None or not job.spec.HasField("matte"):
             return
+        self._pending = None
         track.job_id = job.id
+        self.tracks[job.id] = track
         self.controls.track_button.setEnabled(True)
         self._say(f"Tracking in job {job.id} (progress in the queue)…")
 
     def _submit_failed(self, error: object) -> None:
-        if not self.controls.track_button.isEnabled():
+        if self._pending is not None:
+            self._pending = None
             self.controls.track_button.setEnabled(True)
             self._say(f"Track not submitted: {error}", error=True)
 
     def _finished(self, job: pb.Job) -> None:
-        track = self.tracks.get(job.spec.output.path_template)
-        if track is None or job.id != track.job_id or job.state not in TERMINAL:
+        track = self.tracks.get(job.id)
+        if track is None or job.state not in TERMINAL:
             return
         track.findings = [finding_text(f) for f in job.result.findings]
         self.controls.show_findings(track.findings)

@@ -125,7 +125,7 @@ def _tracked_matte(window, qtbot, shot, affected: str = "", findings=()) -> Trac
     """Hand the panel a finished matte job as the daemon reports one (the shot's own mattes as its result)."""
     tracking = window.matte
     track = Track(shot.plate, shot.first, shot.last, shot.mask, affected, job_id="m1")
-    tracking.tracks[track.object_pattern] = track
+    tracking.tracks[track.job_id] = track
     job = pb.Job(id="m1", state=pb.JOB_STATE_SUCCEEDED)
     job.spec.output.path_template = shot.mask
     job.spec.matte.tracker = "classical"
