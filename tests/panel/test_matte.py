@@ -10,7 +10,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from support.panel import shown  # noqa: E402
+from support.panel import pixel, shown  # noqa: E402
 from support.shots import read_pixels, write_shot  # noqa: E402
 from voidlink.panel import roto  # noqa: E402
 from voidlink.panel.form import FormValues  # noqa: E402
@@ -147,6 +147,12 @@ def test_a_tracked_matte_becomes_the_forms_mask_in_the_tint_and_edits_as_roto(wi
     assert values.mask == shot.mask and values.affected == shot.affected and not values.use_roto
     assert window.viewer.canvas.mode == "quadmask"
     assert PROPOSAL_NOTE in window.viewer.status.text()
+    # The clicked points stay drawn over the tint: a green + where the object was clicked.
+    window.form.document.points[shot.first] = [(10.5, 10.5, False)]
+    window.viewer.canvas.repaint()
+    centre = window.viewer.canvas.to_widget(10.5, 10.5).toPoint()
+    red, green, blue = pixel(window.viewer.canvas.grab().toImage(), centre.x(), centre.y())
+    assert green > 150 and red < 150 and blue < 150
     listed = window.matte.controls.findings
     assert listed.isVisible() and "frame 1002" in listed.item(0).text() and "edge" in listed.item(0).text()
     # Edit as roto: the matte of the frame shown becomes a polygon keyed there, close to the matte.
