@@ -233,7 +233,8 @@ class MatteTracking(QtCore.QObject):
         if not values.plate:
             self._say("Track: choose a plate in the Job tab first.", error=True)
             return None
-        document = self.window.ensure_document()
+        # The document drawn on stays (with its undo history); only a panel without one makes one.
+        document = form.document or self.window.ensure_document()
         snapshot = roto.RotoDocument.from_dict(document.to_dict())  # the user may go on clicking meanwhile
         folder = next_track_folder(form.output_template(values), self._taken)
         stem = os.path.basename(values.plate).split(".")[0]
@@ -339,7 +340,8 @@ class MatteTracking(QtCore.QObject):
         if not polygon:
             self._say(f"Edit as roto: the matte is empty on frame {frame}.", error=True)
             return None
-        self.window.ensure_document()
+        if form.document is None:
+            self.window.ensure_document()
         viewer.set_mode("roto")
         canvas = viewer.canvas
         canvas.role = "object"

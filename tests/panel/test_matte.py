@@ -161,6 +161,10 @@ def test_a_tracked_matte_becomes_the_forms_mask_in_the_tint_and_edits_as_roto(wi
     shape = window.matte.edit_as_roto()
     assert shape is not None and shape.kind == "polygon" and list(shape.keys) == [frame]
     assert window.viewer.canvas.mode == "roto" and window.viewer.canvas.selected is shape
+    window.viewer.canvas.undo()  # one edit of the history, as a drawn shape
+    assert shape.name not in [s.name for s in window.form.document.shapes]
+    window.viewer.canvas.redo()
+    shape = window.form.document.shapes[-1]
     truth = read_pixels(shot.mask.replace("####", f"{frame:04d}"))[..., 0]
     assert iou(roto.rasterise([shape], frame, shot.width, shot.height), truth) > 0.85
     # It is an outline prompt for the next track.
