@@ -19,13 +19,14 @@ Needs grpcio and protobuf only (no torch, no Qt), and runs on the Python 3.9 of 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Callable, Optional, Union
 
 import grpc
 from voidlink.bridge import download, local_daemon, upload
 from voidlink.bridge.connection import Connection, is_local, resolve_address, resolve_tls, resolve_token
 from voidlink.bridge.local_daemon import daemon_command, split_command
+from voidlink.bridge.matte import build_matte_spec
 from voidlink.bridge.pathmap import PathMap
 from voidlink.bridge.result import RemoveResult, result_or_raise
 from voidlink.bridge.spec import FrameRange, PathLike, build_spec, clip_spec, default_output
@@ -247,6 +248,58 @@ class Client:
         """
         spec = build_spec(plate, mask, affected, frames, prompt, output, backend, **params)
         return self.run(spec, wait=wait, on_progress=on_progress, transfer=transfer)
+
+    def matte(
+        self,
+        plate: PathLike,
+        frames: FrameRange = None,
+        *,
+        points: Iterable[Sequence[float]] = (),
+        negative: Iterable[Sequence[float]] = (),
+        boxes: Iterable[Sequence[float]] = (),
+        outlines: Iterable = (),
+        text: str = "",
+        propose_affected: bool = False,
+        tracker: str = "auto",
+        output: Optional[PathLike] = None,
+        wait: bool = True,
+        on_progress: Optional[Callable[[pb.JobEvent], None]] = None,
+        transfer: str = "auto",
+        **params,
+    ) -> RemoveResult:
+        """Track the object of the prompts through `frames` of `plate` and write its matte (8-bit EXR by default).
+
+        `points`/`negative`: (frame, x, y) in the plate's pixels; `boxes`: (frame, x0, y0, x1, y1); `outlines`:
+        (frame, [(x, y), ...]), a drawn shape. `text` ("its shadow") or `propose_affected` also write an affected
+        proposal. `params` are `build_matte_spec`'s keywords (affected_output, quadmask_output, grid, pixel_type,
+        ...). The result's `findings` are the quadmask checks per frame. A daemon too old for matte jobs (it
+        would run a removal) is refused before anything is sent: `ProtocolMismatch` (DAEMON_TOO_OLD)."""
+        spec = build_matte_spec(
+            plate,
+            frames,
+            points=points,
+            negative=negative,
+            boxes=boxes,
+            outlines=outlines,
+            text=text,
+            propose_affected=propose_affected,
+            tracker=tracker,
+            output=output,
+            **params,
+        )
+        self.check_mattes()
+        return self.run(spec, wait=wait, on_progress=on_progress, transfer=transfer)
+
+    def check_mattes(self) -> pb.GetInfoResponse:
+        """The daemon's info, refusing a daemon from before matte jobs (it lists no matte trackers)."""
+        info = self.info()
+        if not info.matte_trackers:
+            raise errors.ProtocolMismatch(
+                f"the daemon at {self.address} (voidlink {info.version or 'unknown'}) is too old for matte jobs; "
+                "upgrade it (`pip install -U voidlink` where it runs), then restart it",
+                reason="DAEMON_TOO_OLD",
+            )
+        return info
 
     def run(
         self,

@@ -30,6 +30,8 @@ class RemoveResult:
     metrics: dict = field(default_factory=dict)
     # What made the frames (backend, version, seed, steps, weights' SHA-256 ...), as their headers say.
     provenance: dict = field(default_factory=dict)
+    # The quadmask checks of a matte job, per frame: {"check", "severity", "message", "frame" (None: the shot)}.
+    findings: list = field(default_factory=list)
 
     @classmethod
     def from_job(cls, job: pb.Job) -> RemoveResult:
@@ -47,6 +49,15 @@ class RemoveResult:
             notes=list(r.notes),
             metrics=dict(r.metrics),
             provenance=dict(r.provenance),
+            findings=[
+                {
+                    "check": f.check,
+                    "severity": f.severity,
+                    "message": f.message,
+                    "frame": int(f.frame) if f.HasField("frame") else None,
+                }
+                for f in r.findings
+            ],
         )
 
     @property

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Optional
 
-from voidlink.bridge.spec import build_spec
 from voidlink.protos import pb
 from voidlink.protos.clips import ClipMedia
 
 from voidlink import errors
 
-from . import roto
+from . import jobspec, roto
+from .jobspec import FormValues
 from .qt import QtCore, QtWidgets, Signal
 from .validate import FIELD_LABELS, existing_frames, form_field, user_message, validate_spec, versioned_output
 
@@ -28,25 +27,6 @@ WARNING_STYLE = "border: 1px solid #c90"
 MESSAGE_LINES = 4  # the message area's fixed height: the buttons below it never move
 EDIT_SETTLE_MS = 300  # an edit re-checks (and the viewer follows) once typing pauses this long
 MEDIA_FILTER = "Images and movies (*.exr *.dpx *.tif *.tiff *.png *.jpg *.mov *.mp4 *.mxf);;All files (*)"
-
-
-@dataclass
-class FormValues:
-    """The form's content as plain values (what a host pre-fills and what a test reads back)."""
-
-    plate: str = ""
-    mask: str = ""
-    affected: str = ""
-    first: Optional[int] = None  # None: the plate's first frame (1001 without a plate to read)
-    last: Optional[int] = None
-    prompt: str = ""
-    backend: str = "auto"
-    quality: str = "balanced"
-    output: str = ""
-    use_roto: bool = False
-    layers: bool = False  # the change as layers in the output EXR (void.delta, void.change, void.quadmask)
-    name: str = ""
-    labels: dict = field(default_factory=dict)
 
 
 def plate_range(plate: str) -> Optional[tuple[int, int]]:
@@ -305,47 +285,14 @@ class JobForm(QtWidgets.QWidget):
         return values.output or (versioned_output(values.plate, self.taken) if values.plate else "")
 
     def job_name(self, values: FormValues) -> str:
-        """A name that tells jobs apart: the output's versioned stem and the range (`plate_void_v002 1001-1096`)."""
-        if values.name:
-            return values.name
-        stem = os.path.basename(self.output_template(values)).split(".")[0] or os.path.basename(values.plate)
-        return f"{stem} {values.first}-{values.last}"
+        return jobspec.job_name(values, self.output_template(values))
 
     def roto_patterns(self, values: FormValues) -> tuple[str, str]:
-        """Where the roto mattes of this job are written: `roto/<output's name>/` beside the output, one folder per
-        output, so a second version's mattes never replace those a queued first version is still to read."""
-        output = os.path.abspath(self.output_template(values))
-        folder = os.path.join(os.path.dirname(output), "roto", os.path.basename(output).split(".")[0] or "shot")
-        return os.path.join(folder, "object.####.exr"), os.path.join(folder, "affected.####.exr")
+        return jobspec.roto_patterns(self.output_template(values))
 
     def roto_file(self, values: Optional[FormValues] = None) -> Optional[str]:
-        """The job's roto.json, beside its roto mattes (where submit and the autosave write it); None while the job
-        has no output location (no output, and no plate to default it from)."""
-        values = values or self.values()
-        if not self.output_template(values):
-            return None
-        return os.path.join(os.path.dirname(self.roto_patterns(values)[0]), "roto.json")
-
-    def _check_fields(self, values: FormValues, document: Optional[roto.RotoDocument]) -> None:
-        if not values.plate:
-            raise errors.InvalidInput("spec.source.otio_json: no clip given", reason="BAD_CLIP", field="spec.source")
-        if values.use_roto:
-            if document is None or not document.of_role("object"):
-                raise errors.InvalidInput(
-                    "spec.mask: draw the object in the viewer's roto mode first (no object shape yet)",
-                    reason="NO_MASK",
-                    field="spec.mask",
-                )
-        elif not values.mask:
-            raise errors.InvalidInput(
-                "spec.mask: a mask clip is required (object matte or quadmask)", reason="NO_MASK", field="spec.mask"
-            )
-        if values.last < values.first:
-            raise errors.InvalidInput(
-                f"spec.frames: the range {values.first}-{values.last} is empty",
-                reason="EMPTY_RANGE",
-                field="spec.frames",
-            )
+        """The job's roto.json (where submit and the autosave write it); None while the job has no output."""
+        return jobspec.roto_file(self.output_template(values or self.values()))
 
     def build(
         self,
@@ -355,34 +302,7 @@ class JobForm(QtWidgets.QWidget):
     ) -> pb.JobSpec:
         """The JobSpec of the form (writing the roto mattes first when the job uses roto)."""
         values = values or self.values()
-        document = document or self.document
-        self._check_fields(values, document)
-        mask, affected = values.mask, values.affected or None
-        if values.use_roto:
-            assert document is not None
-            object_pattern, affected_pattern = self.roto_patterns(values)
-            mask = object_pattern
-            affected = affected_pattern if document.of_role("affected") else None
-            if write_roto:
-                roto_file = self.roto_file(values)
-                roto.write_mattes(document, "object", object_pattern, values.first, values.last, roto_file)
-                if affected:
-                    roto.write_mattes(document, "affected", affected_pattern, values.first, values.last, roto_file)
-        spec = build_spec(
-            values.plate,
-            mask,
-            affected,
-            (values.first, values.last),
-            values.prompt,
-            self.output_template(values),
-            values.backend,
-            quality=values.quality,
-            name=self.job_name(values),
-            layers=values.layers,
-        )
-        for key, value in values.labels.items():
-            spec.labels[key] = str(value)
-        return spec
+        return jobspec.build_form_spec(values, self.output_template(values), document or self.document, write_roto)
 
     def check(self, values: Optional[FormValues] = None) -> Optional[errors.VoidlinkError]:
         """The first problem with the form, worded as the daemon would word it; None when none is seen."""

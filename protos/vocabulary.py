@@ -115,8 +115,15 @@ CROP_MODE = Vocabulary(
 
 PIXEL_TYPE = Vocabulary(
     "PixelType",
-    {pb.PIXEL_TYPE_UNSPECIFIED: "auto", pb.PIXEL_TYPE_HALF: "half", pb.PIXEL_TYPE_FLOAT: "float"},
+    {
+        pb.PIXEL_TYPE_UNSPECIFIED: "auto",
+        pb.PIXEL_TYPE_HALF: "half",
+        pb.PIXEL_TYPE_FLOAT: "float",
+        pb.PIXEL_TYPE_UINT8: "uint8",
+    },
+    offered=("auto", "half", "float"),  # a removal's; 8-bit is for mattes (`MATTE_PIXEL_TYPES`)
 )
+MATTE_PIXEL_TYPES = ("uint8", "half", "float")
 
 COMPRESSION = Vocabulary(
     "Compression",

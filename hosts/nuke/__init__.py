@@ -1,4 +1,4 @@
-"""The Nuke integration: the VoidRemove node, its menus, job watching and batch rendering.
+"""The Nuke integration: the VoidRemove and VoidMatte nodes, their menus, job watching and batch rendering.
 
 Inside Nuke (GUI or `nuke -t`):
 
@@ -22,6 +22,7 @@ PLUGIN_DIR = Path(__file__).resolve().parent / "plugin"
 
 _EXPORTS = {
     "create_node": "voidlink.hosts.nuke.node",
+    "create_matte_node": "voidlink.hosts.nuke.matte",
     "is_void_node": "voidlink.hosts.nuke.node",
     "void_nodes": "voidlink.hosts.nuke.node",
     "submit": "voidlink.hosts.nuke.jobs",

@@ -1,4 +1,4 @@
-"""Submitting a VoidRemove node's job, following it without blocking Nuke, cancelling, re-attaching.
+"""Submitting a VoidRemove (or VoidMatte) node's job, following it without blocking Nuke, cancelling, re-attaching.
 
 Only Nuke's main thread touches nodes: a `JobWatcher` thread follows the daemon's event stream,
 drives a `nuke.ProgressTask`, and hands every node update to `nuke.executeInMainThread`. Nodes
@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import nuke
 from voidlink.bridge.client import Client, TransferPlan
 from voidlink.bridge.result import RemoveResult, result_or_raise
+from voidlink.hosts.nuke import matte as matte_node
 from voidlink.hosts.nuke import node as void_node
 from voidlink.protos import pb
 from voidlink.protos.vocabulary import TERMINAL, state_name
@@ -66,14 +67,21 @@ def _ensure_daemon(client: Client, ask: bool) -> bool:
 def _prepare_and_submit(group, client: Client, ask: bool) -> Optional[tuple]:
     """Check the node, start the daemon if needed, render inputs, submit (uploading what the daemon cannot
     read): (job, transfer plan), or None when the user declined."""
-    remove, pending = void_node.build_effect(group)
-    first, last = remove.validate()
+    if matte_node.is_matte_node(group):
+        spec, pending, (first, last) = matte_node.build_spec(group)
+    else:
+        remove, pending = void_node.build_effect(group)
+        first, last = remove.validate()
     if not _ensure_daemon(client, ask):
         group["status"].setValue(f"not submitted: no daemon at {client.address}")
         return None
+    if matte_node.is_matte_node(group):
+        client.check_mattes()
+    else:
+        spec = remove.to_job_spec()
     group["status"].setValue("rendering inputs" if pending else "submitting")
     void_node.render_inputs(group, pending, first, last)
-    job, plan = client.start(remove.to_job_spec())
+    job, plan = client.start(spec)
     group["job_id"].setValue(job.id)
     group["job_state"].setValue(state_name(job.state))
     group["status"].setValue(f"queued: job {job.id}, frames {first}-{last}")

@@ -46,7 +46,7 @@ def find_by_job(job_id: str) -> list:
     return [node for node in void_nodes() if job_id and node["job_id"].value() == job_id]
 
 
-def _unique_name(base: str) -> str:
+def unique_name(base: str) -> str:
     index = 1
     while nuke.toNode(f"{base}{index}") is not None:
         index += 1
@@ -61,7 +61,7 @@ def _add_param_knobs(group) -> None:
             current = param.group
             group.addKnob(nuke.Text_Knob(f"{current}_label", "", f"<b>{current}</b>"))
             if current == "frames":
-                _add_frame_knobs(group)
+                add_frame_knobs(group)
         if param.kind == "choice":
             knob = nuke.Enumeration_Knob(param.name, param.label, list(param.choices))
         elif param.kind == "int":
@@ -79,7 +79,7 @@ def _add_param_knobs(group) -> None:
         group.addKnob(knob)
 
 
-def _add_frame_knobs(group) -> None:
+def add_frame_knobs(group) -> None:
     use_input = nuke.Boolean_Knob("use_input_range", "use the plate's frame range")
     use_input.setValue(True)
     use_input.setTooltip("render the plate's whole range; off: render first-last below")
@@ -88,7 +88,7 @@ def _add_frame_knobs(group) -> None:
     group.addKnob(nuke.Int_Knob("frame_last", "last"))
 
 
-def _add_job_knobs(group) -> None:
+def add_job_knobs(group) -> None:
     group.addKnob(nuke.Text_Knob("job_label", "", "<b>job</b>"))
     output = nuke.File_Knob("output", "output")
     output.setTooltip("EXR sequence to write (e.g. clean.####.exr); empty: void/<node>/ next to the script")
@@ -181,10 +181,10 @@ def create_node(selection: Optional[list] = None):
         )
         return None
     group = nuke.nodes.Group()
-    group.setName(_unique_name(NODE_BASE_NAME))
+    group.setName(unique_name(NODE_BASE_NAME))
     group.addKnob(nuke.Tab_Knob("void", "VOID"))
     _add_param_knobs(group)
-    _add_job_knobs(group)
+    add_job_knobs(group)
     _build_internals(group)
     for index, node in enumerate((plate, matte, affected)):
         if node is not None:
@@ -242,7 +242,7 @@ def upstream_reads(node) -> list:
     return found
 
 
-def _input_clip(group, index: int, rate: float, render_folder: str) -> tuple:
+def input_clip(group, index: int, rate: float, render_folder: str) -> tuple:
     name, clip_name = INPUTS[index]
     node = group.input(index)
     if node is None:
@@ -277,7 +277,7 @@ def build_effect(group) -> tuple:
     rate = float(nuke.root()["fps"].value())
     clips, pending = [], []
     for index in range(len(INPUTS)):
-        clip, render = _input_clip(group, index, rate, render_folder)
+        clip, render = input_clip(group, index, rate, render_folder)
         clips.append(clip)
         if render is not None:
             pending.append(render)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import nuke
 from voidlink.hosts.nuke import jobs
+from voidlink.hosts.nuke import matte as matte_node
 from voidlink.hosts.nuke import node as void_node
 
 MENU_NAME = "VOID"
 REMOVE_LABEL = "Remove object"
+MATTE_LABEL = "Track object (matte)"
 
 
 def _on_script_load() -> None:
@@ -28,7 +30,7 @@ def install_callbacks() -> None:
 def _submit_selected() -> None:
     chosen = [node for node in nuke.selectedNodes() if void_node.is_void_node(node)]
     if not chosen:
-        nuke.message("VOID ▸ Submit: select a VoidRemove node first.")
+        nuke.message("VOID ▸ Submit: select a VoidRemove or VoidMatte node first.")
     for group in chosen:
         jobs.submit(group)
 
@@ -36,7 +38,7 @@ def _submit_selected() -> None:
 def _cancel_selected() -> None:
     chosen = [node for node in nuke.selectedNodes() if void_node.is_void_node(node)]
     if not chosen:
-        nuke.message("VOID ▸ Cancel: select a VoidRemove node first.")
+        nuke.message("VOID ▸ Cancel: select a VoidRemove or VoidMatte node first.")
     for group in chosen:
         jobs.cancel(group)
 
@@ -45,10 +47,13 @@ def add_menus() -> None:
     """Nuke ▸ VOID, the Nodes toolbar's VOID entry and the Node Graph's right-click VOID menu."""
     main = nuke.menu("Nuke").addMenu(MENU_NAME)
     main.addCommand(REMOVE_LABEL, void_node.create_node, tooltip="a VoidRemove node for the selected plate and matte")
+    main.addCommand(MATTE_LABEL, matte_node.create_matte_node, tooltip="a VoidMatte node on the selected plate")
     main.addCommand("Submit selected", _submit_selected)
     main.addCommand("Cancel selected", _cancel_selected)
     toolbar = nuke.menu("Nodes").addMenu(MENU_NAME)
     toolbar.addCommand("VoidRemove", void_node.create_node, tooltip="remove an object and its effects (VOID)")
+    toolbar.addCommand("VoidMatte", matte_node.create_matte_node, tooltip="track an object from clicks into a matte")
     graph = nuke.menu("Node Graph").addMenu(MENU_NAME)
     graph.addCommand(REMOVE_LABEL, void_node.create_node)
+    graph.addCommand(MATTE_LABEL, matte_node.create_matte_node)
     graph.addCommand("Submit selected", _submit_selected)

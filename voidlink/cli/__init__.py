@@ -17,6 +17,7 @@ from voidlink.errors import VoidlinkError
 COMMANDS = {
     "serve": ("voidlink.cli.serve", "run the inference daemon"),
     "remove": ("voidlink.cli.remove", "remove an object (and its effects) from a shot"),
+    "matte": ("voidlink.cli.matte", "track an object from clicks, boxes or an outline into a matte sequence"),
     "stop": ("voidlink.cli.stop", "stop the local daemon (unfinished jobs resume at its next start)"),
     "jobs": ("voidlink.cli.jobs", "list, show, watch or cancel jobs"),
     "doctor": ("voidlink.cli.doctor", "check libraries, daemon, GPU, weights and data dir"),

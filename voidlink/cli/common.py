@@ -117,6 +117,19 @@ def job_to_dict(job: pb.Job) -> dict:
             "metrics": dict(result.metrics),
             "provenance": dict(sorted(result.provenance.items())),
         }
+        if result.findings:
+            out["result"]["findings"] = [
+                {
+                    "check": f.check,
+                    "severity": f.severity,
+                    "message": f.message,
+                    "frame": f.frame if f.HasField("frame") else None,
+                }
+                for f in result.findings
+            ]
+    if job.spec.HasField("matte"):
+        out["kind"] = "matte"
+        out["tracker"] = job.spec.matte.tracker or "auto"
     return out
 
 

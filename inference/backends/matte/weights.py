@@ -207,15 +207,15 @@ def _missing_libraries(model: ModelFiles) -> list[str]:
     absent = [name for name in ("torch", "transformers", *model.libraries) if importlib.util.find_spec(name) is None]
     missing = []
     if absent:
-        extra = f" {' '.join(model.libraries)}" if model.libraries else ""
-        missing.append(f"{', '.join(absent)} not installed (pip install 'voidlink[void]'{extra})")
+        extra = "edgetam" if "timm" in model.libraries else "matte"
+        missing.append(f"{', '.join(absent)} not installed (pip install 'voidlink[{extra}]')")
     if "transformers" not in absent:
         spec = importlib.util.find_spec("transformers")
         locations = list(spec.submodule_search_locations or []) if spec else []
         if not any((Path(place) / "models" / model.transformers_model).is_dir() for place in locations):
             version = importlib.metadata.version("transformers")
             missing.append(
-                f"transformers {version} has no {model.transformers_model} (pip install -U 'transformers>=5')"
+                f"transformers {version} has no {model.transformers_model} (pip install -U 'voidlink[matte]': transformers 5 or later)"
             )
     return missing
 

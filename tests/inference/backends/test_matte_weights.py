@@ -120,12 +120,12 @@ def test_missing_libraries_are_named(tmp_path, monkeypatch):
     monkeypatch.setattr(mw.importlib.util, "find_spec", lambda name: None if name == "timm" else real(name))
     write_model(tmp_path, mw.EDGETAM)
     state = mw.edgetam_availability(str(tmp_path))
-    assert not state.available and state.reason == "edgetam: timm not installed (pip install 'voidlink[void]' timm)"
+    assert not state.available and state.reason == "edgetam: timm not installed (pip install 'voidlink[edgetam]')"
     assert state.detail == ""  # the weights are whole: nothing to download
     monkeypatch.setattr(mw.importlib.util, "find_spec", real)
     old = replace(mw.EDGETAM, transformers_model="no_such_model", libraries=())  # a transformers without it
     state = mw._availability(str(tmp_path), mw.check_model(tmp_path, old))
-    assert "has no no_such_model (pip install -U 'transformers>=5')" in state.reason
+    assert "has no no_such_model (pip install -U 'voidlink[matte]': transformers 5 or later)" in state.reason
 
 
 def test_availability_imports_neither_torch_nor_transformers(tmp_path):

@@ -1,0 +1,73 @@
+"""The VoidMatte node against the fake `nuke` module (tests/support/fakes): its prompts in Nuke's coordinates
+become the contract's, and Submit tracks the object on a real daemon, the node then outputting the matte."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+from support.shots import write_shot
+
+FAKES = Path(__file__).resolve().parents[1] / "support" / "fakes"
+sys.path.insert(0, str(FAKES))
+
+import nuke  # noqa: E402  (the fake)
+from voidlink.hosts import nuke as void  # noqa: E402
+from voidlink.hosts.nuke import PLUGIN_DIR, jobs  # noqa: E402
+from voidlink.hosts.nuke import matte as matte_node  # noqa: E402
+from voidlink.protos import pb  # noqa: E402
+
+from voidlink import errors  # noqa: E402
+
+
+@pytest.fixture
+def session():
+    state = nuke._reset(gui=True)
+    nuke.root()["fps"].setValue(24.0)
+    yield state
+    for watcher in jobs.watchers().values():
+        watcher.stop()
+        watcher.join(10)
+
+
+def _plate(shot):
+    read = nuke.nodes.Read(file=shot.plate.replace("####", "%04d"), first=shot.first, last=shot.last)
+    read.setName("plate_read")
+    return read
+
+
+def test_menus_offer_the_matte_node_and_it_needs_one_plate(session):
+    runpy.run_path(str(PLUGIN_DIR / "init.py"))
+    runpy.run_path(str(PLUGIN_DIR / "menu.py"))
+    for menu, path in (("Nuke", "VOID/Track object (matte)"), ("Nodes", "VOID/VoidMatte")):
+        assert nuke.menu(menu).findItem(path) is not None, (menu, path)
+    nuke.menu("Node Graph").findItem("VOID/Track object (matte)").invoke()
+    assert "select the plate" in session.messages[-1]
+
+
+def test_prompts_in_nukes_coordinates_become_the_contracts(session, tmp_path):
+    shot = write_shot(tmp_path / "src", frames=4)  # 96 x 64
+    group = void.create_matte_node([_plate(shot)])
+    assert group.name() == "VoidMatte1" and matte_node.is_matte_node(group) and void.is_void_node(group)
+    assert (group["frame_first"].value(), group["frame_last"].value()) == (shot.first, shot.last)
+    group["prompts"].setValue(
+        f"{shot.first} point 20 50   # on the square\n\n{shot.first} negative 90 5\n{shot.last} box 10 60 30 40\n"
+    )
+    group["affected_text"].setValue("its shadow")
+    group["output"].setValue(str(tmp_path / "out" / "matte.####.exr"))
+    spec, pending, frames = matte_node.build_spec(group)
+    assert pending == [] and frames == (shot.first, shot.last)
+    first, last = spec.matte.prompts
+    assert [(p.x, p.y, p.negative) for p in first.points] == [(20, 14, False), (90, 59, True)]  # y down from the top
+    (box,) = last.boxes
+    assert (box.x0, box.y0, box.x1, box.y1) == (10, 4, 30, 24)
+    assert spec.matte.affected_text == "its shadow" and spec.matte.propose_affected
+    assert spec.labels["node"] == "VoidMatte1" and spec.output.pixel_type == pb.PIXEL_TYPE_UINT8
+    group["prompts"].setValue(f"{shot.first} click 20 50")
+    with pytest.raises(errors.InvalidInput, match="VoidMatte1: prompts line 1 '1001 click 20 50' is not"):
+        matte_node.build_spec(group)
+    group["prompts"].setValue("")
+    with pytest.raises(errors.InvalidInput, match="VoidMatte1: no prompt"):
+        matte_node.build_spec(group)
