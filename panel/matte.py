@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-from voidlink.bridge.spec import client_path, clip_spec
+from voidlink.bridge.matte import build_matte_prompts, build_matte_spec
 from voidlink.protos import pb
 from voidlink.protos.vocabulary import TERMINAL
 
@@ -29,35 +29,46 @@ MAX_VERTICES = 48  # an editable outline: enough to follow a person, few enough 
 MATTE_THRESHOLD = 0.5
 
 
-def prompts(document: roto.RotoDocument, first: int, last: int) -> list[pb.MattePrompt]:
-    """One prompt per frame of first..last where the user said something: the clicked points, the object's
-    rectangles keyed there as boxes and its other shapes keyed there as outlines (affected shapes are not the
-    object and say nothing to the tracker)."""
-    by_frame: dict[int, pb.MattePrompt] = {}
-    extra: list[pb.MattePrompt] = []
+@dataclass
+class Prompts:
+    """The document's prompts on a range as `build_matte_spec` takes them: (frame, x, y) clicks, (frame, x0, y0,
+    x1, y1) boxes and (frame, [(x, y), ...]) outlines."""
 
-    def prompt(frame: int) -> pb.MattePrompt:
-        return by_frame.setdefault(frame, pb.MattePrompt(frame=frame))
+    points: list[tuple[int, float, float]] = field(default_factory=list)
+    negative: list[tuple[int, float, float]] = field(default_factory=list)
+    boxes: list[tuple[int, float, float, float, float]] = field(default_factory=list)
+    outlines: list[tuple[int, list[tuple[float, float]]]] = field(default_factory=list)
+    # Outlines on a frame that has one already: the builder merges a frame's outlines into one polygon, so
+    # each of these goes as a prompt of its own on that frame.
+    more_outlines: list[tuple[int, list[tuple[float, float]]]] = field(default_factory=list)
 
-    for frame, clicks in document.points.items():
+    def __bool__(self) -> bool:
+        return bool(self.points or self.negative or self.boxes or self.outlines)
+
+
+def prompts(document: roto.RotoDocument, first: int, last: int) -> Prompts:
+    """What the user said on frames first..last: the clicked points, the object's rectangles keyed there as
+    boxes and its other shapes keyed there as outlines (affected shapes are not the object and say nothing to
+    the tracker)."""
+    found = Prompts()
+    for frame, clicks in sorted(document.points.items()):
         if first <= frame <= last:
             for x, y, negative in clicks:
-                prompt(frame).points.append(pb.MattePoint(x=x, y=y, negative=negative))
+                (found.negative if negative else found.points).append((frame, x, y))
+    outlined: set[int] = set()
     for shape in document.of_role("object"):
-        for frame in shape.keys:
+        for frame in sorted(shape.keys):
             if not first <= frame <= last:
                 continue
             outline = shape.outline_at(frame)
             if shape.kind == "rectangle":
                 (x0, y0), (x1, y1) = outline.min(axis=0), outline.max(axis=0)
-                prompt(frame).boxes.append(pb.MatteBox(x0=x0, y0=y0, x1=x1, y1=y1))
-            else:
-                # A prompt holds one outline: another shape on the same frame is a prompt of its own.
-                target = prompt(frame) if not prompt(frame).outline else pb.MattePrompt(frame=frame)
-                target.outline.extend(pb.MattePoint(x=float(x), y=float(y)) for x, y in outline)
-                if target is not by_frame[frame]:
-                    extra.append(target)
-    return sorted([*by_frame.values(), *extra], key=lambda p: p.frame)
+                found.boxes.append((frame, float(x0), float(y0), float(x1), float(y1)))
+                continue
+            vertices = [(float(x), float(y)) for x, y in outline]
+            (found.more_outlines if frame in outlined else found.outlines).append((frame, vertices))
+            outlined.add(frame)
+    return found
 
 
 def next_track_folder(output: str, taken: set[str]) -> str:
@@ -93,19 +104,26 @@ def matte_spec(
             reason="NO_PROMPT",
             field="spec.matte.prompts",
         )
-    if last < first:
-        raise errors.InvalidInput(f"matte: the range {first}-{last} is empty", reason="EMPTY_RANGE", field="frames")
-    params = pb.MatteParams(prompts=found, tracker=tracker or "auto", propose_affected=propose_affected)
-    if propose_affected:
-        params.affected_text = affected_text
-        params.affected_template = client_path(os.path.join(folder, "affected.####.exr"))
-    spec = pb.JobSpec(
+    spec = build_matte_spec(
+        plate,
+        (first, last),
+        points=found.points,
+        negative=found.negative,
+        boxes=found.boxes,
+        outlines=found.outlines,
+        text=affected_text if propose_affected else "",
+        propose_affected=propose_affected,
+        tracker=tracker,
+        output=os.path.join(folder, "object.####.exr"),
+        affected_output=os.path.join(folder, "affected.####.exr") if propose_affected else None,
         name=name,
-        source=clip_spec(plate, (first, last)),
-        output=pb.OutputSpec(path_template=client_path(os.path.join(folder, "object.####.exr"))),
-        matte=params,
     )
-    spec.frames.first, spec.frames.last = int(first), int(last)
+    if found.more_outlines:
+        for extra in build_matte_prompts(outlines=found.more_outlines):
+            spec.matte.prompts.append(extra)
+        ordered = sorted(spec.matte.prompts, key=lambda p: p.frame)
+        del spec.matte.prompts[:]
+        spec.matte.prompts.extend(ordered)
     return spec
 
 
@@ -258,12 +276,7 @@ class MatteTracking(QtCore.QObject):
 
         def checked() -> pb.JobSpec:
             # A daemon from before matte jobs would take this spec for a removal: ask what it can do first.
-            if not client.info().matte_trackers:
-                raise errors.InvalidInput(
-                    f"the daemon at {client.address} runs no matte jobs (it lists no matte trackers): update it",
-                    reason="UNKNOWN_BACKEND",
-                    field="spec.matte",
-                )
+            client.check_mattes()
             return spec
 
         controls.track_button.setEnabled(False)

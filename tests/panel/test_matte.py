@@ -106,6 +106,7 @@ def test_prompts_are_the_points_boxes_and_outlines_of_the_object(tmp_path):
     assert (box.x0, box.y0, box.x1, box.y1) == (10, 10, 30, 40)
     assert [(p.x, p.y) for p in prompts[1004].outline] == [(0, 0), (20, 0), (20, 20)]  # the affected shape is not
     assert spec.matte.propose_affected and spec.matte.affected_text == "its shadow"
+    assert spec.name == "matte p" and spec.HasField("matte")
     assert spec.output.path_template.endswith("t/object.####.exr")
     assert spec.matte.affected_template.endswith("t/affected.####.exr")
     assert (spec.frames.first, spec.frames.last) == (1001, 1005)
@@ -189,7 +190,7 @@ def test_track_on_a_daemon_without_matte_jobs_says_so_and_submits_nothing(window
     with qtbot.waitSignal(window.service.submit_failed, timeout=15_000):
         assert window.matte.track() is not None
         assert not window.matte.controls.track_button.isEnabled()  # one track per click, off the GUI thread
-    assert "runs no matte jobs" in window.matte.controls.state.text()
+    assert "too old for matte jobs" in window.matte.controls.state.text()
     assert window.matte.controls.track_button.isEnabled()
     assert len(served.client().jobs()) == before  # never taken for a removal
 
