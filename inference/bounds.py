@@ -19,8 +19,14 @@ MAX_CLIP_JSON_BYTES = 1024 * 1024
 MAX_LABELS = 64
 MAX_TEXT_BYTES = 64 * 1024  # a name, a label, a path template, a colour space
 MAX_PAGE = 1000
+# A matte job's prompts: clicks and boxes a person gives, outlines drawn or traced (the client holds the same).
+MAX_PROMPTS = 1000
+MAX_POINTS = 256  # points and boxes on one prompt
+MAX_OUTLINE = 10_000  # vertices of one prompt's outline
+MAX_AFFECTED_TEXT = 1000  # characters
+MAX_GRID = 4096  # pixels of the affected proposal's grid cells
 
-__all__ = ["MAX_FRAMES", "MAX_FRAME_NUMBER", "MAX_PAGE", "check_page", "check_range", "check_spec"]
+__all__ = ["MAX_FRAMES", "MAX_FRAME_NUMBER", "MAX_PAGE", "check_matte", "check_page", "check_range", "check_spec"]
 
 
 def check_spec(spec: pb.JobSpec) -> None:
@@ -53,6 +59,52 @@ def check_spec(spec: pb.JobSpec) -> None:
         _text(value, f"spec.labels[{key[:40]}]", MAX_TEXT_BYTES, "TEXT_TOO_LONG")
     if spec.HasField("frames"):
         check_range(int(spec.frames.first), int(spec.frames.last), "spec.frames")
+    if spec.HasField("matte"):
+        check_matte(spec.matte)
+
+
+def check_matte(matte: pb.MatteParams) -> None:
+    """A matte job's prompts and words within bounds, naming the field (what they say is checked on disk later)."""
+    field = "spec.matte"
+    _text(matte.tracker, f"{field}.tracker", MAX_TEXT_BYTES, "TEXT_TOO_LONG")
+    _text(matte.affected_template, f"{field}.affected_template", MAX_TEXT_BYTES, "TEXT_TOO_LONG")
+    _text(matte.affected_text, f"{field}.affected_text", MAX_PROMPT_BYTES, "PROMPT_TOO_LONG")
+    if len(matte.affected_text) > MAX_AFFECTED_TEXT:
+        raise LimitExceeded(
+            f"{field}.affected_text is {len(matte.affected_text):,} characters; at most {MAX_AFFECTED_TEXT:,}",
+            reason="PROMPT_TOO_LONG",
+            field=f"{field}.affected_text",
+        )
+    if not 0 <= matte.affected_grid <= MAX_GRID:
+        raise InvalidInput(
+            f"{field}.affected_grid: {matte.affected_grid} is not a cell size of 0 to {MAX_GRID} pixels",
+            reason="BAD_VALUE",
+            field=f"{field}.affected_grid",
+        )
+    if len(matte.prompts) > MAX_PROMPTS:
+        raise LimitExceeded(
+            f"{field}.prompts: {len(matte.prompts):,} prompts; a matte job takes at most {MAX_PROMPTS:,}",
+            reason="TOO_MANY_PROMPTS",
+            field=f"{field}.prompts",
+        )
+    for index, prompt in enumerate(matte.prompts):
+        where = f"{field}.prompts[{index}]"
+        if len(prompt.points) + len(prompt.boxes) > MAX_POINTS:
+            raise LimitExceeded(
+                f"{where} (frame {prompt.frame}): {len(prompt.points)} points and {len(prompt.boxes)} boxes; "
+                f"a prompt takes at most {MAX_POINTS} of them together",
+                reason="TOO_MANY_POINTS",
+                field=f"{where}.points",
+                frame=prompt.frame,
+            )
+        if len(prompt.outline) > MAX_OUTLINE:
+            raise LimitExceeded(
+                f"{where} (frame {prompt.frame}): an outline of {len(prompt.outline):,} points; "
+                f"at most {MAX_OUTLINE:,}",
+                reason="TOO_MANY_POINTS",
+                field=f"{where}.outline",
+                frame=prompt.frame,
+            )
 
 
 def check_page(size: int) -> None:

@@ -27,6 +27,7 @@ from typing import Optional
 
 import grpc
 from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
+from voidlink.inference.backends.matte import MatteRegistry
 from voidlink.inference.datadir import DataDirLock, default_data_dir
 from voidlink.inference.downloads import RESULT_DAYS, Downloads
 from voidlink.inference.events import EventBus
@@ -71,6 +72,7 @@ class Daemon:
         self.security = security or SecurityConfig()
         self.warnings: list[str] = []
         self.registry = BackendRegistry(weights)
+        self.mattes = MatteRegistry(weights)
         self.bus = EventBus()
         self.stopping = threading.Event()
         self._health_problem: Optional[str] = None
@@ -109,7 +111,12 @@ class Daemon:
             )
             self._discard_finished_inputs()
             self.scheduler = Scheduler(
-                self.store, self.bus, self.registry, executor=self.executor, guard=self.roots.confinement()
+                self.store,
+                self.bus,
+                self.registry,
+                executor=self.executor,
+                guard=self.roots.confinement(),
+                mattes=self.mattes,
             )
             self.uploads = Uploads(
                 self.store, self.bus, self.cache, self.transfers, self.scheduler, security.max_upload_bytes
@@ -206,6 +213,12 @@ class Daemon:
         """Load the --preload backends in the background: the daemon answers calls while a model that
         takes a minute to load comes in, and the first job waits only for what is left of that minute."""
         for name in self.preload:
+            if self.mattes.knows(name):  # matte jobs run in this process, pool or not
+                try:
+                    self.mattes.preload(name)
+                except VoidlinkError as error:
+                    self.warnings.append(str(error))
+                continue
             if self.executor is not None:
                 # The pool's workers keep their own backends resident; this process runs no job itself.
                 self.warnings.append(f"--preload {name}: the Ray pool's workers load backends, not the daemon")
@@ -254,6 +267,17 @@ class Daemon:
             elif name in self.preload and not self.registry.is_loaded(name) and state.available:
                 info.backends[-1].detail += " (loading ahead of the first job)"
         info.default_backend = self.registry.resolve("auto")
+        for kind, name, state, loaded in self.mattes.listing():
+            info.matte_trackers.add(
+                name=name,
+                available=state.available,
+                reason=state.reason,
+                detail=f"{kind}: {state.detail}" if state.detail else kind,
+                loaded=loaded,
+                licences=state.licences,
+            )
+            if name in self.mattes.preload_errors:
+                info.matte_trackers[-1].detail += f" (preload failed: {self.mattes.preload_errors[name]})"
         info.libraries.update(library_versions())
         info.roots.extend(self.roots.folders)
         info.confined = self.roots.confined

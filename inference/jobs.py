@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from voidlink.inference.bounds import MAX_PAGE, check_page, check_spec
 from voidlink.inference.downloads import Downloads
 from voidlink.inference.events import EventBus
-from voidlink.inference.job.prepare import prepare_job
+from voidlink.inference.job.kinds import is_matte, prepare
 from voidlink.inference.probe import check_client_paths
 from voidlink.inference.scheduler import Scheduler
 from voidlink.inference.security import ANYONE, Caller, Roots
@@ -84,7 +84,10 @@ class Jobs:
         `validate_only`: check it exactly so and answer with the job it would queue, stored nowhere (its id
         empty, its message "valid"); a spec that would be refused raises the same error."""
         check_spec(spec)  # bounded before anything else looks at it
-        self.scheduler.executor.resolve(spec.params.backend)  # unknown or unavailable backend: refuse now
+        if is_matte(spec):
+            self.scheduler.mattes.resolve(spec.matte.tracker)  # unknown or unavailable tracker: refuse now
+        else:
+            self.scheduler.executor.resolve(spec.params.backend)  # unknown or unavailable backend: refuse now
         check_client_paths(self.roots, spec)
         if self.transfers.streamed(spec):
             spec = self.transfers.materialise(spec, missing_ok=upload_follows and not validate_only)
@@ -93,7 +96,7 @@ class Jobs:
                 if job is not None:
                     return job
         try:
-            prepared = prepare_job(spec, guard=self.scheduler.guard)
+            prepared = prepare(spec, guard=self.scheduler.guard)
         except BaseException:
             self.transfers.discard_inputs(spec)
             raise

@@ -41,6 +41,7 @@ def check_client_paths(roots: Roots, spec: pb.JobSpec) -> None:
         (output.path_template, "spec.output.path_template"),
         (output.quadmask_template, "spec.output.quadmask_template"),
         (output.raw_template, "spec.output.raw_template"),
+        (spec.matte.affected_template, "spec.matte.affected_template"),
     ):
         if path:
             roots.check(path, label)

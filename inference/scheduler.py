@@ -25,9 +25,13 @@ from typing import Callable, Optional, Protocol
 import numpy as np
 from voidlink.inference.backends import BackendRegistry
 from voidlink.inference.backends.base import BackendRequest, Cancelled
+from voidlink.inference.backends.matte import MatteRegistry
 from voidlink.inference.events import EventBus
 from voidlink.inference.job.control import CancelFlag, ProgressSink
-from voidlink.inference.job.prepare import Confinement, PreparedJob, prepare_job
+from voidlink.inference.job.kinds import Prepared, prepare
+from voidlink.inference.job.matte.prepare import PreparedMatte
+from voidlink.inference.job.matte.run import run_with
+from voidlink.inference.job.prepare import Confinement, PreparedJob
 from voidlink.inference.job.run import run_job
 from voidlink.inference.job.staging import (
     commit_begun,
@@ -192,9 +196,9 @@ class PreparedJobs:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: dict[str, PreparedJob] = {}
+        self._jobs: dict[str, Prepared] = {}
 
-    def hand_in(self, job_id: str, prepared: PreparedJob) -> None:
+    def hand_in(self, job_id: str, prepared: Prepared) -> None:
         # A queued job holds no open file: a movie's decoder, opened to read its header, is reopened
         # by the run (closing a prepared job releases its decoders and keeps everything else).
         prepared.close()
@@ -204,7 +208,7 @@ class PreparedJobs:
         if earlier is not None and earlier is not prepared:
             earlier.close()
 
-    def take(self, job_id: str) -> Optional[PreparedJob]:
+    def take(self, job_id: str) -> Optional[Prepared]:
         """The job's prepared job, no longer held here (the run closes it); None when none was handed in."""
         with self._lock:
             return self._jobs.pop(job_id, None)
@@ -233,7 +237,8 @@ class Scheduler:
     """Runs the store's queued jobs on the executor's slots, one worker thread per slot.
 
     `guard`: the daemon's confinement to its roots, for a job prepared here (one queued before a
-    restart); None: the daemon is not confined."""
+    restart); None: the daemon is not confined. `mattes`: the resident matte trackers; matte jobs run
+    in this process whatever the executor (a pool's workers keep removal backends)."""
 
     def __init__(
         self,
@@ -243,8 +248,10 @@ class Scheduler:
         devices: int = 1,
         executor: Optional[Executor] = None,
         guard: Optional[Confinement] = None,
+        mattes: Optional[MatteRegistry] = None,
     ) -> None:
         self.store, self.bus, self.registry = store, bus, registry
+        self.mattes = mattes or MatteRegistry(registry.weights)
         self.executor: Executor = executor or LocalExecutor(registry, devices)
         self.guard = guard
         self.prepared = PreparedJobs()
@@ -268,7 +275,7 @@ class Scheduler:
         with self._wake:
             self._wake.notify_all()
 
-    def submit(self, add: Callable[[], Optional[pb.Job]], prepared: PreparedJob) -> Optional[pb.Job]:
+    def submit(self, add: Callable[[], Optional[pb.Job]], prepared: Prepared) -> Optional[pb.Job]:
         """Queue a job with the job prepared for it, and wake a worker. `add` puts the job in the store's
         queue (`store.add`, or `store.queue_uploaded` once its frames are in) and returns it, or None
         when it was not queued; it runs under the lock the workers claim jobs under, so no worker starts
@@ -427,8 +434,11 @@ class Scheduler:
         try:
             progress.stage("validate")
             prepared = self.prepared.take(job.id) or self._prepare(job.spec)
-            backend_name = self.executor.resolve(job.spec.params.backend)
-            result = self.executor.execute(job, prepared, backend_name, progress, flag)
+            if isinstance(prepared, PreparedMatte):  # the one place a job's kind picks its run
+                result = run_with(self.mattes, prepared, job_id=job.id, progress=progress, cancelled=flag)
+            else:
+                backend_name = self.executor.resolve(job.spec.params.backend)
+                result = self.executor.execute(job, prepared, backend_name, progress, flag)
         except (JobCancelled, Cancelled):
             if self._stopping:
                 try:
@@ -453,11 +463,11 @@ class Scheduler:
             message = f"{result.frames.last - result.frames.first + 1} frames written to {result.output_pattern}"
             self._record_end(job, pb.JOB_STATE_SUCCEEDED, message=message, result=result)
 
-    def _prepare(self, spec: pb.JobSpec) -> PreparedJob:
+    def _prepare(self, spec: pb.JobSpec) -> Prepared:
         """A job not prepared at submission in this daemon's life (queued before a restart)."""
-        return prepare_job(spec, guard=self.guard)
+        return prepare(spec, guard=self.guard)
 
-    def _discard(self, prepared: Optional[PreparedJob], job: pb.Job) -> None:
+    def _discard(self, prepared: Optional[Prepared], job: pb.Job) -> None:
         if prepared is None:  # refused when it ran: a staging folder of an earlier attempt may be there
             self._discard_spec(job)
             return

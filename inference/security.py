@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import grpc
+from voidlink.inference.job.outputs import LABELS
 
 from voidlink.errors import InvalidInput, PermissionDenied, VoidlinkError
 
@@ -352,12 +353,8 @@ class Roots:
                     continue
                 for frame in prepared.frames:
                     self.check(media.file_for(frame), clip.field, frame=frame, internal=True)
-            outputs = [(prepared.output, "spec.output.path_template")]
-            outputs += [(prepared.quadmask_output, "spec.output.quadmask_template")]
-            outputs += [(prepared.raw_output, "spec.output.raw_template")]
-            for pattern, label in outputs:
-                if pattern is not None:
-                    self.check(pattern.directory or ".", label, internal=True)
+            for kind, pattern in prepared.finals():  # a removal's output, quadmask, raw; a matte job's too
+                self.check(pattern.directory or ".", LABELS[kind], internal=True)
 
         return guard
 

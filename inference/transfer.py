@@ -270,6 +270,8 @@ class Transfers:
             out.output.path_template = str(self.results / key / base)
             out.output.quadmask_template = ""
             out.output.raw_template = ""
+            if out.HasField("matte"):  # a matte job's affected proposal goes beside its matte, streamed back too
+                out.matte.affected_template = ""
         return out
 
     def _link_clip(self, clip: pb.ClipSpec, field: str, folder: Path, missing_ok: bool = False) -> None:

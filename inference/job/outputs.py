@@ -1,4 +1,5 @@
-"""Where one job's files go: its final sequence patterns by kind (output, quadmask, raw), the name
+"""Where one job's files go: its final sequence patterns by kind (output, quadmask, raw; a matte job's
+output, affected and quadmask), the name
 of its staging folder, and the refusal to write over files voidlink did not write.
 
 Read from the spec alone (no disk) where the job need not be prepared: a job cancelled in the
@@ -25,6 +26,7 @@ LABELS = {
     "output": "spec.output.path_template",
     "quadmask": "spec.output.quadmask_template",
     "raw": "spec.output.raw_template",
+    "affected": "spec.matte.affected_template",
 }
 
 Finals = list[tuple[str, SequencePattern]]  # (kind, pattern) of every kind of file the job writes
@@ -51,9 +53,34 @@ def side_pattern(output: SequencePattern, template: str, kind: str, suffix: str)
     return SequencePattern(os.path.join(folder, kind, f"{stem}_{kind}."), suffix, max(output.padding, 4))
 
 
+def affected_pattern(output: SequencePattern, template: str) -> SequencePattern:
+    """Where a matte job's affected proposal goes: its template, else beside the matte as
+    `<matte stem>_affected.####<matte's extension>`."""
+    if template:
+        pattern = SequencePattern.parse(template)
+        if pattern is None:
+            raise InvalidInput(
+                f"{LABELS['affected']}: '{template}' has no frame number (use ####, %04d or @)",
+                reason="BAD_PATTERN",
+                field=LABELS["affected"],
+            )
+        return pattern if pattern.padding else pattern.with_padding(4)
+    folder, stem = os.path.split(output.prefix)
+    stem = stem.rstrip("._-") or "matte"
+    return SequencePattern(os.path.join(folder, f"{stem}_affected."), output.suffix, max(output.padding, 4))
+
+
+def wants_affected(spec: pb.JobSpec) -> bool:
+    """Whether a matte job writes an affected proposal (asked for, or implied by words of what it affects)."""
+    return spec.HasField("matte") and (spec.matte.propose_affected or bool(spec.matte.affected_text.strip()))
+
+
 def side_patterns(spec: pb.JobSpec, output: SequencePattern) -> Iterator[tuple[str, SequencePattern]]:
-    """The quadmask and raw patterns the job asks for (none, one or both), quadmask first; each parsed
-    as it is reached, so a caller checking each in turn refuses in the order the spec reads."""
+    """The side patterns the job asks for: a matte job's affected proposal, then the quadmask and raw
+    patterns (none, one or both), quadmask first; each parsed as it is reached, so a caller checking
+    each in turn refuses in the order the spec reads."""
+    if wants_affected(spec):
+        yield "affected", affected_pattern(output, spec.matte.affected_template)
     if spec.output.write_quadmask:
         yield "quadmask", side_pattern(output, spec.output.quadmask_template, "quadmask", ".png")
     if spec.output.write_raw:

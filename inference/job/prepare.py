@@ -108,6 +108,12 @@ def prepare_job(spec: pb.JobSpec, *, guard: Optional[Confinement] = None) -> Pre
         sides[kind] = pattern
 
     pixel_type = vocabulary.PIXEL_TYPE.word(spec.output.pixel_type, "spec.output.pixel_type")
+    if pixel_type == "uint8":
+        raise InvalidInput(
+            "spec.output.pixel_type: 8-bit is for mattes; a removal writes the plate's own type, half or float",
+            reason="BAD_VALUE",
+            field="spec.output.pixel_type",
+        )
     if pixel_type == "auto":
         pixel_type = _default_pixel_type(source.header, template)
     vocabulary.QUALITY.check(spec.params.quality, "spec.params.quality")

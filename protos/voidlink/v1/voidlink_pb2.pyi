@@ -299,7 +299,7 @@ class Preview(_message.Message):
     def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., png: _Optional[bytes] = ..., frame: _Optional[int] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("output_pattern", "frames", "otio_json", "quadmask_pattern", "raw_pattern", "backend", "notes", "metrics", "provenance", "findings")
+    __slots__ = ("output_pattern", "frames", "otio_json", "quadmask_pattern", "raw_pattern", "backend", "notes", "metrics", "provenance", "findings", "affected_pattern")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -324,6 +324,7 @@ class JobResult(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    AFFECTED_PATTERN_FIELD_NUMBER: _ClassVar[int]
     output_pattern: str
     frames: FrameRange
     otio_json: str
@@ -334,7 +335,8 @@ class JobResult(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     provenance: _containers.ScalarMap[str, str]
     findings: _containers.RepeatedCompositeFieldContainer[MatteFinding]
-    def __init__(self, output_pattern: _Optional[str] = ..., frames: _Optional[_Union[FrameRange, _Mapping]] = ..., otio_json: _Optional[str] = ..., quadmask_pattern: _Optional[str] = ..., raw_pattern: _Optional[str] = ..., backend: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., provenance: _Optional[_Mapping[str, str]] = ..., findings: _Optional[_Iterable[_Union[MatteFinding, _Mapping]]] = ...) -> None: ...
+    affected_pattern: str
+    def __init__(self, output_pattern: _Optional[str] = ..., frames: _Optional[_Union[FrameRange, _Mapping]] = ..., otio_json: _Optional[str] = ..., quadmask_pattern: _Optional[str] = ..., raw_pattern: _Optional[str] = ..., backend: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., provenance: _Optional[_Mapping[str, str]] = ..., findings: _Optional[_Iterable[_Union[MatteFinding, _Mapping]]] = ..., affected_pattern: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "spec", "state", "stage", "frames_done", "frames_total", "created_at", "started_at", "finished_at", "error", "result", "message", "eta_seconds", "attempts", "owner")
