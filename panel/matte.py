@@ -311,6 +311,8 @@ class MatteTracking(QtCore.QObject):
             self._say(f"Track {job.id} did not finish: {message}", error=True)
             self.track_failed.emit(message)
             return
+        if track.affected_pattern and job.result.affected_pattern:
+            track.affected_pattern = job.result.affected_pattern  # where it landed (a streamed-back result)
         self.apply(track, job.result.output_pattern or track.object_pattern)
 
     def apply(self, track: Track, pattern: str, proposed: bool = True) -> None:

@@ -203,6 +203,7 @@ def test_track_end_to_end_on_the_daemon(window, served, qtbot, tmp_path):
     document = window.ensure_document()
     size = max(6, shot.height // 5)
     document.points[shot.first] = [(8 + size / 2, shot.height // 3 + size / 2, False), (80, 8, True)]
+    window.matte.controls.propose.setChecked(True)
     with qtbot.waitSignal(window.matte.tracked, timeout=TRACK_TIMEOUT_MS) as tracked:
         track = window.matte.track()
         assert track is not None
@@ -218,3 +219,9 @@ def test_track_end_to_end_on_the_daemon(window, served, qtbot, tmp_path):
         scores.append(iou(matte, truth))
     assert min(scores) > 0.5, scores
     assert window.viewer.canvas.mode == "quadmask"
+    values = window.form.values()
+    assert values.affected.endswith("affected.####.exr") and os.path.exists(values.affected.replace("####", "1001"))
+    qtbot.waitUntil(lambda: PROPOSAL_NOTE in window.viewer.status.text(), timeout=15_000)
+    job = window.queue.jobs[track.job_id]
+    findings = window.matte.controls.findings
+    assert findings.count() == len(job.result.findings)  # each of the quadmask checks' findings is listed
