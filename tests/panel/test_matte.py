@@ -180,24 +180,29 @@ def test_track_without_prompts_says_what_to_do(window, qtbot, tmp_path):
     assert "click points on the object" in window.matte.controls.state.text()
 
 
-def test_track_on_a_daemon_without_matte_jobs_says_so_and_submits_nothing(window, served, qtbot, tmp_path):
-    if served.client().info().matte_trackers:
-        pytest.skip("this daemon runs matte jobs")
-    shot = write_shot(tmp_path / "src", frames=3)
-    window.set_values(FormValues(plate=shot.plate))
-    window.ensure_document().points[shot.first] = [(20.0, 25.0, False)]
-    before = len(served.client().jobs())
-    with qtbot.waitSignal(window.service.submit_failed, timeout=15_000):
-        assert window.matte.track() is not None
-        assert not window.matte.controls.track_button.isEnabled()  # one track per click, off the GUI thread
-    assert "too old for matte jobs" in window.matte.controls.state.text()
-    assert window.matte.controls.track_button.isEnabled()
-    assert len(served.client().jobs()) == before  # never taken for a removal
+def test_track_on_a_daemon_without_matte_jobs_says_so_and_submits_nothing(served, qtbot, tmp_path):
+    from support.old_daemon import OldDaemon
+    from voidlink.panel.window import PanelWindow
+
+    front = OldDaemon(served.address)
+    panel = PanelWindow(front.address, refresh_ms=0)
+    qtbot.addWidget(panel)
+    try:
+        shot = write_shot(tmp_path / "src", frames=3)
+        panel.set_values(FormValues(plate=shot.plate))
+        panel.ensure_document().points[shot.first] = [(20.0, 25.0, False)]
+        with qtbot.waitSignal(panel.service.submit_failed, timeout=15_000):
+            assert panel.matte.track() is not None
+            assert not panel.matte.controls.track_button.isEnabled()  # one track per click, off the GUI thread
+        assert "too old for matte jobs" in panel.matte.controls.state.text()
+        assert panel.matte.controls.track_button.isEnabled()
+        assert front.submitted == []  # never taken for a removal
+    finally:
+        panel.close()
+        front.stop()
 
 
 def test_track_end_to_end_on_the_daemon(window, served, qtbot, tmp_path):
-    if not served.client().info().matte_trackers:
-        pytest.skip("this daemon runs no matte jobs yet (GetInfo lists no matte trackers)")
     shot = write_shot(tmp_path / "src", frames=6, width=96, height=64)
     window.set_values(FormValues(plate=shot.plate, output=str(tmp_path / "out" / "sh_void_v001.####.exr")))
     document = window.ensure_document()
