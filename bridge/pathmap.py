@@ -197,12 +197,15 @@ class PathMap:
         output.path_template = self._map(output.path_template, to_daemon)
         output.quadmask_template = self._map(output.quadmask_template, to_daemon)
         output.raw_template = self._map(output.raw_template, to_daemon)
+        if out.HasField("matte"):
+            out.matte.affected_template = self._map(out.matte.affected_template, to_daemon)
         return out
 
     def result_to_client(self, result: pb.JobResult) -> None:
         result.output_pattern = self.to_client(result.output_pattern)
         result.quadmask_pattern = self.to_client(result.quadmask_pattern)
         result.raw_pattern = self.to_client(result.raw_pattern)
+        result.affected_pattern = self.to_client(result.affected_pattern)
         result.otio_json = self._otio(result.otio_json, False)
 
     def job_to_client(self, job: pb.Job) -> pb.Job:

@@ -32,6 +32,7 @@ class RemoveResult:
     provenance: dict = field(default_factory=dict)
     # The quadmask checks of a matte job, per frame: {"check", "severity", "message", "frame" (None: the shot)}.
     findings: list = field(default_factory=list)
+    affected_pattern: str = ""  # a matte job's affected proposal, when it wrote one
 
     @classmethod
     def from_job(cls, job: pb.Job) -> RemoveResult:
@@ -45,6 +46,7 @@ class RemoveResult:
             last=int(r.frames.last),
             otio_json=r.otio_json,
             quadmask_pattern=r.quadmask_pattern,
+            affected_pattern=r.affected_pattern,
             backend=r.backend,
             notes=list(r.notes),
             metrics=dict(r.metrics),

@@ -32,6 +32,8 @@ def shifted_region(prompt, frame: int, size: tuple[int, int], step: int) -> np.n
             x0, y0, x1, y1 = x - 4, y - 4, x + 4, y + 4
         region = np.zeros_like(out)
         region[int(round(y0)) : int(round(y1)), int(round(x0)) : int(round(x1))] = 1.0
+    if abs(shift) >= width:
+        return out  # moved out of the frame
     if shift > 0:
         out[:, shift:] = region[:, : width - shift]
     elif shift < 0:

@@ -232,17 +232,34 @@ def to_prompt(prompt: pb.MattePrompt, size: tuple[int, int]) -> Prompt:
     """One spec prompt as a tracker's `Prompt`: its outline filled at the plate's size."""
     shape = None
     if prompt.outline:
-        import cv2
-
-        width, height = size
-        canvas = np.zeros((height, width), np.uint8)
-        # Pixel centres sit at .5: a vertex at x maps to the pixel column x - 0.5 (8 bits of subpixel).
-        vertices = np.array([[(p.x - 0.5) * 256, (p.y - 0.5) * 256] for p in prompt.outline], np.float64)
-        cv2.fillPoly(canvas, [np.round(vertices).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=8)
-        shape = canvas.astype(bool)
+        xs = np.array([p.x for p in prompt.outline], np.float64)
+        ys = np.array([p.y for p in prompt.outline], np.float64)
+        shape = fill_outline(xs, ys, size)
     return Prompt(
         frame=int(prompt.frame),
         points=tuple((float(p.x), float(p.y), not p.negative) for p in prompt.points),
         boxes=tuple((float(b.x0), float(b.y0), float(b.x1), float(b.y1)) for b in prompt.boxes),
         shape=shape,
     )
+
+
+def fill_outline(xs: np.ndarray, ys: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The closed polygon filled (even-odd): a pixel is in when its centre is, so a square drawn from 20 to 40
+    covers exactly 20 x 20 pixels (OpenCV's fill also takes the pixels its edges cross, one more each way)."""
+    width, height = size
+    out = np.zeros((height, width), bool)
+    x0, y0, x1, y1 = xs, ys, np.roll(xs, -1), np.roll(ys, -1)
+    top = max(0, int(math.floor(ys.min() - 0.5)))
+    bottom = min(height - 1, int(math.ceil(ys.max())))
+    for row in range(top, bottom + 1):
+        centre = row + 0.5
+        crossing = (y0 <= centre) != (y1 <= centre)  # half-open: a vertex on the line counts once
+        if not crossing.any():
+            continue
+        a, b, c, d = x0[crossing], y0[crossing], x1[crossing], y1[crossing]
+        hits = np.sort(a + (centre - b) * (c - a) / (d - b))
+        for left, right in zip(hits[0::2], hits[1::2]):
+            start, end = max(0, math.ceil(left - 0.5)), min(width, math.ceil(right - 0.5))
+            if end > start:
+                out[row, start:end] = True
+    return out
