@@ -55,9 +55,10 @@ class Propagation:
         the camera (homography) chain alone. Where both directions reach a pixel, the chain whose
         forward and backward colours agree better there (over a small window) is taken, and the
         camera chain wherever its own agree within CAMERA_AGREES: a flow chain misled at an edge or
-        an occlusion boundary lands on different colours forward and backward, while on a layer the camera model does not explain (parallax) the camera chain
-        does. Where they cannot be compared, the camera chain is taken if it got there. Hits are
-        weighted by 1 / distance in frames. With `record`, also where the backward flow chain is
+        an occlusion boundary lands on different colours forward and backward, while on a layer the
+        camera model does not explain (parallax) the camera chain does. Where they cannot be
+        compared, the camera chain is taken if it got there. Hits are weighted by 1 / distance in
+        frames. With `record`, also where the backward flow chain is
         `record` frames back (NaN where it did not get there).
         """
         x0, y0, x1, y1 = box
