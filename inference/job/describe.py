@@ -54,6 +54,18 @@ def describe(
     """The job's result, read before the commit (its marker holds it): the provenance comes from the
     job's first output frame, staged or already in place."""
     made_by = recorded_provenance(prepared, job_id)
+    metadata = {"voidlink": {"provenance": made_by}} if made_by else None
+    result = sequence_result(prepared, backend_name, notes, metrics, made_by, metadata)
+    if prepared.raw_output is not None:
+        result.raw_pattern = prepared.raw_output.hashes()
+    return result
+
+
+def sequence_result(
+    prepared, backend_name: str, notes: list[str], metrics: dict[str, float], made_by: dict[str, str], metadata
+) -> pb.JobResult:
+    """What every job's result holds (a removal's or a matte job's): the written sequence as an OTIO clip, its
+    frames, what made it, its notes, the quadmask beside it, and the metrics with frames per second."""
     result = pb.JobResult(
         output_pattern=prepared.output.hashes(),
         frames=pb.FrameRange(first=prepared.first, last=prepared.last),
@@ -63,7 +75,7 @@ def describe(
             prepared.last,
             prepared.source.media.rate,
             name=os.path.basename(prepared.output.prefix).rstrip("._-"),
-            metadata={"voidlink": {"provenance": made_by}} if made_by else None,
+            metadata=metadata,
         ),
         backend=backend_name,
         notes=notes,
@@ -71,11 +83,9 @@ def describe(
     )
     if prepared.quadmask_output is not None:
         result.quadmask_pattern = prepared.quadmask_output.hashes()
-    if prepared.raw_output is not None:
-        result.raw_pattern = prepared.raw_output.hashes()
     for key, value in metrics.items():
         result.metrics[key] = float(value)
-    if "seconds" in metrics and metrics["seconds"] > 0:
+    if metrics.get("seconds", 0.0) > 0:
         result.metrics["frames_per_second"] = metrics.get("frames", 0.0) / metrics["seconds"]
     return result
 

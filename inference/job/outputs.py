@@ -37,6 +37,27 @@ def staging_folder(directory: Union[str, Path], job_id: str) -> Path:
     return Path(directory) / f"{STAGING_PREFIX}{job_id}"
 
 
+class StagedOutput:
+    """What every prepared job (a removal's, a matte job's) derives from its `output`, `first` and `last`: its
+    frames and the folder its files are staged in before they are renamed into place."""
+
+    output: SequencePattern
+    first: int
+    last: int
+
+    @property
+    def frames(self) -> range:
+        return range(self.first, self.last + 1)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output.directory)
+
+    def staging(self, job_id: str) -> Path:
+        """The job's staging folder (whether or not it exists)."""
+        return staging_folder(self.output_dir, job_id)
+
+
 def side_pattern(output: SequencePattern, template: str, kind: str, suffix: str) -> SequencePattern:
     """Where the quadmask or raw sequence goes: the job's template, else `<out>/<kind>/<stem>_<kind>.####.png`."""
     if template:

@@ -18,10 +18,10 @@ from voidlink.inference.job.clips import Clip, resolve_clip
 from voidlink.inference.job.outputs import (
     LABELS,
     Finals,
+    StagedOutput,
     foreign_files,
     output_exists,
     side_patterns,
-    staging_folder,
 )
 from voidlink.media import colour, image, sequence
 from voidlink.protos import pb, vocabulary
@@ -31,7 +31,7 @@ from voidlink.errors import InvalidInput, PermissionDenied
 
 
 @dataclass
-class PreparedJob:
+class PreparedJob(StagedOutput):
     """A job checked against the disk: its clips found, its frames, where and how it writes."""
 
     spec: pb.JobSpec
@@ -52,18 +52,6 @@ class PreparedJob:
     raw_output: Optional[SequencePattern] = None
     layers: bool = False  # the change as extra channels in the output EXR
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def frames(self) -> range:
-        return range(self.first, self.last + 1)
-
-    @property
-    def output_dir(self) -> Path:
-        return Path(self.output.directory)
-
-    def staging(self, job_id: str) -> Path:
-        """The job's staging folder (whether or not it exists)."""
-        return staging_folder(self.output_dir, job_id)
 
     def finals(self) -> Finals:
         """(kind, pattern) of every kind of file the job writes: output, then quadmask and raw if asked."""

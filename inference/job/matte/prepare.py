@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 from voidlink.inference.backends.matte.base import Prompt
 from voidlink.inference.job.clips import Clip, resolve_clip
-from voidlink.inference.job.outputs import LABELS, Finals, side_patterns, staging_folder
+from voidlink.inference.job.outputs import LABELS, Finals, StagedOutput, side_patterns
 from voidlink.inference.job.prepare import (
     Confinement,
     _check_not_a_source,
@@ -38,7 +38,7 @@ DEEP_FORMATS = (".exr",)
 
 
 @dataclass
-class PreparedMatte:
+class PreparedMatte(StagedOutput):
     """A matte job checked against the disk: its plate, its frames and size, where its mattes go."""
 
     spec: pb.JobSpec
@@ -57,17 +57,6 @@ class PreparedMatte:
     mask: None = None
     affected: None = None
     raw_output: None = None
-
-    @property
-    def frames(self) -> range:
-        return range(self.first, self.last + 1)
-
-    @property
-    def output_dir(self) -> Path:
-        return Path(self.output.directory)
-
-    def staging(self, job_id: str) -> Path:
-        return staging_folder(self.output_dir, job_id)
 
     def finals(self) -> Finals:
         """(kind, pattern) of every kind of file the job writes: the matte, then the affected and quadmask if asked."""

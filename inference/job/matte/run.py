@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -24,13 +23,13 @@ import numpy as np
 from voidlink.inference.backends.matte import MatteRegistry
 from voidlink.inference.backends.matte.base import AffectedProposer, MatteRequest, Tracker
 from voidlink.inference.job.control import NullProgress, ProgressSink, check_cancelled
+from voidlink.inference.job.describe import sequence_result
 from voidlink.inference.job.matte.frames import PlateFrames, as_matte, is_staged, read_staged, stage_matte
 from voidlink.inference.job.matte.prepare import PreparedMatte
 from voidlink.inference.job.staging import COMMIT_MARKER, commit, staged_path
 from voidlink.media import image, quadmask, sequence
 from voidlink.media.quadmask_checks import Finding, check_sequence
 from voidlink.protos import pb
-from voidlink.protos.clips import clip_json
 
 from voidlink import __version__
 from voidlink.errors import VoidlinkError
@@ -238,29 +237,10 @@ def describe(
     findings: list[Finding],
 ) -> pb.JobResult:
     """The job's result, read before the commit (its marker holds it): an OTIO clip of the matte sequence."""
-    result = pb.JobResult(
-        output_pattern=prepared.output.hashes(),
-        frames=pb.FrameRange(first=prepared.first, last=prepared.last),
-        otio_json=clip_json(
-            prepared.output.hashes(),
-            prepared.first,
-            prepared.last,
-            prepared.source.media.rate,
-            name=os.path.basename(prepared.output.prefix).rstrip("._-"),
-            metadata={"voidlink": {"provenance": made_by, "kind": "matte"}},
-        ),
-        backend=tracker_name,
-        notes=list(dict.fromkeys(notes)),
-        provenance=made_by,
-    )
+    metadata = {"voidlink": {"provenance": made_by, "kind": "matte"}}
+    result = sequence_result(prepared, tracker_name, list(dict.fromkeys(notes)), metrics, made_by, metadata)
     if prepared.affected_output is not None:
         result.affected_pattern = prepared.affected_output.hashes()
-    if prepared.quadmask_output is not None:
-        result.quadmask_pattern = prepared.quadmask_output.hashes()
-    for key, value in metrics.items():
-        result.metrics[key] = float(value)
-    if metrics.get("seconds", 0.0) > 0:
-        result.metrics["frames_per_second"] = metrics["frames"] / metrics["seconds"]
     for finding in findings:
         found = result.findings.add(check=finding.check, severity=finding.severity, message=finding.message)
         if finding.frame is not None:
