@@ -69,9 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from voidlink.bridge.client import Client, result_or_raise
     from voidlink.bridge.matte import build_matte_spec
-    from voidlink.cli.remove import _follow
+    from voidlink.cli.remove import follow_to_end, print_detached
     from voidlink.errors import JobCancelled, JobFailed
-    from voidlink.protos.vocabulary import state_name
 
     spec = build_matte_spec(
         args.plate,
@@ -96,17 +95,10 @@ def run(args: argparse.Namespace) -> int:
     client.check_mattes()
     job, plan = client.start(spec)  # a plate the daemon cannot read is uploaded, and the matte fetched back
     if args.detach:
-        if args.json:
-            print_json({"id": job.id, "state": state_name(job.state)})
-        else:
-            print(f"{job.id} {state_name(job.state)}")
+        print_detached(job, args.json)
         return 0
-    try:
-        job = _follow(client, job.id, quiet=args.json)
-    except KeyboardInterrupt:
-        client.cancel(job.id)
-        job = client.wait(job.id)
-        print(f"voidlink: job {job.id} cancelled", file=sys.stderr)
+    job = follow_to_end(client, job.id, args.json)
+    if job is None:
         return 130
     job = client.finish(job, plan)
     if args.json:

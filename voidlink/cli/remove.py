@@ -79,7 +79,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from voidlink.bridge.client import Client, build_spec, result_or_raise
     from voidlink.errors import InvalidInput, JobCancelled, JobFailed
-    from voidlink.protos.vocabulary import state_name
 
     spec = build_spec(
         args.plate,
@@ -131,20 +130,10 @@ def run(args: argparse.Namespace) -> int:
     with _Transfers(quiet=args.json) as shown:
         job, plan = client.start(spec, on_progress=shown.update, plan=plan)
     if args.detach:
-        if args.json:
-            print_json({"id": job.id, "state": state_name(job.state)})
-        else:
-            print(f"{job.id} {state_name(job.state)}")
+        print_detached(job, args.json)
         return 0
-    try:
-        job = _follow(client, job.id, quiet=args.json)
-    except KeyboardInterrupt:
-        # Ctrl-C means "stop this job", not "leave it running unattended".
-        client.cancel(job.id)
-        job = client.wait(job.id)
-        print(f"voidlink: job {job.id} cancelled", file=sys.stderr)
-        if args.json:
-            print_json(job_to_dict(job))
+    job = follow_to_end(client, job.id, args.json)
+    if job is None:
         return 130
     try:
         with _Transfers(quiet=args.json) as shown:
@@ -216,6 +205,30 @@ class _Transfers:
                 file=sys.stderr,
                 flush=True,
             )
+
+
+def print_detached(job, as_json: bool) -> None:
+    """A job submitted with --detach: its id and state, for a script to follow it later."""
+    from voidlink.protos.vocabulary import state_name
+
+    if as_json:
+        print_json({"id": job.id, "state": state_name(job.state)})
+    else:
+        print(f"{job.id} {state_name(job.state)}")
+
+
+def follow_to_end(client, job_id: str, as_json: bool):
+    """Follow a job with a progress bar to its end; None after Ctrl-C, which cancels it (and says so)."""
+    try:
+        return _follow(client, job_id, quiet=as_json)
+    except KeyboardInterrupt:
+        # Ctrl-C means "stop this job", not "leave it running unattended".
+        client.cancel(job_id)
+        job = client.wait(job_id)
+        print(f"voidlink: job {job.id} cancelled", file=sys.stderr)
+        if as_json:
+            print_json(job_to_dict(job))
+        return None
 
 
 def _follow(client, job_id: str, quiet: bool):
