@@ -25,16 +25,9 @@ from typing import Any, Optional
 
 import numpy as np
 from voidlink.inference.backends.matte.base import Cancelled, FrameReader, MatteRequest, Prompt, Tracker
-from voidlink.inference.backends.matte.weights import (
-    EDGETAM,
-    ModelFiles,
-    check_model,
-    download_commands,
-    find_sam2,
-    weight_files,
-)
+from voidlink.inference.backends.matte.weights import EDGETAM, ModelFiles, find_sam2, open_weights
 
-from voidlink.errors import InvalidInput, NotFound
+from voidlink.errors import InvalidInput
 
 __all__ = ["EdgeTamTracker", "Preprocess", "Sam2Tracker", "pick_device"]
 
@@ -187,25 +180,12 @@ class Sam2Tracker(Tracker):
         with self._lock:
             if self.model is not None:
                 return
-            report = check_model(self.weights, self.model_files)
-            if not report.ok:
-                raise NotFound(
-                    f"{self.model_files.label} weights are incomplete:\n  "
-                    + "\n  ".join(report.problems)
-                    + "\nOn a machine with internet, run:\n  "
-                    + "\n  ".join(download_commands(self.weights, (self.model_files.kind,))),
-                    reason="WEIGHTS_MISSING",
-                    file=str(self.folder),
-                )
+            self._weights_files, self._digests = open_weights(
+                self.weights, self.model_files, self.folder, self._digests
+            )
             import transformers
-            from voidlink.inference.backends.void.weights import Digests
 
             self.device, self.dtype = pick_device(self.device_name)
-            self._weights_files = [path for path in weight_files(self.folder) if path.is_file()]
-            if self._digests is None:
-                self._digests = Digests()
-            for path in self._weights_files:
-                self._digests.start(path)  # hashed while the model loads and runs
             model_class = getattr(transformers, self.model_class)
             try:
                 model = model_class.from_pretrained(str(self.folder), local_files_only=True, dtype=self.dtype)

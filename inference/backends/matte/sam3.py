@@ -23,9 +23,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 from voidlink.inference.backends.matte.base import AffectedProposer, Cancelled, FrameReader, MatteRequest
 from voidlink.inference.backends.matte.sam2 import Preprocess, pick_device
-from voidlink.inference.backends.matte.weights import SAM3, check_model, download_commands, weight_files
+from voidlink.inference.backends.matte.weights import SAM3, open_weights
 
-from voidlink.errors import InvalidInput, NotFound
+from voidlink.errors import InvalidInput
 
 __all__ = ["Sam3Proposer", "near_instances", "split_phrases"]
 
@@ -110,25 +110,11 @@ class Sam3Proposer(AffectedProposer):
         with self._lock:
             if self.model is not None:
                 return
-            report = check_model(self.weights, self.model_files)
-            if not report.ok:
-                raise NotFound(
-                    "SAM 3 weights are incomplete:\n  "
-                    + "\n  ".join(report.problems)
-                    + f"\nAccept the terms on https://huggingface.co/{SAM3.repo}, then, with internet, run:\n  "
-                    + "\n  ".join(download_commands(self.weights, ("sam3",))),
-                    reason="WEIGHTS_MISSING",
-                    file=str(self.folder),
-                )
+            lead = f"Accept the terms on https://huggingface.co/{SAM3.repo}, then, with internet, run:"
+            self._weights_files, self._digests = open_weights(self.weights, SAM3, self.folder, self._digests, lead)
             import transformers
-            from voidlink.inference.backends.void.weights import Digests
 
             self.device, self.dtype = pick_device(self.device_name)
-            self._weights_files = [path for path in weight_files(self.folder) if path.is_file()]
-            if self._digests is None:
-                self._digests = Digests()
-            for path in self._weights_files:
-                self._digests.start(path)
             try:
                 model = transformers.Sam3Model.from_pretrained(
                     str(self.folder), local_files_only=True, dtype=self.dtype

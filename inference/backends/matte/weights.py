@@ -178,6 +178,33 @@ def incomplete(weights: Path) -> tuple[str, ...]:
     return tuple(kind for kind, report in reports.items() if not report.ok)
 
 
+def open_weights(
+    weights: Path, model: ModelFiles, folder: Path, digests, lead: str = "On a machine with internet, run:"
+) -> tuple[list[Path], object]:
+    """Before a model loads: refuse incomplete weights (every problem named, then `lead` and the download
+    commands), and start hashing its files on `digests` (a new `Digests` when None) while it loads and runs.
+    Returns (the weight files, the digests)."""
+    from voidlink.inference.backends.void.weights import Digests
+
+    from voidlink.errors import NotFound
+
+    report = check_model(weights, model)
+    if not report.ok:
+        raise NotFound(
+            f"{model.label} weights are incomplete:\n  "
+            + "\n  ".join(report.problems)
+            + f"\n{lead}\n  "
+            + "\n  ".join(download_commands(weights, (model.kind,))),
+            reason="WEIGHTS_MISSING",
+            file=str(folder),
+        )
+    files = [path for path in weight_files(folder) if path.is_file()]
+    digests = digests if digests is not None else Digests()
+    for path in files:
+        digests.start(path)
+    return files, digests
+
+
 def download_commands(weights: Path, kinds: tuple[str, ...] = ("sam2", "edgetam", "sam3")) -> list[str]:
     """What a user runs on a machine with internet to fetch the matte models into `weights`."""
     weights = Path(weights)
