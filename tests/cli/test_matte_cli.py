@@ -67,7 +67,8 @@ def test_matte_tracks_the_square_with_the_classical_tracker(daemon, shot, tmp_pa
     result = report["result"]
     assert result["backend"] == "classical" and result["frames"] == {"first": shot.first, "last": shot.last}
     assert result["provenance"]["tracker"].startswith("classical")
-    for matte, truth in zip(frame_files(str(out), shot.first, shot.last), frame_files(shot.mask, shot.first, shot.last)):
+    truths = frame_files(shot.mask, shot.first, shot.last)
+    for matte, truth in zip(frame_files(str(out), shot.first, shot.last), truths):
         tracked = read_pixels(str(matte))[..., 0] > 0.5
         assert _iou(tracked, read_pixels(str(truth))[..., 0] > 0.5) > 0.8, matte.name
 
@@ -88,7 +89,8 @@ def test_matte_with_an_affected_proposal_and_a_quadmask_prints_progress_and_find
 def test_matte_detach_returns_the_job_id(daemon, shot, tmp_path):
     submitted = json.loads(
         voidlink(
-            "matte", shot.plate, "--point", "1001:{},{}".format(*_square_centre(shot, 1001)), "--frames", "1001-1002", "-o", str(tmp_path / "m.####.exr"),
+            "matte", shot.plate, "--point", "1001:{},{}".format(*_square_centre(shot, 1001)), "--frames", "1001-1002",
+            "-o", str(tmp_path / "m.####.exr"),
             "--detach", "--json", "--address", daemon.address, "--no-start",
         ).stdout
     )  # fmt: skip
