@@ -123,8 +123,10 @@ class Connection:
         # subscribes to the channel with try_to_connect, and gRPC's poll thread, woken by the close that follows
         # a call within its 0.2 s poll, then asks a closed channel its state and dies with a traceback on the
         # host's console ("Cannot invoke RPC: Channel closed!").
+        # Subscribed with try_to_connect from the start: the channel connects at once (a later subscription's
+        # request to connect waits for the poll thread's next 0.2 s turn, which a short connect timeout misses).
         self._connectivity: Optional[grpc.ChannelConnectivity] = None
-        self.channel.subscribe(self._connectivity_changed)
+        self.channel.subscribe(self._connectivity_changed, try_to_connect=True)
 
     def _connectivity_changed(self, connectivity: grpc.ChannelConnectivity) -> None:
         self._connectivity = connectivity

@@ -44,6 +44,7 @@ class Canvas(RotoEditing, QtWidgets.QWidget):
         self.zoom = 1.0
         self.origin = QtCore.QPointF(0, 0)  # widget position of the image's top-left corner when not fitted
         self._pan_from: Optional[QtCore.QPointF] = None
+        self._pan_start = QtCore.QPointF(0, 0)
         self.setMinimumSize(320, 200)
         self.setMouseTracking(True)
         self.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
@@ -134,6 +135,10 @@ class Canvas(RotoEditing, QtWidgets.QWidget):
         if self.document is not None and self.mode == "roto":
             painter.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, True)
             self.paint_roto(painter)
+        elif self.document is not None and self.mode == "quadmask":
+            # The tracker's prompts stay visible over the tracked matte's tint.
+            painter.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, True)
+            self.paint_points(painter)
         if self.loading:
             painter.setPen(QtGui.QColor(255, 210, 90))
             painter.drawText(self.rect().adjusted(8, 6, -8, -6), QtCore.Qt.AlignmentFlag.AlignRight, "loading…")
@@ -170,12 +175,17 @@ class Canvas(RotoEditing, QtWidgets.QWidget):
     def mousePressEvent(self, event) -> None:  # noqa: N802
         self.setFocus()
         if self._pans(event):
-            self._pan_from = event.position()
+            self._pan_from = self._pan_start = event.position()
+            return
+        pointing = self.mode == "roto" and self.document is not None and self.tool == "points"
+        if pointing and event.button() == QtCore.Qt.MouseButton.RightButton:
+            self.roto_press(event.position(), negative=True)
             return
         if event.button() != QtCore.Qt.MouseButton.LeftButton:
             return
         if self.mode == "roto" and self.document is not None:
-            self.roto_press(event.position())
+            shift = bool(event.modifiers() & QtCore.Qt.KeyboardModifier.ShiftModifier)
+            self.roto_press(event.position(), negative=shift)
         elif self.mode == "wipe":
             self._set_wipe(event.position().x())
 
@@ -194,6 +204,16 @@ class Canvas(RotoEditing, QtWidgets.QWidget):
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
         if self._pan_from is not None:
             self._pan_from = None
+            # Alt+click without a drag is no pan: with the points tool it is a negative point, as Shift+click.
+            moved = event.position() - self._pan_start
+            if (
+                self.mode == "roto"
+                and self.document is not None
+                and self.tool == "points"
+                and event.button() == QtCore.Qt.MouseButton.LeftButton
+                and abs(moved.x()) + abs(moved.y()) < 3
+            ):
+                self.roto_press(event.position(), negative=True)
             return
         if self.mode == "roto" and event.button() == QtCore.Qt.MouseButton.LeftButton:
             self.roto_release(event.position())

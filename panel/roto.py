@@ -35,6 +35,8 @@ _ELLIPSE_SEGMENTS = 96
 _SUPERSAMPLE = 4
 
 Point = tuple[float, float]
+# A click prompt of the matte tracker: image position and whether it says "not the object here".
+PromptPoint = tuple[float, float, bool]
 
 
 @dataclass
@@ -135,22 +137,38 @@ class Shape:
 
 @dataclass
 class RotoDocument:
-    """All shapes of one job, with the plate size they were drawn on."""
+    """All shapes of one job, with the plate size they were drawn on, and the tracker's click prompts per frame."""
 
     width: int
     height: int
     shapes: list[Shape] = field(default_factory=list)
+    points: dict[int, list[PromptPoint]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.points = {
+            int(frame): [(float(x), float(y), bool(negative)) for x, y, negative in clicks]
+            for frame, clicks in self.points.items()
+            if clicks
+        }
 
     def of_role(self, role: str) -> list[Shape]:
         return [s for s in self.shapes if s.role == role]
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "voidlink_roto": FORMAT_VERSION,
             "width": self.width,
             "height": self.height,
             "shapes": [s.to_dict() for s in self.shapes],
         }
+        if self.points:
+            # An optional key, not a new version: a panel from before the points still opens the file.
+            data["points"] = {
+                str(frame): [[x, y, negative] for x, y, negative in clicks]
+                for frame, clicks in sorted(self.points.items())
+                if clicks
+            }
+        return data
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "roto") -> RotoDocument:
@@ -160,7 +178,10 @@ class RotoDocument:
                 reason="BAD_ROTO",
                 file=source,
             )
-        return cls(int(data["width"]), int(data["height"]), [Shape.from_dict(s) for s in data.get("shapes", [])])
+        points = {int(frame): [tuple(p) for p in clicks] for frame, clicks in data.get("points", {}).items()}
+        return cls(
+            int(data["width"]), int(data["height"]), [Shape.from_dict(s) for s in data.get("shapes", [])], points
+        )
 
     def save(self, path: str) -> None:
         """Write the document as JSON beside the job's mattes (temporary file, then rename)."""

@@ -3,8 +3,10 @@
 The tools are separate, as in a host's roto node: *select* picks a shape and moves it, one of its
 points, or its feather handle (the diamond right of the shape: drag it out to widen the soft edge);
 the draw tools (rectangle, ellipse: drag; polygon: click each point, double-click or click the first
-point to close) always draw, also over another shape. Every edit is one step of the history
-(Ctrl+Z undoes it, Ctrl+Shift+Z redoes it); edits on a frame key the shape there.
+point to close) always draw, also over another shape; *points* clicks the matte tracker's prompts on
+the current frame (a click: the object is here; Shift, Alt or the right button: it is not; a click on
+a point removes it). Every edit is one step of the history (Ctrl+Z undoes it, Ctrl+Shift+Z redoes
+it); edits on a frame key the shape there.
 
 `RotoEditing` is mixed into the canvas: it works in the canvas's coordinates (`to_image`,
 `to_widget`) and emits its `shapes_changed` after every edit.
@@ -20,23 +22,32 @@ import numpy as np
 from . import roto
 from .qt import QtCore, QtGui
 
-TOOLS = ("select", *roto.KINDS)
+TOOLS = ("select", *roto.KINDS, "points")
 ROLE_COLOURS = {"object": QtGui.QColor(240, 60, 60), "affected": QtGui.QColor(60, 130, 255)}
+POINT_COLOURS = {False: QtGui.QColor(70, 230, 90), True: QtGui.QColor(240, 60, 60)}  # positive, negative
+POINT_SIZE = 6.0  # widget pixels from a point's centre to the end of its + or -
 REACH = 6.0  # widget pixels within which a click takes a handle
 HISTORY_DEPTH = 200
 
 
+def _snapshot(document: roto.RotoDocument) -> dict:
+    return {
+        "shapes": [s.to_dict() for s in document.shapes],
+        "points": {frame: list(clicks) for frame, clicks in document.points.items()},
+    }
+
+
 class History:
-    """Undo and redo as snapshots of the document's shapes: a roto is small, and a snapshot cannot drift
-    out of step with the edit it undoes the way an inverse operation can."""
+    """Undo and redo as snapshots of the document's shapes and points: a roto is small, and a snapshot cannot
+    drift out of step with the edit it undoes the way an inverse operation can."""
 
     def __init__(self) -> None:
-        self.undo_stack: list[list[dict]] = []
-        self.redo_stack: list[list[dict]] = []
+        self.undo_stack: list[dict] = []
+        self.redo_stack: list[dict] = []
 
     def record(self, document: roto.RotoDocument) -> None:
         """Call before an edit: the shapes as they are now become the step Ctrl+Z goes back to."""
-        self.undo_stack.append([s.to_dict() for s in document.shapes])
+        self.undo_stack.append(_snapshot(document))
         del self.undo_stack[:-HISTORY_DEPTH]
         self.redo_stack.clear()
 
@@ -49,8 +60,11 @@ class History:
         source, target = (self.undo_stack, self.redo_stack) if back else (self.redo_stack, self.undo_stack)
         if not source:
             return False
-        target.append([s.to_dict() for s in document.shapes])
-        document.shapes[:] = [roto.Shape.from_dict(d) for d in source.pop()]
+        target.append(_snapshot(document))
+        snapshot = source.pop()
+        document.shapes[:] = [roto.Shape.from_dict(d) for d in snapshot["shapes"]]
+        document.points.clear()
+        document.points.update({frame: list(clicks) for frame, clicks in snapshot["points"].items()})
         return True
 
 
@@ -92,6 +106,21 @@ class RotoEditing:
         shape.set_key(self.frame, points)
         self.document.shapes.append(shape)
         return shape
+
+    def add_point(self, x: float, y: float, negative: bool = False) -> None:
+        """A prompt on the current frame; a click on a point there removes that point instead."""
+        assert self.document is not None
+        self.history.record(self.document)
+        clicks = self.document.points.setdefault(self.frame, [])
+        pos = self.to_widget(x, y)
+        near = [i for i, (px, py, _) in enumerate(clicks) if self._near(pos, px, py)]
+        if near:
+            del clicks[near[-1]]
+        else:
+            clicks.append((float(x), float(y), bool(negative)))
+        if not clicks:
+            del self.document.points[self.frame]
+        self._edited()
 
     def key_selected(self) -> None:
         """Key the selected shape where it is now, on the current frame."""
@@ -157,8 +186,10 @@ class RotoEditing:
         """The frames keyed: the selected shape's, else every shape's (what the time line marks)."""
         if self.document is None:
             return []
-        shapes = [self.selected] if self.selected is not None else self.document.shapes
-        return sorted({frame for shape in shapes for frame in shape.keys})
+        if self.selected is not None:
+            return sorted(self.selected.keys)
+        keyed = {frame for shape in self.document.shapes for frame in shape.keys}
+        return sorted(keyed | set(self.document.points))
 
     def neighbour_key(self, forward: bool) -> Optional[int]:
         keys = self.key_frames()
@@ -193,8 +224,11 @@ class RotoEditing:
 
     # -- gestures ------------------------------------------------------------------------------
 
-    def roto_press(self, pos: QtCore.QPointF) -> None:
+    def roto_press(self, pos: QtCore.QPointF, negative: bool = False) -> None:
         x, y = self.to_image(pos)
+        if self.tool == "points":
+            self.add_point(x, y, negative)
+            return
         if self.tool == "polygon":
             if len(self._pending) >= 3 and self._near(pos, *self._pending[0]):
                 self._close_polygon()  # a click on the first point closes, as in a host's roto
@@ -288,6 +322,7 @@ class RotoEditing:
         for shape in self.document.shapes:
             if shape.keys:
                 self._paint_shape(painter, shape)
+        self.paint_points(painter)
         drag = self._drag
         dashed = QtGui.QPen(QtGui.QColor(255, 255, 255), 1.5, QtCore.Qt.PenStyle.DashLine)
         painter.setBrush(QtCore.Qt.BrushStyle.NoBrush)
@@ -305,6 +340,19 @@ class RotoEditing:
             painter.drawPolyline(QtGui.QPolygonF([self.to_widget(x, y) for x, y in self._pending]))
             for x, y in self._pending:
                 painter.drawEllipse(self.to_widget(x, y), 3.0, 3.0)
+
+    def paint_points(self, painter: QtGui.QPainter) -> None:
+        """The tracker's prompts on this frame: a green + where the object is, a red - where it is not."""
+        if self.document is None:
+            return
+        for x, y, negative in self.document.points.get(self.frame, []):
+            centre = self.to_widget(x, y)
+            # A dark outline under the mark keeps it readable on a bright plate and in the tint.
+            for colour, width in ((QtGui.QColor(0, 0, 0, 180), 4.5), (POINT_COLOURS[negative], 2.0)):
+                painter.setPen(QtGui.QPen(colour, width))
+                painter.drawLine(centre + QtCore.QPointF(-POINT_SIZE, 0), centre + QtCore.QPointF(POINT_SIZE, 0))
+                if not negative:
+                    painter.drawLine(centre + QtCore.QPointF(0, -POINT_SIZE), centre + QtCore.QPointF(0, POINT_SIZE))
 
     def _paint_shape(self, painter: QtGui.QPainter, shape: roto.Shape) -> None:
         colour = QtGui.QColor(ROLE_COLOURS[shape.role])

@@ -33,7 +33,8 @@ CHANNEL_KEYS = {
 PLAY_FPS = 24
 TOOL_HINT = (
     "select: move a shape, its points or its feather ◆ · rectangle/ellipse: drag · polygon: click points, "
-    "double-click (or click the first) to close · Ctrl+Z / Ctrl+Shift+Z"
+    "double-click (or click the first) to close · points: click the object, Shift/Alt/right click what is not "
+    "it · Ctrl+Z / Ctrl+Shift+Z"
 )
 
 
@@ -77,6 +78,7 @@ class Viewer(QtWidgets.QWidget):
         self.readout = QtWidgets.QLabel("")
         self.status = QtWidgets.QLabel("")
         self.status.setWordWrap(True)
+        self.notice = ""  # what the status says besides a frame's read errors (e.g. that a matte is a proposal)
         self._play = QtCore.QTimer(self)
         self._play.setInterval(1000 // PLAY_FPS)
         self._build_roto_bar()
@@ -270,7 +272,7 @@ class Viewer(QtWidgets.QWidget):
         if request_id != self._request:
             return  # a newer frame was asked for meanwhile
         self._shown_request = request_id
-        self.status.setText(result.error)
+        self.status.setText(" · ".join(text for text in (self.notice, result.error) if text))
         canvas = self.canvas
         canvas.before, canvas.after, canvas.loading = result.before, result.after, False
         canvas.pixels, canvas.step = result.pixels, result.step

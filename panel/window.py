@@ -1,4 +1,4 @@
-"""The VOID panel: job form, viewer (wipe, quadmask, roto) and queue around one JobService."""
+"""The VOID panel: job form, viewer (wipe, quadmask, roto, matte tracking) and queue around one JobService."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from . import roto
 from .autosave import RotoAutosave
 from .form import FormValues, JobForm
 from .frames import ClipReader
+from .matte import MatteTracking
 from .qt import QtCore, QtGui, QtWidgets, Signal
 from .queue import QueueView
 from .service import JobService
@@ -68,6 +69,7 @@ class PanelWindow(QtWidgets.QWidget):
         layout.addWidget(self.tabs, 1)
         layout.addLayout(status)
         self.resize(980, 680)
+        self.matte = MatteTracking(self)
 
         self.form.remote_validate = self.service.validate
         self.service.checked.connect(self.form.daemon_answered)

@@ -83,3 +83,28 @@ def test_a_daemon_too_old_for_matte_jobs_is_refused_before_anything_is_sent(star
         front.stop()
     assert refused.value.reason == "DAEMON_TOO_OLD" and "too old for matte jobs" in str(refused.value)
     assert front.submitted == []  # nothing queued: an older daemon would have run a removal
+
+
+def test_matte_command_tracks_on_a_daemon_and_prints_the_result(daemon, tmp_path, capsys):
+    import json
+
+    from support.shots import read_pixels
+
+    from voidlink.cli import main
+
+    # 8 frames: the square moves 9 px a frame, under its own 12 px (the classical tracker's reach; see the README).
+    shot = write_shot(tmp_path / "sh010", frames=8)
+    truth = read_pixels(shot.mask.replace("####", str(shot.first)))[..., 0] > 0.5
+    ys, xs = truth.nonzero()
+    box = f"{shot.first}:{xs.min()},{ys.min()},{xs.max() + 1},{ys.max() + 1}"
+    output = tmp_path / "out" / "matte.####.exr"
+    output.parent.mkdir()
+    argv = ["matte", shot.plate, "--box", box, "--tracker", "classical", "--propose-affected", "-o", str(output)]
+    assert main([*argv, "--address", daemon.address, "--no-start", "--json"]) == 0
+    job = json.loads(capsys.readouterr().out)
+    assert job["state"] == "succeeded" and job["kind"] == "matte" and job["tracker"] == "classical"
+    assert job["result"]["output_pattern"] == str(output)
+    for frame in range(shot.first, shot.last + 1):
+        matte = read_pixels(str(output).replace("####", str(frame)))[..., 0] > 0.5
+        mask = read_pixels(shot.mask.replace("####", str(frame)))[..., 0] > 0.5
+        assert (matte & mask).sum() / (matte | mask).sum() > 0.7, frame

@@ -7,6 +7,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from support.shots import read_pixels, write_shot
 
@@ -72,6 +73,32 @@ def test_prompts_in_nukes_coordinates_become_the_contracts(session, tmp_path):
     group["prompts"].setValue("")
     with pytest.raises(errors.InvalidInput, match="VoidMatte1: no prompt"):
         matte_node.build_spec(group)
+
+
+def test_submit_tracks_the_object_and_the_node_outputs_its_matte(session, daemon, tmp_path, source_guard):
+    shot = write_shot(tmp_path / "src", frames=6)
+    source_guard(shot.folder)
+    nuke.scriptSave(str(tmp_path / "comp.nk"))
+    truth = read_pixels(shot.mask.replace("####", str(shot.first)))[..., 0] > 0.5
+    ys, xs = np.nonzero(truth)
+    height = truth.shape[0]
+    group = void.create_matte_node([_plate(shot)])
+    group["tracker"].setValue("classical")
+    group["address"].setValue(daemon.address)
+    # A box around the object on the first frame, as the Viewer's read-out gives it (y up).
+    group["prompts"].setValue(f"{shot.first} box {xs.min()} {height - ys.max() - 1} {xs.max() + 1} {height - ys.min()}")
+    job_id = void.submit(group)
+    assert job_id
+    nuke._pump(until=lambda: group["status"].value().startswith(("done:", "failed:")), timeout=60)
+    assert group["job_state"].value() == "succeeded", group["status"].value()
+    with group:
+        read, switch = nuke.toNode("result"), nuke.toNode("result_switch")
+    assert switch["which"].value() == 1
+    written = read["file"].value()
+    for frame in range(shot.first, shot.last + 1):
+        matte = read_pixels(written.replace("%04d", str(frame)))[..., 0] > 0.5
+        mask = read_pixels(shot.mask.replace("####", str(frame)))[..., 0] > 0.5
+        assert (matte & mask).sum() / (matte | mask).sum() > 0.7, frame
 
 
 def _ended(group) -> bool:

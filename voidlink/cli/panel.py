@@ -18,14 +18,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tab", choices=TABS, help="the tab to show (default: viewer with --job, else job)")
     parser.add_argument("--plate", help="pre-fill the form with this plate (a sequence pattern or a movie)")
     parser.add_argument("--size", default="1100x720", help="window size WIDTHxHEIGHT (default 1100x720)")
-    parser.add_argument(
-        "--channel", choices=("rgb", "r", "g", "b", "a", "luminance"), help="the viewer's channel view"
-    )
+    parser.add_argument("--channel", choices=("rgb", "r", "g", "b", "a", "luminance"), help="the viewer's channel view")
     parser.add_argument("--zoom", type=float, help="the viewer's zoom (1: one image pixel per screen pixel)")
     parser.add_argument(
         "--roto", metavar="ROTO.json", help="open this roto document (a job's roto.json) on the plate, in roto mode"
     )
     parser.add_argument("--frame", type=int, help="the frame the viewer shows (default: the range's first)")
+    parser.add_argument(
+        "--mask", metavar="PATTERN", help="pre-fill the form's object matte (e.g. a tracked one), shown in the tint"
+    )
+    parser.add_argument("--affected", metavar="PATTERN", help="pre-fill the form's affected matte (with --mask)")
+    parser.add_argument(
+        "--proposed", action="store_true", help="label the --affected matte as a tracker's proposal to edit"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
             window.connection.setText(str(error))
     if args.roto:
         _open_roto(window, args.roto)
+    if args.mask:
+        _show_matte(window, args)
     if args.tab:
         window.show_tab(args.tab)
     if args.zoom is not None and args.zoom <= 0:
@@ -97,6 +104,19 @@ def _open_roto(window, path: str) -> None:
     window.viewer.set_document(document)
     window.viewer.set_mode("roto")
     window.show_tab("viewer")
+
+
+def _show_matte(window, args: argparse.Namespace) -> None:
+    """The object (and affected) matte as the form's, over its plate in the viewer's quadmask tint; the roto
+    document's points, when one is open, stay drawn over it."""
+    from voidlink.errors import InvalidInput
+    from voidlink.panel.matte import Track
+
+    values = window.form.values()
+    if not values.plate:
+        raise InvalidInput("--mask needs --plate (the matte is shown over it)", reason="BAD_VALUE", field="mask")
+    track = Track(values.plate, values.first, values.last, args.mask, args.affected or "")
+    window.matte.apply(track, args.mask, proposed=args.proposed)
 
 
 def _set_view(window, args: argparse.Namespace) -> bool:

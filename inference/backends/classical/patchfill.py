@@ -8,7 +8,10 @@ and random search around the current match, and each hole pixel is then voted fr
 pixels that the patches overlapping it map it to. The hole is filled coarse to fine; the coarsest
 level starts from a smooth (push-pull) fill, and each finer level starts from the upsampled
 matches. Unlike a diffusion fill (Telea), stripes, edges and texture are continued into the hole.
-Where the overlapping patches' votes disagree, the copied detail is shrunk towards Telea's fill.
+The result is structure plus texture: its low frequencies come from Telea's smooth fill and only
+the exemplar fill's detail is added, shrunk where the overlapping patches' votes disagree and
+faded with the distance from the hole's edge (far inside a big hole, where a texture is placed is
+a guess, and a misplaced copy costs more than a blur).
 
 Everything is deterministic: a fixed seed drives the random search, so the same input gives the
 same fill (the backend's resume contract needs it).
@@ -28,6 +31,10 @@ ITERATIONS = 3  # search + vote rounds per level (one more at the coarsest)
 SEED = 1234
 # How strongly disagreeing votes pull the fill towards the smooth one (see the end of `patch_fill`).
 SHRINK = 4
+# The fill's structure (below this blur, in pixels) comes from the smooth fill, its detail from patches.
+STRUCTURE_SIGMA = 9.0
+# Copied detail fades with the distance from the hole's edge: to 1/e at this many pixels.
+TEXTURE_REACH = 48.0
 
 
 def _offsets(patch: int) -> np.ndarray:
@@ -198,6 +205,38 @@ def patch_fill(image: np.ndarray, missing: np.ndarray, patch: int = PATCH, itera
     if not missing.any():
         return image.copy()
     smooth = telea(image, missing)
+    found = _exemplar(image, missing, patch, iterations)
+    if found is None:
+        return smooth
+    estimate, variance = found
+    return _combine(image, missing, smooth, estimate, variance)
+
+
+def _combine(
+    image: np.ndarray, missing: np.ndarray, smooth: np.ndarray, estimate: np.ndarray, variance: np.ndarray
+) -> np.ndarray:
+    """Structure from the smooth fill, texture from the exemplar fill, damped where it is a guess."""
+    # The low frequencies come from the smooth fill: a patch copied from elsewhere brings its own
+    # brightness and colour, which costs more than a blur when it is wrong. Only the exemplar fill's
+    # detail (what a blur of SIGMA pixels removes: stripes, edges, texture) is added on top.
+    low = cv2.GaussianBlur(smooth, (0, 0), STRUCTURE_SIGMA)
+    detail = estimate - cv2.GaussianBlur(estimate, (0, 0), STRUCTURE_SIGMA)
+    # Where the overlapping patches disagree, the copied detail is a guess: shrink it (a Wiener-like
+    # gain d² / (d² + votes' variance)); where they agree (a stripe, an edge continued) it stands.
+    power = (detail * detail).mean(axis=2)
+    gain = power / (power + SHRINK * variance + 1e-8)
+    # Far inside a big hole the texture's placement is a guess too: damp it with the distance from
+    # the hole's edge.
+    distance = cv2.distanceTransform(missing.astype(np.uint8), cv2.DIST_L2, 3)
+    gain *= np.exp(-distance / TEXTURE_REACH)
+    out = image.copy()
+    filled = low + gain[..., None] * detail
+    out[missing] = filled[missing]
+    return out
+
+
+def _exemplar(image: np.ndarray, missing: np.ndarray, patch: int, iterations: int):
+    """The PatchMatch completion: (estimate, the finest votes' variance), or None without whole patches."""
     levels = _pyramid(np.where(missing[..., None], 0.0, image).astype(np.float32), missing, patch)
     rng = np.random.default_rng(SEED)
     nnf = None
@@ -208,7 +247,7 @@ def patch_fill(image: np.ndarray, missing: np.ndarray, patch: int = PATCH, itera
             continue
         level = _Level(img, hole, patch)
         if not level.valid.any():
-            return smooth
+            return None
         if estimate is None:
             level.image = push_pull_fill(img, (~hole).astype(np.float32))
             nnf_y, nnf_x = _random_valid(level, len(level.ty), rng)
@@ -241,16 +280,7 @@ def patch_fill(image: np.ndarray, missing: np.ndarray, patch: int = PATCH, itera
                 level.image = _vote(level, nnf_y, nnf_x, best)
         nnf = (level, nnf_y, nnf_x)
         estimate = level.image
-    # Where the overlapping patches disagree, the copied detail is a guess: shrink it towards the
-    # smooth fill (a Wiener-like gain d² / (d² + votes' variance)); where they agree (a stripe, an
-    # edge continued) the exemplar fill stands.
-    detail = estimate - smooth
-    power = (detail * detail).mean(axis=2)
-    gain = (power / (power + SHRINK * variance + 1e-8))[..., None]
-    estimate = smooth + gain * detail
-    out = image.copy()
-    out[missing] = estimate[missing]
-    return out
+    return estimate, variance
 
 
 def telea(pixels: np.ndarray, missing: np.ndarray, radius: int = 5) -> np.ndarray:

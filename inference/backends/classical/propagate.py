@@ -24,6 +24,11 @@ SAMPLING = cv2.INTER_LINEAR
 SNAP_TOLERANCE = 1.0
 # Half-size of the window over which forward and backward colours are compared (see `_propagate`).
 AGREE_WINDOW = 2
+# The camera chain is kept wherever its forward and backward colours differ by less than this
+# (summed over the channels, averaged over that window), even if the flow chain's agree better:
+# along a lone edge (a post, a rail) a flow chain slid along or across it can agree with itself
+# as well, and the camera chain is then the one that is right.
+CAMERA_AGREES = 0.2
 
 
 class Propagation:
@@ -48,11 +53,12 @@ class Propagation:
 
         Two chains run each way: the flow chain (snapped onto the camera chain where they agree) and
         the camera (homography) chain alone. Where both directions reach a pixel, the chain whose
-        forward and backward colours agree better there (over a small window) is taken: a flow
-        chain misled at an edge or an occlusion boundary lands on different colours forward and
-        backward, while on a layer the camera model does not explain (parallax) the camera chain
-        does. Where they cannot be compared, the camera chain is taken if it got there. Hits are
-        weighted by 1 / distance in frames. With `record`, also where the backward flow chain is
+        forward and backward colours agree better there (over a small window) is taken, and the
+        camera chain wherever its own agree within CAMERA_AGREES: a flow chain misled at an edge or
+        an occlusion boundary lands on different colours forward and backward, while on a layer the
+        camera model does not explain (parallax) the camera chain does. Where they cannot be
+        compared, the camera chain is taken if it got there. Hits are weighted by 1 / distance in
+        frames. With `record`, also where the backward flow chain is
         `record` frames back (NaN where it did not get there).
         """
         x0, y0, x1, y1 = box
@@ -80,7 +86,7 @@ class Propagation:
             window = (2 * AGREE_WINDOW + 1, 2 * AGREE_WINDOW + 1)
             d_flow = cv2.blur(np.abs(f_flow - b_flow).sum(axis=2) * both, window)
             d_cam = cv2.blur(np.abs(f_cam - b_cam).sum(axis=2) * both, window)
-            camera = both & (d_cam < d_flow)
+            camera = both & ((d_cam < d_flow) | (d_cam < CAMERA_AGREES))
         # Where the directions cannot be compared, the camera chain (if it got there) is the safer
         # guess: it has few parameters and does not follow the flow's guesses along lone edges.
         camera |= ~both & cam_have

@@ -215,7 +215,8 @@ def _missing_libraries(model: ModelFiles) -> list[str]:
         if not any((Path(place) / "models" / model.transformers_model).is_dir() for place in locations):
             version = importlib.metadata.version("transformers")
             missing.append(
-                f"transformers {version} has no {model.transformers_model} (pip install -U 'voidlink[matte]': transformers 5 or later)"
+                f"transformers {version} has no {model.transformers_model} "
+                "(pip install -U 'voidlink[matte]': transformers 5 or later)"
             )
     return missing
 

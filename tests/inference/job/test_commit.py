@@ -251,7 +251,7 @@ def test_a_job_is_prepared_once_the_scheduler_runs_the_job_prepared_at_submissio
         prepared_again.append(spec.output.path_template)
         return prepare(spec, guard=guard)
 
-    monkeypatch.setattr(scheduler_module, "prepare", counting)  # what the scheduler prepares with
+    monkeypatch.setattr(scheduler_module, "prepare", counting)  # what the scheduler prepares with (by the job's kind)
     store = JobStore(tmp_path / "jobs.sqlite")
     scheduler = Scheduler(store, EventBus(), BackendRegistry())
     try:
