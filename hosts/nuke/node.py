@@ -38,6 +38,22 @@ def is_void_node(node) -> bool:
     return node is not None and node.Class() == "Group" and node.knob(MARKER_KNOB) is not None
 
 
+def is_void_matte(node) -> bool:
+    """A VoidMatte node (its kind knob says so): a matte for VoidRemove, not a job to wire around."""
+    return is_void_node(node) and node.knob("voidlink_kind") is not None and node["voidlink_kind"].value() == "matte"
+
+
+def matte_result(node) -> Optional[str]:
+    """The matte sequence a VoidMatte node outputs (its internal Read, once a job has written it), else None."""
+    if not is_void_matte(node):
+        return None
+    with node:
+        read, switch = nuke.toNode("result"), nuke.toNode("result_switch")
+    if read is None or switch is None or switch["which"].value() != 1 or not read["file"].value():
+        return None
+    return read["file"].value()
+
+
 def void_nodes() -> list:
     return [node for node in nuke.allNodes("Group", nuke.root(), True) if is_void_node(node)]
 
@@ -151,7 +167,7 @@ def _classify(selection: list) -> tuple:
     mattes, plates = [], []
     for node in selection:
         words = _words(node)
-        is_matte = node.Class() in _MATTE_CLASSES or any(word in words for word in _MATTE_WORDS)
+        is_matte = is_void_matte(node) or node.Class() in _MATTE_CLASSES or any(word in words for word in _MATTE_WORDS)
         (mattes if is_matte else plates).append(node)
     affected = next((n for n in mattes if any(word in _words(n) for word in _AFFECTED_WORDS)), None)
     objects = [n for n in mattes if n is not affected]
@@ -165,7 +181,7 @@ def _classify(selection: list) -> tuple:
 def create_node(selection: Optional[list] = None):
     """A VoidRemove node wired to the selected plate and mattes; None (after telling the user) when it can't be."""
     chosen = nuke.selectedNodes() if selection is None else list(selection)
-    chosen = [node for node in chosen if not is_void_node(node)]
+    chosen = [node for node in chosen if not is_void_node(node) or is_void_matte(node)]
     if not chosen:
         nuke.message(
             "VOID ▸ Remove object: select the plate first (and its object matte, and optionally a shadow or "
@@ -250,7 +266,10 @@ def input_clip(group, index: int, rate: float, render_folder: str) -> tuple:
     label = f"{node.name()} (input '{name}' of {group.name()})"
     fmt = node.format()
     first, last = int(node.firstFrame()), int(node.lastFrame())
-    if is_plain_read(node):
+    tracked = matte_result(node)
+    if tracked is not None:  # a VoidMatte's own sequence: read as it is, nothing rendered
+        path, pending = tracked, None
+    elif is_plain_read(node):
         path, pending = node["file"].value(), None
     else:
         path = os.path.join(render_folder, f"{name}.####.exr")

@@ -15,6 +15,7 @@ FAKES = Path(__file__).resolve().parents[1] / "support" / "fakes"
 sys.path.insert(0, str(FAKES))
 
 import nuke  # noqa: E402  (the fake)
+from voidlink.bridge import Client  # noqa: E402
 from voidlink.hosts import nuke as void  # noqa: E402
 from voidlink.hosts.nuke import PLUGIN_DIR, jobs  # noqa: E402
 from voidlink.hosts.nuke import matte as matte_node  # noqa: E402
@@ -98,3 +99,44 @@ def test_submit_tracks_the_object_and_the_node_outputs_its_matte(session, daemon
         matte = read_pixels(written.replace("%04d", str(frame)))[..., 0] > 0.5
         mask = read_pixels(shot.mask.replace("####", str(frame)))[..., 0] > 0.5
         assert (matte & mask).sum() / (matte | mask).sum() > 0.7, frame
+
+
+def _ended(group) -> bool:
+    return group["status"].value().startswith(("done:", "failed:", "cancelled:"))
+
+
+def test_submit_tracks_the_object_and_the_node_outputs_the_matte_for_void_remove(session, daemon, tmp_path):
+    shot = write_shot(tmp_path / "src", frames=4, width=192, height=128)
+    plate = _plate(shot)
+    nuke.scriptSave(str(tmp_path / "comp.nk"))
+    group = void.create_matte_node([plate])
+    group["address"].setValue(daemon.address)
+    group["tracker"].setValue("classical")
+    size = max(6, shot.height // 5)
+    top = shot.height - shot.height // 3  # Nuke's y counts up from the bottom
+    group["prompts"].setValue(f"{shot.first} box 6 {top + 2} {8 + size + 2} {top - size - 2}")
+    group["submit"].execute()
+    assert group["job_id"].value() and not session.messages
+    nuke._pump(until=lambda: _ended(group), timeout=60)
+    assert group["job_state"].value() == "succeeded", group["status"].value()
+    with group:
+        read, switch = nuke.toNode("result"), nuke.toNode("result_switch")
+    assert switch["which"].value() == 1 and read["file"].value().endswith(".%04d.exr")
+    first = read["file"].value() % shot.first
+    matte = read_pixels(first)
+    assert matte.shape == (128, 192, 1) and matte.max() == 1.0  # one channel, A: Nuke's alpha
+    truth = read_pixels(shot.mask.replace("####", f"{shot.first:04d}"))[..., 0] > 0.5
+    assert ((matte[..., 0] > 0.5) & truth).sum() > 0.8 * truth.sum()
+
+    # The node is the object matte of a VoidRemove: its output is that sequence, read as a removal's matte.
+    plate.setSelected(True)
+    group.setSelected(True)
+    remove = void.create_node()
+    assert remove is not None and remove.input(1) is group
+    remove["address"].setValue(daemon.address)
+    remove["backend"].setValue("classical")
+    remove["submit"].execute()
+    nuke._pump(until=lambda: _ended(remove), timeout=60)
+    assert remove["job_state"].value() == "succeeded", remove["status"].value()
+    job = Client(daemon.address).get(remove["job_id"].value())
+    assert job.result.metrics["mask_coverage"] > 0

@@ -333,3 +333,25 @@ def test_the_real_tables_list_every_model_with_a_reason(serve, tmp_path):
 def test_a_prompt_is_what_a_tracker_is_handed():
     with pytest.raises(ValueError):
         Prompt(frame=1)  # nothing on it: the daemon refuses such a prompt before any tracker sees one
+
+
+def test_a_job_interrupted_after_tracking_does_not_track_again(shot, tmp_path):
+    from support.faults import Killed
+    from voidlink.inference.job.kinds import prepare
+    from voidlink.inference.job.matte.run import run_matte
+
+    class Dying(RingProposer):
+        def propose(self, reader, object_matte, text, request):
+            yield from list(super().propose(reader, object_matte, text, request))[:2]
+            raise Killed("the daemon died while proposing")
+
+    spec = build_matte_spec(shot.plate, points=[(1001, 20, 30)], propose_affected=True, output=tmp_path / "m.####.exr")
+    with pytest.raises(Killed):
+        run_matte(prepare(spec), ShiftTracker(), Dying(), job_id="j")
+    again = ShiftTracker()
+    result = run_matte(prepare(spec), again, RingProposer(), job_id="j")
+    assert again.calls == []  # every object matte was staged: nothing tracked twice
+    assert result.affected_pattern == str(tmp_path / "m_affected.####.exr")
+    assert all(p.exists() for p in frame_files(result.affected_pattern, 1001, 1008))
+    assert all(p.exists() for p in frame_files(str(tmp_path / "m.####.exr"), 1001, 1008))
+    assert _leftovers(tmp_path) == []

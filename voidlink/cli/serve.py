@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="BACKEND",
-        help="load a backend (e.g. void) in the background as the daemon starts, so the first job does not "
-        "wait for it (repeatable); GetInfo says when it is loaded",
+        help="load a backend (e.g. void) or a matte tracker or proposer (sam2, edgetam, sam3) in the background "
+        "as the daemon starts, so the first job does not wait for it (repeatable); GetInfo says when it is loaded",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     security = parser.add_argument_group("network and security (required beyond loopback)")

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import OpenImageIO as oiio
 from voidlink.inference.job.control import check_cancelled
 from voidlink.inference.job.matte.prepare import PreparedMatte
 from voidlink.inference.job.staging import staged_path
@@ -115,10 +116,9 @@ def stage_matte(
         values = np.round(values * 255.0) / 255.0  # 8-bit levels: an EXR holds them exactly as half
         if str(target).lower().endswith(".exr"):
             pixel_type = "half"  # OpenEXR has no 8-bit pixels
-    header = prepared.source.header
-    assert header is not None
+    assert prepared.source.header is not None
     spec = image.output_spec(
-        header,
+        matte_template(prepared.source.header),
         1,
         [MATTE_CHANNEL],
         pixel_type,
@@ -128,6 +128,19 @@ def stage_matte(
     )
     image.write_image(str(target), values[..., None], spec)
     return target
+
+
+def matte_template(plate: oiio.ImageSpec) -> oiio.ImageSpec:
+    """The plate's windows and pixel aspect and nothing else of its header: a matte is data, so the
+    plate's colour space (which Nuke's Read would apply) and other metadata are not the matte's."""
+    template = oiio.ImageSpec(plate.width, plate.height, 1, "half")
+    template.x, template.y = plate.x, plate.y
+    template.full_x, template.full_y = plate.full_x, plate.full_y
+    template.full_width, template.full_height = plate.full_width, plate.full_height
+    aspect = plate.getattribute("PixelAspectRatio")
+    if aspect:
+        template.attribute("PixelAspectRatio", float(aspect))
+    return template
 
 
 def read_staged(prepared: PreparedMatte, staging: Path, kind: str, frame: int) -> np.ndarray:
