@@ -323,7 +323,8 @@ class Client:
     ) -> tuple[pb.Job, TransferPlan]:
         """Submit `spec` the way this daemon can take it: (the queued `pb.Job`, its `TransferPlan`).
 
-        Clips the daemon cannot read are uploaded into its frame cache first; keep the plan and hand
+        Clips the daemon cannot read are uploaded into its frame cache (the job submitted once every frame
+        is hashed, while the rest are still being sent); keep the plan and hand
         the ended job to `finish`, which fetches a streamed-back result. `plan`: one `plan_transfer`
         already made (its `transfer` then goes unused)."""
         if plan is None:
@@ -331,30 +332,52 @@ class Client:
         plan.output_template = spec.output.path_template
         if not plan.streamed:
             return self.submit(spec), plan
-        spec, files = self.hash_frames(spec, plan)
-        try:
-            # The job exists before its frames arrive, so anyone watching it sees the upload.
-            job = self.submit(spec, upload_follows=True)
-        except errors.NotFound as error:
-            if error.reason != "FRAMES_NOT_UPLOADED":
-                raise
-            # A daemon from before upload_follows: frames first, then the job.
-            self.upload_frames(files, on_progress)
-            return self.submit(spec), plan
-        if job.state != pb.JOB_STATE_UPLOADING:  # the daemon holds every frame already
-            self.stats.bytes_reused += sum({ref.sha256: ref.size for _, ref in files}.values())
-        else:
+        return self._upload_and_submit(spec, plan, on_progress), plan
+
+    def _upload_and_submit(
+        self, spec: pb.JobSpec, plan: TransferPlan, on_progress: Optional[Callable[[pb.JobEvent], None]]
+    ) -> pb.Job:
+        """Send the plan's frames and submit the job in one pipeline: the frames are hashed ahead of the
+        sending, and the job is submitted (waiting for its frames) as soon as every frame is named, while
+        the rest are still on their way, so watchers see the upload."""
+        clips = upload.clip_frames(spec, plan)
+        paths = [path for frames in clips.values() for _, path in frames]
+        submitted: dict = {}  # "spec": the spec naming its frames; "job": the job, once the daemon has it
+
+        def submit_when_hashed(refs: list) -> None:
+            submitted["spec"], files = upload.name_frames(spec, plan, clips, refs)
             try:
-                self.upload_frames(files, on_progress, job)
-            except BaseException:
-                # Nobody will finish this upload: the job must not wait for it.
+                submitted["job"] = self.submit(submitted["spec"], upload_follows=True)
+            except errors.NotFound as error:
+                if error.reason != "FRAMES_NOT_UPLOADED":
+                    raise
+                # A daemon from before upload_follows: the frames first, then the job.
+
+        def named(event: pb.JobEvent) -> None:
+            job = submitted.get("job")
+            if job is not None:  # the upload's progress is the job's from the moment it exists
+                event.job_id, event.state = job.id, job.state
+            on_progress(event)
+
+        try:
+            upload.upload_paths(
+                self.link,
+                self.stats,
+                paths,
+                named if on_progress is not None else None,
+                chunk_bytes=self.chunk_bytes,
+                when_hashed=submit_when_hashed,
+            )
+        except BaseException:
+            if "job" in submitted:  # nobody will finish this upload: the job must not wait for it
                 try:
-                    self.cancel(job.id)
+                    self.cancel(submitted["job"].id)
                 except errors.VoidlinkError:
                     pass
-                raise
-            job = self.get(job.id)  # queued by the daemon when its last frame came in
-        return job, plan
+            raise
+        if "job" not in submitted:
+            return self.submit(submitted["spec"])
+        return self.get(submitted["job"].id)  # queued by the daemon when its last frame came in
 
     def finish(
         self, job: pb.Job, plan: TransferPlan, on_progress: Optional[Callable[[pb.JobEvent], None]] = None

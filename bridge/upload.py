@@ -69,24 +69,40 @@ def local_frames(otio_json: str, field: str, frames: Optional[tuple] = None) -> 
     return [(f, on_disk[f]) for f in range(first, last + 1)]
 
 
-def hash_frames(spec: pb.JobSpec, plan: TransferPlan) -> tuple[pb.JobSpec, list]:
-    """A copy of `spec` whose `plan.upload` clips name their frames by content, and the (path, FrameRef)
-    pairs to upload."""
+def clip_frames(spec: pb.JobSpec, plan: TransferPlan) -> dict[str, list]:
+    """The (frame, file) pairs of each `plan.upload` clip, in the spec's range or the clip's own."""
+    first_last = (spec.frames.first, spec.frames.last) if spec.HasField("frames") else None
+    return {name: local_frames(getattr(spec, name).otio_json, f"spec.{name}", first_last) for name in plan.upload}
+
+
+def name_frames(
+    spec: pb.JobSpec, plan: TransferPlan, clips: dict[str, list], refs: Sequence
+) -> tuple[pb.JobSpec, list]:
+    """A copy of `spec` whose uploaded clips name their frames by `refs` (one per file of `clips`, in
+    order), and the (path, FrameRef) pairs to upload."""
     out = pb.JobSpec()
     out.CopyFrom(spec)
-    first_last = (spec.frames.first, spec.frames.last) if spec.HasField("frames") else None
-    clips = {name: local_frames(getattr(out, name).otio_json, f"spec.{name}", first_last) for name in plan.upload}
-    hashes = iter(hash_files([path for frames in clips.values() for _, path in frames]))
+    named = iter(refs)
     files: list = []
     for name, frames in clips.items():
         clip = getattr(out, name)
         del clip.uploaded_frames[:]
         for frame, path in frames:
-            ref = clip.uploaded_frames.add(sha256=next(hashes), size=os.path.getsize(path), frame=frame)
+            made = next(named)
+            ref = clip.uploaded_frames.add(sha256=made.sha256, size=made.size, frame=frame)
             files.append((path, ref))
     if plan.stream_back:
         out.output.stream_back = True
     return out, files
+
+
+def hash_frames(spec: pb.JobSpec, plan: TransferPlan) -> tuple[pb.JobSpec, list]:
+    """A copy of `spec` whose `plan.upload` clips name their frames by content, and the (path, FrameRef)
+    pairs to upload."""
+    clips = clip_frames(spec, plan)
+    paths = [path for frames in clips.values() for _, path in frames]
+    refs = [pb.FrameRef(sha256=sha, size=os.path.getsize(path)) for path, sha in zip(paths, hash_files(paths))]
+    return name_frames(spec, plan, clips, refs)
 
 
 def upload_frames(
@@ -145,23 +161,14 @@ def _send(
 
     def chunks():
         for path, ref, offset in todo:
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                while offset < ref.size:
-                    data = handle.read(chunk_bytes)
-                    if not data:
-                        raise errors.Conflict(
-                            f"{path} shrank while it was uploaded ({offset} of {ref.size} bytes)",
-                            reason="SOURCE_CHANGED",
-                            file=path,
-                        )
-                    with lock:
-                        # gRPC may pull one more chunk after the call ended: it is not sent, nor counted.
-                        if stopped[0]:
-                            return
-                        stats.bytes_sent += len(data)
-                    yield frame_chunk_bytes(ref.sha256, ref.size, offset, data)
-                    offset += len(data)
+            for data in _file_pieces(path, ref.size, offset, chunk_bytes):
+                with lock:
+                    # gRPC may pull one more chunk after the call ended: it is not sent, nor counted.
+                    if stopped[0]:
+                        return
+                    stats.bytes_sent += len(data)
+                yield frame_chunk_bytes(ref.sha256, ref.size, offset, data)
+                offset += len(data)
 
     acked = {ref.sha256: offset for _, ref, offset in todo}
     upload = link.channel.stream_stream(  # the chunks go as the wire bytes made above
@@ -174,6 +181,22 @@ def _send(
         with lock:
             stopped[0] = True
         stream.cancel()
+
+
+def _file_pieces(path: str, size: int, offset: int, chunk_bytes: int) -> Iterator[bytes]:
+    """The file's bytes from `offset` to `size`, in chunks; a file that shrank since it was hashed is named."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        while offset < size:
+            data = handle.read(min(chunk_bytes, size - offset))
+            if not data:
+                raise errors.Conflict(
+                    f"{path} shrank while it was uploaded ({offset} of {size} bytes)",
+                    reason="SOURCE_CHANGED",
+                    file=path,
+                )
+            yield data
+            offset += len(data)
 
 
 # -- hash, read and send in one pipeline ------------------------------------------------------------
@@ -206,6 +229,42 @@ def _read_and_hash(paths: Sequence[str], out: queue.Queue, stop: threading.Event
     _offer(out, _END, stop)
 
 
+def _hash_ahead(
+    paths: Sequence[str],
+    out: queue.Queue,
+    stop: threading.Event,
+    when_hashed: Callable[[list], None],
+    told: threading.Event,
+    failure: list,
+) -> None:
+    """Each file hashed as fast as the disk and a core allow, its bytes not kept (the sender reads them
+    again, from the page cache, behind it); once every file is hashed, `when_hashed` is called with their
+    FrameRefs, here, while the sender is still at work, and `told` is set after it (what it raised is in
+    `failure`)."""
+    buffer = bytearray(1 << 20)
+    view = memoryview(buffer)
+    hashed: list[pb.FrameRef] = []
+    try:
+        for path in paths:
+            digest, size = hashlib.sha256(), 0
+            with open(path, "rb", buffering=0) as handle:
+                while read := handle.readinto(buffer):
+                    digest.update(view[:read])
+                    size += read
+            ref = pb.FrameRef(sha256=digest.hexdigest(), size=size)
+            hashed.append(ref)
+            if not _offer(out, (path, ref, None), stop):
+                return
+        when_hashed(hashed)
+    except BaseException as error:  # raised where the caller sees it
+        failure.append(error)
+        _offer(out, error, stop)
+        return
+    finally:
+        told.set()
+    _offer(out, _END, stop)
+
+
 def _offer(out: queue.Queue, item: object, stop: threading.Event) -> bool:
     """Queue `item` unless the sender has stopped (then nobody would take it, and a put would never end)."""
     while not stop.is_set():
@@ -224,18 +283,40 @@ def upload_paths(
     on_progress: Optional[ProgressCallback] = None,
     job: Optional[pb.Job] = None,
     chunk_bytes: int = CHUNK_BYTES,
+    when_hashed: Optional[Callable[[list], None]] = None,
 ) -> list[pb.FrameRef]:
     """Put these files into the daemon's frame cache and return their FrameRefs (in order): the next
     frame is read and hashed while this one is sent, so hashing costs no time of its own where a core
     is free for it. Frames the daemon holds are not sent (asked in batches as they are hashed); a
-    connection that breaks falls back to `upload_frames`, which resumes where the daemon's copies end."""
+    connection that breaks falls back to `upload_frames`, which resumes where the daemon's copies end.
+
+    `when_hashed`: called once with every file's FrameRef as soon as all are hashed, while the rest are
+    still being sent (on the hashing thread; what it raises ends the upload and is raised here), and
+    before the last frame is sent. The files are then hashed ahead of the sending instead of beside it,
+    and read a second time to be sent."""
     job_id, state = (job.id, job.state) if job is not None else ("", 0)
     refs: list[pb.FrameRef] = []
     progress = pb.TransferProgress(
         direction="upload", files_total=len(paths), bytes_total=sum(os.path.getsize(p) for p in paths)
     )
+    fired: list[bool] = []
+
+    def hashed_once(every: list) -> None:
+        if when_hashed is not None and not fired:
+            fired.append(True)
+            when_hashed(every)
+
     try:
-        _pipeline(link, stats, paths, refs, progress, lambda p: report(on_progress, p, job_id, state), chunk_bytes)
+        _pipeline(
+            link,
+            stats,
+            paths,
+            refs,
+            progress,
+            lambda p: report(on_progress, p, job_id, state),
+            chunk_bytes,
+            hashed_once if when_hashed is not None else None,
+        )
         return refs
     except grpc.RpcError as exc:
         if exc.code() not in BROKEN_CONNECTION:
@@ -244,6 +325,7 @@ def upload_paths(
     rest = [str(p) for p in paths[len(refs) :]]
     hashes = hash_files(rest)
     refs += [pb.FrameRef(sha256=sha, size=os.path.getsize(p)) for p, sha in zip(rest, hashes)]
+    hashed_once(list(refs))
     upload_frames(link, stats, list(zip([str(p) for p in paths], refs)), on_progress, job, chunk_bytes)
     return refs
 
@@ -256,18 +338,31 @@ def _pipeline(
     progress: pb.TransferProgress,
     on_progress: Callable[[pb.TransferProgress], None],
     chunk_bytes: int,
+    when_hashed: Optional[Callable[[list], None]] = None,
 ) -> None:
-    """One UploadFrames stream fed as frames come out of `_read_and_hash`; `refs` gains each hashed frame."""
+    """One UploadFrames stream fed as frames come out of `_read_and_hash` (or, given `when_hashed`, of
+    `_hash_ahead`, the last frame held back until `when_hashed` has returned: a job submitted there
+    always exists before its upload ends); `refs` gains each frame as it is taken to be sent."""
     link.ready()
-    hashed: queue.Queue = queue.Queue(maxsize=_READ_AHEAD)
     stop = threading.Event()
-    reader = threading.Thread(
-        target=_read_and_hash,
-        args=([str(p) for p in paths], hashed, stop, chunk_bytes),
-        name="voidlink-upload-hash",
-        daemon=True,
-    )
     failure: list[BaseException] = []
+    told = threading.Event()
+    if when_hashed is None:
+        hashed: queue.Queue = queue.Queue(maxsize=_READ_AHEAD)
+        work, args = _read_and_hash, (hashed, stop, chunk_bytes)
+    else:  # frames hashed ahead hold no bytes: the queue needs no bound
+        hashed = queue.Queue()
+        work, args = _hash_ahead, (hashed, stop, when_hashed, told, failure)
+    files = [str(p) for p in paths]
+    reader = threading.Thread(target=work, args=(files, *args), name="voidlink-upload-hash", daemon=True)
+
+    def last_may_go() -> bool:
+        """Whether the last frame may be sent: once `when_hashed` has returned, and not if it raised."""
+        while not told.wait(0.1):
+            if stop.is_set():
+                return False
+        return not failure
+
     lock = threading.Lock()
     seen: set[str] = set()
     acked: dict[str, int] = {}
@@ -303,7 +398,7 @@ def _pipeline(
             if fresh:
                 reply = link.call("HasFrames", pb.HasFramesRequest(frames=list(fresh.values())))
                 held = {s.sha256: s for s in reply.frames}
-            for _, ref, data in frames:
+            for path, ref, data in frames:
                 if ref.sha256 in seen:  # the same content as an earlier frame: sent (or held) once
                     progress.files_done += 1
                     continue
@@ -318,12 +413,13 @@ def _pipeline(
                 offset = status.offset  # a partial copy from an earlier stream: the rest only
                 acked[ref.sha256] = offset
                 progress.bytes_done += offset
-                start = 0
-                for whole in data:
-                    start += len(whole)
-                    if start <= offset:
-                        continue
-                    piece = memoryview(whole)[len(whole) - (start - offset) :]
+                if when_hashed is not None and len(refs) == len(files) and ref is refs[-1] and not last_may_go():
+                    return
+                if data is None:  # hashed ahead: read again, from where the daemon's copy ends
+                    pieces = _file_pieces(path, ref.size, offset, chunk_bytes)
+                else:
+                    pieces = _pieces_from(data, offset)
+                for piece in pieces:
                     with lock:
                         if stop.is_set():  # gRPC may pull one more chunk after the call ended: not sent, nor counted
                             return
@@ -355,6 +451,15 @@ def _pipeline(
     if failure:
         raise failure[0]
     on_progress(progress)
+
+
+def _pieces_from(data: list, offset: int) -> Iterator[memoryview]:
+    """The pieces of a frame held in memory from byte `offset` on (a partial copy's rest)."""
+    start = 0
+    for whole in data:
+        start += len(whole)
+        if start > offset:
+            yield memoryview(whole)[len(whole) - (start - offset) :]
 
 
 def _follow_acks(

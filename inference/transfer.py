@@ -84,8 +84,16 @@ class FrameCache:
                 self._touch(sha)
                 return True, self._sizes[sha]
             self._sizes.pop(sha, None)
-        partial = self._partial(sha)
-        return False, partial.stat().st_size if partial.is_file() else 0
+        try:
+            return False, self._partial(sha).stat().st_size
+        except FileNotFoundError:
+            # No partial copy, or a stream completing the frame renamed it into place just now (a job
+            # registering its frames asks while its own upload goes on): a second look says which.
+            pass
+        with self._lock:
+            if sha in self._sizes and self._object(sha).is_file():
+                return True, self._sizes[sha]
+        return False, 0
 
     def _touch(self, sha: str) -> None:
         self._sizes.move_to_end(sha)

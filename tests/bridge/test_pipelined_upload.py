@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import threading
 from pathlib import Path
 
 import grpc
@@ -126,3 +127,91 @@ def test_a_refused_upload_ends_the_pipeline_with_the_daemons_reason(tmp_path, st
     with pytest.raises(errors.VoidlinkError) as caught:
         client.upload_paths(sorted(str(p) for p in shot.folder.iterdir()))
     assert caught.value.reason == "UPLOAD_TOO_LARGE"
+
+
+def _shot_bytes(shot) -> int:
+    return sum(p.stat().st_size for p in shot.folder.glob("[pm]*.exr"))
+
+
+def test_start_submits_the_job_while_its_frames_go_up_and_sends_each_byte_once(studio, tmp_path, monkeypatch):
+    from voidlink.bridge import build_spec, upload
+
+    daemon, _, shot = studio
+    client = Client(daemon.address)
+    client.chunk_bytes = 4096
+    spec = build_spec(shot.plate, shot.mask, backend="classical", output=tmp_path / "ws" / "o" / "c.####.exr")
+    files = [path for frames in upload.clip_frames(spec, client.plan_transfer(spec, "stream")).values()
+             for _, path in frames]
+    last_sha = file_sha256(files[-1])
+    order: list[str] = []
+    first_chunk = threading.Event()
+    jobs_at_last_frame: list = []
+    made, ahead = upload.frame_chunk_bytes, upload._hash_ahead
+
+    def chunk(sha256, size, offset, data):
+        if not first_chunk.is_set():
+            order.append("first chunk sent")
+            first_chunk.set()
+        if sha256 == last_sha and offset == 0:
+            jobs_at_last_frame.extend(job.state for job in client.jobs())
+        return made(sha256, size, offset, data)
+
+    def hash_last_after_first_chunk(paths, *rest):
+        def walk():
+            for i, path in enumerate(paths):
+                if i == len(paths) - 1:  # a pipeline sends before it has hashed everything
+                    first_chunk.wait(30)
+                    order.append("last file hashed")
+                yield path
+
+        return ahead(walk(), *rest)
+
+    monkeypatch.setattr(upload, "frame_chunk_bytes", chunk)
+    monkeypatch.setattr(upload, "_hash_ahead", hash_last_after_first_chunk)
+    job, plan = client.start(spec, "stream")
+    assert order == ["first chunk sent", "last file hashed"]
+    assert jobs_at_last_frame == [pb.JOB_STATE_UPLOADING]  # the job exists, waiting, before its last frame goes
+    assert client.stats.bytes_sent == _shot_bytes(shot)  # every byte once, though each file was read twice
+    assert client.finish(client.wait(job.id), plan).state == pb.JOB_STATE_SUCCEEDED
+
+
+def test_a_job_the_daemon_refuses_ends_its_upload_with_the_reason_and_queues_nothing(studio, tmp_path):
+    from voidlink.bridge import build_spec
+
+    from voidlink import errors
+
+    daemon, _, shot = studio
+    client = Client(daemon.address)
+    spec = build_spec(shot.plate, shot.mask, backend="classical", output=tmp_path / "ws" / "o" / "c.####.exr")
+    spec.params.backend = "no-such-backend"
+    with pytest.raises(errors.VoidlinkError) as caught:
+        client.start(spec, "stream")
+    assert "no-such-backend" in str(caught.value)
+    assert client.stats.bytes_sent < _shot_bytes(shot)  # refused before the last frame went
+    assert client.jobs() == []
+
+
+def test_start_on_a_connection_cut_mid_upload_resumes_and_the_job_runs(studio, tmp_path, monkeypatch):
+    from voidlink.bridge import build_spec, upload
+
+    daemon, _, shot = studio
+    client = Client(daemon.address)
+    client.chunk_bytes = 4096
+    made, sent = upload.frame_chunk_bytes, [0]
+
+    class Cut(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+    def cut_once(*args):
+        sent[0] += 1
+        if sent[0] == 7:
+            raise Cut()
+        return made(*args)
+
+    monkeypatch.setattr(upload, "frame_chunk_bytes", cut_once)
+    spec = build_spec(shot.plate, shot.mask, backend="classical", output=tmp_path / "ws" / "o" / "c.####.exr")
+    job, plan = client.start(spec, "stream")
+    assert client.stats.resumes == 1
+    assert client.finish(client.wait(job.id), plan).state == pb.JOB_STATE_SUCCEEDED
+    assert len(client.jobs()) == 1

@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 import pytest
 from support.daemons import NARROW_WINDOWS, wait_for
+from support.faults import send_after_submit
 from support.shots import frame_files, read_pixels, write_shot
 from voidlink.bridge import Client, build_spec
 from voidlink.bridge.pathmap import PathMap, PathPair
@@ -319,7 +320,7 @@ def test_cli_remove_streams_to_a_daemon_that_cannot_see_the_shot(studio, tmp_pat
     assert job["state"] == "succeeded" and job["result"]["output_pattern"] == str(output)
 
 
-def test_watchers_see_the_upload_before_the_job_runs_and_the_result_being_fetched(studio, tmp_path):
+def test_watchers_see_the_upload_before_the_job_runs_and_the_result_being_fetched(studio, tmp_path, monkeypatch):
     daemon, _, shot = studio
     uploader, watcher = Client(daemon.address, channel_options=NARROW_WINDOWS), Client(daemon.address)
     uploader.chunk_bytes = 4096  # many chunks, so the upload takes a while to watch
@@ -333,16 +334,22 @@ def test_watchers_see_the_upload_before_the_job_runs_and_the_result_being_fetche
             watching.set()
 
     thread = None
+    named: list[pb.JobEvent] = []
+
+    def watch_from_submission(job: pb.Job) -> None:
+        nonlocal thread
+        assert job.state == pb.JOB_STATE_UPLOADING
+        thread = threading.Thread(target=watch, args=(job.id,), daemon=True)
+        thread.start()
+        assert watching.wait(10)
 
     def on_progress(event: pb.JobEvent) -> None:
-        nonlocal thread
-        if thread is None and event.job_id:  # the job exists before its first frame is sent
-            assert event.state == pb.JOB_STATE_UPLOADING and event.transfer.files_done == 0
-            thread = threading.Thread(target=watch, args=(event.job_id,), daemon=True)
-            thread.start()
-            assert watching.wait(10)
+        if event.job_id:
+            named.append(event)
 
+    send_after_submit(uploader, monkeypatch, watch_from_submission)
     job, plan = uploader.start(spec, "stream", on_progress)
+    assert named[0].state == pb.JOB_STATE_UPLOADING and named[0].transfer.files_done < 10
     assert job.state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING, pb.JOB_STATE_SUCCEEDED)  # queued once all were in
     job = uploader.wait(job.id)
     thread.join(20)

@@ -21,3 +21,30 @@ def crash_mid_commit(monkeypatch, moves: int) -> None:
         move(staged, final)
 
     monkeypatch.setattr(staging, "_move", dying)
+
+
+
+def send_after_submit(client, monkeypatch, on_submitted=None):
+    """Hold every frame chunk `client` makes until its job has been submitted (`client.start` submits it
+    once all frames are hashed), then call `on_submitted(job)` before the first chunk goes: the whole
+    upload then happens while the job exists, at a known point rather than by the luck of timing."""
+    import threading
+
+    from voidlink.bridge import upload
+
+    submitted = threading.Event()
+    submit, made = client.submit, upload.frame_chunk_bytes
+
+    def submit_then_release(spec, upload_follows=False):
+        job = submit(spec, upload_follows)
+        if on_submitted is not None:
+            on_submitted(job)
+        submitted.set()
+        return job
+
+    def after_submit(*args):
+        submitted.wait(30)
+        return made(*args)
+
+    monkeypatch.setattr(client, "submit", submit_then_release)
+    monkeypatch.setattr(upload, "frame_chunk_bytes", after_submit)
