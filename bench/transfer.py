@@ -15,6 +15,11 @@ What is measured, on 1920x1080 RGB half-float zip EXR frames generated for the r
 - `upload_of_ceiling`: that transport's seconds over our upload's, median of the per-repeat ratios
   (each repeat runs both side by side), with their spread; the goal is >= 0.9. `sequential_of_ceiling`
   is the same for hashing every frame first and uploading after (the order before the pipeline).
+- `start_of_ceiling`: the same for submitting a job over every frame and its mattes to a fresh daemon
+  that cannot see them (`Client.start`, as `voidlink remove` does): the frames hashed ahead of the
+  sending, the job submitted once all are named while the rest are on their way, against the transport
+  moving the same files; `start_sequential_of_ceiling` is the order before (hash every frame, submit,
+  then send). The job is cancelled as soon as it is queued: its run is not measured.
 - `download_of_ceiling`: the same for a result streamed back: a classical job over the first
   DOWNLOAD_FRAMES uploaded frames (its run is not timed), then `Client.finish` fetching its output and
   quadmask (each file checked by hash, renamed into place), against a server streaming those files'
@@ -197,6 +202,32 @@ def sequential_upload_seconds(paths: list[Path], hashes: list[str], data_dir: Pa
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def start_seconds(plates: str, mattes: str, frames: int, data_dir: Path, out: Path, pipelined: bool = True) -> float:
+    """Seconds for `Client.start` to submit a job over the frames and mattes and upload them into a fresh
+    daemon (`pipelined`), or for the order before it: hash every frame, submit, then send."""
+    from voidlink.bridge import build_spec
+
+    process, address = start_daemon(data_dir)
+    try:
+        client = Client(address)
+        client.info()
+        spec = build_spec(plates, mattes, frames=(1001, 1000 + frames), backend="classical", output=out / "s.####.exr")
+        plan = client.plan_transfer(spec, "stream")
+        started = time.perf_counter()
+        if pipelined:
+            job, _ = client.start(spec, plan=plan)
+        else:
+            named, files = client.hash_frames(spec, plan)
+            job = client.submit(named, upload_follows=True)
+            client.upload_frames(files, job=job)
+        seconds = time.perf_counter() - started
+        client.cancel(job.id)  # its run is not what is measured
+        return seconds
+    finally:
+        stop_daemon(process)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def download_seconds(client: Client, plates: str, mattes: str, frames: int, out: Path) -> tuple[float, list[Path]]:
     """A classical job over the uploaded frames with its result streamed back; seconds to fetch that
     result (the job's run is not timed), and the files fetched."""
@@ -217,14 +248,17 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
     say = progress or (lambda text: None)
     say(f"writing {frames} 1080p half EXR frames")
     paths = write_frames(root / "frames", frames)
-    mattes = write_mattes(root / "frames", min(frames, DOWNLOAD_FRAMES))
+    mattes = write_mattes(root / "frames", frames)
+    matte_paths = sorted((root / "frames").glob("mask.*.exr"))
     total = sum(p.stat().st_size for p in paths)
-    for path in paths:  # warm the page cache for both sides alike
+    for path in paths + matte_paths:  # warm the page cache for both sides alike
         path.read_bytes()
 
     copy_seconds, hash_seconds, upload_seconds, null_seconds = [], [], [], []
     down_seconds, null_down_seconds, down_bytes = [], [], 0
     sequential_seconds: list[float] = []
+    start_s, start_sequential_s, null_start_s = [], [], []
+    plates = str(root / "frames" / "plate.####.exr")
     resubmit_bytes = 0
     for repeat in range(repeats):
         say(f"local copy, run {repeat + 1}")
@@ -260,8 +294,14 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
             say(f"hashing, then uploading (one after the other, as before the pipeline), run {repeat + 1}")
             sequential_seconds.append(sequential_upload_seconds(paths, hashes, root / f"daemon-seq-{repeat}"))
 
+            say(f"a job submitted with its frames, pipelined and in the order before, run {repeat + 1}")
+            null_start_s.append(null_stream_seconds(paths + matte_paths, CHUNK_BYTES))
+            start_s.append(start_seconds(plates, mattes, frames, root / f"daemon-start-{repeat}", root / "s"))
+            start_sequential_s.append(
+                start_seconds(plates, mattes, frames, root / f"daemon-start-seq-{repeat}", root / "s", pipelined=False)
+            )
+
             say(f"a job's result streamed back, run {repeat + 1}")
-            plates = str(root / "frames" / "plate.####.exr")
             seconds, fetched = download_seconds(client, plates, mattes, min(frames, DOWNLOAD_FRAMES), root / "result")
             down_seconds.append(seconds)
             down_bytes = sum(p.stat().st_size for p in fetched)
@@ -279,6 +319,8 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
     of_ceiling = [n / u for n, u in zip(null_seconds, upload_seconds)]
     down_of_ceiling = [n / d for n, d in zip(null_down_seconds, down_seconds)]
     sequential_of_ceiling = [n / q for n, q in zip(null_seconds, sequential_seconds)]
+    start_of_ceiling = [n / q for n, q in zip(null_start_s, start_s)]
+    start_sequential_of_ceiling = [n / q for n, q in zip(null_start_s, start_sequential_s)]
     return {
         "frames": frames,
         "frame_size": [WIDTH, HEIGHT],
@@ -299,6 +341,12 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
         "upload_of_ceiling_target": CEILING_TARGET,
         "upload_of_ceiling_met": statistics.median(of_ceiling) >= CEILING_TARGET,
         "sequential_of_ceiling": statistics.median(sequential_of_ceiling),
+        "start_of_ceiling": statistics.median(start_of_ceiling),
+        "start_of_ceiling_spread": [min(start_of_ceiling), max(start_of_ceiling)],
+        "start_of_ceiling_met": statistics.median(start_of_ceiling) >= CEILING_TARGET,
+        "start_sequential_of_ceiling": statistics.median(start_sequential_of_ceiling),
+        "start_seconds": statistics.median(start_s),
+        "start_sequential_seconds": statistics.median(start_sequential_s),
         "download_bytes": down_bytes,
         "download_mb_per_s": down_bytes / statistics.median(down_seconds) / 1e6,
         "null_download_mb_per_s": down_bytes / statistics.median(null_down_seconds) / 1e6,
@@ -330,6 +378,11 @@ def format_table(report: dict) -> str:
             f"goal >= {CEILING_TARGET}: "
             f"{mark[report['upload_of_ceiling_met']]})",
             f"  without the pipeline (hash all, then upload) {report['sequential_of_ceiling']:.2f} of the ceiling",
+            f"  a job submitted with its frames (Client.start) {report['start_seconds']:.3f} s: start_of_ceiling "
+            f"{report['start_of_ceiling']:.2f} (spread {report['start_of_ceiling_spread'][0]:.2f}-"
+            f"{report['start_of_ceiling_spread'][1]:.2f}; goal >= {CEILING_TARGET}: "
+            f"{mark[report['start_of_ceiling_met']]}); hash all, submit, then send "
+            f"{report['start_sequential_seconds']:.3f} s ({report['start_sequential_of_ceiling']:.2f})",
             f"  result download {report['download_mb_per_s']:.0f} MB/s of {report['download_bytes'] / 1e6:.1f} MB; "
             f"gRPC alone {report['null_download_mb_per_s']:.0f} MB/s",
             f"  download_of_ceiling {report['download_of_ceiling']:.2f}  "

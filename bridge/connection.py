@@ -133,6 +133,14 @@ class Connection:
 
     def close(self) -> None:
         self.channel.unsubscribe(self._connectivity_changed)
+        # A ready-wait leaves a request to connect for gRPC's poll thread's next 0.2 s turn; the thread would
+        # honour it on the closed channel and die with a traceback. grpcio keeps that request in the channel's
+        # connectivity state (a private field, read defensively: without it the close is as before).
+        state = getattr(self.channel, "_connectivity_state", None)
+        lock = getattr(state, "lock", None)
+        if lock is not None and hasattr(state, "try_to_connect"):
+            with lock:
+                state.try_to_connect = False
         self.channel.close()
 
     def ready(self, timeout: Optional[float] = None) -> None:
@@ -164,7 +172,8 @@ class Connection:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         try:
-            grpc.channel_ready_future(self.channel).result(timeout=timeout)
+            if self._connectivity is not grpc.ChannelConnectivity.READY:
+                grpc.channel_ready_future(self.channel).result(timeout=timeout)
             reply = health_pb2_grpc.HealthStub(self.channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
             )

@@ -23,3 +23,7 @@ def test_quick_json_report(capsys):
     assert report["upload_of_ceiling_met"] == (report["upload_of_ceiling"] >= report["upload_of_ceiling_target"])
     assert report["transfer_ratio_met"] == (report["transfer_ratio"] >= report["transfer_ratio_target"])
     assert report["resubmit_bytes"] == 0 and report["resubmit_bytes_met"]
+    low, high = report["start_of_ceiling_spread"]
+    assert 0 < low <= report["start_of_ceiling"] <= high and report["start_sequential_of_ceiling"] > 0
+    assert report["start_of_ceiling_met"] == (report["start_of_ceiling"] >= report["upload_of_ceiling_target"])
+    assert report["start_seconds"] > 0 and report["start_sequential_seconds"] > 0

@@ -63,3 +63,27 @@ def test_a_short_lived_client_leaves_no_traceback_behind(start_daemon):
     finally:
         threading.excepthook = previous_hook
     assert [str(failure.exc_value) for failure in failures] == []
+
+
+def test_a_client_closed_right_after_a_health_check_leaves_no_traceback_behind(start_daemon):
+    """`is_serving` (what `ensure_daemon` and `doctor` ask) waits with gRPC's ready future, which leaves a
+    request to connect pending for the connectivity thread's next turn; a close before that turn must not
+    have the thread ask the closed channel and die."""
+    import threading
+
+    daemon = start_daemon()
+    failures: list = []
+    before = set(threading.enumerate())
+    previous_hook, threading.excepthook = threading.excepthook, failures.append
+    try:
+        for _ in range(5):
+            client = Client(daemon.address)
+            assert client.is_serving()
+            assert client.is_serving()  # on a channel already connected
+            client.close()
+        for thread in set(threading.enumerate()) - before:
+            if thread.daemon and "_run" in thread.name:  # gRPC's poll and delivery threads
+                thread.join(timeout=10)
+    finally:
+        threading.excepthook = previous_hook
+    assert [str(failure.exc_value) for failure in failures] == []
