@@ -27,3 +27,5 @@ def test_quick_json_report(capsys):
     assert 0 < low <= report["start_of_ceiling"] <= high and report["start_sequential_of_ceiling"] > 0
     assert report["start_of_ceiling_met"] == (report["start_of_ceiling"] >= report["upload_of_ceiling_target"])
     assert report["start_seconds"] > 0 and report["start_sequential_seconds"] > 0
+    low, high = report["upload_of_store_ceiling_spread"]
+    assert 0 < low <= report["upload_of_store_ceiling"] <= high and report["store_ceiling_mb_per_s"] > 0
