@@ -330,6 +330,10 @@ class Client:
         if plan is None:
             plan = self.plan_transfer(spec, transfer)
         plan.output_template = spec.output.path_template
+        named = {"quadmask": spec.output.quadmask_template, "raw": spec.output.raw_template}
+        if spec.HasField("matte"):
+            named["affected"] = spec.matte.affected_template
+        plan.side_templates = {kind: template for kind, template in named.items() if template}
         if not plan.streamed:
             return self.submit(spec), plan
         return self._upload_and_submit(spec, plan, on_progress), plan
@@ -387,12 +391,13 @@ class Client:
         A job that did not succeed is returned as it is."""
         if job.state != pb.JOB_STATE_SUCCEEDED or not plan.stream_back:
             return job
-        result = self.download_result(job, plan.output_template, on_progress=on_progress)
+        result = self.download_result(job, plan.output_template, on_progress=on_progress, sides=plan.side_templates)
         local = pb.Job()
         local.CopyFrom(job)
         local.result.output_pattern = result.output_pattern
         local.result.otio_json = result.otio_json
         local.result.quadmask_pattern = result.quadmask_pattern
+        local.result.affected_pattern = result.affected_pattern
         local.spec.output.path_template = plan.output_template
         local.message = job.message.replace(job.result.output_pattern, result.output_pattern)
         return local
@@ -439,10 +444,12 @@ class Client:
         output_template: str,
         result: Optional[RemoveResult] = None,
         on_progress: Optional[Callable[[pb.JobEvent], None]] = None,
+        sides: Optional[dict] = None,
     ) -> RemoveResult:
-        """Fetch a streamed-back job's files and write them at `output_template` (and beside it), all
-        renamed into place only when every one arrived whole."""
-        return download.download_result(self.link, self.stats, job, output_template, result, on_progress)
+        """Fetch a streamed-back job's files and write them at `output_template` (the side sequences at
+        their `sides` templates by kind, else beside it), all renamed into place only when every one
+        arrived whole."""
+        return download.download_result(self.link, self.stats, job, output_template, result, on_progress, sides)
 
     # -- a daemon on this machine ---------------------------------------------------------
 

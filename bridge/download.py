@@ -33,16 +33,14 @@ def download_result(
     output_template: str,
     result: Optional[RemoveResult] = None,
     on_progress: Optional[ProgressCallback] = None,
+    sides: Optional[dict] = None,
 ) -> RemoveResult:
-    """Fetch a streamed-back job's files and write them at `output_template` (and beside it)."""
+    """Fetch a streamed-back job's files and write them at `output_template`, and the side sequences
+    (quadmask, raw, a matte job's affected proposal) at their `sides` templates by kind, else beside it."""
     result = result or result_or_raise(job)
-    pattern = SequencePattern.parse(os.path.basename(output_template))
-    if pattern is None:
-        raise errors.InvalidInput(
-            f"output '{output_template}' has no frame number", reason="BAD_PATTERN", field="output"
-        )
     folder = os.path.dirname(output_template)
-    local = SequencePattern(os.path.join(folder, pattern.prefix), pattern.suffix, pattern.padding or 4)
+    local = {"output": _local_pattern(output_template, "output")}
+    local.update({kind: _local_pattern(template, kind) for kind, template in (sides or {}).items()})
     whole: dict = {}  # relative path -> (temporary, final, sha256): arrived whole, kept across a break
     progress = pb.TransferProgress(direction="download")
     try:
@@ -67,9 +65,12 @@ def download_result(
     daemon_folder = os.path.dirname(job.spec.output.path_template)
     back = PathMap([(folder, daemon_folder)], client_os="windows" if is_windows_path(folder) else "linux")
     # The daemon's result names its own folder: point it at where the files now are.
-    result.output_pattern = local.hashes()
-    if result.quadmask_pattern:
-        result.quadmask_pattern = back.to_client(job.result.quadmask_pattern)
+    result.output_pattern = local["output"].hashes()
+    for kind in ("quadmask", "affected"):  # the affected proposal: a matte job's
+        daemon_pattern = getattr(job.result, f"{kind}_pattern")
+        if getattr(result, f"{kind}_pattern"):
+            where = local[kind].hashes() if kind in local else back.to_client(daemon_pattern)
+            setattr(result, f"{kind}_pattern", where)
     result.otio_json = back._otio(job.result.otio_json, False)
     return result
 
@@ -79,7 +80,7 @@ def _receive(
     stats: TransferStats,
     job: pb.Job,
     folder: str,
-    local: SequencePattern,
+    local: dict,
     whole: dict,
     progress: pb.TransferProgress,
     on_progress: Optional[ProgressCallback],
@@ -107,8 +108,8 @@ def _receive(
                     reason="BAD_CHUNK",
                 ) from None
             if chunk.offset == 0 or (chunk.offset == chunk.size and not data):
-                if chunk.kind == "output":
-                    final = local.path(chunk.frame)
+                if chunk.kind in local:
+                    final = local[chunk.kind].path(chunk.frame)
                 else:
                     final = os.path.join(folder, *safe_parts(chunk.relative_path))
                 temporary = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.voidlink-{job.id}.part")
@@ -156,6 +157,15 @@ def _receive(
                 os.remove(temporary)
             except OSError:
                 pass
+
+
+def _local_pattern(template: str, kind: str) -> SequencePattern:
+    """A template on this machine as a pattern (four digits where it names none)."""
+    pattern = SequencePattern.parse(os.path.basename(template))
+    if pattern is None:
+        raise errors.InvalidInput(f"{kind} '{template}' has no frame number", reason="BAD_PATTERN", field=kind)
+    prefix = os.path.join(os.path.dirname(template), pattern.prefix)
+    return SequencePattern(prefix, pattern.suffix, pattern.padding or 4)
 
 
 def safe_parts(relative: str) -> list:

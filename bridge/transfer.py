@@ -46,6 +46,8 @@ class TransferPlan:
     stream_back: bool = False
     reasons: list = field(default_factory=list)
     output_template: str = ""  # where a streamed-back output is written on this machine
+    # Where the streamed-back side sequences the spec named go here, by kind ("quadmask", "raw", "affected").
+    side_templates: dict = field(default_factory=dict)
 
     @property
     def streamed(self) -> bool:

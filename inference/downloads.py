@@ -66,7 +66,18 @@ class Downloads:
                 field="job_id",
             )
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not _staged(p, folder))
-        output = SequencePattern.parse(os.path.basename(job.spec.output.path_template))
+        # Each sequence by its own pattern: the frame number read as the job wrote it, and a matte job's
+        # affected proposal (beside its matte unless named) told apart from the matte.
+        patterns = {
+            kind: SequencePattern.parse(os.path.basename(template))
+            for kind, template in (
+                ("output", job.spec.output.path_template),
+                ("affected", job.result.affected_pattern),
+                ("quadmask", job.result.quadmask_pattern),
+                ("raw", job.result.raw_pattern),
+            )
+            if template
+        }
         held = {digest.relative_path: digest.sha256 for digest in have}
         sizes = [path.stat().st_size for path in files]
         progress = pb.TransferProgress(direction="download", files_total=len(files), bytes_total=sum(sizes))
@@ -74,8 +85,7 @@ class Downloads:
         try:
             for path, size in zip(files, sizes):
                 relative = path.relative_to(folder).as_posix()
-                kind = "output" if "/" not in relative else relative.split("/", 1)[0]
-                match = output.regex().match(path.name) if output is not None and kind == "output" else None
+                kind, match = _kind(relative, path.name, patterns)
                 frame = int(match.group(1)) if match else _trailing_number(path.name)
                 header = pb.FileChunk(
                     relative_path=relative,
@@ -169,6 +179,22 @@ def _file_chunks(
 
 def _staged(path: Path, folder: Path) -> bool:
     return any(part.startswith(STAGING_PREFIX) for part in path.relative_to(folder).parts)
+
+
+def _kind(relative: str, name: str, patterns: dict) -> tuple[str, Optional[re.Match]]:
+    """What a result file is, and the match of its sequence's pattern (its frame number): in a folder,
+    that folder's kind ("quadmask", "raw", "affected"); at the top, "output" or "affected" where it is a
+    frame of that sequence, else "other"."""
+    if "/" in relative:
+        kind = relative.split("/", 1)[0]
+        pattern = patterns.get(kind)
+        return kind, pattern.regex().match(name) if pattern is not None else None
+    for kind in ("output", "affected"):
+        pattern = patterns.get(kind)
+        match = pattern.regex().match(name) if pattern is not None else None
+        if match:
+            return kind, match
+    return "other", None
 
 
 def _trailing_number(name: str) -> int:

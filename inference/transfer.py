@@ -276,10 +276,16 @@ class Transfers:
                     field="spec.output.path_template",
                 )
             out.output.path_template = str(self.results / key / base)
-            out.output.quadmask_template = ""
-            out.output.raw_template = ""
-            if out.HasField("matte"):  # a matte job's affected proposal goes beside its matte, streamed back too
-                out.matte.affected_template = ""
+            # The side sequences the client named keep their names, each in a folder of its kind (two
+            # kinds may share a name in different folders on the client); the client puts them back
+            # where it asked. Unnamed ones take the daemon's default beside the output.
+            sides = [(out.output, "quadmask_template", "quadmask"), (out.output, "raw_template", "raw")]
+            if out.HasField("matte"):
+                sides.append((out.matte, "affected_template", "affected"))
+            for holder, name, kind in sides:
+                named = getattr(holder, name)
+                side = re.split(r"[\\/]", named)[-1]
+                setattr(holder, name, str(self.results / key / kind / side) if named else "")
         return out
 
     def _link_clip(self, clip: pb.ClipSpec, field: str, folder: Path, missing_ok: bool = False) -> None:

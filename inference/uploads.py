@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from voidlink.inference.events import EventBus
-from voidlink.inference.job.prepare import prepare_job
+from voidlink.inference.job.kinds import prepare
 from voidlink.inference.readahead import read_ahead
 from voidlink.inference.scheduler import Scheduler
 from voidlink.inference.security import format_size
@@ -176,7 +176,7 @@ class Uploads:
             return  # cancelled meanwhile
         self.bus.publish(last)
         try:
-            prepared = prepare_job(job.spec, guard=self.scheduler.guard)
+            prepared = prepare(job.spec, guard=self.scheduler.guard)  # as its kind is checked
         except Exception as error:  # the frames are in but the job cannot run: it fails, named like any refusal
             if not isinstance(error, VoidlinkError):
                 log.exception("job %s: checking the uploaded frames failed", job_id)
