@@ -27,6 +27,7 @@ from voidlink.bridge import download, local_daemon, upload
 from voidlink.bridge.connection import Connection, is_local, resolve_address, resolve_tls, resolve_token
 from voidlink.bridge.local_daemon import daemon_command, split_command
 from voidlink.bridge.matte import build_matte_spec
+from voidlink.bridge.ownership import check_replaceable
 from voidlink.bridge.pathmap import PathMap
 from voidlink.bridge.result import RemoveResult, result_or_raise
 from voidlink.bridge.spec import FrameRange, PathLike, build_spec, clip_spec, default_output
@@ -334,6 +335,11 @@ class Client:
         if spec.HasField("matte"):
             named["affected"] = spec.matte.affected_template
         plan.side_templates = {kind: template for kind, template in named.items() if template}
+        if plan.stream_back:  # the result lands here: refused now, before the job runs, if it may not
+            plan.source_files = upload.local_sources(spec)
+            check_replaceable(
+                upload.local_finals(spec, plan.side_templates), plan.source_files, spec.output.overwrite
+            )
         if not plan.streamed:
             return self.submit(spec), plan
         return self._upload_and_submit(spec, plan, on_progress), plan
@@ -391,7 +397,15 @@ class Client:
         A job that did not succeed is returned as it is."""
         if job.state != pb.JOB_STATE_SUCCEEDED or not plan.stream_back:
             return job
-        result = self.download_result(job, plan.output_template, on_progress=on_progress, sides=plan.side_templates)
+        result = download.download_result(
+            self.link,
+            self.stats,
+            job,
+            plan.output_template,
+            on_progress=on_progress,
+            sides=plan.side_templates,
+            sources=plan.source_files,
+        )
         local = pb.Job()
         local.CopyFrom(job)
         local.result.output_pattern = result.output_pattern

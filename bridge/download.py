@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Collection
 from typing import Optional
 
 import grpc
 from voidlink.bridge.connection import BROKEN_CONNECTION, Connection
+from voidlink.bridge.ownership import check_replaceable
 from voidlink.bridge.pathmap import PathMap, is_windows_path
 from voidlink.bridge.result import RemoveResult, result_or_raise
 from voidlink.bridge.transfer import ProgressCallback, TransferStats, report
@@ -34,32 +36,45 @@ def download_result(
     result: Optional[RemoveResult] = None,
     on_progress: Optional[ProgressCallback] = None,
     sides: Optional[dict] = None,
+    sources: Collection[str] = (),
 ) -> RemoveResult:
     """Fetch a streamed-back job's files and write them at `output_template`, and the side sequences
-    (quadmask, raw, a matte job's affected proposal) at their `sides` templates by kind, else beside it."""
+    (quadmask, raw, a matte job's affected proposal) at their `sides` templates by kind, else beside it.
+    Nothing is put over `sources` (the real paths of the files the job read here) nor, unless the job
+    said overwrite, over files voidlink did not write: the download is refused before any is replaced."""
     result = result or result_or_raise(job)
     folder = os.path.dirname(output_template)
     local = {"output": _local_pattern(output_template, "output")}
     local.update({kind: _local_pattern(template, kind) for kind, template in (sides or {}).items()})
     whole: dict = {}  # relative path -> (temporary, final, sha256): arrived whole, kept across a break
+    frames: dict = {}  # relative path -> (kind, frame): how a refusal names the file
+    made: list = []  # folders this download created, deepest last: removed again if it fails
+    placed = False
     progress = pb.TransferProgress(direction="download")
     try:
         for attempt in range(4):
             try:
-                _receive(link, stats, job, folder, local, whole, progress, on_progress)
+                _receive(link, stats, job, folder, local, whole, frames, made, progress, on_progress)
                 break
             except grpc.RpcError as exc:
                 if exc.code() not in BROKEN_CONNECTION or attempt == 3:
                     raise link.error(exc) from None
                 stats.resumes += 1
                 time.sleep(0.5 * (attempt + 1))  # the connection broke: ask again for what did not arrive whole
+        finals = [(f"{frames[name][0]} here", frames[name][1], final) for name, (_, final, _) in whole.items()]
+        check_replaceable(finals, {os.path.realpath(p) for p in sources}, job.spec.output.overwrite)
         for temporary, final, _ in whole.values():
             os.replace(temporary, final)
-        whole = {}
+        whole, placed = {}, True
     finally:
         for temporary, _, _ in whole.values():
             try:
                 os.remove(temporary)
+            except OSError:
+                pass
+        for made_folder in reversed(made if not placed else []):
+            try:
+                os.rmdir(made_folder)  # only while empty: nothing of anyone else's is touched
             except OSError:
                 pass
     daemon_folder = os.path.dirname(job.spec.output.path_template)
@@ -82,6 +97,8 @@ def _receive(
     folder: str,
     local: dict,
     whole: dict,
+    frames: dict,
+    made: list,
     progress: pb.TransferProgress,
     on_progress: Optional[ProgressCallback],
 ) -> None:
@@ -125,7 +142,7 @@ def _receive(
                             file=final,
                         )
                     continue
-                os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+                _make_folders(os.path.dirname(final) or ".", made)
                 whole.pop(chunk.relative_path, None)
                 handle = open(temporary, "wb")
                 digest = hashlib.sha256()
@@ -147,6 +164,7 @@ def _receive(
                         file=final,
                     )
                 whole[chunk.relative_path] = (temporary, final, chunk.sha256)
+                frames[chunk.relative_path] = (chunk.kind or "output", chunk.frame)
                 progress.files_done = len(whole)
                 report(on_progress, progress, job.id, job.state)
     finally:
@@ -157,6 +175,20 @@ def _receive(
                 os.remove(temporary)
             except OSError:
                 pass
+
+
+def _make_folders(folder: str, made: list) -> None:
+    """`os.makedirs`, noting in `made` each folder it created (outermost first)."""
+    missing = []
+    while folder and not os.path.isdir(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    for path in reversed(missing):
+        os.makedirs(path, exist_ok=True)
+        made.append(path)
 
 
 def _local_pattern(template: str, kind: str) -> SequencePattern:

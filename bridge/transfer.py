@@ -48,6 +48,7 @@ class TransferPlan:
     output_template: str = ""  # where a streamed-back output is written on this machine
     # Where the streamed-back side sequences the spec named go here, by kind ("quadmask", "raw", "affected").
     side_templates: dict = field(default_factory=dict)
+    source_files: set = field(default_factory=set)  # real paths of the frames the job reads on this machine
 
     @property
     def streamed(self) -> bool:

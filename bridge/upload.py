@@ -69,6 +69,50 @@ def local_frames(otio_json: str, field: str, frames: Optional[tuple] = None) -> 
     return [(f, on_disk[f]) for f in range(first, last + 1)]
 
 
+def local_sources(spec: pb.JobSpec) -> set[str]:
+    """The real paths of the spec's clip frames that are on this machine (what a fetched result must
+    never be written over)."""
+    first_last = (spec.frames.first, spec.frames.last) if spec.HasField("frames") else None
+    found: set[str] = set()
+    for name in ("source", "mask", "affected"):
+        if not spec.HasField(name) or not getattr(spec, name).otio_json:
+            continue
+        try:
+            frames = local_frames(getattr(spec, name).otio_json, name, first_last)
+        except errors.VoidlinkError:  # not (wholly) here: the daemon reads it, nothing of it to guard here
+            continue
+        found.update(os.path.realpath(path) for _, path in frames)
+    return found
+
+
+def local_finals(spec: pb.JobSpec, sides: dict) -> list[tuple[str, int, str]]:
+    """(label, frame, path) of the files a streamed-back result will be written to here that are known
+    before it runs: the output's frames and those of the side sequences the spec named (unnamed ones are
+    checked when they arrive)."""
+    if spec.HasField("frames"):
+        frames = range(spec.frames.first, spec.frames.last + 1)
+    else:  # the source's own range, as the daemon takes it: the frames here, else what its clip says
+        try:
+            frames = [frame for frame, _ in local_frames(spec.source.otio_json, "spec.source")]
+        except errors.VoidlinkError:
+            try:
+                media = clip_media(spec.source.otio_json, "spec.source")
+            except ValueError:
+                return []
+            if media.first is None or media.last is None:
+                return []
+            frames = range(media.first, media.last + 1)
+    finals = []
+    for kind, template in (("output", spec.output.path_template), *sides.items()):
+        pattern = SequencePattern.parse(os.path.basename(template))
+        if pattern is None:
+            continue  # refused by name where the template is checked
+        prefix = os.path.join(os.path.dirname(template), pattern.prefix)
+        local = SequencePattern(prefix, pattern.suffix, pattern.padding or 4)
+        finals += [(f"{kind} here", frame, local.path(frame)) for frame in frames]
+    return finals
+
+
 def clip_frames(spec: pb.JobSpec, plan: TransferPlan) -> dict[str, list]:
     """The (frame, file) pairs of each `plan.upload` clip, in the spec's range or the clip's own."""
     first_last = (spec.frames.first, spec.frames.last) if spec.HasField("frames") else None

@@ -1,0 +1,88 @@
+"""A result streamed back from a daemon that cannot see this machine's folders lands here only where
+voidlink may write: never over the job's own plates, over another program's files only when asked."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import OpenImageIO as oiio
+import pytest
+from support.shots import frame_files
+from voidlink.bridge import Client, build_spec
+from voidlink.bridge.ownership import job_of
+from voidlink.media.image import job_of as media_job_of
+
+from voidlink import errors
+
+
+def _foreign_exr(path) -> bytes:
+    out = oiio.ImageOutput.create(str(path))
+    out.open(str(path), oiio.ImageSpec(8, 8, 3, "half"))
+    out.write_image(np.full((8, 8, 3), 0.25, np.float32))
+    out.close()
+    return path.read_bytes()
+
+
+def test_a_streamed_result_never_lands_on_the_jobs_own_plates(studio):
+    daemon, _, shot = studio
+    client = Client(daemon.address)
+    before = {p: p.read_bytes() for p in shot.folder.iterdir()}
+    with pytest.raises(errors.PermissionDenied) as caught:
+        client.remove(shot.plate, shot.mask, backend="classical", output=shot.plate, transfer="stream", overwrite=True)
+    assert caught.value.reason == "OUTPUT_OVERWRITES_SOURCE" and "never written" in str(caught.value)
+    assert client.jobs() == [] and client.stats.bytes_sent == 0  # refused before anything went
+    assert {p: p.read_bytes() for p in shot.folder.iterdir()} == before
+
+
+def test_a_streamed_result_refuses_another_programs_file_unless_told_and_replaces_its_own(studio, tmp_path):
+    daemon, _, shot = studio
+    client = Client(daemon.address)
+    out = tmp_path / "ws" / "out" / "c.####.exr"
+    out.parent.mkdir(parents=True)
+    theirs = out.parent / "c.1003.exr"
+    their_bytes = _foreign_exr(theirs)
+    with pytest.raises(errors.OutputExists) as caught:
+        client.remove(shot.plate, shot.mask, backend="classical", output=out, transfer="stream")
+    assert caught.value.frame == 1003 and str(theirs) in str(caught.value)
+    assert client.jobs() == [] and theirs.read_bytes() == their_bytes
+
+    first = client.remove(shot.plate, shot.mask, backend="classical", output=out, transfer="stream", overwrite=True)
+    assert first.state == "succeeded" and job_of(str(theirs)) == first.job_id
+    # Once voidlink's, a later run replaces it without being told (as the daemon does with its own files).
+    again = client.remove(shot.plate, shot.mask, backend="classical", output=out, transfer="stream")
+    assert again.state == "succeeded" and all(job_of(str(p)) == again.job_id for p in frame_files(str(out), 1001, 1005))
+
+
+def test_a_foreign_file_appearing_while_the_job_runs_is_not_replaced_and_nothing_is(studio, tmp_path):
+    daemon, _, shot = studio
+    client = Client(daemon.address)
+    out = tmp_path / "ws" / "out" / "c.####.exr"
+    queued, plan = client.start(build_spec(shot.plate, shot.mask, backend="classical", output=out), "stream")
+    job = client.wait(queued.id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    theirs = out.parent / "c.1005.exr"
+    their_bytes = _foreign_exr(theirs)  # written by someone else after the job was accepted
+    with pytest.raises(errors.OutputExists):
+        client.finish(job, plan)
+    assert theirs.read_bytes() == their_bytes
+    assert sorted(p.name for p in out.parent.iterdir()) == ["c.1005.exr"]  # nothing else landed, no .part left
+
+
+def test_the_header_reader_agrees_with_openimageio(tmp_path):
+    for name in ("a.exr", "b.png"):
+        path = tmp_path / name
+        spec = oiio.ImageSpec(4, 4, 1, "uint8" if name.endswith("png") else "half")
+        spec.attribute("voidlink:job", "job-1234")
+        out = oiio.ImageOutput.create(str(path))
+        out.open(str(path), spec)
+        out.write_image(np.zeros((4, 4, 1), np.float32 if name.endswith("exr") else np.uint8))
+        out.close()
+        assert job_of(str(path)) == media_job_of(str(path)) == "job-1234"
+        shutil.copyfile(path, tmp_path / f"cut-{name}")
+        (tmp_path / f"cut-{name}").write_bytes(path.read_bytes()[:30])  # a damaged header is nobody's
+        assert job_of(str(tmp_path / f"cut-{name}")) is None
+    assert job_of(str(tmp_path / "missing.exr")) is None
+    plain = tmp_path / "plain.exr"
+    _foreign_exr(plain)
+    assert job_of(str(plain)) is None
