@@ -105,6 +105,10 @@ def test_doctor_reports_daemon_and_backends(daemon):
     assert report["daemon"]["running"] is True
     assert report["backends"]["classical"]["available"] is True
     assert report["backends"]["void"]["reason"]
+    trackers = report["daemon"]["matte_trackers"]  # what the daemon (not this machine) tracks mattes with
+    assert trackers["classical"]["available"] is True and {"sam2", "edgetam"} <= set(trackers)
+    text = voidlink("doctor", "--address", daemon.address).stdout
+    assert "daemon trackers:  classical" in text
 
 
 def test_doctor_says_whether_the_data_dir_can_be_made(tmp_path, daemon):

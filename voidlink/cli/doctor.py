@@ -158,6 +158,11 @@ def run(args: argparse.Namespace) -> int:
             "queued": info.queue.queued,
             "running_jobs": info.queue.running,
             "default_backend": info.default_backend,
+            # What the daemon tracks mattes with (empty: a daemon from before matte jobs).
+            "matte_trackers": {
+                tracker.name: {"available": tracker.available, "reason": tracker.reason, "loaded": tracker.loaded}
+                for tracker in info.matte_trackers
+            },
         }
         report["daemon"].update(_paths_section(client, info, args.path or [os.getcwd()]))
     except VoidlinkError as error:
@@ -190,6 +195,13 @@ def run(args: argparse.Namespace) -> int:
             seen = "seen" if probe["usable"] else f"NOT seen ({probe['reason']})"
             print(f"daemon path:      {probe['client']} -> {probe['daemon']}: {seen}")
         print(f"transfer mode:    {daemon['transfer_mode']}")
+        trackers = daemon["matte_trackers"]
+        listed = ", ".join(
+            name + ("" if state["available"] else f" (unavailable: {state['reason']})")
+            for name, state in trackers.items()
+        )
+        older = "none: this daemon is older than matte jobs (upgrade it for voidlink matte)"
+        print(f"daemon trackers:  {listed or older}")
     else:
         print(f"daemon:           not running ({daemon['reason']})")
     print(f"VOID weights dir: {report['weights_dir']}")
