@@ -3,6 +3,9 @@ the user is told, in words, that the daemon is too old to check without submitti
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import pytest
 from support.old_daemon import OldDaemon
 from support.shots import write_shot
@@ -42,26 +45,32 @@ def test_validate_on_a_daemon_too_old_cancels_what_it_queued_and_says_so(old_dae
     assert not list(output.parent.glob("clean.*.exr"))
 
 
-def test_a_short_lived_client_leaves_no_traceback_behind(start_daemon):
-    """A script that asks a few things and closes at once (`with Client() as c: ...`) must not have gRPC's
-    connectivity thread die on the closed channel and print a traceback in the host's console."""
-    import threading
-
-    daemon = start_daemon()
+@contextlib.contextmanager
+def thread_tracebacks():
+    """The exceptions that kill threads started inside the block (gRPC's poll and delivery threads are
+    waited for before it ends), instead of tracebacks printed on the console."""
     failures: list = []
     before = set(threading.enumerate())
     previous_hook, threading.excepthook = threading.excepthook, failures.append
     try:
+        yield failures
+        for thread in set(threading.enumerate()) - before:
+            if thread.daemon and "_run" in thread.name:
+                thread.join(timeout=10)
+    finally:
+        threading.excepthook = previous_hook
+
+
+def test_a_short_lived_client_leaves_no_traceback_behind(start_daemon):
+    """A script that asks a few things and closes at once (`with Client() as c: ...`) must not have gRPC's
+    connectivity thread die on the closed channel and print a traceback in the host's console."""
+    daemon = start_daemon()
+    with thread_tracebacks() as failures:
         for _ in range(5):
             with Client(daemon.address) as client:
                 for _ in range(3):
                     client.info()
                     client.jobs()
-        for thread in set(threading.enumerate()) - before:
-            if thread.daemon and "_run" in thread.name:  # gRPC's poll and delivery threads
-                thread.join(timeout=10)
-    finally:
-        threading.excepthook = previous_hook
     assert [str(failure.exc_value) for failure in failures] == []
 
 
@@ -69,21 +78,11 @@ def test_a_client_closed_right_after_a_health_check_leaves_no_traceback_behind(s
     """`is_serving` (what `ensure_daemon` and `doctor` ask) waits with gRPC's ready future, which leaves a
     request to connect pending for the connectivity thread's next turn; a close before that turn must not
     have the thread ask the closed channel and die."""
-    import threading
-
     daemon = start_daemon()
-    failures: list = []
-    before = set(threading.enumerate())
-    previous_hook, threading.excepthook = threading.excepthook, failures.append
-    try:
+    with thread_tracebacks() as failures:
         for _ in range(5):
             client = Client(daemon.address)
             assert client.is_serving()
             assert client.is_serving()  # on a channel already connected
             client.close()
-        for thread in set(threading.enumerate()) - before:
-            if thread.daemon and "_run" in thread.name:  # gRPC's poll and delivery threads
-                thread.join(timeout=10)
-    finally:
-        threading.excepthook = previous_hook
     assert [str(failure.exc_value) for failure in failures] == []

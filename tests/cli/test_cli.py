@@ -11,20 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from support.commands import voidlink
 from support.daemons import wait_for
 from support.shots import write_shot
 
 from voidlink import __version__ as voidlink_version
-
-
-def voidlink(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "VOIDLINK_ADDRESS"}
-    result = subprocess.run(
-        [sys.executable, "-m", "voidlink", *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"voidlink {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 @pytest.fixture

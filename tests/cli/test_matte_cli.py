@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from support.commands import voidlink
 from support.shots import frame_files, read_pixels, write_shot
 
 from voidlink.cli import build_parser
-
-
-def voidlink(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "VOIDLINK_ADDRESS"}
-    result = subprocess.run(
-        [sys.executable, "-m", "voidlink", *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"voidlink {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 @pytest.fixture
