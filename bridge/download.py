@@ -18,7 +18,7 @@ from voidlink.bridge.connection import BROKEN_CONNECTION, Connection
 from voidlink.bridge.ownership import check_replaceable
 from voidlink.bridge.pathmap import PathMap, is_windows_path
 from voidlink.bridge.result import RemoveResult, result_or_raise
-from voidlink.bridge.transfer import ProgressCallback, TransferStats, report
+from voidlink.bridge.transfer import ProgressCallback, TransferStats, local_pattern, report
 from voidlink.protos import pb
 from voidlink.protos.clips import SequencePattern
 from voidlink.protos.wire import split_file_chunk
@@ -192,12 +192,10 @@ def _make_folders(folder: str, made: list) -> None:
 
 
 def _local_pattern(template: str, kind: str) -> SequencePattern:
-    """A template on this machine as a pattern (four digits where it names none)."""
-    pattern = SequencePattern.parse(os.path.basename(template))
+    pattern = local_pattern(template)
     if pattern is None:
         raise errors.InvalidInput(f"{kind} '{template}' has no frame number", reason="BAD_PATTERN", field=kind)
-    prefix = os.path.join(os.path.dirname(template), pattern.prefix)
-    return SequencePattern(prefix, pattern.suffix, pattern.padding or 4)
+    return pattern
 
 
 def safe_parts(relative: str) -> list:

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 from voidlink.bridge.connection import Connection
 from voidlink.bridge.pathmap import is_windows_path
 from voidlink.protos import pb
-from voidlink.protos.clips import clip_media
+from voidlink.protos.clips import SequencePattern, clip_media
 from voidlink.protos.events import job_event
 
 from voidlink import errors
@@ -120,3 +120,13 @@ def _writable_here(path: str) -> bool:
     while not os.path.exists(folder) and os.path.dirname(folder) != folder:
         folder = os.path.dirname(folder)
     return os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)
+
+
+def local_pattern(template: str) -> Optional[SequencePattern]:
+    """A frame-numbered template on this machine as a pattern (four digits where it names none); None
+    for a template with no frame number."""
+    pattern = SequencePattern.parse(os.path.basename(template))
+    if pattern is None:
+        return None
+    prefix = os.path.join(os.path.dirname(template), pattern.prefix)
+    return SequencePattern(prefix, pattern.suffix, pattern.padding or 4)

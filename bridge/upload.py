@@ -16,9 +16,15 @@ from typing import Callable, Optional
 
 import grpc
 from voidlink.bridge.connection import BROKEN_CONNECTION, Connection
-from voidlink.bridge.transfer import ProgressCallback, TransferPlan, TransferStats, report
+from voidlink.bridge.transfer import ProgressCallback, TransferPlan, TransferStats, local_pattern, report
 from voidlink.protos import pb
-from voidlink.protos.clips import SequencePattern, clip_media
+from voidlink.protos.clips import (
+    SequencePattern,
+    clip_media,
+    default_affected_pattern,
+    default_side_pattern,
+    wants_affected,
+)
 from voidlink.protos.wire import CHUNK_BYTES, frame_chunk_bytes, hash_files
 
 from voidlink import errors
@@ -86,9 +92,9 @@ def local_sources(spec: pb.JobSpec) -> set[str]:
 
 
 def local_finals(spec: pb.JobSpec, sides: dict) -> list[tuple[str, int, str]]:
-    """(label, frame, path) of the files a streamed-back result will be written to here that are known
-    before it runs: the output's frames and those of the side sequences the spec named (unnamed ones are
-    checked when they arrive)."""
+    """(label, frame, path) of the files a streamed-back result will be written to here: the output's
+    frames and those of each side sequence the job writes, where the spec names it (`sides`, by kind)
+    or where the daemon's default puts it beside the output."""
     if spec.HasField("frames"):
         frames = range(spec.frames.first, spec.frames.last + 1)
     else:  # the source's own range, as the daemon takes it: the frames here, else what its clip says
@@ -102,15 +108,21 @@ def local_finals(spec: pb.JobSpec, sides: dict) -> list[tuple[str, int, str]]:
             if media.first is None or media.last is None:
                 return []
             frames = range(media.first, media.last + 1)
-    finals = []
-    for kind, template in (("output", spec.output.path_template), *sides.items()):
-        pattern = SequencePattern.parse(os.path.basename(template))
-        if pattern is None:
-            continue  # refused by name where the template is checked
-        prefix = os.path.join(os.path.dirname(template), pattern.prefix)
-        local = SequencePattern(prefix, pattern.suffix, pattern.padding or 4)
-        finals += [(f"{kind} here", frame, local.path(frame)) for frame in frames]
-    return finals
+    output = local_pattern(spec.output.path_template)
+    if output is None:
+        return []  # refused by name where the template is checked
+    patterns = {"output": output}
+    written = {"quadmask": spec.output.write_quadmask, "raw": spec.output.write_raw, "affected": wants_affected(spec)}
+    for kind, writes in written.items():
+        if not writes:
+            continue
+        named = local_pattern(sides[kind]) if sides.get(kind) else None
+        if named is not None:
+            patterns[kind] = named
+        elif not sides.get(kind):
+            default = default_affected_pattern(output) if kind == "affected" else default_side_pattern(output, kind)
+            patterns[kind] = default
+    return [(f"{kind} here", frame, pattern.path(frame)) for kind, pattern in patterns.items() for frame in frames]
 
 
 def clip_frames(spec: pb.JobSpec, plan: TransferPlan) -> dict[str, list]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -225,3 +226,24 @@ def clip_media(otio_json: str, field: str = "clip") -> ClipMedia:
     if not path:
         raise ValueError(f"{field}: clip '{clip.name}' has an empty media path")
     return ClipMedia(path=path, first=first, last=last, rate=float(rate), name=clip.name)
+
+
+def default_side_pattern(output: SequencePattern, kind: str, suffix: str = ".png") -> SequencePattern:
+    """Where a job's quadmask or raw sequence goes when its spec names none: `<out>/<kind>/<stem>_<kind>.####.png`
+    (the daemon writes there; a client fetching a streamed result puts it at the same place beside its output)."""
+    folder, stem = os.path.split(output.prefix)
+    stem = stem.rstrip("._-") or "frame"
+    return SequencePattern(os.path.join(folder, kind, f"{stem}_{kind}."), suffix, max(output.padding, 4))
+
+
+def default_affected_pattern(output: SequencePattern) -> SequencePattern:
+    """Where a matte job's affected proposal goes when its spec names none: beside the matte, as
+    `<matte stem>_affected.####<matte's extension>`."""
+    folder, stem = os.path.split(output.prefix)
+    stem = stem.rstrip("._-") or "matte"
+    return SequencePattern(os.path.join(folder, f"{stem}_affected."), output.suffix, max(output.padding, 4))
+
+
+def wants_affected(spec) -> bool:
+    """Whether a matte job writes an affected proposal (asked for, or implied by words of what it affects)."""
+    return spec.HasField("matte") and (spec.matte.propose_affected or bool(spec.matte.affected_text.strip()))

@@ -15,7 +15,7 @@ from typing import Union
 
 from voidlink.media import image, sequence
 from voidlink.protos import pb
-from voidlink.protos.clips import SequencePattern
+from voidlink.protos.clips import SequencePattern, default_affected_pattern, default_side_pattern, wants_affected
 
 from voidlink.errors import InvalidInput, OutputExists
 
@@ -69,9 +69,7 @@ def side_pattern(output: SequencePattern, template: str, kind: str, suffix: str)
                 field=f"spec.output.{kind}_template",
             )
         return pattern if pattern.padding else pattern.with_padding(4)
-    folder, stem = os.path.split(output.prefix)
-    stem = stem.rstrip("._-") or "frame"
-    return SequencePattern(os.path.join(folder, kind, f"{stem}_{kind}."), suffix, max(output.padding, 4))
+    return default_side_pattern(output, kind, suffix)
 
 
 def affected_pattern(output: SequencePattern, template: str) -> SequencePattern:
@@ -86,14 +84,7 @@ def affected_pattern(output: SequencePattern, template: str) -> SequencePattern:
                 field=LABELS["affected"],
             )
         return pattern if pattern.padding else pattern.with_padding(4)
-    folder, stem = os.path.split(output.prefix)
-    stem = stem.rstrip("._-") or "matte"
-    return SequencePattern(os.path.join(folder, f"{stem}_affected."), output.suffix, max(output.padding, 4))
-
-
-def wants_affected(spec: pb.JobSpec) -> bool:
-    """Whether a matte job writes an affected proposal (asked for, or implied by words of what it affects)."""
-    return spec.HasField("matte") and (spec.matte.propose_affected or bool(spec.matte.affected_text.strip()))
+    return default_affected_pattern(output)
 
 
 def side_patterns(spec: pb.JobSpec, output: SequencePattern) -> Iterator[tuple[str, SequencePattern]]:

@@ -86,3 +86,16 @@ def test_the_header_reader_agrees_with_openimageio(tmp_path):
     plain = tmp_path / "plain.exr"
     _foreign_exr(plain)
     assert job_of(str(plain)) is None
+
+
+def test_an_unnamed_side_sequence_is_checked_where_the_daemon_would_put_it_before_the_job_runs(studio, tmp_path):
+    daemon, _, shot = studio
+    client = Client(daemon.address)
+    out = tmp_path / "ws" / "out" / "c.####.exr"
+    quadmask = out.parent / "quadmask" / "c_quadmask.1002.png"  # the default beside an output named c.####.exr
+    quadmask.parent.mkdir(parents=True)
+    quadmask.write_bytes(b"a picture someone else made")
+    with pytest.raises(errors.OutputExists) as caught:
+        client.remove(shot.plate, shot.mask, backend="classical", output=out, transfer="stream")
+    assert caught.value.frame == 1002 and "quadmask here" in str(caught.value)
+    assert client.jobs() == [] and quadmask.read_bytes() == b"a picture someone else made"
