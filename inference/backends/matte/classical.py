@@ -6,7 +6,8 @@ one frame at a time. Each step first finds how the object moved as a whole: its 
 silhouette included, are matched (masked SSD, coarse to fine) around three guesses: its last
 velocity, the camera's motion (a homography fitted on the background) and the median of the dense
 flow inside it where forward and backward flow agree. Matching the whole object holds where
-per-pixel flow fails inside it (repetitive or faint texture, motion larger than its detail). The
+per-pixel flow fails inside it (repetitive or faint texture, motion larger than its detail); when
+nothing near the guesses matches (a leap farther than its own size), the whole frame is searched. The
 shifted matte is then re-snapped to the image's edges by GrabCut in a band around it, which also
 follows moderate changes of shape, so errors do not accumulate into drift or blur. Between two
 prompt frames the forward and backward propagations are blended by distance (the nearer prompt
@@ -35,6 +36,9 @@ FLOW_MAX_SIDE = 960
 # GrabCut iterations: a prompt is segmented from nothing, a carried matte only re-snapped.
 PROMPT_ITERATIONS = 5
 REFINE_ITERATIONS = 2
+# Mean squared difference (8-bit levels, per channel) above which the object is taken as not found
+# near its guesses, and the whole frame is searched (about 14 levels RMS: more than grain and re-lighting).
+LOST_MSE = 200.0
 
 
 @dataclass
@@ -139,7 +143,9 @@ def _match(
 
     Matching the object's own pixels, silhouette included, holds where flow inside it fails:
     repetitive texture, motion larger than its detail, little texture at all. A coarse search at a
-    scale where the object is about 48 px across, then a fine one at full scale.
+    scale where the object is about 48 px across, then a fine one at full scale. When nothing near the
+    candidates matches (an object that moved farther than its reach in one frame), the whole frame is
+    searched the same way and the better match kept.
     """
     x0, y0, x1, y1 = _box_of(region, 0)
     h, w = region.shape
@@ -151,7 +157,8 @@ def _match(
     lo = cands.min(axis=0) - reach
     hi = cands.max(axis=0) + reach
 
-    def search(scale: float, lo: np.ndarray, hi: np.ndarray) -> Optional[np.ndarray]:
+    def search(scale: float, lo: np.ndarray, hi: np.ndarray) -> Optional[tuple[np.ndarray, float]]:
+        """(shift, mean squared difference per masked channel value) of the best match in the window."""
         sx0, sy0 = int(np.floor(x0 + lo[0])), int(np.floor(y0 + lo[1]))
         sx1, sy1 = int(np.ceil(x1 + hi[0])), int(np.ceil(y1 + hi[1]))
         # Where the window leaves the frame the object cannot be matched whole: clip it.
@@ -176,17 +183,27 @@ def _match(
         cost = cv2.matchTemplate(window, t, cv2.TM_SQDIFF, mask=mask)
         cost[~np.isfinite(cost)] = np.inf
         iy, ix = np.unravel_index(int(np.argmin(cost)), cost.shape)
-        return np.array([cx0 + ix / scale - x0, cy0 + iy / scale - y0])
+        mse = float(cost[iy, ix]) / max(1e-6, float((mask * mask).sum()))
+        return np.array([cx0 + ix / scale - x0, cy0 + iy / scale - y0]), mse
 
-    coarse = min(1.0, 48.0 / max(size, 1.0))
-    best = search(coarse, lo, hi)
+    def coarse_to_fine(lo: np.ndarray, hi: np.ndarray) -> Optional[tuple[np.ndarray, float]]:
+        coarse = min(1.0, 48.0 / max(size, 1.0))
+        best = search(coarse, lo, hi)
+        if best is not None and coarse < 1.0:
+            pad = 1.5 / coarse + 1.0
+            best = search(1.0, best[0] - pad, best[0] + pad) or best
+        return best
+
+    best = coarse_to_fine(lo, hi)
     if best is None:
         return cands[0]
-    if coarse < 1.0:
-        pad = 1.5 / coarse + 1.0
-        fine = search(1.0, best - pad, best + pad)
-        best = fine if fine is not None else best
-    return best
+    inside = template[weight > 0.5]
+    contrast = float(((inside - inside.mean(axis=0)) ** 2).mean()) if len(inside) else 0.0
+    if best[1] > max(LOST_MSE, 0.3 * contrast):  # nothing near the guesses looks like the object
+        anywhere = coarse_to_fine(np.array([-x0, -y0], np.float64), np.array([w - x1, h - y1], np.float64))
+        if anywhere is not None and anywhere[1] < best[1]:
+            best = anywhere
+    return best[0]
 
 
 class ClassicalTracker(Tracker):

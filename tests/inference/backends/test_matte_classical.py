@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from voidlink.inference.backends.matte.base import Cancelled, MatteRequest, Prompt
@@ -133,3 +134,37 @@ def test_a_prompt_that_finds_nothing_says_so():
     mattes = track(reader, [Prompt(frame=1001, shape=nothing)], request=request)
     assert not any(m.any() for m in mattes.values())
     assert any("frame 1001 found no object" in note for note in request.notes)
+
+
+class FastReader(Reader):
+    """A 12 px square leaping 22 px a frame across a still textured background: farther than its own
+    size, so a search around its last place and velocity finds only background on the first step."""
+
+    def __init__(self, frames: int = 6) -> None:
+        rng = np.random.default_rng(5)
+        background = np.clip(rng.random((H, W, 3), np.float32) * 0.5 + 0.25, 0, 1)
+        background = cv2.GaussianBlur(background, (0, 0), 1.2)
+        self.mattes, self.plates, self.reads = [], [], {}
+        for t in range(frames):
+            matte = np.zeros((H, W), bool)
+            x = 10 + 22 * t
+            matte[40:52, x : x + 12] = True
+            plate = background.copy()
+            plate[matte] = (0.8, 0.1, 0.1)
+            self.mattes.append(matte)
+            self.plates.append(plate)
+        self.shot = self.plates
+
+    def read(self, frame: int) -> np.ndarray:
+        self.reads[frame] = self.reads.get(frame, 0) + 1
+        return self.plates[frame - 1001]
+
+    def truth(self, frame: int) -> np.ndarray:
+        return self.mattes[frame - 1001]
+
+
+def test_an_object_leaping_farther_than_its_size_each_frame_is_found_again():
+    reader = FastReader()
+    mattes = track(reader, [box_of(reader.truth(1001), 1001)])
+    scores = [iou(mattes[f] >= 0.5, reader.truth(f)) for f in reader.frames]
+    assert min(scores) > 0.8, scores
