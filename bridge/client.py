@@ -19,7 +19,7 @@ Needs grpcio and protobuf only (no torch, no Qt), and runs on the Python 3.9 of 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Callable, Optional, Union
 
 import grpc
@@ -331,15 +331,10 @@ class Client:
         if plan is None:
             plan = self.plan_transfer(spec, transfer)
         plan.output_template = spec.output.path_template
-        named = {"quadmask": spec.output.quadmask_template, "raw": spec.output.raw_template}
-        if spec.HasField("matte"):
-            named["affected"] = spec.matte.affected_template
-        plan.side_templates = {kind: template for kind, template in named.items() if template}
+        plan.side_templates = upload.side_templates(spec)
         if plan.stream_back:  # the result lands here: refused now, before the job runs, if it may not
-            plan.source_files = upload.local_sources(spec)
-            check_replaceable(
-                upload.local_finals(spec, plan.side_templates), plan.source_files, spec.output.overwrite
-            )
+            plan.source_files, finals = upload.local_destinations(spec, plan.side_templates)
+            check_replaceable(finals, plan.source_files, spec.output.overwrite)
         if not plan.streamed:
             return self.submit(spec), plan
         return self._upload_and_submit(spec, plan, on_progress), plan
@@ -397,14 +392,8 @@ class Client:
         A job that did not succeed is returned as it is."""
         if job.state != pb.JOB_STATE_SUCCEEDED or not plan.stream_back:
             return job
-        result = download.download_result(
-            self.link,
-            self.stats,
-            job,
-            plan.output_template,
-            on_progress=on_progress,
-            sides=plan.side_templates,
-            sources=plan.source_files,
+        result = self.download_result(
+            job, plan.output_template, on_progress=on_progress, sides=plan.side_templates, sources=plan.source_files
         )
         local = pb.Job()
         local.CopyFrom(job)
@@ -459,11 +448,14 @@ class Client:
         result: Optional[RemoveResult] = None,
         on_progress: Optional[Callable[[pb.JobEvent], None]] = None,
         sides: Optional[dict] = None,
+        sources: Collection[str] = (),
     ) -> RemoveResult:
         """Fetch a streamed-back job's files and write them at `output_template` (the side sequences at
         their `sides` templates by kind, else beside it), all renamed into place only when every one
-        arrived whole."""
-        return download.download_result(self.link, self.stats, job, output_template, result, on_progress, sides)
+        arrived whole, and none over `sources` (real paths) or a file voidlink did not write."""
+        return download.download_result(
+            self.link, self.stats, job, output_template, result, on_progress, sides, sources
+        )
 
     # -- a daemon on this machine ---------------------------------------------------------
 

@@ -62,7 +62,7 @@ def download_result(
                 stats.resumes += 1
                 time.sleep(0.5 * (attempt + 1))  # the connection broke: ask again for what did not arrive whole
         finals = [(f"{frames[name][0]} here", frames[name][1], final) for name, (_, final, _) in whole.items()]
-        check_replaceable(finals, {os.path.realpath(p) for p in sources}, job.spec.output.overwrite)
+        check_replaceable(finals, sources, job.spec.output.overwrite)
         for temporary, final, _ in whole.values():
             os.replace(temporary, final)
         whole, placed = {}, True

@@ -75,60 +75,71 @@ def local_frames(otio_json: str, field: str, frames: Optional[tuple] = None) -> 
     return [(f, on_disk[f]) for f in range(first, last + 1)]
 
 
-def local_sources(spec: pb.JobSpec) -> set[str]:
-    """The real paths of the spec's clip frames that are on this machine (what a fetched result must
-    never be written over)."""
-    first_last = (spec.frames.first, spec.frames.last) if spec.HasField("frames") else None
-    found: set[str] = set()
+def _spec_range(spec: pb.JobSpec) -> Optional[tuple[int, int]]:
+    return (spec.frames.first, spec.frames.last) if spec.HasField("frames") else None
+
+
+def side_templates(spec: pb.JobSpec) -> dict[str, str]:
+    """The side sequences the spec names, by kind ("quadmask", "raw", a matte job's "affected")."""
+    named = {"quadmask": spec.output.quadmask_template, "raw": spec.output.raw_template}
+    if spec.HasField("matte"):
+        named["affected"] = spec.matte.affected_template
+    return {kind: template for kind, template in named.items() if template}
+
+
+def local_destinations(spec: pb.JobSpec, sides: dict) -> tuple[set[str], list[tuple[str, int, str]]]:
+    """What a streamed-back result must respect here: the real paths of the spec's clip frames on this
+    machine (never written over), and (label, frame, path) of each file the result will be written to:
+    the output's frames and those of each side sequence the job writes, where the spec names it (`sides`,
+    by kind) or where the daemon's default puts it beside the output. Each clip's folder is listed once."""
+    sources: set[str] = set()
+    source_frames: Optional[list[int]] = None
     for name in ("source", "mask", "affected"):
         if not spec.HasField(name) or not getattr(spec, name).otio_json:
             continue
         try:
-            frames = local_frames(getattr(spec, name).otio_json, name, first_last)
+            frames = local_frames(getattr(spec, name).otio_json, name, _spec_range(spec))
         except errors.VoidlinkError:  # not (wholly) here: the daemon reads it, nothing of it to guard here
             continue
-        found.update(os.path.realpath(path) for _, path in frames)
-    return found
+        sources.update(os.path.realpath(path) for _, path in frames)
+        if name == "source":
+            source_frames = [frame for frame, _ in frames]
+    return sources, _finals(spec, sides, source_frames)
 
 
-def local_finals(spec: pb.JobSpec, sides: dict) -> list[tuple[str, int, str]]:
-    """(label, frame, path) of the files a streamed-back result will be written to here: the output's
-    frames and those of each side sequence the job writes, where the spec names it (`sides`, by kind)
-    or where the daemon's default puts it beside the output."""
-    if spec.HasField("frames"):
-        frames = range(spec.frames.first, spec.frames.last + 1)
-    else:  # the source's own range, as the daemon takes it: the frames here, else what its clip says
+def _finals(spec: pb.JobSpec, sides: dict, source_frames: Optional[list[int]]) -> list[tuple[str, int, str]]:
+    span = _spec_range(spec)
+    if span is not None:
+        frames: Sequence[int] = range(span[0], span[1] + 1)
+    elif source_frames is not None:  # the source's own range, as the daemon takes it
+        frames = source_frames
+    else:
         try:
-            frames = [frame for frame, _ in local_frames(spec.source.otio_json, "spec.source")]
-        except errors.VoidlinkError:
-            try:
-                media = clip_media(spec.source.otio_json, "spec.source")
-            except ValueError:
-                return []
-            if media.first is None or media.last is None:
-                return []
-            frames = range(media.first, media.last + 1)
+            media = clip_media(spec.source.otio_json, "spec.source")
+        except ValueError:
+            return []
+        if media.first is None or media.last is None:
+            return []
+        frames = range(media.first, media.last + 1)
     output = local_pattern(spec.output.path_template)
     if output is None:
         return []  # refused by name where the template is checked
     patterns = {"output": output}
     written = {"quadmask": spec.output.write_quadmask, "raw": spec.output.write_raw, "affected": wants_affected(spec)}
-    for kind, writes in written.items():
-        if not writes:
-            continue
-        named = local_pattern(sides[kind]) if sides.get(kind) else None
-        if named is not None:
-            patterns[kind] = named
-        elif not sides.get(kind):
-            default = default_affected_pattern(output) if kind == "affected" else default_side_pattern(output, kind)
-            patterns[kind] = default
+    for kind in (kind for kind, writes in written.items() if writes):
+        if sides.get(kind):
+            pattern = local_pattern(sides[kind])
+        else:
+            pattern = default_affected_pattern(output) if kind == "affected" else default_side_pattern(output, kind)
+        if pattern is not None:
+            patterns[kind] = pattern
     return [(f"{kind} here", frame, pattern.path(frame)) for kind, pattern in patterns.items() for frame in frames]
 
 
 def clip_frames(spec: pb.JobSpec, plan: TransferPlan) -> dict[str, list]:
     """The (frame, file) pairs of each `plan.upload` clip, in the spec's range or the clip's own."""
-    first_last = (spec.frames.first, spec.frames.last) if spec.HasField("frames") else None
-    return {name: local_frames(getattr(spec, name).otio_json, f"spec.{name}", first_last) for name in plan.upload}
+    span = _spec_range(spec)
+    return {name: local_frames(getattr(spec, name).otio_json, f"spec.{name}", span) for name in plan.upload}
 
 
 def name_frames(
