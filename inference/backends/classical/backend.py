@@ -10,12 +10,14 @@ some frame shows free of the object:
 - the flow chain: the completed flow (homography + a smooth local residual, flow.py), snapped
   onto the camera chain where they agree within a pixel, which carries what one homography does
   not explain (parallax, several depth layers).
-The nearest hit of each direction is taken and the two are blended by distance. Where both chains
-reach a pixel from both sides, the one whose forward and backward colours agree better there is
-kept (a chain misled at an occlusion boundary or along a lone edge lands on different colours
-each way); elsewhere the camera chain is preferred. A thin ring around the hole is tracked too:
-the median difference between the frame and its propagated version there is removed from the
-fill, which hides seams from exposure or colour drift between frames.
+The nearest hit of each direction is taken. A thin ring of known pixels around the hole is tracked
+too. Where both chains reach a pixel from both sides, the camera chain is kept if its forward and
+backward colours agree; otherwise the four hits are blended, each weighted by its colour error on
+the ring, its chain's forward/backward agreement and its distance (a chain misled at an occlusion
+boundary or along a lone edge lands on different colours each way, and often only one direction is
+wrong: it met a passing object or a nearer layer). Elsewhere the camera chain is preferred, its two
+directions blended by distance. The median difference between the frame and its propagated version
+on the ring is removed from the fill, which hides seams from exposure or colour drift between frames.
 
 What no frame reveals gets an exemplar fill (patchfill.py: PatchMatch completion, continuing
 stripes, edges and texture from around the hole). For temporal consistency that fill is made on
@@ -251,7 +253,7 @@ class _Stream(Propagation):
 
         key = self._key_for(position)
         colour, have, key_where = self._propagate(position, (x0, y0, x1, y1), tracked,
-                                                  position - key[0] if key else None)
+                                                  position - key[0] if key else None, ring)
         box_pixels = frame.pixels[y0:y1, x0:x1]
         if have.any():
             # Seam blend: the median frame-vs-propagated difference on the ring (an exposure or

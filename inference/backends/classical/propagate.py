@@ -13,7 +13,7 @@ from typing import Optional
 import cv2
 import numpy as np
 from voidlink.inference.backends import base
-from voidlink.inference.backends.classical.flow import fit_homography
+from voidlink.inference.backends.classical.flow import fit_homography, push_pull_fill
 
 # Weight of a hit at d frames: 1 / d ** DISTANCE_POWER (nearer frames have moved less since t).
 DISTANCE_POWER = 1.0
@@ -29,6 +29,15 @@ AGREE_WINDOW = 2
 # along a lone edge (a post, a rail) a flow chain slid along or across it can agree with itself
 # as well, and the camera chain is then the one that is right.
 CAMERA_AGREES = 0.2
+# Elsewhere, where both chains reach a pixel from both sides, the four hits (each chain forward and
+# backward) are blended, each weighted by exp(-e / RING_SOFTNESS) · exp(-a / AGREE_SOFTNESS) / distance:
+# e is the hit's colour error on the known ring around the hole (spread inward, counted from the best
+# hit's), a its chain's forward/backward disagreement there (from the better chain's). A chain that
+# lands wrong beside the hole likely lands wrong inside it too; one direction is often right where
+# the two disagree (the other met a passing object or a layer's edge), which the old either-or choice
+# of chains, each blending both directions, could not take; and soft weights keep near ties steady.
+RING_SOFTNESS = 0.02
+AGREE_SOFTNESS = 0.1
 
 
 class Propagation:
@@ -47,19 +56,26 @@ class Propagation:
             raise base.Cancelled()
 
     def _propagate(
-        self, position: int, box: tuple[int, int, int, int], tracked: np.ndarray, record: Optional[int] = None
+        self,
+        position: int,
+        box: tuple[int, int, int, int],
+        tracked: np.ndarray,
+        record: Optional[int] = None,
+        ring: Optional[np.ndarray] = None,
     ):
         """Colour each tracked pixel from the nearest frame each way that shows it free of the object.
 
         Two chains run each way: the flow chain (snapped onto the camera chain where they agree) and
-        the camera (homography) chain alone. Where both directions reach a pixel, the chain whose
-        forward and backward colours agree better there (over a small window) is taken, and the
-        camera chain wherever its own agree within CAMERA_AGREES: a flow chain misled at an edge or
-        an occlusion boundary lands on different colours forward and backward, while on a layer the
-        camera model does not explain (parallax) the camera chain does. Where they cannot be
-        compared, the camera chain is taken if it got there. Hits are weighted by 1 / distance in
-        frames. With `record`, also where the backward flow chain is
-        `record` frames back (NaN where it did not get there).
+        the camera (homography) chain alone. Where both chains reach a pixel from both directions,
+        the camera chain is taken wherever its forward and backward colours agree within
+        CAMERA_AGREES (over a small window); elsewhere there the four hits are blended by how well
+        each matches the frame on `ring` (known pixels around the hole, tracked too) and how well
+        its chain's directions agree (see RING_SOFTNESS): a flow chain misled at an edge or an
+        occlusion boundary lands on different colours forward and backward, while on a layer the
+        camera model does not explain (parallax) the camera chain does. Without `ring`, the chain
+        whose directions agree better is taken. Where they cannot be compared, the camera chain is
+        taken if it got there. Hits are weighted by 1 / distance in frames. With `record`, also
+        where the backward flow chain is `record` frames back (NaN where it did not get there).
         """
         x0, y0, x1, y1 = box
         gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
@@ -82,15 +98,29 @@ class Propagation:
         cam_colour, cam_have = mix(f_cam, f_cam_d, b_cam, b_cam_d)
         both = (f_flow_d > 0) & (b_flow_d > 0) & (f_cam_d > 0) & (b_cam_d > 0)
         camera = np.zeros_like(both)
+        blend = None
         if both.any():
             window = (2 * AGREE_WINDOW + 1, 2 * AGREE_WINDOW + 1)
             d_flow = cv2.blur(np.abs(f_flow - b_flow).sum(axis=2) * both, window)
             d_cam = cv2.blur(np.abs(f_cam - b_cam).sum(axis=2) * both, window)
-            camera = both & ((d_cam < d_flow) | (d_cam < CAMERA_AGREES))
+            settled = both & (d_cam < CAMERA_AGREES)
+            camera = both & ((d_cam < d_flow) | settled)
+            if ring is not None:
+                # Where neither chain has settled it, the four hits are blended (see RING_SOFTNESS).
+                hits = [(f_flow, f_flow_d), (b_flow, b_flow_d), (f_cam, f_cam_d), (b_cam, b_cam_d)]
+                counted = np.maximum(cv2.blur(both.astype(np.float32), window), 1e-6)
+                agree_flow, agree_cam = d_flow / counted, d_cam / counted
+                best = np.minimum(agree_flow, agree_cam)
+                agreement = [np.exp(-(a - best) / AGREE_SOFTNESS)
+                             for a in (agree_flow, agree_flow, agree_cam, agree_cam)]
+                blended, made = _ring_blend(hits, agreement, self.frames[position].pixels[y0:y1, x0:x1], ring)
+                blend = (blended, made & both & ~settled)
         # Where the directions cannot be compared, the camera chain (if it got there) is the safer
         # guess: it has few parameters and does not follow the flow's guesses along lone edges.
         camera |= ~both & cam_have
         colour[camera] = cam_colour[camera]
+        if blend is not None:
+            colour[blend[1]] = blend[0][blend[1]]
         return colour, have | cam_have, where
 
     def _chains(
@@ -203,6 +233,34 @@ class Propagation:
             flow, (px + 0.5) * s - 0.5, (py + 0.5) * s - 0.5, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
         return value[..., 0] / s, value[..., 1] / s
+
+
+def _ring_blend(hits: list, agreement: list, pixels: np.ndarray, ring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The hits blended by their colour error on the ring and their chain's agreement (see RING_SOFTNESS).
+
+    hits: (colour, distance) per chain and direction; agreement: per hit, its chain's weight from
+    how well that chain's directions agree; pixels: the frame over the box; ring: known pixels
+    around the hole that the chains followed too. Returns the blend and where it was made (nowhere
+    when a hit reached too little of the ring to be judged).
+    """
+    errors = []
+    for sample, distance in hits:
+        seen = (ring & (distance > 0)).astype(np.float32)
+        if seen.sum() < 16:
+            return np.zeros_like(pixels), np.zeros(ring.shape, bool)
+        error = np.abs(sample - pixels).sum(axis=2) * seen
+        errors.append(push_pull_fill(error, seen))
+    best = np.min(errors, axis=0)
+    total = np.zeros(ring.shape, np.float32)
+    blended = np.zeros_like(pixels)
+    for (sample, distance), error, agrees in zip(hits, errors, agreement):
+        weight = np.where(distance > 0, np.exp(-(error - best) / RING_SOFTNESS) / np.maximum(distance, 1), 0.0)
+        weight = (weight * agrees).astype(np.float32)
+        blended += weight[..., None] * sample
+        total += weight
+    made = total > 0
+    blended[made] /= total[made, None]
+    return blended, made
 
 
 def _apply(model: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
