@@ -12,8 +12,9 @@ some frame shows free of the object:
   not explain (parallax, several depth layers).
 The nearest hit of each direction is taken. A thin ring of known pixels around the hole is tracked
 too. Where both chains reach a pixel from both sides, the camera chain is kept if its forward and
-backward colours agree; otherwise the four hits are blended, each weighted by its colour error on
-the ring, its chain's forward/backward agreement and its distance (a chain misled at an occlusion
+backward colours agree; otherwise the four hits are blended, each weighted by its chain's colour
+error on the ring (where the ring is first seen clean and at the frame the hit came from), its
+chain's forward/backward agreement and its distance (a chain misled at an occlusion
 boundary or along a lone edge lands on different colours each way, and often only one direction is
 wrong: it met a passing object or a nearer layer). Elsewhere the camera chain is preferred, its two
 directions blended by distance. The median difference between the frame and its propagated version

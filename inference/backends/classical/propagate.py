@@ -8,7 +8,7 @@ holds the frames, the pair motions and the key frames.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import cv2
 import numpy as np
@@ -30,14 +30,26 @@ AGREE_WINDOW = 2
 # as well, and the camera chain is then the one that is right.
 CAMERA_AGREES = 0.2
 # Elsewhere, where both chains reach a pixel from both sides, the four hits (each chain forward and
-# backward) are blended, each weighted by exp(-e / RING_SOFTNESS) · exp(-a / AGREE_SOFTNESS) / distance:
+# backward) are blended, each weighted by exp(-e / RING_SOFTNESS) · exp(-a / AGREE_SOFTNESS) / distance.
 # e is the hit's colour error on the known ring around the hole (spread inward, counted from the best
-# hit's), a its chain's forward/backward disagreement there (from the better chain's). A chain that
-# lands wrong beside the hole likely lands wrong inside it too; one direction is often right where
-# the two disagree (the other met a passing object or a layer's edge), which the old either-or choice
-# of chains, each blending both directions, could not take; and soft weights keep near ties steady.
+# hit's): the mean of the chain's error there at the frames that first show the ring clean and at
+# the frame the hit came from. a is its chain's forward/backward disagreement there (counted from the
+# better chain's). A chain that lands wrong beside the hole likely lands wrong inside it too; one
+# direction is often right where the two disagree (the other met a passing object or a nearer
+# layer's edge), which the old either-or choice of chains, each blending both directions, could not
+# take; and soft weights keep near ties steady.
 RING_SOFTNESS = 0.02
 AGREE_SOFTNESS = 0.1
+# Fewer ring pixels than this seen clean do not judge a chain.
+RING_SEEN = 16
+
+
+class Hits(NamedTuple):
+    """One chain's first clean hits one way, per pixel of the box."""
+
+    colour: np.ndarray  # (h, w, 3) the colour found
+    distance: np.ndarray  # (h, w) int32: frames away; 0 where nothing was found
+    ring_error: np.ndarray  # (h, w) the chain's error on the ring at the hit's frame (NaN: not judged)
 
 
 class Propagation:
@@ -82,38 +94,39 @@ class Propagation:
         hits = {}
         for direction in (1, -1):
             self._check_cancel()
-            hits[direction] = self._chains(position, direction, gx, gy, tracked, record if direction < 0 else None)
-        (f_flow, f_flow_d, f_cam, f_cam_d, _), (b_flow, b_flow_d, b_cam, b_cam_d, where) = hits[1], hits[-1]
+            hits[direction] = self._chains(position, direction, gx, gy, tracked, record if direction < 0 else None,
+                                           ring)
+        (f_flow, f_cam, _), (b_flow, b_cam, where) = hits[1], hits[-1]
 
-        def mix(a, da, b, db):
-            wa = np.where(da > 0, 1.0 / np.maximum(da, 1) ** DISTANCE_POWER, 0.0).astype(np.float32)
-            wb = np.where(db > 0, 1.0 / np.maximum(db, 1) ** DISTANCE_POWER, 0.0).astype(np.float32)
+        def mix(a: Hits, b: Hits) -> tuple[np.ndarray, np.ndarray]:
+            wa = np.where(a.distance > 0, 1.0 / np.maximum(a.distance, 1) ** DISTANCE_POWER, 0.0).astype(np.float32)
+            wb = np.where(b.distance > 0, 1.0 / np.maximum(b.distance, 1) ** DISTANCE_POWER, 0.0).astype(np.float32)
             total = wa + wb
             have = total > 0
-            colour = np.zeros(a.shape, np.float32)
-            colour[have] = (wa[have, None] * a[have] + wb[have, None] * b[have]) / total[have, None]
+            colour = np.zeros(a.colour.shape, np.float32)
+            colour[have] = (wa[have, None] * a.colour[have] + wb[have, None] * b.colour[have]) / total[have, None]
             return colour, have
 
-        colour, have = mix(f_flow, f_flow_d, b_flow, b_flow_d)
-        cam_colour, cam_have = mix(f_cam, f_cam_d, b_cam, b_cam_d)
-        both = (f_flow_d > 0) & (b_flow_d > 0) & (f_cam_d > 0) & (b_cam_d > 0)
+        colour, have = mix(f_flow, b_flow)
+        cam_colour, cam_have = mix(f_cam, b_cam)
+        both = (f_flow.distance > 0) & (b_flow.distance > 0) & (f_cam.distance > 0) & (b_cam.distance > 0)
         camera = np.zeros_like(both)
         blend = None
         if both.any():
             window = (2 * AGREE_WINDOW + 1, 2 * AGREE_WINDOW + 1)
-            d_flow = cv2.blur(np.abs(f_flow - b_flow).sum(axis=2) * both, window)
-            d_cam = cv2.blur(np.abs(f_cam - b_cam).sum(axis=2) * both, window)
+            d_flow = cv2.blur(np.abs(f_flow.colour - b_flow.colour).sum(axis=2) * both, window)
+            d_cam = cv2.blur(np.abs(f_cam.colour - b_cam.colour).sum(axis=2) * both, window)
             settled = both & (d_cam < CAMERA_AGREES)
             camera = both & ((d_cam < d_flow) | settled)
             if ring is not None:
                 # Where neither chain has settled it, the four hits are blended (see RING_SOFTNESS).
-                hits = [(f_flow, f_flow_d), (b_flow, b_flow_d), (f_cam, f_cam_d), (b_cam, b_cam_d)]
                 counted = np.maximum(cv2.blur(both.astype(np.float32), window), 1e-6)
                 agree_flow, agree_cam = d_flow / counted, d_cam / counted
                 best = np.minimum(agree_flow, agree_cam)
                 agreement = [np.exp(-(a - best) / AGREE_SOFTNESS)
                              for a in (agree_flow, agree_flow, agree_cam, agree_cam)]
-                blended, made = _ring_blend(hits, agreement, self.frames[position].pixels[y0:y1, x0:x1], ring)
+                blended, made = _ring_blend([f_flow, b_flow, f_cam, b_cam], agreement,
+                                            self.frames[position].pixels[y0:y1, x0:x1], ring)
                 blend = (blended, made & both & ~settled)
         # Where the directions cannot be compared, the camera chain (if it got there) is the safer
         # guess: it has few parameters and does not follow the flow's guesses along lone edges.
@@ -131,18 +144,26 @@ class Propagation:
         gy: np.ndarray,
         tracked: np.ndarray,
         record: Optional[int] = None,
-    ):
-        """The flow chain's and the camera chain's first clean hits one way: (colour, distance) each.
+        ring: Optional[np.ndarray] = None,
+    ) -> tuple[Hits, Hits, Optional[tuple[np.ndarray, np.ndarray]]]:
+        """The flow chain's and the camera chain's first clean hits one way, and where the flow chain is
+        after `record` steps (None unless asked; NaN if it stopped).
 
-        Last comes where the flow chain is after `record` steps (None unless asked; NaN if it stopped).
+        With `ring` (pixels of the box outside the hole, in `tracked`), each hit also gets its chain's
+        colour error on the ring at the frame it came from, spread inward from the ring pixels that
+        frame shows clean (too few of them: NaN).
         """
         height, width = self.shape
         px, py = gx.copy(), gy.copy()
         guess = np.eye(3)
-        out = []
-        for _ in range(2):
-            out += [np.zeros(gx.shape + (3,), np.float32), np.zeros(gx.shape, np.int32)]
+        out = [np.zeros(gx.shape + (3,), np.float32) for _ in range(2)]
+        distance = [np.zeros(gx.shape, np.int32) for _ in range(2)]
+        ring_error = [np.full(gx.shape, np.nan, np.float32) for _ in range(2)]
         alive = [tracked.copy(), tracked.copy()]
+        own = None
+        if ring is not None:
+            x0, y0 = int(gx[0, 0]), int(gy[0, 0])
+            own = self.frames[position].pixels[y0:y0 + gx.shape[0], x0:x0 + gx.shape[1]][ring]
         where = None
         if record is not None:
             where = (np.full(gx.shape, np.nan, np.float32), np.full(gx.shape, np.nan, np.float32))
@@ -183,12 +204,19 @@ class Propagation:
                 hit = alive[k] & usable
                 if hit.any():
                     sample = cv2.remap(source.pixels, qx, qy, SAMPLING, borderMode=cv2.BORDER_REPLICATE)
-                    out[2 * k][hit] = sample[hit]
-                    out[2 * k + 1][hit] = step
+                    out[k][hit] = sample[hit]
+                    distance[k][hit] = step
+                    if own is not None:
+                        seen = usable & ring & (qx >= 0) & (qx <= width - 1) & (qy >= 0) & (qy <= height - 1)
+                        if seen.sum() >= RING_SEEN:
+                            error = np.zeros(gx.shape, np.float32)
+                            error[ring] = np.abs(sample[ring] - own).sum(axis=1)
+                            weight = seen.astype(np.float32)
+                            ring_error[k][hit] = push_pull_fill(error * weight, weight)[hit]
                     alive[k] &= ~hit
             if not (alive[0].any() or alive[1].any()) and (record is None or step >= record):
                 break
-        return out + [where]
+        return Hits(out[0], distance[0], ring_error[0]), Hits(out[1], distance[1], ring_error[1]), where
 
     def _direct(self, a: int, b: int, guess: np.ndarray) -> np.ndarray:
         """Homography frame a → frame b (flow resolution), fitted on the pair; `guess` where that fails."""
@@ -235,28 +263,29 @@ class Propagation:
         return value[..., 0] / s, value[..., 1] / s
 
 
-def _ring_blend(hits: list, agreement: list, pixels: np.ndarray, ring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _ring_blend(hits: list[Hits], agreement: list[np.ndarray], pixels: np.ndarray,
+                ring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The hits blended by their colour error on the ring and their chain's agreement (see RING_SOFTNESS).
 
-    hits: (colour, distance) per chain and direction; agreement: per hit, its chain's weight from
-    how well that chain's directions agree; pixels: the frame over the box; ring: known pixels
-    around the hole that the chains followed too. Returns the blend and where it was made (nowhere
-    when a hit reached too little of the ring to be judged).
+    agreement: per hit, its chain's weight from how well that chain's directions agree; pixels: the
+    frame over the box; ring: known pixels around the hole that the chains followed too. Returns the
+    blend and where it was made (nowhere when a hit reached too little of the ring to be judged).
     """
     errors = []
-    for sample, distance in hits:
-        seen = (ring & (distance > 0)).astype(np.float32)
-        if seen.sum() < 16:
+    for hit in hits:
+        seen = (ring & (hit.distance > 0)).astype(np.float32)
+        if seen.sum() < RING_SEEN:
             return np.zeros_like(pixels), np.zeros(ring.shape, bool)
-        error = np.abs(sample - pixels).sum(axis=2) * seen
-        errors.append(push_pull_fill(error, seen))
+        nearest = push_pull_fill(np.abs(hit.colour - pixels).sum(axis=2) * seen, seen)
+        judged = np.isfinite(hit.ring_error)
+        errors.append(np.where(judged, 0.5 * (nearest + np.where(judged, hit.ring_error, 0.0)), nearest))
     best = np.min(errors, axis=0)
     total = np.zeros(ring.shape, np.float32)
     blended = np.zeros_like(pixels)
-    for (sample, distance), error, agrees in zip(hits, errors, agreement):
-        weight = np.where(distance > 0, np.exp(-(error - best) / RING_SOFTNESS) / np.maximum(distance, 1), 0.0)
-        weight = (weight * agrees).astype(np.float32)
-        blended += weight[..., None] * sample
+    for hit, error, agrees in zip(hits, errors, agreement):
+        weight = np.exp(-(error - best) / RING_SOFTNESS) / np.maximum(hit.distance, 1)
+        weight = np.where(hit.distance > 0, weight * agrees, 0.0).astype(np.float32)
+        blended += weight[..., None] * hit.colour
         total += weight
     made = total > 0
     blended[made] /= total[made, None]
