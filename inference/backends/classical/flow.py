@@ -164,8 +164,9 @@ def _consistency(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     back = cv2.remap(backward, xs + forward[..., 0], ys + forward[..., 1], cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE)
-    error = np.linalg.norm(forward + back, axis=-1)
-    magnitude = np.linalg.norm(forward, axis=-1)
+    loop = forward + back
+    error = cv2.magnitude(loop[..., 0], loop[..., 1])
+    magnitude = cv2.magnitude(forward[..., 0], forward[..., 1])
     return error <= 1.0 + 0.05 * magnitude
 
 
@@ -177,7 +178,7 @@ def complete_flow(flow: np.ndarray, valid: np.ndarray, model: np.ndarray) -> np.
     residual = flow - base
     # Shrink small residuals to zero: around a hole they are mostly flow noise or the object's drag,
     # and a hole should move exactly with the camera unless its surroundings clearly do not.
-    size = np.linalg.norm(residual, axis=-1, keepdims=True)
+    size = cv2.magnitude(residual[..., 0], residual[..., 1])[..., None]
     residual = residual * np.clip(1.0 - RESIDUAL_SHRINK / np.maximum(size, 1e-6), 0.0, None)
     residual = push_pull_fill(residual, valid.astype(np.float32))
     return np.where(valid[..., None], flow, base + residual).astype(np.float32)
