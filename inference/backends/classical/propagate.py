@@ -36,8 +36,8 @@ CAMERA_AGREES = 0.2
 # the frame the hit came from. a is its chain's forward/backward disagreement there (counted from the
 # better chain's). A chain that lands wrong beside the hole likely lands wrong inside it too; one
 # direction is often right where the two disagree (the other met a passing object or a nearer
-# layer's edge), which the old either-or choice of chains, each blending both directions, could not
-# take; and soft weights keep near ties steady.
+# layer's edge), which choosing one chain with both its directions blended cannot take; and soft
+# weights keep near ties steady.
 RING_SOFTNESS = 0.02
 AGREE_SOFTNESS = 0.1
 # Fewer ring pixels than this seen clean do not judge a chain.
@@ -80,9 +80,10 @@ class Propagation:
         Two chains run each way: the flow chain (snapped onto the camera chain where they agree) and
         the camera (homography) chain alone. Where both chains reach a pixel from both directions,
         the camera chain is taken wherever its forward and backward colours agree within
-        CAMERA_AGREES (over a small window); elsewhere there the four hits are blended by how well
-        each matches the frame on `ring` (known pixels around the hole, tracked too) and how well
-        its chain's directions agree (see RING_SOFTNESS): a flow chain misled at an edge or an
+        CAMERA_AGREES (over a small window); at the other pixels both reach that way, the four hits
+        are blended by how well each matches the frame on `ring` (known pixels around the hole,
+        tracked too) and how well its chain's directions agree (see RING_SOFTNESS): a flow chain
+        misled at an edge or an
         occlusion boundary lands on different colours forward and backward, while on a layer the
         camera model does not explain (parallax) the camera chain does. Without `ring`, the chain
         whose directions agree better is taken. Where they cannot be compared, the camera chain is
