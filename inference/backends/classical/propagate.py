@@ -80,15 +80,15 @@ class Propagation:
         Two chains run each way: the flow chain (snapped onto the camera chain where they agree) and
         the camera (homography) chain alone. Where both chains reach a pixel from both directions,
         the camera chain is taken wherever its forward and backward colours agree within
-        CAMERA_AGREES (over a small window); at the other pixels both reach that way, the four hits
+        CAMERA_AGREES (over a small window). At the other pixels both reach that way, the four hits
         are blended by how well each matches the frame on `ring` (known pixels around the hole,
         tracked too) and how well its chain's directions agree (see RING_SOFTNESS): a flow chain
-        misled at an edge or an
-        occlusion boundary lands on different colours forward and backward, while on a layer the
-        camera model does not explain (parallax) the camera chain does. Without `ring`, the chain
-        whose directions agree better is taken. Where they cannot be compared, the camera chain is
-        taken if it got there. Hits are weighted by 1 / distance in frames. With `record`, also
-        where the backward flow chain is `record` frames back (NaN where it did not get there).
+        misled at an edge or an occlusion boundary lands on different colours forward and backward,
+        while on a layer the camera model does not explain (parallax) the camera chain does. Without
+        `ring`, the chain whose directions agree better is taken there. Where they cannot be
+        compared, the camera chain is taken if it got there. Hits are weighted by 1 / distance in
+        frames. With `record`, also where the backward flow chain is `record` frames back (NaN where
+        it did not get there).
         """
         x0, y0, x1, y1 = box
         gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
