@@ -33,6 +33,7 @@ from voidlink.bridge.result import RemoveResult, result_or_raise
 from voidlink.bridge.spec import FrameRange, PathLike, build_spec, clip_spec, default_output
 from voidlink.bridge.transfer import TRANSFER_MODES, TransferPlan, TransferStats, plan_transfer, probe_paths
 from voidlink.protos import PROTOCOL_VERSION, pb, vocabulary
+from voidlink.protos.clips import side_templates
 from voidlink.protos.events import job_event
 from voidlink.protos.vocabulary import state_name
 from voidlink.protos.wire import CHUNK_BYTES
@@ -331,7 +332,7 @@ class Client:
         if plan is None:
             plan = self.plan_transfer(spec, transfer)
         plan.output_template = spec.output.path_template
-        plan.side_templates = upload.side_templates(spec)
+        plan.side_templates = side_templates(spec)
         if plan.stream_back:  # the result lands here: refused now, before the job runs, if it may not
             plan.source_files, finals = upload.local_destinations(spec, plan.side_templates)
             check_replaceable(finals, plan.source_files, spec.output.overwrite)

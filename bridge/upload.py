@@ -23,7 +23,7 @@ from voidlink.protos.clips import (
     clip_media,
     default_affected_pattern,
     default_side_pattern,
-    wants_affected,
+    written_sides,
 )
 from voidlink.protos.wire import CHUNK_BYTES, frame_chunk_bytes, hash_files
 
@@ -79,14 +79,6 @@ def _spec_range(spec: pb.JobSpec) -> Optional[tuple[int, int]]:
     return (spec.frames.first, spec.frames.last) if spec.HasField("frames") else None
 
 
-def side_templates(spec: pb.JobSpec) -> dict[str, str]:
-    """The side sequences the spec names, by kind ("quadmask", "raw", a matte job's "affected")."""
-    named = {"quadmask": spec.output.quadmask_template, "raw": spec.output.raw_template}
-    if spec.HasField("matte"):
-        named["affected"] = spec.matte.affected_template
-    return {kind: template for kind, template in named.items() if template}
-
-
 def local_destinations(spec: pb.JobSpec, sides: dict) -> tuple[set[str], list[tuple[str, int, str]]]:
     """What a streamed-back result must respect here: the real paths of the spec's clip frames on this
     machine (never written over), and (label, frame, path) of each file the result will be written to:
@@ -125,8 +117,7 @@ def _finals(spec: pb.JobSpec, sides: dict, source_frames: Optional[list[int]]) -
     if output is None:
         return []  # refused by name where the template is checked
     patterns = {"output": output}
-    written = {"quadmask": spec.output.write_quadmask, "raw": spec.output.write_raw, "affected": wants_affected(spec)}
-    for kind in (kind for kind, writes in written.items() if writes):
+    for kind in written_sides(spec):
         if sides.get(kind):
             pattern = local_pattern(sides[kind])
         else:

@@ -247,3 +247,18 @@ def default_affected_pattern(output: SequencePattern) -> SequencePattern:
 def wants_affected(spec) -> bool:
     """Whether a matte job writes an affected proposal (asked for, or implied by words of what it affects)."""
     return spec.HasField("matte") and (spec.matte.propose_affected or bool(spec.matte.affected_text.strip()))
+
+
+def side_templates(spec) -> dict[str, str]:
+    """The side sequences' templates the spec names, by kind ("quadmask", "raw", a matte job's "affected")."""
+    named = {"quadmask": spec.output.quadmask_template, "raw": spec.output.raw_template}
+    if spec.HasField("matte"):
+        named["affected"] = spec.matte.affected_template
+    return {kind: template for kind, template in named.items() if template}
+
+
+def written_sides(spec) -> list[str]:
+    """The kinds of side sequence the job writes, in the order they are checked: a matte job's affected
+    proposal, then the quadmask, then the raw sequence."""
+    writes = {"affected": wants_affected(spec), "quadmask": spec.output.write_quadmask, "raw": spec.output.write_raw}
+    return [kind for kind, written in writes.items() if written]

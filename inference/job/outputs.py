@@ -15,7 +15,13 @@ from typing import Union
 
 from voidlink.media import image, sequence
 from voidlink.protos import pb
-from voidlink.protos.clips import SequencePattern, default_affected_pattern, default_side_pattern, wants_affected
+from voidlink.protos.clips import (
+    SequencePattern,
+    default_affected_pattern,
+    default_side_pattern,
+    side_templates,
+    written_sides,
+)
 
 from voidlink.errors import InvalidInput, OutputExists
 
@@ -91,12 +97,12 @@ def side_patterns(spec: pb.JobSpec, output: SequencePattern) -> Iterator[tuple[s
     """The side patterns the job asks for: a matte job's affected proposal, then the quadmask and raw
     patterns (none, one or both), quadmask first; each parsed as it is reached, so a caller checking
     each in turn refuses in the order the spec reads."""
-    if wants_affected(spec):
-        yield "affected", affected_pattern(output, spec.matte.affected_template)
-    if spec.output.write_quadmask:
-        yield "quadmask", side_pattern(output, spec.output.quadmask_template, "quadmask", ".png")
-    if spec.output.write_raw:
-        yield "raw", side_pattern(output, spec.output.raw_template, "raw", ".png")
+    named = side_templates(spec)
+    for kind in written_sides(spec):
+        if kind == "affected":
+            yield kind, affected_pattern(output, named.get(kind, ""))
+        else:
+            yield kind, side_pattern(output, named.get(kind, ""), kind, ".png")
 
 
 def spec_finals(spec: pb.JobSpec) -> Finals:
