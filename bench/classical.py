@@ -365,11 +365,7 @@ def format_table(report: dict) -> str:
                 + f"  {w['ours']:>9.4f} {w['homography']:>7.4f}  {c['ours'] - c['homography']:>9.2f}"
                 f" {c['ours'] - c['median']:>7.2f} {c['ours'] - c['telea']:>7.2f} {fps:>5}")
 
-    for r in report["kinds"]:
-        data = {k: {m: r[m][key] for m in METHODS} for k, key in
-                (("psnr", "psnr"), ("ssim", "ssim"), ("warp", "warp_error"))}
-        lines.append(row(f"{r['kind']} {r['size']}", data, f"{r['fps_ours']:.1f}"))
-    for r in report["real"]:
+    for r in report["kinds"] + report["real"]:
         data = {k: {m: r[m][key] for m in METHODS} for k, key in
                 (("psnr", "psnr"), ("ssim", "ssim"), ("warp", "warp_error"))}
         lines.append(row(f"{r['kind']} {r['size']}", data, f"{r['fps_ours']:.1f}"))

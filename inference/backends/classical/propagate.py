@@ -92,11 +92,12 @@ class Propagation:
         """
         x0, y0, x1, y1 = box
         gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        pixels = self.frames[position].pixels[y0:y1, x0:x1]
         hits = {}
         for direction in (1, -1):
             self._check_cancel()
             hits[direction] = self._chains(position, direction, gx, gy, tracked, record if direction < 0 else None,
-                                           ring)
+                                           ring, None if ring is None else pixels[ring])
         (f_flow, f_cam, _), (b_flow, b_cam, where) = hits[1], hits[-1]
 
         def mix(a: Hits, b: Hits) -> tuple[np.ndarray, np.ndarray]:
@@ -126,8 +127,7 @@ class Propagation:
                 best = np.minimum(agree_flow, agree_cam)
                 agreement = [np.exp(-(a - best) / AGREE_SOFTNESS)
                              for a in (agree_flow, agree_flow, agree_cam, agree_cam)]
-                blended, made = _ring_blend([f_flow, b_flow, f_cam, b_cam], agreement,
-                                            self.frames[position].pixels[y0:y1, x0:x1], ring)
+                blended, made = _ring_blend([f_flow, b_flow, f_cam, b_cam], agreement, pixels, ring)
                 blend = (blended, made & both & ~settled)
         # Where the directions cannot be compared, the camera chain (if it got there) is the safer
         # guess: it has few parameters and does not follow the flow's guesses along lone edges.
@@ -146,13 +146,14 @@ class Propagation:
         tracked: np.ndarray,
         record: Optional[int] = None,
         ring: Optional[np.ndarray] = None,
+        own: Optional[np.ndarray] = None,
     ) -> tuple[Hits, Hits, Optional[tuple[np.ndarray, np.ndarray]]]:
         """The flow chain's and the camera chain's first clean hits one way, and where the flow chain is
         after `record` steps (None unless asked; NaN if it stopped).
 
-        With `ring` (pixels of the box outside the hole, in `tracked`), each hit also gets its chain's
-        colour error on the ring at the frame it came from, spread inward from the ring pixels that
-        frame shows clean (too few of them: NaN).
+        With `ring` (pixels of the box outside the hole, in `tracked`) and `own` (this frame's colours
+        there), each hit also gets its chain's colour error on the ring at the frame it came from,
+        spread inward from the ring pixels that frame shows clean (too few of them: NaN).
         """
         height, width = self.shape
         px, py = gx.copy(), gy.copy()
@@ -161,10 +162,6 @@ class Propagation:
         distance = [np.zeros(gx.shape, np.int32) for _ in range(2)]
         ring_error = [np.full(gx.shape, np.nan, np.float32) for _ in range(2)]
         alive = [tracked.copy(), tracked.copy()]
-        own = None
-        if ring is not None:
-            x0, y0 = int(gx[0, 0]), int(gy[0, 0])
-            own = self.frames[position].pixels[y0:y0 + gx.shape[0], x0:x0 + gx.shape[1]][ring]
         where = None
         if record is not None:
             where = (np.full(gx.shape, np.nan, np.float32), np.full(gx.shape, np.nan, np.float32))
