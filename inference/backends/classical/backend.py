@@ -41,12 +41,11 @@ import cv2
 import numpy as np
 from voidlink.inference.backends import base
 from voidlink.inference.backends.classical.flow import (
+    FIT_SIDE,
     FLOW_MAX_SIDE,
+    Analysis,
     MotionEstimator,
     PairMotion,
-    corners,
-    resize_mask,
-    to_grey,
 )
 from voidlink.inference.backends.classical.patchfill import patch_fill, telea
 from voidlink.inference.backends.classical.propagate import SAMPLING, Propagation
@@ -92,11 +91,8 @@ class _Frame:
     must_fill: np.ndarray  # (H, W) bool: object, overlap and NaN pixels
     may_fill: np.ndarray  # (H, W) bool: affected pixels, filled only where another frame shows them clean
     source: np.ndarray  # (H, W) uint8 1 where this frame may lend pixels to others
-    grey: np.ndarray  # flow-resolution luma
-    hole_small: np.ndarray  # flow-resolution hole
     had_nan: bool
-    keep_small: np.ndarray  # flow-resolution pixels clear of the (widened) hole
-    points: Optional[np.ndarray]  # features there, for direct homographies to other frames
+    analysis: Analysis  # the frame on the fit and flow grids
 
 
 def _settings(quality: str) -> tuple[int, int]:
@@ -135,17 +131,17 @@ class _Stream(Propagation):
     def __init__(self, radius: int, preset: int, request: base.BackendRequest) -> None:
         self.radius = radius
         self.request = request
-        self.estimator = MotionEstimator(preset, FLOW_MARGIN)
+        self.preset = preset
+        self.estimator: Optional[MotionEstimator] = None
         self.frames: dict[int, _Frame] = {}  # stream position → frame
         self.motions: dict[int, PairMotion] = {}  # position a → motion between a and a+1
         self.shape: Optional[tuple[int, int]] = None
-        self.scale = 1.0
+        self.fit_scale = self.flow_scale = 1.0
         self.noted_nan = False
         self.unrevealed = 0
         self.filled = 0
         self.keys: dict[int, tuple[int, np.ndarray]] = {}  # key frame index → (position, result)
         self.direct: dict[tuple[int, int], np.ndarray] = {}  # (a, b) → homography a → b, flow resolution
-        self.margin_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * FLOW_MARGIN + 1, 2 * FLOW_MARGIN + 1))
 
     def run(self, frames: Iterator[base.BackendFrame]) -> Iterator[base.BackendResult]:
         position = 0
@@ -177,7 +173,11 @@ class _Stream(Propagation):
                 reason="SIZE_MISMATCH", frame=frame.index)
         if self.shape is None:
             self.shape = image.shape[:2]
-            self.scale = min(1.0, FLOW_MAX_SIDE / max(self.shape))
+            # Homographies are fitted on a FIT_SIDE grid, enlarged for small frames (sub-pixel fits);
+            # dense flow runs on a grid no larger than FLOW_MAX_SIDE.
+            self.fit_scale = FIT_SIDE / max(self.shape)
+            self.flow_scale = min(1.0, FLOW_MAX_SIDE / max(self.shape))
+            self.estimator = MotionEstimator(self.preset, FLOW_MARGIN, self.fit_scale, self.flow_scale)
         elif image.shape[:2] != self.shape:
             raise InvalidInput(f"frame {frame.index}: size {image.shape[:2]} differs from the shot's {self.shape}",
                                reason="SIZE_MISMATCH", frame=frame.index)
@@ -201,11 +201,8 @@ class _Stream(Propagation):
         hole = must | may | (quadmask != KEEP)
         # Sources stay a pixel clear of the hole so bilinear sampling never mixes in object colour.
         source = (cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0).astype(np.uint8)
-        grey = to_grey(pixels, self.scale)
-        hole_small = resize_mask(hole, grey.shape)
-        keep_small = cv2.dilate(hole_small.astype(np.uint8), self.margin_kernel) == 0
-        record = _Frame(frame.index, image, pixels, quadmask, must, may, source, grey, hole_small, had_nan,
-                        keep_small, corners(grey, keep_small))
+        record = _Frame(frame.index, image, pixels, quadmask, must, may, source, had_nan,
+                        self.estimator.analyse(pixels, hole))
         # The window ends 2 × radius frames back: a frame `radius` back is emitted next and looks
         # `radius` further back, and if the shot ends here the last frame looks 2 × radius back.
         for old in [p for p in self.frames if p < position - 2 * self.radius]:
@@ -217,8 +214,7 @@ class _Stream(Propagation):
         self.frames[position] = record
         previous = self.frames.get(position - 1)
         if previous is not None:
-            self.motions[position - 1] = self.estimator.pair(previous.grey, grey, previous.hole_small,
-                                                             record.hole_small)
+            self.motions[position - 1] = self.estimator.pair(previous.analysis, record.analysis)
 
     # -- output ------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import numpy as np
 
 # Flow is analysed with the longest side at most this many pixels (large frames are downscaled).
 FLOW_MAX_SIDE = 960
+FIT_SIDE = 960
 
 # Pixels of non-camera motion ignored when completing flow inside a hole (see `complete_flow`).
 RESIDUAL_SHRINK = 1.0
@@ -101,7 +102,7 @@ def homography(grey_a: np.ndarray, grey_b: np.ndarray, keep_a: np.ndarray, keep_
 
 
 def fit_homography(grey_a: np.ndarray, grey_b: np.ndarray, points: np.ndarray | None, keep_b: np.ndarray,
-                   guess: np.ndarray | None = None) -> np.ndarray | None:
+                   guess: np.ndarray | None = None, method: int = cv2.RANSAC) -> np.ndarray | None:
     """The homography a → b fitted by RANSAC on `points` of a tracked into b; None if none holds.
 
     With `guess` (e.g. the chained homographies of the frames between, for frames far apart) the
@@ -129,7 +130,7 @@ def fit_homography(grey_a: np.ndarray, grey_b: np.ndarray, points: np.ndarray | 
         pts_a, pts_b = pts_a[landed], pts_b[landed]
     if len(pts_a) < 12:
         return None
-    model, inliers = cv2.findHomography(pts_a, pts_b, cv2.RANSAC, 2.0, maxIters=1000, confidence=0.995)
+    model, inliers = cv2.findHomography(pts_a, pts_b, method, 2.0, maxIters=1000, confidence=0.995)
     if model is None or inliers is None or inliers.sum() < 10 or not np.all(np.isfinite(model)):
         return None
     model = model / model[2, 2]
@@ -149,13 +150,37 @@ def homography_flow(model: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 @dataclass
-class PairMotion:
-    """Motion from frame a to frame a+1 and back, at flow resolution, completed inside holes."""
+class Analysis:
+    """One frame as the motion estimator sees it: grey images and holes on the fit and flow grids."""
 
-    forward: np.ndarray  # (h, w, 2): where each pixel of a is in a+1
-    backward: np.ndarray  # (h, w, 2): where each pixel of a+1 is in a
-    model: np.ndarray  # 3×3 homography a → a+1 (flow resolution)
-    inverse: np.ndarray  # 3×3 homography a+1 → a
+    grey: np.ndarray  # uint8 luma on the fit grid (features, homographies)
+    keep: np.ndarray  # fit-grid pixels clear of the hole widened by the margin
+    points: np.ndarray | None  # features there, for homographies to other frames
+    flow_grey: np.ndarray  # uint8 luma on the flow grid (dense flow)
+    flow_keep: np.ndarray  # flow-grid pixels clear of the widened hole
+
+
+@dataclass
+class PairMotion:
+    """Motion from frame a to frame a+1 and back, completed inside holes."""
+
+    forward: np.ndarray  # (h, w, 2) on the flow grid: where each pixel of a is in a+1
+    backward: np.ndarray  # (h, w, 2) on the flow grid: where each pixel of a+1 is in a
+    model: np.ndarray  # 3×3 homography a → a+1 on the fit grid
+    inverse: np.ndarray  # 3×3 homography a+1 → a on the fit grid
+
+
+def regrid(model: np.ndarray, scale: float) -> np.ndarray:
+    """A homography between images `scale` times the size of others, expressed on the others' pixels.
+
+    Pixel centres are aligned (x_small = scale * (x + 0.5) - 0.5); regrid(regrid(m, a), b) is
+    regrid(m, a * b), so regrid(m, 1 / s) takes a full-size model onto a grid s times the size.
+    """
+    if scale == 1.0:
+        return model
+    shift = 0.5 * scale - 0.5
+    to_small = np.array([[scale, 0, shift], [0, scale, shift], [0, 0, 1]], np.float64)
+    return np.linalg.inv(to_small) @ model @ to_small
 
 
 def _consistency(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
@@ -185,28 +210,47 @@ def complete_flow(flow: np.ndarray, valid: np.ndarray, model: np.ndarray) -> np.
 
 
 class MotionEstimator:
-    """Computes `PairMotion` for neighbouring frames with one DIS instance per quality setting."""
+    """Analyses frames and computes `PairMotion` for neighbours, with one DIS instance per quality setting.
 
-    def __init__(self, preset: int, margin: int) -> None:
+    fit_scale / flow_scale: the fit and flow grids' size relative to the frame; margin: pixels (on
+    each grid) of the hole's surroundings not trusted, where the object drags the flow.
+    """
+
+    def __init__(self, preset: int, margin: int, fit_scale: float, flow_scale: float) -> None:
         self._dis = cv2.DISOpticalFlow_create(preset)
-        self._margin = margin
+        self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+        self.fit_scale = fit_scale
+        self.flow_scale = flow_scale
+        self.method = cv2.RANSAC
 
-    def pair(self, grey_a: np.ndarray, grey_b: np.ndarray, hole_a: np.ndarray, hole_b: np.ndarray) -> PairMotion:
-        """hole_a / hole_b: boolean holes at flow resolution (object, affected, NaN pixels)."""
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * self._margin + 1, 2 * self._margin + 1))
-        # Flow right around the object is dragged by it (DIS regularises across edges): widen the holes.
-        wide_a = cv2.dilate(hole_a.astype(np.uint8), kernel) > 0
-        wide_b = cv2.dilate(hole_b.astype(np.uint8), kernel) > 0
-        model = homography(grey_a, grey_b, ~wide_a, ~wide_b)
-        forward = self._dis.calc(grey_a, grey_b, None)
-        backward = self._dis.calc(grey_b, grey_a, None)
-        ok_f = _consistency(forward, backward) & ~wide_a
-        ok_b = _consistency(backward, forward) & ~wide_b
+    def analyse(self, pixels: np.ndarray, hole: np.ndarray) -> Analysis:
+        """pixels: the frame (no NaNs); hole: (H, W) bool, the object, affected and NaN pixels."""
+        grey = to_grey(pixels, self.fit_scale)
+        keep = self._keep(hole, grey.shape)
+        if self.flow_scale == self.fit_scale:
+            flow_grey, flow_keep = grey, keep
+        else:
+            flow_grey = to_grey(pixels, self.flow_scale)
+            flow_keep = self._keep(hole, flow_grey.shape)
+        return Analysis(grey, keep, corners(grey, keep), flow_grey, flow_keep)
+
+    def _keep(self, hole: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        # Flow right around the object is dragged by it (DIS regularises across edges): widen the hole.
+        return cv2.dilate(resize_mask(hole, shape).astype(np.uint8), self._kernel) == 0
+
+    def pair(self, a: Analysis, b: Analysis) -> PairMotion:
+        model = fit_homography(a.grey, b.grey, a.points, b.keep, method=self.method)
+        model = _IDENTITY.copy() if model is None else model
         inverse = np.linalg.inv(model)
         inverse = inverse / inverse[2, 2]
+        forward = self._dis.calc(a.flow_grey, b.flow_grey, None)
+        backward = self._dis.calc(b.flow_grey, a.flow_grey, None)
+        ok_f = _consistency(forward, backward) & a.flow_keep
+        ok_b = _consistency(backward, forward) & b.flow_keep
+        to_flow = self.fit_scale / self.flow_scale
         return PairMotion(
-            forward=complete_flow(forward, ok_f, model),
-            backward=complete_flow(backward, ok_b, inverse),
+            forward=complete_flow(forward, ok_f, regrid(model, to_flow)),
+            backward=complete_flow(backward, ok_b, regrid(inverse, to_flow)),
             model=model,
             inverse=inverse,
         )

@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 import cv2
 import numpy as np
 from voidlink.inference.backends import base
-from voidlink.inference.backends.classical.flow import fit_homography, push_pull_fill
+from voidlink.inference.backends.classical.flow import fit_homography, push_pull_fill, regrid
 
 # Weight of a hit at d frames: 1 / d ** DISTANCE_POWER (nearer frames have moved less since t).
 DISTANCE_POWER = 1.0
@@ -59,7 +59,8 @@ class Propagation:
     motions: dict
     direct: dict
     shape: Optional[tuple[int, int]]
-    scale: float
+    fit_scale: float
+    flow_scale: float
     radius: int
     request: base.BackendRequest
 
@@ -222,8 +223,8 @@ class Propagation:
             return guess
         model = self.direct.get((a, b))
         if model is None:
-            first, second = self.frames[a], self.frames[b]
-            fitted = fit_homography(first.grey, second.grey, first.points, second.keep_small, guess)
+            first, second = self.frames[a].analysis, self.frames[b].analysis
+            fitted = fit_homography(first.grey, second.grey, first.points, second.keep, guess, self.estimator.method)
             model = guess if fitted is None else fitted
             self.direct[(a, b)] = model
         return model
@@ -241,17 +242,12 @@ class Propagation:
         return 2 * self.radius - min(other, self.radius)
 
     def _full_model(self, model: np.ndarray) -> np.ndarray:
-        """A flow-resolution homography expressed in full-resolution pixels (pixel centres aligned)."""
-        s = self.scale
-        if s == 1.0:
-            return model
-        shift = 0.5 * s - 0.5
-        to_small = np.array([[s, 0, shift], [0, s, shift], [0, 0, 1]], np.float64)
-        return np.linalg.inv(to_small) @ model @ to_small
+        """A fit-grid homography expressed in full-resolution pixels."""
+        return regrid(model, self.fit_scale)
 
     def _sample_flow(self, flow: np.ndarray, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Flow (full-resolution pixels) at full-resolution positions, from the flow-resolution field."""
-        s = self.scale
+        s = self.flow_scale
         if s == 1.0:
             value = cv2.remap(flow, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             return value[..., 0], value[..., 1]
