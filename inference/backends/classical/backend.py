@@ -141,7 +141,7 @@ class _Stream(Propagation):
         self.unrevealed = 0
         self.filled = 0
         self.keys: dict[int, tuple[int, np.ndarray]] = {}  # key frame index → (position, result)
-        self.direct: dict[tuple[int, int], np.ndarray] = {}  # (a, b) → homography a → b, flow resolution
+        self.direct: dict[tuple[int, int], np.ndarray] = {}  # (a, b) → homography a → b, fit grid
 
     def run(self, frames: Iterator[base.BackendFrame]) -> Iterator[base.BackendResult]:
         position = 0

@@ -1,7 +1,11 @@
 """Motion between neighbouring frames: camera homography, dense flow, and flow completed inside holes.
 
-Everything here works on the "flow resolution" grey images (large frames are analysed at a reduced
-size; the chains in `propagate.py` scale positions back to full resolution). Flow inside the object's
+Frames are analysed on two grids (`Analysis`). Homographies are fitted on the fit grid, FIT_SIDE
+pixels on its long side whatever the frame's size: small frames are enlarged so feature tracking
+resolves sub-pixel motion, which a small frame's drift along a chain of homographies makes visible.
+Dense flow runs on the flow grid, never larger than the frame nor than FLOW_MAX_SIDE, where its
+cost grows with the area. `regrid` moves a homography between grids, and the chains in
+`propagate.py` scale positions back to full resolution. Flow inside the object's
 hole is meaningless (it tracks the object, or nothing), so it is replaced by the camera homography
 plus a smooth residual diffused from the valid flow around the hole: the background behind the
 object moves like the background around it.
@@ -14,8 +18,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-# Flow is analysed with the longest side at most this many pixels (large frames are downscaled).
+# Dense flow is analysed with the longest side at most this many pixels (large frames are downscaled).
 FLOW_MAX_SIDE = 960
+# Homographies are fitted with the longest side exactly this many pixels (small frames are enlarged).
 FIT_SIDE = 960
 
 # Pixels of non-camera motion ignored when completing flow inside a hole (see `complete_flow`).
@@ -68,12 +73,13 @@ def push_pull_fill(values: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 
 def to_grey(image: np.ndarray, scale: float) -> np.ndarray:
-    """uint8 luma at flow resolution; NaNs already replaced by the caller."""
+    """uint8 luma on a grid `scale` times the frame's size; NaNs already replaced by the caller."""
     grey = cv2.cvtColor(np.clip(image, 0.0, 1.0), cv2.COLOR_RGB2GRAY)
     if scale != 1.0:
         h, w = grey.shape
         grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return (grey * 255.0 + 0.5).astype(np.uint8)
+    # Clipped again after resizing: an interpolation that overshoots would wrap round in the cast.
+    return (np.clip(grey, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def resize_mask(hole: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -53,7 +53,7 @@ class Hits(NamedTuple):
 
 
 class Propagation:
-    """Mixed into the backend's stream: needs `frames`, `motions`, `direct`, `shape`, `scale`, `radius`."""
+    """Mixed into the backend's stream: needs `frames`, `motions`, `direct`, `shape`, `fit_scale`, `flow_scale`, `radius`."""
 
     frames: dict
     motions: dict
