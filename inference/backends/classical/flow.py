@@ -77,7 +77,14 @@ def to_grey(image: np.ndarray, scale: float) -> np.ndarray:
     grey = cv2.cvtColor(np.clip(image, 0.0, 1.0), cv2.COLOR_RGB2GRAY)
     if scale != 1.0:
         h, w = grey.shape
-        grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        if scale < 1.0:
+            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        else:
+            # Any interpolation leaves the source pixel grid in an enlarged image (area's blocks, the
+            # kinks of linear and cubic), and feature tracks lock onto it: sub-pixel motion snaps
+            # towards whole source pixels. Blurring by half a source pixel removes that grid.
+            grey = cv2.GaussianBlur(cv2.resize(grey, size, interpolation=cv2.INTER_CUBIC), (0, 0), 0.5 * scale)
     # Clipped again after resizing: an interpolation that overshoots would wrap round in the cast.
     return (np.clip(grey, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 

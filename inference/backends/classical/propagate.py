@@ -53,7 +53,10 @@ class Hits(NamedTuple):
 
 
 class Propagation:
-    """Mixed into the backend's stream: needs `frames`, `motions`, `direct`, `shape`, `fit_scale`, `flow_scale`, `radius`."""
+    """Mixed into the backend's stream.
+
+    Needs `frames`, `motions`, `direct`, `shape`, `fit_scale`, `flow_scale`, `radius` and `estimator`.
+    """
 
     frames: dict
     motions: dict
