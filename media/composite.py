@@ -83,3 +83,18 @@ def change_layers(
     layers[..., 3] = weight
     layers[..., 4] = quadmask.astype(np.float32) / 255.0
     return layers
+
+
+def add_back(result: np.ndarray, plate: np.ndarray, rgb: list[int], layers: np.ndarray) -> None:
+    """Set `result`'s colour channels, where the change applies, to plate + delta as float32 adds
+    them, in place: a Merge (plus) of the two layers then gives the file's RGB bit for bit.
+
+    For a half result this changes nothing (the difference of two halves is exact in float32); for a
+    float result `result - plate` rounds, and the value moves by that rounding: a unit or two in the
+    last place of the larger of plate and result."""
+    weight = layers[..., 3]
+    inside = weight > 0
+    before = np.nan_to_num(plate, nan=0.0, posinf=0.0, neginf=0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for k, channel in enumerate(rgb):
+            result[..., channel][inside] = before[..., channel][inside] + layers[..., k][inside]

@@ -216,6 +216,8 @@ class _StagedWriter:
             # The delta is taken in the plate's colour space, from RGB as the file will hold it.
             written = out if self.to_output is not None else _rounded(out, prepared.pixel_type)
             layers = composite.change_layers(source.pixels, written, prepared.source.rgb, weight, qm)
+            composite.add_back(written, source.pixels, prepared.source.rgb, layers)
+            out = written
         if self.to_output is not None:
             rgb_index = prepared.source.rgb
             converted = np.ascontiguousarray(out[..., rgb_index])

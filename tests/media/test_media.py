@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import OpenImageIO as oiio
 import pytest
-from voidlink.media import colour, image, plan, quadmask, sequence
+from voidlink.media import colour, composite, image, plan, quadmask, sequence
 from voidlink.protos.clips import ClipMedia
 
 from voidlink import errors
@@ -385,3 +385,24 @@ def test_otio_is_read_before_strict_json_and_errors_say_what_is_wrong():
     assert without_step != text
     with pytest.raises(ValueError, match="its ImageSequenceReference has no 'frame_step' field"):
         clip_media(without_step, "spec.source")
+
+
+def test_a_float_result_is_stored_as_plate_plus_delta_exactly():
+    rng = np.random.default_rng(7)
+    plate = rng.uniform(0.0, 4.0, (16, 16, 4)).astype(np.float32)
+    result = rng.uniform(0.0, 1.0, (16, 16, 4)).astype(np.float32)
+    weight = np.zeros((16, 16), np.float32)
+    weight[4:12, 4:12] = 1.0
+    rgb = [0, 1, 2]
+    layers = composite.change_layers(plate, result, rgb, weight, np.full((16, 16), 255, np.uint8))
+    inside = weight > 0
+    # float32 subtraction rounds: without the add-back a Merge (plus) would miss the result somewhere.
+    assert (plate[..., :3] + layers[..., :3] != result[..., :3])[inside].any()
+    stored = result.copy()
+    composite.add_back(stored, plate, rgb, layers)
+    expected = np.where(inside[..., None], stored[..., :3], plate[..., :3])
+    assert np.array_equal(plate[..., :3] + layers[..., :3], expected)
+    assert np.array_equal(stored[~inside], result[~inside]) and np.array_equal(stored[..., 3], result[..., 3])
+    # It moves by the subtraction's rounding: within a unit or two in the last place of the larger value.
+    ulp = np.spacing(np.maximum(np.abs(plate[..., :3]), np.abs(result[..., :3])))[inside]
+    assert np.all(np.abs(stored[..., :3][inside] - result[..., :3][inside]) <= 2 * ulp)
