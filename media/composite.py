@@ -92,9 +92,9 @@ def add_back(result: np.ndarray, plate: np.ndarray, rgb: list[int], layers: np.n
     For a half result this changes nothing (the difference of two halves is exact in float32); for a
     float result `result - plate` rounds, and the value moves by that rounding: a unit or two in the
     last place of the larger of plate and result."""
-    weight = layers[..., 3]
-    inside = weight > 0
-    before = np.nan_to_num(plate, nan=0.0, posinf=0.0, neginf=0.0)
+    inside = layers[..., 3] > 0
     with np.errstate(invalid="ignore", over="ignore"):
         for k, channel in enumerate(rgb):
-            result[..., channel][inside] = before[..., channel][inside] + layers[..., k][inside]
+            # Only the changed pixels: the plate as change_layers read it (a non-finite pixel counts as 0).
+            before = np.nan_to_num(plate[..., channel][inside], nan=0.0, posinf=0.0, neginf=0.0)
+            result[..., channel][inside] = before + layers[..., k][inside]
