@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from voidlink.inference.backends import base
 from voidlink.inference.backends.classical import ClassicalBackend
-from voidlink.inference.backends.classical.flow import FIT_SIDE, MotionEstimator, _consistency, regrid
+from voidlink.inference.backends.classical.flow import FIT_SIDE, MotionEstimator, _consistency, fit_scale, regrid
 from voidlink.inference.backends.classical.patchfill import PATCH, _exemplar, patch_fill, telea
 from voidlink.media.quadmask import KEEP, OBJECT
 
@@ -153,25 +153,27 @@ def test_the_direction_that_matches_the_ring_wins_where_the_two_disagree(speed, 
 @pytest.mark.parametrize("step", [0.25, 0.5, 0.75])
 def test_camera_fit_on_an_enlarged_small_frame_keeps_sub_pixel_motion(step):
     # A 128×96 proxy panning by a fraction of a pixel per frame (rendered at 4× and averaged down,
-    # so the shift is exact). Its homographies are fitted on the 960-px fit grid, 7.5× enlarged. An
-    # enlargement that leaves the source pixel grid in the image pulls the tracks onto whole pixels:
-    # measured mean errors of 0.2 px and more with area enlargement, about 0.1 px with cubic alone,
-    # under 0.05 px with the half-pixel blur.
+    # so the shift is exact). Its homographies are fitted on the enlarged fit grid. An enlargement
+    # that leaves the source pixel grid in the image pulls the tracks onto whole pixels: measured
+    # mean errors of 0.2 px and more with area enlargement, about 0.1 px with cubic alone, under
+    # 0.06 px with the half-pixel blur.
     height, width, up, frames = 96, 128, 4, 6
     big = _texture(height * up, (width + 8) * up, seed=5)
-    estimator = MotionEstimator(preset=1, margin=14, fit_scale=FIT_SIDE / width, flow_scale=1.0)
+    scale = fit_scale((height, width))
+    assert 1.0 < scale < FIT_SIDE / width  # enlarged, and by less than the whole fit side
+    estimator = MotionEstimator(preset=1, margin=14, fit_scale=scale, flow_scale=1.0)
     hole = _ellipse(height, width, (40, 48), (12, 18))
     analyses = []
     for t in range(frames):
         x0 = round(t * step * up)
         frame = cv2.resize(big[:, x0:x0 + width * up], (width, height), interpolation=cv2.INTER_AREA)
         analysis = estimator.analyse(frame, hole)
-        assert analysis.grey.shape == (FIT_SIDE * height // width, FIT_SIDE)
+        assert analysis.grey.shape == (round(height * scale), round(width * scale))
         assert analysis.flow_grey.shape == (height, width)
         analyses.append(analysis)
     errors = []
     for a, b in zip(analyses, analyses[1:]):
-        model = regrid(estimator.pair(a, b).model, FIT_SIDE / width)  # onto the frame's own pixels
+        model = regrid(estimator.pair(a, b).model, scale)  # onto the frame's own pixels
         errors.append(abs(model[0, 2] + step) + abs(model[1, 2]))
         assert np.allclose(model[:2, :2], np.eye(2), atol=2e-3)
     assert np.mean(errors) < 0.06, errors
