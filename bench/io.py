@@ -416,7 +416,7 @@ def format_table(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voidlink bench io", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--quick", action="store_true", help="fewer and smaller frames (under 30 seconds)")
+    parser.add_argument("--quick", action="store_true", help="fewer and smaller frames (about a minute)")
     parser.add_argument("--dir", default="", help="folder for the generated sequences (default: a temporary one)")
     parser.add_argument("--output", default="", help="also write the JSON report to this file")
     args = parser.parse_args(argv)

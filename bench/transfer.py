@@ -454,15 +454,18 @@ def format_table(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voidlink bench transfer", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--frames", type=int, default=24, help="frames per run (default 24)")
+    parser.add_argument("--frames", type=int, default=None, help="frames per run (default 24, with --quick 8)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side (default 3)")
-    parser.add_argument("--quick", action="store_true", help="8 frames, one run")
+    parser.add_argument("--quick", action="store_true", help="one run, of 8 frames unless --frames says")
     parser.add_argument("--null-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.null_server:
         serve_null()
         return 0
-    frames, repeats = (8, 1) if args.quick else (args.frames, args.repeats)
+    frames = args.frames or (8 if args.quick else 24)
+    repeats = 1 if args.quick else args.repeats
+    if frames < 1 or repeats < 1:
+        parser.error("--frames and --repeats must be at least 1")
     progress = None if args.json else (lambda text: print(f"  {text}", flush=True))
     with tempfile.TemporaryDirectory(prefix="voidlink-bench-transfer-") as root:
         report = run(frames, repeats, Path(root), progress)
