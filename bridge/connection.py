@@ -25,6 +25,8 @@ TLS_CA_ENV = "VOIDLINK_TLS_CA"
 MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 # What a stream that broke off mid-way ends with: worth asking again for what did not arrive.
 BROKEN_CONNECTION = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+# gRPC core's connectivity numbers as the public enum names them (ChannelConnectivity.value is (number, name)).
+_CONNECTIVITY = {state.value[0]: state for state in grpc.ChannelConnectivity}
 
 
 def resolve_address(address: Optional[str] = None) -> str:
@@ -119,23 +121,31 @@ class Connection:
         if token:
             metadata.append(("authorization", f"Bearer {token}"))
         self.metadata = tuple(metadata)
-        # The channel's state as gRPC last reported it. Calls on a connected channel skip the ready-wait: each wait
-        # subscribes to the channel with try_to_connect, and gRPC's poll thread, woken by the close that follows
-        # a call within its 0.2 s poll, then asks a closed channel its state and dies with a traceback on the
-        # host's console ("Cannot invoke RPC: Channel closed!").
-        # Subscribed with try_to_connect from the start: the channel connects at once (a later subscription's
-        # request to connect waits for the poll thread's next 0.2 s turn, which a short connect timeout misses).
-        self._connectivity: Optional[grpc.ChannelConnectivity] = None
-        self.channel.subscribe(self._connectivity_changed, try_to_connect=True)
+        # Kick the channel into connecting now, so the first call finds it up. Nothing subscribes to the channel
+        # for the client's lifetime: a subscriber is held by a gRPC poll thread that wakes five times a second
+        # until it is unsubscribed, so every client let go of without a close() kept a thread and its channel
+        # alive for the rest of the process (a host's session, the daemon's own links).
+        self._check_connectivity(try_to_connect=True)
 
-    def _connectivity_changed(self, connectivity: grpc.ChannelConnectivity) -> None:
-        self._connectivity = connectivity
+    def _check_connectivity(self, try_to_connect: bool = False) -> Optional[grpc.ChannelConnectivity]:
+        """The channel's state as gRPC's core holds it, asked on this thread (no poll thread is started).
+
+        grpcio offers this only on its private core channel; without it (None) every call waits for ready,
+        which is slower but as correct.
+        """
+        check = getattr(getattr(self.channel, "_channel", None), "check_connectivity_state", None)
+        if check is None:
+            return None
+        try:
+            return _CONNECTIVITY.get(check(try_to_connect))
+        except (ValueError, RuntimeError):  # a closed channel
+            return None
 
     def close(self) -> None:
-        self.channel.unsubscribe(self._connectivity_changed)
         # A ready-wait leaves a request to connect for gRPC's poll thread's next 0.2 s turn; the thread would
-        # honour it on the closed channel and die with a traceback. grpcio keeps that request in the channel's
-        # connectivity state (a private field, read defensively: without it the close is as before).
+        # honour it on the closed channel and die with a traceback on the host's console ("Cannot invoke RPC:
+        # Channel closed!"). grpcio keeps that request in the channel's connectivity state (a private field,
+        # read defensively: without it the close is as before).
         state = getattr(self.channel, "_connectivity_state", None)
         lock = getattr(state, "lock", None)
         if lock is not None and hasattr(state, "try_to_connect"):
@@ -145,16 +155,24 @@ class Connection:
 
     def ready(self, timeout: Optional[float] = None) -> None:
         """Wait for the channel to connect; raises `errors.Unavailable` naming the address."""
-        if self._connectivity is grpc.ChannelConnectivity.READY:
-            return
-        try:
-            grpc.channel_ready_future(self.channel).result(timeout=timeout or self.connect_timeout)
-        except grpc.FutureTimeoutError:
+        if not self._wait_ready(timeout or self.connect_timeout):
             raise errors.Unavailable(
                 f"no voidlink daemon answers at {self.address}: start one with `voidlink serve` "
                 f"(or set {ADDRESS_ENV} to the daemon's address)",
                 reason="DAEMON_UNREACHABLE",
-            ) from None
+            )
+
+    def _wait_ready(self, timeout: float) -> bool:
+        if self._check_connectivity() is grpc.ChannelConnectivity.READY:
+            return True  # a connected channel skips the wait and its poll thread
+        future = grpc.channel_ready_future(self.channel)
+        try:
+            future.result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            # Cancelled, or its subscription (and the poll thread holding it) lives until the address answers.
+            future.cancel()
+            return False
+        return True
 
     def call(self, method: str, request, timeout: Optional[float] = 30.0):
         """One unary RPC; the daemon's refusal comes back as the `errors.VoidlinkError` it names."""
@@ -171,13 +189,13 @@ class Connection:
         """True when the daemon's gRPC health service answers SERVING."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+        if not self._wait_ready(timeout):
+            return False
         try:
-            if self._connectivity is not grpc.ChannelConnectivity.READY:
-                grpc.channel_ready_future(self.channel).result(timeout=timeout)
             reply = health_pb2_grpc.HealthStub(self.channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
             )
-        except (grpc.FutureTimeoutError, grpc.RpcError):
+        except grpc.RpcError:
             return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 

@@ -4,8 +4,15 @@ the user is told, in words, that the daemon is too old to check without submitti
 from __future__ import annotations
 
 import contextlib
+import gc
+import re
+import socket
+import subprocess
+import sys
 import threading
+import time
 
+import grpc
 import pytest
 from support.old_daemon import OldDaemon
 from support.shots import write_shot
@@ -86,3 +93,67 @@ def test_a_client_closed_right_after_a_health_check_leaves_no_traceback_behind(s
             assert client.is_serving()  # on a channel already connected
             client.close()
     assert [str(failure.exc_value) for failure in failures] == []
+
+
+def _poll_threads_started_by(work) -> list[threading.Thread]:
+    """gRPC connectivity poll threads ("Thread-N (_run)") that `work` started and that are still running
+    once each has had ten seconds to see it has nothing left to watch (it looks every 0.2 s)."""
+    before = set(threading.enumerate())
+    work()
+    gc.collect()
+    started = [t for t in set(threading.enumerate()) - before if t.daemon and "_run" in t.name]
+    deadline = time.monotonic() + 10.0
+    for thread in started:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    return [t for t in started if t.is_alive()]
+
+
+def test_a_client_let_go_of_without_a_close_leaves_no_thread_behind(start_daemon):
+    """A host script's `Client().info()` with no close, over and over in a long Nuke session: nothing of
+    those clients may run on (each kept a poll thread waking five times a second, for good)."""
+    daemon = start_daemon()
+
+    def ask_and_drop() -> None:
+        for _ in range(5):
+            Client(daemon.address).info()
+            assert Client(daemon.address).is_serving()
+
+    # A connected client asks gRPC's core for the channel's state (grpcio's private channel: if a release
+    # drops it, every call waits for ready instead, correct but slower, and this says so).
+    with Client(daemon.address) as client:
+        client.info()
+        assert client.link._check_connectivity() is grpc.ChannelConnectivity.READY
+
+    assert _poll_threads_started_by(ask_and_drop) == []
+
+
+def test_a_client_that_finds_no_daemon_leaves_no_thread_behind(tmp_path):
+    """A wait for a daemon that never answers gives up and stops watching the address, closed or not."""
+    with socket.socket() as free:  # an address nobody listens on
+        free.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{free.getsockname()[1]}"
+
+    def try_in_vain() -> None:
+        client = Client(address, connect_timeout=0.3)
+        with pytest.raises(errors.Unavailable, match=re.escape(address)):
+            client.info()
+        assert not client.is_serving(timeout=0.3)
+
+    assert _poll_threads_started_by(try_in_vain) == []
+
+
+def test_a_script_that_never_closes_its_client_exits_at_once(start_daemon, tmp_path):
+    """A module-level `client = Client()` that is never closed: the interpreter's exit must not hang on
+    gRPC's threads (a channel finalised while a poll thread is frozen deadlocks)."""
+    daemon = start_daemon()
+    script = tmp_path / "script.py"
+    script.write_text(
+        "from voidlink.bridge import Client\n"
+        f"client = Client({daemon.address!r})\n"
+        "print(client.info().version)\n"
+        f"other = Client({daemon.address!r})\n"
+        "assert other.is_serving()\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() and "Traceback" not in done.stderr, done.stderr
