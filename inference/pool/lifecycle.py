@@ -49,6 +49,11 @@ class WorkerPool:
             init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if options.address == "auto":
                 init["num_cpus"] = max(options.cpu_workers, 1)
+                # Ray starts its workers 15 steps nicer than itself, where any busy process on the machine
+                # starves them (two CPU-bound programs beside a pool on 2 cores: 4-8 s a 320x192 frame, not
+                # 0.15). A job on the pool runs at the daemon's priority, as on a single daemon. (A cluster
+                # joined is configured by whoever runs it.)
+                init["_system_config"] = {"worker_niceness": 0}
                 self._started_ray = True
                 # "local": a Ray of this daemon's own, never a cluster that happens to run on this machine.
                 ray.init(address="local", **init)

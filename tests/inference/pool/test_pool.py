@@ -127,6 +127,15 @@ def test_two_workers_run_six_jobs_with_the_single_daemons_output(pool, daemon, s
     assert placed == set(pool.worker_pids()), f"jobs ran on {placed}, the pool is {pool.worker_pids()}"
 
 
+def test_workers_run_at_the_daemons_priority(pool):
+    # Ray's own default starts workers at niceness 15, where a busy machine starves them.
+    daemon = os.getpriority(os.PRIO_PROCESS, pool.process.pid)
+    workers = pool.worker_pids()
+    assert workers and {name: os.getpriority(os.PRIO_PROCESS, pid) for name, pid in workers.items()} == {
+        name: daemon for name in workers
+    }
+
+
 @dataclass
 class KilledRun:
     """A 48-frame job whose worker was killed once it had 3 frames done."""
