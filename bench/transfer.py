@@ -24,8 +24,8 @@ What is measured, on 1920x1080 RGB half-float zip EXR frames generated for the r
   sending, the job submitted once all are named while the rest are on their way, against the transport
   moving the same files; `start_sequential_of_ceiling` is the order before (hash every frame, submit,
   then send). The job is cancelled as soon as it is queued: its run is not measured.
-- `download_of_ceiling`: the same for a result streamed back: a classical job over the first
-  DOWNLOAD_FRAMES uploaded frames (its run is not timed), then `Client.finish` fetching its output and
+- `download_of_ceiling`: the same for a result streamed back: a classical job (draft quality) over the
+  first DOWNLOAD_FRAMES uploaded frames (its run is not timed), then `Client.finish` fetching its output and
   quadmask (each file checked by hash, renamed into place), against a server streaming those files'
   bytes in the same chunks to a client that drops them.
 
@@ -279,7 +279,9 @@ def download_seconds(client: Client, plates: str, mattes: str, frames: int, out:
     result (the job's run is not timed), and the files fetched."""
     from voidlink.bridge import build_spec
 
-    spec = build_spec(plates, mattes, frames=(1001, 1000 + frames), backend="classical", output=out / "c.####.exr")
+    # Draft quality: the run is not what is measured, only the fetching of what it wrote.
+    spec = build_spec(plates, mattes, frames=(1001, 1000 + frames), backend="classical", quality="draft",
+                      output=out / "c.####.exr")
     job, plan = client.start(spec, "stream")
     job = client.wait(job.id)
     if job.state != pb.JOB_STATE_SUCCEEDED:
