@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.null_server:
         serve_null()
         return 0
-    frames = args.frames or (8 if args.quick else 24)
+    frames = args.frames if args.frames is not None else (8 if args.quick else 24)
     repeats = 1 if args.quick else args.repeats
     if frames < 1 or repeats < 1:
         parser.error("--frames and --repeats must be at least 1")

@@ -52,6 +52,16 @@ def test_validate_on_a_daemon_too_old_cancels_what_it_queued_and_says_so(old_dae
     assert not list(output.parent.glob("clean.*.exr"))
 
 
+def _join_poll_threads(before: set) -> list[threading.Thread]:
+    """Wait up to ten seconds in all for gRPC's poll and delivery threads ("Thread-N (_run)") started since
+    `before` to end; those still running."""
+    started = [t for t in set(threading.enumerate()) - before if t.daemon and "_run" in t.name]
+    deadline = time.monotonic() + 10.0
+    for thread in started:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    return [t for t in started if t.is_alive()]
+
+
 @contextlib.contextmanager
 def thread_tracebacks():
     """The exceptions that kill threads started inside the block (gRPC's poll and delivery threads are
@@ -61,9 +71,7 @@ def thread_tracebacks():
     previous_hook, threading.excepthook = threading.excepthook, failures.append
     try:
         yield failures
-        for thread in set(threading.enumerate()) - before:
-            if thread.daemon and "_run" in thread.name:
-                thread.join(timeout=10)
+        _join_poll_threads(before)
     finally:
         threading.excepthook = previous_hook
 
@@ -96,16 +104,12 @@ def test_a_client_closed_right_after_a_health_check_leaves_no_traceback_behind(s
 
 
 def _poll_threads_started_by(work) -> list[threading.Thread]:
-    """gRPC connectivity poll threads ("Thread-N (_run)") that `work` started and that are still running
-    once each has had ten seconds to see it has nothing left to watch (it looks every 0.2 s)."""
+    """gRPC connectivity poll threads that `work` started and that are still running once they have had
+    ten seconds to see they have nothing left to watch (each looks every 0.2 s)."""
     before = set(threading.enumerate())
     work()
     gc.collect()
-    started = [t for t in set(threading.enumerate()) - before if t.daemon and "_run" in t.name]
-    deadline = time.monotonic() + 10.0
-    for thread in started:
-        thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    return [t for t in started if t.is_alive()]
+    return _join_poll_threads(before)
 
 
 def test_a_client_let_go_of_without_a_close_leaves_no_thread_behind(start_daemon):

@@ -41,11 +41,11 @@ import cv2
 import numpy as np
 from voidlink.inference.backends import base
 from voidlink.inference.backends.classical.flow import (
-    FLOW_MAX_SIDE,
     Analysis,
     MotionEstimator,
     PairMotion,
     fit_scale,
+    flow_scale,
 )
 from voidlink.inference.backends.classical.patchfill import patch_fill, telea
 from voidlink.inference.backends.classical.propagate import SAMPLING, Propagation
@@ -174,9 +174,9 @@ class _Stream(Propagation):
         if self.shape is None:
             self.shape = image.shape[:2]
             # Homographies are fitted on the fit grid, enlarged for small frames (sub-pixel fits);
-            # dense flow runs on a grid no larger than FLOW_MAX_SIDE.
+            # dense flow runs on the flow grid, never enlarged.
             self.fit_scale = fit_scale(self.shape)
-            self.flow_scale = min(1.0, FLOW_MAX_SIDE / max(self.shape))
+            self.flow_scale = flow_scale(self.shape)
             self.estimator = MotionEstimator(self.preset, FLOW_MARGIN, self.fit_scale, self.flow_scale)
         elif image.shape[:2] != self.shape:
             raise InvalidInput(f"frame {frame.index}: size {image.shape[:2]} differs from the shot's {self.shape}",

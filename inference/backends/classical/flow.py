@@ -39,6 +39,11 @@ def fit_scale(shape: tuple[int, int]) -> float:
     return min(FIT_SIDE / max(shape), FIT_MAX_ENLARGE)
 
 
+def flow_scale(shape: tuple[int, int]) -> float:
+    """The flow grid's size relative to a frame of `shape` (H, W): never larger than the frame."""
+    return min(1.0, FLOW_MAX_SIDE / max(shape))
+
+
 def push_pull_fill(values: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Fill where `weight` is 0 by normalized convolution over a pyramid (a fast membrane-like fill).
 
