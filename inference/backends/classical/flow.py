@@ -28,6 +28,18 @@ FIT_SIDE = 960
 # +1.38 at its 5.45x; a 128-px proxy's sub-pixel pan is fitted as closely at 2x as at 7.5x).
 FIT_MAX_ENLARGE = 6.0
 
+# The camera model between two frames is chosen near the hole (see `camera_model`): features within
+# NEAR_FIT fit-grid pixels of the widened hole (the frame's own there, and up to NEAR_CORNERS found in
+# that region alone) make the local candidate, and candidates are compared on every BAND_STRIDE-th
+# pixel within NEAR_SCORE of it. The fit grid is FIT_SIDE long for all but the smallest frames, so
+# these are a near-fixed share of the frame whatever its resolution.
+NEAR_FIT = 96
+NEAR_SCORE = 24
+NEAR_CORNERS = 150
+BAND_STRIDE = 2
+# Fewer band pixels than this judge no model.
+BAND_COUNTED = 50
+
 # Pixels of non-camera motion ignored when completing flow inside a hole (see `complete_flow`).
 RESIDUAL_SHRINK = 1.0
 
@@ -112,9 +124,10 @@ def resize_mask(hole: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return small > 0.0
 
 
-def corners(grey: np.ndarray, keep: np.ndarray) -> np.ndarray | None:
+def corners(grey: np.ndarray, keep: np.ndarray, most: int = 500) -> np.ndarray | None:
     """Features to track outside the hole: (N, 1, 2) float32, or None when there are too few."""
-    found = cv2.goodFeaturesToTrack(grey, maxCorners=500, qualityLevel=0.01, minDistance=7, mask=keep.astype(np.uint8))
+    found = cv2.goodFeaturesToTrack(grey, maxCorners=most, qualityLevel=0.01, minDistance=7,
+                                    mask=keep.astype(np.uint8))
     return found if found is not None and len(found) >= 12 else None
 
 
@@ -136,6 +149,21 @@ def fit_homography(grey_a: np.ndarray, grey_b: np.ndarray, points: np.ndarray | 
     With `guess` (e.g. the chained homographies of the frames between, for frames far apart) the
     tracking starts from where the guess puts each point, so large motions are followed.
     """
+    tracks = track(grey_a, grey_b, points, keep_b, guess)
+    return None if tracks is None else fit_tracks(tracks.a, tracks.b, method)
+
+
+@dataclass
+class Tracks:
+    """Features of frame a followed into frame b, kept where they land clear of b's hole."""
+
+    a: np.ndarray  # (N, 2) float32 positions in a
+    b: np.ndarray  # (N, 2) float32 positions in b
+
+
+def track(grey_a: np.ndarray, grey_b: np.ndarray, points: np.ndarray | None, keep_b: np.ndarray,
+          guess: np.ndarray | None = None) -> Tracks | None:
+    """`points` of a tracked into b by pyramidal LK (from where `guess` puts them, if given)."""
     if points is None:
         return None
     if guess is not None:
@@ -156,6 +184,11 @@ def fit_homography(grey_a: np.ndarray, grey_b: np.ndarray, points: np.ndarray | 
     if len(pts_b):
         landed = keep_b[pts_b[:, 1].round().astype(int), pts_b[:, 0].round().astype(int)]
         pts_a, pts_b = pts_a[landed], pts_b[landed]
+    return Tracks(pts_a, pts_b)
+
+
+def fit_tracks(pts_a: np.ndarray, pts_b: np.ndarray, method: int = cv2.RANSAC) -> np.ndarray | None:
+    """The homography a → b that RANSAC finds in the tracks; None if too few or it is degenerate."""
     if len(pts_a) < 12:
         return None
     model, inliers = cv2.findHomography(pts_a, pts_b, method, 2.0, maxIters=1000, confidence=0.995)
@@ -178,6 +211,16 @@ def homography_flow(model: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 @dataclass
+class Band:
+    """Fit-grid pixels just outside a frame's widened hole, where camera models are compared: every
+    BAND_STRIDE-th pixel each way (the fit grid is smooth; a sparse band judges as well)."""
+
+    x: np.ndarray  # (1, N) float32 columns
+    y: np.ndarray  # (1, N) float32 rows
+    grey: np.ndarray  # (N,) float32: the frame's fit-grid luma there
+
+
+@dataclass
 class Analysis:
     """One frame as the motion estimator sees it: grey images and holes on the fit and flow grids."""
 
@@ -186,6 +229,50 @@ class Analysis:
     points: np.ndarray | None  # features there, for homographies to other frames
     flow_grey: np.ndarray  # uint8 luma on the flow grid (dense flow)
     flow_keep: np.ndarray  # flow-grid pixels clear of the widened hole
+    near_points: np.ndarray | None = None  # features within NEAR_FIT of the hole (see NEAR_FIT)
+    band: Band | None = None  # None where the frame has no hole (or too little around it)
+
+
+def camera_model(first: Analysis, second: Analysis, guess: np.ndarray, method: int = cv2.RANSAC) -> np.ndarray:
+    """The homography first → second (fit grid) of the surface around `first`'s hole.
+
+    Camera motion is not one plane: a car's interior and the road behind its window, a wall and a
+    person before it. Three candidates: `guess` (for frames apart, the neighbours' pair models
+    chained), the model fitted on all the features tracked from it, and the one fitted on those near
+    the hole alone. The one whose view of `second` best matches `first` just outside the hole
+    (`near_error`) is the motion of what the hole lies on. Ties (nothing to judge by) go to the
+    pair's own fit, else to the guess.
+    """
+    tracks = track(first.grey, second.grey, first.points, second.keep, guess)
+    fitted = None if tracks is None else fit_tracks(tracks.a, tracks.b, method)
+    candidates = ([] if fitted is None else [fitted]) + [guess]
+    if first.band is None:
+        return candidates[0]
+    near = track(first.grey, second.grey, first.near_points, second.keep, guess)
+    local = None if near is None else fit_tracks(near.a, near.b, method)
+    if local is not None:
+        candidates.append(local)
+    return min(candidates, key=lambda candidate: near_error(first, second, candidate))
+
+
+def near_error(first: Analysis, second: Analysis, model: np.ndarray) -> float:
+    """Mean luma difference on `first`'s band between it and `second` seen through `model` (first → second).
+
+    Only band pixels that `model` takes onto pixels clear of `second`'s hole count; inf when fewer
+    than BAND_COUNTED do (nothing to judge the model by).
+    """
+    band = first.band
+    if band is None:
+        return 0.0
+    denominator = model[2, 0] * band.x + model[2, 1] * band.y + model[2, 2]
+    mx = ((model[0, 0] * band.x + model[0, 1] * band.y + model[0, 2]) / denominator).astype(np.float32)
+    my = ((model[1, 0] * band.x + model[1, 1] * band.y + model[1, 2]) / denominator).astype(np.float32)
+    clear = cv2.remap(second.keep.view(np.uint8), mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                      borderValue=0)[0] > 0
+    if np.count_nonzero(clear) < BAND_COUNTED:
+        return np.inf
+    seen = cv2.remap(second.grey, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
+    return float(np.abs(seen[clear].astype(np.float32) - band.grey[clear]).mean())
 
 
 @dataclass
@@ -260,7 +347,31 @@ class MotionEstimator:
         else:
             flow_grey = to_grey(pixels, self.flow_scale)
             flow_keep = self._keep(hole, flow_grey.shape)
-        return Analysis(grey, keep, corners(grey, keep), flow_grey, flow_keep)
+        points = corners(grey, keep)
+        near_points, band = None, None
+        if not keep.all():
+            distance = cv2.distanceTransform(keep.view(np.uint8), cv2.DIST_L2, 3)
+            # The near features: the frame's own within NEAR_FIT of the hole, and more found in that
+            # region alone (among the whole frame's strongest, a quiet surface there may have none).
+            region = keep & (distance <= NEAR_FIT)
+            ys, xs = np.nonzero(region)
+            if len(ys):
+                y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+                found = corners(grey[y0:y1, x0:x1], region[y0:y1, x0:x1], NEAR_CORNERS)
+                near = [] if found is None else [found + np.array([x0, y0], np.float32)]
+                if points is not None:
+                    rows = points[:, 0, 1].round().astype(int).clip(0, grey.shape[0] - 1)
+                    columns = points[:, 0, 0].round().astype(int).clip(0, grey.shape[1] - 1)
+                    near.insert(0, points[region[rows, columns]])
+                if near:
+                    near_points = np.ascontiguousarray(np.concatenate(near), np.float32)
+            step = BAND_STRIDE
+            ring = keep[::step, ::step] & (distance[::step, ::step] <= NEAR_SCORE)
+            if np.count_nonzero(ring) >= BAND_COUNTED:
+                ys, xs = np.nonzero(ring)
+                ys, xs = ys * step, xs * step
+                band = Band(xs[None].astype(np.float32), ys[None].astype(np.float32), grey[ys, xs].astype(np.float32))
+        return Analysis(grey, keep, points, flow_grey, flow_keep, near_points, band)
 
     def _keep(self, hole: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         # Flow right around the object is dragged by it (DIS regularises across edges): widen the hole.

@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 import cv2
 import numpy as np
 from voidlink.inference.backends import base
-from voidlink.inference.backends.classical.flow import fit_homography, push_pull_fill, regrid
+from voidlink.inference.backends.classical.flow import camera_model, push_pull_fill, regrid
 
 # Weight of a hit at d frames: 1 / d ** DISTANCE_POWER (nearer frames have moved less since t).
 DISTANCE_POWER = 1.0
@@ -221,14 +221,15 @@ class Propagation:
         return Hits(out[0], distance[0], ring_error[0]), Hits(out[1], distance[1], ring_error[1]), where
 
     def _direct(self, a: int, b: int, guess: np.ndarray) -> np.ndarray:
-        """Homography frame a → frame b (flow resolution), fitted on the pair; `guess` where that fails."""
-        if abs(a - b) == 1:
+        """Homography frame a → frame b (fit grid) for the camera chain from a (see `camera_model`).
+
+        `guess` is the neighbours' pair models chained; for a frame with no hole it is the model.
+        """
+        if abs(a - b) == 1 and self.frames[a].analysis.band is None:
             return guess
         model = self.direct.get((a, b))
         if model is None:
-            first, second = self.frames[a].analysis, self.frames[b].analysis
-            fitted = fit_homography(first.grey, second.grey, first.points, second.keep, guess, self.estimator.method)
-            model = guess if fitted is None else fitted
+            model = camera_model(self.frames[a].analysis, self.frames[b].analysis, guess, self.estimator.method)
             self.direct[(a, b)] = model
         return model
 

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from voidlink.inference.backends import base
 from voidlink.inference.backends.classical import ClassicalBackend
-from voidlink.inference.backends.classical.flow import FIT_SIDE, MotionEstimator, _consistency, fit_scale, regrid
+from voidlink.inference.backends.classical.flow import (
+    FIT_SIDE,
+    MotionEstimator,
+    _consistency,
+    camera_model,
+    fit_scale,
+    regrid,
+)
 from voidlink.inference.backends.classical.patchfill import PATCH, _exemplar, patch_fill, telea
 from voidlink.media.quadmask import KEEP, OBJECT
 
@@ -177,3 +184,39 @@ def test_camera_fit_on_an_enlarged_small_frame_keeps_sub_pixel_motion(step):
         errors.append(abs(model[0, 2] + step) + abs(model[1, 2]))
         assert np.allclose(model[:2, :2], np.eye(2), atol=2e-3)
     assert np.mean(errors) < 0.06, errors
+
+
+def _two_layers(t: int, height: int = 96, width: int = 160, speed: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Frame t of a shot whose camera motion is not one plane: a busy far layer on the left two thirds
+    drifting `speed` px a frame (a landscape past a window), a quieter near one on the right third
+    that holds still with the camera (the car's interior). Returns the frame and the near layer's mask."""
+    far = _texture(height, width + 64, seed=7)
+    far = np.clip((far - 0.5) * 2.5 + 0.5, 0, 1)  # the busier layer: most features are found on it
+    near = _texture(height, width, seed=8) * 0.6 + 0.2
+    shift = int(round(speed * t))
+    layer = np.zeros((height, width), bool)
+    layer[:, width * 2 // 3:] = True
+    frame = np.where(layer[..., None], near, far[:, 32 - shift:32 - shift + width]).astype(np.float32)
+    return frame, layer
+
+
+def test_the_camera_model_follows_the_surface_around_the_hole_not_the_busiest_one():
+    # The hole lies on the near layer. A homography fitted on all the features follows the busy far
+    # layer; the camera chain must carry the near layer's motion (none), which its candidates fitted
+    # near the hole and judged on the band just outside it give.
+    height, width = 96, 160
+    scale = fit_scale((height, width))
+    estimator = MotionEstimator(preset=1, margin=14, fit_scale=scale, flow_scale=1.0)
+    hole = _ellipse(height, width, (132, 48), (9, 14))
+    a = estimator.analyse(_two_layers(0)[0], hole)
+    b = estimator.analyse(_two_layers(1)[0], hole)
+    assert a.band is not None and a.near_points is not None
+    busiest = regrid(estimator.pair(a, b).model, scale)
+    assert abs(busiest[0, 2] - 2.0) < 0.2, busiest  # the setup holds: the global fit follows the far layer
+    chosen = regrid(camera_model(a, b, estimator.pair(a, b).model), scale)
+    assert abs(chosen[0, 2]) < 0.2 and abs(chosen[1, 2]) < 0.2, chosen
+    assert np.allclose(chosen[:2, :2], np.eye(2), atol=1e-2)
+    # With no hole there is no band to judge by: the fit on all the features is the model.
+    c = estimator.analyse(_two_layers(0)[0], np.zeros((height, width), bool))
+    assert c.band is None and c.near_points is None
+    assert abs(regrid(camera_model(c, b, np.eye(3)), scale)[0, 2] - 2.0) < 0.2
