@@ -220,3 +220,25 @@ def test_the_camera_model_follows_the_surface_around_the_hole_not_the_busiest_on
     c = estimator.analyse(_two_layers(0)[0], np.zeros((height, width), bool))
     assert c.band is None and c.near_points is None
     assert abs(regrid(camera_model(c, b, np.eye(3)), scale)[0, 2] - 2.0) < 0.2
+
+
+def test_a_hole_on_the_quiet_layer_is_filled_with_that_layers_motion():
+    # The same two layers through a shot, an object crossing the near layer: where the frames reveal
+    # it, the camera chain must pull the near layer's pixels, not the busy far layer's motion's.
+    # Measured: a mean error of 0.011-0.013 on the frames checked, against 0.058-0.062 with the
+    # homography fitted on all the features.
+    height, width = 96, 160
+    frames, cleans = [], []
+    for t in range(16):
+        clean, _ = _two_layers(t)
+        quadmask = np.full((height, width), KEEP, np.uint8)
+        quadmask[_ellipse(height, width, (116 + 2 * t, 48), (8, 14))] = OBJECT
+        plate = clean.copy()
+        plate[quadmask == OBJECT] = (0.9, 0.1, 0.1)
+        frames.append(base.BackendFrame(t, plate, quadmask))
+        cleans.append(clean)
+    results = list(ClassicalBackend().run(iter(frames), base.BackendRequest(quality="balanced")))
+    for t in range(8, 14):
+        hole = frames[t].quadmask == OBJECT
+        error = float(np.abs(results[t].image[hole] - cleans[t][hole]).mean())
+        assert error < 0.025, (t, error)
