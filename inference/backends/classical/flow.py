@@ -164,27 +164,42 @@ class Tracks:
 def track(grey_a: np.ndarray, grey_b: np.ndarray, points: np.ndarray | None, keep_b: np.ndarray,
           guess: np.ndarray | None = None) -> Tracks | None:
     """`points` of a tracked into b by pyramidal LK (from where `guess` puts them, if given)."""
-    if points is None:
-        return None
+    return track_sets(grey_a, grey_b, [points], keep_b, guess)[0]
+
+
+def track_sets(grey_a: np.ndarray, grey_b: np.ndarray, sets: list[np.ndarray | None], keep_b: np.ndarray,
+               guess: np.ndarray | None = None) -> list[Tracks | None]:
+    """Each set of points tracked as `track` would, in one LK pass (its image pyramids built once)."""
     if guess is not None:
         # The guess is within a few pixels: two pyramid levels and every other point are enough.
-        points = np.ascontiguousarray(points[::2]) if len(points) >= 48 else points
+        sets = [p[::2] if p is not None and len(p) >= 48 else p for p in sets]
+    given = [p for p in sets if p is not None]
+    if not given:
+        return [None] * len(sets)
+    points = np.ascontiguousarray(np.concatenate(given), np.float32)
+    if guess is not None:
         start = cv2.perspectiveTransform(points, guess).astype(np.float32)
         tracked, status, _ = cv2.calcOpticalFlowPyrLK(grey_a, grey_b, points, start.copy(), winSize=(21, 21),
                                                       maxLevel=1, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
     else:
         tracked, status, _ = cv2.calcOpticalFlowPyrLK(grey_a, grey_b, points, None, winSize=(21, 21), maxLevel=3)
     if tracked is None:
-        return None
-    ok = status.ravel() == 1
-    pts_a, pts_b = points.reshape(-1, 2)[ok], tracked.reshape(-1, 2)[ok]
+        return [None] * len(sets)
     h, w = grey_b.shape
-    inside = (pts_b[:, 0] >= 0) & (pts_b[:, 0] <= w - 1) & (pts_b[:, 1] >= 0) & (pts_b[:, 1] <= h - 1)
-    pts_a, pts_b = pts_a[inside], pts_b[inside]
-    if len(pts_b):
-        landed = keep_b[pts_b[:, 1].round().astype(int), pts_b[:, 0].round().astype(int)]
-        pts_a, pts_b = pts_a[landed], pts_b[landed]
-    return Tracks(pts_a, pts_b)
+    pts_a, pts_b = points.reshape(-1, 2), tracked.reshape(-1, 2)
+    ok = status.ravel() == 1
+    ok &= (pts_b[:, 0] >= 0) & (pts_b[:, 0] <= w - 1) & (pts_b[:, 1] >= 0) & (pts_b[:, 1] <= h - 1)
+    ok[ok] = keep_b[pts_b[ok, 1].round().astype(int), pts_b[ok, 0].round().astype(int)]
+    out: list[Tracks | None] = []
+    start_at = 0
+    for p in sets:
+        if p is None:
+            out.append(None)
+            continue
+        part = slice(start_at, start_at + len(p))
+        start_at += len(p)
+        out.append(Tracks(pts_a[part][ok[part]], pts_b[part][ok[part]]))
+    return out
 
 
 def fit_tracks(pts_a: np.ndarray, pts_b: np.ndarray, method: int = cv2.RANSAC) -> np.ndarray | None:
@@ -243,12 +258,12 @@ def camera_model(first: Analysis, second: Analysis, guess: np.ndarray, method: i
     (`near_error`) is the motion of what the hole lies on. Ties (nothing to judge by) go to the
     pair's own fit, else to the guess.
     """
-    tracks = track(first.grey, second.grey, first.points, second.keep, guess)
+    near_points = first.near_points if first.band is not None else None
+    tracks, near = track_sets(first.grey, second.grey, [first.points, near_points], second.keep, guess)
     fitted = None if tracks is None else fit_tracks(tracks.a, tracks.b, method)
     candidates = ([] if fitted is None else [fitted]) + [guess]
     if first.band is None:
         return candidates[0]
-    near = track(first.grey, second.grey, first.near_points, second.keep, guess)
     local = None if near is None else fit_tracks(near.a, near.b, method)
     if local is not None:
         candidates.append(local)
