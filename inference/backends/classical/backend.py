@@ -6,7 +6,9 @@ window slides inward: up to 2 × radius frames to the one side there is) until i
 some frame shows free of the object:
 - the camera chain: a homography fitted directly between t and each other frame (its feature
   tracking seeded by the neighbours' chained homographies), exact for background that moves with
-  the camera, with no drift piling up along the chain;
+  the camera, with no drift piling up along the chain; of the fit on all the features, the chained
+  guess and a fit on the features near t's hole, the one that holds best just outside the hole is
+  taken (`flow.camera_model`), so it is the motion of the surface the hole lies on;
 - the flow chain: the completed flow (homography + a smooth local residual, flow.py), snapped
   onto the camera chain where they agree within a pixel, which carries what one homography does
   not explain (parallax, several depth layers).

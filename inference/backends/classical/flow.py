@@ -4,8 +4,9 @@ Frames are analysed on two grids (`Analysis`). Homographies are fitted on the fi
 FIT_SIDE pixels on its long side, small frames enlarged at most FIT_MAX_ENLARGE times: an enlarged,
 blurred grid lets feature tracking resolve the sub-pixel motion that a small frame's drift along a
 chain of homographies makes visible.
-Dense flow runs on the flow grid, never larger than the frame nor than FLOW_MAX_SIDE, where its
-cost grows with the area. `regrid` moves a homography between grids, and the chains in
+`camera_model` picks, for the camera chain, the homography that holds around a frame's hole (the
+camera's motion is seldom one plane). Dense flow runs on the flow grid, never larger than the frame
+nor than FLOW_MAX_SIDE, where its cost grows with the area. `regrid` moves a homography between grids, and the chains in
 `propagate.py` scale positions back to full resolution. Flow inside the object's
 hole is meaningless (it tracks the object, or nothing), so it is replaced by the camera homography
 plus a smooth residual diffused from the valid flow around the hole: the background behind the
