@@ -38,6 +38,7 @@ NEAR_FIT = 96
 NEAR_SCORE = 24
 NEAR_CORNERS = 150
 BAND_STRIDE = 2
+BAND_ROW = 1024
 # Fewer band pixels than this judge no model.
 BAND_COUNTED = 50
 
@@ -165,25 +166,35 @@ class Tracks:
 def track(grey_a: np.ndarray, grey_b: np.ndarray, points: np.ndarray | None, keep_b: np.ndarray,
           guess: np.ndarray | None = None) -> Tracks | None:
     """`points` of a tracked into b by pyramidal LK (from where `guess` puts them, if given)."""
-    return track_sets(grey_a, grey_b, [points], keep_b, guess)[0]
+    if guess is None:
+        return _tracked(grey_a, grey_b, [points], [None], keep_b, maxLevel=3)[0]
+    return track_sets(grey_a, grey_b, [(points, guess)], keep_b)[0]
 
 
-def track_sets(grey_a: np.ndarray, grey_b: np.ndarray, sets: list[np.ndarray | None], keep_b: np.ndarray,
-               guess: np.ndarray | None = None) -> list[Tracks | None]:
-    """Each set of points tracked as `track` would, in one LK pass (its image pyramids built once)."""
-    if guess is not None:
-        # The guess is within a few pixels: two pyramid levels and every other point are enough.
-        sets = [p[::2] if p is not None and len(p) >= 48 else p for p in sets]
+def track_sets(grey_a: np.ndarray, grey_b: np.ndarray, sets: list[tuple[np.ndarray | None, np.ndarray]],
+               keep_b: np.ndarray) -> list[Tracks | None]:
+    """Sets of points of a, each tracked into b from where its own guess puts it, in one LK pass (the
+    image pyramids are built once). The guesses are within a few pixels: two pyramid levels and
+    every other point are enough."""
+    points = [p[::2] if p is not None and len(p) >= 48 else p for p, _ in sets]
+    starts = [None if p is None else cv2.perspectiveTransform(p, guess).astype(np.float32)
+              for p, (_, guess) in zip(points, sets)]
+    return _tracked(grey_a, grey_b, points, starts, keep_b, maxLevel=1)
+
+
+def _tracked(grey_a: np.ndarray, grey_b: np.ndarray, sets: list[np.ndarray | None], starts: list,
+             keep_b: np.ndarray, maxLevel: int) -> list[Tracks | None]:
     given = [p for p in sets if p is not None]
     if not given:
         return [None] * len(sets)
     points = np.ascontiguousarray(np.concatenate(given), np.float32)
-    if guess is not None:
-        start = cv2.perspectiveTransform(points, guess).astype(np.float32)
-        tracked, status, _ = cv2.calcOpticalFlowPyrLK(grey_a, grey_b, points, start.copy(), winSize=(21, 21),
-                                                      maxLevel=1, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+    if starts[0] is None and len(sets) == 1:
+        tracked, status, _ = cv2.calcOpticalFlowPyrLK(grey_a, grey_b, points, None, winSize=(21, 21),
+                                                      maxLevel=maxLevel)
     else:
-        tracked, status, _ = cv2.calcOpticalFlowPyrLK(grey_a, grey_b, points, None, winSize=(21, 21), maxLevel=3)
+        start = np.ascontiguousarray(np.concatenate([s for s in starts if s is not None]), np.float32)
+        tracked, status, _ = cv2.calcOpticalFlowPyrLK(grey_a, grey_b, points, start, winSize=(21, 21),
+                                                      maxLevel=maxLevel, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
     if tracked is None:
         return [None] * len(sets)
     h, w = grey_b.shape
@@ -229,11 +240,23 @@ def homography_flow(model: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 @dataclass
 class Band:
     """Fit-grid pixels just outside a frame's widened hole, where camera models are compared: every
-    BAND_STRIDE-th pixel each way (the fit grid is smooth; a sparse band judges as well)."""
+    BAND_STRIDE-th pixel each way (the fit grid is smooth; a sparse band judges as well), laid out in
+    rows of BAND_ROW (OpenCV remaps nothing 32767 or more pixels wide)."""
 
-    x: np.ndarray  # (1, N) float32 columns
-    y: np.ndarray  # (1, N) float32 rows
-    grey: np.ndarray  # (N,) float32: the frame's fit-grid luma there
+    x: np.ndarray  # (rows, BAND_ROW) float32 columns, -1 past the last pixel
+    y: np.ndarray  # (rows, BAND_ROW) float32 rows, -1 past the last pixel
+    grey: np.ndarray  # (rows, BAND_ROW) float32: the frame's fit-grid luma there
+
+    @classmethod
+    def of(cls, grey: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> Band:
+        rows = -(-len(ys) // BAND_ROW)
+
+        def laid_out(values: np.ndarray) -> np.ndarray:
+            out = np.full(rows * BAND_ROW, -1.0, np.float32)
+            out[:len(values)] = values
+            return out.reshape(rows, BAND_ROW)
+
+        return cls(laid_out(xs), laid_out(ys), laid_out(grey[ys, xs]))
 
 
 @dataclass
@@ -249,46 +272,61 @@ class Analysis:
     band: Band | None = None  # None where the frame has no hole (or too little around it)
 
 
-def camera_model(first: Analysis, second: Analysis, guess: np.ndarray, method: int = cv2.RANSAC) -> np.ndarray:
+def camera_model(first: Analysis, second: Analysis, guess: np.ndarray, prior: np.ndarray | None = None,
+                 method: int = cv2.RANSAC) -> np.ndarray:
     """The homography first → second (fit grid) of the surface around `first`'s hole.
 
     Camera motion is not one plane: a car's interior and the road behind its window, a wall and a
-    person before it. Three candidates: `guess` (for frames apart, the neighbours' pair models
-    chained), the model fitted on all the features tracked from it, and the one fitted on those near
-    the hole alone. The one whose view of `second` best matches `first` just outside the hole
-    (`near_error`) is the motion of what the hole lies on. Ties (nothing to judge by) go to the
-    pair's own fit, else to the guess.
+    person before it. The candidates: `guess` (for frames apart, the neighbours' pair models
+    chained), the model fitted on all the features tracked from it, `prior` (the model chosen for
+    the frame before `second` followed by one pair step) and the one fitted on the features near
+    the hole tracked from it: a surface drifting away from the frame's main motion stays within
+    the tracking's reach of its own chain. The one whose view of `second` best matches `first` just
+    outside the hole is the motion of what the hole lies on (`best_near`). For neighbours `prior`
+    is None and `guess` is the pair's own fit: it is not fitted again, and the near features are
+    tracked from it.
     """
-    near_points = first.near_points if first.band is not None else None
-    tracks, near = track_sets(first.grey, second.grey, [first.points, near_points], second.keep, guess)
-    fitted = None if tracks is None else fit_tracks(tracks.a, tracks.b, method)
-    candidates = ([] if fitted is None else [fitted]) + [guess]
     if first.band is None:
-        return candidates[0]
-    local = None if near is None else fit_tracks(near.a, near.b, method)
-    if local is not None:
-        candidates.append(local)
-    return min(candidates, key=lambda candidate: near_error(first, second, candidate))
+        if prior is None:
+            return guess
+        fitted = fit_homography(first.grey, second.grey, first.points, second.keep, guess, method)
+        return guess if fitted is None else fitted
+    if prior is None:
+        sets, candidates = [(first.near_points, guess)], [guess]
+    else:
+        sets, candidates = [(first.points, guess), (first.near_points, prior)], [guess, prior]
+    fits = [None if t is None else fit_tracks(t.a, t.b, method)
+            for t in track_sets(first.grey, second.grey, sets, second.keep)]
+    if prior is not None and fits[0] is not None:
+        candidates.insert(0, fits[0])  # ties go to the fit on all the features, as without a band
+    if fits[-1] is not None:
+        candidates.append(fits[-1])
+    return best_near(first, second, candidates)
 
 
-def near_error(first: Analysis, second: Analysis, model: np.ndarray) -> float:
-    """Mean luma difference on `first`'s band between it and `second` seen through `model` (first → second).
+def best_near(first: Analysis, second: Analysis, candidates: list[np.ndarray]) -> np.ndarray:
+    """The candidate (first → second) under which `second` best matches `first` on its band.
 
-    Only band pixels that `model` takes onto pixels clear of `second`'s hole count; inf when fewer
-    than BAND_COUNTED do (nothing to judge the model by).
+    All are judged on the same pixels: those of the band that every candidate takes clear of
+    `second`'s hole (one that sent the band off the frame would otherwise be judged on what is
+    left). Fewer than BAND_COUNTED of them judge nothing: the first candidate is kept.
     """
     band = first.band
-    if band is None:
-        return 0.0
-    denominator = model[2, 0] * band.x + model[2, 1] * band.y + model[2, 2]
-    mx = ((model[0, 0] * band.x + model[0, 1] * band.y + model[0, 2]) / denominator).astype(np.float32)
-    my = ((model[1, 0] * band.x + model[1, 1] * band.y + model[1, 2]) / denominator).astype(np.float32)
-    clear = cv2.remap(second.keep.view(np.uint8), mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                      borderValue=0)[0] > 0
-    if np.count_nonzero(clear) < BAND_COUNTED:
-        return np.inf
-    seen = cv2.remap(second.grey, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
-    return float(np.abs(seen[clear].astype(np.float32) - band.grey[clear]).mean())
+    if band is None or len(candidates) == 1:
+        return candidates[0]
+    views, common = [], band.x >= 0
+    for model in candidates:
+        denominator = model[2, 0] * band.x + model[2, 1] * band.y + model[2, 2]
+        mx = ((model[0, 0] * band.x + model[0, 1] * band.y + model[0, 2]) / denominator).astype(np.float32)
+        my = ((model[1, 0] * band.x + model[1, 1] * band.y + model[1, 2]) / denominator).astype(np.float32)
+        common &= cv2.remap(second.keep.view(np.uint8), mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=0) > 0
+        views.append((mx, my))
+    if np.count_nonzero(common) < BAND_COUNTED:
+        return candidates[0]
+    errors = [float(np.abs(cv2.remap(second.grey, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[common]
+                           .astype(np.float32) - band.grey[common]).mean()) for mx, my in views]
+    return candidates[int(np.argmin(errors))]
 
 
 @dataclass
@@ -367,27 +405,30 @@ class MotionEstimator:
         near_points, band = None, None
         if not keep.all():
             distance = cv2.distanceTransform(keep.view(np.uint8), cv2.DIST_L2, 3)
-            # The near features: the frame's own within NEAR_FIT of the hole, and more found in that
-            # region alone (among the whole frame's strongest, a quiet surface there may have none).
-            region = keep & (distance <= NEAR_FIT)
-            ys, xs = np.nonzero(region)
-            if len(ys):
-                y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-                found = corners(grey[y0:y1, x0:x1], region[y0:y1, x0:x1], NEAR_CORNERS)
-                near = [] if found is None else [found + np.array([x0, y0], np.float32)]
-                if points is not None:
-                    rows = points[:, 0, 1].round().astype(int).clip(0, grey.shape[0] - 1)
-                    columns = points[:, 0, 0].round().astype(int).clip(0, grey.shape[1] - 1)
-                    near.insert(0, points[region[rows, columns]])
-                if near:
-                    near_points = np.ascontiguousarray(np.concatenate(near), np.float32)
             step = BAND_STRIDE
             ring = keep[::step, ::step] & (distance[::step, ::step] <= NEAR_SCORE)
             if np.count_nonzero(ring) >= BAND_COUNTED:
                 ys, xs = np.nonzero(ring)
-                ys, xs = ys * step, xs * step
-                band = Band(xs[None].astype(np.float32), ys[None].astype(np.float32), grey[ys, xs].astype(np.float32))
+                band = Band.of(grey, ys * step, xs * step)
+                near_points = self._near_points(grey, keep, distance, points)
         return Analysis(grey, keep, points, flow_grey, flow_keep, near_points, band)
+
+    @staticmethod
+    def _near_points(grey: np.ndarray, keep: np.ndarray, distance: np.ndarray,
+                     points: np.ndarray | None) -> np.ndarray | None:
+        """The frame's own features within NEAR_FIT of the hole, and more found in that region alone
+        (among the whole frame's strongest, a quiet surface there may have none)."""
+        region = keep & (distance <= NEAR_FIT)
+        ys, xs = np.nonzero(region)
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        found = corners(grey[y0:y1, x0:x1], region[y0:y1, x0:x1], NEAR_CORNERS)
+        near = [] if found is None else [found + np.array([x0, y0], np.float32)]
+        if points is not None:
+            rows = points[:, 0, 1].round().astype(int).clip(0, grey.shape[0] - 1)
+            columns = points[:, 0, 0].round().astype(int).clip(0, grey.shape[1] - 1)
+            near.insert(0, points[region[rows, columns]])
+        near_points = np.concatenate(near) if near else np.zeros((0, 1, 2), np.float32)
+        return np.ascontiguousarray(near_points, np.float32) if len(near_points) >= 12 else None
 
     def _keep(self, hole: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         # Flow right around the object is dragged by it (DIS regularises across edges): widen the hole.

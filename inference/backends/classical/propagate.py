@@ -161,7 +161,7 @@ class Propagation:
         """
         height, width = self.shape
         px, py = gx.copy(), gy.copy()
-        guess = np.eye(3)
+        guess = chosen = np.eye(3)
         out = [np.zeros(gx.shape + (3,), np.float32) for _ in range(2)]
         distance = [np.zeros(gx.shape, np.int32) for _ in range(2)]
         ring_error = [np.full(gx.shape, np.nan, np.float32) for _ in range(2)]
@@ -186,7 +186,8 @@ class Propagation:
             # errors do not pile up along the chain.
             step_model = self.motions[target - 1].model if direction > 0 else self.motions[target].inverse
             guess = step_model @ guess
-            hx, hy = _apply(self._full_model(self._direct(position, target, guess)), gx, gy)
+            chosen = self._direct(position, target, guess, None if step == 1 else step_model @ chosen)
+            hx, hy = _apply(self._full_model(chosen), gx, gy)
             agree = np.hypot(px - hx, py - hy) <= SNAP_TOLERANCE
             px[agree] = hx[agree]
             py[agree] = hy[agree]
@@ -220,16 +221,18 @@ class Propagation:
                 break
         return Hits(out[0], distance[0], ring_error[0]), Hits(out[1], distance[1], ring_error[1]), where
 
-    def _direct(self, a: int, b: int, guess: np.ndarray) -> np.ndarray:
+    def _direct(self, a: int, b: int, guess: np.ndarray, prior: Optional[np.ndarray]) -> np.ndarray:
         """Homography frame a → frame b (fit grid) for the camera chain from a (see `camera_model`).
 
-        `guess` is the neighbours' pair models chained; for a frame with no hole it is the model.
+        `guess`: the neighbours' pair models chained; `prior`: the model chosen for the frame before
+        b, followed by the last pair step (None for neighbours, whose guess is their pair's fit).
         """
         if abs(a - b) == 1 and self.frames[a].analysis.band is None:
             return guess
         model = self.direct.get((a, b))
         if model is None:
-            model = camera_model(self.frames[a].analysis, self.frames[b].analysis, guess, self.estimator.method)
+            model = camera_model(self.frames[a].analysis, self.frames[b].analysis, guess, prior,
+                                 self.estimator.method)
             self.direct[(a, b)] = model
         return model
 

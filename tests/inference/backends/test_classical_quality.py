@@ -8,9 +8,11 @@ import pytest
 from voidlink.inference.backends import base
 from voidlink.inference.backends.classical import ClassicalBackend
 from voidlink.inference.backends.classical.flow import (
+    BAND_ROW,
     FIT_SIDE,
     MotionEstimator,
     _consistency,
+    best_near,
     camera_model,
     fit_scale,
     regrid,
@@ -216,10 +218,29 @@ def test_the_camera_model_follows_the_surface_around_the_hole_not_the_busiest_on
     chosen = regrid(camera_model(a, b, estimator.pair(a, b).model), scale)
     assert abs(chosen[0, 2]) < 0.2 and abs(chosen[1, 2]) < 0.2, chosen
     assert np.allclose(chosen[:2, :2], np.eye(2), atol=1e-2)
-    # With no hole there is no band to judge by: the fit on all the features is the model.
+    # With no hole there is no band to judge by: neighbours keep their pair's fit as given, frames
+    # apart the fit on all the features.
     c = estimator.analyse(_two_layers(0)[0], np.zeros((height, width), bool))
     assert c.band is None and c.near_points is None
-    assert abs(regrid(camera_model(c, b, np.eye(3)), scale)[0, 2] - 2.0) < 0.2
+    pair = estimator.pair(c, b).model
+    assert camera_model(c, b, pair) is pair
+    assert abs(regrid(camera_model(c, b, np.eye(3), np.eye(3)), scale)[0, 2] - 2.0) < 0.2
+
+
+def test_a_band_larger_than_opencv_remaps_in_one_row_is_judged():
+    # Scattered holes over a 960x540 frame: the band around them has far more than the 32767 pixels
+    # OpenCV remaps in one row, and is laid out in rows of BAND_ROW.
+    height, width = 540, 960
+    image = _texture(height, width, seed=3)
+    hole = np.zeros((height, width), bool)
+    hole[10::40, 10::40] = True
+    hole = cv2.dilate(hole.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    estimator = MotionEstimator(preset=1, margin=4, fit_scale=1.0, flow_scale=1.0)
+    a = estimator.analyse(image, hole)
+    b = estimator.analyse(np.roll(image, 1, axis=1), hole)
+    assert a.band is not None and a.band.x.shape[1] == BAND_ROW and np.count_nonzero(a.band.x >= 0) > 32767
+    shifted = np.array([[1.0, 0, 1.0], [0, 1.0, 0], [0, 0, 1.0]])
+    assert best_near(a, b, [np.eye(3), shifted]) is shifted
 
 
 def test_a_hole_on_the_quiet_layer_is_filled_with_that_layers_motion():
