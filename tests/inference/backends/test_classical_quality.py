@@ -246,8 +246,10 @@ def test_a_band_larger_than_opencv_remaps_in_one_row_is_judged():
 def test_a_hole_on_the_quiet_layer_is_filled_with_that_layers_motion():
     # The same two layers through a shot, an object crossing the near layer: where the frames reveal
     # it, the camera chain must pull the near layer's pixels, not the busy far layer's motion's.
-    # Measured: a mean error of 0.011-0.013 on the frames checked, against 0.058-0.062 with the
-    # homography fitted on all the features.
+    # Measured: a mean error under 0.001 on the frames checked, against 0.058-0.065 with the
+    # homography fitted on all the features, and 0.011-0.013 before the near features were tracked
+    # along the chain of the models chosen (from the all-feature homographies' chain, they were lost
+    # once the layers had drifted a few pixels apart).
     height, width = 96, 160
     frames, cleans = [], []
     for t in range(16):
@@ -259,7 +261,7 @@ def test_a_hole_on_the_quiet_layer_is_filled_with_that_layers_motion():
         frames.append(base.BackendFrame(t, plate, quadmask))
         cleans.append(clean)
     results = list(ClassicalBackend().run(iter(frames), base.BackendRequest(quality="balanced")))
-    for t in range(8, 14):
+    for t in range(6, 14):
         hole = frames[t].quadmask == OBJECT
         error = float(np.abs(results[t].image[hole] - cleans[t][hole]).mean())
-        assert error < 0.025, (t, error)
+        assert error < 0.005, (t, error)
