@@ -126,9 +126,25 @@ def test_form_checks_with_the_daemons_messages_then_submits(window, served, qtbo
     assert pixel(window.viewer.canvas.before, 2, 2) == tuple(int(v) for v in expected[2, 2])
     save_screenshot(window, str(artifacts / "panel-viewer-quadmask.png"))
     docs_shot = ROOT / "docs" / "panel.png"
-    if not docs_shot.is_file() or docs_shot.read_bytes() != readme_shot.read_bytes():
+    if not _same_picture(docs_shot, readme_shot):
         docs_shot.parent.mkdir(exist_ok=True)
         shutil.copy(readme_shot, docs_shot)
+
+
+def _same_picture(kept: Path, new: Path) -> bool:
+    """Whether the README's picture still shows what the viewer shows. The classical fill in it has
+    moved by one level in a few hundred pixels between runs (an idle run against one on a busy
+    machine): not a change worth rewriting the checkout for."""
+    if not kept.is_file():
+        return False
+    old, now = QtGui.QImage(str(kept)), QtGui.QImage(str(new))
+    if old.size() != now.size():
+        return False
+    fmt = QtGui.QImage.Format.Format_RGBA8888
+    old, now = old.convertToFormat(fmt), now.convertToFormat(fmt)
+    a = np.frombuffer(old.constBits(), np.uint8, old.sizeInBytes()).astype(np.int16)
+    b = np.frombuffer(now.constBits(), np.uint8, now.sizeInBytes()).astype(np.int16)
+    return int(np.abs(a - b).max()) <= 2
 
 
 def test_progress_cancel_resubmit_and_open_folder(window, served, qtbot, tmp_path, artifacts):
