@@ -6,9 +6,9 @@ blurred grid lets feature tracking resolve the sub-pixel motion that a small fra
 chain of homographies makes visible.
 `camera_model` picks, for the camera chain, the homography that holds around a frame's hole (the
 camera's motion is seldom one plane). Dense flow runs on the flow grid, never larger than the frame
-nor than FLOW_MAX_SIDE, where its cost grows with the area. `regrid` moves a homography between grids, and the chains in
-`propagate.py` scale positions back to full resolution. Flow inside the object's
-hole is meaningless (it tracks the object, or nothing), so it is replaced by the camera homography
+nor than FLOW_MAX_SIDE, where its cost grows with the area. `regrid` moves a homography between
+grids, and the chains in `propagate.py` scale positions back to full resolution. Flow inside the
+object's hole is meaningless (it tracks the object, or nothing), so it is replaced by the camera homography
 plus a smooth residual diffused from the valid flow around the hole: the background behind the
 object moves like the background around it.
 """
@@ -167,7 +167,7 @@ def track(grey_a: np.ndarray, grey_b: np.ndarray, points: np.ndarray | None, kee
           guess: np.ndarray | None = None) -> Tracks | None:
     """`points` of a tracked into b by pyramidal LK (from where `guess` puts them, if given)."""
     if guess is None:
-        return _tracked(grey_a, grey_b, [points], [None], keep_b, maxLevel=3)[0]
+        return _tracked(grey_a, grey_b, [points], None, keep_b, max_level=3)[0]
     return track_sets(grey_a, grey_b, [(points, guess)], keep_b)[0]
 
 
@@ -177,24 +177,24 @@ def track_sets(grey_a: np.ndarray, grey_b: np.ndarray, sets: list[tuple[np.ndarr
     image pyramids are built once). The guesses are within a few pixels: two pyramid levels and
     every other point are enough."""
     points = [p[::2] if p is not None and len(p) >= 48 else p for p, _ in sets]
-    starts = [None if p is None else cv2.perspectiveTransform(p, guess).astype(np.float32)
-              for p, (_, guess) in zip(points, sets)]
-    return _tracked(grey_a, grey_b, points, starts, keep_b, maxLevel=1)
+    starts = [cv2.perspectiveTransform(p, guess) for p, (_, guess) in zip(points, sets) if p is not None]
+    start = np.ascontiguousarray(np.concatenate(starts), np.float32) if starts else None
+    return _tracked(grey_a, grey_b, points, start, keep_b, max_level=1)
 
 
-def _tracked(grey_a: np.ndarray, grey_b: np.ndarray, sets: list[np.ndarray | None], starts: list,
-             keep_b: np.ndarray, maxLevel: int) -> list[Tracks | None]:
+def _tracked(grey_a: np.ndarray, grey_b: np.ndarray, sets: list[np.ndarray | None], start: np.ndarray | None,
+             keep_b: np.ndarray, max_level: int) -> list[Tracks | None]:
+    """The sets tracked together by LK, from `start` (all the sets' start positions) if given."""
     given = [p for p in sets if p is not None]
     if not given:
         return [None] * len(sets)
     points = np.ascontiguousarray(np.concatenate(given), np.float32)
-    if starts[0] is None and len(sets) == 1:
+    if start is None:
         tracked, status, _ = cv2.calcOpticalFlowPyrLK(grey_a, grey_b, points, None, winSize=(21, 21),
-                                                      maxLevel=maxLevel)
+                                                      maxLevel=max_level)
     else:
-        start = np.ascontiguousarray(np.concatenate([s for s in starts if s is not None]), np.float32)
         tracked, status, _ = cv2.calcOpticalFlowPyrLK(grey_a, grey_b, points, start, winSize=(21, 21),
-                                                      maxLevel=maxLevel, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+                                                      maxLevel=max_level, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
     if tracked is None:
         return [None] * len(sets)
     h, w = grey_b.shape
@@ -226,6 +226,14 @@ def fit_tracks(pts_a: np.ndarray, pts_b: np.ndarray, method: int = cv2.RANSAC) -
     if abs(np.linalg.det(model[:2, :2]) - 1.0) > 0.5 or np.abs(model[2, :2]).max() > 1e-2:
         return None
     return model
+
+
+def apply_homography(model: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the grid (gx, gy) under a homography, float32."""
+    denominator = model[2, 0] * gx + model[2, 1] * gy + model[2, 2]
+    hx = (model[0, 0] * gx + model[0, 1] * gy + model[0, 2]) / denominator
+    hy = (model[1, 0] * gx + model[1, 1] * gy + model[1, 2]) / denominator
+    return hx.astype(np.float32), hy.astype(np.float32)
 
 
 def homography_flow(model: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -316,9 +324,7 @@ def best_near(first: Analysis, second: Analysis, candidates: list[np.ndarray]) -
         return candidates[0]
     views, common = [], band.x >= 0
     for model in candidates:
-        denominator = model[2, 0] * band.x + model[2, 1] * band.y + model[2, 2]
-        mx = ((model[0, 0] * band.x + model[0, 1] * band.y + model[0, 2]) / denominator).astype(np.float32)
-        my = ((model[1, 0] * band.x + model[1, 1] * band.y + model[1, 2]) / denominator).astype(np.float32)
+        mx, my = apply_homography(model, band.x, band.y)
         common &= cv2.remap(second.keep.view(np.uint8), mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
                             borderValue=0) > 0
         views.append((mx, my))

@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 import cv2
 import numpy as np
 from voidlink.inference.backends import base
-from voidlink.inference.backends.classical.flow import camera_model, push_pull_fill, regrid
+from voidlink.inference.backends.classical.flow import apply_homography, camera_model, push_pull_fill, regrid
 
 # Weight of a hit at d frames: 1 / d ** DISTANCE_POWER (nearer frames have moved less since t).
 DISTANCE_POWER = 1.0
@@ -187,7 +187,7 @@ class Propagation:
             step_model = self.motions[target - 1].model if direction > 0 else self.motions[target].inverse
             guess = step_model @ guess
             chosen = self._direct(position, target, guess, None if step == 1 else step_model @ chosen)
-            hx, hy = _apply(self._full_model(chosen), gx, gy)
+            hx, hy = apply_homography(self._full_model(chosen), gx, gy)
             agree = np.hypot(px - hx, py - hy) <= SNAP_TOLERANCE
             px[agree] = hx[agree]
             py[agree] = hy[agree]
@@ -227,8 +227,6 @@ class Propagation:
         `guess`: the neighbours' pair models chained; `prior`: the model chosen for the frame before
         b, followed by the last pair step (None for neighbours, whose guess is their pair's fit).
         """
-        if abs(a - b) == 1 and self.frames[a].analysis.band is None:
-            return guess
         model = self.direct.get((a, b))
         if model is None:
             model = camera_model(self.frames[a].analysis, self.frames[b].analysis, guess, prior,
@@ -292,10 +290,3 @@ def _ring_blend(hits: list[Hits], agreement: list[np.ndarray], pixels: np.ndarra
     blended[made] /= total[made, None]
     return blended, made
 
-
-def _apply(model: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the grid (gx, gy) under a homography."""
-    denominator = model[2, 0] * gx + model[2, 1] * gy + model[2, 2]
-    hx = (model[0, 0] * gx + model[0, 1] * gy + model[0, 2]) / denominator
-    hy = (model[1, 0] * gx + model[1, 1] * gy + model[1, 2]) / denominator
-    return hx.astype(np.float32), hy.astype(np.float32)
