@@ -19,6 +19,12 @@ What is measured, on 1920x1080 RGB half-float zip EXR frames generated for the r
   each frame's bytes to a new file, as the daemon's frame cache must (no hashing, no bookkeeping), and our
   upload's fraction of it. Where writing to the page cache is slow (on some virtual machines a fresh page
   costs the host a fault), that write, not our code, is what stands between the upload and the ceiling.
+- `upload_cpu_seconds`, `null_cpu_seconds` and `upload_of_ceiling_cores_bound`: the CPU seconds (client
+  and server process, every thread) our upload and the transport alone spend on the same frames, and the
+  best `upload_of_ceiling` our upload's work allows on this machine's cores (its CPU seconds spread
+  perfectly over them). Hashing every byte on both sides (the content address, and the daemon's check
+  of it) and writing it to a file is work the transport alone does not do: where it is close to
+  `upload_of_ceiling`, the cores, not waiting, bound the upload. The download has the same three.
 - `start_of_ceiling`: the same for submitting a job over every frame and its mattes to a fresh daemon
   that cannot see them (`Client.start`, as `voidlink remove` does): the frames hashed ahead of the
   sending, the job submitted once all are named while the rest are on their way, against the transport
@@ -39,7 +45,9 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -121,6 +129,33 @@ def stop_daemon(process: subprocess.Popen) -> None:
         process.kill()
 
 
+def process_cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user and system, every thread) a process has used: this one, or (Linux) the one `pid` names."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")  # no /proc here: the figures that need it read as NaN
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuClock:
+    """The CPU seconds this process and a server process use between `start` and `stop`."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.seconds = 0.0
+
+    def start(self) -> None:
+        self._began = process_cpu_seconds() + process_cpu_seconds(self.server_pid)
+
+    def stop(self) -> float:
+        self.seconds = process_cpu_seconds() + process_cpu_seconds(self.server_pid) - self._began
+        return self.seconds
+
+
 _NULL_SERVICE = "voidlink.bench.Null"
 
 
@@ -178,11 +213,12 @@ def serve_null() -> None:
 
 
 def null_stream_seconds(
-    paths: list[Path], chunk_bytes: int, download: bool = False, store_dir: Path | None = None
+    paths: list[Path], chunk_bytes: int, download: bool = False, store_dir: Path | None = None, cpu: list | None = None
 ) -> float:
     """Seconds to stream the files' bytes, in `chunk_bytes` messages, to a server that drops them (or,
     `download`, from a server that reads them to a client that drops them; or, `store_dir`, as FrameChunks
-    to a server that writes each file's bytes into that folder)."""
+    to a server that writes each file's bytes into that folder). `cpu` gains the CPU seconds both
+    processes spent on it."""
     import grpc
 
     process = subprocess.Popen(
@@ -212,6 +248,8 @@ def null_stream_seconds(
                         yield frame_chunk_bytes(name, size, offset, data)
                         offset += len(data)
 
+        clock = CpuClock(process.pid)
+        clock.start()
         started = time.perf_counter()
         if download:
             replies = send("\n".join(str(p) for p in paths).encode())
@@ -223,6 +261,8 @@ def null_stream_seconds(
         for _ in replies:
             pass
         seconds = time.perf_counter() - started
+        if cpu is not None:
+            cpu.append(clock.stop())
         channel.close()
         return seconds
     finally:
@@ -274,9 +314,11 @@ def start_seconds(plates: str, mattes: str, frames: int, data_dir: Path, out: Pa
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def download_seconds(client: Client, plates: str, mattes: str, frames: int, out: Path) -> tuple[float, list[Path]]:
+def download_seconds(
+    client: Client, plates: str, mattes: str, frames: int, out: Path, clock: CpuClock | None = None
+) -> tuple[float, list[Path]]:
     """A classical job over the uploaded frames with its result streamed back; seconds to fetch that
-    result (the job's run is not timed), and the files fetched."""
+    result (the job's run is not timed), and the files fetched. `clock` times the CPU of the fetch."""
     from voidlink.bridge import build_spec
 
     # Draft quality: the run is not what is measured, only the fetching of what it wrote.
@@ -286,9 +328,13 @@ def download_seconds(client: Client, plates: str, mattes: str, frames: int, out:
     job = client.wait(job.id)
     if job.state != pb.JOB_STATE_SUCCEEDED:
         raise RuntimeError(f"the job whose result is downloaded failed: {job.message}")
+    if clock is not None:
+        clock.start()
     started = time.perf_counter()
     client.finish(job, plan)
     seconds = time.perf_counter() - started
+    if clock is not None:
+        clock.stop()
     return seconds, sorted(p for p in out.rglob("*") if p.is_file())
 
 
@@ -307,6 +353,10 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
     sequential_seconds: list[float] = []
     start_s, start_sequential_s, null_start_s = [], [], []
     store_seconds: list[float] = []
+    null_cpu: list[float] = []
+    upload_cpu: list[float] = []
+    null_down_cpu: list[float] = []
+    down_cpu: list[float] = []
     plates = str(root / "frames" / "plate.####.exr")
     resubmit_bytes = 0
     for repeat in range(repeats):
@@ -320,7 +370,7 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
         shutil.rmtree(target)
 
         say(f"gRPC transport alone, run {repeat + 1}")
-        null_seconds.append(null_stream_seconds(paths, CHUNK_BYTES))
+        null_seconds.append(null_stream_seconds(paths, CHUNK_BYTES, cpu=null_cpu))
         say(f"gRPC transport writing the frames to files and nothing else, run {repeat + 1}")
         store_seconds.append(null_stream_seconds(paths, CHUNK_BYTES, store_dir=root / f"store-{repeat}"))
         shutil.rmtree(root / f"store-{repeat}")
@@ -333,9 +383,12 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
             started = time.perf_counter()
             hashes = hash_files([str(p) for p in paths])
             hash_seconds.append(time.perf_counter() - started)  # hashing alone, for the table
+            clock = CpuClock(process.pid)
+            clock.start()
             started = time.perf_counter()
             refs = client.upload_paths([str(p) for p in paths])  # read, hash and send in one pipeline
             upload_seconds.append(time.perf_counter() - started)
+            upload_cpu.append(clock.stop())
             assert [ref.sha256 for ref in refs] == hashes
             assert client.stats.bytes_sent == total, (client.stats.bytes_sent, total)
             sent_before = client.stats.bytes_sent
@@ -354,10 +407,14 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
             )
 
             say(f"a job's result streamed back, run {repeat + 1}")
-            seconds, fetched = download_seconds(client, plates, mattes, min(frames, DOWNLOAD_FRAMES), root / "result")
+            clock = CpuClock(process.pid)
+            seconds, fetched = download_seconds(
+                client, plates, mattes, min(frames, DOWNLOAD_FRAMES), root / "result", clock
+            )
             down_seconds.append(seconds)
+            down_cpu.append(clock.seconds)
             down_bytes = sum(p.stat().st_size for p in fetched)
-            null_down_seconds.append(null_stream_seconds(fetched, CHUNK_BYTES, download=True))
+            null_down_seconds.append(null_stream_seconds(fetched, CHUNK_BYTES, download=True, cpu=null_down_cpu))
             shutil.rmtree(root / "result")
         finally:
             stop_daemon(process)
@@ -374,6 +431,9 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
     start_of_ceiling = [n / q for n, q in zip(null_start_s, start_s)]
     of_store_ceiling = [n / u for n, u in zip(store_seconds, upload_seconds)]
     start_sequential_of_ceiling = [n / q for n, q in zip(null_start_s, start_sequential_s)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    upload_bound = cores_bound(null_seconds, upload_cpu, cores)
+    download_bound = cores_bound(null_down_seconds, down_cpu, cores)
     return {
         "frames": frames,
         "frame_size": [WIDTH, HEIGHT],
@@ -394,6 +454,11 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
         "upload_of_ceiling_target": CEILING_TARGET,
         "upload_of_ceiling_met": statistics.median(of_ceiling) >= CEILING_TARGET,
         "sequential_of_ceiling": statistics.median(sequential_of_ceiling),
+        "cores": cores,
+        "null_cpu_seconds": statistics.median(null_cpu),
+        "upload_cpu_seconds": statistics.median(upload_cpu),
+        "upload_of_ceiling_cores_bound": upload_bound,
+        "upload_of_ceiling_cores_bound_met": upload_bound >= CEILING_TARGET,
         "store_ceiling_mb_per_s": total / statistics.median(store_seconds) / 1e6,
         "upload_of_store_ceiling": statistics.median(of_store_ceiling),
         "upload_of_store_ceiling_spread": [min(of_store_ceiling), max(of_store_ceiling)],
@@ -409,10 +474,21 @@ def run(frames: int, repeats: int, root: Path, progress=None) -> dict:
         "download_of_ceiling": statistics.median(down_of_ceiling),
         "download_of_ceiling_spread": [min(down_of_ceiling), max(down_of_ceiling)],
         "download_of_ceiling_met": statistics.median(down_of_ceiling) >= CEILING_TARGET,
+        "null_download_cpu_seconds": statistics.median(null_down_cpu),
+        "download_cpu_seconds": statistics.median(down_cpu),
+        "download_of_ceiling_cores_bound": download_bound,
         "resubmit_bytes": resubmit_bytes,
         "resubmit_bytes_met": resubmit_bytes == 0,
         "repeats": repeats,
     }
+
+
+def cores_bound(null_seconds: list[float], cpu_seconds: list[float], cores: int) -> float:
+    """The best fraction of the transport-alone speed a transfer could reach on `cores` cores, given the
+    CPU seconds it spent (both processes, every thread): spread perfectly over every core it still takes
+    cpu/cores seconds. Median over the repeats; at most 1."""
+    bounds = [min(1.0, n / (c / cores)) if c > 0 else 1.0 for n, c in zip(null_seconds, cpu_seconds)]
+    return statistics.median(bounds)
 
 
 def format_table(report: dict) -> str:
@@ -434,6 +510,9 @@ def format_table(report: dict) -> str:
             f"goal >= {CEILING_TARGET}: "
             f"{mark[report['upload_of_ceiling_met']]})",
             f"  without the pipeline (hash all, then upload) {report['sequential_of_ceiling']:.2f} of the ceiling",
+            f"  CPU: our upload {report['upload_cpu_seconds']:.2f} s (client and daemon, every thread), the "
+            f"transport alone {report['null_cpu_seconds']:.2f} s; on {report['cores']} cores our upload could reach "
+            f"at best {report['upload_of_ceiling_cores_bound']:.2f} of the ceiling",
             f"  gRPC writing the frames to files, nothing else: {report['store_ceiling_mb_per_s']:.0f} MB/s; our "
             f"upload is {report['upload_of_store_ceiling']:.2f} of it (spread "
             f"{report['upload_of_store_ceiling_spread'][0]:.2f}-{report['upload_of_store_ceiling_spread'][1]:.2f}): "
@@ -448,6 +527,9 @@ def format_table(report: dict) -> str:
             f"  download_of_ceiling {report['download_of_ceiling']:.2f}  "
             f"(spread {report['download_of_ceiling_spread'][0]:.2f}-{report['download_of_ceiling_spread'][1]:.2f}; "
             f"goal >= {CEILING_TARGET}: {mark[report['download_of_ceiling_met']]})",
+            f"  CPU: our download {report['download_cpu_seconds']:.2f} s, the transport alone "
+            f"{report['null_download_cpu_seconds']:.2f} s: at best {report['download_of_ceiling_cores_bound']:.2f} "
+            f"of the ceiling on {report['cores']} cores",
             f"  resubmit_bytes  {report['resubmit_bytes']}  (goal 0: {mark[report['resubmit_bytes_met']]})",
         ]
     )

@@ -21,6 +21,7 @@ from voidlink.bridge.result import RemoveResult, result_or_raise
 from voidlink.bridge.transfer import ProgressCallback, TransferStats, local_pattern, report
 from voidlink.protos import pb
 from voidlink.protos.clips import SequencePattern
+from voidlink.protos.readahead import read_ahead
 from voidlink.protos.wire import split_file_chunk
 
 from voidlink import errors
@@ -114,8 +115,10 @@ def _receive(
     stream = download(request, metadata=link.metadata)
     handle = None
     temporary = ""
+    # The next chunks are received while this one is written and hashed.
+    chunks = read_ahead(stream, name="voidlink-download-receive")
     try:
-        for raw in stream:
+        for raw in chunks:
             try:
                 fields, data = split_file_chunk(raw)
                 chunk = pb.FileChunk.FromString(fields)
@@ -168,6 +171,7 @@ def _receive(
                 progress.files_done = len(whole)
                 report(on_progress, progress, job.id, job.state)
     finally:
+        chunks.close()  # its thread stops at its next chunk
         stream.cancel()
         if handle is not None:  # a file cut short: it is fetched again whole
             handle.close()

@@ -21,11 +21,11 @@ from typing import Optional, Union
 
 from voidlink.inference.events import EventBus
 from voidlink.inference.job.outputs import STAGING_PREFIX
-from voidlink.inference.readahead import read_ahead
 from voidlink.inference.transfer import Transfers
 from voidlink.protos import pb, wire
 from voidlink.protos.clips import SequencePattern
 from voidlink.protos.events import job_event
+from voidlink.protos.readahead import read_ahead
 
 from voidlink.errors import Conflict, InvalidInput
 

@@ -53,6 +53,7 @@ class FrameCache:
         self.partial.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._sizes: OrderedDict[str, int] = OrderedDict()  # oldest use first
+        self._used = 0  # the sum of `_sizes`, kept as frames come and go: a frame's arrival costs no walk over all
         # Uploads in progress: sha -> (bytes written, running hash, open file), so a stream's next chunk
         # appends without looking at the disk again.
         self._open: dict[str, tuple[int, object, object]] = {}
@@ -65,6 +66,7 @@ class FrameCache:
         found = [(p.stat().st_mtime, p.name, p.stat().st_size) for p in self.objects.glob("*/*") if p.is_file()]
         for _, name, size in sorted(found):
             self._sizes[name] = size
+        self._used = sum(self._sizes.values())
 
     def _object(self, sha: str) -> Path:
         return self.objects / sha[:2] / sha
@@ -75,7 +77,7 @@ class FrameCache:
     @property
     def used_bytes(self) -> int:
         with self._lock:
-            return sum(self._sizes.values())
+            return self._used
 
     def status(self, sha: str) -> tuple[bool, int]:
         """(present, bytes of a partial upload kept); a present frame counts as just used."""
@@ -83,7 +85,7 @@ class FrameCache:
             if sha in self._sizes and self._object(sha).is_file():
                 self._touch(sha)
                 return True, self._sizes[sha]
-            self._sizes.pop(sha, None)
+            self._used -= self._sizes.pop(sha, 0)  # its file is gone (removed by hand): not counted any more
         try:
             return False, self._partial(sha).stat().st_size
         except FileNotFoundError:
@@ -152,7 +154,9 @@ class FrameCache:
                 with open(partial, "rb") as existing:
                     for block in iter(lambda: existing.read(1 << 20), b""):
                         hasher.update(block)
-            return self._append(sha, chunk, data, hasher, open(partial, "ab"))
+            # Unbuffered: each chunk goes to the OS as it is written, so an acknowledged byte is in the
+            # file whatever happens to this process next, without a flush per chunk.
+            return self._append(sha, chunk, data, hasher, open(partial, "ab", buffering=0))
 
     def _close(self, sha: str) -> None:
         current = self._open.pop(sha, None)
@@ -177,8 +181,7 @@ class FrameCache:
                 reason="BAD_SIZE",
                 field="data",
             )
-        handle.write(data)
-        handle.flush()  # acknowledged bytes are in the file, whatever happens to this process next
+        _write_all(handle, data)
         hasher.update(data)
         if end < chunk.size:
             self._open[sha] = (end, hasher, handle)
@@ -198,19 +201,21 @@ class FrameCache:
         target.parent.mkdir(exist_ok=True)
         os.replace(partial, target)
         with self._lock:
+            self._used += chunk.size - self._sizes.get(sha, 0)
             self._sizes[sha] = chunk.size
             self._sizes.move_to_end(sha)
             self._evict()
         return chunk.size, True
 
     def _evict(self) -> None:
-        total = sum(self._sizes.values())
+        if self._used <= self.max_bytes:
+            return
         for sha in list(self._sizes):
-            if total <= self.max_bytes:
+            if self._used <= self.max_bytes:
                 break
             if self._pins.get(sha):
                 continue
-            total -= self._sizes.pop(sha)
+            self._used -= self._sizes.pop(sha)
             self._object(sha).unlink(missing_ok=True)
             log.info("frame cache: evicted %s (least recently used)", sha[:12])
 
@@ -226,6 +231,14 @@ class FrameCache:
                 os.link(source, target)
             except OSError:
                 shutil.copyfile(source, target)
+
+
+def _write_all(handle, data) -> None:
+    """All of `data` into an unbuffered file: the OS may take less than asked in one write (a signal, a
+    full disk it then names on the next)."""
+    view = memoryview(data)
+    while view:
+        view = view[handle.write(view) :]
 
 
 class Transfers:

@@ -20,7 +20,6 @@ from typing import Optional
 
 from voidlink.inference.events import EventBus
 from voidlink.inference.job.kinds import prepare
-from voidlink.inference.readahead import read_ahead
 from voidlink.inference.scheduler import Scheduler
 from voidlink.inference.security import format_size
 from voidlink.inference.store import UPLOAD_STAGE, JobStore
@@ -28,6 +27,7 @@ from voidlink.inference.transfer import CLIP_FIELDS, PARTIAL_DAYS, FrameCache, T
 from voidlink.protos import pb, status
 from voidlink.protos.clips import SequencePattern, clip_media
 from voidlink.protos.events import job_event
+from voidlink.protos.readahead import read_ahead
 
 from voidlink.errors import Conflict, InvalidInput, LimitExceeded, VoidlinkError
 

@@ -29,3 +29,21 @@ def test_quick_json_report(capsys):
     assert report["start_seconds"] > 0 and report["start_sequential_seconds"] > 0
     low, high = report["upload_of_store_ceiling_spread"]
     assert 0 < low <= report["upload_of_store_ceiling"] <= high and report["store_ceiling_mb_per_s"] > 0
+    # The CPU both processes spent, and the best share of the ceiling that work allows on these cores.
+    for side in ("upload", "download"):
+        assert (
+            report[f"{side}_cpu_seconds"] > 0
+            and report[f"null{'_download' if side == 'download' else ''}_cpu_seconds"] > 0
+        )
+        assert 0 < report[f"{side}_of_ceiling_cores_bound"] <= 1
+    assert report["cores"] >= 1
+    assert report["upload_of_ceiling_cores_bound_met"] == (report["upload_of_ceiling_cores_bound"] >= 0.9)
+
+
+def test_the_cores_bound_is_the_transport_seconds_over_the_work_spread_on_every_core():
+    from voidlink.bench.transfer import cores_bound
+
+    # 1 s of transport; 4 CPU-s of work on 2 cores takes at least 2 s: at best half the ceiling.
+    assert cores_bound([1.0], [4.0], 2) == 0.5
+    assert cores_bound([1.0, 1.0, 1.0], [4.0, 8.0, 1.0], 2) == 0.5  # the median, each capped at 1
+    assert cores_bound([1.0], [1.0], 4) == 1.0

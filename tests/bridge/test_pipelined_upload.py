@@ -1,4 +1,4 @@
-"""Uploads that read, hash and send in one pipeline (`Client.upload_paths`), and the daemon's read-ahead."""
+"""Uploads that read, hash and send in one pipeline (`Client.upload_paths`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 import grpc
 import pytest
 from voidlink.bridge import Client
-from voidlink.inference.readahead import read_ahead
 from voidlink.protos import pb, rpc
 from voidlink.protos.wire import file_sha256
 
@@ -60,20 +59,6 @@ def test_upload_paths_names_a_file_it_cannot_read(studio, tmp_path):
     client = Client(daemon.address)
     with pytest.raises(FileNotFoundError):
         client.upload_paths([str(sorted(shot.folder.iterdir())[0]), str(tmp_path / "gone.exr")])
-
-
-def test_read_ahead_keeps_order_and_raises_what_broke_the_stream():
-    assert list(read_ahead(iter(range(50)), depth=2)) == list(range(50))
-
-    def broken():
-        yield 1
-        raise ConnectionError("cut")
-
-    got = []
-    with pytest.raises(ConnectionError):
-        for item in read_ahead(broken()):
-            got.append(item)
-    assert got == [1]
 
 
 def test_a_corrupted_frame_sent_in_chunks_is_still_refused(studio):

@@ -1,9 +1,11 @@
 """Results streamed back as FileChunk wire bytes made once (`wire.file_chunk_bytes`) and read in place
-(`wire.split_file_chunk`): what protobuf reads, still checked by hash, read ahead by the daemon."""
+(`wire.split_file_chunk`): what protobuf reads, still checked by hash, read ahead by the daemon and
+received ahead by the client."""
 
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import grpc
 import pytest
@@ -69,6 +71,15 @@ def test_a_generated_client_reads_the_streamed_result_and_each_file_matches_its_
     fetched = sorted(p for p in (tmp_path / "ws" / "out").rglob("*") if p.is_file())
     assert len(fetched) == 10 and local.result.output_pattern.endswith("c.####.exr")
     assert sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in fetched) == sorted(hashes.values())
+    assert_receivers_ended()
+
+
+def assert_receivers_ended() -> None:
+    """The thread that received a download's chunks ahead of the writing is gone once the download is."""
+    for thread in threading.enumerate():
+        if thread.name == "voidlink-download-receive":
+            thread.join(timeout=30)  # a bound, should it hang; it ends at its next chunk or the stream's end
+            assert not thread.is_alive()
 
 
 def test_a_chunk_damaged_on_the_way_is_refused_and_nothing_is_put_in_place(streamed_job, monkeypatch):
@@ -83,3 +94,4 @@ def test_a_chunk_damaged_on_the_way_is_refused_and_nothing_is_put_in_place(strea
         client.finish(job, plan)
     assert caught.value.reason == "HASH_MISMATCH"
     assert not [p for p in (tmp_path / "ws").rglob("*") if p.is_file()]
+    assert_receivers_ended()  # the stream was cut short: its receiving thread is not left waiting

@@ -27,3 +27,55 @@ def test_status_of_a_frame_completed_while_it_looks_says_present(tmp_path):
     completed_meanwhile.done = False
     cache._partial = completed_meanwhile
     assert cache.status(sha) == (True, len(data))  # not FileNotFoundError, nor "missing"
+
+
+def _frame(index: int, size: int) -> tuple[bytes, str]:
+    data = bytes([index % 256]) * size
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _on_disk(cache: FrameCache) -> int:
+    return sum(p.stat().st_size for p in cache.objects.glob("*/*") if p.is_file())
+
+
+def test_the_cache_counts_its_bytes_as_frames_come_are_evicted_and_vanish(tmp_path):
+    cache = FrameCache(tmp_path / "cache", 10_000)
+    shas = []
+    for index in range(5):  # 5 x 3000 bytes into 10 000: the two oldest go
+        data, sha = _frame(index, 3000)
+        assert cache.write(pb.FrameChunk(sha256=sha, size=len(data), offset=0, data=data)) == (3000, True)
+        shas.append(sha)
+        assert cache.used_bytes == _on_disk(cache) <= 10_000
+    assert [cache.status(sha)[0] for sha in shas] == [False, False, True, True, True]
+    assert cache.used_bytes == 9000
+    # A frame removed by hand is no longer counted once the cache finds it gone ...
+    cache._object(shas[2]).unlink()
+    assert cache.status(shas[2]) == (False, 0) and cache.used_bytes == 6000 == _on_disk(cache)
+    # ... and a daemon starting over the folder counts what is there.
+    assert FrameCache(tmp_path / "cache", 10_000).used_bytes == 6000
+
+
+def test_a_pinned_frame_is_kept_and_the_cap_still_holds(tmp_path):
+    cache = FrameCache(tmp_path / "cache", 5000)
+    first, first_sha = _frame(1, 3000)
+    cache.write(pb.FrameChunk(sha256=first_sha, size=3000, offset=0, data=first))
+    cache.pin([first_sha])
+    second, second_sha = _frame(2, 3000)
+    cache.write(pb.FrameChunk(sha256=second_sha, size=3000, offset=0, data=second))
+    # The cap holds: the pinned frame stays, the only one that may go does.
+    assert cache.status(first_sha)[0] and not cache.status(second_sha)[0]
+    assert cache.used_bytes == 3000 == _on_disk(cache)
+    cache.unpin([first_sha])
+    cache.write(pb.FrameChunk(sha256=second_sha, size=3000, offset=0, data=second))
+    assert not cache.status(first_sha)[0] and cache.status(second_sha)[0]
+    assert cache.used_bytes == 3000 == _on_disk(cache)
+
+
+def test_a_chunk_is_in_the_partial_file_as_soon_as_it_is_stored(tmp_path):
+    # What an acknowledgement promises: another look at the disk (a resuming stream's) sees every byte.
+    cache = FrameCache(tmp_path / "cache", 1 << 20)
+    data, sha = _frame(7, 5000)
+    assert cache.write(pb.FrameChunk(sha256=sha, size=5000, offset=0, data=data[:2000])) == (2000, False)
+    assert cache._partial(sha).read_bytes() == data[:2000]
+    assert cache.write(pb.FrameChunk(sha256=sha, size=5000, offset=2000, data=data[2000:3500])) == (3500, False)
+    assert cache._partial(sha).read_bytes() == data[:3500]

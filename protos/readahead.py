@@ -1,8 +1,12 @@
 """Streams whose next items are made ahead by a thread of their own: the transport and the disk at work at once.
 
-Both the chunks a client uploads (received while the one before is written and hashed) and the chunks
-of a streamed-back result (read and hashed while the one before is sent) go through `read_ahead`;
-reads, writes, hashing and gRPC's transport all let go of the GIL, so the two sides overlap.
+Both ends of a frame stream use it, so it sits on the contract's floor. On the daemon, the chunks a
+client uploads are received while the one before is written and hashed, and a streamed-back result's
+chunks are read and hashed while the one before is sent; on the client, a result's chunks are received
+while the one before is written and hashed. Reads, writes, hashing and gRPC's transport all let go of
+the GIL, so the two sides overlap.
+
+Needs only the standard library: every host's Python imports it.
 """
 
 from __future__ import annotations
