@@ -36,7 +36,7 @@ from voidlink.protos import PROTOCOL_VERSION, pb, vocabulary
 from voidlink.protos.clips import side_templates
 from voidlink.protos.events import job_event
 from voidlink.protos.vocabulary import state_name
-from voidlink.protos.wire import CHUNK_BYTES
+from voidlink.protos.wire import CHUNK_BYTES, chunk_bytes_within
 
 from voidlink import errors
 
@@ -89,7 +89,8 @@ class Client:
         self.path_map = self.link.path_map
         self.tls = self.link.tls
         self.connect_timeout = connect_timeout
-        self.chunk_bytes = CHUNK_BYTES
+        self.chunk_bytes = CHUNK_BYTES  # at most; each upload's chunks fit the daemon's --max-message
+        self._max_message_bytes: Optional[int] = None  # the daemon's, once asked
         # What this client sent and fetched, for progress reports and benchmarks.
         self.stats = TransferStats()
 
@@ -371,7 +372,7 @@ class Client:
                 self.stats,
                 paths,
                 named if on_progress is not None else None,
-                chunk_bytes=self.chunk_bytes,
+                chunk_bytes=self.upload_chunk_bytes(),
                 when_hashed=submit_when_hashed,
             )
         except BaseException:
@@ -430,7 +431,7 @@ class Client:
     ) -> None:
         """Send each (path, FrameRef) the daemon lacks, resuming partial uploads where the daemon's copy ends.
         `job`: the job waiting for these frames, named in the progress events."""
-        upload.upload_frames(self.link, self.stats, files, on_progress, job, self.chunk_bytes)
+        upload.upload_frames(self.link, self.stats, files, on_progress, job, self.upload_chunk_bytes())
 
     def upload_paths(
         self,
@@ -440,7 +441,14 @@ class Client:
     ) -> list:
         """Put these files into the daemon's frame cache, each read and hashed while the one before it is
         sent; returns their `pb.FrameRef`s in order (what a spec's uploaded_frames name them by)."""
-        return upload.upload_paths(self.link, self.stats, paths, on_progress, job, self.chunk_bytes)
+        return upload.upload_paths(self.link, self.stats, paths, on_progress, job, self.upload_chunk_bytes())
+
+    def upload_chunk_bytes(self) -> int:
+        """Frame bytes per uploaded chunk: `chunk_bytes`, or less where the daemon takes smaller messages
+        (its --max-message, asked once per client)."""
+        if self._max_message_bytes is None:
+            self._max_message_bytes = self.info().max_message_bytes
+        return chunk_bytes_within(self._max_message_bytes, self.chunk_bytes)
 
     def download_result(
         self,

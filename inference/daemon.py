@@ -39,7 +39,7 @@ from voidlink.inference.service import VoidLinkService
 from voidlink.inference.store import DEFAULT_RETENTION, JobStore, Retention
 from voidlink.inference.transfer import FrameCache, Transfers
 from voidlink.inference.uploads import Uploads
-from voidlink.protos import DEFAULT_ADDRESS, PROTOCOL_VERSION, pb
+from voidlink.protos import DEFAULT_ADDRESS, PROTOCOL_VERSION, pb, wire
 
 import voidlink
 from voidlink.errors import VoidlinkError
@@ -101,7 +101,9 @@ class Daemon:
             resumed = self.store.requeue_interrupted()
             self.cache = FrameCache(self.data_dir / "cache", security.cache_max_bytes)
             self.transfers = Transfers(self.data_dir, self.cache, security.max_upload_bytes)
-            self.downloads = Downloads(self.bus, self.transfers)
+            self.downloads = Downloads(
+                self.bus, self.transfers, wire.chunk_bytes_within(security.max_message_bytes)
+            )
             # With no roots a loopback daemon reads and writes where its user may (as a local tool does);
             # beyond loopback it takes only the roots it was given, none meaning streamed frames only.
             self.roots = Roots(

@@ -37,9 +37,11 @@ _PUBLISH_SECONDS = 0.2  # download progress events per job at most this often (e
 class Downloads:
     """Results being fetched now, per job, and how far the last fetch of each got (for `WatchJob`)."""
 
-    def __init__(self, bus: EventBus, transfers: Transfers) -> None:
+    def __init__(self, bus: EventBus, transfers: Transfers, chunk_bytes: int = wire.CHUNK_BYTES) -> None:
+        """`chunk_bytes`: file bytes per chunk sent, within the daemon's --max-message (`wire.chunk_bytes_within`)."""
         self.bus = bus
         self.transfers = transfers
+        self.chunk_bytes = chunk_bytes
         self._lock = threading.Lock()
         self._active: dict[str, int] = {}  # job id -> downloads under way
         # The latest jobs' last fetch, oldest first: a daemon that runs for months keeps only so many.
@@ -105,7 +107,9 @@ class Downloads:
                     yield header
                     continue
                 # The next chunks are read and hashed while this one is sent.
-                chunks = _file_chunks(path, size, header, progress, lambda: self.report(job, progress))
+                chunks = _file_chunks(
+                    path, size, header, progress, lambda: self.report(job, progress), self.chunk_bytes
+                )
                 yield from read_ahead(chunks, name="voidlink-download-read")
                 progress.files_done += 1
                 self.report(job, progress, force=True)
@@ -153,7 +157,12 @@ class Downloads:
 
 
 def _file_chunks(
-    path: Path, size: int, header: pb.FileChunk, progress: pb.TransferProgress, report: Callable[[], None]
+    path: Path,
+    size: int,
+    header: pb.FileChunk,
+    progress: pb.TransferProgress,
+    report: Callable[[], None],
+    chunk_bytes: int,
 ) -> Iterator[bytes]:
     """One file's FileChunks as wire bytes (`wire.file_chunk_bytes`): hashed as they are read, so the
     last one carries the file's SHA-256 without a second pass, and the data copied once on its way out."""
@@ -161,7 +170,7 @@ def _file_chunks(
     with open(path, "rb") as handle:
         offset = 0
         while True:
-            data = handle.read(wire.CHUNK_BYTES)
+            data = handle.read(chunk_bytes)
             digest.update(data)
             last = offset + len(data) >= size
             chunk = pb.FileChunk()

@@ -16,7 +16,10 @@ import os
 from collections.abc import Sequence
 from typing import Optional, Union
 
-CHUNK_BYTES = 1024 * 1024  # frame bytes per FrameChunk a client sends
+CHUNK_BYTES = 1024 * 1024  # frame bytes per FrameChunk a client sends (and per FileChunk the daemon sends)
+# Room for a chunk's other fields within a message: a FileChunk names its file's relative path.
+CHUNK_HEADROOM = 8 * 1024
+MIN_CHUNK_BYTES = 4 * 1024
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -45,6 +48,14 @@ def hash_files(paths: Sequence[PathLike], workers: Optional[int] = None) -> list
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voidlink-hash") as pool:
         return list(pool.map(file_sha256, paths))
+
+
+def chunk_bytes_within(max_message_bytes: int, wanted: int = CHUNK_BYTES) -> int:
+    """Frame bytes per chunk for messages of at most `max_message_bytes` (a daemon's --max-message, which
+    bounds what it receives and sends); 0, a limit not known, leaves `wanted`."""
+    if max_message_bytes <= 0:
+        return wanted
+    return max(MIN_CHUNK_BYTES, min(wanted, max_message_bytes - CHUNK_HEADROOM))
 
 
 # -- FrameChunk ------------------------------------------------------------------------------------

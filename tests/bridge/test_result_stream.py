@@ -95,3 +95,29 @@ def test_a_chunk_damaged_on_the_way_is_refused_and_nothing_is_put_in_place(strea
     assert caught.value.reason == "HASH_MISMATCH"
     assert not [p for p in (tmp_path / "ws").rglob("*") if p.is_file()]
     assert_receivers_ended()  # the stream was cut short: its receiving thread is not left waiting
+
+
+def test_a_daemon_that_takes_small_messages_still_takes_uploads_and_streams_results_back(start_daemon, tmp_path):
+    from support.shots import write_shot
+
+    # --max-message 64K: every plate is larger than one message, so each travels in several chunks both ways.
+    (tmp_path / "studio").mkdir()
+    daemon = start_daemon(max_message_bytes=64 * 1024, roots=[str(tmp_path / "studio")])
+    shot = write_shot(tmp_path / "workstation" / "sh020", frames=3, width=320, height=240)
+    plates = sorted(p for p in shot.folder.iterdir() if p.name.startswith("plate"))
+    assert plates and min(p.stat().st_size for p in plates) > 64 * 1024
+    client = Client(daemon.address)
+    assert client.upload_chunk_bytes() < 64 * 1024 <= client.chunk_bytes
+    out = tmp_path / "ws" / "out" / "c.####.exr"
+    job, plan = client.start(
+        build_spec(shot.plate, shot.mask, backend="classical", quality="draft", output=out), "stream"
+    )
+    job = client.wait(job.id)
+    assert job.state == pb.JOB_STATE_SUCCEEDED, job.message
+    assert client.stats.bytes_sent >= sum(p.stat().st_size for p in plates)
+    local = client.finish(job, plan)
+    fetched = sorted((tmp_path / "ws" / "out").glob("c.*.exr"))
+    assert [p.name for p in fetched] == ["c.1001.exr", "c.1002.exr", "c.1003.exr"]
+    folder = daemon.transfers.result_folder(job.spec)
+    assert all(p.read_bytes() == (folder / p.name).read_bytes() for p in fetched)  # whole, as the daemon wrote them
+    assert local.result.output_pattern.endswith("c.####.exr")

@@ -49,3 +49,13 @@ def test_bridge_source_stays_python39_compatible():
         assert "from __future__ import annotations" in text or not any(
             isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr) for node in ast.walk(tree)
         ), path
+
+
+def test_frame_chunks_fit_the_daemons_largest_message():
+    from voidlink.protos.wire import CHUNK_BYTES, CHUNK_HEADROOM, MIN_CHUNK_BYTES, chunk_bytes_within
+
+    assert chunk_bytes_within(0) == CHUNK_BYTES  # a limit not known: the default
+    assert chunk_bytes_within(16 * 1024 * 1024) == CHUNK_BYTES  # the default limit leaves the default
+    assert chunk_bytes_within(64 * 1024) == 64 * 1024 - CHUNK_HEADROOM  # room left for the other fields
+    assert chunk_bytes_within(64 * 1024, wanted=16 * 1024) == 16 * 1024
+    assert chunk_bytes_within(1024) == MIN_CHUNK_BYTES  # never nothing: the daemon then names its limit

@@ -78,7 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the daemon sends them the frames (each worker keeps a cache of them) and stages what they render",
     )
     limits = parser.add_argument_group("limits")
-    limits.add_argument("--max-message", default="16M", help="largest gRPC message accepted (default 16M)")
+    limits.add_argument(
+        "--max-message",
+        default="16M",
+        help="largest gRPC message taken or sent (default 16M); frames travel both ways in chunks that fit it",
+    )
     limits.add_argument("--max-upload", default="64G", help="most frame bytes uploaded per job (default 64G)")
     limits.add_argument("--cache-size", default="100G", help="disk the uploaded-frame cache may use (default 100G)")
     limits.add_argument(
