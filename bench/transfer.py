@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import re
 import resource
@@ -487,6 +488,8 @@ def cores_bound(null_seconds: list[float], cpu_seconds: list[float], cores: int)
     """The best fraction of the transport-alone speed a transfer could reach on `cores` cores, given the
     CPU seconds it spent (both processes, every thread): spread perfectly over every core it still takes
     cpu/cores seconds. Median over the repeats; at most 1."""
+    if any(math.isnan(c) for c in cpu_seconds):
+        return float("nan")  # a process's CPU could not be read (no /proc): no bound to tell
     bounds = [min(1.0, n / (c / cores)) if c > 0 else 1.0 for n, c in zip(null_seconds, cpu_seconds)]
     return statistics.median(bounds)
 

@@ -47,3 +47,4 @@ def test_the_cores_bound_is_the_transport_seconds_over_the_work_spread_on_every_
     assert cores_bound([1.0], [4.0], 2) == 0.5
     assert cores_bound([1.0, 1.0, 1.0], [4.0, 8.0, 1.0], 2) == 0.5  # the median, each capped at 1
     assert cores_bound([1.0], [1.0], 4) == 1.0
+    assert math.isnan(cores_bound([1.0], [float("nan")], 2))  # no /proc to read a process's CPU from
