@@ -205,6 +205,15 @@ class FrameCache:
             self._sizes[sha] = chunk.size
             self._sizes.move_to_end(sha)
             self._evict()
+            if sha not in self._sizes:  # nothing older could go: frames of uploads under way fill the cache
+                pinned = sum(self._sizes.get(s, 0) for s in self._pins)
+                raise LimitExceeded(
+                    f"frame {sha[:12]} ({format_size(chunk.size)}) does not fit in the daemon's frame cache "
+                    f"({format_size(self.max_bytes)}, --cache-size): {format_size(pinned)} of it hold frames "
+                    "that uploads under way still need; start the daemon with a larger --cache-size or send "
+                    "a shorter shot",
+                    reason="CACHE_FULL",
+                )
         return chunk.size, True
 
     def _evict(self) -> None:

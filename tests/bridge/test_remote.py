@@ -390,3 +390,19 @@ def test_watchers_see_the_upload_before_the_job_runs_and_the_result_being_fetche
     uploaded, files = old.hash_frames(spec, plan)
     old.upload_frames(files)
     assert old.submit(uploaded).state == pb.JOB_STATE_QUEUED
+
+
+def test_a_frame_that_cannot_fit_beside_the_frames_being_uploaded_is_refused_by_name(tmp_path, start_daemon):
+    # Two frames in one stream, a cache that holds one and a half: the first is pinned while its stream
+    # runs, so the second has nowhere to go. It was stored and evicted at once, and the upload "succeeded".
+    first, second = tmp_path / "a.0001.exr", tmp_path / "a.0002.exr"
+    first.write_bytes(b"\x01" * 40_000)
+    second.write_bytes(b"\x02" * 40_000)
+    daemon = start_daemon(cache_max_bytes=60_000)
+    client = Client(daemon.address)
+    with pytest.raises(errors.VoidlinkError) as caught:
+        client.upload_paths([str(first), str(second)])
+    assert caught.value.reason == "CACHE_FULL" and "--cache-size" in str(caught.value)
+    assert file_sha256(str(second))[:12] in str(caught.value)
+    assert daemon.info().cache_bytes == 40_000  # the first is kept; nothing half-written is left
+    assert not list(daemon.cache.partial.iterdir())

@@ -1,11 +1,15 @@
-"""The daemon's frame cache asked about a frame at the moment a stream completes it."""
+"""The daemon's frame cache: a frame asked about at the moment a stream completes it, the bytes it counts,
+what its cap evicts and what it refuses."""
 
 from __future__ import annotations
 
 import hashlib
 
+import pytest
 from voidlink.inference.transfer import FrameCache
 from voidlink.protos import pb
+
+from voidlink.errors import LimitExceeded
 
 
 def test_status_of_a_frame_completed_while_it_looks_says_present(tmp_path):
@@ -61,10 +65,14 @@ def test_a_pinned_frame_is_kept_and_the_cap_still_holds(tmp_path):
     cache.write(pb.FrameChunk(sha256=first_sha, size=3000, offset=0, data=first))
     cache.pin([first_sha])
     second, second_sha = _frame(2, 3000)
-    cache.write(pb.FrameChunk(sha256=second_sha, size=3000, offset=0, data=second))
-    # The cap holds: the pinned frame stays, the only one that may go does.
-    assert cache.status(first_sha)[0] and not cache.status(second_sha)[0]
-    assert cache.used_bytes == 3000 == _on_disk(cache)
+    # The cap holds: the pinned frame stays, and the frame that cannot fit is refused by name, not
+    # dropped for its job to miss later.
+    with pytest.raises(LimitExceeded) as caught:
+        cache.write(pb.FrameChunk(sha256=second_sha, size=3000, offset=0, data=second))
+    assert caught.value.reason == "CACHE_FULL" and "--cache-size" in str(caught.value)
+    assert second_sha[:12] in str(caught.value) and "uploads under way" in str(caught.value)
+    assert cache.status(first_sha)[0] and cache.status(second_sha) == (False, 0)
+    assert cache.used_bytes == 3000 == _on_disk(cache) and not list(cache.partial.iterdir())
     cache.unpin([first_sha])
     cache.write(pb.FrameChunk(sha256=second_sha, size=3000, offset=0, data=second))
     assert not cache.status(first_sha)[0] and cache.status(second_sha)[0]
