@@ -25,6 +25,7 @@ from voidlink.protos.clips import (
     default_side_pattern,
     written_sides,
 )
+from voidlink.protos.readahead import offer
 from voidlink.protos.wire import CHUNK_BYTES, frame_chunk_bytes, hash_files
 
 from voidlink import errors
@@ -279,12 +280,12 @@ def _read_and_hash(paths: Sequence[str], out: queue.Queue, stop: threading.Event
                     digest.update(piece)
                     pieces.append(piece)
             item = (path, pb.FrameRef(sha256=digest.hexdigest(), size=sum(len(p) for p in pieces)), pieces)
-            if not _offer(out, item, stop):
+            if not offer(out, item, stop):
                 return
     except BaseException as error:  # handed to the sender, which raises it where the caller sees it
-        _offer(out, error, stop)
+        offer(out, error, stop)
         return
-    _offer(out, _END, stop)
+    offer(out, _END, stop)
 
 
 def _hash_ahead(
@@ -311,27 +312,16 @@ def _hash_ahead(
                     size += read
             ref = pb.FrameRef(sha256=digest.hexdigest(), size=size)
             hashed.append(ref)
-            if not _offer(out, (path, ref, None), stop):
+            if not offer(out, (path, ref, None), stop):
                 return
         when_hashed(hashed)
     except BaseException as error:  # raised where the caller sees it
         failure.append(error)
-        _offer(out, error, stop)
+        offer(out, error, stop)
         return
     finally:
         told.set()
-    _offer(out, _END, stop)
-
-
-def _offer(out: queue.Queue, item: object, stop: threading.Event) -> bool:
-    """Queue `item` unless the sender has stopped (then nobody would take it, and a put would never end)."""
-    while not stop.is_set():
-        try:
-            out.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
+    offer(out, _END, stop)
 
 
 def upload_paths(

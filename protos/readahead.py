@@ -23,31 +23,33 @@ READ_AHEAD = 4  # items made ahead of the one being used: bounds the memory a st
 _END = object()
 
 
+def offer(out: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Queue `item` unless the consumer has stopped (then nobody would take it, and a put would never end);
+    False once it has."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def read_ahead(chunks: Iterable[T], depth: int = READ_AHEAD, name: str = "voidlink-read-ahead") -> Iterator[T]:
     """`chunks`' items in order, the next `depth` made by a thread of their own while this one is used;
     what broke the source is raised here, where the consumer sees it."""
     ahead: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def offer(item: object) -> bool:
-        """Queue `item` unless the consumer has stopped; False once it has."""
-        while not stop.is_set():
-            try:
-                ahead.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def receive() -> None:
         try:
             for chunk in chunks:
-                if not offer(chunk):
+                if not offer(ahead, chunk, stop):
                     break
             else:
-                offer(_END)
+                offer(ahead, _END, stop)
         except BaseException as error:  # the stream broke or was cancelled: the consumer raises it
-            offer(error)
+            offer(ahead, error, stop)
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:  # a generator's files are closed here, not whenever it is collected
