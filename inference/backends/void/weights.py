@@ -208,7 +208,9 @@ class Digests:
         with self._lock:
             self._pending.pop(key, None)
             self._known[key] = {"stamp": stamp, "sha256": digest}
-            known = {**self._read(), key: self._known[key]}
+            # Only files still there: weights moved or deleted would otherwise be remembered forever.
+            known = {path: entry for path, entry in self._read().items() if os.path.exists(path)}
+            known[key] = self._known[key]
             try:
                 self.cache_file.parent.mkdir(parents=True, exist_ok=True)
                 temp = self.cache_file.with_name(f".{self.cache_file.name}.{os.getpid()}.tmp")

@@ -390,6 +390,7 @@ def test_every_frame_and_the_result_record_what_made_them_and_a_rerun_is_bit_ide
 
 def test_weight_hashes_are_computed_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
     import hashlib
+    import json
     import os
 
     from voidlink.inference.backends.void import weights
@@ -408,10 +409,20 @@ def test_weight_hashes_are_computed_once_and_again_when_the_file_changes(tmp_pat
     os.utime(checkpoint, ns=(1, 2))
     assert weights.Digests(cache).get(checkpoint) == hashlib.sha256(b"weights two, longer").hexdigest()
     assert len(calls) == 1
+    # A file that is gone is forgotten at the next write; the cache does not grow with every move.
+    moved = tmp_path / "void_pass2.safetensors"
+    moved.write_bytes(b"weights three")
+    weights.Digests(cache).get(moved)
+    assert set(json.loads(cache.read_text())) == {os.path.realpath(checkpoint), os.path.realpath(moved)}
+    moved.unlink()
+    checkpoint.write_bytes(b"weights four")
+    weights.Digests(cache).get(checkpoint)
+    assert set(json.loads(cache.read_text())) == {os.path.realpath(checkpoint)}
+    assert len(calls) == 3
     # A cache folder that cannot be written costs a hash per process, never a failure.
     blocked = tmp_path / "file-not-folder"
     blocked.write_text("")
     digests = weights.Digests(blocked / "cache.json")
-    assert digests.get(checkpoint) == hashlib.sha256(b"weights two, longer").hexdigest()
-    assert digests.get(checkpoint) == hashlib.sha256(b"weights two, longer").hexdigest()
-    assert len(calls) == 2
+    assert digests.get(checkpoint) == hashlib.sha256(b"weights four").hexdigest()
+    assert digests.get(checkpoint) == hashlib.sha256(b"weights four").hexdigest()
+    assert len(calls) == 4
