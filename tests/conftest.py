@@ -1,4 +1,5 @@
-"""Shared test fixtures: a real daemon subprocess on an ephemeral loopback port, source guards."""
+"""Shared test fixtures: the suite's own user folders, a real daemon subprocess on an ephemeral
+loopback port, source guards."""
 
 from __future__ import annotations
 
@@ -9,6 +10,26 @@ import pytest
 from support.daemons import DaemonProcess, tree_digest, wait_for  # noqa: F401 - the tests' helpers
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+# Where voidlink keeps a user's data, logs and caches when nothing names a folder (platformdirs reads
+# these): the suite's own folders, so a run never reads or writes the user's, and two runs side by
+# side never share one. Daemons the tests start inherit them.
+USER_FOLDERS = ("XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_folders(tmp_path_factory):
+    """The user's data, state, cache and config folders, under the session's temporary folder."""
+    root = tmp_path_factory.mktemp("user")
+    saved = {name: os.environ.get(name) for name in USER_FOLDERS}
+    for name in USER_FOLDERS:
+        os.environ[name] = str(root / name.lower())
+    yield root
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture
