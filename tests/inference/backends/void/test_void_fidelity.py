@@ -46,10 +46,16 @@ def test_decode_is_the_first_latent_frame_alone_then_pairs_carrying_the_cache():
     assert decode.chunks(6) == [(0, 1), (1, 3), (3, 5), (5, 6)]
 
 
+def _small_tiles(vae) -> None:
+    """Tiles of 6×5 latents overlapping by diffusers' default 1/6 and 1/5: like the real tiles (30×45),
+    each tile's kept part is exactly one step, so the tiles cover the frame with nothing left over."""
+    vae.enable_tiling(tile_sample_min_height=48, tile_sample_min_width=40)
+
+
 def _first_changed(vae, z: torch.Tensor, latents: list[int], tiled: bool = False) -> list[int]:
     """For each latent frame in `latents`, the first output frame that changes when it alone changes."""
     if tiled:
-        vae.enable_tiling(tile_sample_min_height=16, tile_sample_min_width=16)
+        _small_tiles(vae)
     try:
         base = decode.decode(vae, z)
         firsts = []
@@ -68,30 +74,30 @@ def test_output_frame_k_depends_on_the_latent_frame_that_holds_input_frame_k(til
     # The causal VAE: latent frame 0 holds input frame 0, latent frame i ≥ 1 input frames 4i−3 … 4i.
     # So output frame 0 must not move when latent frame 1 does (diffusers' decode of an even count
     # stretches latent 0 over frames 0–3 and decodes it with latent 1: frame 0 moves too).
-    # Tiled: 16-pixel tiles over a 2×3 latent are two rows of three overlapping tiles, so both
-    # blends run; each tile is decoded in the reference's frame order on its own.
+    # Tiled: a 7×6 latent is two rows of two overlapping tiles, so both blends run; each tile is
+    # decoded in the reference's frame order on its own.
     vae, _, _ = tiny_components()
-    z = _latents(6, size=(2, 3) if tiled else (4, 6))
+    z = _latents(6, size=(7, 6) if tiled else (4, 6))
     tiles = []
     chunked = decode._decode_chunks
     monkeypatch.setattr(decode, "_decode_chunks", lambda vae, part: tiles.append(part.shape) or chunked(vae, part))
     # Chunk (3, 4) starts at input frame 4·3 − 3; the last chunk holds one latent frame: frames 17–20.
     assert _first_changed(vae, z, [0, 1, 3, 5], tiled) == [0, 1, 9, 17]
-    assert len(tiles) == 5 * (6 if tiled else 1)  # five decodes, each of six tiles when tiled
+    assert len(tiles) == 5 * (4 if tiled else 1)  # five decodes, each of four tiles when tiled
     out = decode.decode(vae, z)
     assert out.shape[2] == 21
 
 
 def test_tiled_decode_covers_the_frame_and_matches_the_untiled_frame_count():
     vae, _, _ = tiny_components()
-    z = _latents(4, size=(6, 8))
+    z = _latents(4, size=(7, 6))  # two rows of two tiles
     plain = decode.decode(vae, z)
-    vae.enable_tiling(tile_sample_min_height=16, tile_sample_min_width=16)
+    _small_tiles(vae)
     try:
         tiled = decode.decode(vae, z)
     finally:
         vae.disable_tiling()
-    assert tiled.shape[2] == plain.shape[2] == 13
+    assert tiled.shape == plain.shape == (1, 3, 13, 7 * 8, 6 * 8)  # every pixel, none twice
     assert torch.isfinite(tiled).all() and not torch.equal(tiled, plain)  # tiles were decoded apart
 
 
