@@ -153,16 +153,18 @@ def _vote(level: _Level, nnf_y: np.ndarray, nnf_x: np.ndarray, best: np.ndarray,
     scale = float(np.median(best)) + 1e-6
     wt = np.exp(-best / (2.0 * scale)).astype(np.float32)
     image = level.image
+    # The hole pixels are distinct, so one offset never sends two votes to the same pixel: a plain
+    # indexed add is exact here, and many times faster than np.add.at.
     for dy, dx in level.offsets:
         qy, qx = level.ty + dy, level.tx + dx
         sy, sx = nnf_y + dy, nnf_x + dx
         inside = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
         qy, qx, sy, sx, ww = qy[inside], qx[inside], sy[inside], sx[inside], wt[inside]
         value = image[sy, sx]
-        np.add.at(total, (qy, qx), value * ww[:, None])
+        total[qy, qx] += value * ww[:, None]
         if spread:
-            np.add.at(squares, (qy, qx), value * value * ww[:, None])
-        np.add.at(weight, (qy, qx), ww)
+            squares[qy, qx] += value * value * ww[:, None]
+        weight[qy, qx] += ww
     out = level.image.copy()
     hole = level.missing & (weight > 0)
     out[hole] = total[hole] / weight[hole][:, None]
