@@ -21,15 +21,10 @@ USER_FOLDERS = ("XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "XDG_CONFIG
 def user_folders(tmp_path_factory):
     """The user's data, state, cache and config folders, under the session's temporary folder."""
     root = tmp_path_factory.mktemp("user")
-    saved = {name: os.environ.get(name) for name in USER_FOLDERS}
-    for name in USER_FOLDERS:
-        os.environ[name] = str(root / name.lower())
-    yield root
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with pytest.MonkeyPatch.context() as patch:  # the function-scoped `monkeypatch`, for the session
+        for name in USER_FOLDERS:
+            patch.setenv(name, str(root / name.lower()))
+        yield root
 
 
 @pytest.fixture
