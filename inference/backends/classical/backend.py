@@ -36,24 +36,15 @@ early gives the same results as an uninterrupted one, and memory is bounded by t
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Optional, Union
 
 import cv2
 import numpy as np
 from voidlink.inference.backends import base
-from voidlink.inference.backends.classical.flow import (
-    Analysis,
-    MotionEstimator,
-    PairMotion,
-    fit_scale,
-    flow_scale,
-)
+from voidlink.inference.backends.classical.analysis import Analyser, Frame
+from voidlink.inference.backends.classical.flow import MotionEstimator, PairMotion
 from voidlink.inference.backends.classical.patchfill import patch_fill, telea
 from voidlink.inference.backends.classical.propagate import SAMPLING, Propagation
-from voidlink.media.quadmask import AFFECTED, KEEP, OBJECT, OVERLAP
-
-from voidlink.errors import InvalidInput
 
 # quality → (window radius in frames, DIS preset)
 QUALITY = {
@@ -62,8 +53,6 @@ QUALITY = {
     "best": (12, cv2.DISOPTICAL_FLOW_PRESET_MEDIUM),
 }
 MAX_RADIUS = max(radius for radius, _ in QUALITY.values())
-# A frame whose mask covers more than this leaves too little to estimate motion or fill from.
-MASK_LIMIT = 0.9
 # Pixels around the hole tracked for the seam blend.
 SEAM_RING = 4
 # Largest correction the seam blend may apply (a bigger mismatch is misalignment, not exposure).
@@ -72,8 +61,6 @@ SEAM_CLIP = 0.15
 # PATCH_MARGIN pixels): nearby texture is the likeliest continuation, and a small crop keeps it fast.
 CONTEXT = 0.75
 PATCH_MARGIN = 24
-# Flow-resolution pixels of flow distrusted around each hole (DIS drags the object's motion across edges).
-FLOW_MARGIN = 14
 
 # Kept importable from here (the bench and tests use it as the spatial baseline).
 __all__ = ["ClassicalBackend", "remove", "remove_stream", "telea"]
@@ -82,19 +69,6 @@ PHYSICAL_NOTE = (
     "The classical backend fills the object from what other frames reveal; it cannot re-simulate "
     "physical interactions (falling, collisions, stopped motion)."
 )
-
-
-@dataclass
-class _Frame:
-    index: int
-    image: np.ndarray  # as given: returned untouched outside the filled region
-    pixels: np.ndarray  # image with NaNs replaced by 0, used as a source
-    quadmask: np.ndarray
-    must_fill: np.ndarray  # (H, W) bool: object, overlap and NaN pixels
-    may_fill: np.ndarray  # (H, W) bool: affected pixels, filled only where another frame shows them clean
-    source: np.ndarray  # (H, W) uint8 1 where this frame may lend pixels to others
-    had_nan: bool
-    analysis: Analysis  # the frame on the fit and flow grids
 
 
 def _settings(quality: str) -> tuple[int, int]:
@@ -135,7 +109,7 @@ class _Stream(Propagation):
         self.request = request
         self.preset = preset
         self.estimator: Optional[MotionEstimator] = None
-        self.frames: dict[int, _Frame] = {}  # stream position → frame
+        self.frames: dict[int, Frame] = {}  # stream position → frame
         self.motions: dict[int, PairMotion] = {}  # position a → motion between a and a+1
         self.shape: Optional[tuple[int, int]] = None
         self.fit_scale = self.flow_scale = 1.0
@@ -146,65 +120,38 @@ class _Stream(Propagation):
         self.direct: dict[tuple[int, int], np.ndarray] = {}  # (a, b) → homography a → b, fit grid
 
     def run(self, frames: Iterator[base.BackendFrame]) -> Iterator[base.BackendResult]:
-        position = 0
-        emitted = 0
-        for frame in frames:
-            self._check_cancel()
-            self._ingest(position, frame)
-            position += 1
-            # A frame is emitted once `radius` frames follow it, and the first ones once 2 × radius
-            # do: at the shot's start the window slides forward instead of shrinking (see `_reach`).
-            while emitted <= position - 1 - self.radius and position - 1 >= 2 * self.radius:
+        position = emitted = 0
+        # Frames come analysed from worker threads, read a little ahead (analysis.py); each is
+        # installed here at the point it would be without them.
+        with Analyser(iter(frames), self.preset) as analyser:
+            while True:
+                self._check_cancel()
+                analysed = analyser.next()
+                if analysed is None:
+                    break
+                if self.estimator is None:
+                    self.shape, self.estimator = analyser.shape, analyser.estimator
+                    self.fit_scale, self.flow_scale = self.estimator.fit_scale, self.estimator.flow_scale
+                self._install(position, *analysed)
+                position += 1
+                # A frame is emitted once `radius` frames follow it, and the first ones once 2 × radius
+                # do: at the shot's start the window slides forward instead of shrinking (see `_reach`).
+                while emitted <= position - 1 - self.radius and position - 1 >= 2 * self.radius:
+                    yield self._emit(emitted)
+                    emitted += 1
+            while emitted < position:
                 yield self._emit(emitted)
                 emitted += 1
-        while emitted < position:
-            yield self._emit(emitted)
-            emitted += 1
 
     # -- input -------------------------------------------------------------------------------------
 
-    def _ingest(self, position: int, frame: base.BackendFrame) -> None:
-        image = np.asarray(frame.image)
-        quadmask = np.asarray(frame.quadmask)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise InvalidInput(f"frame {frame.index}: expected an (H, W, 3) image, got shape {image.shape}",
-                               reason="BAD_FRAME", frame=frame.index)
-        if quadmask.shape != image.shape[:2]:
-            raise InvalidInput(
-                f"frame {frame.index}: quadmask {quadmask.shape} does not match the image {image.shape[:2]}",
-                reason="SIZE_MISMATCH", frame=frame.index)
-        if self.shape is None:
-            self.shape = image.shape[:2]
-            # Homographies are fitted on the fit grid, enlarged for small frames (sub-pixel fits);
-            # dense flow runs on the flow grid, never enlarged.
-            self.fit_scale = fit_scale(self.shape)
-            self.flow_scale = flow_scale(self.shape)
-            self.estimator = MotionEstimator(self.preset, FLOW_MARGIN, self.fit_scale, self.flow_scale)
-        elif image.shape[:2] != self.shape:
-            raise InvalidInput(f"frame {frame.index}: size {image.shape[:2]} differs from the shot's {self.shape}",
-                               reason="SIZE_MISMATCH", frame=frame.index)
-        covered = float(np.count_nonzero(quadmask != KEEP)) / quadmask.size
-        if covered > MASK_LIMIT:
-            raise InvalidInput(
-                f"frame {frame.index}: the mask covers {covered:.0%} of the frame (the limit is {MASK_LIMIT:.0%}); "
-                "too little of the frame is left to fill it from",
-                reason="MASK_TOO_LARGE", frame=frame.index)
-        image = image.astype(np.float32, copy=False)
-        finite = np.isfinite(image).all(axis=2)
-        had_nan = not finite.all()
-        pixels = np.where(finite[..., None], image, 0.0).astype(np.float32) if had_nan else image
-        if had_nan and not self.noted_nan:
+    def _install(self, position: int, record: Frame, motion: Optional[PairMotion]) -> None:
+        """The analysed frame joins the window (and its motion from the frame before), old ones leave."""
+        if record.had_nan and not self.noted_nan:
             self.noted_nan = True
             self.request.notes.append(
-                f"frame {frame.index} has NaN pixels; they were treated as part of the hole and filled."
+                f"frame {record.index} has NaN pixels; they were treated as part of the hole and filled."
             )
-        must = (quadmask == OBJECT) | (quadmask == OVERLAP) | ~finite
-        may = (quadmask == AFFECTED) & finite
-        hole = must | may | (quadmask != KEEP)
-        # Sources stay a pixel clear of the hole so bilinear sampling never mixes in object colour.
-        source = (cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0).astype(np.uint8)
-        record = _Frame(frame.index, image, pixels, quadmask, must, may, source, had_nan,
-                        self.estimator.analyse(pixels, hole))
         # The window ends 2 × radius frames back: a frame `radius` back is emitted next and looks
         # `radius` further back, and if the shot ends here the last frame looks 2 × radius back.
         for old in [p for p in self.frames if p < position - 2 * self.radius]:
@@ -214,9 +161,8 @@ class _Stream(Propagation):
         for pair in [p for p in self.direct if min(p) < position - 2 * self.radius]:
             del self.direct[pair]
         self.frames[position] = record
-        previous = self.frames.get(position - 1)
-        if previous is not None:
-            self.motions[position - 1] = self.estimator.pair(previous.analysis, record.analysis)
+        if motion is not None:
+            self.motions[position - 1] = motion
 
     # -- output ------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ object moves like the background around it.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -387,12 +388,16 @@ def complete_flow(flow: np.ndarray, valid: np.ndarray, model: np.ndarray) -> np.
 class MotionEstimator:
     """Analyses frames and computes `PairMotion` for neighbours, with one DIS instance per quality setting.
 
+    Safe to share between threads: each thread computes flow with a DIS instance of its own (an
+    instance keeps its working buffers between calls).
+
     fit_scale / flow_scale: the fit and flow grids' size relative to the frame; margin: pixels (on
     each grid) of the hole's surroundings not trusted, where the object drags the flow.
     """
 
     def __init__(self, preset: int, margin: int, fit_scale: float, flow_scale: float) -> None:
-        self._dis = cv2.DISOpticalFlow_create(preset)
+        self._preset = preset
+        self._local = threading.local()
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
         self.fit_scale = fit_scale
         self.flow_scale = flow_scale
@@ -436,6 +441,12 @@ class MotionEstimator:
         near_points = np.concatenate(near) if near else np.zeros((0, 1, 2), np.float32)
         return np.ascontiguousarray(near_points, np.float32) if len(near_points) >= 12 else None
 
+    def _dis(self) -> cv2.DISOpticalFlow:
+        dis = getattr(self._local, "dis", None)
+        if dis is None:
+            dis = self._local.dis = cv2.DISOpticalFlow_create(self._preset)
+        return dis
+
     def _keep(self, hole: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         # Flow right around the object is dragged by it (DIS regularises across edges): widen the hole.
         return cv2.dilate(resize_mask(hole, shape).astype(np.uint8), self._kernel) == 0
@@ -445,8 +456,9 @@ class MotionEstimator:
         model = _IDENTITY.copy() if model is None else model
         inverse = np.linalg.inv(model)
         inverse = inverse / inverse[2, 2]
-        forward = self._dis.calc(a.flow_grey, b.flow_grey, None)
-        backward = self._dis.calc(b.flow_grey, a.flow_grey, None)
+        dis = self._dis()
+        forward = dis.calc(a.flow_grey, b.flow_grey, None)
+        backward = dis.calc(b.flow_grey, a.flow_grey, None)
         ok_f = _consistency(forward, backward) & a.flow_keep
         ok_b = _consistency(backward, forward) & b.flow_keep
         to_flow = self.fit_scale / self.flow_scale

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from voidlink.inference.backends import base
 from voidlink.inference.backends.classical import ClassicalBackend, remove
 from voidlink.inference.backends.classical.backend import QUALITY, telea
+from voidlink.inference.backends.classical.flow import MotionEstimator
 from voidlink.inference.synthetic import SHOT_KINDS, make_frame, make_shot
 from voidlink.media.quadmask import AFFECTED, KEEP, OBJECT
 
@@ -258,3 +260,92 @@ def test_synthetic_frames_are_deterministic_and_consistent():
     assert shadow.affected_matte.sum() > 0 and (shadow.quadmask == AFFECTED).any()
     with pytest.raises(ValueError):
         make_frame("nonsense", W, H, 0)
+
+
+# -- frames analysed ahead, on worker threads (analysis.py) ------------------------------------------
+
+
+def _analysis_threads() -> list:
+    return [t for t in threading.enumerate() if t.name.startswith("classical-analysis")]
+
+
+def test_an_unreadable_frame_fails_after_the_outputs_before_it_allow():
+    # Frames are read ahead of the propagation; an error reading one is raised where the stream
+    # would meet it reading frame by frame: after the frames it had emitted by then, and no sooner.
+    radius = QUALITY["draft"][0]
+    broken = 2 * radius + 5
+    shot = _frames(make_shot("pan_textured", 96, 64, broken + 4))
+
+    def feed() -> Iterator[base.BackendFrame]:
+        for frame in shot:
+            if frame.index == broken:
+                raise OSError(f"frame {broken}: unreadable EXR")
+            yield frame
+
+    emitted = []
+    with pytest.raises(OSError, match=f"frame {broken}"):
+        for result in ClassicalBackend().run(feed(), base.BackendRequest(quality="draft")):
+            emitted.append(result.index)
+    assert emitted == list(range(broken - radius))
+    assert not _analysis_threads()
+
+
+def test_a_bad_frame_fails_in_its_turn_naming_it():
+    radius = QUALITY["draft"][0]
+    bad = 2 * radius + 3
+    frames = _frames(make_shot("pan_textured", 96, 64, bad + 4))
+    frames[bad].image = frames[bad].image[:32]
+    frames[bad].quadmask = frames[bad].quadmask[:32]
+    emitted = []
+    with pytest.raises(InvalidInput) as caught:
+        for result in ClassicalBackend().run(iter(frames), base.BackendRequest(quality="draft")):
+            emitted.append(result.index)
+    assert caught.value.reason == "SIZE_MISMATCH" and caught.value.frame == bad
+    assert emitted == list(range(bad - radius))
+
+
+def test_results_do_not_depend_on_which_analysis_finishes_first(monkeypatch):
+    # The motion 0 → 1 is held back until the motion 1 → 2, computed on the other thread, is done:
+    # the frames are still installed in order and the results are those of an undisturbed run.
+    frames = _frames(make_shot("parallax", 96, 64, 12))
+    undisturbed = _run(frames, quality="draft")
+
+    pair = MotionEstimator.pair
+    calls = []
+    second_done = threading.Event()
+    lock = threading.Lock()
+
+    def held_pair(self, a, b):
+        with lock:
+            calls.append(threading.current_thread().name)
+            order = len(calls)
+        if order == 1:
+            assert second_done.wait(60), "the second motion never ran beside the first"
+        motion = pair(self, a, b)
+        if order == 2:
+            second_done.set()
+        return motion
+
+    monkeypatch.setattr(MotionEstimator, "pair", held_pair)
+    disturbed = _run(frames, quality="draft")
+    assert second_done.is_set() and len(set(calls[:2])) == 2  # two threads, finished out of order
+    assert [r.index for r in disturbed] == [r.index for r in undisturbed]
+    for a, b in zip(undisturbed, disturbed):
+        assert np.array_equal(a.image, b.image)
+        assert np.array_equal(a.changed, b.changed)
+
+
+def test_an_abandoned_or_cancelled_stream_leaves_no_thread_behind():
+    frames = _frames(make_shot("pan_textured", 96, 64, 20))
+    stream = ClassicalBackend().run(iter(frames), base.BackendRequest(quality="draft"))
+    next(stream)
+    assert _analysis_threads()  # the analysis is running ahead
+    stream.close()
+    assert not _analysis_threads()
+
+    emitted = []
+    request = base.BackendRequest(quality="draft", cancelled=lambda: len(emitted) >= 2)
+    with pytest.raises(base.Cancelled):
+        for result in ClassicalBackend().run(iter(frames), request):
+            emitted.append(result.index)
+    assert not _analysis_threads()
