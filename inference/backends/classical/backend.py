@@ -31,11 +31,16 @@ re-invented each frame.
 Each output depends only on the raw frames inside its window (the key frame it follows is inside
 it too; no state is carried from results outside it), so a run started `temporal_context` frames
 early gives the same results as an uninterrupted one, and memory is bounded by the window.
+
+The work is spread over the cores without letting timing into the results: frames are analysed
+ahead on two threads (analysis.py) and installed in order, and each frame's forward chains run on
+a thread of their own beside its backward ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Union
 
 import cv2
@@ -118,12 +123,13 @@ class _Stream(Propagation):
         self.filled = 0
         self.keys: dict[int, tuple[int, np.ndarray]] = {}  # key frame index → (position, result)
         self.direct: dict[tuple[int, int], np.ndarray] = {}  # (a, b) → homography a → b, fit grid
+        self.chain_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classical-chains")
 
     def run(self, frames: Iterator[base.BackendFrame]) -> Iterator[base.BackendResult]:
         position = emitted = 0
         # Frames come analysed from worker threads, read a little ahead (analysis.py); each is
         # installed here at the point it would be without them.
-        with Analyser(iter(frames), self.preset) as analyser:
+        with Analyser(iter(frames), self.preset) as analyser, self.chain_pool:
             while True:
                 self._check_cancel()
                 analysed = analyser.next()

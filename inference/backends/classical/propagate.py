@@ -8,6 +8,7 @@ holds the frames, the pair motions and the key frames.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Optional
 
 import cv2
@@ -55,7 +56,9 @@ class Hits(NamedTuple):
 class Propagation:
     """Mixed into the backend's stream.
 
-    Needs `frames`, `motions`, `direct`, `shape`, `fit_scale`, `flow_scale`, `radius` and `estimator`.
+    Needs `frames`, `motions`, `direct`, `shape`, `fit_scale`, `flow_scale`, `radius`, `estimator` and
+    `chain_pool` (a thread for one direction's chains; the stream never changes the window while a
+    frame is propagated).
     """
 
     frames: dict
@@ -66,6 +69,7 @@ class Propagation:
     flow_scale: float
     radius: int
     request: base.BackendRequest
+    chain_pool: ThreadPoolExecutor
 
     def _check_cancel(self) -> None:
         if self.request.cancelled():
@@ -97,12 +101,15 @@ class Propagation:
         x0, y0, x1, y1 = box
         gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         pixels = self.frames[position].pixels[y0:y1, x0:x1]
-        hits = {}
-        for direction in (1, -1):
-            self._check_cancel()
-            hits[direction] = self._chains(position, direction, gx, gy, tracked, record if direction < 0 else None,
-                                           ring, None if ring is None else pixels[ring])
-        (f_flow, f_cam, _), (b_flow, b_cam, where) = hits[1], hits[-1]
+        own = None if ring is None else pixels[ring]
+        self._check_cancel()
+        # The two directions share nothing they write (each its own entries of `direct`): the
+        # forward one runs on the chain thread, beside this one.
+        forward = self.chain_pool.submit(self._chains, position, 1, gx, gy, tracked, None, ring, own)
+        try:
+            b_flow, b_cam, where = self._chains(position, -1, gx, gy, tracked, record, ring, own)
+        finally:
+            f_flow, f_cam, _ = forward.result()
 
         def mix(a: Hits, b: Hits) -> tuple[np.ndarray, np.ndarray]:
             wa = np.where(a.distance > 0, 1.0 / np.maximum(a.distance, 1) ** DISTANCE_POWER, 0.0).astype(np.float32)

@@ -266,7 +266,7 @@ def test_synthetic_frames_are_deterministic_and_consistent():
 
 
 def _analysis_threads() -> list:
-    return [t for t in threading.enumerate() if t.name.startswith("classical-analysis")]
+    return [t for t in threading.enumerate() if t.name.startswith(("classical-analysis", "classical-chains"))]
 
 
 def test_an_unreadable_frame_fails_after_the_outputs_before_it_allow():
@@ -339,7 +339,8 @@ def test_an_abandoned_or_cancelled_stream_leaves_no_thread_behind():
     frames = _frames(make_shot("pan_textured", 96, 64, 20))
     stream = ClassicalBackend().run(iter(frames), base.BackendRequest(quality="draft"))
     next(stream)
-    assert _analysis_threads()  # the analysis is running ahead
+    names = {t.name.rsplit("_", 1)[0] for t in _analysis_threads()}
+    assert names == {"classical-analysis", "classical-chains"}  # the analysis runs ahead, the chains beside
     stream.close()
     assert not _analysis_threads()
 
