@@ -65,20 +65,28 @@ class _Level:
             else self.offsets[(self.offsets[:, 0] % 2 == 0) & (self.offsets[:, 1] % 2 == 0)]
         )
 
-    def padded(self) -> np.ndarray:
-        r = self.r
-        return cv2.copyMakeBorder(self.image, r, r, r, r, cv2.BORDER_REFLECT)
+    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The image padded by the patch radius (reflected), one flat array per channel.
 
-    def distance(self, flat: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
+        Gathering from three flat channels is several times faster than gathering (N, 3) rows.
+        """
+        r = self.r
+        padded = cv2.copyMakeBorder(self.image, r, r, r, r, cv2.BORDER_REFLECT)
+        return tuple(np.ascontiguousarray(padded[..., c]).ravel() for c in range(3))
+
+    def distance(self, planes: tuple[np.ndarray, np.ndarray, np.ndarray], sy: np.ndarray,
+                 sx: np.ndarray) -> np.ndarray:
         """Sum of squared differences between the target patches and the patches at (sy, sx)."""
         wp = self.w + 2 * self.r
         target = (self.ty + self.r) * wp + (self.tx + self.r)
         source = (sy + self.r) * wp + (sx + self.r)
+        red, green, blue = planes
         total = np.zeros(self.ty.shape, np.float32)
         for dy, dx in self.sparse:
             shift = dy * wp + dx
-            diff = flat[target + shift] - flat[source + shift]
-            total += np.einsum("ij,ij->i", diff, diff)
+            t, s = target + shift, source + shift
+            dr, dg, db = red[t] - red[s], green[t] - green[s], blue[t] - blue[s]
+            total += dr * dr + dg * dg + db * db
         return total
 
     def is_valid(self, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
@@ -96,8 +104,8 @@ def _random_valid(level: _Level, count: int, rng: np.random.Generator) -> tuple[
 
 def _search(level: _Level, nnf_y: np.ndarray, nnf_x: np.ndarray, rng: np.random.Generator) -> tuple:
     """PatchMatch rounds over the hole pixels: jump-flood propagation, then random search."""
-    flat = level.padded().reshape(-1, 3)
-    best = level.distance(flat, nnf_y, nnf_x)
+    planes = level.planes()
+    best = level.distance(planes, nnf_y, nnf_x)
     # Where each target sits in the (h, w) grid, to read its neighbours' matches.
     index = np.full((level.h, level.w), -1, np.int64)
     index[level.ty, level.tx] = np.arange(len(level.ty))
@@ -108,7 +116,7 @@ def _search(level: _Level, nnf_y: np.ndarray, nnf_x: np.ndarray, rng: np.random.
         if not ok.any():
             return
         cy, cx = np.where(ok, cy, nnf_y), np.where(ok, cx, nnf_x)
-        d = level.distance(flat, cy, cx)
+        d = level.distance(planes, cy, cx)
         better = ok & (d < best)
         nnf_y[better], nnf_x[better], best[better] = cy[better], cx[better], d[better]
 
@@ -146,32 +154,40 @@ def _vote(level: _Level, nnf_y: np.ndarray, nnf_x: np.ndarray, best: np.ndarray,
     With `spread`, also the weighted variance of those votes (mean over channels), per pixel.
     """
     h, w = level.h, level.w
-    total = np.zeros((h, w, 3), np.float32)
-    squares = np.zeros((h, w, 3), np.float32) if spread else None
-    weight = np.zeros((h, w), np.float32)
+    # Per channel, on flat arrays: gathering and adding single values is several times faster than
+    # (N, 3) rows, and each sum is taken in the same order.
+    channels = [np.ascontiguousarray(level.image[..., c]).ravel() for c in range(3)]
+    total = [np.zeros(h * w, np.float32) for _ in range(3)]
+    squares = [np.zeros(h * w, np.float32) for _ in range(3)] if spread else None
+    weight = np.zeros(h * w, np.float32)
     # Similarity weights (Wexler): good matches count more; the scale follows the typical distance.
     scale = float(np.median(best)) + 1e-6
     wt = np.exp(-best / (2.0 * scale)).astype(np.float32)
-    image = level.image
     # The hole pixels are distinct, so one offset never sends two votes to the same pixel: a plain
     # indexed add is exact here, and many times faster than np.add.at.
     for dy, dx in level.offsets:
         qy, qx = level.ty + dy, level.tx + dx
         sy, sx = nnf_y + dy, nnf_x + dx
         inside = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
-        qy, qx, sy, sx, ww = qy[inside], qx[inside], sy[inside], sx[inside], wt[inside]
-        value = image[sy, sx]
-        total[qy, qx] += value * ww[:, None]
-        if spread:
-            squares[qy, qx] += value * value * ww[:, None]
-        weight[qy, qx] += ww
+        q = qy[inside] * w + qx[inside]
+        src = sy[inside] * w + sx[inside]
+        ww = wt[inside]
+        for c in range(3):
+            value = channels[c][src]
+            total[c][q] += value * ww
+            if spread:
+                squares[c][q] += value * value * ww
+        weight[q] += ww
     out = level.image.copy()
-    hole = level.missing & (weight > 0)
-    out[hole] = total[hole] / weight[hole][:, None]
+    hole = level.missing & (weight.reshape(h, w) > 0)
+    flat_hole = hole.ravel()
+    votes = weight[flat_hole]
+    for c in range(3):
+        out[..., c][hole] = total[c][flat_hole] / votes
     if not spread:
         return out
     variance = np.zeros((h, w), np.float32)
-    mean_sq = squares[hole] / weight[hole][:, None]
+    mean_sq = np.stack([squares[c][flat_hole] / votes for c in range(3)], axis=1)
     variance[hole] = np.maximum(mean_sq - out[hole] ** 2, 0.0).mean(axis=1)
     return out, variance
 
@@ -271,8 +287,7 @@ def _exemplar(image: np.ndarray, missing: np.ndarray, patch: int, iterations: in
             up = cv2.resize(estimate, (level.w, level.h), interpolation=cv2.INTER_LINEAR)
             level.image = np.where(hole[..., None], up, img).astype(np.float32)
             # Start this level from the upsampled matches' vote (sharper than the upsampled image).
-            flat = level.padded().reshape(-1, 3)
-            level.image = _vote(level, nnf_y, nnf_x, level.distance(flat, nnf_y, nnf_x))
+            level.image = _vote(level, nnf_y, nnf_x, level.distance(level.planes(), nnf_y, nnf_x))
             rounds = iterations
         for _ in range(rounds):
             nnf_y, nnf_x, best = _search(level, nnf_y, nnf_x, rng)
