@@ -163,25 +163,27 @@ class Digests:
         """Begin hashing `path` in the background unless its hash is known."""
         key, stamp = self._stamp(path)
         with self._lock:
-            if key in self._pending or self._cached(key, stamp):
-                return
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voidlink-weights-sha256")
-            self._pending[key] = self._pool.submit(self._hash, key, stamp)
+            if key not in self._pending and not self._cached(key, stamp):
+                self._submit(key, stamp)
 
     def get(self, path: Path) -> str:
         """The file's SHA-256 (hex), waiting for a hash in progress."""
         key, stamp = self._stamp(path)
+        # One hold of the lock from the lookup to the submit: a small file's hash can finish (and
+        # leave `_pending`) as soon as the lock is let go.
         with self._lock:
             known = self._cached(key, stamp)
-            future = self._pending.get(key)
-        if known:
-            return known
-        if future is None:
-            self.start(path)
-            with self._lock:
-                future = self._pending[key]
+            if known:
+                return known
+            future = self._pending.get(key) or self._submit(key, stamp)
         return future.result()
+
+    def _submit(self, key: str, stamp: list[int]) -> Future:
+        """Start hashing `key`; the caller holds the lock."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voidlink-weights-sha256")
+        future = self._pending[key] = self._pool.submit(self._hash, key, stamp)
+        return future
 
     @staticmethod
     def _stamp(path: Path) -> tuple[str, list[int]]:

@@ -394,6 +394,42 @@ def test_every_frame_and_the_result_record_what_made_them_and_a_rerun_is_bit_ide
         assert np.array_equal(a, b), frame
 
 
+def test_a_hash_that_finishes_at_once_is_still_returned(tmp_path):
+    # A small file's hash can finish the moment the digests' lock is let go. The lock here waits for
+    # every hash under way each time this thread lets it go, so that moment always comes first.
+    import hashlib
+    import threading
+
+    from voidlink.inference.backends.void import weights
+
+    checkpoint = tmp_path / "void_pass1.safetensors"
+    checkpoint.write_bytes(b"weights one")
+    digests = weights.Digests(tmp_path / "cache.json")
+    caller = threading.current_thread()
+    waited = []
+
+    class HashesFirst:
+        def __init__(self) -> None:
+            self._lock = threading.Lock()
+
+        def __enter__(self):
+            self._lock.acquire()
+            return self
+
+        def __exit__(self, *exc) -> None:
+            pending = list(digests._pending.values())
+            self._lock.release()
+            if threading.current_thread() is caller:
+                for future in pending:
+                    future.result(timeout=60)
+                    waited.append(future)
+
+    digests._lock = HashesFirst()
+    assert digests.get(checkpoint) == hashlib.sha256(b"weights one").hexdigest()
+    assert waited  # the hash did finish before the caller looked again
+    assert not digests._pending
+
+
 def test_weight_hashes_are_computed_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
     import hashlib
     import json
