@@ -114,7 +114,7 @@ class Analyser:
                 self._ended = True
                 self._read_error = error
                 return
-            if self.estimator is None:
+            if self.shape is None:
                 self._start(frame)
             analysed = self._pool.submit(self._frame, frame)
             motion = None if self._last is None else self._pool.submit(self._motion, self._last, analysed)
@@ -122,12 +122,12 @@ class Analyser:
             self._pending.append(_Pending(analysed, motion))
 
     def _start(self, frame: base.BackendFrame) -> None:
-        # The first frame sets the shot's size and grids (`_frame` checks it; a frame that is not
-        # (H, W, 3) raises there, in its turn, before these are used).
+        # The first frame sets the shot's size and grids. `_frame` checks the frame itself and raises
+        # in its turn; a frame that could not set them (not an image, or empty) fails those checks.
         self.shape = tuple(np.shape(frame.image)[:2])
-        # Homographies are fitted on the fit grid, enlarged for small frames (sub-pixel fits);
-        # dense flow runs on the flow grid, never enlarged.
-        if len(self.shape) == 2:
+        if len(self.shape) == 2 and min(self.shape) > 0:
+            # Homographies are fitted on the fit grid, enlarged for small frames (sub-pixel fits);
+            # dense flow runs on the flow grid, never enlarged.
             self.estimator = MotionEstimator(self._preset, FLOW_MARGIN, fit_scale(self.shape), flow_scale(self.shape))
 
     def _motion(self, before: Future, after: Future) -> Optional[PairMotion]:
@@ -146,6 +146,9 @@ class Analyser:
         quadmask = np.asarray(frame.quadmask)
         if image.ndim != 3 or image.shape[2] != 3:
             raise InvalidInput(f"frame {frame.index}: expected an (H, W, 3) image, got shape {image.shape}",
+                               reason="BAD_FRAME", frame=frame.index)
+        if 0 in image.shape[:2]:
+            raise InvalidInput(f"frame {frame.index}: the image is empty (shape {image.shape})",
                                reason="BAD_FRAME", frame=frame.index)
         if quadmask.shape != image.shape[:2]:
             raise InvalidInput(

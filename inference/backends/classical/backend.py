@@ -131,10 +131,10 @@ class _Stream(Propagation):
         # installed here at the point it would be without them.
         with Analyser(iter(frames), self.preset) as analyser, self.chain_pool:
             while True:
-                self._check_cancel()
                 analysed = analyser.next()
                 if analysed is None:
                     break
+                self._check_cancel()
                 if self.estimator is None:
                     self.shape, self.estimator = analyser.shape, analyser.estimator
                     self.fit_scale, self.flow_scale = self.estimator.fit_scale, self.estimator.flow_scale

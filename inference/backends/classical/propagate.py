@@ -109,6 +109,8 @@ class Propagation:
         try:
             b_flow, b_cam, where = self._chains(position, -1, gx, gy, tracked, record, ring, own)
         finally:
+            # Always waited for (nothing may run on once this returns); an error forward wins, as
+            # when the forward chains ran first.
             f_flow, f_cam, _ = forward.result()
 
         def mix(a: Hits, b: Hits) -> tuple[np.ndarray, np.ndarray]:

@@ -350,3 +350,14 @@ def test_an_abandoned_or_cancelled_stream_leaves_no_thread_behind():
         for result in ClassicalBackend().run(iter(frames), request):
             emitted.append(result.index)
     assert not _analysis_threads()
+
+
+def test_an_empty_first_frame_is_a_bad_frame_and_no_input_is_no_output():
+    frames = _frames(make_shot("pan_textured", 96, 64, 3))
+    frames[0].image = np.zeros((0, 0, 3), np.float32)
+    frames[0].quadmask = np.zeros((0, 0), np.uint8)
+    with pytest.raises(InvalidInput) as caught:
+        _run(frames)
+    assert caught.value.reason == "BAD_FRAME" and caught.value.frame == 0
+    # An empty shot gives nothing, even when its job was cancelled before it began.
+    assert _run([], cancelled=lambda: True) == []
