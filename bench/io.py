@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import OpenImageIO as oiio
-from voidlink.media.image import output_spec, read_ahead, read_image, write_image
+from voidlink.media.image import output_spec, read_image, write_image
+from voidlink.media.readahead import read_ahead
 from voidlink.media.sequence import discover
 from voidlink.protos.clips import ClipMedia
 

@@ -18,10 +18,9 @@ import shutil
 import stat
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from queue import Queue
-from typing import Callable, Optional, TypeVar, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import OpenImageIO as oiio
@@ -39,8 +38,6 @@ PIXEL_TYPES = ("half", "float")
 _FILE_ATTRIBUTES = re.compile(
     r"^(oiio:(subimages|RowsPerChunk|BitsPerSample|UnassociatedAlpha)|compression$|tiff:|png:|jpeg:|dpx:Image|openexr:(chunkCount|lineOrder|dwaCompressionLevel)|planarconfig$|Orientation$)"
 )
-
-T = TypeVar("T")
 
 # What a daemon confined to roots hands the readers: `confine(real, path, field, frame)` raises
 # (PermissionDenied) when `real`, the real path of a file voidlink has just opened to read as `path`, is
@@ -448,47 +445,3 @@ def write_image(
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
-
-
-def read_ahead(items: Iterable[T], load: Callable[[T], object], depth: int = 3) -> Iterator[object]:
-    """`load(item)` for each item, computed up to `depth` items ahead on a thread, in order.
-
-    Memory stays at `depth` loaded items whatever the shot length; errors surface in order.
-    """
-    queue: Queue = Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-    done = object()
-
-    def work() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                try:
-                    value = (True, load(item))
-                except BaseException as error:  # handed to the consumer, raised there
-                    queue.put((False, error))
-                    return
-                while not stop.is_set():
-                    try:
-                        queue.put(value, timeout=0.1)
-                        break
-                    except Exception:
-                        continue
-        finally:
-            queue.put((True, done)) if not stop.is_set() else None
-
-    thread = threading.Thread(target=work, name="voidlink-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            ok, value = queue.get()
-            if not ok:
-                raise value  # type: ignore[misc]
-            if value is done:
-                return
-            yield value
-    finally:
-        stop.set()
-        while not queue.empty():
-            queue.get_nowait()

@@ -24,10 +24,9 @@ from voidlink.inference.job.prepare import PreparedJob
 from voidlink.inference.job.staging import is_output_staged, staged_path, write_counts
 from voidlink.media import colour, composite, image, quadmask, sequence
 from voidlink.media.plan import ProcessingPlan
+from voidlink.media.readahead import read_ahead
 
 from voidlink.errors import InvalidInput, VoidlinkError
-
-READ_AHEAD = 3  # plates read ahead of the backend: enough to hide a read, few enough for 4K frames
 
 Loaded = tuple[int, image.ImageFrame, np.ndarray]  # (frame, its plate, its quadmask before feathering)
 
@@ -164,7 +163,7 @@ class _Plates:
     def feed(self, frames: Iterable[int]) -> Iterator[BackendFrame]:
         """The frames in model space at the backend's size, read ahead; NaN/Inf treated as black."""
         prepared, work = self.prepared, self.work
-        for frame, source, qm in image.read_ahead(frames, self.load, READ_AHEAD):
+        for frame, source, qm in read_ahead(frames, self.load):
             check_cancelled(self.cancelled)
             rgb = source.pixels[..., prepared.source.rgb]
             bad = not np.isfinite(rgb).all()

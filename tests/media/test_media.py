@@ -206,35 +206,6 @@ def test_movie_frames_read(tmp_path):
     assert second.mean() == pytest.approx(40 / 255, abs=0.03)
 
 
-def test_read_ahead_is_bounded_and_ordered():
-    loaded: list[int] = []
-    consumed = 0
-    ahead = []
-
-    def load(i):
-        loaded.append(i)
-        return i
-
-    for value in image.read_ahead(range(50), load, depth=3):
-        assert value == consumed
-        consumed += 1
-        ahead.append(len(loaded) - consumed)
-    assert max(ahead) <= 3 + 1
-
-
-def test_read_ahead_raises_in_order():
-    def load(i):
-        if i == 3:
-            raise ValueError("frame 3 is broken")
-        return i
-
-    got = []
-    with pytest.raises(ValueError, match="frame 3"):
-        for value in image.read_ahead(range(10), load):
-            got.append(value)
-    assert got == [0, 1, 2]
-
-
 # -- colour ----------------------------------------------------------------------------------
 
 
