@@ -6,7 +6,9 @@ starts the next. The daemon is a real `voidlink serve` subprocess on 127.0.0.1. 
 - every job completed (`failed` counts the ones that did not, with the first errors);
 - no client starved: the fewest and most jobs one client completed, and the longest wait for one job;
 - the daemon's memory stayed bounded: its RSS after warm-up, at the end and the peak in between
-  (sampled from /proc every 0.5 s), so growth over the run shows.
+  (sampled from /proc every 0.5 s), so growth over the run shows;
+- how soon a fresh daemon serves: `serving_seconds` from starting the process to its gRPC health
+  service answering SERVING (the goal is SERVING_TARGET seconds).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import OpenImageIO as oiio
 from voidlink.bridge.client import Client
 
 FRAMES = (1001, 1002)
+SERVING_TARGET = 5.0  # seconds from starting `voidlink serve` to SERVING
 
 
 def write_shot(folder: Path) -> tuple[str, str]:
@@ -60,6 +63,7 @@ def rss_bytes(pid: int) -> int:
 def run(clients: int, seconds: float, root: Path, progress=None) -> dict:
     say = progress or (lambda text: None)
     plate, mask = write_shot(root / "shot")
+    started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "voidlink", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(root / "daemon"),
          "--log-level", "warning"],
@@ -71,6 +75,11 @@ def run(clients: int, seconds: float, root: Path, progress=None) -> dict:
         if match:
             address = match.group(1)
             break
+    probe = Client(address)
+    while not probe.is_serving(timeout=2.0) and time.monotonic() - started < 60:
+        pass
+    serving_seconds = time.monotonic() - started
+    probe.close()
     done = [0] * clients
     waits: list[float] = []
     failures: list[str] = []
@@ -88,7 +97,7 @@ def run(clients: int, seconds: float, root: Path, progress=None) -> dict:
         def client_loop(index: int) -> None:
             client = Client(address, connect_timeout=30.0)
             job = 0
-            while not stop.is_set():
+            while job == 0 or not stop.is_set():  # one job at least, however late this thread starts
                 started = time.monotonic()
                 try:
                     client.remove(
@@ -122,6 +131,9 @@ def run(clients: int, seconds: float, root: Path, progress=None) -> dict:
     return {
         "clients": clients,
         "seconds": seconds,
+        "serving_seconds": serving_seconds,
+        "serving_target_seconds": SERVING_TARGET,
+        "serving_met": serving_seconds <= SERVING_TARGET,
         "jobs_completed": sum(done),
         "failed": len(failures),
         "failures": failures[:5],

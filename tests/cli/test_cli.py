@@ -78,7 +78,8 @@ def test_bad_frames_and_missing_daemon_are_clear_errors(shot, tmp_path):
         "remove", shot.plate, "--mask", shot.mask, "--address", "127.0.0.1:9", "--no-start", check=False
     )
     assert gone.returncode == 2 and "no voidlink daemon answers at 127.0.0.1:9" in gone.stderr
-    assert time.monotonic() - started < 15
+    # A hang, not a slow start beside other work, is what this bound catches.
+    assert time.monotonic() - started < 60
 
 
 def test_serve_on_a_data_dir_it_cannot_use_says_why_without_a_traceback(tmp_path):
