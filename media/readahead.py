@@ -51,39 +51,44 @@ def read_ahead(
     the consumer's. What `load` raises is raised here, in its item's turn, after the items before it;
     leaving the loop early stops the thread after the item it is loading.
     """
-    depth = max(1, depth)
+    depth, budget = max(1, int(depth)), int(budget)  # a bad bound is refused here, not on the thread
     ready: deque = deque()  # (ok, value, bytes)
     state = {"held": 0, "stopped": False}
     changed = threading.Condition()
     end = object()
 
-    def hand_over(ok: bool, value: object, nbytes: int) -> bool:
+    def hand_over(value: object, nbytes: int) -> bool:
         with changed:
             while ready and not state["stopped"] and (len(ready) >= depth or state["held"] + nbytes > budget):
-                changed.wait()
+                # Woken by the consumer; the timeout is a backstop for a wake-up that came too early (the
+                # consumer's generator closed by the collector on this very thread, inside this lock).
+                changed.wait(0.5)
             if state["stopped"]:
                 return False
-            ready.append((ok, value, nbytes))
+            ready.append((True, value, nbytes))
             state["held"] += nbytes
             changed.notify_all()
             return True
 
     def work() -> None:
+        final: tuple = (True, end, 0)
         try:
             for item in items:
                 with changed:
                     if state["stopped"]:
                         return
-                try:
-                    value = load(item)
-                except BaseException as error:  # handed to the consumer, raised there
-                    hand_over(False, error, 0)
+                value = load(item)
+                if not hand_over(value, size(value)):
                     return
-                if not hand_over(True, value, size(value)):
-                    return
-            hand_over(True, end, 0)
-        except BaseException as error:  # `items` itself broke
-            hand_over(False, error, 0)
+                value = None
+        except BaseException as error:  # from `load`, `size` or `items` itself: raised in the consumer, in turn
+            final = (False, error, 0)
+        finally:
+            # The last record holds no bytes and waits for no room: the consumer always gets one.
+            with changed:
+                if not state["stopped"]:
+                    ready.append(final)
+                    changed.notify_all()
 
     thread = threading.Thread(target=work, name=name, daemon=True)
     thread.start()

@@ -29,16 +29,20 @@ class Loads:
         return np.full(self.nbytes, item % 256, np.uint8)
 
 
-def test_items_come_in_order_and_at_most_depth_ahead():
+def test_items_come_in_order():
     loads = Loads(1)
-    consumed = 0
-    ahead = []
-    for value in read_ahead(range(50), loads, depth=3):
-        assert int(value[0]) == consumed
-        consumed += 1
-        ahead.append(loads.count - consumed)
-    assert consumed == 50
-    assert max(ahead) <= 3 + 1  # those waiting, and the one loading
+    assert [int(value[0]) for value in read_ahead(range(50), loads, depth=3)] == list(range(50))
+    assert loads.count == 50
+
+
+def test_no_more_than_depth_frames_wait():
+    # While the consumer holds frame 0, frames 1 to 3 may wait and frame 4 may be loaded, but no further.
+    loads = Loads(1)
+    frames = read_ahead(range(20), loads, depth=3)
+    assert int(next(frames)[0]) == 0
+    assert loads.started[4].wait(30)
+    assert not loads.started[5].wait(OVERRUN_WAIT)
+    assert [int(f[0]) for f in frames] == list(range(1, 20))
 
 
 def test_an_error_is_raised_in_its_turn():
@@ -80,6 +84,20 @@ def test_the_bytes_held_ahead_stay_within_the_budget():
     assert [int(f[0]) for f in frames] == list(range(2, 20))
 
 
+def test_frames_that_come_to_the_budget_exactly_may_wait():
+    loads = Loads(100)
+    frames = read_ahead(range(10), loads, depth=10, budget=200)
+    assert int(next(frames)[0]) == 0
+    assert loads.started[3].wait(30)  # frames 1 and 2 wait (200 bytes), frame 3 is loaded behind them
+    assert not loads.started[4].wait(OVERRUN_WAIT)
+    assert [int(f[0]) for f in frames] == list(range(1, 10))
+
+
+def test_a_bound_that_is_not_a_number_is_refused_where_the_frames_are_asked_for():
+    with pytest.raises(TypeError):
+        next(read_ahead(range(5), Loads(1), budget=None))
+
+
 def test_a_frame_over_the_budget_is_still_read_ahead_alone():
     loads = Loads(1000)
     frames = read_ahead(range(6), loads, depth=3, budget=250)
@@ -93,11 +111,13 @@ def test_leaving_early_stops_the_thread():
     loads = Loads(10)
     frames = read_ahead(range(1000), loads, depth=2, name="test-read-ahead-left")
     assert int(next(frames)[0]) == 0
+    assert loads.started[3].wait(30)  # two waiting, one loading: the thread is held up by the bound
+    threads = [t for t in threading.enumerate() if t.name == "test-read-ahead-left"]
+    assert len(threads) == 1
     frames.close()
-    for thread in [t for t in threading.enumerate() if t.name == "test-read-ahead-left"]:
-        thread.join(30)
-        assert not thread.is_alive()
-    assert loads.count <= 4  # the one taken, two waiting, one loading when it stopped
+    threads[0].join(30)
+    assert not threads[0].is_alive()
+    assert loads.count == 4  # nothing more was loaded once the consumer had gone
 
 
 def test_loaded_bytes_counts_the_arrays_a_frame_holds():
