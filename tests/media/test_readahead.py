@@ -94,8 +94,19 @@ def test_frames_that_come_to_the_budget_exactly_may_wait():
 
 
 def test_a_bound_that_is_not_a_number_is_refused_where_the_frames_are_asked_for():
+    with pytest.raises(ValueError):
+        next(read_ahead(range(5), Loads(1), budget="lots"))
     with pytest.raises(TypeError):
-        next(read_ahead(range(5), Loads(1), budget=None))
+        next(read_ahead(range(5), Loads(1), depth=None))
+
+
+def test_no_budget_bounds_by_count_alone():
+    loads = Loads(1000)
+    frames = read_ahead(range(10), loads, depth=3, budget=None)
+    assert int(next(frames)[0]) == 0
+    assert loads.started[4].wait(30)
+    assert not loads.started[5].wait(OVERRUN_WAIT)
+    assert [int(f[0]) for f in frames] == list(range(1, 10))
 
 
 def test_a_frame_over_the_budget_is_still_read_ahead_alone():
