@@ -51,6 +51,9 @@ class PanelWindow(QtWidgets.QWidget):
         self.viewer = Viewer()
         self.queue = QueueView()
         self.mine: set[str] = set()
+        # The form's clips as the viewer last took them (followed, previewed, or left for a job): the viewer
+        # follows the form again only once they change.
+        self._form_clips: Optional[tuple] = None
         # Every roto edit reaches the disk shortly after: a crash of the host or the panel loses no drawing.
         self.autosave = RotoAutosave(parent=self)
         self._autosave_problem = ""
@@ -128,14 +131,19 @@ class PanelWindow(QtWidgets.QWidget):
             shortcut.activated.connect(slot)
 
     def follow_form(self) -> None:
-        """The viewer shows the form's clips as they are now (the tab stays where the user is)."""
+        """The viewer shows the form's clips as they are now (the tab stays where the user is), when they changed.
+
+        An edit that leaves them as they were (the prompt, the output) keeps the viewer where it is: on the
+        frame the user went to, or on the job opened since the edit (its check comes a moment after typing
+        stops, and must not take the viewer back from the job)."""
         values = self.form.values()
-        if not values.plate:
+        if not values.plate or _clips_of(values) == self._form_clips:
             return
         self._show_form_clips(values)
 
     def _show_form_clips(self, values) -> None:
         """The form's plate and mattes (none while the roto stands for them) in the viewer."""
+        self._form_clips = _clips_of(values)
         self.viewer.set_clips(
             before=values.plate,
             first=values.first,
@@ -189,6 +197,7 @@ class PanelWindow(QtWidgets.QWidget):
         """A job's plate before/after its result (or its quadmask while it has none).
 
         A job from the queue's list is a summary (no clips): the whole job is fetched first."""
+        self._form_clips = _clips_of(self.form.values())  # the viewer leaves the form until its clips change
         if not job.spec.source.otio_json.strip():
             self.open_job(job.id)
             return
@@ -330,3 +339,8 @@ def save_screenshot(widget: QtWidgets.QWidget, path: str) -> str:
         raise errors.PermissionDenied(f"cannot write the screenshot {path}", reason="OUTPUT_NOT_WRITABLE", file=path)
     os.replace(temp, path)
     return path
+
+
+def _clips_of(values) -> tuple:
+    """What of the form the viewer shows: the plate, its mattes (or the roto standing for them) and the range."""
+    return (values.plate, values.mask, values.affected, values.first, values.last, values.use_roto)

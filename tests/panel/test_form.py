@@ -9,7 +9,9 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
+from support.panel import shown  # noqa: E402
 from support.shots import write_shot  # noqa: E402
+from voidlink.bridge import build_spec  # noqa: E402
 from voidlink.panel.form import FormValues, plate_range  # noqa: E402
 from voidlink.panel.qt import QtCore, QtWidgets  # noqa: E402
 from voidlink.panel.validate import existing_frames, user_message, versioned_output  # noqa: E402
@@ -178,6 +180,40 @@ def test_the_viewer_follows_the_form(qtbot, window, tmp_path):
     before = window.viewer.source.before
     assert before is not None and before.path == second.plate
     assert (window.viewer.first, window.viewer.last) == (second.first, second.last)
+
+
+def test_an_edit_that_leaves_the_clips_as_they_were_keeps_the_viewer_where_it_is(qtbot, window, tmp_path):
+    shot = write_shot(tmp_path / "a", frames=5)
+    form, viewer = window.form, window.viewer
+    with qtbot.waitSignal(form.clips_changed, timeout=5_000):
+        form.set_values(_values(shot))
+    shown(qtbot, viewer, viewer.slider.setValue, shot.first + 3)
+    source = viewer.source
+    with qtbot.waitSignal(form.clips_changed, timeout=5_000):  # typing the prompt: the check runs, the clips stay
+        form.prompt.setPlainText("an empty street")
+    assert viewer.source is source and viewer.canvas.frame == shot.first + 3
+    with qtbot.waitSignal(form.clips_changed, timeout=5_000):  # another range: the viewer follows it
+        form.last.setValue(shot.last - 1)
+    assert viewer.source is not source and (viewer.first, viewer.last) == (shot.first, shot.last - 1)
+
+
+def test_the_check_after_an_edit_does_not_take_the_viewer_back_from_a_job_opened_since(qtbot, window, tmp_path):
+    edited, other = write_shot(tmp_path / "a", frames=3), write_shot(tmp_path / "b", frames=4)
+    form, viewer = window.form, window.viewer
+    with qtbot.waitSignal(form.clips_changed, timeout=5_000):
+        form.set_values(_values(edited))
+    spec = build_spec(other.plate, other.mask, frames=(other.first, other.last), output=tmp_path / "o.####.exr")
+    # An edit, and a job opened before the edit's check comes (the event loop has not run between them).
+    form.prompt.setPlainText("an empty street")
+    form.last.setValue(edited.last - 1)
+    window.show_job(pb.Job(id="a1b2c3", spec=spec))
+    with qtbot.waitSignal(form.clips_changed, timeout=5_000):
+        pass
+    assert viewer.source.before is not None and viewer.source.before.path == other.plate
+    assert (viewer.first, viewer.last) == (other.first, other.last)
+    with qtbot.waitSignal(form.clips_changed, timeout=5_000):  # an edit after it: the viewer follows the form again
+        form.last.setValue(edited.last)
+    assert viewer.source.before.path == edited.plate
 
 
 def test_the_layers_tick_asks_the_job_for_the_change_as_layers(qtbot, window, tmp_path):
