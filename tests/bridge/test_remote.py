@@ -17,7 +17,7 @@ import pytest
 from support.daemons import NARROW_WINDOWS, wait_for
 from support.faults import send_after_submit
 from support.shots import frame_files, read_pixels, write_shot
-from voidlink.bridge import Client, build_spec
+from voidlink.bridge import Client, build_spec, upload
 from voidlink.bridge.pathmap import PathMap, PathPair
 from voidlink.protos import pb, rpc
 from voidlink.protos.wire import file_sha256
@@ -158,7 +158,7 @@ def test_streamed_job_matches_the_shared_storage_job_and_resubmits_nothing(studi
     assert not any((daemon.data_dir / "transfers").iterdir())
 
 
-def test_interrupted_upload_resumes_from_what_the_daemon_kept(studio, tmp_path):
+def test_interrupted_upload_resumes_from_what_the_daemon_kept(studio, tmp_path, monkeypatch):
     daemon, _, shot = studio
     client = Client(daemon.address)
     client.chunk_bytes = 2048
@@ -170,6 +170,7 @@ def test_interrupted_upload_resumes_from_what_the_daemon_kept(studio, tmp_path):
         pass
 
     acks = []
+    file_pieces = upload._file_pieces
 
     def unplug(event: pb.JobEvent) -> None:
         if event.transfer.bytes_done > event.transfer.bytes_reused:
@@ -177,10 +178,25 @@ def test_interrupted_upload_resumes_from_what_the_daemon_kept(studio, tmp_path):
         if len(acks) == 3:
             raise Unplugged  # the artist's machine drops off mid-frame
 
-    with pytest.raises(Unplugged):
-        client.upload_frames(client.hash_frames(spec, plan)[1], on_progress=unplug)
+    # The sender holds the second half back until the drop is over: the break comes mid-upload however
+    # fast the acknowledgements come back, not only when the client reads them before gRPC sent it all.
+    held_back = threading.Event()
+    read = [0]
+
+    def first_half(path, size, offset, chunk_bytes):
+        for data in file_pieces(path, size, offset, chunk_bytes):
+            if read[0] >= total // 2:
+                assert held_back.wait(60)
+            read[0] += len(data)
+            yield data
+
+    with monkeypatch.context() as patched:
+        patched.setattr(upload, "_file_pieces", first_half)
+        with pytest.raises(Unplugged):
+            client.upload_frames(client.hash_frames(spec, plan)[1], on_progress=unplug)
+        held_back.set()  # the stream is cancelled and stopped: nothing more is sent or counted
     first_try = client.stats.bytes_sent
-    assert 0 < first_try < total
+    assert 0 < first_try <= read[0] < total  # nothing sent that was not read, and the rest held back
     stub = rpc.VoidLinkStub(grpc.insecure_channel(daemon.address))
     refs = [pb.FrameRef(sha256=file_sha256(str(p)), size=p.stat().st_size) for p in sorted(shot.folder.iterdir())]
 
