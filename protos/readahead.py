@@ -56,22 +56,24 @@ def read_ahead(
     depth = max(1, int(depth))  # a bad bound is refused here, not on the thread
     budget = None if budget is None else int(budget)
     ready: deque = deque()  # (is an error, item, bytes)
-    state = {"held": 0, "stopped": False}
+    held = 0  # bytes of the items in `ready`
+    stopped = False  # the consumer has gone
     changed = threading.Condition()
 
     def room(nbytes: int) -> bool:
-        return len(ready) < depth and (budget is None or state["held"] + nbytes <= budget)
+        return len(ready) < depth and (budget is None or held + nbytes <= budget)
 
     def hand_over(item: object, nbytes: int) -> bool:
+        nonlocal held
         with changed:
-            while ready and not state["stopped"] and not room(nbytes):
+            while ready and not stopped and not room(nbytes):
                 # Woken by the consumer; the timeout is a backstop for a wake-up that came too early (the
                 # consumer's generator closed by the collector on this very thread, inside this lock).
                 changed.wait(0.5)
-            if state["stopped"]:
+            if stopped:
                 return False
             ready.append((False, item, nbytes))
-            state["held"] += nbytes
+            held += nbytes
             changed.notify_all()
             return True
 
@@ -82,7 +84,7 @@ def read_ahead(
                 if not hand_over(item, size(item) if size is not None else 0):
                     return
                 with changed:
-                    if state["stopped"]:
+                    if stopped:
                         return
                 item = None  # not kept alive here while the next is made
         except BaseException as error:  # the source broke (a stream cut, a frame unreadable): raised in turn
@@ -90,7 +92,7 @@ def read_ahead(
         finally:
             # The last record holds nothing and waits for no room: the consumer always gets one.
             with changed:
-                if not state["stopped"]:
+                if not stopped:
                     ready.append(last)
                     changed.notify_all()
             close = getattr(source, "close", None)
@@ -105,7 +107,7 @@ def read_ahead(
                 while not ready:
                     changed.wait()
                 failed, item, nbytes = ready.popleft()
-                state["held"] -= nbytes
+                held -= nbytes
                 changed.notify_all()
             if failed:
                 raise item  # type: ignore[misc]
@@ -115,6 +117,6 @@ def read_ahead(
             item = None  # the consumer's item is not kept alive here while the next is waited for
     finally:
         with changed:
-            state["stopped"] = True
+            stopped = True
             ready.clear()
             changed.notify_all()
