@@ -23,7 +23,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Callable, Optional, Union
 
 import grpc
-from voidlink.bridge import download, local_daemon, upload
+from voidlink.bridge import download, local_daemon, local_files, upload
 from voidlink.bridge.connection import Connection, is_local, resolve_address, resolve_tls, resolve_token
 from voidlink.bridge.local_daemon import daemon_command, split_command
 from voidlink.bridge.matte import build_matte_spec
@@ -335,7 +335,7 @@ class Client:
         plan.output_template = spec.output.path_template
         plan.side_templates = side_templates(spec)
         if plan.stream_back:  # the result lands here: refused now, before the job runs, if it may not
-            plan.source_files, finals = upload.local_destinations(spec, plan.side_templates)
+            plan.source_files, finals = local_files.local_destinations(spec, plan.side_templates)
             check_replaceable(finals, plan.source_files, spec.output.overwrite)
         if not plan.streamed:
             return self.submit(spec), plan
@@ -347,12 +347,12 @@ class Client:
         """Send the plan's frames and submit the job in one pipeline: the frames are hashed ahead of the
         sending, and the job is submitted (waiting for its frames) as soon as every frame is named, while
         the rest are still on their way, so watchers see the upload."""
-        clips = upload.clip_frames(spec, plan)
+        clips = local_files.clip_frames(spec, plan)
         paths = [path for frames in clips.values() for _, path in frames]
         submitted: dict = {}  # "spec": the spec naming its frames; "job": the job, once the daemon has it
 
         def submit_when_hashed(refs: list) -> None:
-            submitted["spec"], files = upload.name_frames(spec, plan, clips, refs)
+            submitted["spec"], files = local_files.name_frames(spec, plan, clips, refs)
             try:
                 submitted["job"] = self.submit(submitted["spec"], upload_follows=True)
             except errors.NotFound as error:
@@ -421,7 +421,7 @@ class Client:
     def hash_frames(self, spec: pb.JobSpec, plan: TransferPlan) -> tuple[pb.JobSpec, list]:
         """A copy of `spec` whose `plan.upload` clips name their frames by content, and the (path, FrameRef)
         pairs to upload."""
-        return upload.hash_frames(spec, plan)
+        return local_files.hash_frames(spec, plan)
 
     def upload_frames(
         self,

@@ -119,13 +119,13 @@ def _shot_bytes(shot) -> int:
 
 
 def test_start_submits_the_job_while_its_frames_go_up_and_sends_each_byte_once(studio, tmp_path, monkeypatch):
-    from voidlink.bridge import build_spec, upload
+    from voidlink.bridge import build_spec, local_files, upload
 
     daemon, _, shot = studio
     client = Client(daemon.address)
     client.chunk_bytes = 4096
     spec = build_spec(shot.plate, shot.mask, backend="classical", output=tmp_path / "ws" / "o" / "c.####.exr")
-    files = [path for frames in upload.clip_frames(spec, client.plan_transfer(spec, "stream")).values()
+    files = [path for frames in local_files.clip_frames(spec, client.plan_transfer(spec, "stream")).values()
              for _, path in frames]
     last_sha = file_sha256(files[-1])
     order: list[str] = []
