@@ -38,7 +38,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 from voidlink.inference.backends import base
-from voidlink.inference.backends.void import helpers, memory, weights
+from voidlink.inference.backends.void import helpers, loading, memory, weights
 from voidlink.inference.backends.void.geometry import REFERENCE_SIZE, Geometry
 from voidlink.inference.backends.void.pipeline import VoidPipeline
 from voidlink.inference.backends.void.shot import MEMORY_ENV, ShotRun
@@ -125,10 +125,10 @@ class VoidBackend(base.Backend):
         folder = self._folder()
         weights.require_weights(folder, need_text=self.text_encoder)
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        parts = weights.build_components(folder / weights.BASE, dtype, text=self.text_encoder)
+        parts = loading.build_components(folder / weights.BASE, dtype, text=self.text_encoder)
         path = folder / weights.PASS1
-        report = weights.load_checkpoint(parts["transformer"], path)
-        weights.require_filled(parts.pop("transformer_unfilled"), report, str(path))
+        report = loading.load_checkpoint(parts["transformer"], path)
+        loading.require_filled(parts.pop("transformer_unfilled"), report, str(path))
         self._record(weights.PASS1, report)
         self._remember(path)
         config = parts.pop("transformer_config")
@@ -184,12 +184,12 @@ class VoidBackend(base.Backend):
             if weights.check_safetensors(folder / weights.PASS1) is not None and self._pass1_copy is None:
                 # No pass-1 file to come back to (a model handed in directly): keep its weights on the CPU.
                 self._pass1_copy = {k: v.detach().to("cpu", copy=True) for k, v in transformer.state_dict().items()}
-            self._record(weights.PASS2, weights.load_checkpoint(transformer, path))
+            self._record(weights.PASS2, loading.load_checkpoint(transformer, path))
             self._remember(path)
         elif self._pass1_copy is not None:
             transformer.load_state_dict(self._pass1_copy)
         else:
-            weights.load_checkpoint(transformer, folder / weights.PASS1)
+            loading.load_checkpoint(transformer, folder / weights.PASS1)
         self.checkpoint = which
 
     def _remember(self, path: Path) -> None:
@@ -214,7 +214,7 @@ class VoidBackend(base.Backend):
             out["weights.base"] = weights.BASE
         return out
 
-    def _record(self, name: str, report: weights.LoadReport) -> None:
+    def _record(self, name: str, report: loading.LoadReport) -> None:
         text = f"{name}: {report.summary()}"
         self.load_notes.append(text)
         log.info("VOID weights %s", text)

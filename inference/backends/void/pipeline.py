@@ -19,7 +19,7 @@ the 16 noisy channels before patch embedding, which is the first thing its forwa
 Diffusers' `CogVideoXTransformer3DModel` built with `in_channels=48` has the same patch embedding,
 so the pipeline does that concatenation itself and no model subclass is needed. The reference's
 `use_vae_mask` only widens the input to 48 channels (16 noisy + 16 VAE-encoded mask + 16 video);
-see `weights.build_transformer`.
+see `loading.build_transformer`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 from support.tiny_void import tiny_transformer, write_base
 from voidlink.inference.backends import weights_dir
-from voidlink.inference.backends.void import weights
+from voidlink.inference.backends.void import loading, weights
 
 from voidlink.errors import InvalidInput, NotFound
 
@@ -86,7 +86,7 @@ def test_truncated_checkpoint_names_file_and_expected_size(tmp_path):
         f"{path} is truncated: {whole - 100:,} bytes, expected {whole:,} ({whole / 1e9:.2f} GB); download it again"
     )
     with pytest.raises(InvalidInput, match="truncated") as caught:
-        weights.load_state_dict(path)
+        loading.load_state_dict(path)
     assert caught.value.file == str(path)
     # Cut inside the header, and not a safetensors file at all.
     path.write_bytes(path.read_bytes()[:20])
@@ -110,11 +110,11 @@ def test_full_state_dict_loads_and_reports_keys(tmp_path):
     save_file(state, str(path))
     reports = []
     for file in (path, tmp_path / "ckpt.pt"):
-        loaded = weights.load_state_dict(file)
-        reports.append(weights.apply_checkpoint(model, loaded, str(file)))
+        loaded = loading.load_state_dict(file)
+        reports.append(loading.apply_checkpoint(model, loaded, str(file)))
         # The same file read tensor by tensor (safetensors) or whole (torch), into a fresh model.
         fresh = tiny_transformer(48, seed=0)
-        reports.append(weights.load_checkpoint(fresh, file))
+        reports.append(loading.load_checkpoint(fresh, file))
         for name, value in fresh.state_dict().items():
             torch.testing.assert_close(value, model.state_dict()[name])
     for report in reports:
@@ -128,19 +128,19 @@ def test_full_state_dict_loads_and_reports_keys(tmp_path):
 def test_patch_embed_column_rule(tmp_path, from_file):
     """A narrower checkpoint keeps its first and last 128 columns; the model's own fill the middle."""
     model = tiny_transformer(48, seed=0)
-    own = model.state_dict()[weights.PATCH_EMBED].clone()
+    own = model.state_dict()[loading.PATCH_EMBED].clone()
     assert own.shape[1] == 48 * 8
     theirs = tiny_transformer(33, seed=1).state_dict()
-    assert theirs[weights.PATCH_EMBED].shape[1] == 33 * 8
+    assert theirs[loading.PATCH_EMBED].shape[1] == 33 * 8
     if from_file:
         save_file(theirs, str(tmp_path / weights.PASS1))
-        report = weights.load_checkpoint(model, tmp_path / weights.PASS1)
+        report = loading.load_checkpoint(model, tmp_path / weights.PASS1)
     else:
-        report = weights.apply_checkpoint(model, theirs, "void_pass1.safetensors")
+        report = loading.apply_checkpoint(model, theirs, "void_pass1.safetensors")
     assert report.adapted_patch_embed and "patch embedding adapted" in report.summary()
-    merged = model.state_dict()[weights.PATCH_EMBED]
-    torch.testing.assert_close(merged[:, :128], theirs[weights.PATCH_EMBED][:, :128])
-    torch.testing.assert_close(merged[:, -128:], theirs[weights.PATCH_EMBED][:, -128:])
+    merged = model.state_dict()[loading.PATCH_EMBED]
+    torch.testing.assert_close(merged[:, :128], theirs[loading.PATCH_EMBED][:, :128])
+    torch.testing.assert_close(merged[:, -128:], theirs[loading.PATCH_EMBED][:, -128:])
     torch.testing.assert_close(merged[:, 128:-128], own[:, 128:-128])
     # Everything else came from the checkpoint as it is.
     torch.testing.assert_close(model.state_dict()["proj_out.weight"], theirs["proj_out.weight"])
@@ -154,8 +154,8 @@ def test_wrong_shape_file_is_a_clear_error(tmp_path):
     save_file(state, str(path))
     before = {name: value.clone() for name, value in model.state_dict().items()}
     for load in (
-        lambda: weights.apply_checkpoint(model, weights.load_state_dict(path), str(path)),
-        lambda: weights.load_checkpoint(model, path),
+        lambda: loading.apply_checkpoint(model, loading.load_state_dict(path), str(path)),
+        lambda: loading.load_checkpoint(model, path),
     ):
         with pytest.raises(InvalidInput) as caught:
             load()
@@ -167,18 +167,18 @@ def test_wrong_shape_file_is_a_clear_error(tmp_path):
         assert torch.equal(value, before[name]), name
     # A patch embedding of another model width cannot be adapted by the column rule either.
     bad = dict(model.state_dict())
-    bad[weights.PATCH_EMBED] = torch.zeros(10, 48 * 8 - 8)
+    bad[loading.PATCH_EMBED] = torch.zeros(10, 48 * 8 - 8)
     with pytest.raises(InvalidInput, match="not a checkpoint for this base model"):
-        weights.apply_checkpoint(model, bad, "x.safetensors")
+        loading.apply_checkpoint(model, bad, "x.safetensors")
 
 
 def test_base_folder_loads_with_the_reference_rules(weights_folder):
     """The whole base folder through the libraries' loaders, widened to 48 input channels."""
-    parts = weights.build_components(weights_folder / weights.BASE, torch.float32)
+    parts = loading.build_components(weights_folder / weights.BASE, torch.float32)
     transformer = parts["transformer"]
     assert transformer.config.in_channels == 48
     # Read into place without a random init; the widened patch embedding is allocated for the checkpoint.
-    assert parts["transformer_unfilled"] == [weights.PATCH_EMBED]
+    assert parts["transformer_unfilled"] == [loading.PATCH_EMBED]
     assert not any(t.is_meta for t in transformer.state_dict().values())
     torch.testing.assert_close(
         transformer.state_dict()["proj_out.weight"], tiny_transformer(33).state_dict()["proj_out.weight"]
@@ -196,16 +196,16 @@ def test_base_folder_loads_with_the_reference_rules(weights_folder):
     assert len(expected) < 40 and ids[0].tolist() == expected + [0] * (40 - len(expected))
     cut = tokenizer(["an empty street " * 10], padding="max_length", max_length=6, truncation=True).input_ids
     assert cut.shape == (1, 6) and cut[0, -1].item() == 1
-    pass1 = weights.load_state_dict(weights_folder / weights.PASS1)
-    report = weights.apply_checkpoint(transformer, pass1, weights.PASS1)
+    pass1 = loading.load_state_dict(weights_folder / weights.PASS1)
+    report = loading.apply_checkpoint(transformer, pass1, weights.PASS1)
     assert report.missing == [] and report.unexpected == [] and not report.adapted_patch_embed
-    weights.require_filled(parts["transformer_unfilled"], report, weights.PASS1)
-    torch.testing.assert_close(transformer.state_dict()[weights.PATCH_EMBED], pass1[weights.PATCH_EMBED])
+    loading.require_filled(parts["transformer_unfilled"], report, weights.PASS1)
+    torch.testing.assert_close(transformer.state_dict()[loading.PATCH_EMBED], pass1[loading.PATCH_EMBED])
     # A checkpoint without the 48-channel patch embedding would leave it at zero: refused.
-    partial = {key: value for key, value in pass1.items() if key != weights.PATCH_EMBED}
-    lacking = weights.apply_checkpoint(transformer, partial, "partial.safetensors")
+    partial = {key: value for key, value in pass1.items() if key != loading.PATCH_EMBED}
+    lacking = loading.apply_checkpoint(transformer, partial, "partial.safetensors")
     with pytest.raises(InvalidInput, match="partial.safetensors has no patch_embed.proj.weight"):
-        weights.require_filled(parts["transformer_unfilled"], lacking, "partial.safetensors")
+        loading.require_filled(parts["transformer_unfilled"], lacking, "partial.safetensors")
 
 
 def test_broken_component_is_named(weights_folder, tmp_path):
@@ -215,6 +215,6 @@ def test_broken_component_is_named(weights_folder, tmp_path):
     shutil.copytree(weights_folder, copy)
     (copy / weights.BASE / "vae" / "config.json").write_text("{not json")
     with pytest.raises(InvalidInput) as caught:
-        weights.build_components(copy / weights.BASE, torch.float32)
+        loading.build_components(copy / weights.BASE, torch.float32)
     assert caught.value.file == str(copy / weights.BASE / "vae")
     assert "cannot load the base model's vae" in str(caught.value)
