@@ -41,7 +41,7 @@ def test_quick_json_report(capsys):
 
 
 def test_the_cores_bound_is_the_transport_seconds_over_the_work_spread_on_every_core():
-    from voidlink.bench.transfer import cores_bound
+    from voidlink.bench.transport import cores_bound
 
     # 1 s of transport; 4 CPU-s of work on 2 cores takes at least 2 s: at best half the ceiling.
     assert cores_bound([1.0], [4.0], 2) == 0.5
