@@ -8,9 +8,8 @@ voidlink matte plate.####.exr --point 1001:420,300 [--negative 1001:10,10] [--bo
 from __future__ import annotations
 
 import argparse
-import sys
 
-from voidlink.cli.common import add_address, add_json, job_to_dict, parse_frames, print_json
+from voidlink.cli.common import add_address, add_json, parse_frames
 from voidlink.errors import InvalidInput
 
 TRACKERS = ("auto", "classical", "sam2", "edgetam")
@@ -67,10 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from voidlink.bridge.client import Client, result_or_raise
+    from voidlink.bridge.client import Client
     from voidlink.bridge.matte import build_matte_spec
-    from voidlink.cli.remove import follow_to_end, print_detached
-    from voidlink.errors import JobCancelled, JobFailed
+    from voidlink.cli.remove import follow_to_end, print_detached, print_outcome
 
     spec = build_matte_spec(
         args.plate,
@@ -101,19 +99,4 @@ def run(args: argparse.Namespace) -> int:
     if job is None:
         return 130
     job = client.finish(job, plan)
-    if args.json:
-        print_json(job_to_dict(job))
-    try:
-        result = result_or_raise(job)
-    except (JobFailed, JobCancelled) as error:
-        if not args.json:
-            print(f"voidlink: {error}", file=sys.stderr)
-        return 1
-    if not args.json:
-        print(f"{job.id} succeeded: matte frames {result.first}-{result.last} in {result.output_pattern}")
-        for note in result.notes:
-            print(f"  note: {note}")
-        for finding in result.findings:
-            where = f"frame {finding['frame']}: " if finding["frame"] is not None else ""
-            print(f"  {finding['severity']}: {where}{finding['message']}")
-    return 0
+    return print_outcome(job, args.json, "matte frames")

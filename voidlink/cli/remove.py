@@ -77,8 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from voidlink.bridge.client import Client, build_spec, result_or_raise
-    from voidlink.errors import InvalidInput, JobCancelled, JobFailed
+    from voidlink.bridge.client import Client, build_spec
+    from voidlink.errors import InvalidInput
 
     spec = build_spec(
         args.plate,
@@ -146,19 +146,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    if args.json:
-        print_json(job_to_dict(job))
-    try:
-        result = result_or_raise(job)
-    except (JobFailed, JobCancelled) as error:
-        if not args.json:
-            print(f"voidlink: {error}", file=sys.stderr)
-        return 1
-    if not args.json:
-        print(f"{job.id} succeeded: frames {result.first}-{result.last} in {result.output_pattern}")
-        for note in result.notes:
-            print(f"  note: {note}")
-    return 0
+    return print_outcome(job, args.json)
 
 
 class _Transfers:
@@ -215,6 +203,31 @@ def print_detached(job, as_json: bool) -> None:
         print_json({"id": job.id, "state": state_name(job.state)})
     else:
         print(f"{job.id} {state_name(job.state)}")
+
+
+def print_outcome(job, as_json: bool, what: str = "frames") -> int:
+    """A finished job as the command's last word: its JSON, or a line naming where its frames are with
+    its notes and (a matte job's) quadmask findings; the error on stderr when it failed or was cancelled.
+    Returns the command's exit status: 0 when it succeeded, 1 when not."""
+    from voidlink.bridge.result import result_or_raise
+    from voidlink.errors import JobCancelled, JobFailed
+
+    if as_json:
+        print_json(job_to_dict(job))
+    try:
+        result = result_or_raise(job)
+    except (JobFailed, JobCancelled) as error:
+        if not as_json:
+            print(f"voidlink: {error}", file=sys.stderr)
+        return 1
+    if not as_json:
+        print(f"{job.id} succeeded: {what} {result.first}-{result.last} in {result.output_pattern}")
+        for note in result.notes:
+            print(f"  note: {note}")
+        for finding in result.findings:
+            where = f"frame {finding['frame']}: " if finding["frame"] is not None else ""
+            print(f"  {finding['severity']}: {where}{finding['message']}")
+    return 0
 
 
 def follow_to_end(client, job_id: str, as_json: bool):
