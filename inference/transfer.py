@@ -26,7 +26,7 @@ from voidlink.inference.security import format_size
 from voidlink.protos import pb
 from voidlink.protos.clips import SequencePattern, clip_json, clip_media
 
-from voidlink.errors import InvalidInput, LimitExceeded, NotFound
+from voidlink.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 
 log = logging.getLogger("voidlink.transfer")
 
@@ -238,8 +238,24 @@ class FrameCache:
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(source, target)
+                return
+            except FileExistsError:
+                # Never written through: the file there may be a link to another frame of the cache.
+                raise Conflict(
+                    f"{target.name}: the job's folder holds this frame already", reason="FRAME_TWICE", file=str(target)
+                ) from None
             except OSError:
-                shutil.copyfile(source, target)
+                pass  # no hard links here (another file system): a copy of its own
+            try:
+                with open(source, "rb") as reading, open(target, "xb") as writing:
+                    shutil.copyfileobj(reading, writing, 1 << 20)
+            except FileExistsError:
+                raise Conflict(
+                    f"{target.name}: the job's folder holds this frame already", reason="FRAME_TWICE", file=str(target)
+                ) from None
+            except BaseException:
+                target.unlink(missing_ok=True)
+                raise
 
 
 def _write_all(handle, data) -> None:
@@ -272,6 +288,8 @@ class Transfers:
         out = pb.JobSpec()
         out.CopyFrom(spec)
         key = uuid.uuid4().hex
+        for name in CLIP_FIELDS:
+            self._check_refs(getattr(spec, name), f"spec.{name}")
         total = sum(ref.size for name in CLIP_FIELDS for ref in getattr(spec, name).uploaded_frames)
         if total > self.max_upload_bytes:
             raise LimitExceeded(
@@ -310,6 +328,40 @@ class Transfers:
                 setattr(holder, name, str(self.results / key / kind / side) if named else "")
         return out
 
+    def _check_refs(self, clip: pb.ClipSpec, field: str) -> None:
+        """Each uploaded frame named once, by a hash, with a size a frame of this cache can have; a frame
+        the cache holds must have the size it holds (the job's --max-upload bound counts the sizes named
+        here; a frame still to come is checked when the job's last frame is in)."""
+        field = field + ".uploaded_frames"
+        seen: set[int] = set()
+        for ref in clip.uploaded_frames:
+            check_sha(ref.sha256, field + ".sha256")
+            if ref.frame in seen:
+                raise InvalidInput(
+                    f"{field}: frame {ref.frame} is named twice; name each frame of the clip once",
+                    reason="FRAME_TWICE",
+                    field=field,
+                    frame=ref.frame,
+                )
+            seen.add(ref.frame)
+            if not 0 < ref.size <= self.cache.max_bytes:
+                raise InvalidInput(
+                    f"{field}: frame {ref.frame} is said to be {ref.size} bytes; a frame is more than 0 bytes and "
+                    f"at most the daemon's frame cache ({format_size(self.cache.max_bytes)}, --cache-size)",
+                    reason="BAD_SIZE",
+                    field=field + ".size",
+                    frame=ref.frame,
+                )
+            present, held = self.cache.status(ref.sha256)
+            if present and held != ref.size:
+                raise InvalidInput(
+                    f"{field}: frame {ref.frame} is said to be {ref.size} bytes, but the frame of that hash is "
+                    f"{held} bytes",
+                    reason="BAD_SIZE",
+                    field=field + ".size",
+                    frame=ref.frame,
+                )
+
     def _link_clip(self, clip: pb.ClipSpec, field: str, folder: Path, missing_ok: bool = False) -> None:
         try:
             media = clip_media(clip.otio_json, field + ".otio_json")
@@ -328,7 +380,6 @@ class Transfers:
             pattern = pattern.with_padding(4)
         missing = []
         for ref in clip.uploaded_frames:
-            check_sha(ref.sha256, field + ".uploaded_frames.sha256")
             present, _ = self.cache.status(ref.sha256)
             if not present:
                 missing.append(ref.frame)

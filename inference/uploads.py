@@ -176,6 +176,7 @@ class Uploads:
             return  # cancelled meanwhile
         self.bus.publish(last)
         try:
+            check_uploaded_sizes(job.spec)
             prepared = prepare(job.spec, guard=self.scheduler.guard)  # as its kind is checked
         except Exception as error:  # the frames are in but the job cannot run: it fails, named like any refusal
             if not isinstance(error, VoidlinkError):
@@ -309,3 +310,16 @@ def uploaded_targets(spec: pb.JobSpec) -> list[tuple[pb.FrameRef, Path]]:
         out += [(ref, Path(pattern.path(ref.frame))) for ref in clip.uploaded_frames]
     return out
 
+
+def check_uploaded_sizes(spec: pb.JobSpec) -> None:
+    """Each uploaded frame of a materialised spec has the size the job named it with (what its
+    --max-upload bound was counted from); a frame whose bytes differ fails the job, named."""
+    for ref, target in uploaded_targets(spec):
+        size = target.stat().st_size
+        if size != ref.size:
+            raise InvalidInput(
+                f"uploaded frame {ref.frame} ({ref.sha256[:12]}) was named as {ref.size} bytes, but the frame "
+                f"of that hash is {size} bytes; submit the job again with the frames' real sizes",
+                reason="BAD_SIZE",
+                frame=ref.frame,
+            )

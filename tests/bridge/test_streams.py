@@ -35,6 +35,24 @@ def test_a_job_cancelled_while_its_frames_upload_never_runs(studio, tmp_path):
     assert not any((daemon.data_dir / "transfers").iterdir())
 
 
+def test_a_job_whose_frame_arrives_with_another_size_than_it_named_fails_naming_the_frame(studio, tmp_path):
+    daemon, _, shot = studio
+    client = Client(daemon.address)
+    spec = build_spec(shot.plate, shot.mask, backend="classical", output=tmp_path / "o" / "c.####.exr")
+    uploaded, files = client.hash_frames(spec, client.plan_transfer(spec, "stream"))
+    told = pb.JobSpec()
+    told.CopyFrom(uploaded)
+    lied = told.source.uploaded_frames[-1]
+    lied.size -= 1000  # under the bound it was counted against; the bytes that come are the real ones
+    job = client.submit(told, upload_follows=True)
+    assert job.state == pb.JOB_STATE_UPLOADING
+    client.upload_frames(files)
+    final = client.wait(job.id)
+    assert final.state == pb.JOB_STATE_FAILED and final.started_at == 0
+    assert final.error.reason == "BAD_SIZE" and f"uploaded frame {lied.frame}" in final.message
+    assert not any((daemon.data_dir / "transfers").iterdir())
+
+
 class CuttableProxy:
     """A TCP relay to the daemon whose connections the test cuts, as a dropped network would."""
 
