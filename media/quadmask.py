@@ -58,11 +58,12 @@ def snap(values: np.ndarray) -> tuple[np.ndarray, int]:
         v = v[..., 0]
     if v.dtype != np.uint8:
         v = np.clip(np.nan_to_num(v.astype(np.float32), nan=1.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    # Boundaries halfway between neighbours: 31.5, 95, 191.
+    # The reference VOID's boundaries (its `get_video_mask_input`): ≤31 object, 32–95 overlap,
+    # 96–191 affected, above keep. 95 is overlap there, though nearer to 127 than to 63.
     out = np.full(v.shape, KEEP, np.uint8)
-    out[v < 192] = AFFECTED
-    out[v < 95] = OVERLAP
-    out[v < 32] = OBJECT
+    out[v <= 191] = AFFECTED
+    out[v <= 95] = OVERLAP
+    out[v <= 31] = OBJECT
     return out, int(np.count_nonzero(out != v))
 
 

@@ -257,6 +257,13 @@ def test_snap_counts_off_values():
     assert count == 4
 
 
+def test_snap_draws_the_four_levels_where_the_reference_does():
+    # The reference VOID: <=31 object, 32-95 overlap, 96-191 affected, above keep (95 is overlap).
+    values = np.array([[31, 32, 95, 96], [191, 192, 254, 255]], np.uint8)
+    assert quadmask.snap(values)[0].tolist() == [[0, 63, 63, 127], [127, 255, 255, 255]]
+    assert quadmask.snap(values.astype(np.float32) / 255.0)[0].tolist() == [[0, 63, 63, 127], [127, 255, 255, 255]]
+
+
 def test_from_mattes_threshold_dilate_overlap():
     obj = np.zeros((20, 20), np.float32)
     obj[5:10, 5:10] = 0.8

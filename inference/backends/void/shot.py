@@ -147,7 +147,8 @@ class ShotRun:
             )
         if not np.isfinite(image).all():
             image = np.nan_to_num(image, nan=0.0, posinf=1.0, neginf=0.0)
-        model_image, model_mask = self.geometry.to_model(image, helpers.quantize_quadmask(quadmask))
+        levels = helpers.quantize_quadmask(_levels(quadmask, frame.index))
+        model_image, model_mask = self.geometry.to_model(image, levels)
         return Held(frame.index, model_image, model_mask)
 
     def run(self, frames: Iterator[base.BackendFrame]) -> Iterator[base.BackendResult]:
@@ -355,3 +356,20 @@ class ShotRun:
             use_trimask=False,
             scheduler=CogVideoXDDIMScheduler.from_config(pipe.scheduler.config),
         ).frames
+
+
+def _levels(quadmask: np.ndarray, index: int) -> np.ndarray:
+    """A frame's quadmask in 0–255: uint8 as it is, floats as the media layer reads mattes (0–1, so
+    1.0 is keep). A float mask past 1 is refused: read as 0–1 it would be one level, read as 0–255
+    another, and either guess regenerates the wrong pixels."""
+    if quadmask.dtype.kind != "f":
+        return quadmask
+    values = np.nan_to_num(quadmask.astype(np.float32), nan=1.0)
+    if values.size and (values.max() > 1.0 or values.min() < 0.0):
+        raise InvalidInput(
+            f"frame {index}: the quadmask is float with values from {values.min():g} to {values.max():g}; "
+            "give it as uint8 (0 object, 63 overlap, 127 affected, 255 keep) or as float 0–1",
+            reason="BAD_FRAME",
+            frame=index,
+        )
+    return values * 255.0

@@ -171,6 +171,29 @@ def test_bad_frames_are_named():
         VoidBackend(pipeline=tiny_pipeline(), memory_mode="huge")
 
 
+def test_a_float_quadmask_is_read_as_0_to_1_and_one_past_1_is_refused(monkeypatch):
+    images, masks = shot(3)
+    fed: list[np.ndarray] = []
+    original = VoidPipeline.__call__
+
+    def recording(self, video, quadmask, **kwargs):
+        fed.append(np.asarray(quadmask).copy())
+        return original(self, video, quadmask, **kwargs)
+
+    monkeypatch.setattr(VoidPipeline, "__call__", recording)
+    as_bytes = list(tiny_backend().run(feed(images, masks), request(3)))
+    floats = [qm.astype(np.float32) / 255.0 for qm in masks]  # as a matte read from an EXR
+    as_floats = list(tiny_backend().run(feed(images, floats), request(3)))
+    assert len(fed) == 2 and np.array_equal(fed[0], fed[1])  # the model saw the same mask, not all "object"
+    assert (fed[1] != fed[1].min()).any()
+    for one, other in zip(as_bytes, as_floats):
+        np.testing.assert_array_equal(one.image, other.image)
+    past = [qm.astype(np.float32) for qm in masks]  # 0-255 in floats: no level can be told from it
+    with pytest.raises(InvalidInput, match="frame 1001: the quadmask is float with values from 0 to 255") as caught:
+        list(tiny_backend().run(feed(images, past), request(3)))
+    assert caught.value.frame == 1001
+
+
 def test_library_call_without_a_frame_range():
     images, masks = shot(6, size=(60, 30))
     backend = tiny_backend()
