@@ -81,11 +81,22 @@ def _png_job(head: bytes) -> Optional[str]:
 def check_replaceable(
     finals: Iterable[tuple[str, int, str]], sources: Collection[str], overwrite: bool
 ) -> None:
-    """Refuse, before anything is written, to put a fetched result over a source of the job (never) or
-    over files voidlink did not write (unless `overwrite`). `finals`: (label, frame, path) each;
-    `sources`: the real paths of the files the job reads here."""
+    """Refuse, before anything is written, to put a fetched result over a source of the job (never), two
+    kinds of its files on one path, or over files voidlink did not write (unless `overwrite`). `finals`:
+    (label, frame, path) each; `sources`: the real paths of the files the job reads here."""
     foreign: dict[str, list[tuple[int, str]]] = {}
+    written: dict[str, str] = {}
     for label, frame, path in finals:
+        other = written.setdefault(os.path.normcase(os.path.realpath(path)), label)
+        if other != label:  # the second renamed into place would replace the first
+            raise errors.InvalidInput(
+                f"{label}: {path} (frame {frame}) is named by '{other}' too; give each kind of file the job "
+                "writes a name of its own",
+                reason="OUTPUTS_COLLIDE",
+                field=label,
+                file=path,
+                frame=frame,
+            )
         if os.path.realpath(path) in sources:
             raise errors.PermissionDenied(
                 f"{label}: {path} is a source file of this job; sources are never written",

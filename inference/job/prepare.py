@@ -94,6 +94,7 @@ def prepare_job(spec: pb.JobSpec, *, guard: Optional[Confinement] = None) -> Pre
     for kind, pattern in side_patterns(spec, output):
         _check_not_a_source(pattern, clips, first, last, LABELS[kind])
         sides[kind] = pattern
+    check_apart({"output": output, **sides}, first, last)
 
     pixel_type = vocabulary.PIXEL_TYPE.word(spec.output.pixel_type, "spec.output.pixel_type")
     if pixel_type == "uint8":
@@ -246,6 +247,25 @@ def _check_not_a_source(pattern: SequencePattern, clips: list[Clip], first: int,
                 file=pattern.path(frame),
                 frame=frame,
             )
+
+
+def check_apart(patterns: dict[str, SequencePattern], first: int, last: int) -> None:
+    """No two kinds of file the job writes (output, quadmask, raw, a matte's affected) name one file: the
+    second renamed into place would replace the first, and the job would end with one kind of frame."""
+    written: dict[str, str] = {}
+    for kind, pattern in patterns.items():
+        for frame in range(first, last + 1):
+            path = os.path.normcase(os.path.realpath(pattern.path(frame)))
+            other = written.setdefault(path, kind)
+            if other != kind:
+                raise InvalidInput(
+                    f"{LABELS[kind]}: {pattern.path(frame)} is also the job's {other} ({LABELS[other]}); "
+                    "give each kind of file a name of its own",
+                    reason="OUTPUTS_COLLIDE",
+                    field=LABELS[kind],
+                    file=pattern.path(frame),
+                    frame=frame,
+                )
 
 
 def _check_writable(folder: Path, label: str) -> None:

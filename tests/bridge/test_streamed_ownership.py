@@ -54,6 +54,22 @@ def test_a_streamed_result_refuses_another_programs_file_unless_told_and_replace
     assert again.state == "succeeded" and all(job_of(str(p)) == again.job_id for p in frame_files(str(out), 1001, 1005))
 
 
+def test_a_streamed_result_with_two_kinds_on_one_file_is_refused_before_anything_goes(studio, tmp_path):
+    daemon, _, shot = studio
+    client = Client(daemon.address)
+    out = tmp_path / "ws" / "out" / "c.####.exr"
+    earlier = client.remove(shot.plate, shot.mask, backend="classical", output=out, transfer="stream")
+    before, sent = {p: p.read_bytes() for p in frame_files(str(out), 1001, 1005)}, client.stats.bytes_sent
+    spec = build_spec(shot.plate, shot.mask, backend="classical", output=out)
+    spec.output.quadmask_template = str(out)  # the daemon keeps the kinds apart; here they would land on one file
+    with pytest.raises(errors.InvalidInput) as caught:
+        client.start(spec, transfer="stream")
+    assert caught.value.reason == "OUTPUTS_COLLIDE" and caught.value.frame == 1001
+    assert "is named by 'output here' too" in str(caught.value)
+    assert [job.id for job in client.jobs()] == [earlier.job_id] and client.stats.bytes_sent == sent
+    assert {p: p.read_bytes() for p in frame_files(str(out), 1001, 1005)} == before
+
+
 def test_a_foreign_file_appearing_while_the_job_runs_is_not_replaced_and_nothing_is(studio, tmp_path):
     daemon, _, shot = studio
     client = Client(daemon.address)

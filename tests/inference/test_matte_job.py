@@ -208,6 +208,9 @@ def test_matte_specs_are_refused_naming_the_prompt_and_field(serve, tracker, sho
         spec = _spec(shot, tmp_path)
         spec.output.write_raw = True
         cases.append((spec, "BAD_VALUE", "spec.output.write_raw", "writes mattes"))
+        spec = _spec(shot, tmp_path, propose_affected=True)
+        spec.matte.affected_template = spec.output.path_template
+        cases.append((spec, "OUTPUTS_COLLIDE", "spec.matte.affected_template", "is also the job's output"))
         for spec, reason, field, words in cases:
             error = _refused(client, spec)
             assert (error.reason, error.field) == (reason, field), str(error)

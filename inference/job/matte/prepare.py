@@ -25,6 +25,7 @@ from voidlink.inference.job.prepare import (
     _colorspaces,
     _job_frames,
     _output_pattern,
+    check_apart,
 )
 from voidlink.media import image, sequence
 from voidlink.protos import pb, vocabulary
@@ -103,6 +104,7 @@ def prepare_matte(spec: pb.JobSpec, *, guard: Optional[Confinement] = None) -> P
         _check_not_a_source(pattern, [source], first, last, LABELS[kind])
         _check_writable(Path(pattern.directory), LABELS[kind])
         sides[kind] = pattern
+    check_apart({"output": output, **sides}, first, last)
     prepared = PreparedMatte(
         spec=spec,
         first=first,

@@ -97,6 +97,26 @@ def test_output_over_files_voidlink_did_not_write_is_refused_unless_overwrite(sh
     assert info.value.reason == "OUTPUT_OVERWRITES_SOURCE"
 
 
+def test_two_kinds_of_output_on_one_file_are_refused_and_the_clean_plate_stays(shot, tmp_path):
+    output = tmp_path / "o" / "c.####.exr"
+    earlier = run_spec(build_spec(shot.plate, shot.mask, output=output), job_id="a")
+    spec = build_spec(shot.plate, shot.mask, output=output)
+    spec.output.quadmask_template = str(output)  # the quadmask renamed in last would replace every clean frame
+    with pytest.raises(errors.InvalidInput) as info:
+        prepare_job(spec)
+    first = str(output).replace("####", f"{shot.first:04d}")
+    assert info.value.reason == "OUTPUTS_COLLIDE" and info.value.field == "spec.output.quadmask_template"
+    assert info.value.file == first and info.value.frame == shot.first
+    assert "is also the job's output (spec.output.path_template)" in str(info.value)
+    raw = build_spec(shot.plate, shot.mask, output=tmp_path / "r" / "r.####.exr")
+    raw.output.write_raw = True
+    raw.output.raw_template = raw.output.quadmask_template = str(tmp_path / "r" / "side.####.png")
+    with pytest.raises(errors.InvalidInput, match="spec.output.raw_template: .* is also the job's quadmask"):
+        prepare_job(raw)
+    assert _jobs(earlier.output_pattern, shot.first, shot.last) == ["a"] * 6
+    assert image.read_image(first).pixels.shape[2] == 3  # still the clean plate, not a one-channel matte
+
+
 class _Intruder(MeanFill):
     """Another program writes a file at one of the job's output names while the job renders."""
 
