@@ -396,7 +396,7 @@ def _write_failed(path: str, why: str, size: int) -> Exception:
     if "no space left" in why.lower() or "quota" in why.lower() or (free is not None and free < size):
         return LimitExceeded(
             f"disk full at {folder}: cannot write {os.path.basename(path)} ({why}); free space there and run the "
-            "job again (the frames written so far are kept)",
+            "job again (an earlier result there is kept whole)",
             reason="DISK_FULL",
             file=path,
         )

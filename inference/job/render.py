@@ -242,14 +242,14 @@ class _StagedWriter:
             attributes={f"{image.OWN_PREFIX}{key}": value for key, value in self.made_by.items()},
             channel_types=channel_types,
         )
-        image.write_image(str(target), out, spec)
-        if prepared.raw_output is not None:
+        if prepared.raw_output is not None:  # before the output: a frame counts as done once its output is staged
             image.write_image(
                 str(staged_path(self.staging, "raw", prepared.raw_output, result.index)),
                 np.clip(result.image, 0.0, 1.0),
                 pixel_type="uint8",
                 attributes={image.JOB_ATTRIBUTE: self.job_id},
             )
+        image.write_image(str(target), out, spec)
 
 
 def composite_frame(

@@ -117,6 +117,35 @@ def test_two_kinds_of_output_on_one_file_are_refused_and_the_clean_plate_stays(s
     assert image.read_image(first).pixels.shape[2] == 3  # still the clean plate, not a one-channel matte
 
 
+@pytest.mark.parametrize("killed_at", ["raw", "output"])
+def test_a_job_killed_between_a_frames_files_resumes_with_every_file_of_every_frame_its_own(
+    shot, tmp_path, monkeypatch, killed_at
+):
+    from voidlink.inference.job import render as job_render
+
+    def spec() -> pb.JobSpec:
+        made = build_spec(shot.plate, shot.mask, output=tmp_path / "o" / "o.####.exr")
+        made.output.write_raw = True
+        return made
+
+    earlier = run_spec(spec(), job_id="a")
+    write = image.write_image
+
+    def dying(path, *args, **kwargs):
+        if f"{os.sep}{killed_at}{os.sep}" in path and path.endswith("1003" + Path(path).suffix):
+            raise Killed(f"the daemon dies writing frame 1003's {killed_at}")
+        return write(path, *args, **kwargs)
+
+    monkeypatch.setattr(job_render.image, "write_image", dying)
+    with pytest.raises(Killed):
+        run_job(prepare_job(spec()), MeanFill(), job_id="b")
+    monkeypatch.undo()
+    result = run_job(prepare_job(spec()), MeanFill(), job_id="b")  # the restart resumes what is not staged
+    for pattern in (result.output_pattern, result.raw_pattern, result.quadmask_pattern):
+        assert _jobs(pattern, shot.first, shot.last) == ["b"] * 6, pattern
+    assert earlier.raw_pattern == result.raw_pattern
+
+
 class _Intruder(MeanFill):
     """Another program writes a file at one of the job's output names while the job renders."""
 
