@@ -341,7 +341,8 @@ class Roots:
         return Confinement(self.prepared_guard(), self.opened_guard()) if self.confined else None
 
     def prepared_guard(self) -> Callable[[object], None]:
-        """A check of a prepared job's every frame file and output folder (runs at submit and at run time)."""
+        """A check of a prepared job's every frame file and output folder: at submission, when the job
+        starts (it may have waited in the queue) and before its commit."""
 
         def guard(prepared) -> None:
             for clip in (prepared.source, prepared.mask, prepared.affected):

@@ -63,6 +63,14 @@ class StagedOutput:
         """The job's staging folder (whether or not it exists)."""
         return staging_folder(self.output_dir, job_id)
 
+    def check_confined(self) -> None:
+        """The daemon's confinement to its roots (the `guard` the job was prepared with, if any) checked
+        again: a folder the job writes into that was swapped for a link since it was prepared (it may have
+        waited in the queue) is refused before anything is staged there, and again before the commit."""
+        guard = getattr(self, "guard", None)
+        if guard is not None:
+            guard.check(self)
+
 
 def side_pattern(output: SequencePattern, template: str, kind: str, suffix: str) -> SequencePattern:
     """Where the quadmask or raw sequence goes: the job's template, else `<out>/<kind>/<stem>_<kind>.####.png`."""

@@ -52,6 +52,7 @@ class PreparedJob(StagedOutput):
     raw_output: Optional[SequencePattern] = None
     layers: bool = False  # the change as extra channels in the output EXR
     notes: list[str] = field(default_factory=list)
+    guard: Optional[Confinement] = None  # the confinement it was prepared under, checked again where it writes
 
     def finals(self) -> Finals:
         """(kind, pattern) of every kind of file the job writes: output, then quadmask and raw if asked."""
@@ -127,6 +128,7 @@ def prepare_job(spec: pb.JobSpec, *, guard: Optional[Confinement] = None) -> Pre
     )
     if guard is not None:
         guard.check(prepared)
+        prepared.guard = guard
     if not spec.output.overwrite:
         _check_not_foreign(prepared)
     return prepared

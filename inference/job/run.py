@@ -61,6 +61,7 @@ def run_job(
             progress.stage("commit", "finishing the renames of an interrupted commit")
             result = describe_run(prepared, backend, request, {}, [], job_id)
             return commit(prepared, staging, job_id, result, cancelled)
+        prepared.check_confined()
         staging.mkdir(parents=True, exist_ok=True)
         # 3 analyse
         progress.stage("analyse", "reading the mattes")

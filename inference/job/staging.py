@@ -116,9 +116,10 @@ def commit(
     """Move every staged file onto its final name, then drop the staging folder; returns the result.
 
     Before the marker: files at the final names must be voidlink's (unless the job says overwrite),
-    the folders are made, and a cancel that came first stops the job (its staging folder is then
-    removed by the caller). Writing the marker is the point of no return; a marker found already (a
-    commit interrupted by a crash) is finished whatever was asked since, with the result it holds."""
+    the folders are made and checked against the daemon's roots once more, and a cancel that came
+    first stops the job (its staging folder is then removed by the caller). Writing the marker is
+    the point of no return; a marker found already (a commit interrupted by a crash) is finished
+    whatever was asked since, with the result it holds."""
     finals = prepared.finals()
     marker = staging / COMMIT_MARKER
     with _COMMIT_LOCK:
@@ -130,6 +131,7 @@ def commit(
             if not prepared.spec.output.overwrite:
                 _check_still_ours(moves, finals)
             _make_folders(moves)
+            prepared.check_confined()
             begin_commit(cancelled)
             _write_marker(marker, job_id, prepared, result)
         _roll_forward(staging, finals)

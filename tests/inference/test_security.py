@@ -280,8 +280,10 @@ class _PausedBackend:
         assert self.go.wait(60), "the test never said go"
         yield from self.inner.run(frames, request)
 
-    def notes(self):
-        return self.inner.notes()
+    def __getattr__(self, name):  # the rest of the backend as it is
+        if name.startswith("__") or name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
 def test_a_plate_frame_swapped_for_a_link_outside_the_roots_while_the_job_runs_is_not_read(
@@ -310,6 +312,59 @@ def test_a_plate_frame_swapped_for_a_link_outside_the_roots_while_the_job_runs_i
     assert f"opened {outside.folder / 'plate.1002.exr'}, which is outside the folders" in final.error.message
     assert "it was not read" in final.error.message
     assert not out.parent.exists() or not any(out.parent.iterdir())  # nothing written, no staging left
+
+
+def test_an_output_folder_swapped_for_a_link_while_the_job_waits_in_the_queue_is_not_written(
+    rooted, tmp_path, monkeypatch
+):
+    daemon, root, shot, _ = rooted
+    registry = daemon.registry
+    get = registry.get
+    reached, go = threading.Event(), threading.Event()
+    monkeypatch.setattr(registry, "get", lambda name: _PausedBackend(get(name), reached, go))
+    client = Client(daemon.address)
+    first = build_spec(shot.plate, shot.mask, output=root / "sh010" / "o" / "c.####.exr", backend="classical")
+    busy = client.submit(first)
+    assert reached.wait(60), client.get(busy.id)  # the one worker is held: the next job waits in the queue
+    out_dir = root / "sh010" / "void"
+    out_dir.mkdir()
+    job = client.submit(build_spec(shot.plate, shot.mask, output=out_dir / "c.####.exr", backend="classical"))
+    victim = tmp_path / "not-a-root"
+    victim.mkdir()
+    out_dir.rmdir()  # checked at submission; now a link to a folder outside every root
+    out_dir.symlink_to(victim, target_is_directory=True)
+    go.set()
+    assert client.wait(busy.id).state == pb.JOB_STATE_SUCCEEDED
+    final = client.wait(job.id)
+    assert final.state == pb.JOB_STATE_FAILED and final.error.reason == "OUTSIDE_ROOTS", final.message
+    assert f"resolves to {victim}" in final.message
+    assert list(victim.iterdir()) == []  # not a frame, not a staging folder
+
+
+def test_a_side_output_folder_swapped_for_a_link_while_the_job_renders_is_not_committed_into(
+    rooted, tmp_path, monkeypatch
+):
+    daemon, root, shot, _ = rooted
+    registry = daemon.registry
+    get = registry.get
+    reached, go = threading.Event(), threading.Event()
+    monkeypatch.setattr(registry, "get", lambda name: _PausedBackend(get(name), reached, go))
+    client = Client(daemon.address)
+    out, mattes = root / "sh010" / "void" / "c.####.exr", root / "sh010" / "mattes"
+    mattes.mkdir()
+    spec = build_spec(shot.plate, shot.mask, output=out, backend="classical")
+    spec.output.quadmask_template = str(mattes / "q.####.png")
+    job = client.submit(spec)
+    assert reached.wait(60), client.get(job.id)  # past the checks at its start: its frames are being made
+    victim = tmp_path / "not-a-root"
+    victim.mkdir()
+    mattes.rmdir()
+    mattes.symlink_to(victim, target_is_directory=True)
+    go.set()
+    final = client.wait(job.id)
+    assert final.state == pb.JOB_STATE_FAILED and final.error.reason == "OUTSIDE_ROOTS", final.message
+    assert list(victim.iterdir()) == []
+    assert not any(out.parent.iterdir())  # refused before the point of no return: no frame moved, no staging left
 
 
 def test_a_fifo_in_a_frames_place_is_refused_not_waited_on(tmp_path, monkeypatch):

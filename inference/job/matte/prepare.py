@@ -54,6 +54,7 @@ class PreparedMatte(StagedOutput):
     affected_output: Optional[SequencePattern] = None
     quadmask_output: Optional[SequencePattern] = None
     notes: list[str] = field(default_factory=list)
+    guard: Optional[Confinement] = None  # the confinement it was prepared under, checked again where it writes
     # What the daemon's confinement and the removal's steps look for on a prepared job: a matte job has none.
     mask: None = None
     affected: None = None
@@ -120,6 +121,7 @@ def prepare_matte(spec: pb.JobSpec, *, guard: Optional[Confinement] = None) -> P
     )
     if guard is not None:
         guard.check(prepared)
+        prepared.guard = guard
     if not spec.output.overwrite:
         _check_not_foreign(prepared)  # type: ignore[arg-type]  # it reads only finals() and frames
     return prepared

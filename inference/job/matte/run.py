@@ -76,6 +76,7 @@ def run_matte(
         if (staging / COMMIT_MARKER).exists():
             progress.stage("commit", "finishing the renames of an interrupted commit")
             return commit(prepared, staging, job_id, pb.JobResult(), cancelled)
+        prepared.check_confined()
         staging.mkdir(parents=True, exist_ok=True)
         request = MatteRequest(cancelled=cancelled, on_message=progress.log)
         reader = PlateFrames(prepared, cancelled)
