@@ -1,8 +1,8 @@
 """Fetching a streamed-back job's files: each checked by hash, all renamed into place at once.
 
 Each file lands under a temporary name first, and every one is renamed into place only when all
-arrived whole, so a broken download leaves any earlier result as it was; a retry asks only for what
-did not arrive whole.
+arrived whole, all or none (a rename that fails puts every file back), so a broken download leaves
+any earlier result as it was; a retry asks only for what did not arrive whole.
 """
 
 from __future__ import annotations
@@ -62,10 +62,15 @@ def download_result(
                     raise link.error(exc) from None
                 stats.resumes += 1
                 time.sleep(0.5 * (attempt + 1))  # the connection broke: ask again for what did not arrive whole
+        if len(whole) < progress.files_total:
+            raise errors.VoidlinkError(
+                f"the daemon's stream of job {job.id}'s result ended after {len(whole)} of its "
+                f"{progress.files_total} files; nothing was replaced here, download again",
+                reason="INCOMPLETE",
+            )
         finals = [(f"{frames[name][0]} here", frames[name][1], final) for name, (_, final, _) in whole.items()]
         check_replaceable(finals, sources, job.spec.output.overwrite)
-        for temporary, final, _ in whole.values():
-            os.replace(temporary, final)
+        _place_all([(temporary, final) for temporary, final, _ in whole.values()], job.id)
         whole, placed = {}, True
     finally:
         for temporary, _, _ in whole.values():
@@ -177,6 +182,37 @@ def _receive(
             handle.close()
             try:
                 os.remove(temporary)
+            except OSError:
+                pass
+
+
+def _place_all(files: list[tuple[str, str]], job_id: str) -> None:
+    """Rename each (temporary, final) into place, all or none: each file there is first moved aside, and
+    if any rename fails (a frame held open by a host on Windows, a Ctrl-C) every file is put back as it
+    was, so an earlier result is never left half replaced."""
+    placed: list[tuple[str, Optional[str]]] = []  # (final, where the file there was moved aside)
+    try:
+        for temporary, final in files:
+            aside = None
+            if os.path.lexists(final):
+                aside = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.voidlink-{job_id}.old")
+                os.replace(final, aside)
+            placed.append((final, aside))
+            os.replace(temporary, final)
+    except BaseException:
+        for final, aside in reversed(placed):
+            try:
+                if aside is not None:
+                    os.replace(aside, final)
+                elif os.path.lexists(final):
+                    os.remove(final)  # nothing was there before this download
+            except OSError:
+                pass
+        raise
+    for _, aside in placed:
+        if aside is not None:
+            try:
+                os.remove(aside)
             except OSError:
                 pass
 

@@ -3,6 +3,7 @@ voidlink may write: never over the job's own plates, over another program's file
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -12,6 +13,7 @@ from support.shots import frame_files
 from voidlink.bridge import Client, build_spec
 from voidlink.bridge.ownership import job_of
 from voidlink.media.image import job_of as media_job_of
+from voidlink.protos import pb
 
 from voidlink import errors
 
@@ -115,3 +117,65 @@ def test_an_unnamed_side_sequence_is_checked_where_the_daemon_would_put_it_befor
         client.remove(shot.plate, shot.mask, backend="classical", output=out, transfer="stream")
     assert caught.value.frame == 1002 and "quadmask here" in str(caught.value)
     assert client.jobs() == [] and quadmask.read_bytes() == b"a picture someone else made"
+
+
+def _rerun_waiting_to_be_fetched(client: Client, shot, out):
+    """An earlier result at `out`, and a rerun over it that has ended on the daemon, not fetched yet."""
+    earlier = client.remove(shot.plate, shot.mask, backend="classical", output=out, transfer="stream")
+    job, plan = client.start(build_spec(shot.plate, shot.mask, backend="classical", output=out), "stream")
+    job = client.wait(job.id)
+    assert job.state == pb.JOB_STATE_SUCCEEDED
+    return earlier, job, plan, {p: p.read_bytes() for p in out.parent.rglob("*") if p.is_file()}
+
+
+def test_a_rename_failing_midway_puts_the_earlier_result_back_whole(studio, tmp_path, monkeypatch):
+    from voidlink.bridge import download
+
+    daemon, _, shot = studio
+    client = Client(daemon.address)
+    out = tmp_path / "ws" / "out" / "c.####.exr"
+    earlier, job, plan, before = _rerun_waiting_to_be_fetched(client, shot, out)
+    real, renamed = os.replace, []
+
+    def replace(source, target):
+        if str(target).endswith("c.1003.exr") and ".voidlink-" in str(source) and ".part" in str(source):
+            # As on Windows, where the host's Read holds the frame open: the third frame cannot be replaced.
+            raise PermissionError(13, "The process cannot access the file", str(target))
+        renamed.append(target)
+        return real(source, target)
+
+    monkeypatch.setattr(download.os, "replace", replace)
+    with pytest.raises(PermissionError):
+        client.finish(job, plan)
+    monkeypatch.undo()
+    assert any(str(t).endswith("c.1002.exr") for t in renamed)  # two frames had been put in place before it
+    assert {p: p.read_bytes() for p in out.parent.rglob("*") if p.is_file()} == before  # and were put back
+    assert all(job_of(str(p)) == earlier.job_id for p in frame_files(str(out), 1001, 1005))
+    client.finish(job, plan)  # fetched again once the frame is free
+    assert all(job_of(str(p)) == job.id for p in frame_files(str(out), 1001, 1005))
+
+
+def test_a_result_stream_that_ends_early_replaces_nothing(studio, tmp_path, monkeypatch):
+    from voidlink.inference import downloads
+    from voidlink.protos.wire import split_file_chunk
+
+    daemon, _, shot = studio
+    client = Client(daemon.address)
+    out = tmp_path / "ws" / "out" / "c.####.exr"
+    _, job, plan, before = _rerun_waiting_to_be_fetched(client, shot, out)
+    stream = downloads.Downloads.stream
+
+    def short(self, *args, **kwargs):
+        names = set()
+        for chunk in stream(self, *args, **kwargs):
+            raw = chunk if isinstance(chunk, bytes) else chunk.SerializeToString()
+            names.add(pb.FileChunk.FromString(split_file_chunk(raw)[0]).relative_path)
+            if len(names) > 2:
+                return  # a clean end after two whole files (a fault in the daemon, a proxy cutting it short)
+            yield chunk
+
+    monkeypatch.setattr(downloads.Downloads, "stream", short)
+    with pytest.raises(errors.VoidlinkError) as caught:
+        client.finish(job, plan)
+    assert caught.value.reason == "INCOMPLETE" and "ended after 2 of its" in str(caught.value)
+    assert {p: p.read_bytes() for p in out.parent.rglob("*") if p.is_file()} == before
