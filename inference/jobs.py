@@ -97,6 +97,11 @@ class Jobs:
                     return job
         try:
             prepared = prepare(spec, guard=self.scheduler.guard)
+            try:
+                prepared.check_no_unfinished_commit()  # refused now, not once it has waited and run
+            except BaseException:
+                prepared.close()
+                raise
         except BaseException:
             self.transfers.discard_inputs(spec)
             raise

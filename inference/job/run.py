@@ -62,6 +62,7 @@ def run_job(
             result = describe_run(prepared, backend, request, {}, [], job_id)
             return commit(prepared, staging, job_id, result, cancelled)
         prepared.check_confined()
+        prepared.check_no_unfinished_commit(job_id)
         staging.mkdir(parents=True, exist_ok=True)
         # 3 analyse
         progress.stage("analyse", "reading the mattes")

@@ -25,15 +25,20 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from voidlink.inference.job.control import begin_commit
-from voidlink.inference.job.outputs import LABELS, Finals, output_exists, spec_finals, staging_folder
+from voidlink.inference.job.outputs import (
+    COMMIT_MARKER,
+    LABELS,
+    Finals,
+    output_exists,
+    spec_finals,
+    staging_folder,
+)
 from voidlink.inference.job.prepare import PreparedJob
 from voidlink.media import image
 from voidlink.protos import pb
 from voidlink.protos.clips import SequencePattern
 
 from voidlink.errors import InvalidInput, PermissionDenied, VoidlinkError
-
-COMMIT_MARKER = "commit.json"
 
 # One commit at a time in this process, whichever daemon or pool worker runs it: two jobs writing the
 # same output never interleave their renames. A lock, not state: it guards the file system, which
@@ -132,6 +137,7 @@ def commit(
                 _check_still_ours(moves, finals)
             _make_folders(moves)
             prepared.check_confined()
+            prepared.check_no_unfinished_commit(job_id)
             begin_commit(cancelled)
             _write_marker(marker, job_id, prepared, result)
         _roll_forward(staging, finals)

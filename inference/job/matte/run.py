@@ -77,6 +77,7 @@ def run_matte(
             progress.stage("commit", "finishing the renames of an interrupted commit")
             return commit(prepared, staging, job_id, pb.JobResult(), cancelled)
         prepared.check_confined()
+        prepared.check_no_unfinished_commit(job_id)
         staging.mkdir(parents=True, exist_ok=True)
         request = MatteRequest(cancelled=cancelled, on_message=progress.log)
         reader = PlateFrames(prepared, cancelled)

@@ -146,6 +146,53 @@ def test_a_job_killed_between_a_frames_files_resumes_with_every_file_of_every_fr
     assert earlier.raw_pattern == result.raw_pattern
 
 
+def test_a_move_stopped_half_way_is_finished_before_any_other_job_writes_those_files(shot, tmp_path, monkeypatch):
+    import errno
+
+    from voidlink.inference.backends import BackendRegistry
+    from voidlink.inference.events import EventBus
+    from voidlink.inference.scheduler import Scheduler
+    from voidlink.inference.store import JobStore
+    from voidlink.protos import status
+
+    output = tmp_path / "o" / "o.####.exr"
+    store = JobStore(tmp_path / "jobs.sqlite")
+    spec = build_spec(shot.plate, shot.mask, output=output)
+    earlier = store.add(spec)
+    run_spec(spec, job_id=earlier.id)
+    stopped = store.add(spec)
+    move, moved = job_staging._move, []
+
+    def failing(staged, final):
+        if len(moved) == 2:
+            raise OSError(errno.EACCES, "Permission denied")
+        moved.append(final)
+        move(staged, final)
+
+    monkeypatch.setattr(job_staging, "_move", failing)  # the third rename fails: a permission, a full disk
+    with pytest.raises(errors.VoidlinkError) as info:
+        run_job(prepare_job(spec), MeanFill(), job_id=stopped.id)
+    assert info.value.reason == "COMMIT_INCOMPLETE"
+    store.finish(stopped.id, pb.JOB_STATE_FAILED, message=str(info.value), error=status.detail_of(info.value))
+    monkeypatch.undo()
+
+    # The user runs the job again instead of restarting: refused before it renders, naming the way out.
+    rerun = store.add(spec)
+    with pytest.raises(errors.Conflict) as refused:
+        run_job(prepare_job(spec), MeanFill(), job_id=rerun.id)
+    assert refused.value.reason == "COMMIT_PENDING" and f"job {stopped.id} began moving" in str(refused.value)
+    assert "Restart the daemon" in str(refused.value) and str(staging_of(spec, stopped.id)) in str(refused.value)
+    assert _jobs(str(output), shot.first, shot.last) == [stopped.id] * 2 + [earlier.id] * 4
+    assert staging_of(spec, rerun.id) is None or not staging_of(spec, rerun.id).exists()
+
+    # The restart finishes the stopped move; then the rerun goes through and its frames are the only ones.
+    assert Scheduler(store, EventBus(), BackendRegistry()).recover() == [stopped.id]
+    assert _jobs(str(output), shot.first, shot.last) == [stopped.id] * 6
+    run_spec(spec, job_id=rerun.id)
+    assert _jobs(str(output), shot.first, shot.last) == [rerun.id] * 6
+    store.close()
+
+
 class _Intruder(MeanFill):
     """Another program writes a file at one of the job's output names while the job renders."""
 
