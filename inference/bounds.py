@@ -8,6 +8,10 @@ request cannot starve another's.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from voidlink.media.sequence import MAX_FRAME_NUMBER, MAX_FRAMES, check_range
 from voidlink.protos import pb
 
@@ -26,7 +30,63 @@ MAX_OUTLINE = 10_000  # vertices of one prompt's outline
 MAX_AFFECTED_TEXT = 1000  # characters
 MAX_GRID = 4096  # pixels of the affected proposal's grid cells
 
-__all__ = ["MAX_FRAMES", "MAX_FRAME_NUMBER", "MAX_PAGE", "check_matte", "check_page", "check_range", "check_spec"]
+# The daemon's RPC threads: each open stream (a watch, an upload) holds one while it lasts, and threads
+# that wait cost little, so there are enough for a studio's open panels and Nuke sessions.
+DEFAULT_RPC_THREADS = 64
+# Threads of the daemon's RPC pool that streams never take: a GetInfo, a cancel or a submit always finds one.
+UNARY_THREADS = 8
+
+__all__ = [
+    "MAX_FRAMES",
+    "MAX_FRAME_NUMBER",
+    "MAX_PAGE",
+    "StreamSlots",
+    "check_matte",
+    "check_page",
+    "check_range",
+    "check_spec",
+]
+
+
+class StreamSlots:
+    """The streaming calls (WatchJob, UploadFrames, DownloadResult) the daemon serves at once. Each holds
+    one RPC thread for as long as it lasts, idle or not, so together they stay below the thread count
+    (`UNARY_THREADS` are left for the other calls), and where tokens name the callers no one token may
+    hold more than half of them: one user's open watches or stalled uploads cannot stop the daemon
+    answering the rest. A stream past either bound is refused at once (RESOURCE_EXHAUSTED, STREAMS_BUSY)."""
+
+    def __init__(self, threads: int, shared: bool) -> None:
+        """`threads`: the RPC pool's; `shared`: whether callers are told apart (a daemon with tokens)."""
+        self.total = max(1, threads - UNARY_THREADS)
+        self.per_caller = max(1, self.total // 2) if shared else self.total
+        self._lock = threading.Lock()
+        self._open = 0
+        self._by_caller: dict[str, int] = {}
+
+    @contextmanager
+    def hold(self, caller: str, call: str) -> Iterator[None]:
+        with self._lock:
+            mine = self._by_caller.get(caller, 0)
+            if self._open >= self.total or mine >= self.per_caller:
+                whose = "" if self._open >= self.total else f" for one token ({caller})"
+                bound = self.total if self._open >= self.total else self.per_caller
+                raise LimitExceeded(
+                    f"{call}: this daemon serves at most {bound} streams at once{whose}, and that many are open; "
+                    "close watches or transfers you no longer need, or try again when one ends",
+                    reason="STREAMS_BUSY",
+                )
+            self._open += 1
+            self._by_caller[caller] = mine + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._open -= 1
+                left = self._by_caller[caller] - 1
+                if left:
+                    self._by_caller[caller] = left
+                else:
+                    del self._by_caller[caller]
 
 
 def check_spec(spec: pb.JobSpec) -> None:

@@ -28,6 +28,7 @@ from typing import Optional
 import grpc
 from voidlink.inference.backends import BACKEND_NAMES, BackendRegistry
 from voidlink.inference.backends.matte import MatteRegistry
+from voidlink.inference.bounds import DEFAULT_RPC_THREADS, StreamSlots
 from voidlink.inference.datadir import DataDirLock, default_data_dir
 from voidlink.inference.downloads import RESULT_DAYS, Downloads
 from voidlink.inference.events import EventBus
@@ -58,7 +59,7 @@ class Daemon:
         listen: str = DEFAULT_ADDRESS,
         data_dir: Optional[Path] = None,
         weights: Optional[str] = None,
-        max_workers: int = 16,
+        max_workers: int = DEFAULT_RPC_THREADS,
         security: Optional[SecurityConfig] = None,
         executor: Optional[Executor] = None,
         retention: Retention = DEFAULT_RETENTION,
@@ -140,6 +141,7 @@ class Daemon:
                     self.roots,
                     self.info,
                     callers=(lambda context: tokens.caller(context.invocation_metadata())) if tokens else None,
+                    streams=StreamSlots(self._max_workers, shared=bool(tokens)),
                 ),
                 max_workers=self._max_workers,
                 max_message_bytes=security.max_message_bytes,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 import grpc
+from voidlink.inference.bounds import DEFAULT_RPC_THREADS, StreamSlots
 from voidlink.inference.jobs import Jobs
 from voidlink.inference.probe import probe_paths
 from voidlink.inference.security import ANYONE, Caller, Roots
@@ -117,7 +118,8 @@ def _stream_rpc(method):
         try:
             _check_protocol(context)
             _well_formed(request)
-            yield from method(self, request, context)
+            with self.streams.hold(self._caller(context).name, method.__name__):
+                yield from method(self, request, context)
         except VoidlinkError as error:
             _abort(context, error)
         except Exception as exc:  # noqa: BLE001
@@ -142,14 +144,17 @@ class VoidLinkService(rpc.VoidLinkServicer):
         roots: Roots,
         info: Callable[[], pb.GetInfoResponse],
         callers: Optional[Callable[[grpc.ServicerContext], Optional[Caller]]] = None,
+        streams: Optional[StreamSlots] = None,
     ) -> None:
         """`callers`: who a call's metadata names (the token file's lookup); None: a daemon without tokens,
-        where every caller sees every job."""
+        where every caller sees every job. `streams`: the bound on streams open at once (the daemon sizes
+        it to its RPC threads)."""
         self.jobs = jobs
         self.uploads = uploads
         self.roots = roots
         self.info = info
         self.callers = callers
+        self.streams = streams or StreamSlots(DEFAULT_RPC_THREADS, shared=callers is not None)
 
     def _caller(self, context: grpc.ServicerContext) -> Caller:
         if self.callers is None:

@@ -14,6 +14,7 @@ from typing import Optional, Union
 
 from voidlink.bridge.client import Client, TransferPlan
 from voidlink.protos import pb
+from voidlink.protos.events import job_event
 from voidlink.protos.vocabulary import TERMINAL
 
 from voidlink import errors
@@ -112,12 +113,18 @@ class JobService(QtCore.QObject):
         def work() -> None:
             try:
                 while not self._closed.is_set():
-                    for event in self.client.watch(job_id):
-                        if self._closed.is_set():
-                            return
-                        self.progress.emit(event)
-                        if event.state in TERMINAL:
-                            break
+                    busy = False
+                    try:
+                        for event in self.client.watch(job_id):
+                            if self._closed.is_set():
+                                return
+                            self.progress.emit(event)
+                            if event.state in TERMINAL:
+                                break
+                    except errors.LimitExceeded as error:
+                        if error.reason != "STREAMS_BUSY":
+                            raise
+                        busy = True  # the daemon's streams are all taken: look now and then instead
                     # Ended, or the stream closed before the job did (daemon restarting): look, then watch again.
                     job = self.client.get(job_id)
                     if job.state in TERMINAL:
@@ -125,7 +132,9 @@ class JobService(QtCore.QObject):
                             job = self.client.finish(job, plan, on_progress=self.progress.emit)
                         self.finished.emit(job)
                         return
-                    time.sleep(0.5)
+                    if busy:
+                        self.progress.emit(job_event(job))
+                    time.sleep(2.0 if busy else 0.5)
             except errors.VoidlinkError as error:
                 self.failed.emit(f"watching job {job_id}: {error}")
             except OSError as error:  # writing a streamed-back result: a full disk, a read-only folder

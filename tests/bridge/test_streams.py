@@ -148,6 +148,33 @@ def test_the_panel_shows_the_upload_and_gets_the_result_written_here(studio, tmp
     service.close()
 
 
+def test_the_panel_follows_a_job_by_looking_when_the_daemons_streams_are_taken(studio, tmp_path, qtbot, monkeypatch):
+    from voidlink.panel.service import JobService
+
+    from voidlink import errors
+
+    daemon, _, shot = studio
+    service = JobService(daemon.address)
+    refused = []
+
+    def busy(job_id, previews=False):
+        refused.append(job_id)
+        raise errors.LimitExceeded("WatchJob: this daemon serves at most 28 streams at once", reason="STREAMS_BUSY")
+        yield
+
+    monkeypatch.setattr(service.client, "watch", busy)
+    output = tmp_path / "ws" / "o" / "c.####.exr"
+    failures: list[str] = []
+    service.failed.connect(failures.append)
+    with qtbot.waitSignal(service.finished, timeout=60_000) as finished:
+        service.submit(build_spec(shot.plate, shot.mask, backend="classical", output=output))
+    job = finished.args[0]
+    assert job.state == pb.JOB_STATE_SUCCEEDED and refused == [job.id] * len(refused) and refused
+    assert failures == []  # no error shown: the panel keeps up by asking
+    assert all(p.is_file() for p in frame_files(str(output), 1001, 1005))  # and still fetched the result here
+    service.close()
+
+
 def test_a_job_waiting_for_its_frames_survives_a_daemon_restart(tmp_path, source_guard):
     shot = write_shot(tmp_path / "ws" / "sh050", frames=3, width=320, height=180)  # big enough to cut
     source_guard(shot.folder)
