@@ -15,12 +15,13 @@ was written by voidlink (its header's `voidlink:job`) unless the job says `overw
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import json
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -42,8 +43,31 @@ from voidlink.errors import InvalidInput, PermissionDenied, VoidlinkError
 
 # One commit at a time in this process, whichever daemon or pool worker runs it: two jobs writing the
 # same output never interleave their renames. A lock, not state: it guards the file system, which
-# every daemon of the process shares.
+# every daemon of the process shares. Across processes (pool workers committing on shared storage) the
+# output folder itself is locked too (`_committing`).
 _COMMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _committing(folder: Path) -> Iterator[None]:
+    """This process's commit lock, and an exclusive lock on the output folder that every voidlink process
+    committing into it takes (flock, where the platform and file system have it; else the first alone)."""
+    with _COMMIT_LOCK:
+        try:
+            import fcntl
+
+            handle = os.open(folder, os.O_RDONLY)
+        except (ImportError, OSError):  # no fcntl (Windows), or the folder is not there yet
+            yield
+            return
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except OSError:  # a file system without flock: this process's lock is what there is
+                pass
+            yield
+        finally:
+            os.close(handle)  # releases the flock
 
 
 # -- staged files --------------------------------------------------------------------------------
@@ -127,7 +151,7 @@ def commit(
     whatever was asked since, with the result it holds."""
     finals = prepared.finals()
     marker = staging / COMMIT_MARKER
-    with _COMMIT_LOCK:
+    with _committing(staging.parent):
         if marker.exists():
             begin_commit(cancelled, force=True)
             result = _marker_result(marker) or result
@@ -168,7 +192,7 @@ def finish_interrupted_commit(spec: pb.JobSpec, job_id: str) -> Optional[pb.JobR
     result = _marker_result(marker)
     if result is None:
         return None
-    with _COMMIT_LOCK:
+    with _committing(staging.parent):
         _roll_forward(staging, finals)
     return result
 

@@ -193,6 +193,33 @@ def test_a_move_stopped_half_way_is_finished_before_any_other_job_writes_those_f
     store.close()
 
 
+def test_a_commit_waits_for_another_process_committing_into_the_same_folder(shot, tmp_path, monkeypatch):
+    import fcntl  # the folder lock is flock's (Linux and macOS, where daemons and pool workers run)
+    import threading
+
+    output = tmp_path / "o" / "o.####.exr"
+    earlier = run_spec(build_spec(shot.plate, shot.mask, output=output), job_id="a")
+    other = os.open(output.parent, os.O_RDONLY)  # another voidlink process, in the middle of its commit
+    fcntl.flock(other, fcntl.LOCK_EX)
+    flock, asked = fcntl.flock, threading.Event()
+
+    def noted(handle, operation):
+        asked.set()
+        return flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", noted)
+    spec = build_spec(shot.plate, shot.mask, output=output)
+    rerun = threading.Thread(target=run_spec, args=(spec,), kwargs={"job_id": "b"})
+    rerun.start()
+    try:
+        assert asked.wait(60)  # the rerun's commit asks for the folder, and waits for it
+        assert _jobs(earlier.output_pattern, shot.first, shot.last) == ["a"] * 6  # nothing moved meanwhile
+    finally:
+        os.close(other)
+    rerun.join(60)
+    assert not rerun.is_alive() and _jobs(earlier.output_pattern, shot.first, shot.last) == ["b"] * 6
+
+
 class _Intruder(MeanFill):
     """Another program writes a file at one of the job's output names while the job renders."""
 
