@@ -67,6 +67,9 @@ class FrameCache:
         for _, name, size in sorted(found):
             self._sizes[name] = size
         self._used = sum(self._sizes.values())
+        # Bytes of unfinished uploads under `partial/`: bounded to as much as the cap again, so streams that
+        # never finish their frames cannot fill the disk.
+        self._partial_bytes = sum(p.stat().st_size for p in self.partial.iterdir() if p.is_file())
 
     def _object(self, sha: str) -> Path:
         return self.objects / sha[:2] / sha
@@ -181,6 +184,12 @@ class FrameCache:
                 reason="BAD_SIZE",
                 field="data",
             )
+        try:
+            self._reserve_partial(sha, len(data))
+        except LimitExceeded:
+            self._open.pop(sha, None)
+            handle.close()
+            raise
         _write_all(handle, data)
         hasher.update(data)
         if end < chunk.size:
@@ -189,6 +198,8 @@ class FrameCache:
         self._open.pop(sha, None)
         handle.close()
         partial = self._partial(sha)
+        with self._lock:
+            self._partial_bytes -= chunk.size  # whole now: a frame of the cache, or discarded
         if hasher.hexdigest() != sha:
             partial.unlink(missing_ok=True)
             raise InvalidInput(
@@ -215,6 +226,32 @@ class FrameCache:
                     reason="CACHE_FULL",
                 )
         return chunk.size, True
+
+    def _reserve_partial(self, sha: str, size: int) -> None:
+        """Room for `size` more bytes of unfinished uploads: the oldest partial copies no stream is writing
+        are dropped to make it (their uploads start again from the beginning), else the chunk is refused."""
+        with self._lock:
+            if self._partial_bytes + size > self.max_bytes:
+                busy = {*self._open, sha}
+                idle = [p for p in self.partial.iterdir() if p.name not in busy]
+                for path in sorted(idle, key=lambda p: p.stat().st_mtime if p.exists() else 0.0):
+                    if self._partial_bytes + size <= self.max_bytes:
+                        break
+                    try:
+                        dropped = path.stat().st_size
+                        path.unlink()
+                    except FileNotFoundError:
+                        continue
+                    self._partial_bytes -= dropped
+                    log.info("frame cache: dropped the unfinished upload %s to make room", path.name[:12])
+            if self._partial_bytes + size > self.max_bytes:
+                raise LimitExceeded(
+                    f"frame {sha[:12]}: uploads under way hold {format_size(self._partial_bytes)} of unfinished "
+                    f"frames, as much as this daemon's frame cache ({format_size(self.max_bytes)}, --cache-size); "
+                    "finish or stop other uploads, or start the daemon with a larger --cache-size",
+                    reason="CACHE_FULL",
+                )
+            self._partial_bytes += size
 
     def _evict(self) -> None:
         if self._used <= self.max_bytes:

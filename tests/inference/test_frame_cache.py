@@ -87,3 +87,29 @@ def test_a_chunk_is_in_the_partial_file_as_soon_as_it_is_stored(tmp_path):
     assert cache._partial(sha).read_bytes() == data[:2000]
     assert cache.write(pb.FrameChunk(sha256=sha, size=5000, offset=2000, data=data[2000:3500])) == (3500, False)
     assert cache._partial(sha).read_bytes() == data[:3500]
+
+
+def test_unfinished_uploads_are_bounded_by_the_cap_the_idle_ones_dropped_first(tmp_path):
+    cap = 1 << 16
+    cache = FrameCache(tmp_path / "cache", cap)
+    shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(3)]  # frames that never complete
+
+    def start(sha: str, size: int) -> None:
+        cache.write(pb.FrameChunk(sha256=sha, size=cap, offset=0, data=b"\0" * size))
+
+    def held() -> int:
+        return sum(p.stat().st_size for p in (tmp_path / "cache" / "partial").iterdir())
+
+    start(shas[0], cap // 2)
+    cache.release([shas[0]])  # its stream broke: an idle partial copy, kept for a resume
+    start(shas[1], cap // 2)  # a stream still writing this one
+    start(shas[2], cap // 2)  # no room: the idle copy goes, the one being written stays
+    assert cache.status(shas[0]) == (False, 0) and cache.status(shas[1]) == (False, cap // 2)
+    assert held() == cap
+    with pytest.raises(LimitExceeded) as caught:
+        cache.write(pb.FrameChunk(sha256=shas[1], size=cap, offset=cap // 2, data=b"\0"))  # both are being written
+    assert caught.value.reason == "CACHE_FULL" and "uploads under way hold" in str(caught.value)
+    assert held() <= cap
+    again = FrameCache(tmp_path / "cache", cap)  # a restart counts what is there: every copy is idle now
+    again.write(pb.FrameChunk(sha256="f" * 64, size=cap, offset=0, data=b"\0" * 10))
+    assert held() <= cap and again.status("f" * 64) == (False, 10)
