@@ -8,6 +8,10 @@ was before. Every other clip, gap, transition, track and marker is left as read.
 
 EDLs are written by `edl_writer`: an EDL that was read comes back line for line, an OTIO timeline
 as one EDL per video track.
+
+Each file is written whole (a temporary name beside it, then renamed), never over the timeline being
+conformed, and over an existing file only when voidlink wrote it (a conformed OTIO's timeline
+metadata, an EDL's `* VOIDLINK:` notes) or the caller says `overwrite`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Optional
 
 from voidlink.bridge.conform.plan import FINISHED, ConformPlan
 
+from voidlink import errors
+
 _EVENT_TIMECODES = re.compile(r"(\d\d:\d\d:\d\d[:;]\d\d)")
 
 
@@ -27,6 +33,7 @@ def conformed_timeline(plan: ConformPlan):
     from voidlink.protos.clips import SequencePattern
 
     timeline = plan.timeline_file.timeline.deepcopy()
+    timeline.metadata["voidlink"] = {"conformed_from": os.path.abspath(plan.timeline_file.path)}  # ours, if found
     rate = plan.timeline_file.rate
     for entry in plan.events:
         if entry.status not in FINISHED:
@@ -79,37 +86,108 @@ def _clean_stem(output: str) -> str:
     return name.split(".", 1)[0]
 
 
-def write_otio(plan: ConformPlan, path: str):
+def write_otio(plan: ConformPlan, path: str, overwrite: bool = False):
     """Write the conformed timeline as OTIO JSON; returns it."""
     import opentimelineio as otio
 
     timeline = conformed_timeline(plan)
-    _make_parent(path)
-    otio.adapters.write_to_file(timeline, path, adapter_name="otio_json")
+    check_target(plan, path, overwrite)
+    _write_whole(path, otio.adapters.write_to_string(timeline, "otio_json"))
     return timeline
 
 
-def write_edl(plan: ConformPlan, path: str, timeline=None, otio_path: str = "") -> list:
+def write_edl(plan: ConformPlan, path: str, timeline=None, otio_path: str = "", overwrite: bool = False) -> list:
     """Write CMX3600 EDL(s) of the conformed timeline (see edl_writer); returns the paths written."""
     from voidlink.bridge.conform.edl_writer import otio_edls, write_back
 
     doc = plan.timeline_file.edl
     if doc is not None:
-        _make_parent(path)
-        with open(path, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(write_back(plan, doc))
+        check_target(plan, path, overwrite)
+        _write_whole(path, write_back(plan, doc))
         return [path]
     timeline = timeline if timeline is not None else conformed_timeline(plan)
     edls = otio_edls(plan, timeline, os.path.basename(otio_path) if otio_path else "")
     stem, extension = os.path.splitext(path)
-    written = []
-    for count, (name, text) in enumerate(edls, start=1):
-        target = path if len(edls) == 1 else f"{stem}.{re.sub(r'[^A-Za-z0-9]+', '', name) or count}{extension}"
-        _make_parent(target)
-        with open(target, "w", encoding="utf-8", newline="\n") as handle:
+    targets = [
+        (path if len(edls) == 1 else f"{stem}.{re.sub(r'[^A-Za-z0-9]+', '', name) or count}{extension}", text)
+        for count, (name, text) in enumerate(edls, start=1)
+    ]
+    for target, _ in targets:  # every one checked before any is written
+        check_target(plan, target, overwrite)
+    for target, text in targets:
+        _write_whole(target, text)
+    return [target for target, _ in targets]
+
+
+def check_target(plan: ConformPlan, path: str, overwrite: bool = False) -> None:
+    """Refuse, naming the file, to write a conformed timeline or EDL over the timeline being conformed
+    (never), or over a file voidlink did not write (unless `overwrite`). Called before the shots are
+    rendered, so a conform is refused at once rather than after its jobs; and again when writing."""
+    if os.path.realpath(path) == os.path.realpath(plan.timeline_file.path):
+        raise errors.PermissionDenied(
+            f"{path} is the timeline being conformed; the cut is never written over: give another output",
+            reason="OUTPUT_OVERWRITES_SOURCE",
+            file=path,
+        )
+    if overwrite or not os.path.lexists(path):
+        return
+    if _written_by_voidlink(path) or _same_bytes(path, plan.timeline_file.path):
+        return
+    raise errors.OutputExists(
+        f"{path} exists and was not written by voidlink; voidlink never writes over files it did not write. "
+        "Choose another output, or pass --overwrite to replace it",
+        file=path,
+    )
+
+
+def _written_by_voidlink(path: str) -> bool:
+    """A conformed OTIO (its timeline's metadata says so) or an EDL with voidlink's notes in it."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        return False
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(64 * 1024 * 1024)
+    except (OSError, UnicodeDecodeError):
+        return False
+    if path.lower().endswith(".edl"):
+        return any(line.startswith("* VOIDLINK:") for line in text.splitlines())
+    import json
+
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return False
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    return isinstance(metadata, dict) and isinstance(metadata.get("voidlink"), dict)
+
+
+def _same_bytes(path: str, other: str) -> bool:
+    """Whether `path` is a copy of `other` (an EDL written back with nothing conformed is the cut itself,
+    line for line): replacing it loses nothing the cut does not keep."""
+    try:
+        if os.path.islink(path) or os.path.getsize(path) != os.path.getsize(other):
+            return False
+        with open(path, "rb") as mine, open(other, "rb") as theirs:
+            return mine.read() == theirs.read()
+    except OSError:
+        return False
+
+
+def _write_whole(path: str, text: str) -> None:
+    """The file written under a temporary name beside it, then renamed over `path`: never half-written."""
+    _make_parent(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{name}.voidlink-{os.getpid()}.part")
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
-        written.append(target)
-    return written
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.remove(temporary)
+        except OSError:
+            pass
+        raise
 
 
 def _make_parent(path: str) -> None:

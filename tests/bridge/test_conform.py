@@ -116,6 +116,32 @@ def test_round_trip_without_marked_events_is_lossless(tmp_path, name, rate):
     assert (tmp_path / "out" / "cut_void.edl").read_text() == source.read_text()
 
 
+def test_a_conform_never_writes_over_the_cut_nor_a_file_voidlink_did_not_write(tmp_path, capsys):
+    source = tmp_path / "cut.edl"
+    source.write_text((FIXTURES / "cut.edl").read_text().replace("VOID:", "NOTE:"))  # nothing to submit
+    cut = source.read_bytes()
+    out = tmp_path / "out" / "cut_void.otio"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the editor's notes\n")
+    for args, named in (
+        (["-o", str(notes)], "notes.txt exists and was not written by voidlink"),
+        (["-o", str(out), "--edl", str(source)], "is the timeline being conformed"),
+        (["-o", str(tmp_path / "link.otio")], "is the timeline being conformed"),
+    ):
+        if args[1].endswith("link.otio"):
+            (tmp_path / "link.otio").symlink_to(source)
+        assert main([str(source), *args, "--no-start"]) != 0
+        assert named in capsys.readouterr().err
+    assert source.read_bytes() == cut and notes.read_text() == "the editor's notes\n" and not out.exists()
+    assert main([str(source), "-o", str(notes), "--overwrite", "--no-start"]) == 0  # told to: replaced whole
+    replaced = otio.adapters.read_from_file(str(notes), adapter_name="otio_json")
+    assert replaced.metadata["voidlink"]["conformed_from"] == str(source)
+    args = [str(source), "-o", str(out), "--edl", str(tmp_path / "out" / "cut_void.edl"), "--no-start"]
+    assert main(args) == 0
+    assert main(args) == 0  # its own files, written again: no --overwrite needed
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temporary left
+
+
 # -- media, mattes and the plan --------------------------------------------------------------
 
 

@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--edl", metavar="OUT.edl", help="also write a CMX3600 EDL (one per video track)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan; submit and write nothing")
     parser.add_argument(
+        "--overwrite", action="store_true", help="replace an -o or --edl file there that voidlink did not write"
+    )
+    parser.add_argument(
         "--farm",
         metavar="FORMAT",
         help="write one farm job (openjd: Open Job Description) for the whole batch to -o instead of submitting; "
@@ -105,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
         from voidlink.cli.farm import export_plan
 
         return export_plan(plan, args.farm, args.output, args.backend, args.json, options=args)
+    from voidlink.bridge.conform.writer import check_target
+
+    for target in (args.output, args.edl):
+        if target:
+            check_target(plan, target, args.overwrite)  # refused now, not after the shots are rendered
     if any(entry.runnable for entry in plan.events):
         from voidlink.bridge.client import Client
 
@@ -115,10 +123,10 @@ def run(args: argparse.Namespace) -> int:
         run_plan(plan, client, parallel=args.parallel, backend=args.backend, on_progress=on_progress)
     from voidlink.bridge.conform.edl_writer import EdlError
 
-    timeline = write_otio(plan, args.output)
+    timeline = write_otio(plan, args.output, overwrite=args.overwrite)
     edl_error = None
     try:
-        edls = write_edl(plan, args.edl, timeline, otio_path=args.output) if args.edl else []
+        edls = write_edl(plan, args.edl, timeline, otio_path=args.output, overwrite=args.overwrite) if args.edl else []
     except EdlError as error:
         edls, edl_error = [], error
     if args.json:
