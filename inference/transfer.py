@@ -190,7 +190,14 @@ class FrameCache:
             self._open.pop(sha, None)
             handle.close()
             raise
-        _write_all(handle, data)
+        try:
+            _write_all(handle, data)
+        except BaseException:  # a full disk mid-chunk: the stream fails, its file stays for a resume
+            self._open.pop(sha, None)
+            handle.close()
+            with self._lock:
+                self._partial_bytes -= len(data)
+            raise
         hasher.update(data)
         if end < chunk.size:
             self._open[sha] = (end, hasher, handle)
@@ -229,19 +236,27 @@ class FrameCache:
 
     def _reserve_partial(self, sha: str, size: int) -> None:
         """Room for `size` more bytes of unfinished uploads: the oldest partial copies no stream is writing
-        are dropped to make it (their uploads start again from the beginning), else the chunk is refused."""
+        are dropped to make it (their uploads start again from the beginning), else the chunk is refused.
+        A copy counts as being written while its frame's stripe is held (a stream between two chunks, or
+        resuming it), so only one no stream touches can go."""
+        own = self._stripes[int(sha[:2], 16) % len(self._stripes)]
         with self._lock:
             if self._partial_bytes + size > self.max_bytes:
-                busy = {*self._open, sha}
-                idle = [p for p in self.partial.iterdir() if p.name not in busy]
-                for path in sorted(idle, key=lambda p: p.stat().st_mtime if p.exists() else 0.0):
+                for path in sorted(self._idle_partials(sha), key=_mtime):
                     if self._partial_bytes + size <= self.max_bytes:
                         break
+                    stripe = self._stripes[int(path.name[:2], 16) % len(self._stripes)]
+                    if stripe is own or not stripe.acquire(blocking=False):
+                        continue  # a stream is at work on a frame of that stripe: it may be this one
                     try:
+                        if path.name in self._open:
+                            continue
                         dropped = path.stat().st_size
                         path.unlink()
                     except FileNotFoundError:
                         continue
+                    finally:
+                        stripe.release()
                     self._partial_bytes -= dropped
                     log.info("frame cache: dropped the unfinished upload %s to make room", path.name[:12])
             if self._partial_bytes + size > self.max_bytes:
@@ -252,6 +267,10 @@ class FrameCache:
                     reason="CACHE_FULL",
                 )
             self._partial_bytes += size
+
+    def _idle_partials(self, sha: str) -> list[Path]:
+        names = (p for p in self.partial.iterdir() if p.name != sha and p.name not in self._open)
+        return [p for p in names if _SHA256.match(p.name)]
 
     def _evict(self) -> None:
         if self._used <= self.max_bytes:
@@ -293,6 +312,13 @@ class FrameCache:
             except BaseException:
                 target.unlink(missing_ok=True)
                 raise
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _write_all(handle, data) -> None:

@@ -113,3 +113,31 @@ def test_unfinished_uploads_are_bounded_by_the_cap_the_idle_ones_dropped_first(t
     again = FrameCache(tmp_path / "cache", cap)  # a restart counts what is there: every copy is idle now
     again.write(pb.FrameChunk(sha256="f" * 64, size=cap, offset=0, data=b"\0" * 10))
     assert held() <= cap and again.status("f" * 64) == (False, 10)
+
+
+def test_a_partial_copy_whose_stream_is_resuming_it_is_never_dropped_for_room(tmp_path):
+    import threading
+
+    cap = 1 << 16
+    cache = FrameCache(tmp_path / "cache", cap)
+    data = bytes(range(256)) * (cap // 512)  # half the cap, one frame of twice that
+    whole = data * 2
+    sha = hashlib.sha256(whole).hexdigest()
+    cache.write(pb.FrameChunk(sha256=sha, size=len(whole), offset=0, data=data))
+    cache.release([sha])  # its stream broke: idle, until a new stream resumes it
+    resumed, other = threading.Event(), threading.Event()
+    stripe = cache._stripes[int(sha[:2], 16) % len(cache._stripes)]
+    with stripe:  # the resuming stream holds its frame's stripe from its first look to its write
+        def crowd():
+            try:  # another frame's chunk needs the room this copy holds
+                cache.write(pb.FrameChunk(sha256="e" * 64, size=cap, offset=0, data=b"\0" * (cap // 2 + 1)))
+            except LimitExceeded:
+                other.set()
+
+        thread = threading.Thread(target=crowd)
+        thread.start()
+        thread.join(60)
+        resumed.set()
+    assert other.is_set()  # refused: the only copy that could go was being resumed
+    assert cache.write(pb.FrameChunk(sha256=sha, size=len(whole), offset=len(data), data=data)) == (len(whole), True)
+    assert hashlib.sha256(cache._object(sha).read_bytes()).hexdigest() == sha
