@@ -21,6 +21,7 @@ from voidlink.inference.bounds import MAX_PAGE, check_page, check_spec
 from voidlink.inference.downloads import Downloads
 from voidlink.inference.events import EventBus
 from voidlink.inference.job.kinds import is_matte, prepare
+from voidlink.inference.job.staging import check_no_unfinished_commit
 from voidlink.inference.probe import check_client_paths
 from voidlink.inference.scheduler import Scheduler
 from voidlink.inference.security import ANYONE, Caller, Roots
@@ -98,7 +99,7 @@ class Jobs:
         try:
             prepared = prepare(spec, guard=self.scheduler.guard)
             try:
-                prepared.check_no_unfinished_commit()  # refused now, not once it has waited and run
+                check_no_unfinished_commit(prepared)  # refused now, not once it has waited and run
             except BaseException:
                 prepared.close()
                 raise

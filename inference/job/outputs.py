@@ -23,7 +23,7 @@ from voidlink.protos.clips import (
     written_sides,
 )
 
-from voidlink.errors import Conflict, InvalidInput, OutputExists
+from voidlink.errors import InvalidInput, OutputExists
 
 STAGING_PREFIX = ".voidlink-"
 COMMIT_MARKER = "commit.json"  # in a staging folder: its move into place has begun (see `staging.commit`)
@@ -63,32 +63,6 @@ class StagedOutput:
     def staging(self, job_id: str) -> Path:
         """The job's staging folder (whether or not it exists)."""
         return staging_folder(self.output_dir, job_id)
-
-    def check_no_unfinished_commit(self, job_id: str = "") -> None:
-        """No other job's move into these files stopped half-way (its marker is still on disk, and the
-        daemon's next start finishes it): finished later, it would put its frames over this job's."""
-        mine = {(kind, os.path.basename(pattern.path(f))) for kind, pattern in self.finals() for f in self.frames}
-        try:
-            entries = list(os.scandir(self.output_dir))
-        except OSError:
-            return  # no folder yet: nothing staged in it
-        for entry in entries:
-            if not entry.name.startswith(STAGING_PREFIX) or entry.name == f"{STAGING_PREFIX}{job_id}":
-                continue
-            staging = Path(entry.path)
-            if not entry.is_dir(follow_symlinks=False) or not (staging / COMMIT_MARKER).is_file():
-                continue
-            waiting = {(kind.name, f.name) for kind in staging.iterdir() if kind.is_dir() for f in kind.iterdir()}
-            if waiting & mine:
-                raise Conflict(
-                    f"{LABELS['output']}: job {entry.name[len(STAGING_PREFIX):]} began moving its frames over these "
-                    f"files and stopped half-way; {len(waiting)} of them wait in {staging}. Restart the daemon "
-                    "(voidlink stop, then voidlink serve) to finish that move, then run this job again; or remove "
-                    f"{staging} to give the rest of that move up",
-                    reason="COMMIT_PENDING",
-                    field=LABELS["output"],
-                    file=str(staging),
-                )
 
     def check_confined(self) -> None:
         """The daemon's confinement to its roots (the `guard` the job was prepared with, if any) checked

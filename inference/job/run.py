@@ -21,7 +21,7 @@ from voidlink.inference.job.control import NullProgress, ProgressSink
 from voidlink.inference.job.describe import describe, describe_run
 from voidlink.inference.job.prepare import PreparedJob
 from voidlink.inference.job.render import render
-from voidlink.inference.job.staging import COMMIT_MARKER, commit, is_output_staged
+from voidlink.inference.job.staging import COMMIT_MARKER, check_no_unfinished_commit, commit, is_output_staged
 from voidlink.media import sequence
 from voidlink.protos import pb
 
@@ -62,7 +62,7 @@ def run_job(
             result = describe_run(prepared, backend, request, {}, [], job_id)
             return commit(prepared, staging, job_id, result, cancelled)
         prepared.check_confined()
-        prepared.check_no_unfinished_commit(job_id)
+        check_no_unfinished_commit(prepared, job_id)
         staging.mkdir(parents=True, exist_ok=True)
         # 3 analyse
         progress.stage("analyse", "reading the mattes")

@@ -29,7 +29,9 @@ from voidlink.inference.job.control import begin_commit
 from voidlink.inference.job.outputs import (
     COMMIT_MARKER,
     LABELS,
+    STAGING_PREFIX,
     Finals,
+    StagedOutput,
     output_exists,
     spec_finals,
     staging_folder,
@@ -39,13 +41,17 @@ from voidlink.media import image
 from voidlink.protos import pb
 from voidlink.protos.clips import SequencePattern
 
-from voidlink.errors import InvalidInput, PermissionDenied, VoidlinkError
+from voidlink.errors import Conflict, InvalidInput, PermissionDenied, VoidlinkError
 
 # One commit at a time in this process, whichever daemon or pool worker runs it: two jobs writing the
 # same output never interleave their renames. A lock, not state: it guards the file system, which
 # every daemon of the process shares. Across processes (pool workers committing on shared storage) the
 # output folder itself is locked too (`_committing`).
 _COMMIT_LOCK = threading.Lock()
+
+
+# Staging folders whose move this process is making now: their markers are no stopped commit.
+_MOVING: set[str] = set()
 
 
 @contextlib.contextmanager
@@ -151,7 +157,7 @@ def commit(
     whatever was asked since, with the result it holds."""
     finals = prepared.finals()
     marker = staging / COMMIT_MARKER
-    with _committing(staging.parent):
+    with _committing(staging.parent), _moving(staging):
         if marker.exists():
             begin_commit(cancelled, force=True)
             result = _marker_result(marker) or result
@@ -159,13 +165,68 @@ def commit(
             moves = _moves(staging, finals)
             if not prepared.spec.output.overwrite:
                 _check_still_ours(moves, finals)
+            prepared.check_confined()  # before a folder is made through a link swapped in
+            check_no_unfinished_commit(prepared, job_id)
             _make_folders(moves)
-            prepared.check_confined()
-            prepared.check_no_unfinished_commit(job_id)
             begin_commit(cancelled)
             _write_marker(marker, job_id, prepared, result)
         _roll_forward(staging, finals)
     return result
+
+
+@contextlib.contextmanager
+def _moving(staging: Path) -> Iterator[None]:
+    _MOVING.add(str(staging))
+    try:
+        yield
+    finally:
+        _MOVING.discard(str(staging))
+
+
+def check_no_unfinished_commit(prepared: StagedOutput, job_id: str = "") -> None:
+    """No other job's move onto any of these files stopped half-way (its marker is still on disk; the
+    daemon's next start finishes it): finished later, it would put its frames over this job's. A move
+    this process is making now is not one; another process's (a pool worker's) waits behind the
+    folder's lock at the commit, where this is checked again."""
+    mine = {}
+    for kind, pattern in prepared.finals():
+        folder = os.path.realpath(pattern.directory or ".")
+        for frame in prepared.frames:
+            mine[os.path.normcase(os.path.join(folder, os.path.basename(pattern.path(frame))))] = kind
+    try:
+        entries = list(os.scandir(prepared.output_dir))
+    except OSError:
+        return  # no folder yet: nothing staged in it
+    for entry in entries:
+        if not entry.name.startswith(STAGING_PREFIX) or entry.name == f"{STAGING_PREFIX}{job_id}":
+            continue
+        staging = Path(entry.path)
+        marker = staging / COMMIT_MARKER
+        if str(staging) in _MOVING or not entry.is_dir(follow_symlinks=False) or not marker.is_file():
+            continue
+        result = _marker_result(marker)
+        theirs = {"output": result.output_pattern, "quadmask": result.quadmask_pattern, "raw": result.raw_pattern,
+                  "affected": result.affected_pattern} if result is not None else {}  # fmt: skip
+        waiting = []
+        for kind in staging.iterdir():
+            if not kind.is_dir() or kind.name == COUNTS:
+                continue
+            where = os.path.dirname(theirs.get(kind.name) or "") or str(staging.parent)
+            for staged in kind.iterdir():
+                final = os.path.normcase(os.path.join(os.path.realpath(where), staged.name))
+                if final in mine:
+                    waiting.append((mine[final], final))
+        if waiting:
+            label, final = LABELS[waiting[0][0]], waiting[0][1]
+            raise Conflict(
+                f"{label}: job {entry.name[len(STAGING_PREFIX):]} began moving its frames onto {final} and "
+                f"{len(waiting) - 1} more of this job's files, and stopped half-way (unless another voidlink process "
+                f"is moving them now). Restart the daemon (voidlink stop, then voidlink serve) to finish that move, "
+                f"then run this job again; or remove {staging} to give the rest of that move up",
+                reason="COMMIT_PENDING",
+                field=label,
+                file=final,
+            )
 
 
 def commit_begun(spec: pb.JobSpec, job_id: str) -> bool:
@@ -192,7 +253,7 @@ def finish_interrupted_commit(spec: pb.JobSpec, job_id: str) -> Optional[pb.JobR
     result = _marker_result(marker)
     if result is None:
         return None
-    with _committing(staging.parent):
+    with _committing(staging.parent), _moving(staging):
         _roll_forward(staging, finals)
     return result
 

@@ -26,7 +26,7 @@ from voidlink.inference.job.control import NullProgress, ProgressSink, check_can
 from voidlink.inference.job.describe import sequence_result
 from voidlink.inference.job.matte.frames import PlateFrames, as_matte, is_staged, read_staged, stage_matte
 from voidlink.inference.job.matte.prepare import PreparedMatte
-from voidlink.inference.job.staging import COMMIT_MARKER, commit, staged_path
+from voidlink.inference.job.staging import COMMIT_MARKER, check_no_unfinished_commit, commit, staged_path
 from voidlink.media import image, quadmask, sequence
 from voidlink.media.quadmask_checks import Finding, check_sequence
 from voidlink.protos import pb
@@ -77,7 +77,7 @@ def run_matte(
             progress.stage("commit", "finishing the renames of an interrupted commit")
             return commit(prepared, staging, job_id, pb.JobResult(), cancelled)
         prepared.check_confined()
-        prepared.check_no_unfinished_commit(job_id)
+        check_no_unfinished_commit(prepared, job_id)
         staging.mkdir(parents=True, exist_ok=True)
         request = MatteRequest(cancelled=cancelled, on_message=progress.log)
         reader = PlateFrames(prepared, cancelled)

@@ -212,12 +212,41 @@ def test_a_commit_waits_for_another_process_committing_into_the_same_folder(shot
     rerun = threading.Thread(target=run_spec, args=(spec,), kwargs={"job_id": "b"})
     rerun.start()
     try:
-        assert asked.wait(60)  # the rerun's commit asks for the folder, and waits for it
+        assert asked.wait(60)  # the rerun's commit asks for the folder
+        rerun.join(0.5)
+        assert rerun.is_alive()  # and waits for it (a lock that did not hold would have let it finish)
         assert _jobs(earlier.output_pattern, shot.first, shot.last) == ["a"] * 6  # nothing moved meanwhile
     finally:
         os.close(other)
     rerun.join(60)
     assert not rerun.is_alive() and _jobs(earlier.output_pattern, shot.first, shot.last) == ["b"] * 6
+
+
+def test_a_move_under_way_in_this_process_does_not_refuse_the_next_job_over_the_same_files(shot, tmp_path, monkeypatch):
+    import threading
+
+    from voidlink.inference.job.staging import check_no_unfinished_commit
+
+    output = tmp_path / "o" / "o.####.exr"
+    spec = build_spec(shot.plate, shot.mask, output=output)
+    move, midway, go = job_staging._move, threading.Event(), threading.Event()
+
+    def slow(staged, final):
+        move(staged, final)
+        midway.set()
+        assert go.wait(60)
+
+    monkeypatch.setattr(job_staging, "_move", slow)
+    first = threading.Thread(target=run_spec, args=(spec,), kwargs={"job_id": "a"})
+    first.start()
+    try:
+        assert midway.wait(60)  # job a is moving its frames into place: its marker is on disk
+        assert commit_begun(spec, "a")
+        check_no_unfinished_commit(prepare_job(spec), "b")  # not a stopped move: job b may be submitted
+    finally:
+        go.set()
+        first.join(60)
+    assert _jobs(str(output), shot.first, shot.last) == ["a"] * 6
 
 
 class _Intruder(MeanFill):
