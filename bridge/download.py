@@ -196,14 +196,16 @@ def _place_all(files: list[tuple[str, str]], job_id: str) -> None:
             aside = None
             if os.path.lexists(final):
                 aside = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.voidlink-{job_id}.old")
+            placed.append((final, aside))  # noted first: a Ctrl-C between the two renames is put back too
+            if aside is not None:
                 os.replace(final, aside)
-            placed.append((final, aside))
             os.replace(temporary, final)
     except BaseException:
         for final, aside in reversed(placed):
             try:
                 if aside is not None:
-                    os.replace(aside, final)
+                    if os.path.lexists(aside):  # else it was never moved: the earlier file is still there
+                        os.replace(aside, final)
                 elif os.path.lexists(final):
                     os.remove(final)  # nothing was there before this download
             except OSError:

@@ -253,21 +253,26 @@ def _check_not_a_source(pattern: SequencePattern, clips: list[Clip], first: int,
 
 def check_apart(patterns: dict[str, SequencePattern], first: int, last: int) -> None:
     """No two kinds of file the job writes (output, quadmask, raw, a matte's affected) name one file: the
-    second renamed into place would replace the first, and the job would end with one kind of frame."""
-    written: dict[str, str] = {}
+    second renamed into place would replace the first, and the job would end with one kind of frame.
+    Each folder's real path is found once; names are compared only between patterns in one folder."""
+    placed = []
     for kind, pattern in patterns.items():
-        for frame in range(first, last + 1):
-            path = os.path.normcase(os.path.realpath(pattern.path(frame)))
-            other = written.setdefault(path, kind)
-            if other != kind:
-                raise InvalidInput(
-                    f"{LABELS[kind]}: {pattern.path(frame)} is also the job's {other} ({LABELS[other]}); "
-                    "give each kind of file a name of its own",
-                    reason="OUTPUTS_COLLIDE",
-                    field=LABELS[kind],
-                    file=pattern.path(frame),
-                    frame=frame,
-                )
+        folder = os.path.normcase(os.path.realpath(pattern.directory or "."))
+        for other, other_folder, other_pattern in placed:
+            if other_folder != folder:
+                continue
+            for frame in range(first, last + 1):
+                name = os.path.normcase(os.path.basename(pattern.path(frame)))
+                if name == os.path.normcase(os.path.basename(other_pattern.path(frame))):
+                    raise InvalidInput(
+                        f"{LABELS[kind]}: {pattern.path(frame)} is also the job's {other} ({LABELS[other]}); "
+                        "give each kind of file a name of its own",
+                        reason="OUTPUTS_COLLIDE",
+                        field=LABELS[kind],
+                        file=pattern.path(frame),
+                        frame=frame,
+                    )
+        placed.append((kind, folder, pattern))
 
 
 def _check_writable(folder: Path, label: str) -> None:
