@@ -24,7 +24,15 @@ from typing import Callable, Optional, Union
 
 import grpc
 from voidlink.bridge import download, local_daemon, local_files, upload
-from voidlink.bridge.connection import Connection, is_local, resolve_address, resolve_tls, resolve_token
+from voidlink.bridge.connection import (
+    BUSY_POLL_SECONDS,
+    STREAMS_BUSY,
+    Connection,
+    is_local,
+    resolve_address,
+    resolve_tls,
+    resolve_token,
+)
 from voidlink.bridge.local_daemon import daemon_command, split_command
 from voidlink.bridge.matte import build_matte_spec
 from voidlink.bridge.ownership import check_replaceable
@@ -207,6 +215,16 @@ class Client:
                 if job.state in TERMINAL:
                     return job
                 time.sleep(0.5)
+            except errors.LimitExceeded as error:
+                if error.reason != STREAMS_BUSY:
+                    raise
+                # Every stream the daemon serves at once is taken: follow the job by asking, then watch again.
+                job = self.get(job_id)
+                if on_progress is not None:
+                    on_progress(job_event(job))
+                if job.state in TERMINAL:
+                    return job
+                time.sleep(BUSY_POLL_SECONDS)
             except errors.Unavailable as error:
                 if error.reason not in _RECONNECT_REASONS:
                     raise

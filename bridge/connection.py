@@ -25,6 +25,18 @@ TLS_CA_ENV = "VOIDLINK_TLS_CA"
 MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 # What a stream that broke off mid-way ends with: worth asking again for what did not arrive.
 BROKEN_CONNECTION = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+# The daemon serves a bounded number of streams at once; one past it is refused with this reason, and a
+# client waits and asks again (or, following a job, asks for its state instead) rather than failing.
+STREAMS_BUSY = "STREAMS_BUSY"
+BUSY_POLL_SECONDS = 2.0
+BUSY_WAITS = 30  # tries of a refused upload or download stream, BUSY_POLL_SECONDS apart: a minute
+
+
+def streams_busy(exc: grpc.RpcError) -> bool:
+    """Whether a stream was refused because the daemon's streams are all taken (worth trying again)."""
+    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    return status.detail_in(exc.trailing_metadata()).reason == STREAMS_BUSY
 # gRPC core's connectivity numbers as the public enum names them (ChannelConnectivity.value is (number, name)).
 _CONNECTIVITY = {state.value[0]: state for state in grpc.ChannelConnectivity}
 

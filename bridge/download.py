@@ -14,7 +14,7 @@ from collections.abc import Collection
 from typing import Optional
 
 import grpc
-from voidlink.bridge.connection import BROKEN_CONNECTION, Connection
+from voidlink.bridge.connection import BROKEN_CONNECTION, BUSY_POLL_SECONDS, BUSY_WAITS, Connection, streams_busy
 from voidlink.bridge.ownership import check_replaceable
 from voidlink.bridge.pathmap import PathMap, is_windows_path
 from voidlink.bridge.result import RemoveResult, result_or_raise
@@ -53,15 +53,21 @@ def download_result(
     placed = False
     progress = pb.TransferProgress(direction="download")
     try:
-        for attempt in range(4):
+        attempt = busy = 0
+        while True:
             try:
                 _receive(link, stats, job, folder, local, whole, frames, made, progress, on_progress)
                 break
             except grpc.RpcError as exc:
+                if streams_busy(exc) and busy < BUSY_WAITS:
+                    busy += 1  # the daemon's streams are all taken: try again in a moment
+                    time.sleep(BUSY_POLL_SECONDS)
+                    continue
                 if exc.code() not in BROKEN_CONNECTION or attempt == 3:
                     raise link.error(exc) from None
                 stats.resumes += 1
-                time.sleep(0.5 * (attempt + 1))  # the connection broke: ask again for what did not arrive whole
+                attempt += 1
+                time.sleep(0.5 * attempt)  # the connection broke: ask again for what did not arrive whole
         if len(whole) < progress.files_total:
             raise errors.VoidlinkError(
                 f"the daemon's stream of job {job.id}'s result ended after {len(whole)} of its "

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import Callable, Optional
 
 import grpc
-from voidlink.bridge.connection import BROKEN_CONNECTION, Connection
+from voidlink.bridge.connection import BROKEN_CONNECTION, BUSY_POLL_SECONDS, BUSY_WAITS, Connection, streams_busy
 from voidlink.bridge.transfer import ProgressCallback, TransferStats, report
 from voidlink.protos import pb
 from voidlink.protos.readahead import offer
@@ -42,7 +42,8 @@ def upload_frames(
     for path, ref in files:
         unique.setdefault(ref.sha256, (path, ref))
     refs = [ref for _, ref in unique.values()]
-    for attempt in range(4):
+    attempt = busy = 0
+    while True:
         held = link.call("HasFrames", pb.HasFramesRequest(frames=refs)).frames
         todo = [(unique[s.sha256][0], unique[s.sha256][1], s.offset) for s in held if not s.present]
         progress = pb.TransferProgress(
@@ -62,10 +63,15 @@ def upload_frames(
             _send(link, stats, todo, progress, lambda p: report(on_progress, p, job_id, state), chunk_bytes)
             return
         except grpc.RpcError as exc:
+            if streams_busy(exc) and busy < BUSY_WAITS:
+                busy += 1  # the daemon's streams are all taken: try again in a moment
+                time.sleep(BUSY_POLL_SECONDS)
+                continue
             if exc.code() not in BROKEN_CONNECTION or attempt == 3:
                 raise link.error(exc) from None
             stats.resumes += 1
-            time.sleep(0.5 * (attempt + 1))  # the connection broke: ask what arrived, send the rest
+            attempt += 1
+            time.sleep(0.5 * attempt)  # the connection broke: ask what arrived, send the rest
 
 
 def _send(
@@ -230,9 +236,9 @@ def upload_paths(
         )
         return refs
     except grpc.RpcError as exc:
-        if exc.code() not in BROKEN_CONNECTION:
+        if exc.code() not in BROKEN_CONNECTION and not streams_busy(exc):
             raise link.error(exc) from None
-    stats.resumes += 1
+    stats.resumes += 1  # broken, or refused for now: upload_frames resumes (and waits for a free stream)
     rest = [str(p) for p in paths[len(refs) :]]
     hashes = hash_files(rest)
     refs += [pb.FrameRef(sha256=sha, size=os.path.getsize(p)) for p, sha in zip(rest, hashes)]

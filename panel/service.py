@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Optional, Union
 
 from voidlink.bridge.client import Client, TransferPlan
+from voidlink.bridge.connection import BUSY_POLL_SECONDS, STREAMS_BUSY
 from voidlink.protos import pb
 from voidlink.protos.events import job_event
 from voidlink.protos.vocabulary import TERMINAL
@@ -20,6 +21,10 @@ from voidlink.protos.vocabulary import TERMINAL
 from voidlink import errors
 
 from .qt import QtCore, Signal
+
+# Jobs the panel follows by a stream at once: the rest are asked about every few seconds, so a long queue
+# leaves the daemon's streams to this user's uploads and downloads and to everyone else.
+WATCH_STREAMS = 8
 
 
 class JobService(QtCore.QObject):
@@ -40,6 +45,7 @@ class JobService(QtCore.QObject):
         super().__init__(parent)
         self.client = Client(address, connect_timeout=3.0)
         self._watched: set[str] = set()
+        self._streams = 0  # watches streaming now; the rest of the jobs followed are asked about
         self._lock = threading.Lock()
         self._listing = False
         self._closed = threading.Event()
@@ -113,18 +119,22 @@ class JobService(QtCore.QObject):
         def work() -> None:
             try:
                 while not self._closed.is_set():
-                    busy = False
+                    streaming = self._take_stream()
+                    busy = not streaming  # past the panel's own share: look now and then instead
                     try:
-                        for event in self.client.watch(job_id):
+                        for event in self.client.watch(job_id) if streaming else ():
                             if self._closed.is_set():
                                 return
                             self.progress.emit(event)
                             if event.state in TERMINAL:
                                 break
                     except errors.LimitExceeded as error:
-                        if error.reason != "STREAMS_BUSY":
+                        if error.reason != STREAMS_BUSY:
                             raise
                         busy = True  # the daemon's streams are all taken: look now and then instead
+                    finally:
+                        if streaming:
+                            self._give_stream()
                     # Ended, or the stream closed before the job did (daemon restarting): look, then watch again.
                     job = self.client.get(job_id)
                     if job.state in TERMINAL:
@@ -134,7 +144,7 @@ class JobService(QtCore.QObject):
                         return
                     if busy:
                         self.progress.emit(job_event(job))
-                    time.sleep(2.0 if busy else 0.5)
+                    time.sleep(BUSY_POLL_SECONDS if busy else 0.5)
             except errors.VoidlinkError as error:
                 self.failed.emit(f"watching job {job_id}: {error}")
             except OSError as error:  # writing a streamed-back result: a full disk, a read-only folder
@@ -144,6 +154,17 @@ class JobService(QtCore.QObject):
                     self._watched.discard(job_id)
 
         return self._run(work, f"watch-{job_id}")
+
+    def _take_stream(self) -> bool:
+        with self._lock:
+            if self._streams >= WATCH_STREAMS:
+                return False
+            self._streams += 1
+            return True
+
+    def _give_stream(self) -> None:
+        with self._lock:
+            self._streams -= 1
 
     def cancel(self, job_id: str) -> threading.Thread:
         def work() -> None:

@@ -175,6 +175,23 @@ def test_the_panel_follows_a_job_by_looking_when_the_daemons_streams_are_taken(s
     service.close()
 
 
+def test_the_panel_streams_a_few_watches_and_asks_about_the_rest(studio, tmp_path, qtbot, monkeypatch):
+    from voidlink.panel import service as panel_service
+
+    daemon, _, shot = studio
+    monkeypatch.setattr(panel_service, "WATCH_STREAMS", 0)  # its share used up by other jobs it follows
+    service = panel_service.JobService(daemon.address)
+    streamed = []
+    watch = service.client.watch
+    monkeypatch.setattr(service.client, "watch", lambda *a, **k: streamed.append(a) or watch(*a, **k))
+    spec = build_spec(shot.plate, shot.mask, backend="classical", output=tmp_path / "ws" / "o" / "c.####.exr")
+    with qtbot.waitSignal(service.finished, timeout=60_000) as finished:
+        service.submit(spec)
+    assert finished.args[0].state == pb.JOB_STATE_SUCCEEDED and streamed == []
+    assert service._streams == 0
+    service.close()
+
+
 def test_a_job_waiting_for_its_frames_survives_a_daemon_restart(tmp_path, source_guard):
     shot = write_shot(tmp_path / "ws" / "sh050", frames=3, width=320, height=180)  # big enough to cut
     source_guard(shot.folder)

@@ -66,7 +66,7 @@ def _held_upload(stub, token: str, index: int, release: threading.Event):
         yield pb.FrameChunk(sha256=sha, size=len(data) * 2, offset=0, data=data)
         release.wait(60)
 
-    call = stub.UploadFrames(chunks(), metadata=(("authorization", f"Bearer {token}"),))
+    call = stub.UploadFrames(chunks(), metadata=(("authorization", f"Bearer {token}"),) if token else ())
     assert next(call).offset == len(data)  # acknowledged: the daemon holds this stream's slot
     return call
 
@@ -100,3 +100,75 @@ def _try_upload(stub, release: threading.Event) -> bool:
     except grpc.RpcError as error:
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         return False
+
+
+@pytest.fixture
+def one_stream(tmp_path, source_guard):
+    from support.shots import write_shot
+
+    shot = write_shot(tmp_path / "ws" / "sh010", frames=3, width=64, height=48)
+    source_guard(shot.folder)
+    (tmp_path / "studio").mkdir()
+    daemon = Daemon(
+        listen="127.0.0.1:0",
+        data_dir=tmp_path / "data",
+        security=SecurityConfig(roots=[str(tmp_path / "studio")]),  # it cannot see the shot: frames are uploaded
+        max_workers=UNARY_THREADS + 1,  # one stream at a time
+    )
+    daemon.start()
+    yield daemon, shot
+    daemon.stop(grace=1.0)
+
+
+def test_an_upload_refused_for_want_of_a_stream_waits_for_one_and_goes_on(one_stream, tmp_path, monkeypatch):
+    from voidlink.bridge import Client, build_spec
+    from voidlink.bridge import upload as client_upload
+
+    daemon, shot = one_stream
+    stub = rpc.VoidLinkStub(grpc.insecure_channel(daemon.address))
+    release = threading.Event()
+    held = _held_upload(stub, "", 9, release)  # someone else's stream takes the only one
+    refused, freed = threading.Event(), threading.Event()
+    real_sleep = client_upload.time.sleep
+
+    def sleep(seconds):
+        if not refused.is_set():
+            refused.set()  # the upload was refused and waits: now the stream frees up
+            assert freed.wait(60)
+        else:
+            real_sleep(0.05)
+
+    monkeypatch.setattr(client_upload.time, "sleep", sleep)
+    client = Client(daemon.address)
+    spec = build_spec(shot.plate, shot.mask, backend="classical", output=tmp_path / "ws" / "o" / "c.####.exr")
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(client.start(spec, transfer="stream")))
+    worker.start()
+    try:
+        assert refused.wait(60)
+    finally:
+        release.set()
+        held.cancel()
+        freed.set()
+    worker.join(120)
+    job, _ = done[0]
+    assert client.stats.frames_sent == 6 and client.get(job.id).state != pb.JOB_STATE_FAILED
+
+
+def test_wait_follows_a_job_by_asking_when_no_stream_is_free(one_stream, tmp_path, monkeypatch):
+    from voidlink.bridge import Client, build_spec
+
+    daemon, shot = one_stream
+    client = Client(daemon.address)
+    spec = build_spec(shot.plate, shot.mask, backend="classical", output=tmp_path / "ws" / "o" / "c.####.exr")
+    job, plan = client.start(spec, transfer="stream")
+    stub = rpc.VoidLinkStub(grpc.insecure_channel(daemon.address))
+    release = threading.Event()
+    held = _held_upload(stub, "", 9, release)  # the only stream is taken while the job runs
+    seen: list[pb.JobEvent] = []
+    try:
+        final = client.wait(job.id, on_progress=seen.append)
+    finally:
+        release.set()
+        held.cancel()
+    assert final.state == pb.JOB_STATE_SUCCEEDED and seen and seen[-1].job_id == job.id
