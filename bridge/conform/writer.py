@@ -91,32 +91,42 @@ def write_otio(plan: ConformPlan, path: str, overwrite: bool = False):
     import opentimelineio as otio
 
     timeline = conformed_timeline(plan)
-    check_target(plan, path, overwrite)
-    _write_whole(path, otio.adapters.write_to_string(timeline, "otio_json"))
+    write_outputs(plan, [(path, otio.adapters.write_to_string(timeline, "otio_json"))], overwrite)
     return timeline
 
 
 def write_edl(plan: ConformPlan, path: str, timeline=None, otio_path: str = "", overwrite: bool = False) -> list:
     """Write CMX3600 EDL(s) of the conformed timeline (see edl_writer); returns the paths written."""
+    targets = edl_outputs(plan, path, timeline, otio_path)
+    write_outputs(plan, targets, overwrite)
+    return [target for target, _ in targets]
+
+
+def edl_outputs(plan: ConformPlan, path: str, timeline=None, otio_path: str = "") -> list[tuple[str, str]]:
+    """(path, text) of each EDL of the conformed timeline: the EDL read, written back; else one per video
+    track of an OTIO timeline, `<stem>.<track>.edl` when there are several."""
     from voidlink.bridge.conform.edl_writer import otio_edls, write_back
 
     doc = plan.timeline_file.edl
     if doc is not None:
-        check_target(plan, path, overwrite)
-        _write_whole(path, write_back(plan, doc))
-        return [path]
+        return [(path, write_back(plan, doc))]
     timeline = timeline if timeline is not None else conformed_timeline(plan)
     edls = otio_edls(plan, timeline, os.path.basename(otio_path) if otio_path else "")
     stem, extension = os.path.splitext(path)
-    targets = [
+    return [
         (path if len(edls) == 1 else f"{stem}.{re.sub(r'[^A-Za-z0-9]+', '', name) or count}{extension}", text)
         for count, (name, text) in enumerate(edls, start=1)
     ]
-    for target, _ in targets:  # every one checked before any is written
-        check_target(plan, target, overwrite)
-    for target, text in targets:
-        _write_whole(target, text)
-    return [target for target, _ in targets]
+
+
+def write_outputs(plan: ConformPlan, outputs: list[tuple[str, str]], overwrite: bool = False) -> None:
+    """Every (path, text) checked (`check_target`) before any is written, then each written whole and
+    recorded as voidlink's in its folder's record, so a later conform may write it again."""
+    for path, _ in outputs:
+        check_target(plan, path, overwrite)
+    for path, text in outputs:
+        _write_whole(path, text)
+        _record(path, text)
 
 
 def check_target(plan: ConformPlan, path: str, overwrite: bool = False) -> None:
@@ -131,7 +141,7 @@ def check_target(plan: ConformPlan, path: str, overwrite: bool = False) -> None:
         )
     if overwrite or not os.path.lexists(path):
         return
-    if _written_by_voidlink(path) or _same_bytes(path, plan.timeline_file.path):
+    if _recorded(path) or _written_by_voidlink(path) or _same_bytes(path, plan.timeline_file.path):
         return
     raise errors.OutputExists(
         f"{path} exists and was not written by voidlink; voidlink never writes over files it did not write. "
@@ -159,6 +169,48 @@ def _written_by_voidlink(path: str) -> bool:
         return False
     metadata = document.get("metadata") if isinstance(document, dict) else None
     return isinstance(metadata, dict) and isinstance(metadata.get("voidlink"), dict)
+
+
+# In each folder conform writes into: {file name: SHA-256 of the text written}. A file there is voidlink's
+# while it still holds those bytes (an editor's change to it makes it theirs again).
+_RECORD = ".voidlink-conform.json"
+
+
+def _digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_record(folder: str) -> dict:
+    import json
+
+    try:
+        with open(os.path.join(folder, _RECORD), encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _recorded(path: str) -> bool:
+    if not os.path.isfile(path) or os.path.islink(path):
+        return False
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        with open(path, "rb") as handle:
+            return _read_record(folder).get(name) == _digest(handle.read())
+    except OSError:
+        return False
+
+
+def _record(path: str, text: str) -> None:
+    import json
+
+    folder, name = os.path.split(os.path.abspath(path))
+    record = _read_record(folder)
+    record[name] = _digest(text.encode("utf-8"))
+    _write_whole(os.path.join(folder, _RECORD), json.dumps(record, indent=1, sort_keys=True))
 
 
 def _same_bytes(path: str, other: str) -> bool:

@@ -139,7 +139,25 @@ def test_a_conform_never_writes_over_the_cut_nor_a_file_voidlink_did_not_write(t
     args = [str(source), "-o", str(out), "--edl", str(tmp_path / "out" / "cut_void.edl"), "--no-start"]
     assert main(args) == 0
     assert main(args) == 0  # its own files, written again: no --overwrite needed
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temporary left
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == [".voidlink-conform.json"]
+    (tmp_path / "out" / "cut_void.edl").write_text("TITLE: the editor's own\n")  # changed by hand: theirs now
+    assert main(args) != 0 and "cut_void.edl exists and was not written by voidlink" in capsys.readouterr().err
+    assert (tmp_path / "out" / "cut_void.edl").read_text() == "TITLE: the editor's own\n"
+
+
+def test_a_conform_of_a_crlf_edl_and_of_a_one_track_otio_runs_again_over_its_own_files(tmp_path):
+    crlf = tmp_path / "crlf.edl"
+    crlf.write_bytes((FIXTURES / "cut.edl").read_text().replace("VOID:", "NOTE:").replace("\n", "\r\n").encode())
+    one_track = tmp_path / "one.otio"
+    timeline = read_timeline(str(FIXTURES / "cut.edl")).timeline
+    otio.adapters.write_to_file(timeline, str(one_track))
+    for source in (crlf, one_track):
+        out = tmp_path / source.stem
+        args = [str(source), "-o", str(out / "c.otio"), "--edl", str(out / "c.edl"), "--no-start"]
+        assert main(args) in (0, 1)
+        first = sorted(p.name for p in out.iterdir())
+        assert main(args) in (0, 1), source.name  # not refused: the files are voidlink's
+        assert sorted(p.name for p in out.iterdir()) == first and "c.edl" in first
 
 
 # -- media, mattes and the plan --------------------------------------------------------------

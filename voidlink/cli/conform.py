@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from voidlink.bridge.conform import build_plan, parse_rate, read_timeline, run_plan, write_edl, write_otio
+    from voidlink.bridge.conform import build_plan, parse_rate, read_timeline, run_plan
     from voidlink.bridge.conform.writer import report_rows
 
     if args.handles < 0:
@@ -108,11 +108,16 @@ def run(args: argparse.Namespace) -> int:
         from voidlink.cli.farm import export_plan
 
         return export_plan(plan, args.farm, args.output, args.backend, args.json, options=args)
-    from voidlink.bridge.conform.writer import check_target
+    from voidlink.bridge.conform.edl_writer import EdlError
+    from voidlink.bridge.conform.writer import check_target, edl_outputs
 
-    for target in (args.output, args.edl):
-        if target:
-            check_target(plan, target, args.overwrite)  # refused now, not after the shots are rendered
+    targets = [args.output]
+    try:
+        targets += [path for path, _ in edl_outputs(plan, args.edl, otio_path=args.output)] if args.edl else []
+    except EdlError:
+        pass  # no EDL can be made of this cut: said at the end, beside the timeline written
+    for target in targets:
+        check_target(plan, target, args.overwrite)  # refused now, not after the shots are rendered
     if any(entry.runnable for entry in plan.events):
         from voidlink.bridge.client import Client
 
@@ -121,14 +126,19 @@ def run(args: argparse.Namespace) -> int:
             client.ensure_daemon()
         on_progress = None if args.json else _Progress(plan)
         run_plan(plan, client, parallel=args.parallel, backend=args.backend, on_progress=on_progress)
-    from voidlink.bridge.conform.edl_writer import EdlError
+    import opentimelineio as otio
 
-    timeline = write_otio(plan, args.output, overwrite=args.overwrite)
+    from voidlink.bridge.conform.writer import conformed_timeline, write_outputs
+
+    timeline = conformed_timeline(plan)
+    outputs = [(args.output, otio.adapters.write_to_string(timeline, "otio_json"))]
     edl_error = None
     try:
-        edls = write_edl(plan, args.edl, timeline, otio_path=args.output, overwrite=args.overwrite) if args.edl else []
+        edl_texts = edl_outputs(plan, args.edl, timeline, otio_path=args.output) if args.edl else []
     except EdlError as error:
-        edls, edl_error = [], error
+        edl_texts, edl_error = [], error
+    write_outputs(plan, outputs + edl_texts, args.overwrite)  # every one checked before any is written
+    edls = [path for path, _ in edl_texts]
     if args.json:
         extra = {"edl_error": {"reason": edl_error.reason, "message": str(edl_error)}} if edl_error else {}
         print_json({**plan.to_dict(), "output": os.path.abspath(args.output), "edl": edls, **extra})

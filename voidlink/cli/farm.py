@@ -235,14 +235,17 @@ def finish_command(plan, options: argparse.Namespace, backend: str) -> list:
 
 
 def finish(args: argparse.Namespace) -> int:
-    from voidlink.bridge.conform import write_edl, write_otio
+    import opentimelineio as otio
+
     from voidlink.bridge.conform.plan import FINISHED
-    from voidlink.bridge.conform.writer import report_rows
+    from voidlink.bridge.conform.writer import conformed_timeline, edl_outputs, report_rows, write_outputs
     from voidlink.bridge.farm.conform import finish_plan
 
     plan = finish_plan(_plan(args), args.backend or "auto", args.written_after)
-    timeline = write_otio(plan, args.output)
-    edls = write_edl(plan, args.edl, timeline) if args.edl else []
+    timeline = conformed_timeline(plan)
+    edl_texts = edl_outputs(plan, args.edl, timeline) if args.edl else []
+    write_outputs(plan, [(args.output, otio.adapters.write_to_string(timeline, "otio_json")), *edl_texts])
+    edls = [path for path, _ in edl_texts]
     if args.json:
         print_json({**plan.to_dict(), "output": os.path.abspath(args.output), "edl": edls})
     else:
