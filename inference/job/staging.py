@@ -18,9 +18,11 @@ import base64
 import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Callable, Optional
@@ -54,23 +56,44 @@ _COMMIT_LOCK = threading.Lock()
 _MOVING: set[str] = set()
 
 
+log = logging.getLogger("voidlink.daemon")
+
+COMMIT_LOCK_WAIT = 600.0  # seconds a commit waits for another process's commit into the same folder
+
+
 @contextlib.contextmanager
 def _committing(folder: Path) -> Iterator[None]:
-    """This process's commit lock, and an exclusive lock on the output folder that every voidlink process
-    committing into it takes (flock, where the platform and file system have it; else the first alone)."""
+    """This process's commit lock, and an exclusive flock on the output folder itself, which every voidlink
+    process committing into that folder takes (nothing is added to the folder). Where the folder cannot
+    be locked (no fcntl on Windows; NFS, whose flock needs a file open for writing) this process's lock
+    is all there is, and the log says so."""
     with _COMMIT_LOCK:
         try:
             import fcntl
 
             handle = os.open(folder, os.O_RDONLY)
-        except (ImportError, OSError):  # no fcntl (Windows), or the folder is not there yet
+        except (ImportError, OSError):  # Windows (no pool workers there), or no folder to lock
             yield
             return
         try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            except OSError:  # a file system without flock: this process's lock is what there is
-                pass
+            deadline = time.monotonic() + COMMIT_LOCK_WAIT
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise VoidlinkError(
+                            f"another voidlink process has been moving frames into {folder} for "
+                            f"{COMMIT_LOCK_WAIT:.0f} s; the job's frames wait staged: run it again once that "
+                            "move is done",
+                            reason="COMMIT_LOCKED",
+                            file=str(folder),
+                        ) from None
+                    time.sleep(0.2)
+                except OSError as error:
+                    log.warning("commit into %s without a lock on the folder (%s)", folder, error.strerror or error)
+                    break
             yield
         finally:
             os.close(handle)  # releases the flock

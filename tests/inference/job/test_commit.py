@@ -4,6 +4,8 @@ before and after the point of no return, the prepared job handed on."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -199,8 +201,12 @@ def test_a_commit_waits_for_another_process_committing_into_the_same_folder(shot
 
     output = tmp_path / "o" / "o.####.exr"
     earlier = run_spec(build_spec(shot.plate, shot.mask, output=output), job_id="a")
-    other = os.open(output.parent, os.O_RDONLY)  # another voidlink process, in the middle of its commit
-    fcntl.flock(other, fcntl.LOCK_EX)
+    # Another voidlink process, in the middle of its commit.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(output.parent)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
     flock, asked = fcntl.flock, threading.Event()
 
     def noted(handle, operation):
@@ -217,7 +223,7 @@ def test_a_commit_waits_for_another_process_committing_into_the_same_folder(shot
         assert rerun.is_alive()  # and waits for it (a lock that did not hold would have let it finish)
         assert _jobs(earlier.output_pattern, shot.first, shot.last) == ["a"] * 6  # nothing moved meanwhile
     finally:
-        os.close(other)
+        holder.communicate("")  # it lets go and ends
     rerun.join(60)
     assert not rerun.is_alive() and _jobs(earlier.output_pattern, shot.first, shot.last) == ["b"] * 6
 
@@ -247,6 +253,15 @@ def test_a_move_under_way_in_this_process_does_not_refuse_the_next_job_over_the_
         go.set()
         first.join(60)
     assert _jobs(str(output), shot.first, shot.last) == ["a"] * 6
+
+
+HOLD_LOCK = """
+import fcntl, os, sys
+handle = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(handle, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
 
 
 class _Intruder(MeanFill):
