@@ -85,7 +85,7 @@ def _committing(folder: Path) -> Iterator[None]:
                     if time.monotonic() > deadline:
                         raise VoidlinkError(
                             f"another voidlink process has been moving frames into {folder} for "
-                            f"{COMMIT_LOCK_WAIT:.0f} s; the job's frames wait staged: run it again once that "
+                            f"{COMMIT_LOCK_WAIT:.0f} s; nothing of this job was moved: run it again once that "
                             "move is done",
                             reason="COMMIT_LOCKED",
                             file=str(folder),
