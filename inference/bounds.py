@@ -68,8 +68,8 @@ class StreamSlots:
         with self._lock:
             mine = self._by_caller.get(caller, 0)
             if self._open >= self.total or mine >= self.per_caller:
-                whose = "" if self._open >= self.total else f" for one token ({caller})"
-                bound = self.total if self._open >= self.total else self.per_caller
+                full = self._open >= self.total
+                bound, whose = (self.total, "") if full else (self.per_caller, f" for one token ({caller})")
                 raise LimitExceeded(
                     f"{call}: this daemon serves at most {bound} streams at once{whose}, and that many are open; "
                     "close watches or transfers you no longer need, or try again when one ends",

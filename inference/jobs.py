@@ -96,14 +96,13 @@ class Jobs:
                 job = self.uploads.add_uploading(spec, caller.name)
                 if job is not None:
                     return job
+        prepared = None
         try:
             prepared = prepare(spec, guard=self.scheduler.guard)
-            try:
-                check_no_unfinished_commit(prepared)  # refused now, not once it has waited and run
-            except BaseException:
-                prepared.close()
-                raise
+            check_no_unfinished_commit(prepared)  # refused now, not once it has waited and run
         except BaseException:
+            if prepared is not None:
+                prepared.close()
             self.transfers.discard_inputs(spec)
             raise
         frames = prepared.last - prepared.first + 1

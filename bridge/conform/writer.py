@@ -124,9 +124,13 @@ def write_outputs(plan: ConformPlan, outputs: list[tuple[str, str]], overwrite: 
     recorded as voidlink's in its folder's record, so a later conform may write it again."""
     for path, _ in outputs:
         check_target(plan, path, overwrite)
+    written: dict[str, dict[str, str]] = {}  # folder -> {file name: SHA-256}, each folder's record written once
     for path, text in outputs:
         _write_whole(path, text)
-        _record(path, text)
+        folder, name = os.path.split(os.path.abspath(path))
+        written.setdefault(folder, {})[name] = _digest(text.encode("utf-8"))
+    for folder, digests in written.items():
+        _record(folder, digests)
 
 
 def check_target(plan: ConformPlan, path: str, overwrite: bool = False) -> None:
@@ -204,12 +208,10 @@ def _recorded(path: str) -> bool:
         return False
 
 
-def _record(path: str, text: str) -> None:
+def _record(folder: str, digests: dict[str, str]) -> None:
     import json
 
-    folder, name = os.path.split(os.path.abspath(path))
-    record = _read_record(folder)
-    record[name] = _digest(text.encode("utf-8"))
+    record = {**_read_record(folder), **digests}
     _write_whole(os.path.join(folder, _RECORD), json.dumps(record, indent=1, sort_keys=True))
 
 

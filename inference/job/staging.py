@@ -211,15 +211,11 @@ def check_no_unfinished_commit(prepared: StagedOutput, job_id: str = "") -> None
     daemon's next start finishes it): finished later, it would put its frames over this job's. A move
     this process is making now is not one; another process's (a pool worker's) waits behind the
     folder's lock at the commit, where this is checked again."""
-    mine = {}
-    for kind, pattern in prepared.finals():
-        folder = os.path.realpath(pattern.directory or ".")
-        for frame in prepared.frames:
-            mine[os.path.normcase(os.path.join(folder, os.path.basename(pattern.path(frame))))] = kind
     try:
         entries = list(os.scandir(prepared.output_dir))
     except OSError:
         return  # no folder yet: nothing staged in it
+    mine: dict[str, str] = {}  # final path -> kind, made only once a stopped move is found
     for entry in entries:
         if not entry.name.startswith(STAGING_PREFIX) or entry.name == f"{STAGING_PREFIX}{job_id}":
             continue
@@ -227,6 +223,11 @@ def check_no_unfinished_commit(prepared: StagedOutput, job_id: str = "") -> None
         marker = staging / COMMIT_MARKER
         if str(staging) in _MOVING or not entry.is_dir(follow_symlinks=False) or not marker.is_file():
             continue
+        if not mine:
+            for kind, pattern in prepared.finals():
+                folder = os.path.realpath(pattern.directory or ".")
+                for frame in prepared.frames:
+                    mine[os.path.normcase(os.path.join(folder, os.path.basename(pattern.path(frame))))] = kind
         result = _marker_result(marker)
         theirs = {"output": result.output_pattern, "quadmask": result.quadmask_pattern, "raw": result.raw_pattern,
                   "affected": result.affected_pattern} if result is not None else {}  # fmt: skip

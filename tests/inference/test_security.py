@@ -286,15 +286,20 @@ class _PausedBackend:
         return getattr(self.inner, name)
 
 
+def _pause_backends(daemon, monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Every backend the daemon hands out pauses at its first frame: (reached, go)."""
+    get = daemon.registry.get
+    reached, go = threading.Event(), threading.Event()
+    monkeypatch.setattr(daemon.registry, "get", lambda name: _PausedBackend(get(name), reached, go))
+    return reached, go
+
+
 def test_a_plate_frame_swapped_for_a_link_outside_the_roots_while_the_job_runs_is_not_read(
     rooted, tmp_path, monkeypatch
 ):
     daemon, root, _, outside = rooted
     shot = write_shot(root / "sh030" / "plates", frames=3)
-    registry = daemon.registry
-    get = registry.get
-    reached, go = threading.Event(), threading.Event()
-    monkeypatch.setattr(registry, "get", lambda name: _PausedBackend(get(name), reached, go))
+    reached, go = _pause_backends(daemon, monkeypatch)
     client = Client(daemon.address)
     out = root / "sh030" / "void" / "clean.####.exr"
     job = client.submit(build_spec(shot.plate, shot.mask, output=out, backend="classical"))
@@ -318,10 +323,7 @@ def test_an_output_folder_swapped_for_a_link_while_the_job_waits_in_the_queue_is
     rooted, tmp_path, monkeypatch
 ):
     daemon, root, shot, _ = rooted
-    registry = daemon.registry
-    get = registry.get
-    reached, go = threading.Event(), threading.Event()
-    monkeypatch.setattr(registry, "get", lambda name: _PausedBackend(get(name), reached, go))
+    reached, go = _pause_backends(daemon, monkeypatch)
     client = Client(daemon.address)
     first = build_spec(shot.plate, shot.mask, output=root / "sh010" / "o" / "c.####.exr", backend="classical")
     busy = client.submit(first)
@@ -345,10 +347,7 @@ def test_a_side_output_folder_swapped_for_a_link_while_the_job_renders_is_not_co
     rooted, tmp_path, monkeypatch
 ):
     daemon, root, shot, _ = rooted
-    registry = daemon.registry
-    get = registry.get
-    reached, go = threading.Event(), threading.Event()
-    monkeypatch.setattr(registry, "get", lambda name: _PausedBackend(get(name), reached, go))
+    reached, go = _pause_backends(daemon, monkeypatch)
     client = Client(daemon.address)
     out, mattes = root / "sh010" / "void" / "c.####.exr", root / "sh010" / "mattes"
     mattes.mkdir()
